@@ -1,0 +1,13 @@
+"""nic-repro: a notebook-first library for reproducing neural image compression papers.
+
+Modules (see README, "How the code is organised"):
+
+- ``data``: named datasets, look-up order, downloads with checksums, image loading rules.
+- ``codecs``: classic codecs (JPEG, WebP, JPEG 2000, AVIF, optional BPG/VTM) behind one interface.
+- ``metrics``: PSNR, MS-SSIM, bits per pixel.
+- ``rd``: BD-rate / BD-PSNR, RD tables and curves, published Kodak anchors.
+- ``plotting``: seaborn style and ``save_figure``.
+- ``notebooks``: jupytext -> papermill runner with profiles.
+"""
+
+__version__ = "0.1.0"
