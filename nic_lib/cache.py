@@ -16,10 +16,16 @@ from typing import Callable
 
 import pandas as pd
 
+_umask = os.umask(0)
+os.umask(_umask)
+#: Mode of written files: what open() would give under the current umask.
+_FILE_MODE = 0o666 & ~_umask
+
 
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; results are ordinary readable files
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

@@ -31,6 +31,10 @@ PNG_DPI = 150
 DEFAULT_FORMATS = ("png", "pdf")
 
 _figure_dir: Path | None = None
+_umask = os.umask(0)
+os.umask(_umask)
+#: Mode of written files: what open() would give under the current umask.
+_FILE_MODE = 0o666 & ~_umask
 
 
 def set_style() -> None:
@@ -98,6 +102,7 @@ def save_figure(fig: matplotlib.figure.Figure, name: str, formats: tuple[str, ..
         target = _figure_dir / f"{name}.{fmt}"
         fd, tmp = tempfile.mkstemp(dir=_figure_dir, prefix=f".{name}.", suffix=f".{fmt}")
         os.close(fd)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; figures are ordinary readable files
         try:
             metadata = {"CreationDate": None} if fmt == "pdf" else None
             fig.savefig(tmp, format=fmt, dpi=PNG_DPI, metadata=metadata, bbox_inches="tight")

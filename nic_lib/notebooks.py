@@ -1,0 +1,466 @@
+"""Run the paper notebooks headless: jupytext ``py:percent`` source -> ``.ipynb`` -> papermill.
+
+The sources are ``notebooks/NN_name.py``. :func:`run_notebook` turns one into
+``<out>/<stem>.ipynb`` with jupytext, then executes it with papermill into
+``<out>/<stem>.executed.ipynb`` (kept, with every output and traceback, for a reader to
+open), injecting ``PROFILE`` and any other parameters after the cell tagged
+``parameters``. The default ``<out>`` is ``build/notebooks/<profile>/``.
+
+Profiles (``smoke``, ``cpu``, ``full``) are only passed on as the ``PROFILE`` parameter:
+each notebook derives its sizes from it, and picks its figure folder with
+``nic_lib.plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR)``, which sends ``smoke`` and
+``full`` figures under ``build/figures/`` and only ``cpu`` figures into ``paper_figures/``.
+So a smoke run never writes into ``paper_figures/`` as long as the notebook goes through
+``figure_dir`` and ``save_figure``.
+
+Command line::
+
+    python -m nic_lib.notebooks list
+    python -m nic_lib.notebooks run [NAMES...] --profile smoke [-p KEY VALUE ...] [--out DIR] [--timeout S]
+    python -m nic_lib.notebooks sync [NAMES...]     # .ipynb next to the sources, for JupyterLab
+
+NAMES are notebook stems or prefixes (``00``, ``00_classic_codecs``) or paths to ``.py``
+sources; all notebooks by default. ``-p`` values are read as YAML, like papermill's ``-y``: ``-p SEED 3`` is an int,
+``-p FAST true`` a bool, ``-p QUALITIES "[1, 2]"`` a list; quote to force a string
+(``-p NAME '"007"'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import logging
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import yaml
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from papermill.exceptions import PapermillExecutionError
+
+from nic_lib.plotting import BUILD_DIR, REPO_ROOT
+
+logger = logging.getLogger(__name__)
+
+#: Folder holding the notebook sources.
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+#: A notebook is a two-digit-numbered py:percent file; anything else there is a helper, not run.
+NOTEBOOK_GLOB = "[0-9][0-9]_*.py"
+#: The text format of the sources (see jupytext.toml).
+SOURCE_FORMAT = "py:percent"
+#: smoke: seconds, tiny data, for CI; cpu: the committed figures, a laptop in minutes to
+#: hours; full: the papers' settings, needs a GPU.
+PROFILES = ("smoke", "cpu", "full")
+#: The profile whose figures are committed, so running a notebook "as is" reproduces them.
+DEFAULT_PROFILE = "cpu"
+#: Executed notebooks go to <this>/<profile>/ unless told otherwise (git-ignored).
+DEFAULT_OUT_ROOT = BUILD_DIR / "notebooks"
+#: The kernelspec ipykernel installs into this environment; its "python" argv is replaced by
+#: jupyter_client with sys.executable, so the kernel runs the interpreter running this module.
+KERNEL_NAME = "python3"
+#: papermill injects parameters right after the cell carrying this tag.
+PARAMETERS_TAG = "parameters"
+#: The one parameter every notebook must declare (the runner always injects it).
+PROFILE_PARAMETER = "PROFILE"
+#: How many lines of a failing cell the error message quotes: enough to recognise the cell.
+ERROR_SOURCE_LINES = 2
+#: A py:percent cell marker: "# %%" alone or followed by a title/metadata.
+_CELL_MARKER = re.compile(r"^#\s*%%(\s|$)")
+
+
+class NotebookExecutionError(RuntimeError):
+    """A notebook cell raised (or timed out, or killed the kernel) during :func:`run_notebook`.
+
+    Attributes:
+        notebook: the source ``.py`` that failed.
+        cell_number: 1-based number of the failing cell in the source notebook (markdown
+            cells count, as in JupyterLab), or ``None`` when the failure was in the cell
+            papermill injects.
+        line: 1-based line of that cell's ``# %%`` marker in the source, when known.
+        ename: exception class name raised in the kernel, e.g. ``"ValueError"``.
+        evalue: exception message.
+        executed_path: the executed notebook holding the outputs and the full traceback.
+    """
+
+    def __init__(self, message, *, notebook, cell_number, line, ename, evalue, executed_path):
+        super().__init__(message)
+        self.notebook = notebook
+        self.cell_number = cell_number
+        self.line = line
+        self.ename = ename
+        self.evalue = evalue
+        self.executed_path = executed_path
+
+
+def list_notebooks(names: list[str] | tuple[str, ...] | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The notebook sources ``notebooks/NN_*.py``, sorted, optionally selected by name.
+
+    Args:
+        names: stems or stem prefixes (``"00"``, ``"00_classic_codecs"``), or paths to
+            ``.py`` sources (in any folder); ``None`` or empty selects every notebook.
+            Each notebook is listed once, in sorted order.
+        notebook_dir: folder to look in (the repository's ``notebooks/``).
+
+    Returns:
+        Paths of the selected notebook sources.
+
+    Raises:
+        ValueError: if a name matches no notebook; the message lists the available ones.
+    """
+    available = sorted(notebook_dir.glob(NOTEBOOK_GLOB))
+    if not names:
+        return available
+    selected = set()
+    for name in names:
+        if name.endswith(".py") and Path(name).is_file():  # a path, e.g. from tab completion
+            selected.add(Path(name).resolve())
+            continue
+        name = Path(name).stem if name.endswith(".py") else name
+        matches = [p for p in available if p.stem == name or p.stem.startswith(name)]
+        if not matches:
+            listing = ", ".join(p.stem for p in available) or f"none: {notebook_dir} has no {NOTEBOOK_GLOB} files"
+            raise ValueError(
+                f"no notebook named {name!r} in {notebook_dir}; available: {listing}. "
+                "Pass a stem or its number prefix, e.g. `python -m nic_lib.notebooks run 00`."
+            )
+        selected.update(matches)
+    return sorted(selected)
+
+
+def parse_parameter_value(text: str):
+    """Read a ``-p KEY VALUE`` value as YAML, as papermill's ``-y`` does.
+
+    Args:
+        text: the value as typed on the command line.
+
+    Returns:
+        An int, float, bool, ``None``, list or dict where YAML reads one, else ``text``
+        itself (also for YAML types papermill cannot inject, such as dates).
+    """
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return text
+    return value
+
+
+def run_notebook(
+    path: str | os.PathLike,
+    profile: str = DEFAULT_PROFILE,
+    parameters: dict | None = None,
+    out_dir: str | os.PathLike | None = None,
+    timeout: float | None = None,
+    *,
+    progress_bar: bool = False,
+) -> Path:
+    """Convert a py:percent notebook with jupytext and execute it with papermill.
+
+    Writes ``<out_dir>/<stem>.ipynb`` (the inputs), then executes it in this Python's
+    ``python3`` kernel with the notebook's folder as working directory (relative paths
+    behave as in JupyterLab). While running, the notebook is saved after every cell to
+    ``<out_dir>/<stem>.running.ipynb``; when it ends, successfully or not, that file is
+    renamed to ``<out_dir>/<stem>.executed.ipynb``. Cell outputs go to the ``papermill``
+    logger at INFO level.
+
+    Args:
+        path: the ``.py`` source; any folder (tests use a temporary one).
+        profile: one of :data:`PROFILES`; injected as ``PROFILE``.
+        parameters: more values to inject; every key must be assigned in the notebook's
+            ``parameters`` cell. ``PROFILE`` is not allowed here (use ``profile``).
+        out_dir: folder for the generated notebooks; default ``build/notebooks/<profile>/``.
+        timeout: seconds any single cell may run before the run is stopped; ``None``: no limit.
+        progress_bar: show papermill's per-cell progress bar on stderr.
+
+    Returns:
+        Path of the executed notebook.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: for an unknown profile, a notebook without exactly one ``parameters``
+            cell assigning ``PROFILE``, or a parameter that cell does not assign.
+        NotebookExecutionError: if a cell raised, timed out or killed the kernel.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"notebook source {path} not found; list the notebooks with `python -m nic_lib.notebooks list`"
+        )
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r} for {path.name}; use one of {', '.join(PROFILES)}")
+    parameters = dict(parameters or {})
+    if PROFILE_PARAMETER in parameters:
+        raise ValueError(
+            f"pass the profile as run_notebook(profile=...) or --profile, not as a {PROFILE_PARAMETER} parameter"
+        )
+
+    nb = jupytext.read(path, fmt=SOURCE_FORMAT)
+    params_index, declared = _parameters_cell(nb, path)
+    unknown = sorted(set(parameters) - declared)
+    if unknown:
+        raise ValueError(
+            f"{path.name}: parameter(s) {', '.join(unknown)} not assigned in its '{PARAMETERS_TAG}' cell "
+            f"(cell {params_index + 1}), so injecting them would change nothing; known: {', '.join(sorted(declared))}. "
+            "Fix the name, or add the knob to that cell."
+        )
+    kernel_name = _checked_kernel_name()
+    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.metadata.setdefault("language_info", {"name": "python"})
+
+    # Absolute: papermill writes the output from inside the notebook's folder.
+    out_dir = Path(out_dir).resolve() if out_dir is not None else DEFAULT_OUT_ROOT / profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    input_path = out_dir / f"{path.stem}.ipynb"
+    running_path = out_dir / f"{path.stem}.running.ipynb"
+    executed_path = out_dir / f"{path.stem}.executed.ipynb"
+    _write_notebook_atomically(nb, input_path)
+
+    logger.info("running %s (profile %s) -> %s", path.name, profile, executed_path)
+    try:
+        papermill.execute_notebook(
+            input_path,
+            running_path,
+            parameters={PROFILE_PARAMETER: profile, **parameters},
+            kernel_name=kernel_name,
+            cwd=path.parent,
+            log_output=True,
+            progress_bar=progress_bar,
+            execution_timeout=timeout,
+        )
+    except PapermillExecutionError as err:
+        _replace_if_exists(running_path, executed_path)
+        raise _execution_error(path, params_index, err.cell_index, err.ename, err.evalue, executed_path) from err
+    except Exception as err:  # a timeout or a dead kernel: papermill lets nbclient's error through
+        cell_index = _last_started_cell(running_path)
+        if cell_index is None:  # the kernel never ran a cell: not a notebook failure
+            raise
+        _replace_if_exists(running_path, executed_path)
+        raise _execution_error(path, params_index, cell_index, type(err).__name__, str(err), executed_path) from err
+    os.replace(running_path, executed_path)
+    return executed_path
+
+
+def sync_notebooks(names: list[str] | None = None) -> list[Path]:
+    """Write ``notebooks/<stem>.ipynb`` next to each source, for people using JupyterLab.
+
+    Outputs already in an existing ``.ipynb`` are kept (jupytext ``--update``); the ``.py``
+    sources keep their content (jupytext only touches their timestamp, so that they do not
+    look older than the new ``.ipynb``). Thanks to ``jupytext.toml`` the pair then stays in sync when
+    either file is saved from JupyterLab.
+
+    Args:
+        names: notebook stems or prefixes, as for :func:`list_notebooks`; all by default.
+
+    Returns:
+        The written ``.ipynb`` paths.
+    """
+    from jupytext.cli import jupytext as jupytext_cli
+
+    written = []
+    for source in list_notebooks(names):
+        target = source.with_suffix(".ipynb")
+        jupytext_cli(["--from", SOURCE_FORMAT, "--to", "ipynb", "--update", "--output", str(target), str(source)])
+        written.append(target)
+    return written
+
+
+def _parameters_cell(nb: nbformat.NotebookNode, path: Path) -> tuple[int, set[str]]:
+    """Index of the one cell tagged ``parameters`` and the names it assigns; errors otherwise."""
+    tagged = [i for i, cell in enumerate(nb.cells) if PARAMETERS_TAG in cell.metadata.get("tags", [])]
+    example = f'# %% tags=["{PARAMETERS_TAG}"]\n{PROFILE_PARAMETER} = "{DEFAULT_PROFILE}"  # smoke | cpu | full'
+    if len(tagged) != 1:
+        found = "none" if not tagged else "cells " + ", ".join(str(i + 1) for i in tagged)
+        raise ValueError(
+            f"{path}: needs exactly one cell tagged '{PARAMETERS_TAG}' (found {found}); papermill injects "
+            f"{PROFILE_PARAMETER} and the other parameters right after it. Fix: make the first code cell after "
+            f"the imports start with\n{example}"
+        )
+    index = tagged[0]
+    declared = _assigned_names(nb.cells[index].source)
+    if PROFILE_PARAMETER not in declared:
+        raise ValueError(
+            f"{path}: its '{PARAMETERS_TAG}' cell (cell {index + 1}) does not assign {PROFILE_PARAMETER}; "
+            f"add the line\n{PROFILE_PARAMETER} = \"{DEFAULT_PROFILE}\"  # smoke | cpu | full"
+        )
+    return index, declared
+
+
+def _assigned_names(source: str) -> set[str]:
+    """Names assigned at the top level of a cell (``X = ...``, ``X: int = ...``)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # e.g. an IPython magic: fall back to reading "NAME =" line starts
+        return set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=(?!=)", source, flags=re.MULTILINE))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def _checked_kernel_name() -> str:
+    """:data:`KERNEL_NAME`, after checking that it starts this interpreter, not another Python."""
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    except NoSuchKernel as err:
+        raise RuntimeError(
+            f"no Jupyter kernel named {KERNEL_NAME!r}; install ipykernel's into this environment with "
+            f"`{sys.executable} -m ipykernel install --sys-prefix`"
+        ) from err
+    exe = spec.argv[0]
+    # jupyter_client replaces a bare "python", "python3" or "python3.X" with sys.executable.
+    bare = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
+    if exe not in bare and not (Path(exe).exists() and Path(exe).resolve() == Path(sys.executable).resolve()):
+        raise RuntimeError(
+            f"the {KERNEL_NAME!r} kernel in {spec.resource_dir} runs {exe}, not this environment's {sys.executable}; "
+            f"reinstall it with `{sys.executable} -m ipykernel install --sys-prefix` or remove that kernelspec"
+        )
+    return KERNEL_NAME
+
+
+def _execution_error(source: Path, params_index: int, cell_index: int, ename: str, evalue: str, executed_path: Path):
+    """A :class:`NotebookExecutionError` naming the source cell behind papermill's ``cell_index``."""
+    # papermill counts cells of the executed notebook, where the injected-parameters cell
+    # sits right after the parameters cell; map back to the source's cells.
+    injected_index = params_index + 1
+    nb = jupytext.read(source, fmt=SOURCE_FORMAT)
+    if cell_index == injected_index:
+        cell_number, line, where = None, None, f"the injected-parameters cell (after cell {params_index + 1})"
+        quoted = ""
+    else:
+        source_index = cell_index - 1 if cell_index > injected_index else cell_index
+        cell_number = source_index + 1
+        line = _cell_marker_line(source, source_index, len(nb.cells))
+        where = f"cell {cell_number}" + (f" (line {line})" if line else "")
+        lines = [s for s in nb.cells[source_index].source.splitlines() if s.strip()][:ERROR_SOURCE_LINES]
+        quoted = "".join(f"\n    {s[:100]}" for s in lines)
+    message = (
+        f"{source} failed in {where}:{quoted}\n{ename}: {evalue}\n"
+        f"The executed notebook, with the outputs and traceback, is {executed_path}"
+    )
+    return NotebookExecutionError(
+        message,
+        notebook=source,
+        cell_number=cell_number,
+        line=line,
+        ename=ename,
+        evalue=evalue,
+        executed_path=executed_path,
+    )
+
+
+def _cell_marker_line(source: Path, cell_index: int, n_cells: int) -> int | None:
+    """1-based line of the ``# %%`` marker starting cell ``cell_index``, if markers map one-to-one to cells."""
+    markers = [i + 1 for i, text in enumerate(source.read_text().splitlines()) if _CELL_MARKER.match(text)]
+    return markers[cell_index] if len(markers) == n_cells else None
+
+
+def _last_started_cell(running_path: Path) -> int | None:
+    """Index of the last cell papermill started in a partly executed notebook, if any."""
+    if not running_path.exists():
+        return None
+    nb = nbformat.read(running_path, as_version=4)
+    started = [i for i, cell in enumerate(nb.cells) if cell.metadata.get("papermill", {}).get("start_time")]
+    return started[-1] if started else None
+
+
+def _write_notebook_atomically(nb: nbformat.NotebookNode, target: Path) -> None:
+    """Write ``nb`` to a temporary file next to ``target``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".ipynb")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            nbformat.write(nb, f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace_if_exists(src: Path, dst: Path) -> None:
+    if src.exists():
+        os.replace(src, dst)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``run``: execute the selected notebooks one after the other; print a summary."""
+    parameters = {key: parse_parameter_value(value) for key, value in args.parameter or []}
+    results = []  # (name, seconds, status)
+    for path in list_notebooks(args.names):
+        start = time.perf_counter()
+        try:
+            executed = run_notebook(
+                path, args.profile, parameters, args.out, args.timeout, progress_bar=sys.stderr.isatty()
+            )
+            status = f"ok       {executed}"
+        except NotebookExecutionError as err:
+            logger.error("%s", err)
+            cell = f"cell {err.cell_number}" if err.cell_number else "injected parameters"
+            status = f"FAILED   {cell}: {err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''}"
+        except Exception as err:  # setup errors (parameters cell, kernel): report and go on
+            logger.error("%s", err)
+            first_line = (str(err).splitlines() or [""])[0]
+            status = f"FAILED   {type(err).__name__}: {first_line}"
+        results.append((path.stem, time.perf_counter() - start, status))
+
+    width = max((len(name) for name, _, _ in results), default=8)
+    print(f"\n{'notebook':<{width}}  {'seconds':>8}  result")
+    for name, seconds, status in results:
+        print(f"{name:<{width}}  {seconds:8.1f}  {status}")
+    failed = sum(status.startswith("FAILED") for _, _, status in results)
+    print(f"{len(results) - failed} ok, {failed} failed (profile {args.profile})")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; see the module docstring. Returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m nic_lib.notebooks", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="print the notebook sources")
+    run = sub.add_parser("run", help="execute notebooks with papermill (all by default)")
+    run.add_argument("names", nargs="*", help="notebook stems or prefixes, e.g. 00 or 00_classic_codecs")
+    run.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE, help=f"default: {DEFAULT_PROFILE}")
+    run.add_argument(
+        "-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"),
+        help="inject KEY=VALUE into the parameters cell (VALUE read as YAML: 3, true, [1, 2])",
+    )
+    run.add_argument("--out", type=Path, help="output folder (default: build/notebooks/<profile>/)")
+    run.add_argument("--timeout", type=float, help="seconds any single cell may run (default: no limit)")
+    sync = sub.add_parser("sync", help="write notebooks/<stem>.ipynb from the .py sources, for JupyterLab")
+    sync.add_argument("names", nargs="*")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.command == "list":
+            for path in list_notebooks():
+                print(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
+            return 0
+        if args.command == "sync":
+            for path in sync_notebooks(args.names):
+                print(path)
+            return 0
+        return _run_command(args)
+    except ValueError as err:  # bad selection or parameters: say why, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
