@@ -1,0 +1,689 @@
+"""Model registry, quality tables, profiles and checkpoints for the learned codecs.
+
+One place answers "which network is quality q of model X, and where are its weights":
+
+- ``MODELS`` maps a paper key (``"mbt2018"``, ``"bmshj2018-hyperprior"``, ...) to its
+  class; classes join it with ``@register_model("key")``.
+- ``LAMBDA_MSE``, ``FULL_WIDTHS`` and ``CPU_PROFILE_WIDTHS`` are the quality tables.
+- Two profiles: ``"full"`` is CompressAI's zoo (published widths and weights, needs
+  internet once); ``"cpu"`` is this project's own smaller models, trained with
+  ``python -m nic_lib.train`` and stored as ``checkpoints/<model>/q<quality>.pt``.
+- :func:`save_checkpoint` / :func:`load_checkpoint` write and read self-describing
+  checkpoints (model key and full config inside, loaded with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import pickle
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from compressai.entropy_models import EntropyModel
+from torch import nn
+
+__all__ = [
+    "CPU_PROFILE_WIDTHS",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "FULL_WIDTHS",
+    "LAMBDA_MSE",
+    "MODELS",
+    "PretrainedWeightsUnavailableError",
+    "available_models",
+    "build_model",
+    "checkpoint_dir",
+    "checkpoint_path",
+    "default_config",
+    "get_model",
+    "load_checkpoint",
+    "model_name",
+    "register_model",
+    "save_checkpoint",
+    "widths",
+]
+
+# --------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------
+
+#: Paper key -> model class. Filled by ``@register_model`` in ``nic_lib.models.google``.
+MODELS: dict[str, type[nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator registering a model under its paper key.
+
+    Args:
+        name: the key, in the paper's words (``"mbt2018"``, ``"mbt2018-gmm"``).
+
+    Returns:
+        A decorator that adds the class to :data:`MODELS` and returns it unchanged.
+
+    Raises:
+        ValueError: if the key is already taken by another class.
+    """
+
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in MODELS and MODELS[name] is not cls:
+            raise ValueError(
+                f"model key {name!r} is already registered to {MODELS[name].__name__}; "
+                "pick another key in nic_lib/models/"
+            )
+        MODELS[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_models() -> list[str]:
+    """Registered model keys, sorted.
+
+    Returns:
+        The keys accepted by :func:`get_model` and :func:`build_model`.
+    """
+    return sorted(MODELS)
+
+
+def _model_class(name: str) -> type[nn.Module]:
+    if name not in MODELS:
+        raise KeyError(
+            f"unknown model {name!r}; available: {', '.join(available_models())} "
+            "(new models register themselves with @register_model in nic_lib/models/)"
+        )
+    return MODELS[name]
+
+
+def model_name(model: nn.Module) -> str:
+    """The registry key of a model instance (exact class match).
+
+    Args:
+        model: an instance of a registered class.
+
+    Returns:
+        Its key in :data:`MODELS`.
+
+    Raises:
+        KeyError: if the model's class is not registered.
+    """
+    for name, cls in MODELS.items():
+        if type(model) is cls:
+            return name
+    raise KeyError(
+        f"{type(model).__name__} is not a registered model; register it with "
+        "@register_model in nic_lib/models/ before saving checkpoints of it"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Quality tables (the only place they live)
+# --------------------------------------------------------------------------------------
+
+#: Quality levels, as in CompressAI's zoo (1 = lowest rate).
+QUALITIES = tuple(range(1, 9))
+
+#: Rate-distortion trade-off for MSE training, L = R + lambda * 255^2 * MSE, per quality
+#: (CompressAI's values, which the zoo's published weights were trained with).
+LAMBDA_MSE: dict[int, float] = {
+    1: 0.0018,
+    2: 0.0035,
+    3: 0.0067,
+    4: 0.0130,
+    5: 0.0250,
+    6: 0.0483,
+    7: 0.0932,
+    8: 0.1800,
+}
+
+_LOW, _HIGH = (128, 192), (192, 320)  # bmshj2018 / mbt2018-mean widths (N, M)
+_JOINT_LOW, _JOINT_HIGH = (192, 192), (192, 320)  # mbt2018 widths (N, M)
+_MBT2018_WIDTHS = {q: _JOINT_LOW if q <= 4 else _JOINT_HIGH for q in QUALITIES}
+
+#: Published (N, M) per model and quality: CompressAI's ``compressai/zoo/image.py``
+#: ``cfgs``, copied so the table reads in one place (tests check they agree). The
+#: ablations without a zoo model use the mbt2018 widths, so they differ from it only in
+#: their entropy model.
+FULL_WIDTHS: dict[str, dict[int, tuple[int, int]]] = {
+    "bmshj2018-factorized": {q: _LOW if q <= 5 else _HIGH for q in QUALITIES},
+    "bmshj2018-hyperprior": {q: _LOW if q <= 5 else _HIGH for q in QUALITIES},
+    "mbt2018-mean": {q: _LOW if q <= 4 else _HIGH for q in QUALITIES},
+    "mbt2018": dict(_MBT2018_WIDTHS),
+    "mbt2018-context": dict(_MBT2018_WIDTHS),
+    "mbt2018-gmm": dict(_MBT2018_WIDTHS),
+    "mbt2018-checkerboard": dict(_MBT2018_WIDTHS),
+}
+
+#: (N, M) of every model at every quality in the "cpu" profile. Placeholder: the lead
+#: sets it after measuring training throughput on the project's CPUs.
+CPU_PROFILE_WIDTHS: tuple[int, int] = (96, 128)
+
+#: Our key -> CompressAI zoo function (``compressai.zoo.<fn>``) with published weights.
+ZOO_FUNCTIONS: dict[str, str] = {
+    "bmshj2018-factorized": "bmshj2018_factorized",
+    "bmshj2018-hyperprior": "bmshj2018_hyperprior",
+    "mbt2018-mean": "mbt2018_mean",
+    "mbt2018": "mbt2018",
+}
+
+#: Profiles: "cpu" = this project's own small models, "full" = CompressAI's zoo.
+PROFILES = ("cpu", "full")
+
+#: Seconds a socket may stay silent while the zoo downloads weights, so an offline
+#: machine behind a black-holing firewall fails within a minute instead of hanging.
+DOWNLOAD_TIMEOUT_S = 30.0
+
+#: Metric the quality tables and zoo weights refer to.
+METRIC = "mse"
+
+
+def _check_quality(quality: int) -> int:
+    if int(quality) not in QUALITIES:
+        raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
+    return int(quality)
+
+
+def _check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    return profile
+
+
+def widths(name: str, quality: int, profile: str = "cpu") -> tuple[int, int]:
+    """Channel widths (N, M) of a model at a quality in a profile.
+
+    Args:
+        name: model key.
+        quality: 1..8.
+        profile: ``"cpu"`` (this project's :data:`CPU_PROFILE_WIDTHS`) or ``"full"``
+            (CompressAI's published widths, :data:`FULL_WIDTHS`).
+
+    Returns:
+        ``(N, M)``.
+
+    Raises:
+        KeyError: unknown model. ValueError: bad quality or profile.
+    """
+    _model_class(name)
+    quality = _check_quality(quality)
+    if _check_profile(profile) == "cpu":
+        return CPU_PROFILE_WIDTHS
+    return FULL_WIDTHS[name][quality]
+
+
+def _architecture_parameters(cls: type[nn.Module]) -> dict[str, inspect.Parameter]:
+    """Named constructor parameters of a model class (N, M, context_size, K, ...)."""
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        k: p
+        for k, p in list(params.items())[1:]  # drop self
+        if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    }
+
+
+def default_config(name: str, quality: int, profile: str = "cpu") -> dict[str, Any]:
+    """The full configuration of a model at a quality: what a checkpoint stores.
+
+    Args:
+        name: model key.
+        quality: 1..8.
+        profile: ``"cpu"`` or ``"full"``.
+
+    Returns:
+        ``{"model", "quality", "profile", "metric", "lmbda", "N", "M", ...}`` with every
+        other constructor argument (``context_size``, ``K``, ...) at its default, so the
+        training module can extend it and :func:`save_checkpoint` can store it.
+
+    Raises:
+        KeyError: unknown model. ValueError: bad quality or profile.
+    """
+    cls = _model_class(name)
+    n, m = widths(name, quality, profile)
+    config: dict[str, Any] = {
+        "model": name,
+        "quality": int(quality),
+        "profile": profile,
+        "metric": METRIC,
+        "lmbda": LAMBDA_MSE[int(quality)],
+    }
+    for key, param in _architecture_parameters(cls).items():
+        if param.default is not inspect.Parameter.empty:
+            config[key] = param.default
+    config.update(N=n, M=m)
+    return config
+
+
+def build_model(name: str, **config: Any) -> nn.Module:
+    """Build an untrained model from a config (extra keys such as lmbda are ignored).
+
+    Args:
+        name: model key.
+        **config: at least ``N`` and ``M``; other constructor arguments
+            (``context_size``, ``K``, ...) are taken when present.
+
+    Returns:
+        A freshly initialised model (train mode, entropy-coder tables not built yet).
+
+    Raises:
+        KeyError: unknown model. ValueError: a required width is missing.
+    """
+    cls = _model_class(name)
+    params = _architecture_parameters(cls)
+    missing = [
+        k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in config
+    ]
+    if missing:
+        raise ValueError(
+            f"config for {name!r} lacks {missing}; start from "
+            f"nic_lib.models.default_config({name!r}, quality, profile)"
+        )
+    return cls(**{k: v for k, v in config.items() if k in params})
+
+
+def _architecture_of(model: nn.Module) -> dict[str, Any]:
+    """Constructor arguments read back from a model's attributes (N, M, context_size...)."""
+    params = _architecture_parameters(type(model))
+    return {k: getattr(model, k) for k in params if hasattr(model, k)}
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------
+
+#: Version of the checkpoint layout written by save_checkpoint.
+CHECKPOINT_FORMAT = "nic-repro-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+
+#: Keys save_checkpoint owns; ``extra`` may not overwrite them.
+_RESERVED_KEYS = ("format", "format_version", "model", "quality", "config", "state_dict",
+                  "dtype", "versions")
+
+#: Entropy-coder tables whose shape depends on update(), not on the architecture;
+#: CompressAI's load_state_dict resizes them, so they are exempt from shape checks.
+_RESIZABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+#: Floating dtypes checkpoints may store convolution weights in.
+_STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16,
+                   "bfloat16": torch.bfloat16}
+
+#: Env var overriding the folder of the "cpu" profile's checkpoints.
+CHECKPOINT_DIR_ENV = "NIC_CHECKPOINT_DIR"
+
+#: Repository root (this file is nic_lib/models/registry.py).
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used (not a nic-repro checkpoint, unsafe pickle...)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The "cpu" profile's checkpoint for a model and quality does not exist yet."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint does not match the architecture or model it is loaded as."""
+
+
+class PretrainedWeightsUnavailableError(RuntimeError):
+    """The "full" profile's published weights could not be obtained."""
+
+
+def checkpoint_dir() -> Path:
+    """Folder holding the "cpu" profile's checkpoints.
+
+    Returns:
+        ``$NIC_CHECKPOINT_DIR`` when set, else ``checkpoints/`` at the repository root.
+    """
+    env = os.environ.get(CHECKPOINT_DIR_ENV)
+    return Path(env).expanduser() if env else _REPO_ROOT / "checkpoints"
+
+
+def checkpoint_path(name: str, quality: int) -> Path:
+    """Where the "cpu" profile's checkpoint of a model at a quality lives.
+
+    Args:
+        name: model key.
+        quality: 1..8.
+
+    Returns:
+        ``checkpoint_dir() / name / f"q{quality}.pt"``.
+    """
+    return checkpoint_dir() / name / f"q{_check_quality(quality)}.pt"
+
+
+def _conv_tensor_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of convolution layers: the bulk of the bytes, safe in fp16."""
+    keys = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            for key in module.state_dict():
+                keys.add(f"{prefix}.{key}" if prefix else key)
+    return keys
+
+
+#: Types torch.load(weights_only=True) reads back without help.
+_PLAIN_TYPES = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise ValueError if ``value`` holds anything weights_only loading would refuse."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, f"{where} key")
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif type(value) not in _PLAIN_TYPES and not isinstance(value, torch.Tensor):
+        raise ValueError(
+            f"{where} is a {type(value).__name__}; checkpoints are read with "
+            "weights_only=True, so store only dicts, lists, str, int, float, bool, None "
+            "and tensors (convert paths with str(), arrays with torch.as_tensor())"
+        )
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write a self-describing checkpoint atomically (temp file + ``os.replace``).
+
+    The file holds ``{"format", "format_version", "model", "quality", "config",
+    "state_dict", "dtype", "versions", **extra}``; ``config`` is completed with the
+    model's own architecture arguments (N, M, context_size, K, ...), so
+    :func:`load_checkpoint` can rebuild the network without other information. Call
+    ``model.update(force=True)`` before saving a final checkpoint: the entropy-coder
+    tables are stored as they are.
+
+    Args:
+        model: a registered model.
+        path: destination file; parent folders are created.
+        config: run configuration (lmbda, quality, training settings, ...); plain
+            Python values only, as the file is read with ``weights_only=True``.
+        extra: more top-level entries (epoch, optimizer state, metrics...), same rule.
+        dtype: storage dtype of convolution weights and biases: ``torch.float32``
+            (exact) or ``torch.float16`` / ``torch.bfloat16`` (half the size). GDN and
+            entropy-model tensors stay float32, whatever this says.
+
+    Returns:
+        The path written.
+
+    Raises:
+        KeyError: the model's class is not registered.
+        ValueError: ``config`` disagrees with the model's architecture, ``extra`` uses a
+            reserved key or holds non-plain objects, or ``dtype`` is not supported.
+    """
+    name = model_name(model)
+    dtype_name = str(dtype).removeprefix("torch.")
+    if dtype_name not in _STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {list(_STORAGE_DTYPES)}, got {dtype}")
+    config = dict(config)
+    if config.setdefault("model", name) != name:
+        raise ValueError(f"config says model {config['model']!r} but the model is {name!r}")
+    for key, value in _architecture_of(model).items():
+        if key in config and config[key] != value:
+            raise ValueError(
+                f"config[{key!r}] = {config[key]!r} but the model has {key} = {value!r}; "
+                "save the config the model was built with"
+            )
+        config[key] = value
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & set(_RESERVED_KEYS))
+    if clash:
+        raise ValueError(f"extra uses reserved checkpoint keys {clash}; rename them")
+
+    half_keys = _conv_tensor_keys(model) if dtype != torch.float32 else set()
+    state_dict = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if key in half_keys and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        state_dict[key] = tensor.clone()
+
+    import compressai
+
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "model": name,
+        "quality": config.get("quality"),
+        "config": config,
+        "state_dict": state_dict,
+        "dtype": dtype_name,
+        "versions": {"torch": str(torch.__version__), "compressai": str(compressai.__version__)},
+        **extra,
+    }
+    _check_plain(checkpoint, "checkpoint")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _state_dict_differences(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Human-readable differences between a model's state dict and a checkpoint's."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict
+        and not k.endswith(_RESIZABLE_BUFFERS)
+        and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+
+    def listing(label: str, items: list[str]) -> list[str]:
+        shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+        return [f"{label}: {shown}"] if items else []
+
+    return (
+        listing("missing keys", missing)
+        + listing("unexpected keys", unexpected)
+        + listing("shape mismatches", shapes)
+    )
+
+
+def _tables_missing(model: nn.Module) -> bool:
+    """True if some entropy model has no coder tables yet (update() never ran)."""
+    return any(
+        isinstance(m, EntropyModel) and m._quantized_cdf.numel() == 0 for m in model.modules()
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from a checkpoint written by :func:`save_checkpoint`.
+
+    The file is read with ``torch.load(..., weights_only=True)`` (no arbitrary code
+    runs), the architecture is rebuilt from the stored config, the state dict is loaded
+    strictly (CompressAI resizes the entropy-coder tables), the tables are built with
+    ``update(force=True)`` only if the checkpoint has none, and the model is put in
+    eval mode.
+
+    Args:
+        path: checkpoint file.
+        device: where to put the model.
+
+    Returns:
+        ``(model, checkpoint)``: the model in eval mode and the checkpoint dict (config,
+        extra entries; its ``state_dict`` as stored).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointError: the file is not a nic-repro checkpoint or contains Python
+            objects that ``weights_only`` loading refuses.
+        CheckpointMismatchError: the stored weights do not fit the stored architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} holds Python objects that safe loading (weights_only=True) refuses; "
+            "re-save it with nic_lib.models.save_checkpoint, which stores only tensors "
+            f"and plain values ({exc})"
+        ) from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a nic-repro checkpoint (no format={CHECKPOINT_FORMAT!r} entry); "
+            "write checkpoints with nic_lib.models.save_checkpoint"
+        )
+    absent = [k for k in ("model", "config", "state_dict") if k not in checkpoint]
+    if absent:
+        raise CheckpointError(
+            f"{path} lacks {absent}; it was not written by nic_lib.models.save_checkpoint"
+        )
+    name, config = checkpoint["model"], checkpoint["config"]
+    if name not in MODELS:
+        raise CheckpointMismatchError(
+            f"{path} stores unknown model {name!r}; available: {', '.join(available_models())}"
+        )
+    try:
+        model = build_model(name, **config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointMismatchError(
+            f"{path}: cannot build {name!r} from the stored config {config}: {exc}"
+        ) from exc
+    differences = _state_dict_differences(model, checkpoint["state_dict"])
+    if differences:
+        raise CheckpointMismatchError(
+            f"{path} does not match the {name!r} architecture built from its config "
+            f"(N={config.get('N')}, M={config.get('M')}): " + "; ".join(differences)
+            + ". Retrain it, or load it with the code version that wrote it "
+            f"({checkpoint.get('versions')})"
+        )
+    model.load_state_dict(dict(checkpoint["state_dict"]))
+    if _tables_missing(model):
+        model.update(force=True)
+    return model.to(device).eval(), checkpoint
+
+
+# --------------------------------------------------------------------------------------
+# get_model: one entry point for both profiles
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Temporarily set the default socket timeout (urllib, hence torch.hub, uses it)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _zoo_model(name: str, quality: int) -> nn.Module:
+    """CompressAI's published model as our registered class (eval mode, CPU)."""
+    import compressai.zoo
+
+    fn = getattr(compressai.zoo, ZOO_FUNCTIONS[name])
+    try:
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            zoo = fn(quality, metric=METRIC, pretrained=True, progress=False)
+    except (OSError, RuntimeError) as exc:
+        raise PretrainedWeightsUnavailableError(
+            f"profile='full' needs CompressAI's published weights for {name} q{quality}: "
+            "they are downloaded from the internet once (compressai.s3.amazonaws.com) "
+            f"into the torch hub cache {torch.hub.get_dir()}/checkpoints, and that "
+            f"failed ({type(exc).__name__}: {exc}). Connect to the internet, or copy the "
+            "zoo files into that folder (set TORCH_HOME to move it), or use "
+            f"profile='cpu' (this project's own checkpoints under {checkpoint_dir()})."
+        ) from exc
+    cls = MODELS[name]
+    if type(zoo) is cls:
+        return zoo
+    # Our subclass (e.g. mbt2018 with a configurable context size) takes the same keys.
+    model = cls(N=zoo.N, M=zoo.M)
+    model.load_state_dict(zoo.state_dict())
+    return model
+
+
+def get_model(
+    name: str,
+    quality: int,
+    profile: str = "cpu",
+    pretrained: bool = True,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """The model of a paper key at a quality, in a profile.
+
+    Args:
+        name: model key (see :func:`available_models`).
+        quality: 1..8.
+        profile: ``"full"``: CompressAI's zoo widths and published MSE weights
+            (``compressai.zoo.<fn>(quality, metric="mse", pretrained=True)``).
+            ``"cpu"``: this project's checkpoint ``checkpoints/<name>/q<quality>.pt``
+            (folder overridable with ``$NIC_CHECKPOINT_DIR``).
+        pretrained: False builds an untrained model with the profile's widths (train
+            mode, no coder tables: call ``update(force=True)`` before compressing).
+        device: where to put the model.
+
+    Returns:
+        The model; in eval mode with coder tables built when ``pretrained``.
+
+    Raises:
+        KeyError: unknown model. ValueError: bad quality or profile; ``"full"`` with
+            ``pretrained=True`` for an ablation that has no published weights.
+        PretrainedWeightsUnavailableError: the zoo download failed (offline machine).
+        CheckpointNotFoundError: the "cpu" checkpoint has not been trained yet.
+        CheckpointMismatchError: the checkpoint is for another model or quality, or its
+            weights do not fit the architecture.
+    """
+    _model_class(name)
+    quality = _check_quality(quality)
+    profile = _check_profile(profile)
+    if not pretrained:
+        n, m = widths(name, quality, profile)
+        return build_model(name, N=n, M=m).to(device)
+    if profile == "full":
+        if name not in ZOO_FUNCTIONS:
+            raise ValueError(
+                f"{name!r} is an ablation without published weights (CompressAI's zoo has "
+                f"{', '.join(ZOO_FUNCTIONS)}); use profile='cpu' with a checkpoint from "
+                f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu`, "
+                "or pretrained=False for an untrained full-width model"
+            )
+        model = _zoo_model(name, quality)
+        if _tables_missing(model):
+            model.update(force=True)
+        return model.to(device).eval()
+
+    path = checkpoint_path(name, quality)
+    if not path.is_file():
+        raise CheckpointNotFoundError(
+            f"no cpu-profile checkpoint for {name} q{quality} at {path}; train it with "
+            f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu` "
+            f"(or point ${CHECKPOINT_DIR_ENV} at a folder holding {name}/q{quality}.pt), "
+            "or use profile='full' for CompressAI's published weights"
+        )
+    model, checkpoint = load_checkpoint(path, device=device)
+    if checkpoint["model"] != name or checkpoint.get("quality") not in (None, quality):
+        raise CheckpointMismatchError(
+            f"{path} holds {checkpoint['model']!r} quality {checkpoint.get('quality')}, "
+            f"not {name!r} quality {quality}; retrain with "
+            f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu`"
+        )
+    return model
