@@ -1,0 +1,260 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 — Classic codecs on Kodak: the baseline every learned codec is measured against
+#
+# Every paper in this repository reports its learned codec against JPEG, WebP, JPEG 2000 and
+# newer standards. Those comparisons are only as good as the baselines: a JPEG 2000 encoder
+# left on its default (reversible 5/3 wavelet, no colour transform) loses several dB. This
+# notebook measures the four codecs Pillow ships — **JPEG, WebP, JPEG 2000 (OpenJPEG) and
+# AVIF (libavif/aom)** — configured as their experts would for a PSNR-over-RGB comparison
+# (`nic_lib.codecs` documents each choice and what the alternatives cost), on the 24 Kodak
+# images, and puts the curves beside the published ones.
+#
+# The path is the one every notebook follows:
+# `nic_lib.data` (images) → `nic_lib.codecs` (encode → bytes → decode) → `nic_lib.metrics`
+# (bpp from the real byte count, PSNR-RGB, MS-SSIM) → one tidy row per image × codec ×
+# setting, cached on disk → `nic_lib.rd` (curves, BD-rate) → figures via `save_figure`.
+#
+# Conventions: bpp = 8·bytes / (H·W) of the whole decodable file (headers included); PSNR
+# is computed over the three RGB channels of each image, then averaged over images; the
+# dataset curve is (mean bpp, mean PSNR) per codec setting, as in CompressAI's results.
+
+# %%
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+
+from nic_lib import cache, codecs, data, metrics, plotting, rd
+
+# %% tags=["parameters"]
+PROFILE = "cpu"  # smoke: tiny embedded images for CI; cpu: all 24 Kodak images (committed figures); full: same as cpu
+DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke, no files needed); any nic_lib.data dataset name
+N_IMAGES = None  # None -> every image of the dataset (smoke: 2); an int takes the first N
+CODECS = ["jpeg", "webp", "jpeg2000", "avif"]  # Pillow codecs; "bpg"/"vtm" are added when their binaries are on PATH
+SETTINGS = None  # None -> each codec's default sweep; or {"jpeg": [..], ...} to override
+REFERENCE = "jpeg2000"  # BD-rates are reported against this codec (the papers' usual classic anchor)
+CROP_BPP = 0.3  # bits per pixel at which the visual comparison is made (low enough for artefacts to show)
+CROP_IMAGE = None  # None -> "kodim23" on Kodak, else the first image
+CROP_BOX = None  # (top, left, size) of the crop; None -> a centred square of 1/3 of the short side
+FIGURE_DIR = None  # None -> paper_figures/00_classic_codecs for cpu, build/figures/<profile>/... otherwise
+RESULTS_DIR = None  # None -> build/results/<profile>/00_classic_codecs (cached tables)
+REFRESH = False  # True recomputes the cached rate sweep
+
+# %%
+NOTEBOOK = "00_classic_codecs"
+dataset = DATASET or ("sample" if PROFILE == "smoke" else "kodak")
+n_images = N_IMAGES if N_IMAGES is not None else (2 if PROFILE == "smoke" else None)
+codec_names = [c for c in CODECS if c in codecs.available_codecs()] + [
+    c for c in ("bpg", "vtm") if c in codecs.available_codecs() and c not in CODECS
+]
+skipped = [c for c in CODECS if c not in codec_names]
+if skipped:
+    print(f"skipping codecs not available on this machine: {skipped}")
+settings = SETTINGS
+if settings is None and PROFILE == "smoke":
+    # four settings per codec (the minimum for a BD-rate), spread over its default sweep
+    settings = {}
+    for name in codec_names:
+        full_sweep = codecs.get_codec(name).settings
+        settings[name] = [full_sweep[i] for i in np.linspace(0, len(full_sweep) - 1, 4).round().astype(int)]
+results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
+plotting.set_style()
+plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
+images = data.load_images(dataset, limit=n_images)
+print(f"profile={PROFILE}  dataset={dataset}  images={len(images)}  codecs={codec_names}")
+print(f"figures -> {plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR)}")
+
+# %% [markdown]
+# ## The codecs and how they are configured
+#
+# Each codec's docstring records the configuration and what was measured for the
+# alternatives; the table below is generated from the code, so it is what actually ran.
+
+# %%
+pd.DataFrame(
+    [{"codec": n, "settings": codecs.get_codec(n).settings if settings is None else settings[n],
+      "configuration": codecs.get_codec(n).description} for n in codec_names]
+).style.hide(axis="index")
+
+# %% [markdown]
+# ## The rate sweep: one row per image × codec × setting
+#
+# Cached under `RESULTS_DIR`; the cache key holds the dataset, image names, codec
+# configurations and settings, so a change to any of them recomputes it.
+
+# %%
+key = {
+    "dataset": dataset,
+    "images": [name for name, _ in images],
+    "codecs": {n: codecs.get_codec(n).description for n in codec_names},
+    "settings": {n: list(codecs.get_codec(n).settings) for n in codec_names} if settings is None else settings,
+}
+t0 = time.perf_counter()
+sweep = cache.cached_table(
+    results_dir / "rate_sweep.csv", key, lambda: codecs.rate_sweep(images, codec_names, settings=settings), refresh=REFRESH
+)
+print(f"{len(sweep)} rows in {time.perf_counter() - t0:.1f} s")
+sweep.head()
+
+# %%
+curves = rd.rd_table(sweep)
+cache.write_table(curves, plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR) / "rd_curves.csv")
+curves.round(4)
+
+# %% [markdown]
+# ## Figure 1 — Kodak rate–distortion curves (PSNR-RGB), measured here and published
+#
+# Solid lines: measured in this run. Dashed: published curves from CompressAI's
+# `results/image/kodak` (transcribed in `nic_lib/resources/kodak_rd_anchors.csv`): the same
+# Pillow codecs as run by CompressAI's authors, BPG (x265, 4:4:4), VTM, and two learned
+# codecs trained on GPUs (the hyperprior and mbt2018), for orientation.
+
+# %%
+ANCHORS = ["jpeg-pillow", "webp-pillow", "jpeg2000-ffmpeg", "bpg444-x265", "vtm", "compressai-bmshj2018-hyperprior", "compressai-mbt2018"]
+anchors = rd.load_anchors(ANCHORS)
+fig, ax = plt.subplots(figsize=(7.5, 5.5))
+# published points are Kodak averages: drawing them over another dataset would mislead
+rd.plot_rd(curves, y="psnr_rgb", anchors=anchors if dataset == "kodak" else None, ax=ax)
+ax.set_xlim(0, 2.0)
+sns.move_legend(ax, "center left", bbox_to_anchor=(1.02, 0.5), title=None)
+ax.set_title(f"{dataset}: {len(images)} images, PSNR over RGB")
+plotting.save_figure(fig, "fig1_rd_psnr")
+plt.show()
+
+# %% [markdown]
+# ## Figure 2 — MS-SSIM (in dB, −10·log10(1 − MS-SSIM))
+#
+# No published MS-SSIM anchors are drawn: the anchor file holds PSNR only.
+
+# %%
+fig, ax = plt.subplots(figsize=(7.5, 5.5))
+rd.plot_rd(curves, y="ms_ssim_db", ax=ax)
+ax.set_xlim(0, 2.0)
+sns.move_legend(ax, "center left", bbox_to_anchor=(1.02, 0.5), title=None)
+ax.set_title(f"{dataset}: MS-SSIM")
+plotting.save_figure(fig, "fig2_rd_msssim")
+plt.show()
+
+# %% [markdown]
+# ## Table 1 — BD-rate against JPEG 2000
+#
+# BD-rate: the average difference in bits needed for the same quality, over the quality
+# range both curves cover (negative = fewer bits than the reference). Computed with the
+# `bjontegaard` package (see `nic_lib.rd.bd_rate`).
+
+# %%
+bd_psnr_table = rd.bd_rate_table(curves, reference=REFERENCE, metric="psnr_rgb")
+bd_msssim_table = rd.bd_rate_table(curves, reference=REFERENCE, metric="ms_ssim_db")
+bd = bd_psnr_table.merge(bd_msssim_table, on=["codec", "reference"], suffixes=("_psnr", "_msssim"))
+cache.write_table(bd, plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR) / "bd_rate_vs_jpeg2000.csv")
+bd.round(2)
+
+# %% [markdown]
+# ## Table 2 — our configuration against the published curve for the same codec
+#
+# The published Pillow curves (CompressAI) were made with default settings; ours should be
+# at least as good. This check is only meaningful on the full Kodak set.
+
+# %%
+PUBLISHED_TWIN = {"jpeg": "jpeg-pillow", "webp": "webp-pillow", "jpeg2000": "jpeg2000-ffmpeg", "bpg": "bpg444-x265", "vtm": "vtm"}
+rows = []
+for codec_name, anchor_name in PUBLISHED_TWIN.items():
+    if codec_name not in codec_names:
+        continue
+    ours = curves[curves["codec"] == codec_name].sort_values("bpp")
+    theirs = anchors[anchors["anchor"] == anchor_name].sort_values("bpp")
+    try:
+        value = rd.bd_rate(theirs["bpp"], theirs["psnr_rgb"], ours["bpp"], ours["psnr_rgb"])
+        note = ""
+    except ValueError as err:
+        value, note = np.nan, str(err)
+    rows.append({"codec": codec_name, "published": anchor_name, "bd_rate_vs_published_%": value, "note": note})
+twin = pd.DataFrame(rows)
+full_kodak = dataset == "kodak" and len(images) == 24
+if not full_kodak:
+    print("not the full Kodak set: this comparison is indicative only")
+twin.round(2)
+
+# %% [markdown]
+# ## Figure 3 — what the bits buy: crops at matched bpp
+#
+# For each codec the setting whose bpp on this image is closest to `CROP_BPP` is re-encoded,
+# and the same crop of every reconstruction is shown with its bpp and PSNR (on the whole
+# image).
+
+# %%
+crop_image = CROP_IMAGE or ("kodim23" if dataset == "kodak" else images[0][0])
+original = dict(images)[crop_image]
+h, w = original.shape[:2]
+if CROP_BOX is None:
+    size = min(h, w) // 3
+    top, left = (h - size) // 2, (w - size) // 2
+else:
+    top, left, size = CROP_BOX
+panels = [("original", original, "")]
+for codec_name in codec_names:
+    rows_img = sweep[(sweep["image"] == crop_image) & (sweep["codec"] == codec_name)]
+    best = rows_img.iloc[(rows_img["bpp"] - CROP_BPP).abs().argmin()]
+    codec = codecs.get_codec(codec_name)
+    setting = type(codec.settings[0])(best["setting"]) if codec.settings else best["setting"]
+    stream = codec.encode(original, setting)
+    recon = codec.decode(stream)
+    label = f"{metrics.bpp(len(stream), h, w):.3f} bpp, {metrics.psnr(original, recon):.2f} dB"
+    panels.append((codec_name, recon, label))
+fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+for ax, (title, img, label) in zip(axes, panels):
+    ax.imshow(img[top : top + size, left : left + size], interpolation="nearest")
+    ax.set_title(f"{title}\n{label}", fontsize=10)
+    ax.axis("off")
+fig.suptitle(f"{crop_image}, crop {size}x{size} at ({top}, {left}); target {CROP_BPP} bpp")
+plotting.save_figure(fig, "fig3_crops_matched_bpp")
+plt.show()
+
+# %% [markdown]
+# ## Speed
+#
+# Mean seconds per image (this machine: 2 CPU cores; encoders' own threading as configured).
+
+# %%
+speed = sweep.groupby("codec")[["encode_s", "decode_s"]].mean().round(4)
+speed
+
+# %% [markdown]
+# ## Findings (generated from the tables above)
+
+# %%
+lines = []
+order = bd_psnr_table.sort_values("bd_rate_percent")
+for _, row in order.iterrows():
+    if row["codec"] == REFERENCE:
+        continue
+    if np.isfinite(row["bd_rate_percent"]):
+        verb = "fewer" if row["bd_rate_percent"] < 0 else "more"
+        lines.append(f"- **{row['codec']}** needs {abs(row['bd_rate_percent']):.1f}% {verb} bits than {REFERENCE} for the same PSNR-RGB (BD-rate over the shared range).")
+best_codec = order.iloc[0]["codec"] if np.isfinite(order.iloc[0]["bd_rate_percent"]) else REFERENCE
+lines.append(f"- Best classic codec measured here by PSNR BD-rate: **{best_codec}**.")
+for _, row in twin.iterrows():
+    if np.isfinite(row["bd_rate_vs_published_%"]):
+        comparison = "better than" if row["bd_rate_vs_published_%"] <= 0 else "WORSE than"
+        lines.append(f"- Our {row['codec']} is {comparison} the published `{row['published']}` curve: BD-rate {row['bd_rate_vs_published_%']:+.1f}%"
+                     + ("" if full_kodak else " (indicative: not the full Kodak set)") + ".")
+slowest = speed["encode_s"].idxmax()
+lines.append(f"- Slowest encoder: {slowest} ({speed.loc[slowest, 'encode_s']:.2f} s per image).")
+display(Markdown("\n".join(lines)))
