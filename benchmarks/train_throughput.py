@@ -29,9 +29,10 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from nic_lib import fileio
 
 REPO = Path(__file__).resolve().parent.parent
 #: Output table (build/ is git-ignored).
@@ -205,14 +206,11 @@ def _gmean(values: list[float]) -> float:
 
 def _write(rows: list[dict], path: Path) -> None:
     """Write the table atomically (temporary file + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", newline="") as f:
+    with fileio.atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()}
                          for r in rows)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

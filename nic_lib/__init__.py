@@ -7,7 +7,11 @@ Modules (see README, "How the code is organised"):
 - ``metrics``: PSNR, MS-SSIM, bits per pixel.
 - ``rd``: BD-rate / BD-PSNR, RD tables and curves, published Kodak anchors.
 - ``plotting``: seaborn style and ``save_figure``.
+- ``fileio``: atomic writes (temp file + rename) used by every module that writes.
+- ``cache``: tidy result tables on disk, recomputed when their inputs change.
 - ``notebooks``: jupytext -> papermill runner with profiles.
+- ``models``: the mbt2018 family and ablations on CompressAI; registry, profiles, checkpoints.
+- ``train``: one training loop for every learned model.
 """
 
 __version__ = "0.1.0"

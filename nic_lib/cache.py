@@ -3,43 +3,25 @@
 Notebooks produce tables first and draw figures from them (STYLE.md, habit 4). A table is
 stored as CSV beside a small JSON *key* describing everything it was computed from
 (dataset, images, codecs, settings, code version...). Asking again with the same key reads
-the CSV; any change to the key recomputes it. This module imports nothing of the project.
+the CSV; any change to the key recomputes it. This module imports nothing of the project but
+the leaf ``nic_lib.fileio``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-_umask = os.umask(0)
-os.umask(_umask)
-#: Mode of written files: what open() would give under the current umask.
-_FILE_MODE = 0o666 & ~_umask
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; results are ordinary readable files
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from nic_lib import fileio
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``df`` as CSV at ``path`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    _atomic_write_text(path, df.to_csv(index=False))
-    return path
+    return fileio.atomic_write_text(path, df.to_csv(index=False))
 
 
 def cached_table(
@@ -69,7 +51,7 @@ def cached_table(
         return pd.read_csv(path)
     df = compute()
     write_table(df, path)
-    _atomic_write_text(key_path, key_text)
+    fileio.atomic_write_text(key_path, key_text)
     return pd.read_csv(path)
 
 

@@ -31,7 +31,7 @@ Downloads (:func:`download_dataset`, or ``python -m nic_lib.data download kodak`
 SHA-256 of every file, write each file atomically (temporary file + ``os.replace``), skip
 files already present and verified, and delete a file whose checksum does not match.
 
-This module imports nothing else from the project.
+This module imports nothing else from the project but the leaf ``nic_lib.fileio``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -54,6 +53,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from nic_lib import fileio
 
 #: Repository root: the folder holding the ``nic_lib`` package.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -640,12 +641,14 @@ def _fetch(url: str, out) -> None:
 
 
 def _download_to(url: str, target: Path, accept) -> None:
-    """Download ``url`` to ``target`` atomically; ``accept(tmp_path)`` must approve it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    """Download ``url`` to ``target`` atomically; ``accept(tmp_path)`` must approve it.
+
+    The download goes to a hidden ``.part`` file beside ``target``; ``accept`` checks it
+    (raising to reject it) before it is renamed onto ``target``. A rejected or failed
+    download leaves no file behind.
+    """
+    with fileio.atomic_path(target, suffix=".part") as tmp:
+        with open(tmp, "wb") as out:
             try:
                 _fetch(url, out)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
@@ -655,9 +658,6 @@ def _download_to(url: str, target: Path, accept) -> None:
                     f"in {target.parent} by hand, or set {ENV_DATA_DIR} to a folder holding them"
                 ) from err
         accept(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _checksum_error(what: str, url: str, expected: str, path: Path) -> ChecksumError:
@@ -703,13 +703,8 @@ def _download_archive(spec: DatasetSpec, dest: Path) -> None:
             raise ValueError(f"{archive} holds several images with the same file name; "
                              f"unpack it by hand into {dest} keeping what you need")
         for member, name in zip(members, names):
-            fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as out, zf.open(member) as src:
-                    shutil.copyfileobj(src, out, CHUNK_BYTES)
-                os.replace(tmp_name, dest / name)
-            finally:
-                Path(tmp_name).unlink(missing_ok=True)
+            with fileio.atomic_open(dest / name, "wb", suffix=".part") as out, zf.open(member) as src:
+                shutil.copyfileobj(src, out, CHUNK_BYTES)
     archive.unlink()  # unpacked and complete: the images are what we keep
 
 

@@ -34,7 +34,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +44,7 @@ import yaml
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from papermill.exceptions import PapermillExecutionError
 
+from nic_lib import fileio
 from nic_lib.plotting import BUILD_DIR, REPO_ROOT
 
 logger = logging.getLogger(__name__)
@@ -221,7 +221,8 @@ def run_notebook(
     input_path = out_dir / f"{path.stem}.ipynb"
     running_path = out_dir / f"{path.stem}.running.ipynb"
     executed_path = out_dir / f"{path.stem}.executed.ipynb"
-    _write_notebook_atomically(nb, input_path)
+    with fileio.atomic_open(input_path) as f:
+        nbformat.write(nb, f)
 
     logger.info("running %s (profile %s) -> %s", path.name, profile, executed_path)
     try:
@@ -372,25 +373,6 @@ def _last_started_cell(running_path: Path) -> int | None:
     nb = nbformat.read(running_path, as_version=4)
     started = [i for i, cell in enumerate(nb.cells) if cell.metadata.get("papermill", {}).get("start_time")]
     return started[-1] if started else None
-
-
-def _write_notebook_atomically(nb: nbformat.NotebookNode, target: Path) -> None:
-    """Write ``nb`` to a temporary file next to ``target``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".ipynb")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(nb, f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _replace_if_exists(src: Path, dst: Path) -> None:

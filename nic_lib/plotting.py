@@ -4,18 +4,19 @@ A notebook chooses its output folder once (its second cell calls :func:`use_figu
 with the folder its profile implies, see :func:`figure_dir`) and then saves every figure
 by name. Only the ``cpu`` profile writes into the committed ``paper_figures/<notebook>/``;
 ``smoke`` and ``full`` runs write under ``build/`` so a CI run never touches committed
-figures. This module imports nothing else from the project.
+figures. This module imports nothing else from the project but the leaf ``nic_lib.fileio``.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
 import seaborn as sns
+
+from nic_lib import fileio
 
 #: Repository root (this file lives in <root>/nic_lib/).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,10 +32,6 @@ PNG_DPI = 150
 DEFAULT_FORMATS = ("png", "pdf")
 
 _figure_dir: Path | None = None
-_umask = os.umask(0)
-os.umask(_umask)
-#: Mode of written files: what open() would give under the current umask.
-_FILE_MODE = 0o666 & ~_umask
 
 
 def set_style() -> None:
@@ -100,15 +97,8 @@ def save_figure(fig: matplotlib.figure.Figure, name: str, formats: tuple[str, ..
     written = []
     for fmt in formats:
         target = _figure_dir / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=_figure_dir, prefix=f".{name}.", suffix=f".{fmt}")
-        os.close(fd)
-        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; figures are ordinary readable files
-        try:
-            metadata = {"CreationDate": None} if fmt == "pdf" else None
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
+        with fileio.atomic_path(target) as tmp:
             fig.savefig(tmp, format=fmt, dpi=PNG_DPI, metadata=metadata, bbox_inches="tight")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         written.append(target)
     return written

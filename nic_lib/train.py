@@ -64,6 +64,7 @@ if __name__ == "__main__":
 
 import argparse
 import concurrent.futures
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -72,7 +73,6 @@ import inspect
 import json
 import math
 import random
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -84,7 +84,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from nic_lib import data, metrics
+from nic_lib import data, fileio, metrics
 from nic_lib.models import registry
 
 # ---------------------------------------------------------------------------------------
@@ -421,24 +421,18 @@ def load_pool(files: list[Path], cache: Path | None = None) -> ImagePool:
     key = _pool_key(files)
     npy, meta = cache / f"{key}.npy", cache / f"{key}.json"
     if not (npy.is_file() and meta.is_file()):
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{key}.", suffix=".npy")
-            os.close(fd)
-        except OSError as err:
-            warnings.warn(f"cannot write the pool cache in {cache} ({err}); decoding into "
-                          "memory (set NIC_CACHE_DIR to a writable folder to cache it)",
-                          stacklevel=2)
-            pixels, index = _decode_pool(files, None)
-            return _pool_from(pixels, index)
-        try:
-            pixels, index = _decode_pool(files, Path(tmp))
+        with contextlib.ExitStack() as stack:
+            try:
+                tmp = stack.enter_context(fileio.atomic_path(npy))  # a .npy memory map
+            except OSError as err:
+                warnings.warn(f"cannot write the pool cache in {cache} ({err}); decoding into "
+                              "memory (set NIC_CACHE_DIR to a writable folder to cache it)",
+                              stacklevel=2)
+                pixels, index = _decode_pool(files, None)
+                return _pool_from(pixels, index)
+            pixels, index = _decode_pool(files, tmp)
             del pixels
-            os.chmod(tmp, _FILE_MODE)
-            os.replace(tmp, npy)
-            _atomic_write_text(meta, json.dumps(index))
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        fileio.atomic_write_text(meta, json.dumps(index))
     index = json.loads(meta.read_text())
     return _pool_from(np.load(npy, mmap_mode="r"), index)
 
@@ -732,33 +726,7 @@ def evaluate(model: torch.nn.Module, images: list[np.ndarray], lmbda: float, met
 
 
 # ---------------------------------------------------------------------------------------
-# Files: atomic writes, checkpoints, CSV logs
-
-
-#: mkstemp creates 0600 files; outputs are meant to be read by others (rw-r--r--).
-_FILE_MODE = 0o644
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.chmod(tmp, _FILE_MODE)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    os.chmod(tmp, _FILE_MODE)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+# Files: checkpoints, CSV logs (written atomically with nic_lib.fileio)
 
 
 class CsvLog:
@@ -776,7 +744,7 @@ class CsvLog:
             with open(path, newline="") as f:
                 kept = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
             lines = [",".join(columns)] + [",".join(r[c] for c in columns) for r in kept]
-            _atomic_write_text(path, "\n".join(lines) + "\n")
+            fileio.atomic_write_text(path, "\n".join(lines) + "\n")
         new = not path.is_file()
         self._file = open(path, "a", newline="")
         self._writer = csv.writer(self._file)
@@ -1010,7 +978,7 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
             "parameters": sum(p.numel() for p in named.values())}
     log = evlog = None
     if master:
-        _atomic_write_text(run_dir / "config.json", json.dumps(
+        fileio.atomic_write_text(run_dir / "config.json", json.dumps(
             {"config": dataclasses.asdict(cfg), "resolved": info}, indent=1))
         keep = start_step if state is not None else None
         log = CsvLog(run_dir / "log.csv", LOG_COLUMNS, keep_until_step=keep)
@@ -1025,14 +993,16 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
             rng = [None] * world
             dist.all_gather_object(rng, _rng_state())
         if master:
-            _atomic_torch_save({
+            snapshot = {
                 "format": TRAIN_STATE_FORMAT, "config": dataclasses.asdict(cfg), "resolved": info,
                 "step": step, "elapsed_s": elapsed0 + time.time() - t0,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "aux_optimizer": aux_optimizer.state_dict(),
                 "scheduler": {"kind": cfg.lr_schedule, "lr": learning_rate(step, cfg)},
                 "ema": ema.state_dict() if ema is not None else None,
-                "log_acc": acc.cpu(), "rng": rng}, run_dir / "ckpt.pt")
+                "log_acc": acc.cpu(), "rng": rng}
+            with fileio.atomic_path(run_dir / "ckpt.pt") as tmp:
+                torch.save(snapshot, tmp)
         paused += time.time() - t
 
     def write_log(step: int) -> None:

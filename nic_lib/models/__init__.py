@@ -13,27 +13,8 @@ Typical use::
     x_hat = model.decompress(out["strings"], out["shape"])["x_hat"]
 """
 
-from .registry import (
-    CPU_PROFILE_WIDTHS,
-    FULL_WIDTHS,
-    LAMBDA_MSE,
-    MODELS,
-    CheckpointError,
-    CheckpointMismatchError,
-    CheckpointNotFoundError,
-    PretrainedWeightsUnavailableError,
-    available_models,
-    build_model,
-    checkpoint_dir,
-    checkpoint_path,
-    default_config,
-    get_model,
-    load_checkpoint,
-    model_name,
-    register_model,
-    save_checkpoint,
-    widths,
-)
+from . import registry
+from .registry import *  # noqa: F403  the registry's public names: registry.__all__
 
 # Importing the model modules registers their classes in MODELS.
 from . import google  # noqa: E402  isort: skip
@@ -47,32 +28,10 @@ from .google import (  # noqa: E402
     ScaleHyperprior,
 )
 
+#: The registry's names, the google module and its model classes (its building blocks,
+#: e.g. ``hyper_analysis``, are reached as ``nic_lib.models.google.<name>``).
 __all__ = [
-    "CPU_PROFILE_WIDTHS",
-    "CheckpointError",
-    "CheckpointMismatchError",
-    "CheckpointNotFoundError",
-    "ContextOnlyPrior",
-    "FULL_WIDTHS",
-    "FactorizedPrior",
-    "JointAutoregressiveHierarchicalPriors",
-    "JointCheckerboardPrior",
-    "JointGaussianMixturePrior",
-    "LAMBDA_MSE",
-    "MODELS",
-    "MeanScaleHyperprior",
-    "PretrainedWeightsUnavailableError",
-    "ScaleHyperprior",
-    "available_models",
-    "build_model",
-    "checkpoint_dir",
-    "checkpoint_path",
-    "default_config",
-    "get_model",
+    *registry.__all__,
     "google",
-    "load_checkpoint",
-    "model_name",
-    "register_model",
-    "save_checkpoint",
-    "widths",
+    *(name for name in google.__all__ if isinstance(getattr(google, name), type)),
 ]

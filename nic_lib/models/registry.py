@@ -19,13 +19,14 @@ import inspect
 import os
 import pickle
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 from compressai.entropy_models import EntropyModel
 from torch import nn
+
+from nic_lib import fileio
 
 __all__ = [
     "CPU_PROFILE_WIDTHS",
@@ -464,16 +465,8 @@ def save_checkpoint(
     }
     _check_plain(checkpoint, "checkpoint")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with fileio.atomic_open(path, "wb", suffix=".tmp") as f:
+        torch.save(checkpoint, f)
     return path
 
 
