@@ -240,3 +240,22 @@ def test_vtm_runs_its_programs_and_its_10_bit_ycbcr_is_lossless(empty_path, monk
     data = codec.encode(img, 37)
     assert len(data) == 4 + 3 * 2 * 37 * 51  # size header + the stand-in's copy of the 10-bit planes
     np.testing.assert_array_equal(codec.decode(data), img)
+
+
+@pytest.mark.parametrize("name", ["jpeg", "webp", "jpeg2000", "avif"])
+def test_encode_at_bpp_is_at_least_as_close_as_any_sweep_setting(name, photo):
+    codec = codecs.get_codec(name)
+    h, w = photo.shape[:2]
+    sweep_bpps = [metrics.bpp(len(codec.encode(photo, s)), h, w) for s in codec.settings]
+    target = float(np.median(sweep_bpps)) * 1.07  # between sweep points, inside the reachable range
+    setting, stream = codecs.encode_at_bpp(name, photo, target)
+    got = metrics.bpp(len(stream), h, w)
+    assert stream == codec.encode(photo, setting)  # the returned stream is that setting's
+    assert abs(got - target) <= min(abs(b - target) for b in sweep_bpps)
+
+
+def test_encode_at_bpp_returns_the_nearest_end_when_the_target_is_unreachable(photo):
+    setting, stream = codecs.encode_at_bpp("jpeg", photo, 1e-4)
+    assert setting == codecs.get_codec("jpeg").setting_range[0]
+    with pytest.raises(ValueError, match="positive"):
+        codecs.encode_at_bpp("jpeg", photo, 0.0)
