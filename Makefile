@@ -40,7 +40,7 @@ notebook: env
 	$(PY) -m nic_lib.notebooks run $(NB) --profile $(PROFILE) $(ARGS)
 
 lab: env
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 sync: env
 	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
