@@ -7,7 +7,7 @@ For each width (N, M) and crop size, two loops train the same
   the PNG/JPEG file and ``RandomCrop`` it on every step, NCHW tensors, torch's default
   threads and OpenMP settings, Adam + aux Adam, gradient clipping 1.0.
 - ``ours``: ``python -m nic_lib.train`` with its defaults (decoded uint8 pool cropped in a
-  background thread, channels-last, OMP_WAIT_POLICY=PASSIVE), reading images/s from its
+  background thread, channels-last, OpenMP defaults), reading images/s from its
   log.csv.
 
 Each measurement runs in a fresh subprocess (so OpenMP settings and caches do not leak
@@ -28,6 +28,7 @@ import json
 import math
 import os
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path

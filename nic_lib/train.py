@@ -37,8 +37,8 @@ Speed on a CPU-only machine comes from: decoding the training set once into a ui
 (cached as ``.npy`` in the project cache, memory-mapped, so every later run and every DDP
 rank starts at once and shares the pages) and cropping from memory in a background thread
 instead of decoding files in data-loader processes that compete with the model for the
-cores; OpenMP threads that sleep instead of spinning when a core is taken (see below);
-channels-last tensors. ``benchmarks/train_throughput.py`` measures the effect against
+cores; channels-last tensors; libgomp's default wait policy (see the note on OpenMP below).
+``benchmarks/train_throughput.py`` measures the effect against
 CompressAI's example loop. ``--compile`` (torch.compile) is off by default: on this
 project's 2-core CPU it compiled for about a minute and then ran ~15% faster, worth it
 only for runs of thousands of steps.
@@ -54,13 +54,12 @@ from __future__ import annotations
 
 import os
 
-if __name__ == "__main__":
-    # OpenMP threads spin while they wait for work. On a machine whose cores are shared
-    # (another job, a notebook kernel, data-loader processes) a spinning thread whose partner
-    # was descheduled burns its time slice: with 2 cores and 2 threads we measured training
-    # 2-3x slower than with 1 thread there. PASSIVE (sleep when idle) avoids that cliff. It
-    # must be set before torch loads its OpenMP runtime, so only the command line sets it.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP wait policy: measured on this project's idle 2-core machine (mbt2018 N=64 M=96,
+# 128 crops, batch 8), libgomp's default (spin, then sleep) trains at 54 img/s and
+# OMP_WAIT_POLICY=PASSIVE (sleep at once) at 35 img/s, so the default is kept. On a machine
+# whose cores are shared with other busy jobs, spinning threads whose partner was
+# descheduled waste their slices (2-3x slower measured there): then start training with
+# OMP_WAIT_POLICY=PASSIVE in the environment (it must be set before torch is imported).
 
 import argparse
 import concurrent.futures
