@@ -67,19 +67,17 @@ codec_names = [c for c in CODECS if c in codecs.available_codecs()] + [
 skipped = [c for c in CODECS if c not in codec_names]
 if skipped:
     print(f"skipping codecs not available on this machine: {skipped}")
-settings = SETTINGS
-if settings is None and PROFILE == "smoke":
+sweep_settings = {n: list((SETTINGS or {}).get(n, codecs.get_codec(n).settings)) for n in codec_names}
+if SETTINGS is None and PROFILE == "smoke":
     # four settings per codec (the minimum for a BD-rate), spread over its default sweep
-    settings = {}
-    for name in codec_names:
-        full_sweep = codecs.get_codec(name).settings
-        settings[name] = [full_sweep[i] for i in np.linspace(0, len(full_sweep) - 1, 4).round().astype(int)]
+    for name, full_sweep in sweep_settings.items():
+        sweep_settings[name] = [full_sweep[i] for i in np.linspace(0, len(full_sweep) - 1, 4).round().astype(int)]
 results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
 plotting.set_style()
-plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
+fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
 images = data.load_images(dataset, limit=n_images)
 print(f"profile={PROFILE}  dataset={dataset}  images={len(images)}  codecs={codec_names}")
-print(f"figures -> {plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR)}")
+print(f"figures -> {fig_dir}")
 
 # %% [markdown]
 # ## The codecs and how they are configured
@@ -89,8 +87,7 @@ print(f"figures -> {plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR)}")
 
 # %%
 pd.DataFrame(
-    [{"codec": n, "settings": codecs.get_codec(n).settings if settings is None else settings[n],
-      "configuration": codecs.get_codec(n).description} for n in codec_names]
+    [{"codec": n, "settings": sweep_settings[n], "configuration": codecs.get_codec(n).description} for n in codec_names]
 ).style.hide(axis="index")
 
 # %% [markdown]
@@ -104,18 +101,18 @@ key = {
     "dataset": dataset,
     "images": [name for name, _ in images],
     "codecs": {n: codecs.get_codec(n).description for n in codec_names},
-    "settings": {n: list(codecs.get_codec(n).settings) for n in codec_names} if settings is None else settings,
+    "settings": sweep_settings,
 }
 t0 = time.perf_counter()
 sweep = cache.cached_table(
-    results_dir / "rate_sweep.csv", key, lambda: codecs.rate_sweep(images, codec_names, settings=settings), refresh=REFRESH
+    results_dir / "rate_sweep.csv", key, lambda: codecs.rate_sweep(images, codec_names, settings=sweep_settings), refresh=REFRESH
 )
 print(f"{len(sweep)} rows in {time.perf_counter() - t0:.1f} s")
 sweep.head()
 
 # %%
 curves = rd.rd_table(sweep)
-cache.write_table(curves, plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR) / "rd_curves.csv")
+cache.write_table(curves, fig_dir / "rd_curves.csv")
 curves.round(4)
 
 # %% [markdown]
@@ -163,7 +160,7 @@ plt.show()
 bd_psnr_table = rd.bd_rate_table(curves, reference=REFERENCE, metric="psnr_rgb")
 bd_msssim_table = rd.bd_rate_table(curves, reference=REFERENCE, metric="ms_ssim_db")
 bd = bd_psnr_table.merge(bd_msssim_table, on=["codec", "reference"], suffixes=("_psnr", "_msssim"))
-cache.write_table(bd, plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR) / "bd_rate_vs_jpeg2000.csv")
+cache.write_table(bd, fig_dir / "bd_rate_vs_jpeg2000.csv")
 bd.round(2)
 
 # %% [markdown]
