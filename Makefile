@@ -4,6 +4,7 @@
 #   make smoke     only the smoke execution of every notebook (what CI runs after the unit tests)
 #   make lab       JupyterLab with the py:percent notebooks openable as notebooks (jupytext)
 #   make notebook NB=00 PROFILE=cpu ARGS="-p N_IMAGES 4"   run one notebook with other parameters
+#   make sync      write the paired .ipynb next to each notebooks/NN_*.py (jupytext)
 # The environment is a virtualenv in $(VENV) (override: make test VENV=/path/to/venv).
 # With conda: `conda env create -f environment.yml && conda activate nic-repro`, then
 # `make test VENV=$$CONDA_PREFIX`.
@@ -43,7 +44,7 @@ lab: env
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 sync: env
-	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+	$(PY) -m nic_lib.notebooks sync
 
 clean:
 	rm -rf build .pytest_cache

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         cache.write_table(sweep, args.output)
         print(f"wrote {len(sweep)} rows to {args.output}")
     n_images = sweep["image"].nunique()
-    if n_images != 24:
+    if n_images != len(data.get_spec(DATASET).files):
         print(f"note: {n_images} images, not the full Kodak set; comparisons with published curves are indicative")
 
     curves = rd.rd_table(sweep)

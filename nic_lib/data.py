@@ -277,7 +277,9 @@ def _embedded_dir() -> Path:
     return Path(skimage.data.__file__).parent
 
 
-def _is_image(path: Path) -> bool:
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` is a file this module loads as an image: a known suffix
+    (:data:`IMAGE_SUFFIXES`) and not hidden (our own ``.part`` downloads, macOS ``._`` files)."""
     hidden = path.name.startswith(".")  # e.g. our own .part files, macOS ._ files
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not hidden
 
@@ -295,7 +297,7 @@ def _missing(spec: DatasetSpec, folder: Path) -> list[str]:
         return gaps
     if spec.files:
         return [f for f in spec.files if not (folder / f).is_file()]
-    found = sum(1 for p in folder.iterdir() if _is_image(p))
+    found = sum(1 for p in folder.iterdir() if is_image_file(p))
     if spec.min_count and found < spec.min_count:
         return [f"{spec.min_count - found} of {spec.min_count} images (found {found})"]
     return []
@@ -307,7 +309,7 @@ def _looks_like_dataset(spec: DatasetSpec, folder: Path) -> bool:
         return False
     if spec.subsets:
         return any((folder / Path(s).name).is_dir() for s in spec.subsets)
-    return any(_is_image(p) for p in folder.iterdir())
+    return any(is_image_file(p) for p in folder.iterdir())
 
 
 def _candidates(spec: DatasetSpec, root: str | os.PathLike | None) -> list[tuple[str, Path]]:
@@ -411,14 +413,17 @@ def list_images(name: str, root: str | os.PathLike | None = None, limit: int | N
     Raises:
         KeyError, DatasetNotFoundError, DatasetIncompleteError: as :func:`dataset_dir`.
     """
-    spec = get_spec(name)
-    folder = dataset_dir(name, root=root)
+    return _image_paths(get_spec(name), dataset_dir(name, root=root), limit)
+
+
+def _image_paths(spec: DatasetSpec, folder: Path, limit: int | None) -> list[Path]:
+    """The sorted image files of ``spec`` in its (already found) ``folder``; see list_images."""
     if spec.subsets:
-        paths = [p for s in spec.subsets for p in (folder / Path(s).name).iterdir() if _is_image(p)]
+        paths = [p for s in spec.subsets for p in (folder / Path(s).name).iterdir() if is_image_file(p)]
     elif spec.files:
         paths = [folder / f for f in spec.files]
     else:
-        paths = [p for p in folder.iterdir() if _is_image(p)]
+        paths = [p for p in folder.iterdir() if is_image_file(p)]
     paths = sorted(paths)
     return paths if limit is None else paths[:limit]
 
@@ -440,9 +445,10 @@ def load_images(name: str, limit: int | None = None, root: str | os.PathLike | N
         KeyError, DatasetNotFoundError, DatasetIncompleteError: as :func:`dataset_dir`.
         ImageLoadError: a file cannot be decoded.
     """
-    folder = dataset_dir(name, root=root)
+    spec = get_spec(name)
+    folder = dataset_dir(name, root=root)  # found once: the look-up checks every file
     return [(p.relative_to(folder).with_suffix("").as_posix(), load_image(p))
-            for p in list_images(name, root=root, limit=limit)]
+            for p in _image_paths(spec, folder, limit)]
 
 
 # ---------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from papermill.exceptions import PapermillExecutionError
 
 from nic_lib import fileio
-from nic_lib.plotting import BUILD_DIR, REPO_ROOT
+from nic_lib.plotting import BUILD_DIR, COMMITTED_PROFILE, REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ SOURCE_FORMAT = "py:percent"
 #: hours; full: the papers' settings, needs a GPU.
 PROFILES = ("smoke", "cpu", "full")
 #: The profile whose figures are committed, so running a notebook "as is" reproduces them.
-DEFAULT_PROFILE = "cpu"
+DEFAULT_PROFILE = COMMITTED_PROFILE
 #: Executed notebooks go to <this>/<profile>/ unless told otherwise (git-ignored).
 DEFAULT_OUT_ROOT = BUILD_DIR / "notebooks"
 #: The kernelspec ipykernel installs into this environment; its "python" argv is replaced by

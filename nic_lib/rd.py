@@ -303,14 +303,15 @@ def _reference_curve(curves, reference, metric, group_cols) -> tuple[np.ndarray,
         if mask.any():
             ref = curves[mask]
             return ref[RATE_COLUMN].to_numpy(), ref[metric].to_numpy(), "/".join(map(str, key))
-    anchor_names = list(dict.fromkeys(load_anchors()["anchor"]))
+    anchors = load_anchors()
+    anchor_names = list(dict.fromkeys(anchors["anchor"]))
     if isinstance(reference, str) and reference in anchor_names:
         if metric != ANCHOR_METRIC:
             raise ValueError(
                 f"published anchors give {ANCHOR_METRIC} only, not {metric!r}; "
                 f"use metric={ANCHOR_METRIC!r} or a measured curve as reference"
             )
-        ref = load_anchors(reference)
+        ref = anchors[anchors["anchor"] == reference]
         return ref[RATE_COLUMN].to_numpy(), ref[ANCHOR_METRIC].to_numpy(), f"{reference} (published)"
     measured = curves[group_cols].drop_duplicates().itertuples(index=False, name=None)
     raise ValueError(

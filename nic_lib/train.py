@@ -329,8 +329,8 @@ def training_files(sources: tuple[str, ...] | list[str]) -> list[Path]:
                 raise ValueError(f"--data {source}: folder {folder} is (inside) an evaluation "
                                  "set; training on evaluation images is not allowed. Fix: "
                                  "point --data at training images (e.g. --data train)")
-            found = sorted(p for p in folder.iterdir()
-                           if p.is_file() and p.suffix.lower() in data.IMAGE_SUFFIXES)
+            # the rule data.list_images uses: image suffixes, no hidden files (macOS ._*.jpg)
+            found = sorted(p for p in folder.iterdir() if data.is_image_file(p))
         if not found:
             raise ValueError(f"--data {source}: no images found ({', '.join(data.IMAGE_SUFFIXES)})")
         files.update(Path(p).resolve() for p in found)

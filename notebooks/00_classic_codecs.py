@@ -51,7 +51,7 @@ CODECS = ["jpeg", "webp", "jpeg2000", "avif"]  # Pillow codecs; "bpg"/"vtm" are 
 SETTINGS = None  # None -> each codec's default sweep; or {"jpeg": [..], ...} to override
 REFERENCE = "jpeg2000"  # BD-rates are reported against this codec (the papers' usual classic anchor)
 CROP_BPP = 0.2  # bits per pixel at which the visual comparison is made (low enough for artefacts to show)
-CROP_IMAGE = None  # None -> "kodim23" on Kodak, else the first image
+CROP_IMAGE = None  # None -> "kodim23" when loaded (Kodak), else the first image
 CROP_BOX = None  # (top, left, size) of the crop; None -> a textured patch of kodim23, else a centred square of 1/3 of the short side
 FIGURE_DIR = None  # None -> paper_figures/00_classic_codecs for cpu, build/figures/<profile>/... otherwise
 RESULTS_DIR = None  # None -> build/results/<profile>/00_classic_codecs (cached tables)
@@ -61,9 +61,8 @@ REFRESH = False  # True recomputes the cached rate sweep
 NOTEBOOK = "00_classic_codecs"
 dataset = DATASET or ("sample" if PROFILE == "smoke" else "kodak")
 n_images = N_IMAGES if N_IMAGES is not None else (2 if PROFILE == "smoke" else None)
-codec_names = [c for c in CODECS if c in codecs.available_codecs()] + [
-    c for c in ("bpg", "vtm") if c in codecs.available_codecs() and c not in CODECS
-]
+available = codecs.available_codecs()  # looks for bpg/vtm programs on PATH: ask once
+codec_names = [c for c in CODECS if c in available] + [c for c in ("bpg", "vtm") if c in available and c not in CODECS]
 skipped = [c for c in CODECS if c not in codec_names]
 if skipped:
     print(f"skipping codecs not available on this machine: {skipped}")
@@ -184,7 +183,7 @@ for codec_name, anchor_name in PUBLISHED_TWIN.items():
         value, note = np.nan, str(err)
     rows.append({"codec": codec_name, "published": anchor_name, "bd_rate_vs_published_%": value, "note": note})
 twin = pd.DataFrame(rows)
-full_kodak = dataset == "kodak" and len(images) == 24
+full_kodak = dataset == "kodak" and len(images) == len(data.get_spec("kodak").files)
 if not full_kodak:
     print("not the full Kodak set: this comparison is indicative only")
 twin.round(2)
@@ -197,7 +196,11 @@ twin.round(2)
 # reconstruction is shown with its bpp and PSNR (both over the whole image).
 
 # %%
-crop_image = CROP_IMAGE or ("kodim23" if dataset == "kodak" else images[0][0])
+# kodim23 when it was loaded (N_IMAGES may stop before it), else the first image
+crop_image = CROP_IMAGE or ("kodim23" if "kodim23" in dict(images) else images[0][0])
+if crop_image not in dict(images):
+    raise ValueError(f"CROP_IMAGE={crop_image!r} is not among the loaded images {[n for n, _ in images]}; "
+                     "pass one of them (or raise N_IMAGES)")
 original = dict(images)[crop_image]
 h, w = original.shape[:2]
 if CROP_BOX is not None:
