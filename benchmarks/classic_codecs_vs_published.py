@@ -35,8 +35,6 @@ from nic_lib import cache, codecs, data, rd
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "build" / "benchmarks" / "classic_codecs_kodak.csv"
 #: The codecs Pillow ships; the published anchors cover the first three.
 DEFAULT_CODECS = ("jpeg", "webp", "jpeg2000", "avif")
-#: Published Kodak curve of the same codec (nic_lib/resources/kodak_rd_anchors.csv).
-PUBLISHED_TWIN = {"jpeg": "jpeg-pillow", "webp": "webp-pillow", "jpeg2000": "jpeg2000-ffmpeg"}
 #: Reference for the BD-rates between our codecs: the classic anchor the papers use most.
 REFERENCE_CODEC = "jpeg2000"
 #: The dataset the published curves were measured on.
@@ -51,29 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reuse", action="store_true", help="report from an existing --output table, no encoding")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
-
-
-def published_comparison(curves: pd.DataFrame) -> pd.DataFrame:
-    """BD-rate / BD-PSNR of each measured codec against its published twin (one row per codec)."""
-    rows = []
-    for codec_name, anchor_name in PUBLISHED_TWIN.items():
-        ours = curves[curves["codec"] == codec_name]
-        if ours.empty:
-            continue
-        anchor = rd.load_anchors(anchor_name)
-        bd = rd.bd_rate_table(ours, reference=anchor_name).iloc[0]
-        rows.append(
-            {
-                "codec": codec_name,
-                "published": anchor_name,
-                "bd_rate_%": bd["bd_rate_percent"],
-                "bd_psnr_dB": bd["bd_distortion"],
-                "ours_bpp": f"{ours['bpp'].min():.3f}-{ours['bpp'].max():.3f}",
-                "published_bpp": f"{anchor['bpp'].min():.3f}-{anchor['bpp'].max():.3f}",
-                "note": bd["note"],
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     print(curves[["codec", "setting", "bpp", "psnr_rgb", "ms_ssim"]].round(4).to_string(index=False))
 
     print("\n1. Ours vs the published curve of the same codec (negative BD-rate = ours better):")
-    print(published_comparison(curves).round(2).to_string(index=False))
+    print(rd.published_comparison(curves).round(2).to_string(index=False))
 
     if REFERENCE_CODEC in set(curves["codec"]):
         print(f"\n2. BD-rate between our codecs, reference {REFERENCE_CODEC} (PSNR-RGB and MS-SSIM dB):")

@@ -443,3 +443,48 @@ def plot_rd(
     ax.set_xlabel(AXIS_LABELS.get(x, x))
     ax.set_ylabel(AXIS_LABELS.get(y, y))
     return ax
+
+
+#: The published curve of the same codec, for checking that a measured classic codec is
+#: configured at least as well as the published run (codec name -> anchor name).
+PUBLISHED_TWIN = {
+    "jpeg": "jpeg-pillow",
+    "webp": "webp-pillow",
+    "jpeg2000": "jpeg2000-ffmpeg",
+    "bpg": "bpg444-x265",
+    "vtm": "vtm",
+}
+
+
+def published_comparison(curves: pd.DataFrame, twins: dict[str, str] = PUBLISHED_TWIN) -> pd.DataFrame:
+    """BD-rate / BD-PSNR of each measured codec against the published curve of the same codec.
+
+    Args:
+        curves: RD curves with columns codec, bpp, psnr_rgb (e.g. from :func:`rd_table`).
+        twins: codec name -> anchor name; codecs absent from ``curves`` are skipped.
+
+    Returns:
+        One row per codec: codec, published, bd_rate_% (negative = ours needs fewer bits),
+        bd_psnr_dB, ours_bpp and published_bpp (the ranges), note (non-overlap or partial
+        overlap, as in :func:`bd_rate_table`).
+    """
+    anchors = load_anchors([a for c, a in twins.items() if (curves["codec"] == c).any()] or None)
+    rows = []
+    for codec_name, anchor_name in twins.items():
+        ours = curves[curves["codec"] == codec_name]
+        if ours.empty:
+            continue
+        anchor = anchors[anchors["anchor"] == anchor_name]
+        bd = bd_rate_table(ours, reference=anchor_name).iloc[0]
+        rows.append(
+            {
+                "codec": codec_name,
+                "published": anchor_name,
+                "bd_rate_%": bd["bd_rate_percent"],
+                "bd_psnr_dB": bd["bd_distortion"],
+                "ours_bpp": f"{ours['bpp'].min():.3f}-{ours['bpp'].max():.3f}",
+                "published_bpp": f"{anchor['bpp'].min():.3f}-{anchor['bpp'].max():.3f}",
+                "note": bd["note"],
+            }
+        )
+    return pd.DataFrame(rows, columns=["codec", "published", "bd_rate_%", "bd_psnr_dB", "ours_bpp", "published_bpp", "note"])

@@ -169,20 +169,7 @@ bd.round(2)
 # at least as good. This check is only meaningful on the full Kodak set.
 
 # %%
-PUBLISHED_TWIN = {"jpeg": "jpeg-pillow", "webp": "webp-pillow", "jpeg2000": "jpeg2000-ffmpeg", "bpg": "bpg444-x265", "vtm": "vtm"}
-rows = []
-for codec_name, anchor_name in PUBLISHED_TWIN.items():
-    if codec_name not in codec_names:
-        continue
-    ours = curves[curves["codec"] == codec_name].sort_values("bpp")
-    theirs = anchors[anchors["anchor"] == anchor_name].sort_values("bpp")
-    try:
-        value = rd.bd_rate(theirs["bpp"], theirs["psnr_rgb"], ours["bpp"], ours["psnr_rgb"])
-        note = ""
-    except ValueError as err:
-        value, note = np.nan, str(err)
-    rows.append({"codec": codec_name, "published": anchor_name, "bd_rate_vs_published_%": value, "note": note})
-twin = pd.DataFrame(rows)
+twin = rd.published_comparison(curves)
 full_kodak = dataset == "kodak" and len(images) == len(data.get_spec("kodak").files)
 if not full_kodak:
     print("not the full Kodak set: this comparison is indicative only")
@@ -253,9 +240,9 @@ for _, row in bd.iterrows():
 best_codec = order.iloc[0]["codec"] if np.isfinite(order.iloc[0]["bd_rate_percent"]) else REFERENCE
 lines.append(f"- Best classic codec measured here by PSNR BD-rate: **{best_codec}**.")
 for _, row in twin.iterrows():
-    if np.isfinite(row["bd_rate_vs_published_%"]):
-        comparison = "better than" if row["bd_rate_vs_published_%"] <= 0 else "WORSE than"
-        lines.append(f"- Our {row['codec']} is {comparison} the published `{row['published']}` curve: BD-rate {row['bd_rate_vs_published_%']:+.1f}%"
+    if np.isfinite(row["bd_rate_%"]):
+        comparison = "better than" if row["bd_rate_%"] <= 0 else "WORSE than"
+        lines.append(f"- Our {row['codec']} is {comparison} the published `{row['published']}` curve: BD-rate {row['bd_rate_%']:+.1f}%"
                      + ("" if full_kodak else " (indicative: not the full Kodak set)") + ".")
 slowest = speed["encode_s"].idxmax()
 lines.append(f"- Slowest encoder: {slowest} ({speed.loc[slowest, 'encode_s']:.2f} s per image).")

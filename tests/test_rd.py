@@ -169,3 +169,12 @@ def test_plot_rd_draws_measured_curves_and_labelled_anchors():
     with pytest.raises(ValueError, match="anchors"):
         rd.plot_rd(curves, y="ms_ssim_db", anchors="vtm", ax=ax)
     plt.close(ax.figure)
+
+
+def test_published_comparison_of_the_published_curve_itself_is_zero_and_skips_absent_codecs():
+    anchor = rd.load_anchors("webp-pillow")
+    curves = anchor.assign(codec="webp")[["codec", "bpp", "psnr_rgb"]]
+    table = rd.published_comparison(curves)
+    assert table["codec"].tolist() == ["webp"]  # jpeg, jpeg2000, bpg, vtm absent: skipped
+    assert table.loc[0, "published"] == "webp-pillow"
+    assert abs(table.loc[0, "bd_rate_%"]) < 1e-6
