@@ -84,7 +84,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from nic_lib import data, fileio, metrics
-from nic_lib.models import registry
+from nic_lib.models import registry, variable_rate
 
 # ---------------------------------------------------------------------------------------
 # Defaults. Each is what the papers / CompressAI's example used, or why we differ.
@@ -144,7 +144,7 @@ TRAIN_STATE_FORMAT = "nic-repro/train-state/1"
 RUNTIME_KEYS = ("max_steps", "max_minutes", "log_every", "ckpt_every", "eval_every",
                 "device", "threads", "compile", "progress")
 LOG_COLUMNS = ("step", "wall_s", "lr", "loss", "mse", "psnr", "bpp", "aux_loss", "images_per_s")
-EVAL_COLUMNS = ("step", "wall_s", "images", "loss", "mse", "psnr", "bpp")
+EVAL_COLUMNS = ("step", "wall_s", "quality", "lmbda", "images", "loss", "mse", "psnr", "bpp")
 #: Streams of the per-step random generators (arbitrary distinct constants).
 _ORDER_STREAM, _CROP_STREAM, _NOISE_STREAM = 0xDA7A, 0xC409, 0x4015E
 
@@ -160,7 +160,14 @@ class TrainConfig:
     Attributes mirror the command-line flags (``--max-steps`` is ``max_steps``); see
     ``python -m nic_lib.train --help`` and the DEFAULT_* constants for why each default.
     ``N``/``M`` override the registry's widths (tests and benchmarks use tiny ones);
-    ``lmbda=None`` takes λ from the quality table.
+    ``lmbda=None`` takes λ from the quality table. ``qualities`` trains one variable-rate
+    model for all of them (gain units, :mod:`nic_lib.models.variable_rate`; each step
+    uses one level, cyclically, with that quality's λ). ``init_from`` warm-starts from
+    a checkpoint (``final.pt`` or ``ckpt.pt``): every tensor whose name and shape match
+    is copied, the rest keeps its fresh initialisation.
+    ``schedule_clock="time"`` runs the learning-rate schedule on
+    ``max(step/max_steps, elapsed/max_minutes)``, so a run cut short by ``--max-minutes``
+    still finishes its decay.
     """
 
     model: str = DEFAULT_MODEL
@@ -169,6 +176,10 @@ class TrainConfig:
     N: int | None = None
     M: int | None = None
     lmbda: float | None = None
+    qualities: tuple[int, ...] | None = None
+    context_size: int | None = None
+    reference_lmbda: float | None = None
+    init_from: str | None = None
     metric: str = "mse"
     data: tuple[str, ...] = (DEFAULT_DATA,)
     crop: int = DEFAULT_CROP
@@ -176,6 +187,7 @@ class TrainConfig:
     lr: float = DEFAULT_LR
     aux_lr: float = DEFAULT_AUX_LR
     lr_schedule: str = "cosine"
+    schedule_clock: str = "steps"
     warmup_steps: int = DEFAULT_WARMUP
     lr_decay_steps: int | None = None
     min_lr_ratio: float = DEFAULT_MIN_LR_RATIO
@@ -205,6 +217,13 @@ class TrainConfig:
 # Model and λ: the only place that knows where models come from (nic_lib.models.registry).
 
 
+def _table_lambda(quality: int, metric: str) -> float:
+    """λ of a quality in the table of a metric."""
+    if metric == "ms-ssim":
+        return LAMBDA_MSSSIM[quality]
+    return float(registry.LAMBDA_MSE[quality])
+
+
 def rate_lambda(cfg: TrainConfig) -> float:
     """λ of the run: ``cfg.lmbda`` if set, else the quality table of the metric.
 
@@ -216,9 +235,19 @@ def rate_lambda(cfg: TrainConfig) -> float:
     """
     if cfg.lmbda is not None:
         return float(cfg.lmbda)
-    if cfg.metric == "ms-ssim":
-        return LAMBDA_MSSSIM[cfg.quality]
-    return float(registry.LAMBDA_MSE[cfg.quality])
+    return _table_lambda(cfg.quality, cfg.metric)
+
+
+def rate_lambdas(cfg: TrainConfig) -> list[float]:
+    """λ of each level of a variable-rate run (``[]`` for a fixed-rate run).
+
+    Args:
+        cfg: uses qualities, metric.
+
+    Returns:
+        The table λ of each quality in ``cfg.qualities``, in that order.
+    """
+    return [_table_lambda(q, cfg.metric) for q in (cfg.qualities or ())]
 
 
 def model_config(cfg: TrainConfig) -> dict:
@@ -236,7 +265,20 @@ def model_config(cfg: TrainConfig) -> dict:
     """
     config = registry.default_config(cfg.model, cfg.quality, cfg.profile)
     config.update({k: v for k, v in (("N", cfg.N), ("M", cfg.M)) if v is not None})
+    if cfg.context_size is not None:
+        if "context_size" not in config:
+            raise ValueError(f"--context-size: {cfg.model} has no context model; use it with "
+                             "mbt2018, mbt2018-context or mbt2018-gmm")
+        config["context_size"] = int(cfg.context_size)
     config.update(lmbda=rate_lambda(cfg), metric=cfg.metric)
+    if cfg.qualities:
+        lmbdas = rate_lambdas(cfg)
+        reference = cfg.reference_lmbda
+        if reference is None:
+            # geometric mean of the levels' λ: the middle of the range on a log scale
+            reference = math.exp(sum(math.log(v) for v in lmbdas) / len(lmbdas))
+        config.update(qualities=list(cfg.qualities), lmbdas=lmbdas,
+                      reference_lmbda=float(reference), quality=None, lmbda=None)
     return config
 
 
@@ -634,13 +676,14 @@ def rd_loss(out: dict, x: torch.Tensor, lmbda: float, metric: str) -> dict:
     return {"loss": terms["loss"], "bpp": terms["bpp_loss"], "mse": 255.0**2 * mse01.detach()}
 
 
-def learning_rate(step: int, cfg: TrainConfig) -> float:
+def learning_rate(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -> float:
     """Learning rate of a step: linear warm-up, then cosine, step decay or constant.
 
     Args:
         step: 0-based step.
         cfg: uses lr, warmup_steps, lr_schedule, lr_decay_steps (default max_steps),
-            min_lr_ratio, lr_milestones, lr_gamma.
+            min_lr_ratio, lr_milestones, lr_gamma, schedule_clock, max_minutes.
+        elapsed_s: training seconds so far (used by ``schedule_clock="time"``).
 
     Returns:
         The rate for that step.
@@ -649,13 +692,18 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
         # lr_t = lr · (t + 1) / T_warmup
         return cfg.lr * (step + 1) / cfg.warmup_steps
     horizon = cfg.lr_decay_steps or cfg.max_steps
+    t_steps = (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps)
+    t_time = 0.0
+    if cfg.schedule_clock == "time" and cfg.max_minutes and elapsed_s is not None:
+        # progress on the wall clock, so a slower machine still ends the decay in time
+        t_time = elapsed_s / (60.0 * cfg.max_minutes)
     if cfg.lr_schedule == "cosine":
-        t = min(1.0, (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps))
+        t = min(1.0, max(t_steps, t_time))
         lr_min = cfg.lr * cfg.min_lr_ratio
         # lr_t = lr_min + ½ (lr − lr_min)(1 + cos(π t)),  t = progress after warm-up in [0, 1]
         return lr_min + 0.5 * (cfg.lr - lr_min) * (1.0 + math.cos(math.pi * t))
     if cfg.lr_schedule == "step":
-        passed = sum(step >= m * horizon for m in cfg.lr_milestones)
+        passed = sum(max(step / horizon, t_time) >= m for m in cfg.lr_milestones)
         # lr_t = lr · γ^(number of milestones passed)
         return cfg.lr * cfg.lr_gamma**passed
     return cfg.lr
@@ -816,6 +864,55 @@ def _setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+#: Prefixes under which CompressAI's latent-codec models (the checkerboard model) hold
+#: the layers a plain model keeps at the top level (h_a, h_s, entropy_parameters, ...).
+WARM_START_PREFIXES = ("latent_codec.hyper.", "latent_codec.y.y.", "latent_codec.y.")
+
+
+def warm_start(model: torch.nn.Module, path: str | os.PathLike) -> dict:
+    """Copy into ``model`` every tensor of a checkpoint whose name and shape match.
+
+    A warm start, not a resume: optimizer, schedule and step start afresh. Used to begin
+    a variable-rate model from a fixed-rate one (the gain units are new), or an ablation
+    from the joint model (shared transforms; new entropy-model layers keep their
+    initialisation).
+
+    Args:
+        model: the freshly built model.
+        path: a run's ``final.pt`` (registry checkpoint) or ``ckpt.pt`` (training state).
+
+    Returns:
+        ``{"path", "loaded", "new", "skipped"}``: counts of tensors copied, tensors the
+        checkpoint lacked, and checkpoint tensors that did not fit (name or shape).
+
+    Raises:
+        ValueError: the file holds no state dict.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    weights = state.get("state_dict") or state.get("model") if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise ValueError(f"{path} holds no model weights (expected a run's final.pt or ckpt.pt)")
+    own = model.state_dict()
+    # coder tables are rebuilt by update(), and a context model's mask belongs to the
+    # architecture (raster vs checkerboard): neither is copied
+    fixed = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")
+    fits, used = {}, set()
+    for key, tensor in own.items():
+        if key.endswith(fixed):
+            continue
+        # CompressAI's latent-codec models nest the same layers one level down
+        candidates = [key] + [key[len(p):] for p in WARM_START_PREFIXES if key.startswith(p)]
+        for source in candidates:
+            if source in weights and weights[source].shape == tensor.shape:
+                fits[key] = weights[source].to(tensor.dtype)
+                used.add(source)
+                break
+    model.load_state_dict({**own, **fits})
+    return {"path": str(path), "loaded": len(fits),
+            "new": len([k for k in own if k not in fits and not k.endswith(fixed)]),
+            "skipped": len([k for k in weights if k not in used and not k.endswith(fixed)])}
+
+
 def _check(cfg: TrainConfig, world: int) -> None:
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} is the global batch and must divide "
@@ -829,6 +926,19 @@ def _check(cfg: TrainConfig, world: int) -> None:
         raise ValueError(f"--noise {cfg.noise}: use sample or global")
     if cfg.lr_schedule not in ("cosine", "step", "constant"):
         raise ValueError(f"--lr-schedule {cfg.lr_schedule}: use cosine, step or constant")
+    if cfg.schedule_clock not in ("steps", "time"):
+        raise ValueError(f"--schedule-clock {cfg.schedule_clock}: use steps or time")
+    if cfg.qualities is not None:
+        bad = [q for q in cfg.qualities if q not in registry.LAMBDA_MSE]
+        if bad or len(set(cfg.qualities)) != len(cfg.qualities) or not cfg.qualities:
+            raise ValueError(f"--qualities {list(cfg.qualities)}: give distinct qualities from "
+                             f"{sorted(registry.LAMBDA_MSE)}")
+        if cfg.lmbda is not None:
+            raise ValueError("--lmbda sets one λ; a variable-rate run (--qualities) takes each "
+                             "level's λ from the quality table: drop one of the two")
+    if cfg.init_from is not None and not Path(cfg.init_from).is_file():
+        raise ValueError(f"--init-from {cfg.init_from}: no such file (give a run's final.pt "
+                         "or ckpt.pt)")
 
 
 def train(cfg: TrainConfig, resume: str | os.PathLike | None = None,
@@ -897,6 +1007,8 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
         raise ValueError(f"--crop {cfg.crop} must be a multiple of {factor}, the total "
                          f"downsampling of {cfg.model} (e.g. --crop {fit})")
     lmbda = rate_lambda(cfg)
+    lmbdas = rate_lambdas(cfg)  # [] unless variable-rate
+    warm = warm_start(model, cfg.init_from) if (cfg.init_from and state is None) else None
     named = dict(model.named_parameters())
     aux_names = sorted(n for n in named if n.endswith(".quantiles"))
     net_params = [p for n, p in named.items() if n not in aux_names]
@@ -974,7 +1086,8 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
     info = {"lmbda": lmbda, "N": N_, "M": M_, "world_size": world, "device": str(device),
             "threads": torch.get_num_threads(), "train_images": len(pool.names),
             "train_images_too_small": sampler.skipped, "torch": str(torch.__version__),
-            "parameters": sum(p.numel() for p in named.values())}
+            "parameters": sum(p.numel() for p in named.values()),
+            "lmbdas": lmbdas, "warm_start": warm}
     log = evlog = None
     if master:
         fileio.atomic_write_text(run_dir / "config.json", json.dumps(
@@ -997,7 +1110,8 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
                 "step": step, "elapsed_s": elapsed0 + time.time() - t0,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "aux_optimizer": aux_optimizer.state_dict(),
-                "scheduler": {"kind": cfg.lr_schedule, "lr": learning_rate(step, cfg)},
+                "scheduler": {"kind": cfg.lr_schedule,
+                              "lr": learning_rate(step, cfg, elapsed0 + time.time() - t0)},
                 "ema": ema.state_dict() if ema is not None else None,
                 "log_acc": acc.cpu(), "rng": rng}
             with fileio.atomic_path(run_dir / "ckpt.pt") as tmp:
@@ -1017,7 +1131,7 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
             # PSNR = 10 log10(255² / MSE)
             psnr = 10 * math.log10(255.0**2 / mse) if mse > 0 else float("inf")
             log.write({"step": step, "wall_s": elapsed0 + time.time() - t0,
-                       "lr": learning_rate(step - 1, cfg), "loss": loss, "mse": mse,
+                       "lr": last_lr, "loss": loss, "mse": mse,
                        "psnr": psnr, "bpp": bpp, "aux_loss": aux,
                        "images_per_s": n_interval / max(seconds, 1e-9)})
             bar.set_postfix(loss=f"{loss:.4g}", psnr=f"{psnr:.2f}", bpp=f"{bpp:.3f}")
@@ -1029,8 +1143,14 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
         t = time.time()
         if master and eval_images:
             target = ema.module if ema is not None else model
-            r = evaluate(target, eval_images, lmbda, cfg.metric, device)
-            evlog.write({"step": step, "wall_s": elapsed0 + time.time() - t0, **r})
+            points = (list(zip(cfg.qualities, lmbdas)) if lmbdas
+                      else [(cfg.quality if cfg.lmbda is None else None, lmbda)])
+            for level, (quality, lm) in enumerate(points):
+                if lmbdas:
+                    variable_rate.set_rate_level(target, level)
+                r = evaluate(target, eval_images, lm, cfg.metric, device)
+                evlog.write({"step": step, "wall_s": elapsed0 + time.time() - t0,
+                             "quality": quality, "lmbda": lm, **r})
         paused += time.time() - t
 
     # -- loop --
@@ -1040,6 +1160,7 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
                desc=run_dir.name, dynamic_ncols=True)
     t0 = t_mark = time.time()
     paused, n_interval = 0.0, 0  # seconds spent on evaluation/checkpoints; images trained
+    last_lr = learning_rate(start_step, cfg, elapsed0)
     step = start_step
     try:
         while step < cfg.max_steps:
@@ -1062,12 +1183,17 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
             if noise is not None:
                 noise.begin_step(step, range(rank * per_rank, (rank + 1) * per_rank))
 
-            lr = learning_rate(step, cfg)
+            lr = last_lr = learning_rate(step, cfg, elapsed0 + time.time() - t0)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            step_lmbda = lmbda
+            if lmbdas:  # variable rate: this step trains one level, with its λ
+                level = variable_rate.level_for_step(step, len(lmbdas))
+                variable_rate.set_rate_level(model, level)
+                step_lmbda = lmbdas[level]
             optimizer.zero_grad(set_to_none=True)
             aux_optimizer.zero_grad(set_to_none=True)
-            terms = rd_loss(step_model(x), x, lmbda, cfg.metric)
+            terms = rd_loss(step_model(x), x, step_lmbda, cfg.metric)
             terms["loss"].backward()
             if cfg.clip_grad_norm:
                 torch.nn.utils.clip_grad_norm_(net_params, cfg.clip_grad_norm)
@@ -1131,6 +1257,13 @@ def _parser() -> argparse.ArgumentParser:
     a("--N", type=int, help="override the width N (main transforms)")
     a("--M", type=int, help="override the width M (latent channels)")
     a("--lmbda", type=float, help="override λ (default: quality table)")
+    a("--qualities", type=int, nargs="+", help="variable-rate model: one level per quality "
+      "(λ from the table), trained cyclically (default: fixed rate)")
+    a("--context-size", type=int, help="k of the k x k context model (3, 5, 7; default: "
+      "the model's)")
+    a("--reference-lmbda", type=float, help="variable rate: λ whose gain starts at 1 "
+      "(default: geometric mean; use the warm-start model's λ)")
+    a("--init-from", help="warm start from a final.pt / ckpt.pt (matching tensors copied)")
     a("--metric", choices=["mse", "ms-ssim"], help=f"distortion (default {d.metric})")
     a("--data", nargs="+", help=f"datasets or folders to train on (default {' '.join(d.data)})")
     a("--crop", type=int, help=f"crop side in px (default {d.crop})")
@@ -1139,6 +1272,8 @@ def _parser() -> argparse.ArgumentParser:
     a("--aux-lr", type=float, help=f"aux (quantiles) learning rate (default {d.aux_lr})")
     a("--lr-schedule", choices=["cosine", "step", "constant"],
       help="after warm-up (default cosine)")
+    a("--schedule-clock", choices=["steps", "time"], help="schedule progress by steps, or by "
+      "max(steps, elapsed / --max-minutes) (default steps)")
     a("--warmup-steps", type=int, help=f"linear warm-up steps (default {d.warmup_steps})")
     a("--lr-decay-steps", type=int, help="schedule horizon (default --max-steps)")
     a("--min-lr-ratio", type=float, help=f"cosine floor / lr (default {d.min_lr_ratio})")
@@ -1180,7 +1315,7 @@ def main(argv: list[str] | None = None) -> Path:
         The run folder.
     """
     given = vars(_parser().parse_args(argv))
-    for key in ("data", "lr_milestones"):
+    for key in ("data", "lr_milestones", "qualities"):
         if key in given:
             given[key] = tuple(given[key])
     resume = given.pop("resume", None)

@@ -7,7 +7,8 @@ One place answers "which network is quality q of model X, and where are its weig
 - ``LAMBDA_MSE``, ``FULL_WIDTHS`` and ``CPU_PROFILE_WIDTHS`` are the quality tables.
 - Two profiles: ``"full"`` is CompressAI's zoo (published widths and weights, needs
   internet once); ``"cpu"`` is this project's own smaller models, trained with
-  ``python -m nic_lib.train`` and stored as ``checkpoints/<model>/q<quality>.pt``.
+  ``python -m nic_lib.train`` and stored as ``checkpoints/<model>/q<quality>.pt``, or as
+  one variable-rate file ``checkpoints/<model>/vr.pt`` covering several qualities.
 - :func:`save_checkpoint` / :func:`load_checkpoint` write and read self-describing
   checkpoints (model key and full config inside, loaded with ``weights_only=True``).
 """
@@ -28,6 +29,8 @@ from torch import nn
 
 from nic_lib import fileio
 
+from . import variable_rate
+
 __all__ = [
     "CPU_PROFILE_WIDTHS",
     "CheckpointError",
@@ -47,6 +50,7 @@ __all__ = [
     "model_name",
     "register_model",
     "save_checkpoint",
+    "variable_rate_checkpoint_path",
     "widths",
 ]
 
@@ -160,9 +164,11 @@ FULL_WIDTHS: dict[str, dict[int, tuple[int, int]]] = {
     "mbt2018-checkerboard": dict(_MBT2018_WIDTHS),
 }
 
-#: (N, M) of every model at every quality in the "cpu" profile. Placeholder: the lead
-#: sets it after measuring training throughput on the project's CPUs.
-CPU_PROFILE_WIDTHS: tuple[int, int] = (96, 128)
+#: (N, M) of every model at every quality in the "cpu" profile: a third of the paper's
+#: N=192 and half its M=192. Measured here (benchmarks/train_throughput.py, mbt2018, 128x128
+#: crops, batch 8, 2 idle cores): 54-59 images/s, i.e. ~10,000 steps in 25 minutes: what a
+#: 2-core budget of a few hours can train (scripts/train_cpu_profile.py).
+CPU_PROFILE_WIDTHS: tuple[int, int] = (64, 96)
 
 #: Our key -> CompressAI zoo function (``compressai.zoo.<fn>``) with published weights.
 ZOO_FUNCTIONS: dict[str, str] = {
@@ -265,7 +271,9 @@ def build_model(name: str, **config: Any) -> nn.Module:
     Args:
         name: model key.
         **config: at least ``N`` and ``M``; other constructor arguments
-            (``context_size``, ``K``, ...) are taken when present.
+            (``context_size``, ``K``, ...) are taken when present; ``lmbdas`` (and
+            ``reference_lmbda``) make it a variable-rate model
+            (:func:`nic_lib.models.variable_rate.make_variable_rate`).
 
     Returns:
         A freshly initialised model (train mode, entropy-coder tables not built yet).
@@ -283,7 +291,11 @@ def build_model(name: str, **config: Any) -> nn.Module:
             f"config for {name!r} lacks {missing}; start from "
             f"nic_lib.models.default_config({name!r}, quality, profile)"
         )
-    return cls(**{k: v for k, v in config.items() if k in params})
+    model = cls(**{k: v for k, v in config.items() if k in params})
+    if config.get("lmbdas"):
+        # one network for several λ (gain units): see nic_lib.models.variable_rate
+        variable_rate.make_variable_rate(model, config["lmbdas"], config.get("reference_lmbda"))
+    return model
 
 
 def _architecture_of(model: nn.Module) -> dict[str, Any]:
@@ -356,6 +368,22 @@ def checkpoint_path(name: str, quality: int) -> Path:
         ``checkpoint_dir() / name / f"q{quality}.pt"``.
     """
     return checkpoint_dir() / name / f"q{_check_quality(quality)}.pt"
+
+
+def variable_rate_checkpoint_path(name: str) -> Path:
+    """Where the "cpu" profile's variable-rate checkpoint of a model lives.
+
+    One file holds every quality it was trained for (its config's ``qualities``); see
+    :mod:`nic_lib.models.variable_rate`.
+
+    Args:
+        name: model key.
+
+    Returns:
+        ``checkpoint_dir() / name / "vr.pt"``.
+    """
+    _model_class(name)
+    return checkpoint_dir() / name / "vr.pt"
 
 
 def _conv_tensor_keys(model: nn.Module) -> set[str]:
@@ -437,6 +465,14 @@ def save_checkpoint(
                 "save the config the model was built with"
             )
         config[key] = value
+    if variable_rate.is_variable_rate(model):
+        vr = {"lmbdas": variable_rate.rate_levels(model),
+              "reference_lmbda": float(model.reference_lmbda)}
+        for key, value in vr.items():
+            if config.get(key) not in (None, value):
+                raise ValueError(f"config[{key!r}] = {config[key]!r} but the model has "
+                                 f"{key} = {value!r}; save the config the model was built with")
+        config.update(vr)
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(_RESERVED_KEYS))
     if clash:
@@ -628,7 +664,8 @@ def get_model(
         quality: 1..8.
         profile: ``"full"``: CompressAI's zoo widths and published MSE weights
             (``compressai.zoo.<fn>(quality, metric="mse", pretrained=True)``).
-            ``"cpu"``: this project's checkpoint ``checkpoints/<name>/q<quality>.pt``
+            ``"cpu"``: this project's checkpoint ``checkpoints/<name>/q<quality>.pt``,
+            else the variable-rate ``checkpoints/<name>/vr.pt`` at that quality's level
             (folder overridable with ``$NIC_CHECKPOINT_DIR``).
         pretrained: False builds an untrained model with the profile's widths (train
             mode, no coder tables: call ``update(force=True)`` before compressing).
@@ -664,10 +701,21 @@ def get_model(
             model.update(force=True)
         return model.to(device).eval()
 
-    path = checkpoint_path(name, quality)
+    path, vr_path = checkpoint_path(name, quality), variable_rate_checkpoint_path(name)
+    if not path.is_file() and vr_path.is_file():
+        model, checkpoint = load_checkpoint(vr_path, device=device)
+        qualities = list(checkpoint["config"].get("qualities") or [])
+        if checkpoint["model"] != name or quality not in qualities:
+            raise CheckpointNotFoundError(
+                f"{vr_path} holds {checkpoint['model']!r} at qualities {qualities}, not "
+                f"{name!r} quality {quality}; use one of those qualities, or train q{quality} "
+                f"with `python -m nic_lib.train --model {name} --quality {quality} --profile cpu`"
+            )
+        return variable_rate.set_rate_level(model, qualities.index(quality))
     if not path.is_file():
         raise CheckpointNotFoundError(
-            f"no cpu-profile checkpoint for {name} q{quality} at {path}; train it with "
+            f"no cpu-profile checkpoint for {name} q{quality} at {path} (nor a variable-rate "
+            f"{vr_path}); train it with "
             f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu` "
             f"(or point ${CHECKPOINT_DIR_ENV} at a folder holding {name}/q{quality}.pt), "
             "or use profile='full' for CompressAI's published weights"

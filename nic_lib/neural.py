@@ -1,0 +1,237 @@
+"""Learned codecs in the same tidy tables as the classic ones.
+
+:func:`nic_lib.codecs.rate_sweep` gives one row per image x codec x setting for JPEG &
+co.; :func:`rate_sweep` here gives the same columns for models of :mod:`nic_lib.models`
+(setting = quality), so :func:`nic_lib.rd.rd_table` and the BD-rate tools treat both
+alike. Two extra columns keep the learned codec honest:
+
+- ``bpp`` is measured on the real bitstream: 8 · Σ len(strings) / (H·W), the rANS
+  payload of every latent (CompressAI's convention: no container header; the ``.nic``
+  file adds a fixed header of a few dozen bytes).
+- ``bpp_est`` is the entropy model's estimate, Σ −log2 p(ŷ) / (H·W), from a forward
+  pass in eval mode (rounding, no noise). Real ≥ estimated (an entropy coder cannot beat
+  the model's own probabilities by more than a few bytes of rounding) and close to it.
+
+Images are padded to the model's downsampling factor by edge replication (the padded
+pixels are coded, the metrics use the original crop), as CompressAI's evaluation does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from nic_lib import metrics
+from nic_lib.codecs import check_image
+
+__all__ = [
+    "SWEEP_COLUMNS",
+    "bits_by_latent",
+    "code_image",
+    "from_tensor",
+    "latent_statistics",
+    "pad_to",
+    "quality_models",
+    "rate_sweep",
+    "to_tensor",
+]
+
+#: Columns of :func:`rate_sweep`: those of ``nic_lib.codecs.rate_sweep`` plus the estimate.
+SWEEP_COLUMNS = ("image", "codec", "setting", "bytes", "bpp", "bpp_est", "psnr_rgb",
+                 "ms_ssim", "encode_s", "decode_s")
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float (1, 3, H, W) in [0, 1]."""
+    img = check_image(img)
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255)
+
+
+def from_tensor(x: torch.Tensor) -> np.ndarray:
+    """float (1, 3, H, W) in [0, 1] -> uint8 (H, W, 3), rounded to nearest."""
+    return x.clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
+
+
+def pad_to(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Pad (N, C, H, W) on the bottom/right to multiples of ``factor`` (edge replication)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % factor, (-w) % factor
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def _factor(model: torch.nn.Module) -> int:
+    return int(getattr(model, "downsampling_factor", 64))
+
+
+@torch.no_grad()
+def code_image(model: torch.nn.Module, img: np.ndarray, decode: bool = True) -> dict:
+    """Compress one image with a model (and decode it), measuring everything.
+
+    Args:
+        model: a model in eval mode with coder tables built (``get_model`` gives one).
+        img: uint8 (H, W, 3).
+        decode: run the real decoder (default). False takes the reconstruction from
+            the eval-mode forward pass instead, which is only right for models whose
+            forward quantizes like the coder (factorized, hyperprior, mean-scale,
+            checkerboard): CompressAI's raster context models round ``y`` without the
+            predicted mean in forward (the mean is only known serially), while the coder
+            rounds ``y − μ``, so their forward reconstruction is slightly different.
+
+    Returns:
+        ``{"bytes", "bpp", "bpp_est", "x_hat" (uint8 image), "encode_s", "decode_s"
+        (NaN when not decoded), "strings", "shape"}``.
+    """
+    h, w = img.shape[:2]
+    x = pad_to(to_tensor(img), _factor(model))
+    out = model(x)
+    bits_est = sum(float(-torch.log2(v).sum()) for v in out["likelihoods"].values())
+    t0 = time.perf_counter()
+    coded = model.compress(x)
+    encode_s = time.perf_counter() - t0
+    n_bytes = sum(len(s) for streams in coded["strings"] for s in streams)
+    decode_s = float("nan")
+    if decode:
+        t0 = time.perf_counter()
+        x_hat = model.decompress(coded["strings"], coded["shape"])["x_hat"]
+        decode_s = time.perf_counter() - t0
+    else:
+        x_hat = out["x_hat"]
+    return {"bytes": n_bytes, "bpp": 8.0 * n_bytes / (h * w), "bpp_est": bits_est / (h * w),
+            "x_hat": from_tensor(x_hat[..., :h, :w]), "encode_s": encode_s,
+            "decode_s": decode_s, "strings": coded["strings"], "shape": coded["shape"]}
+
+
+def rate_sweep(
+    images: Iterable[tuple[str, np.ndarray]],
+    models: Mapping[str, Mapping[int, torch.nn.Module]],
+    decode: bool | int = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Code every image with every model at every quality; one tidy row each.
+
+    Args:
+        images: ``(name, uint8 (H, W, 3))`` pairs.
+        models: ``{label: {quality: model}}``, e.g.
+            ``{"mbt2018": {q: get_model("mbt2018", q) for q in range(1, 7)}}``; the label
+            becomes the ``codec`` column, the quality the ``setting`` column.
+        decode: True (default) decodes every bitstream, and the metrics come from the
+            real decoder's output; an int decodes only the first that many images and
+            takes the others from the forward pass (see :func:`code_image` for the
+            models where that differs); False decodes none.
+        progress: show a tqdm bar.
+
+    Returns:
+        DataFrame with :data:`SWEEP_COLUMNS`.
+    """
+    images = list(images)
+    total = len(images) * sum(len(v) for v in models.values())
+    rows = []
+    with tqdm(total=total, disable=not progress, desc="learned codecs", unit="image") as bar:
+        for label, by_quality in models.items():
+            for quality, model in by_quality.items():
+                for i, (name, img) in enumerate(images):
+                    run_decoder = decode is True or (decode is not False and i < int(decode))
+                    r = code_image(model, img, decode=run_decoder)
+                    rows.append({
+                        "image": name, "codec": label, "setting": quality,
+                        "bytes": r["bytes"], "bpp": r["bpp"], "bpp_est": r["bpp_est"],
+                        "psnr_rgb": metrics.psnr(img, r["x_hat"]),
+                        # NaN below MS-SSIM's minimum side, as codecs.rate_sweep
+                        "ms_ssim": (metrics.ms_ssim(img, r["x_hat"])
+                                    if min(img.shape[:2]) >= metrics.MS_SSIM_MIN_SIDE
+                                    else float("nan")),
+                        "encode_s": r["encode_s"], "decode_s": r["decode_s"]})
+                    bar.update(1)
+    return pd.DataFrame(rows, columns=list(SWEEP_COLUMNS))
+
+
+@torch.no_grad()
+def latent_statistics(model: torch.nn.Module, img: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-latent maps of what a model's entropy model predicts for one image.
+
+    Works for the Gaussian models with a ``gaussian_conditional`` (hyperprior, mean-scale,
+    joint, context-only; GMM reports its bits only). Everything is in the coded domain
+    (after any gain unit): the symbols the coder sees.
+
+    Args:
+        model: a model in eval mode.
+        img: uint8 (H, W, 3).
+
+    Returns:
+        ``{"bits": (M, h, w) −log2 p(ŷ), "y_hat": (M, h, w)}`` plus, when the model
+        predicts them, ``"scales"`` and ``"means"`` (M, h, w).
+    """
+    x = pad_to(to_tensor(img), _factor(model))
+    captured: dict[str, torch.Tensor] = {}
+    gc = getattr(model, "gaussian_conditional", None)
+    handle = None
+    if gc is not None:
+        def grab(module, args, kwargs, output):
+            # GaussianConditional.forward(inputs, scales, means=None)
+            captured["scales"] = args[1] if len(args) > 1 else kwargs["scales"]
+            means = args[2] if len(args) > 2 else kwargs.get("means")
+            if means is not None:
+                captured["means"] = means
+            captured["likelihoods"] = output[1]
+            captured["y_hat"] = output[0]
+        handle = gc.register_forward_hook(grab, with_kwargs=True)
+    try:
+        out = model(x)
+    finally:
+        if handle is not None:
+            handle.remove()
+    likelihoods = captured.get("likelihoods", out["likelihoods"]["y"])
+    result = {"bits": (-torch.log2(likelihoods))[0].numpy()}
+    if "y_hat" in captured:
+        result["y_hat"] = captured["y_hat"][0].numpy()
+    for key in ("scales", "means"):
+        if key in captured:
+            result[key] = captured[key][0].numpy()
+    return result
+
+
+def bits_by_latent(stats: Mapping[str, np.ndarray], reduce: str = "sum") -> np.ndarray:
+    """Collapse an (M, h, w) bits map over channels: the spatial map of where bits go."""
+    bits = stats["bits"]
+    return bits.sum(axis=0) if reduce == "sum" else bits.mean(axis=0)
+
+
+
+def quality_models(source, qualities: Sequence[int] | None = None) -> dict[int, torch.nn.Module]:
+    """One model per quality from a variable-rate checkpoint (each a copy at its level).
+
+    Args:
+        source: a checkpoint path (e.g. ``checkpoints/mbt2018/vr-ctx3.pt``) or a model key,
+            which reads the cpu profile's ``checkpoints/<key>/vr.pt``.
+        qualities: the qualities wanted; default every quality the checkpoint holds.
+
+    Returns:
+        ``{quality: model}`` in eval mode with coder tables built.
+
+    Raises:
+        CheckpointNotFoundError: a model key without a variable-rate checkpoint.
+        ValueError: a quality the checkpoint does not hold.
+    """
+    import copy
+    from pathlib import Path
+
+    from nic_lib.models import registry, variable_rate
+
+    path = Path(source) if str(source).endswith(".pt") else registry.variable_rate_checkpoint_path(source)
+    if not path.is_file():
+        raise registry.CheckpointNotFoundError(
+            f"no variable-rate checkpoint at {path}; train the cpu profile with "
+            "`python scripts/train_cpu_profile.py` (see README)")
+    model, checkpoint = registry.load_checkpoint(path)
+    held = list(checkpoint["config"].get("qualities") or [])
+    wanted = list(qualities) if qualities is not None else held
+    missing = [q for q in wanted if q not in held]
+    if missing:
+        raise ValueError(f"{path} holds qualities {held}; {missing} are not among them")
+    return {q: variable_rate.set_rate_level(copy.deepcopy(model), held.index(q)) for q in wanted}
