@@ -1,0 +1,101 @@
+"""Properties of nic_lib.theory: water-filling, known limits, Parseval, the mismatched code."""
+
+import math
+
+import numpy as np
+import pytest
+
+from nic_lib import theory
+
+
+def test_water_filling_rates_sum_to_the_rate_and_distortions_to_the_distortion():
+    s = np.array([10.0, 4.0, 1.0, 0.25, 0.01])
+    d_k, r_k = theory.water_filling(s, 0.5)
+    d, r = theory.rate_distortion(s, 0.5)
+    assert r_k.mean() == pytest.approx(r) and d_k.mean() == pytest.approx(d)
+    # by hand: kept components 10, 4, 1 at distortion 0.5; the others dropped
+    assert r == pytest.approx((0.5 * math.log2(20) + 0.5 * math.log2(8) + 0.5 * math.log2(2)) / 5)
+    assert d == pytest.approx((0.5 * 3 + 0.25 + 0.01) / 5)
+
+
+def test_white_gaussian_source_limit_is_half_log_variance_over_distortion():
+    s = np.full(16, 3.0)
+    for dist in (0.1, 1.0, 2.9):
+        theta = theory.water_level(s, distortion=dist)
+        assert theta == pytest.approx(dist, rel=1e-9)
+        assert theory.rate_distortion(s, theta)[1] == pytest.approx(theory.gaussian_rate_distortion(3.0, dist))
+
+
+def test_rate_falls_and_distortion_rises_with_the_water_level():
+    s = theory.power_law_spectrum((16, 16), alpha=2.0)
+    thetas = np.logspace(-3, 2, 30)
+    d, r = np.array([theory.rate_distortion(s, t) for t in thetas]).T
+    assert np.all(np.diff(d) >= 0) and np.all(np.diff(r) <= 0)
+    assert np.all(np.diff(r[r > 0]) < 0)
+
+
+def test_water_level_inverts_rate_and_distortion():
+    s = theory.power_law_spectrum((32,), alpha=1.0)
+    theta = theory.water_level(s, rate=0.8)
+    assert theory.rate_distortion(s, theta)[1] == pytest.approx(0.8, rel=1e-9)
+    theta = theory.water_level(s, distortion=0.05)
+    assert theory.rate_distortion(s, theta)[0] == pytest.approx(0.05, rel=1e-9)
+    with pytest.raises(ValueError, match="exactly one"):
+        theory.water_level(s)
+
+
+def test_dft_diagonalises_the_circulant_covariance_of_its_spectrum():
+    s = theory.power_law_spectrum((24,), alpha=1.5, r_min=0.1)
+    eig = np.sort(np.linalg.eigvalsh(theory.circulant_covariance(s)))
+    assert np.allclose(eig, np.sort(s))
+
+
+def test_samples_have_the_spectrum_asked_for_and_parseval_holds():
+    s = theory.power_law_spectrum((8, 8), alpha=2.0, r_min=0.25)
+    x = theory.sample_stationary_gaussian(s, 4000, np.random.default_rng(0))
+    p = theory.periodogram(x)
+    assert p.mean() == pytest.approx(np.mean(x**2), rel=1e-10)  # Parseval
+    assert np.allclose(p, s, rtol=0.15)
+
+
+def test_power_law_fit_recovers_alpha_and_amplitude():
+    r = np.linspace(0.02, 1.0, 50)
+    alpha, amp = theory.fit_power_law(r, 3.0 * r**-2.2)
+    assert alpha == pytest.approx(2.2) and amp == pytest.approx(3.0)
+
+
+def test_matched_code_gives_theta_at_every_kept_frequency_and_drops_the_rest():
+    s = np.array([8.0, 2.0, 0.5, 0.1])
+    code = theory.mismatched_code(s, theta=1.0)
+    assert np.allclose(code["distortion_input"], [1.0, 1.0, 0.5, 0.1])
+    assert np.allclose(code["rate_fixed"], code["rate_adapted"])
+    assert np.allclose(code["rate_adapted"], theory.water_filling(s, 1.0)[1])
+
+
+def test_white_noise_through_a_fixed_code_is_dropped_where_the_code_drops_and_fixed_rate_costs_more():
+    s = np.array([8.0, 2.0, 0.5, 0.1])
+    code = theory.mismatched_code(s, theta=1.0, shift=0.3)
+    # dropped frequencies return zero: the error vs the noisy input is all of its power
+    assert np.allclose(code["distortion_input"][2:], s[2:] + 0.3)
+    # against the clean image, a kept frequency also carries beta^2 * noise variance
+    assert np.all(code["distortion_clean"][:2] > 1.0)
+    assert np.all(code["rate_fixed"] >= code["rate_adapted"] - 1e-12)
+
+
+def test_contrast_reduction_makes_a_fixed_code_add_more_noise_than_the_signal_has():
+    s = np.array([8.0, 2.0, 1.2])
+    code = theory.mismatched_code(s, theta=1.0, gain=0.5)
+    # at S=1.2 the code keeps beta=1/6 and adds noise (beta^2 N = 1/6) to an input of power 0.3
+    assert code["amplified"][2] and not code["amplified"][0]
+
+
+def test_linear_toy_codec_trains_and_codes():
+    torch = pytest.importorskip("torch")
+    s = theory.power_law_spectrum((4, 4), alpha=2.0, r_min=0.25)
+    codec = theory.ToyTransformCodec(16)
+    losses = theory.train_toy_codec(codec, s, lmbda=4.0, steps=60, batch=32, lr=1e-2)
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    x = theory.sample_stationary_gaussian(s, 32, np.random.default_rng(1))
+    x_hat, bits = theory.run_toy_codec(codec, x)
+    assert x_hat.shape == x.shape and np.all(bits >= 0)
+    assert isinstance(codec, torch.nn.Module)
