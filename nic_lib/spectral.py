@@ -1,0 +1,646 @@
+"""Which frequencies a codec gets wrong: error power spectra, radial profiles, band
+energies and Fourier heat maps (Lieberman et al. 2023, Sec. "spectral inspection";
+Yin et al. 2019, "A Fourier perspective on model robustness").
+
+Three error images per codec and corruption ``c`` (the OOD-NIC paper's three maps)::
+
+    clean:           x_hat(x)    - x        what the codec loses on clean data
+    vs corrupted:    x_hat(c(x)) - c(x)     against the codec's own input
+    vs clean:        x_hat(c(x)) - x        against the image one wanted
+    shift itself:    c(x)        - x        the corruption's own frequency content
+
+Each is turned into a power spectrum :func:`power_spectrum` (``|F|^2`` of the
+*unrounded* difference, optionally windowed) and averaged over images; a spectrum is
+summarised by its :func:`radial_profile` and by its :func:`band_energies` in three bands
+(:data:`BAND_EDGES`). Frequencies are in units of the Nyquist frequency (0.5 cycles per
+pixel = 1), so a radius r means a period of 2 / r pixels.
+
+Fourier heat maps (:func:`fourier_heatmap`) add ``eps * (+-1) * U_ij`` to the input, where
+``U_ij`` is the L2-normalised real Fourier basis image of frequency (i, j), compress it
+with a *codec callable* and record PSNR and bpp per frequency. A codec callable maps a
+batch of uint8 images (B, H, W, 3) to ``(reconstructions uint8 (B, H, W, 3), bpp (B,))``;
+:func:`classic_codec` wraps :mod:`nic_lib.codecs`, :func:`nic_codec` any model with
+CompressAI's ``forward`` contract.
+
+numpy's FFT and scipy's windows do the transforms; the averaging, banding, basis images
+and heat-map bookkeeping are written here because no library does them. This module
+imports :mod:`nic_lib.metrics` and :mod:`nic_lib.codecs` from the project.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.signal
+
+from nic_lib import codecs, metrics
+
+#: Window applied before the FFT. Hann: an image is not periodic, so its left/right and
+#: top/bottom edges meet as a jump in the DFT, which leaks power along the axes ("the
+#: cross"); a Hann taper removes the jump. None or "boxcar" keeps the raw periodogram
+#: (exact Parseval).
+DEFAULT_WINDOW = "hann"
+
+#: ITU-R BT.601 luma weights, the Y of JPEG's and Pillow's YCbCr: what "luminance" means here.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+#: What a spectrum is computed on: "luma" (Y of BT.601, one plane), "rgb" (the mean of the
+#: three per-channel spectra, so its mean equals metrics.mse) or "per-channel" (3 maps).
+CHANNELS = ("luma", "rgb", "per-channel")
+#: Default: "rgb", the spectrum whose total is the MSE that PSNR-RGB reports.
+DEFAULT_CHANNELS = "rgb"
+
+#: Band edges as fractions of the Nyquist radius: low < 1/8 <= mid < 1/2 <= high.
+#: 1/8 of Nyquist is a period of 16 px: slower than that are fog, contrast, brightness and
+#: illumination changes; 1/8..1/2 (periods 4..16 px) holds blur kernels, JPEG's 8-px blocks
+#: and edges; above 1/2 (periods < 4 px, up to the corner at sqrt(2)) is pixel-level noise
+#: and fine texture. Share of the frequency plane: low 1.2 %, mid 18 %, high 80 %.
+BAND_EDGES = (0.125, 0.5)
+BANDS = ("low", "mid", "high")
+
+#: Radial-profile bins: 32 annuli of width sqrt(2)/32 ~ 0.044 Nyquist; enough to see a
+#: 1/f^alpha slope, wide enough that a 64x64 spectrum has pixels in every annulus.
+DEFAULT_RADIAL_BINS = 32
+
+#: Fourier heat map grid: 32x32 frequencies (the issue's 32x17 half-plane).
+DEFAULT_HEATMAP_GRID = 32
+#: Perturbation norm on the [0, 1] image scale, per channel, as in the reference code
+#: (eps = 4, Yin et al.'s CIFAR value). Peak amplitude = eps * sqrt(2 / (H W)): on a
+#: 256x256 crop 5.6 grey levels, on 512x512 2.8.
+DEFAULT_EPS = 4.0
+#: Side of the square centre crop the heat map is computed on. 256: a multiple of 64 (NIC
+#: padding), 4x fewer pixels than the reference's 512 so a map fits the CPU budget.
+DEFAULT_CROP = 256
+#: Seed of the random signs (one per crop x frequency, drawn from (seed, crop, i, j)).
+DEFAULT_SEED = 0
+#: Perturbed images per codec call: one NIC forward over 16 256x256 crops stays < 1 GB.
+DEFAULT_BATCH = 16
+
+#: Columns of the tidy table fourier_heatmap returns (one row per crop x frequency).
+HEATMAP_COLUMNS = ("crop", "i", "j", "fy", "fx", "radius", "sign", "bpp", "psnr", "psnr_clean",
+                   "bpp_unperturbed", "psnr_unperturbed", "step", "size", "eps")
+
+#: A codec callable: uint8 (B, H, W, 3) -> (uint8 (B, H, W, 3), bpp (B,)).
+CodecFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+# --------------------------------------------------------------------------- power spectra
+
+
+def landscape(img: np.ndarray) -> np.ndarray:
+    """Transpose a portrait image to landscape (the reference code's Kodak preprocessing).
+
+    Spectra can only be averaged over images of one shape; Kodak has 18 landscape and 6
+    portrait 768x512 images.
+
+    Args:
+        img: array (H, W, ...).
+
+    Returns:
+        ``img`` if H <= W, else its transpose (W, H, ...).
+    """
+    return img if img.shape[0] <= img.shape[1] else np.swapaxes(img, 0, 1)
+
+
+def luminance(img: np.ndarray) -> np.ndarray:
+    """BT.601 luma Y = 0.299 R + 0.587 G + 0.114 B of an RGB array, as float64.
+
+    Args:
+        img: array (H, W, 3) (uint8 or float, or a signed difference image).
+
+    Returns:
+        float64 array (H, W), same scale as the input.
+    """
+    img = np.asarray(img, dtype=np.float64)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an RGB array (H, W, 3), got shape {img.shape}")
+    return img @ np.asarray(LUMA_WEIGHTS)
+
+
+def window_2d(height: int, width: int, window: str | None = DEFAULT_WINDOW) -> np.ndarray:
+    """A separable 2-D spectral window scaled to mean(w^2) = 1.
+
+    With that scaling the windowed periodogram of white noise has the same expected level
+    as the unwindowed one, so spectra with and without a window share units.
+
+    Args:
+        height, width: image size.
+        window: a ``scipy.signal.get_window`` name (``"hann"``, ``"hamming"``, ...); None
+            or ``"boxcar"`` for no window.
+
+    Returns:
+        float64 array (height, width).
+    """
+    if window is None or window == "boxcar":
+        return np.ones((height, width))
+    # periodic windows (scipy's default, fftbins=True) are the ones meant for spectra
+    w = np.outer(scipy.signal.get_window(window, height), scipy.signal.get_window(window, width))
+    # rescale so that mean(w^2) = 1
+    return w / np.sqrt(np.mean(w * w))
+
+
+def _planes(diff: np.ndarray, channels: str) -> np.ndarray:
+    diff = np.asarray(diff, dtype=np.float64)
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be one of {CHANNELS}, got {channels!r}")
+    if diff.ndim == 2:
+        return diff[None]
+    if diff.ndim != 3 or diff.shape[2] != 3:
+        raise ValueError(f"expected an image (H, W) or (H, W, 3), got shape {diff.shape}")
+    if channels == "luma":
+        return luminance(diff)[None]
+    return np.moveaxis(diff, 2, 0)
+
+
+def power_spectrum(diff: np.ndarray, window: str | None = DEFAULT_WINDOW, channels: str = DEFAULT_CHANNELS
+                   ) -> np.ndarray:
+    """Power spectrum |F|^2 / (H W) of one (difference) image, zero frequency centred.
+
+    The difference is transformed as it is, in float: **it is not rounded first**. The
+    OOD-NIC reference code rounds the grayscale difference image before its FFT, which sets
+    every error smaller than half a grey level to zero: exactly the small, spread-out
+    errors of a good codec (and most of a high-frequency error's power) disappear from its
+    maps. A codec's error is uint8 - uint8, an integer already; the shift of a corruption
+    or the luma mix of an error is not, and rounding it would bias the spectrum.
+
+    Normalisation (Parseval, numpy's unnormalised FFT): sum_k |F_k|^2 = H W sum_n |x_n|^2,
+    so with P = |F|^2 / (H W) and no window, mean(P) = mean(x^2): the spectrum's mean is
+    the MSE, and a band's share of the sum is its share of the MSE.
+
+    Args:
+        diff: image or difference image (H, W) or (H, W, 3), any real dtype, 0..255 scale.
+        window: see :func:`window_2d` (default Hann; None for the exact periodogram).
+        channels: ``"luma"``, ``"rgb"`` (mean of the channel spectra) or ``"per-channel"``
+            (ignored for a 2-D input).
+
+    Returns:
+        float64 (H, W) for "luma"/"rgb", (3, H, W) for "per-channel"; index [H//2, W//2]
+        is the zero frequency (``np.fft.fftshift`` layout).
+
+    Raises:
+        ValueError: for a bad shape or an unknown ``channels``.
+    """
+    planes = _planes(diff, channels)
+    h, w = planes.shape[-2:]
+    planes = planes * window_2d(h, w, window)
+    # P_k = |F_k|^2 / (H W)
+    spectra = np.abs(np.fft.fft2(planes)) ** 2 / (h * w)
+    spectra = np.fft.fftshift(spectra, axes=(-2, -1))
+    if channels == "per-channel" and planes.shape[0] == 3:
+        return spectra
+    return spectra.mean(axis=0)
+
+
+def mean_power_spectrum(images: Iterable[np.ndarray], window: str | None = DEFAULT_WINDOW,
+                        channels: str = DEFAULT_CHANNELS) -> np.ndarray:
+    """Power spectrum averaged over a dataset of (difference) images of one shape.
+
+    Args:
+        images: arrays (H, W) or (H, W, 3), all the same shape (use :func:`landscape` for
+            Kodak's portrait images, or crop).
+        window, channels: as in :func:`power_spectrum`.
+
+    Returns:
+        The mean of the per-image spectra.
+
+    Raises:
+        ValueError: if there are no images or their shapes differ.
+    """
+    total, count, shape = None, 0, None
+    for img in images:
+        spec = power_spectrum(img, window, channels)
+        if shape is None:
+            shape, total = np.shape(img), np.zeros_like(spec)
+        elif np.shape(img) != shape:
+            raise ValueError(
+                f"images differ in shape ({np.shape(img)} vs {shape}): spectra can only be averaged "
+                "over one size; transpose portraits with nic_lib.spectral.landscape or crop all images alike"
+            )
+        total += spec
+        count += 1
+    if count == 0:
+        raise ValueError("no images given: pass at least one (difference) image")
+    return total / count
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}; compare images of one size")
+    return a.astype(np.float64) - b.astype(np.float64)
+
+
+def error_power_spectrum(references: Sequence[np.ndarray], reconstructions: Sequence[np.ndarray],
+                         window: str | None = DEFAULT_WINDOW, channels: str = DEFAULT_CHANNELS) -> np.ndarray:
+    """Mean power spectrum of ``reconstruction - reference`` over a dataset.
+
+    The clean error spectrum is ``error_power_spectrum(x, x_hat)``; the spectrum of a
+    corruption itself is ``error_power_spectrum(x, c_x)``; see :func:`ood_error_spectra`
+    for the two OOD maps.
+
+    Args:
+        references: images the error is measured against, uint8 (H, W, 3) (one shape).
+        reconstructions: the images compared with them, same order and shape.
+        window, channels: as in :func:`power_spectrum`.
+
+    Returns:
+        float64 spectrum, zero frequency centred (see :func:`power_spectrum`).
+
+    Raises:
+        ValueError: if the lists differ in length or images differ in shape.
+    """
+    if len(references) != len(reconstructions):
+        raise ValueError(f"{len(references)} references but {len(reconstructions)} reconstructions; pair them one to one")
+    return mean_power_spectrum((_diff(r, x) for x, r in zip(references, reconstructions)), window, channels)
+
+
+def ood_error_spectra(clean: Sequence[np.ndarray], corrupted: Sequence[np.ndarray],
+                      reconstructed: Sequence[np.ndarray], window: str | None = DEFAULT_WINDOW,
+                      channels: str = DEFAULT_CHANNELS) -> dict[str, np.ndarray]:
+    """The three spectra of a corruption: the shift, the error vs corrupted, the error vs clean.
+
+    Args:
+        clean: images x. corrupted: c(x). reconstructed: x_hat(c(x)), the codec's output
+            for the corrupted input. All uint8 (H, W, 3) of one shape, same order.
+        window, channels: as in :func:`power_spectrum`.
+
+    Returns:
+        ``{"shift": P[c(x) - x], "vs_corrupted": P[x_hat(c(x)) - c(x)],
+        "vs_clean": P[x_hat(c(x)) - x]}``.
+    """
+    return {
+        "shift": error_power_spectrum(clean, corrupted, window, channels),
+        "vs_corrupted": error_power_spectrum(corrupted, reconstructed, window, channels),
+        "vs_clean": error_power_spectrum(clean, reconstructed, window, channels),
+    }
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def radial_frequency(shape: tuple[int, int]) -> np.ndarray:
+    """Radial frequency of every bin of an fftshift-ed (H, W) spectrum, in units of Nyquist.
+
+    r = sqrt(fy^2 + fx^2) / 0.5 with f in cycles per pixel: 0 at the centre, 1 at the
+    edge midpoints, sqrt(2) in the corners.
+
+    Args:
+        shape: (H, W) of the spectrum.
+
+    Returns:
+        float64 (H, W).
+    """
+    h, w = shape[-2:]
+    fy = np.fft.fftshift(np.fft.fftfreq(h))[:, None]
+    fx = np.fft.fftshift(np.fft.fftfreq(w))[None, :]
+    return np.sqrt(fy**2 + fx**2) / 0.5
+
+
+def radial_profile(spectrum: np.ndarray, bins: int = DEFAULT_RADIAL_BINS) -> pd.DataFrame:
+    """Mean power in annuli of equal width from 0 to the corner (sqrt(2) Nyquist).
+
+    Args:
+        spectrum: (H, W) spectrum, zero frequency centred.
+        bins: number of annuli.
+
+    Returns:
+        DataFrame with columns ``radius`` (annulus centre, Nyquist units), ``power`` (mean
+        power in the annulus; NaN if it holds no frequency bin) and ``count`` (bins in it).
+    """
+    spectrum = np.asarray(spectrum, dtype=np.float64)
+    r = radial_frequency(spectrum.shape).ravel()
+    edges = np.linspace(0.0, math.sqrt(2.0), bins + 1)
+    index = np.clip(np.digitize(r, edges) - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    total = np.bincount(index, weights=spectrum.ravel(), minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        power = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return pd.DataFrame({"radius": (edges[:-1] + edges[1:]) / 2, "power": power, "count": count})
+
+
+def band_of(radius: np.ndarray, edges: tuple[float, float] = BAND_EDGES) -> np.ndarray:
+    """Band index (0 low, 1 mid, 2 high) of radial frequencies in Nyquist units."""
+    return np.digitize(radius, edges)
+
+
+def band_energies(spectrum: np.ndarray, edges: tuple[float, float] = BAND_EDGES) -> dict[str, float]:
+    """Each band's contribution to the spectrum's mean (= the MSE for an error spectrum).
+
+    E_band = (1 / (H W)) * sum_{k in band} P_k, so E_low + E_mid + E_high = mean(P), which
+    is the MSE of an unwindowed error spectrum (Parseval, see :func:`power_spectrum`).
+
+    Args:
+        spectrum: (H, W) spectrum, zero frequency centred.
+        edges: (low/mid, mid/high) cut-offs in Nyquist units; default :data:`BAND_EDGES`.
+
+    Returns:
+        ``{"low": E_low, "mid": E_mid, "high": E_high}``.
+    """
+    spectrum = np.asarray(spectrum, dtype=np.float64)
+    band = band_of(radial_frequency(spectrum.shape), edges)
+    return {name: float(spectrum[band == k].sum() / spectrum.size) for k, name in enumerate(BANDS)}
+
+
+# --------------------------------------------------------------------------- codec callables
+
+
+def classic_codec(name: str | codecs.Codec, setting: float | None = None, bpp: float | None = None) -> CodecFn:
+    """A codec callable for a classic codec of :mod:`nic_lib.codecs`.
+
+    Args:
+        name: codec name (``"jpeg2000"``, ``"jpeg"``, ...) or :class:`nic_lib.codecs.Codec`.
+        setting: a fixed setting (quality, or bpp for JPEG 2000's own rate control).
+        bpp: a target rate instead: each image is encoded at the setting whose real bpp is
+            closest (:func:`nic_lib.codecs.encode_at_bpp`, ~7-30 encodes per image).
+
+    Returns:
+        ``f(images uint8 (B, H, W, 3)) -> (reconstructions uint8 (B, H, W, 3), bpp (B,))``,
+        bpp from the real byte count.
+
+    Raises:
+        ValueError: unless exactly one of ``setting`` and ``bpp`` is given.
+    """
+    codec = codecs.get_codec(name) if isinstance(name, str) else name
+    if (setting is None) == (bpp is None):
+        raise ValueError("give exactly one of setting= (fixed) or bpp= (target rate per image)")
+    if setting is not None:
+        setting = codec.check_setting(setting)
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        recons, rates = [], []
+        for img in images:
+            stream = codec.encode(img, setting) if setting is not None else codecs.encode_at_bpp(codec, img, bpp)[1]
+            recons.append(codec.decode(stream))
+            rates.append(metrics.bpp(len(stream), *img.shape[:2]))
+        return np.stack(recons), np.asarray(rates)
+
+    run.description = codec.description + (f"; setting={setting}" if setting is not None else f"; target bpp={bpp}")
+    return run
+
+
+#: NIC inputs are padded to a multiple of 2^6 = 64 (four stride-2 layers in g_a, two in h_a).
+NIC_PAD_MULTIPLE = 64
+
+
+def nic_codec(model, device: str = "cpu") -> CodecFn:
+    """A codec callable for a learned codec with CompressAI's ``forward`` contract.
+
+    One ``model.forward`` over the batch in eval mode (latents rounded, as at test time):
+    the reconstruction is ``out["x_hat"]`` and the rate is the likelihood estimate
+    bpp = sum(-log2 p) / (H W) per image, which the real rANS bitstream matches to within
+    a few per cent (the entropy-coding overhead). Inputs are zero-padded to a multiple of
+    :data:`NIC_PAD_MULTIPLE` and the output cropped back, as in CompressAI's evaluation.
+
+    Args:
+        model: any ``torch.nn.Module`` whose ``forward(x)`` returns ``{"x_hat",
+            "likelihoods": {name: tensor}}`` for x in [0, 1], shape (B, 3, H, W).
+        device: where to run it.
+
+    Returns:
+        ``f(images uint8 (B, H, W, 3)) -> (reconstructions uint8 (B, H, W, 3), bpp (B,))``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    model = model.to(device).eval()
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 batch (B, H, W, 3), got {images.dtype} {images.shape}; stack images with np.stack")
+        b, h, w, _ = images.shape
+        x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 255.0
+        pad_h, pad_w = (-h) % NIC_PAD_MULTIPLE, (-w) % NIC_PAD_MULTIPLE
+        with torch.no_grad():
+            out = model(F.pad(x, (0, pad_w, 0, pad_h)))
+            x_hat = out["x_hat"][..., :h, :w].clamp(0, 1)
+            # bpp = sum over every latent of -log2 p, per image, over the unpadded pixels
+            bits = sum(-torch.log2(lk).flatten(1).sum(1) for lk in out["likelihoods"].values())
+        recon = (x_hat * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return recon, (bits / (h * w)).cpu().numpy().astype(np.float64)
+
+    run.description = f"{type(model).__name__} (forward in eval mode, likelihood bpp)"
+    return run
+
+
+# --------------------------------------------------------------------------- Fourier heat maps
+
+
+def fourier_basis(height: int, width: int, fy: int, fx: int) -> np.ndarray:
+    """The real Fourier basis image U of frequency (fy, fx) cycles per image, ||U||_2 = 1.
+
+    U = Re(IFFT(delta_(fy,fx) + delta_(-fy,-fx))) / norm, a 2-D cosine of frequency
+    (fy/H, fx/W) cycles per pixel (Yin et al. 2019); U_(fy,fx) = U_(-fy,-fx).
+
+    Args:
+        height, width: image size.
+        fy, fx: integer frequencies (cycles per image height / width), any sign.
+
+    Returns:
+        float64 (height, width) with unit L2 norm.
+    """
+    spec = np.zeros((height, width), dtype=np.complex128)
+    spec[fy % height, fx % width] = 1.0
+    spec[-fy % height, -fx % width] = 1.0
+    u = np.real(np.fft.ifft2(spec))
+    return u / np.linalg.norm(u)
+
+
+def heatmap_frequencies(grid: int = DEFAULT_HEATMAP_GRID, step: int = 1, size: int | None = None
+                        ) -> tuple[list[tuple[int, int]], dict[tuple[int, int], tuple[int, int]]]:
+    """The half-plane of a grid x grid Fourier heat map: which frequencies to compute.
+
+    The map covers grid indices (i, j) in [-grid/2, grid/2)^2, image frequency
+    (i step, j step). Since U_(i,j) = U_(-i,-j), only one of each mirror pair is computed
+    (the half-plane, ``grid * (grid/2 + 1)`` frequencies when no two grid points alias:
+    32 x 17 = 544 for grid 32) and the map is filled by mirroring.
+
+    Args:
+        grid: even number of frequencies per axis.
+        step: frequency spacing in cycles per image (1 = the lowest frequencies, as the
+            reference code does; ``size // grid`` spreads the grid up to Nyquist).
+        size: crop side, for recognising frequencies that alias (None: no aliasing check).
+
+    Returns:
+        ``(computed, source)``: the (i, j) to run, and for every map cell (i, j) the
+        computed (i, j) whose value it takes.
+
+    Raises:
+        ValueError: for an odd or non-positive grid.
+    """
+    if grid < 2 or grid % 2:
+        raise ValueError(f"grid must be an even number >= 2, got {grid}")
+    half = grid // 2
+
+    def key(i: int, j: int) -> tuple[int, int]:
+        # the basis image's identity: its frequency pair, reduced modulo the image size
+        fy, fx = i * step, j * step
+        if size:
+            fy, fx = fy % size, fx % size
+            return min((fy, fx), ((-fy) % size, (-fx) % size))
+        return min((fy, fx), (-fy, -fx))
+
+    computed, source, seen = [], {}, {}
+    # scan with j >= 0 first so the computed set is the right half-plane where possible
+    cells = [(i, j) for j in range(0, half) for i in range(-half, half)] + [(i, -half) for i in range(-half, half)]
+    cells += [(i, j) for j in range(-half + 1, 0) for i in range(-half, half)]
+    for i, j in cells:
+        k = key(i, j)
+        if k not in seen:
+            seen[k] = (i, j)
+            computed.append((i, j))
+        source[(i, j)] = seen[k]
+    return computed, source
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """The centred size x size crop of an image (H, W, ...).
+
+    Raises:
+        ValueError: if the image is smaller than ``size`` on either side.
+    """
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        raise ValueError(f"image {img.shape[:2]} is smaller than the crop {size}; lower crop= or use larger images")
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[top : top + size, left : left + size]
+
+
+def fourier_heatmap(images: Sequence[np.ndarray], codec: CodecFn, grid: int = DEFAULT_HEATMAP_GRID,
+                    eps: float = DEFAULT_EPS, crop: int = DEFAULT_CROP, step: int | None = None,
+                    seed: int = DEFAULT_SEED, batch: int = DEFAULT_BATCH, progress: bool = False) -> pd.DataFrame:
+    """Fourier heat map of a codec (Yin et al. 2019, as in the OOD-NIC paper): one row per crop x frequency.
+
+    For every crop x (centred, ``crop`` x ``crop``) and computed frequency (i, j) of
+    :func:`heatmap_frequencies`::
+
+        x_tilde = clip(round(255 * (x/255 + r * eps * U_ij)))     r = +-1 at random, per channel alike
+        x_hat, bpp = codec(x_tilde)
+        psnr = PSNR(x_hat, x_tilde),   psnr_clean = PSNR(x_hat, x)
+
+    U_ij is :func:`fourier_basis` at image frequency (i step, j step); eps is its L2 norm on
+    the [0, 1] scale in each channel. The unperturbed crop is coded once too
+    (``*_unperturbed`` columns) so a map can show the change. Rounding to uint8 is
+    needed by classic codecs; it adds the same +-0.5 quantisation at every frequency.
+
+    Args:
+        images: uint8 (H, W, 3) images, each at least ``crop`` on both sides.
+        codec: a codec callable (:func:`classic_codec`, :func:`nic_codec`).
+        grid: map size per axis (even). eps: perturbation norm ([0, 1] scale).
+        crop: side of the centre crop. step: frequency spacing in cycles per crop;
+            None -> ``crop // grid``, so the grid spans the spectrum up to Nyquist
+            (step=1 is the reference code's lowest-frequency window).
+        seed: seed of the random signs. batch: perturbed images per codec call.
+        progress: show a tqdm bar.
+
+    Returns:
+        DataFrame with :data:`HEATMAP_COLUMNS`; (fy, fx) in cycles per crop, radius in
+        Nyquist units. Turn it into a map with :func:`heatmap_array`.
+    """
+    from tqdm.auto import tqdm
+
+    step = crop // grid if step is None else step
+    if step < 1:
+        raise ValueError(f"step must be >= 1 (got {step}); use a crop of at least grid={grid} pixels")
+    computed, _ = heatmap_frequencies(grid, step, crop)
+    crops = [center_crop(codecs.check_image(img), crop).astype(np.float64) / 255.0 for img in images]
+    rows = []
+    bar = tqdm(total=len(crops) * len(computed), disable=not progress, desc="fourier heat map", unit="run")
+    for c, x in enumerate(crops):
+        clean_u8 = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+        base_recon, base_bpp = codec(clean_u8[None])
+        base_psnr = metrics.psnr(clean_u8, base_recon[0])
+        for start in range(0, len(computed), batch):
+            chunk = computed[start : start + batch]
+            signs, inputs = [], []
+            for i, j in chunk:
+                sign = 1.0 if np.random.default_rng([seed, c, i % (2 * grid), j % (2 * grid)]).random() < 0.5 else -1.0
+                # x_tilde = x + r eps U_ij, the same U in each channel
+                perturbed = x + sign * eps * fourier_basis(crop, crop, i * step, j * step)[..., None]
+                inputs.append(np.clip(np.rint(perturbed * 255.0), 0, 255).astype(np.uint8))
+                signs.append(sign)
+            recons, rates = codec(np.stack(inputs))
+            for (i, j), sign, xt, xh, rate in zip(chunk, signs, inputs, recons, rates):
+                fy, fx = i * step, j * step
+                rows.append({"crop": c, "i": i, "j": j, "fy": fy, "fx": fx,
+                             "radius": math.hypot(fy / crop, fx / crop) / 0.5, "sign": sign,
+                             "bpp": float(rate), "psnr": metrics.psnr(xt, xh), "psnr_clean": metrics.psnr(clean_u8, xh),
+                             "bpp_unperturbed": float(base_bpp[0]), "psnr_unperturbed": base_psnr,
+                             "step": step, "size": crop, "eps": eps})
+            bar.update(len(chunk))
+    bar.close()
+    return pd.DataFrame(rows, columns=list(HEATMAP_COLUMNS))
+
+
+def heatmap_array(table: pd.DataFrame, value: str = "psnr", grid: int | None = None) -> np.ndarray:
+    """The full grid x grid map from a :func:`fourier_heatmap` table, mean over crops, mirrored.
+
+    Args:
+        table: rows of :func:`fourier_heatmap` (any subset of crops).
+        value: column to map (``"psnr"``, ``"psnr_clean"``, ``"bpp"``, or a column added by
+            the caller such as a PSNR drop).
+        grid: map size; None -> inferred from the table's i range. The frequency step and
+            crop size are read from the table's ``step`` and ``size`` columns, so aliased
+            cells are mirrored as they were computed.
+
+    Returns:
+        float64 (grid, grid); row ``i + grid/2``, column ``j + grid/2`` holds frequency
+        (i, j) (zero frequency at [grid/2, grid/2], like ``np.fft.fftshift``); NaN where a
+        mirrored source was not computed.
+    """
+    grid = grid or 2 * int(max(-table["i"].min(), table["i"].max() + 1))
+    _, source = heatmap_frequencies(grid, int(table["step"].iloc[0]), int(table["size"].iloc[0]))
+    means = table.groupby(["i", "j"])[value].mean().to_dict()
+    half = grid // 2
+    out = np.full((grid, grid), np.nan)
+    for (i, j), src in source.items():
+        out[i + half, j + half] = means.get(src, np.nan)
+    return out
+
+
+# --------------------------------------------------------------------------- one experiment
+
+#: Columns of the tidy table codec_error_spectra returns (one row per image x error kind x band).
+SPECTRA_COLUMNS = ("image", "kind", "band", "energy", "bpp", "psnr")
+
+#: The error kinds: the corruption itself, the error vs the codec's input, vs the clean image.
+KINDS = ("shift", "vs_corrupted", "vs_clean")
+
+
+def codec_error_spectra(names: Sequence[str], clean: Sequence[np.ndarray], corrupted: Sequence[np.ndarray],
+                        codec: CodecFn, window: str | None = DEFAULT_WINDOW, channels: str = DEFAULT_CHANNELS
+                        ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """Code each (corrupted) image once; the three mean spectra and a tidy band-energy table.
+
+    For clean data pass ``corrupted = clean``: then "vs_corrupted" and "vs_clean" are both
+    the clean error spectrum and "shift" is zero.
+
+    Args:
+        names: image names. clean: images x. corrupted: c(x), the codec's inputs (uint8,
+            one shape for all, same order).
+        codec: a codec callable (:func:`classic_codec`, :func:`nic_codec`).
+        window, channels: as in :func:`power_spectrum`.
+
+    Returns:
+        ``(maps, table)``: maps ``{"shift", "vs_corrupted", "vs_clean"}`` averaged over
+        images; table with :data:`SPECTRA_COLUMNS`, one row per image x kind x band (energy
+        as in :func:`band_energies`; bpp of the coded image; PSNR of the kind's pair, NaN
+        for "shift" of a clean image).
+    """
+    sums = {kind: None for kind in KINDS}
+    rows = []
+    for name, x, cx in zip(names, clean, corrupted, strict=True):
+        recon, rate = codec(np.asarray(cx)[None])
+        pairs = {"shift": (x, cx), "vs_corrupted": (cx, recon[0]), "vs_clean": (x, recon[0])}
+        for kind, (ref, other) in pairs.items():
+            spec = power_spectrum(_diff(other, ref), window, channels)
+            sums[kind] = spec if sums[kind] is None else sums[kind] + spec
+            quality = metrics.psnr(ref, other)
+            for band, energy in band_energies(spec).items():
+                rows.append({"image": name, "kind": kind, "band": band, "energy": energy, "bpp": float(rate[0]),
+                             "psnr": quality if np.isfinite(quality) else np.nan})
+    maps = {kind: total / len(names) for kind, total in sums.items()}
+    return maps, pd.DataFrame(rows, columns=list(SPECTRA_COLUMNS))

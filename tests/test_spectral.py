@@ -1,0 +1,126 @@
+"""Properties of nic_lib.spectral: Parseval, flat white noise, bands, Fourier basis, heat maps."""
+
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from nic_lib import spectral
+
+
+def _cosine_image(h, w, fy, fx, amplitude):
+    y, x = np.mgrid[:h, :w]
+    return amplitude * np.cos(2 * np.pi * (fy * y / h + fx * x / w))
+
+
+def test_unwindowed_spectrum_mean_equals_mse_parseval():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    spec = spectral.error_power_spectrum([a], [b], window=None, channels="rgb")
+    mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
+    assert spec.mean() == pytest.approx(mse, rel=1e-10)
+    assert sum(spectral.band_energies(spec).values()) == pytest.approx(mse, rel=1e-10)
+
+
+def test_white_noise_spectrum_is_flat_with_and_without_window():
+    rng = np.random.default_rng(1)
+    noise = [rng.normal(0, 3.0, (64, 64)) for _ in range(40)]
+    for window in (None, "hann"):
+        profile = spectral.radial_profile(spectral.mean_power_spectrum(noise, window=window), bins=8)
+        power = profile["power"].iloc[1:].to_numpy()  # the centre annulus has too few bins
+        # flat at the noise variance (9), within sampling error of 40 images
+        assert np.allclose(power, 9.0, rtol=0.12), power
+
+
+def test_sub_grey_level_error_is_not_rounded_away():
+    # a 0.3-grey-level ripple: rounding before the FFT (the reference code) would give zero
+    diff = _cosine_image(32, 32, 4, 0, 0.3)
+    spec = spectral.power_spectrum(diff, window=None)
+    assert spec.sum() > 0
+    assert spec.mean() == pytest.approx(np.mean(diff**2))
+
+
+def test_cosine_energy_lands_in_its_band():
+    # 0.75 Nyquist -> high band; 0.0625 Nyquist -> low band
+    for f, band in ((24, "high"), (2, "low"), (8, "mid")):
+        spec = spectral.power_spectrum(_cosine_image(64, 64, f, 0, 10.0), window=None)
+        energies = spectral.band_energies(spec)
+        assert energies[band] == pytest.approx(sum(energies.values()), rel=1e-9), (f, energies)
+
+
+def test_luma_spectrum_of_grey_error_equals_channel_spectrum():
+    grey = np.repeat(np.random.default_rng(2).normal(0, 1, (16, 16))[..., None], 3, axis=2)
+    assert np.allclose(spectral.power_spectrum(grey, channels="luma"), spectral.power_spectrum(grey, channels="rgb"))
+    assert spectral.power_spectrum(grey, channels="per-channel").shape == (3, 16, 16)
+
+
+def test_mean_spectrum_rejects_mixed_shapes_and_landscape_fixes_portraits():
+    portrait, land = np.zeros((20, 10, 3)), np.zeros((10, 20, 3))
+    with pytest.raises(ValueError, match="landscape"):
+        spectral.mean_power_spectrum([portrait, land])
+    assert spectral.mean_power_spectrum([spectral.landscape(portrait), land]).shape == (10, 20)
+
+
+def test_ood_spectra_vs_clean_is_shift_when_codec_is_lossless():
+    rng = np.random.default_rng(3)
+    x = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)]
+    cx = [np.clip(x[0].astype(int) + 7, 0, 255).astype(np.uint8)]
+    maps = spectral.ood_error_spectra(x, cx, cx)
+    assert np.allclose(maps["vs_clean"], maps["shift"])
+    assert np.all(maps["vs_corrupted"] == 0)
+
+
+def test_fourier_basis_has_unit_norm_mirror_symmetry_and_one_frequency():
+    u = spectral.fourier_basis(32, 32, 3, -5)
+    assert np.linalg.norm(u) == pytest.approx(1.0)
+    assert np.allclose(u, spectral.fourier_basis(32, 32, -3, 5))
+    power = np.abs(np.fft.fft2(u)) ** 2
+    assert set(zip(*np.nonzero(power > 1e-9))) == {(3, 27), (29, 5)}
+
+
+def test_half_plane_of_32_grid_is_32_by_17_and_mirrors_the_rest():
+    computed, source = spectral.heatmap_frequencies(32)
+    assert len(computed) == 32 * 17
+    assert len(source) == 32 * 32
+    for (i, j), (si, sj) in source.items():
+        assert (si, sj) in ((i, j), (-i, -j))
+
+
+def test_heatmap_of_a_blurring_codec_is_worse_at_high_frequencies():
+    def blur_codec(images):
+        out = scipy.ndimage.gaussian_filter(images.astype(float), sigma=(0, 1.5, 1.5, 0))
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8), np.ones(len(images))
+
+    flat = np.full((40, 40, 3), 128, dtype=np.uint8)
+    table = spectral.fourier_heatmap([flat], blur_codec, grid=8, eps=1.0, crop=32, batch=7)
+    assert len(table) == len(spectral.heatmap_frequencies(8, 4, 32)[0])
+    psnr = spectral.heatmap_array(table, "psnr")
+    assert not np.isnan(psnr).any()  # every cell computed or mirrored (DC is inf: a flat shift survives a blur)
+    inner = psnr[1:, 1:]  # cells (i, j) and (-i, -j) with both in the grid
+    assert np.allclose(inner, inner[::-1, ::-1])
+    low = table.loc[table["radius"] < 0.3, "psnr"].mean()
+    high = table.loc[table["radius"] > 0.7, "psnr"].mean()
+    assert high < low - 3
+
+
+def test_classic_codec_reports_the_real_rate():
+    img = np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    recon, bpp = spectral.classic_codec("jpeg", setting=50)(img[None])
+    assert recon.shape == (1, 64, 64, 3) and recon.dtype == np.uint8
+    assert bpp[0] > 0.5  # noise costs many bits even at quality 50
+    with pytest.raises(ValueError, match="exactly one"):
+        spectral.classic_codec("jpeg")
+
+
+def test_nic_codec_runs_a_tiny_untrained_model_on_a_batch():
+    torch = pytest.importorskip("torch")
+    from nic_lib.models import build_model
+
+    torch.manual_seed(0)
+    codec = spectral.nic_codec(build_model("bmshj2018-hyperprior", N=8, M=12))
+    images = np.random.default_rng(5).integers(0, 256, (2, 40, 72, 3), dtype=np.uint8)
+    recon, bpp = codec(images)
+    assert recon.shape == images.shape and recon.dtype == np.uint8
+    assert bpp.shape == (2,) and np.all(bpp > 0)
+    table = spectral.fourier_heatmap(images[:1], codec, grid=4, crop=32, batch=16)
+    assert np.isfinite(table["bpp"]).all()
