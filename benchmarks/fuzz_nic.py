@@ -1,0 +1,272 @@
+"""Fuzz the .nic reader: mutate valid files, decode each, classify what happens.
+
+Every mutant must either decode to an image of the size its header announces or raise
+a :class:`nic_lib.container.NicError`; any other exception, or a decode that outlives
+:data:`DECODE_TIMEOUT_S`, is a failure. ``tests/test_fuzz.py`` runs a few hundred cases
+of the same generator; this script runs as many as you ask::
+
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fuzz_nic.py --cases 5000
+
+Mutation kinds (:data:`KINDS`), drawn with a seeded RNG:
+
+- ``empty``, ``random``: no file; random bytes (alone, after the magic, or after the
+  magic and version byte);
+- ``truncate``: the first k bytes, for random k;
+- ``bitflip`` / ``byteset``: 1-8 bits flipped / bytes overwritten anywhere (CRC left stale);
+- ``insert`` / ``delete``: bytes inserted or deleted anywhere;
+- ``forged-*``: the same mutations with the CRC recomputed, so they reach the deeper
+  checks; ``forged-stream`` rewrites a stream (flip, cut, extend, replace) and re-packs
+  with correct lengths and CRC, so the model's entropy decoder sees garbage.
+
+The models are tiny and untrained (N=8, M=12): what is fuzzed is the reader and the
+decoding path, which do not depend on the weights' quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import signal
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from nic_lib import container
+
+#: Seconds one decode may take before it counts as a hang (a 64x64 tiny-model decode
+#: takes milliseconds; the bound is generous for a loaded machine).
+DECODE_TIMEOUT_S = 60
+#: Side of the fuzzed image: one 64x64 block, the smallest the models code.
+IMAGE_SIDE = 64
+#: Tiny widths: decoding stays in milliseconds, so thousands of cases run in minutes.
+TINY_WIDTHS = {"N": 8, "M": 12}
+#: Models fuzzed: the hyperprior (fast) and the context model (serial/wavefront coder).
+MODELS = ("mbt2018-mean", "mbt2018")
+#: Mutation kinds, drawn uniformly.
+KINDS = ("empty", "random", "truncate", "bitflip", "byteset", "insert", "delete",
+         "forged-bitflip", "forged-byteset", "forged-insert", "forged-delete",
+         "forged-stream")
+#: Outcome label of a mutant that decoded to an image of its header's size.
+DECODED = "decoded"
+
+
+def tiny_model(name: str, seed: int = 0) -> torch.nn.Module:
+    """An untrained tiny model with coder tables, in eval mode.
+
+    Args:
+        name: registry key.
+        seed: torch seed for the initial weights.
+
+    Returns:
+        The model.
+    """
+    from nic_lib.models import registry
+
+    torch.manual_seed(seed)
+    config = registry.default_config(name, 1, "cpu")
+    config.update(TINY_WIDTHS)
+    model = registry.build_model(name, **config)
+    model.update(force=True)
+    return model.eval()
+
+
+def valid_file(model: torch.nn.Module, seed: int = 0) -> bytes:
+    """A .nic file of a random 64x64 image (quality 1, profile cpu)."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (IMAGE_SIDE, IMAGE_SIDE, 3), dtype=np.uint8)
+    return container.encode_image(model, img, None, 1, "cpu")
+
+
+def _fix_crc(data: bytes) -> bytes:
+    """Recompute the trailing CRC32 (a forger's step)."""
+    body = data[:-4] if len(data) >= 4 else data
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def _raw_mutation(kind: str, data: bytes, rng: np.random.Generator) -> bytes:
+    buf = bytearray(data)
+    n = len(buf)
+    if kind == "bitflip":
+        for _ in range(int(rng.integers(1, 9))):
+            i = int(rng.integers(n))
+            buf[i] ^= 1 << int(rng.integers(8))
+    elif kind == "byteset":
+        for _ in range(int(rng.integers(1, 9))):
+            buf[int(rng.integers(n))] = int(rng.integers(256))
+    elif kind == "insert":
+        i = int(rng.integers(n + 1))
+        buf[i:i] = rng.bytes(int(rng.integers(1, 17)))
+    elif kind == "delete":
+        i = int(rng.integers(n))
+        del buf[i : i + int(rng.integers(1, 17))]
+    return bytes(buf)
+
+
+def _forged_stream(data: bytes, rng: np.random.Generator) -> bytes:
+    """Rewrite one stream and re-pack with correct lengths and CRC."""
+    header, streams = container.unpack(data)
+    i = int(rng.integers(len(streams)))
+    s = bytearray(streams[i])
+    how = int(rng.integers(4))
+    if how == 0 and s:
+        for _ in range(int(rng.integers(1, 5))):
+            s[int(rng.integers(len(s)))] ^= 1 << int(rng.integers(8))
+    elif how == 1:
+        s = s[: int(rng.integers(len(s) + 1))]
+    elif how == 2:
+        s += rng.bytes(int(rng.integers(1, 64)))
+    else:
+        s = bytearray(rng.bytes(int(rng.integers(0, 2 * len(s) + 8))))
+    streams[i] = bytes(s)
+    return container.pack(header, streams)
+
+
+def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
+    """One mutant of a valid file.
+
+    Args:
+        data: a valid .nic file.
+        kind: one of :data:`KINDS`.
+        rng: the random generator.
+
+    Returns:
+        The mutated bytes.
+    """
+    if kind == "empty":
+        return b""
+    if kind == "random":  # junk; after the magic; after the magic and version byte
+        junk = rng.bytes(int(rng.integers(1, 2 * len(data))))
+        prefix = (b"", container.MAGIC, data[: len(container.MAGIC) + 1])[int(rng.integers(3))]
+        return prefix + junk
+    if kind == "truncate":
+        return data[: int(rng.integers(len(data)))]
+    if kind == "forged-stream":
+        return _forged_stream(data, rng)
+    if kind.startswith("forged-"):
+        return _fix_crc(_raw_mutation(kind.removeprefix("forged-"), data, rng))
+    return _raw_mutation(kind, data, rng)
+
+
+def mutants(data: bytes, count: int, seed: int) -> Iterator[tuple[str, bytes]]:
+    """``count`` (kind, mutant) pairs from a seeded RNG, every kind at least once.
+
+    Args:
+        data: a valid .nic file.
+        count: number of mutants.
+        seed: RNG seed (same seed, same mutants).
+
+    Yields:
+        ``(kind, bytes)``.
+    """
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        kind = KINDS[i] if i < len(KINDS) else KINDS[int(rng.integers(len(KINDS)))]
+        yield kind, mutate(data, kind, rng)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Raise TimeoutError in the main thread after ``seconds`` (SIGALRM; Unix only).
+
+    A hang inside one C++ call is cut when it returns to Python; the coders' C++ calls
+    are bounded (see ``nic_lib.container._guarded``), so a hang would be a Python loop.
+    """
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"decode took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def classify(data: bytes, model: torch.nn.Module, timeout_s: int = DECODE_TIMEOUT_S) -> str:
+    """Decode one mutant and name the outcome.
+
+    Args:
+        data: candidate file bytes.
+        model: the model of the valid file it came from.
+        timeout_s: hang bound.
+
+    Returns:
+        :data:`DECODED` or the :class:`~nic_lib.container.NicError` subclass name.
+
+    Raises:
+        AssertionError: the decoded image does not have the header's size.
+        Anything else the decoder raised (a bug): TimeoutError for a hang.
+    """
+    with time_limit(timeout_s):
+        try:
+            img = container.decode_image(data, model)
+        except container.NicError as exc:
+            return type(exc).__name__
+    header = container.read_header(data)
+    assert img.shape == (header.height, header.width, 3) and img.dtype == np.uint8, (
+        f"decoded {img.shape} {img.dtype}, header says {header.height}x{header.width}")
+    return DECODED
+
+
+def fuzz(name: str, cases: int, seed: int) -> tuple[collections.Counter, list[str]]:
+    """Fuzz one model's files.
+
+    Args:
+        name: registry key of the model.
+        cases: number of mutants.
+        seed: RNG seed.
+
+    Returns:
+        ``(outcomes, failures)``: counts per (kind, outcome) and a description of every
+        mutant that raised something other than a NicError.
+    """
+    model = tiny_model(name, seed)
+    data = valid_file(model, seed)
+    outcomes: collections.Counter = collections.Counter()
+    failures = []
+    for i, (kind, mutant) in enumerate(mutants(data, cases, seed)):
+        try:
+            outcomes[kind, classify(mutant, model)] += 1
+        except Exception as exc:  # noqa: BLE001  a failure to report, not to hide
+            outcomes[kind, "FAILURE " + type(exc).__name__] += 1
+            failures.append(f"{name} case {i} ({kind}, {len(mutant)} B): "
+                            f"{type(exc).__name__}: {exc}")
+    return outcomes, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fuzzer and print outcome counts per model and mutation kind.
+
+    Returns:
+        0 if every case decoded or raised a NicError, 1 otherwise.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=2000, help="mutants per model")
+    parser.add_argument("--seed", type=int, default=0, help="RNG seed")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="model keys")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    all_failures = []
+    for name in args.models:
+        start = time.perf_counter()
+        outcomes, failures = fuzz(name, args.cases, args.seed)
+        all_failures += failures
+        print(f"## {name}: {args.cases} cases in {time.perf_counter() - start:.1f} s")
+        by_outcome = collections.Counter()
+        for (kind, outcome), n in sorted(outcomes.items()):
+            print(f"  {kind:16s} {outcome:24s} {n}")
+            by_outcome[outcome] += n
+        print("  total: " + ", ".join(f"{o} {n}" for o, n in by_outcome.most_common()))
+    for line in all_failures:
+        print("FAILURE", line)
+    return 1 if all_failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The ``nic`` command line: compress images to .nic files and back.
+
+::
+
+    nic compress IN.png OUT.nic --model mbt2018 --quality 3 [--profile cpu] [--force]
+    nic decompress IN.nic OUT.png [--profile cpu] [--force]
+    nic info IN.nic
+
+Models come from :func:`nic_lib.models.get_model` (``--profile cpu``: this project's
+checkpoints under ``checkpoints/`` or ``$NIC_CHECKPOINT_DIR``; ``full``: CompressAI's
+published weights). ``decompress`` loads the model, quality and profile the file names.
+Outputs are written atomically; an existing output is kept unless ``--force``; an
+output path that is the input is always refused.
+
+From Python, :func:`compress_file` / :func:`decompress_file` do the same and raise;
+:func:`main` takes an argument list (``main(["info", "x.nic"])``) and returns the exit
+status. User errors (bad or missing files, wrong model, no checkpoint) print one line
+``nic: error: ...`` to stderr and exit with :data:`EXIT_USER_ERROR`, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from nic_lib import container, data, fileio
+
+__all__ = ["EXIT_OK", "EXIT_USER_ERROR", "NicCliError", "compress_file", "decompress_file",
+           "main"]
+
+#: Exit status of a successful command.
+EXIT_OK = 0
+#: Exit status of a user error (argparse uses 2 for bad arguments).
+EXIT_USER_ERROR = 1
+#: Model when --model is not given: the paper's joint model.
+DEFAULT_MODEL = "mbt2018"
+#: Quality when --quality is not given: the middle of the project's 1..6 cpu range.
+DEFAULT_QUALITY = 3
+#: Profile when --profile is not given: this project's own checkpoints (work offline).
+DEFAULT_PROFILE = "cpu"
+
+
+class NicCliError(Exception):
+    """A user error the command line reports in one line (cause and fix)."""
+
+
+def _check_paths(src: Path, dst: Path, force: bool) -> None:
+    """Refuse a missing input, an output that is the input, or an existing output."""
+    if not src.is_file():
+        raise NicCliError(f"input {src} does not exist (or is not a file); check the path")
+    if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(src, dst)):
+        raise NicCliError(f"output {dst} is the input file; choose another output path")
+    if dst.is_dir():
+        raise NicCliError(f"output {dst} is a folder; give a file path")
+    if dst.exists() and not force:
+        raise NicCliError(f"output {dst} exists; pass --force to overwrite it")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """Load an image as uint8 RGB after checking its size from the header alone."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size  # reads the header only: no pixels yet
+    except Image.DecompressionBombError:
+        raise container.NicImageSizeError(
+            f"{path} is larger than Pillow's safety limit; the .nic format allows sides up "
+            f"to {container.MAX_IMAGE_SIDE} and {container.MAX_IMAGE_PIXELS / 1e6:.1f} MP "
+            "(nic_lib.container.MAX_IMAGE_SIDE / MAX_IMAGE_PIXELS); downscale or tile it"
+        ) from None
+    except (OSError, SyntaxError, ValueError):
+        width = height = None  # let load_image name the problem
+    if width is not None:
+        container.check_image_size(height, width, str(path))
+    try:
+        return data.load_image(path)
+    except data.ImageLoadError as exc:
+        cause = exc.__cause__ or exc.__context__ or exc  # Pillow's own words, not the dataset hint
+        raise NicCliError(f"{path} is not an image this tool reads ({cause}); give a PNG, "
+                          "JPEG, WebP, TIFF or BMP file") from None
+
+
+def _model_loader(profile: str):
+    from nic_lib.models import get_model  # imported here: `nic info` needs no torch models
+
+    return lambda name, quality: get_model(name, quality, profile)
+
+
+def compress_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    model: str = DEFAULT_MODEL,
+    quality: int = DEFAULT_QUALITY,
+    profile: str = DEFAULT_PROFILE,
+    force: bool = False,
+) -> container.NicHeader:
+    """Compress an image file to a .nic file.
+
+    Args:
+        src: image file (any mode :func:`nic_lib.data.load_image` reads: grayscale,
+            RGBA, 16-bit, palette...).
+        dst: .nic file to write (atomically).
+        model: registry key.
+        quality: quality level.
+        profile: ``"cpu"`` or ``"full"`` (see :func:`nic_lib.models.get_model`).
+        force: overwrite ``dst`` if it exists.
+
+    Returns:
+        The header of the written file (``bpp`` is the file's).
+
+    Raises:
+        NicCliError: missing input, output exists or is the input, not an image.
+        NicImageSizeError: the image is beyond the format's limits.
+        KeyError, ValueError, CheckpointError: from ``get_model`` (unknown model, bad
+            quality, checkpoint not trained yet).
+    """
+    src, dst = Path(src), Path(dst)
+    _check_paths(src, dst, force)
+    img = _read_image(src)
+    net = _model_loader(profile)(model, quality)
+    payload = container.encode_image(net, img, model, quality, profile)
+    fileio.atomic_write_bytes(dst, payload)
+    return container.read_header(payload)
+
+
+def _read_nic(path: Path) -> bytes:
+    if not path.is_file():
+        raise NicCliError(f"input {path} does not exist (or is not a file); check the path")
+    size = path.stat().st_size
+    # The largest sane file: 4 x the raw 8-bit pixels of the largest allowed image.
+    if size > 12 * container.MAX_IMAGE_PIXELS:
+        raise container.NicFormatError(f"{path} is {size} bytes, more than any .nic file of "
+                                       "an allowed image holds; it is not a .nic file")
+    return path.read_bytes()
+
+
+def decompress_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    profile: str | None = None,
+    force: bool = False,
+) -> container.NicHeader:
+    """Decompress a .nic file to an image file (format from its extension, e.g. PNG).
+
+    Args:
+        src: .nic file.
+        dst: image file to write (atomically); PNG keeps every decoded pixel.
+        profile: weights profile to load; ``None`` uses the one recorded in the file
+            (``cpu`` if none is).
+        force: overwrite ``dst`` if it exists.
+
+    Returns:
+        The file's header.
+
+    Raises:
+        NicCliError: missing input, output exists or is the input, unknown extension.
+        NicError: bad file or model mismatch (:mod:`nic_lib.container`).
+        CheckpointError, PretrainedWeightsUnavailableError: the model cannot be loaded.
+    """
+    src, dst = Path(src), Path(dst)
+    _check_paths(src, dst, force)
+    if dst.suffix.lower() not in Image.registered_extensions():
+        raise NicCliError(f"cannot tell the image format of {dst}; end it in .png")
+    payload = _read_nic(src)
+    header = container.read_header(payload)
+    img = container.decode_image(payload, _model_loader(profile or header.profile
+                                                        or DEFAULT_PROFILE))
+    with fileio.atomic_path(dst) as tmp:
+        Image.fromarray(img, "RGB").save(tmp, format=Image.registered_extensions()[
+            dst.suffix.lower()])
+    return header
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nic", description="Learned image compression "
+                                     "to and from .nic files (nic-repro).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    comp = sub.add_parser("compress", help="image -> .nic")
+    comp.add_argument("input", type=Path, help="image file (PNG, JPEG, ...)")
+    comp.add_argument("output", type=Path, help=".nic file to write")
+    comp.add_argument("--model", default=DEFAULT_MODEL, help=f"model key ({DEFAULT_MODEL})")
+    comp.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
+                      help=f"quality level ({DEFAULT_QUALITY})")
+    comp.add_argument("--profile", default=DEFAULT_PROFILE, choices=("cpu", "full"),
+                      help="cpu: this project's checkpoints; full: CompressAI's weights")
+    comp.add_argument("--force", action="store_true", help="overwrite the output")
+    dec = sub.add_parser("decompress", help=".nic -> image")
+    dec.add_argument("input", type=Path, help=".nic file")
+    dec.add_argument("output", type=Path, help="image file to write (.png)")
+    dec.add_argument("--profile", default=None, choices=("cpu", "full"),
+                     help="weights to load (default: the profile recorded in the file)")
+    dec.add_argument("--force", action="store_true", help="overwrite the output")
+    info = sub.add_parser("info", help="print a .nic file's header and bpp")
+    info.add_argument("input", type=Path, help=".nic file")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "compress":
+        h = compress_file(args.input, args.output, args.model, args.quality, args.profile,
+                          args.force)
+        print(f"{args.output}: {h.file_bytes} bytes, {h.bpp:.4f} bpp "
+              f"({h.width}x{h.height}, {h.model} q{h.quality})")
+    elif args.command == "decompress":
+        h = decompress_file(args.input, args.output, args.profile, args.force)
+        print(f"{args.output}: {h.width}x{h.height} from {h.model} q{h.quality}")
+    else:
+        header = container.read_header(_read_nic(args.input))
+        for key, value in header.describe().items():
+            print(f"{key}: {value}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a warning as one ``nic: warning: ...`` line (e.g. transparency composited)."""
+    print(f"nic: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``nic`` command line.
+
+    Args:
+        argv: arguments without the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns:
+        :data:`EXIT_OK`, or :data:`EXIT_USER_ERROR` after printing one line to stderr.
+        Bad arguments exit through argparse (status 2).
+    """
+    args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        # CompressAI's import emits torch.jit deprecation notices meant for developers.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.showwarning = _show_warning
+        from nic_lib.models import registry
+
+        user_errors = (NicCliError, container.NicError, registry.CheckpointError,
+                       registry.PretrainedWeightsUnavailableError, KeyError, ValueError,
+                       OSError)
+        try:
+            _run(args)
+        except user_errors as exc:
+            print(f"nic: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USER_ERROR
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,709 @@
+"""The ``.nic`` file format: one image coded by a learned model, safe to read.
+
+A ``.nic`` file holds what a model's ``compress`` returns (its rANS strings and latent
+shape) plus everything a decoder must check before trusting them: which model, which
+quality, a fingerprint of the exact weights, the image size and padding, the length of
+every stream, and a CRC32 over the whole file. All integers are big-endian.
+
+==========  ===========  ==============================================================
+bytes       type         field
+==========  ===========  ==============================================================
+8           bytes        magic ``89 4E 49 43 0D 0A 1A 0A`` (``\\x89NIC\\r\\n\\x1a\\n``, PNG's
+                         trick: the high byte and CR/LF catch 7-bit and text-mode copies)
+1           u8           format version, :data:`FORMAT_VERSION`
+1           u8           n = length of the model name, 1..:data:`MAX_NAME_BYTES`
+n           ASCII        model name, a registry key (``mbt2018``), ``[A-Za-z0-9._-]``
+1           u8           quality, 1..255 (the registry uses 1..8)
+1           u8           p = length of the weights profile, 0..:data:`MAX_NAME_BYTES`
+p           ASCII        weights profile (``cpu``, ``full``; empty if unknown)
+16          bytes        weights fingerprint, :func:`weights_fingerprint`
+2           u16          image height H, 1..:data:`MAX_IMAGE_SIDE`
+2           u16          image width W, 1..:data:`MAX_IMAGE_SIDE`; H*W <= :data:`MAX_IMAGE_PIXELS`
+1           u8           padding below the image (rows), 0..255
+1           u8           padding right of the image (columns), 0..255
+2           u16          latent height h (the ``shape`` ``compress`` returned)
+2           u16          latent width w; (H+pad)/h = (W+pad)/w = a power of two
+1           u8           number of streams S, 1..:data:`MAX_STREAMS`
+4*S         u32          length in bytes of each stream
+sum         bytes        the streams, concatenated in ``strings`` order
+4           u32          CRC32 (zlib) of every byte before it
+==========  ===========  ==============================================================
+
+The image is padded on the bottom and right to multiples of the model's
+``downsampling_factor`` by repeating its last row and column ("replicate"), coded, and
+cropped back after decoding.
+
+Reading is strict and bounded: every length is checked against the bytes that remain
+before anything is sliced, sizes are capped by the constants below, and a wrong magic,
+a future version, a CRC mismatch, missing or trailing bytes are refused. A file made
+with another model, quality, profile or other weights is refused before any decoding
+(:class:`NicModelMismatchError`). A file that passes every check but whose streams are
+still wrong (made by hand to pass the CRC) decodes to garbage of the right size or
+raises :class:`NicDecodeError`; it cannot hang or read outside its buffers (see
+:func:`_guarded`).
+
+Every error is a :class:`NicError` (a ``ValueError``); messages name the cause and the
+fix. Typical use::
+
+    data = encode_image(model, img, "mbt2018", quality=3, profile="cpu")
+    img_hat = decode_image(data, lambda name, q: get_model(name, q, "cpu"))
+    print(read_header(data).bpp)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_SIDE",
+    "MAX_STREAMS",
+    "NicDecodeError",
+    "NicError",
+    "NicFormatError",
+    "NicHeader",
+    "NicImageSizeError",
+    "NicModelMismatchError",
+    "NicVersionError",
+    "check_image_size",
+    "check_model",
+    "crop_to_image",
+    "decode_image",
+    "encode_image",
+    "pack",
+    "pad_image",
+    "read_header",
+    "unpack",
+    "weights_fingerprint",
+]
+
+#: First bytes of every .nic file (PNG-style: non-ASCII byte, name, CR LF, ^Z, LF).
+MAGIC = b"\x89NIC\r\n\x1a\n"
+#: Version written by this module; readers refuse larger ones (a newer writer's files).
+FORMAT_VERSION = 1
+#: Longest model name / profile in bytes: registry keys are ~20 characters.
+MAX_NAME_BYTES = 64
+#: Largest image side: 16384 covers every camera and the 8K standard with room to spare.
+MAX_IMAGE_SIDE = 16384
+#: Largest image, in pixels (2^25 ~ 33.5 MP, an 8K frame fits): decoding it at N=192
+#: already needs ~6.4 GB for g_s's largest activation (H/2 * W/2 * N floats).
+MAX_IMAGE_PIXELS = 1 << 25
+#: Most streams a file may hold: models return 1 (y) or 2 (y, z); room for a few more.
+MAX_STREAMS = 8
+#: Bytes of the weights fingerprint (first 16 of a SHA-256: 2^-128 collision odds).
+FINGERPRINT_BYTES = 16
+#: Width of a name field's characters: registry keys and profile names.
+_NAME_RE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: Most channels a latent of these models has (CompressAI's largest M): bounds the
+#: number of symbols the entropy decoder may read for a model that does not say.
+_DEFAULT_MAX_CHANNELS = 320
+#: Stride of the densest latent the family codes (y, after four stride-2 layers).
+_LATENT_STRIDE = 16
+
+_U32 = struct.Struct(">I")
+_FIXED_TAIL = struct.Struct(">HHBBHHB")  # H, W, pad_bottom, pad_right, h, w, S
+
+
+class NicError(ValueError):
+    """Base class of every error this module raises for a bad file or a wrong model."""
+
+
+class NicFormatError(NicError):
+    """The bytes are not a valid .nic file (wrong magic, truncated, corrupt, CRC...)."""
+
+
+class NicVersionError(NicFormatError):
+    """The file uses a format version newer than this code reads."""
+
+
+class NicModelMismatchError(NicError):
+    """The file was made with another model, quality, profile or other weights."""
+
+
+class NicDecodeError(NicError):
+    """The model or its entropy coder failed on streams that passed every check."""
+
+
+class NicImageSizeError(NicError):
+    """An image is empty or beyond :data:`MAX_IMAGE_SIDE` / :data:`MAX_IMAGE_PIXELS`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NicHeader:
+    """Every field of a .nic header (see the module docstring for the byte layout).
+
+    Attributes:
+        model: registry key of the model that made the file.
+        quality: its quality level.
+        profile: weights profile (``"cpu"``, ``"full"``), ``""`` if not given.
+        fingerprint: :func:`weights_fingerprint` of the encoder's model (16 bytes).
+        height, width: image size in pixels, before padding.
+        pad_bottom, pad_right: rows/columns of replicate padding added before coding.
+        latent_shape: the ``shape`` the model's ``compress`` returned (h, w).
+        stream_lengths: bytes of each stream, in ``strings`` order.
+        version: format version of the file.
+        file_bytes: size of the whole file (0 until packed or read).
+    """
+
+    model: str
+    quality: int
+    profile: str
+    fingerprint: bytes
+    height: int
+    width: int
+    pad_bottom: int
+    pad_right: int
+    latent_shape: tuple[int, int]
+    stream_lengths: tuple[int, ...] = ()
+    version: int = FORMAT_VERSION
+    file_bytes: int = 0
+
+    @property
+    def padded_height(self) -> int:
+        """Height the model coded, H + pad_bottom."""
+        return self.height + self.pad_bottom
+
+    @property
+    def padded_width(self) -> int:
+        """Width the model coded, W + pad_right."""
+        return self.width + self.pad_right
+
+    @property
+    def bpp(self) -> float:
+        """Bits per pixel of the whole file (header and CRC included)."""
+        # bpp = 8 * bytes / (H * W)
+        return 8.0 * self.file_bytes / (self.height * self.width)
+
+    def describe(self) -> dict[str, object]:
+        """The fields as plain values for display (``nic info``).
+
+        Returns:
+            Ordered ``{field: value}``; the fingerprint as hex, bpp rounded to 4 digits.
+        """
+        return {
+            "format_version": self.version,
+            "model": self.model,
+            "quality": self.quality,
+            "profile": self.profile or "(not recorded)",
+            "weights_fingerprint": self.fingerprint.hex(),
+            "height": self.height,
+            "width": self.width,
+            "padding": f"{self.pad_bottom} rows below, {self.pad_right} columns right "
+                       f"(coded {self.padded_height}x{self.padded_width})",
+            "latent_shape": "x".join(map(str, self.latent_shape)),
+            "streams": ", ".join(f"{n} B" for n in self.stream_lengths),
+            "file_bytes": self.file_bytes,
+            "bpp": round(self.bpp, 4),
+        }
+
+
+# --------------------------------------------------------------------------------------
+# Sizes, padding, fingerprints
+# --------------------------------------------------------------------------------------
+
+
+def check_image_size(height: int, width: int, what: str = "image") -> None:
+    """Refuse images outside the format's limits, with the limit in the message.
+
+    Args:
+        height, width: image size in pixels.
+        what: how to name the image in the message (a file path, say).
+
+    Raises:
+        NicImageSizeError: a side is < 1 or > :data:`MAX_IMAGE_SIDE`, or the pixel count
+            exceeds :data:`MAX_IMAGE_PIXELS`.
+    """
+    if height < 1 or width < 1:
+        raise NicImageSizeError(f"{what} is empty ({height}x{width}); give an image with pixels")
+    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE or height * width > MAX_IMAGE_PIXELS:
+        raise NicImageSizeError(
+            f"{what} is {height}x{width} = {height * width / 1e6:.1f} MP; the .nic format "
+            f"allows sides up to {MAX_IMAGE_SIDE} and {MAX_IMAGE_PIXELS / 1e6:.1f} MP "
+            "(nic_lib.container.MAX_IMAGE_SIDE / MAX_IMAGE_PIXELS); downscale or tile it"
+        )
+
+
+def _factor(model: nn.Module) -> int:
+    """The model's ``downsampling_factor`` (what padded sides must be multiples of)."""
+    factor = int(getattr(model, "downsampling_factor", 64))
+    if not 1 <= factor <= 256:
+        raise ValueError(f"downsampling_factor {factor} is outside 1..256, the padding "
+                         "fields' range; this model cannot be stored in a .nic file")
+    return factor
+
+
+def pad_image(img: np.ndarray, factor: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Turn a uint8 image into the model's padded input.
+
+    Args:
+        img: (H, W, 3) uint8 RGB.
+        factor: pad H and W up to multiples of this (``model.downsampling_factor``).
+
+    Returns:
+        ``(x, (pad_bottom, pad_right))``: x is (1, 3, H + pad_bottom, W + pad_right)
+        float32 in [0, 1], padded by repeating the last row and column.
+
+    Raises:
+        ValueError: ``img`` is not (H, W, 3) uint8.
+    """
+    if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3
+            and img.shape[2] == 3):
+        raise ValueError("expected an (H, W, 3) uint8 RGB array (nic_lib.data.load_image "
+                         f"returns one), got {getattr(img, 'dtype', type(img))} "
+                         f"{getattr(img, 'shape', '')}")
+    height, width = img.shape[:2]
+    pad_bottom, pad_right = (-height) % factor, (-width) % factor
+    x = torch.from_numpy(np.array(img, order="C")).permute(2, 0, 1)[None].float() / 255.0
+    if pad_bottom or pad_right:
+        x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="replicate")
+    return x, (pad_bottom, pad_right)
+
+
+def crop_to_image(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Turn a model's (1, 3, H', W') output into the uint8 image it stands for.
+
+    Args:
+        x_hat: decoder output in [0, 1] (NaN, which only garbage streams produce, -> 0).
+        height, width: the unpadded size; the top-left corner is kept.
+
+    Returns:
+        (height, width, 3) uint8 RGB, rounded from x_hat * 255.
+    """
+    x = torch.nan_to_num(x_hat[0, :, :height, :width].detach().float().cpu(), nan=0.0)
+    # v8 = round(255 * clamp(x, 0, 1))
+    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy().copy()
+
+
+def _coding_settings(model: nn.Module) -> dict[str, object]:
+    """Model state outside the state dict that changes the bitstream: the context
+    models' symbol order and a variable-rate model's selected level."""
+    settings: dict[str, object] = {}
+    order = getattr(model, "coding_order", None)
+    if isinstance(order, str):
+        settings["coding_order"] = order
+    level = getattr(getattr(model, "gain", None), "level", None)
+    if isinstance(level, int):
+        settings["rate_level"] = level
+    return settings
+
+
+def weights_fingerprint(model: nn.Module) -> bytes:
+    """What makes a decoder reproduce its encoder, hashed: weights and coder settings.
+
+    SHA-256 over the state dict in sorted key order (each entry: key, dtype, shape,
+    then the tensor's bytes, little-endian as every supported platform stores them),
+    entropy-coder tables included, then the settings that change the bitstream without
+    being weights (``coding_order``, a variable-rate model's level), as sorted JSON.
+
+    Args:
+        model: any ``nn.Module``.
+
+    Returns:
+        The first :data:`FINGERPRINT_BYTES` bytes of the digest.
+    """
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(json.dumps(_coding_settings(model), sort_keys=True).encode())
+    return digest.digest()[:FINGERPRINT_BYTES]
+
+
+# --------------------------------------------------------------------------------------
+# Bytes <-> (header, streams)
+# --------------------------------------------------------------------------------------
+
+
+def _name_bytes(value: str, field: str, allow_empty: bool) -> bytes:
+    raw = value.encode("ascii", "replace")
+    if not raw and allow_empty:
+        return raw
+    if len(raw) > MAX_NAME_BYTES or not _NAME_RE.fullmatch(raw):
+        raise ValueError(f"{field} {value!r} must be 1..{MAX_NAME_BYTES} characters of "
+                         "[A-Za-z0-9._-] starting with a letter or digit")
+    return raw
+
+
+def _check_geometry(h: NicHeader) -> None:
+    """Semantic checks shared by pack and read: sizes, padding, latent shape."""
+    check_image_size(h.height, h.width, "the image")
+    if not (0 <= h.pad_bottom <= 255 and 0 <= h.pad_right <= 255):
+        raise ValueError(f"padding ({h.pad_bottom}, {h.pad_right}) is outside 0..255")
+    lat_h, lat_w = h.latent_shape
+    if lat_h < 1 or lat_w < 1 or h.padded_height % lat_h or h.padded_width % lat_w:
+        raise ValueError(f"latent shape {lat_h}x{lat_w} does not divide the coded size "
+                         f"{h.padded_height}x{h.padded_width}")
+    ratio = h.padded_height // lat_h
+    if ratio != h.padded_width // lat_w or ratio & (ratio - 1) or ratio > 256:
+        raise ValueError(f"latent shape {lat_h}x{lat_w} is not the coded size "
+                         f"{h.padded_height}x{h.padded_width} divided by one power of two")
+    if not 1 <= len(h.stream_lengths) <= MAX_STREAMS:
+        raise ValueError(f"{len(h.stream_lengths)} streams; the format holds 1..{MAX_STREAMS}")
+
+
+def pack(header: NicHeader, streams: Sequence[bytes]) -> bytes:
+    """Serialize a header and its streams to the bytes of a .nic file.
+
+    Args:
+        header: the fields; ``stream_lengths``, ``version`` and ``file_bytes`` are
+            filled in from ``streams`` and the output.
+        streams: the byte strings, in the order ``decompress`` takes them.
+
+    Returns:
+        The file's bytes, CRC32 included.
+
+    Raises:
+        ValueError: a field is outside the format's limits (the message says which).
+    """
+    streams = [bytes(s) for s in streams]
+    header = dataclasses.replace(header, stream_lengths=tuple(map(len, streams)),
+                                 version=FORMAT_VERSION)
+    if not 1 <= header.quality <= 255:
+        raise ValueError(f"quality {header.quality} is outside 1..255")
+    if len(header.fingerprint) != FINGERPRINT_BYTES:
+        raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes (weights_fingerprint)")
+    if any(n >= 1 << 32 for n in header.stream_lengths):
+        raise ValueError("a stream is 4 GiB or longer; the format stores u32 lengths")
+    _check_geometry(header)
+    name = _name_bytes(header.model, "model name", allow_empty=False)
+    profile = _name_bytes(header.profile, "profile", allow_empty=True)
+    out = bytearray(MAGIC)
+    out += bytes([FORMAT_VERSION, len(name)]) + name
+    out += bytes([header.quality, len(profile)]) + profile + header.fingerprint
+    out += _FIXED_TAIL.pack(header.height, header.width, header.pad_bottom, header.pad_right,
+                            *header.latent_shape, len(streams))
+    out += b"".join(_U32.pack(n) for n in header.stream_lengths)
+    out += b"".join(streams)
+    out += _U32.pack(zlib.crc32(out))
+    return bytes(out)
+
+
+class _Malformed(Exception):
+    """A structural problem found while parsing; :func:`unpack` words the final error."""
+
+
+class _Reader:
+    """Bounded cursor over the file's bytes: every read checks what remains."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > len(self.data) - self.pos:
+            raise _Malformed(f"{what} needs {n} bytes at offset {self.pos} but only "
+                             f"{len(self.data) - self.pos} remain")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def u8(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+
+def _read_name(reader: _Reader, what: str, allow_empty: bool) -> str:
+    n = reader.u8(f"{what} length")
+    if n > MAX_NAME_BYTES or (n == 0 and not allow_empty):
+        raise _Malformed(f"{what} length {n} is outside {int(not allow_empty)}..{MAX_NAME_BYTES}")
+    raw = reader.take(n, what)
+    if raw and not _NAME_RE.fullmatch(raw):
+        raise _Malformed(f"{what} {raw!r} is not a name of [A-Za-z0-9._-]")
+    return raw.decode("ascii")
+
+
+def _parse(data: bytes, version: int) -> tuple[NicHeader, list[bytes]]:
+    """Fields and streams of a version-1 file whose magic is checked; raises _Malformed."""
+    reader = _Reader(data)
+    reader.take(len(MAGIC) + 1, "magic and version")
+    model = _read_name(reader, "model name", allow_empty=False)
+    quality = reader.u8("quality")
+    if quality < 1:
+        raise _Malformed("quality 0")
+    profile = _read_name(reader, "profile", allow_empty=True)
+    fingerprint = reader.take(FINGERPRINT_BYTES, "weights fingerprint")
+    height, width, pad_b, pad_r, lat_h, lat_w, n_streams = _FIXED_TAIL.unpack(
+        reader.take(_FIXED_TAIL.size, "image size, padding and stream count"))
+    if not 1 <= n_streams <= MAX_STREAMS:
+        raise _Malformed(f"{n_streams} streams (the format holds 1..{MAX_STREAMS})")
+    lengths = tuple(_U32.unpack(reader.take(4, f"length of stream {i}"))[0]
+                    for i in range(n_streams))
+    header = NicHeader(model, quality, profile, fingerprint, height, width, pad_b, pad_r,
+                       (lat_h, lat_w), lengths, version, len(data))
+    try:
+        _check_geometry(header)
+    except ValueError as exc:  # NicImageSizeError included
+        raise _Malformed(str(exc)) from None
+    expected = reader.pos + sum(lengths) + _U32.size
+    if len(data) < expected:
+        raise _Malformed(f"{len(data)} bytes, the header announces {expected}")
+    if len(data) > expected:
+        raise _Malformed(f"{len(data) - expected} unexpected bytes after its end at {expected}")
+    return header, [reader.take(n, f"stream {i}") for i, n in enumerate(lengths)]
+
+
+def unpack(data: bytes) -> tuple[NicHeader, list[bytes]]:
+    """Parse and validate a .nic file (structure, limits, CRC; no model needed).
+
+    The CRC32 is checked against the last 4 bytes first (every version ends with it),
+    so a damaged file is reported as damaged, even where the damage hit the version
+    byte or a length; a file whose CRC matches but whose fields break the rules was
+    written that way (another program, a bug) and is reported as malformed.
+
+    Args:
+        data: the whole file.
+
+    Returns:
+        ``(header, streams)``.
+
+    Raises:
+        NicFormatError: not a .nic file, truncated, corrupt (CRC mismatch), or malformed.
+        NicVersionError: an intact file of a format version newer than
+            :data:`FORMAT_VERSION`.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected the file's bytes, got {type(data).__name__}")
+    data = bytes(data)
+    fix = "re-copy the file, or re-create it with `nic compress`"
+    if not data:
+        raise NicFormatError(f"file is empty; {fix}")
+    if len(data) <= len(MAGIC) and MAGIC.startswith(data):
+        raise NicFormatError(f"file is truncated: {len(data)} bytes, no more than the "
+                             f"magic number; {fix}")
+    if not data.startswith(MAGIC):
+        raise NicFormatError(f"not a .nic file (starts with {data[:8]!r}, expected "
+                             f"{MAGIC!r}); make one with `nic compress IN.png OUT.nic`")
+    version = data[len(MAGIC)]
+    body, crc = data[: -_U32.size], data[-_U32.size :]
+    intact = len(data) >= len(MAGIC) + 1 + _U32.size and zlib.crc32(body) == _U32.unpack(crc)[0]
+    if version > FORMAT_VERSION and intact:
+        raise NicVersionError(
+            f"file uses .nic format version {version}, this nic-repro reads up to "
+            f"{FORMAT_VERSION}; update nic-repro (git pull && pip install -e .)")
+    try:
+        if not 1 <= version <= FORMAT_VERSION:
+            raise _Malformed(f"format version byte reads {version} (this nic-repro reads "
+                             f"1..{FORMAT_VERSION})")
+        header, streams = _parse(data, version)
+    except _Malformed as exc:
+        if intact:
+            raise NicFormatError(f"file is malformed: {exc} (its CRC32 matches, so it was "
+                                 f"written this way); re-create it with `nic compress`") from None
+        raise NicFormatError(f"file is truncated or corrupt: {exc}, and its CRC32 does not "
+                             f"match; {fix}") from None
+    if not intact:
+        raise NicFormatError(f"file is corrupt: CRC32 mismatch (bytes changed after "
+                             f"writing); {fix}")
+    return header, streams
+
+
+def read_header(data: bytes) -> NicHeader:
+    """Header of a .nic file, after validating the whole file (see :func:`unpack`).
+
+    Args:
+        data: the whole file.
+
+    Returns:
+        The header; ``file_bytes`` and ``bpp`` refer to the whole file.
+
+    Raises:
+        NicFormatError, NicVersionError: as :func:`unpack`.
+    """
+    return unpack(data)[0]
+
+
+# --------------------------------------------------------------------------------------
+# Image <-> bytes with a model
+# --------------------------------------------------------------------------------------
+
+ModelOrLoader = Union[nn.Module, Callable[[str, int], nn.Module]]
+
+
+def encode_image(
+    model: nn.Module,
+    img: np.ndarray,
+    model_name: str | None = None,
+    quality: int = 1,
+    profile: str = "",
+) -> bytes:
+    """Compress a uint8 image with a model into the bytes of a .nic file.
+
+    Args:
+        model: a registered model in eval mode with coder tables built
+            (``update(force=True)``), e.g. from ``nic_lib.models.get_model``.
+        img: (H, W, 3) uint8 RGB, any size within the limits (1x1 works: padding).
+        model_name: registry key stored in the file; ``None`` reads it from the model.
+        quality: quality level stored in the file (the model does not know its own).
+        profile: weights profile stored in the file (``"cpu"``/``"full"``), so
+            ``nic decompress`` loads the same weights.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        NicImageSizeError: the image is empty or beyond the limits.
+        ValueError: ``img`` is not uint8 RGB, or ``compress`` returned more streams or
+            images than the format holds.
+        KeyError: ``model_name`` is None and the model is not registered.
+    """
+    if model_name is None:
+        from nic_lib.models import registry  # only names are needed from it
+
+        model_name = registry.model_name(model)
+    if isinstance(img, np.ndarray) and img.ndim == 3:
+        check_image_size(img.shape[0], img.shape[1])
+    x, (pad_bottom, pad_right) = pad_image(img, _factor(model))
+    param = next(model.parameters(), None)
+    if param is not None:
+        x = x.to(param.device)
+    with torch.no_grad():
+        out = model.compress(x)
+    strings = out["strings"]
+    if any(len(s) != 1 for s in strings):
+        raise ValueError("compress returned a batch; a .nic file holds one image")
+    latent_shape = tuple(int(v) for v in out["shape"])
+    if [v * _factor(model) for v in latent_shape] != list(x.shape[-2:]):
+        raise ValueError(
+            f"compress returned shape {latent_shape} for a {tuple(x.shape[-2:])} input; the "
+            ".nic format stores models whose shape is the input size / downsampling_factor")
+    header = NicHeader(
+        model=model_name, quality=int(quality), profile=profile,
+        fingerprint=weights_fingerprint(model), height=img.shape[0], width=img.shape[1],
+        pad_bottom=pad_bottom, pad_right=pad_right,
+        latent_shape=latent_shape,
+    )  # fmt: skip
+    return pack(header, [s[0] for s in strings])
+
+
+def _resolve_model(header: NicHeader, model: ModelOrLoader) -> nn.Module:
+    if isinstance(model, nn.Module):
+        return model
+    from nic_lib.models import registry
+
+    if header.model not in registry.MODELS:
+        raise NicModelMismatchError(
+            f"file was made with model {header.model!r}, which this nic-repro does not "
+            f"have (available: {', '.join(registry.available_models())}); update nic-repro"
+        )
+    return model(header.model, header.quality)
+
+
+def check_model(header: NicHeader, model: nn.Module, quality: int | None = None) -> None:
+    """Refuse a model that is not the one a file was made with, before decoding.
+
+    Args:
+        header: the file's header.
+        model: the model about to decode it.
+        quality: the quality the caller loaded, if known; compared with the file's.
+
+    Raises:
+        NicModelMismatchError: other model class, quality, weights, coder settings, or a
+            downsampling factor that does not match the file's padding and latent shape.
+    """
+    from nic_lib.models import registry
+
+    try:
+        name = registry.model_name(model)
+    except KeyError:
+        name = type(model).__name__
+    where = f"{header.model} q{header.quality}" + (f" --profile {header.profile}"
+                                                    if header.profile else "")
+    if name != header.model:
+        raise NicModelMismatchError(
+            f"file was made with model {header.model!r}, not {name!r}; decode it with "
+            f"get_model({header.model!r}, {header.quality}, ...) (`nic decompress` does this)")
+    if quality is not None and int(quality) != header.quality:
+        raise NicModelMismatchError(
+            f"file was made at quality {header.quality}, not {quality}; load {where}")
+    if weights_fingerprint(model) != header.fingerprint:
+        raise NicModelMismatchError(
+            f"file was made with other weights or coder settings than this {name} model "
+            f"(fingerprint {header.fingerprint.hex()} vs {weights_fingerprint(model).hex()}); "
+            f"decode it with the exact checkpoint that encoded it ({where}; "
+            "same coding_order and rate level), or re-encode the image")
+    factor = _factor(model)
+    if (header.pad_bottom, header.pad_right) != ((-header.height) % factor,
+                                                 (-header.width) % factor):
+        raise NicModelMismatchError(
+            f"file's padding ({header.pad_bottom}, {header.pad_right}) does not match this "
+            f"model's downsampling factor {factor}; the file is corrupt or from another model")
+    if header.padded_height != header.latent_shape[0] * factor:
+        # (_check_geometry made both axes share one ratio.) This also bounds the
+        # decoder's work: it allocates latents of this shape.
+        raise NicModelMismatchError(
+            f"file's latent shape {header.latent_shape} is not its coded size "
+            f"{header.padded_height}x{header.padded_width} / {factor} (the model's "
+            "downsampling factor); the file is corrupt or from another model")
+
+
+def _guarded(stream: bytes, header: NicHeader, model: nn.Module) -> bytes:
+    """The stream followed by enough zero bytes that no decode can read past it.
+
+    CompressAI's C++ rANS decoder reads its input without bounds checks. A valid stream
+    is never over-read (the decoder consumes exactly what the encoder wrote, so extra
+    bytes change nothing), but a forged one can make it read on: at most one 32-bit
+    word per decoded symbol once the state hits zero, and fewer than 16 bytes per
+    stream byte through the escape (bypass) code. Zeros end every bypass run, so the
+    guard below bounds the read; it is not an optimization, it is memory safety.
+    """
+    channels = max(int(getattr(model, "M", 0) or 0), int(getattr(model, "N", 0) or 0))
+    channels = channels or _DEFAULT_MAX_CHANNELS
+    # symbols <= channels * coded pixels / stride^2 (the densest latent, y)
+    symbols = channels * header.padded_height * header.padded_width // _LATENT_STRIDE**2
+    # guard = 4 bytes per symbol + 16 per stream byte + slack for the initial state
+    return stream + bytes(4 * symbols + 16 * len(stream) + 64)
+
+
+def decode_image(
+    data: bytes, model: ModelOrLoader, quality: int | None = None
+) -> np.ndarray:
+    """Decompress the bytes of a .nic file to the uint8 image.
+
+    Args:
+        data: the whole file.
+        model: the model that made it, or a loader ``(name, quality) -> model`` called
+            with the header's fields (e.g. ``lambda n, q: get_model(n, q, "cpu")``).
+        quality: with a model, the quality it was loaded at, checked against the file.
+
+    Returns:
+        (H, W, 3) uint8 RGB of the header's size.
+
+    Raises:
+        NicFormatError, NicVersionError: as :func:`unpack`.
+        NicModelMismatchError: as :func:`check_model`.
+        NicDecodeError: the model failed on the streams, or returned the wrong size.
+        Whatever the loader raises (e.g. ``CheckpointNotFoundError``).
+    """
+    header, streams = unpack(data)
+    model = _resolve_model(header, model)
+    check_model(header, model, quality)
+    strings = [[_guarded(s, header, model)] for s in streams]
+    expected = (1, 3, header.padded_height, header.padded_width)
+    try:
+        with torch.no_grad():
+            x_hat = model.decompress(strings, torch.Size(header.latent_shape))["x_hat"]
+    except MemoryError:
+        raise
+    except Exception as exc:  # the model and coder raise anything on forged streams
+        raise NicDecodeError(
+            f"{header.model} could not decode the file's streams ({type(exc).__name__}: "
+            f"{exc}); the file is corrupt although its CRC matches: re-create it"
+        ) from exc
+    if not isinstance(x_hat, torch.Tensor) or tuple(x_hat.shape) != expected:
+        raise NicDecodeError(
+            f"{header.model} decoded a {tuple(getattr(x_hat, 'shape', ()))} tensor, the "
+            f"file announces {expected}; the file is corrupt although its CRC matches")
+    return crop_to_image(x_hat, header.height, header.width)

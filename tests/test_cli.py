@@ -1,0 +1,195 @@
+"""The `nic` command line (nic_lib/cli.py), with tiny checkpoints in a temporary folder."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nic_lib import cli, container, data
+from nic_lib.models import get_model, registry
+
+TINY = {"N": 8, "M": 12}  # widths that keep a 64x64 decode in milliseconds
+MODELS = ("mbt2018-mean", "mbt2018")
+
+
+def _save_tiny(name: str, quality: int, seed: int) -> None:
+    torch.manual_seed(seed)
+    config = registry.default_config(name, quality, "cpu")
+    config.update(TINY)
+    model = registry.build_model(name, **config)
+    model.update(force=True)
+    registry.save_checkpoint(model, registry.checkpoint_path(name, quality), config)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def checkpoints(tmp_path_factory):
+    """Tiny q1 checkpoints of both models under $NIC_CHECKPOINT_DIR."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(registry.CHECKPOINT_DIR_ENV, str(folder))
+        for name in MODELS:
+            _save_tiny(name, 1, seed=0)
+        yield folder
+
+
+def _png(path, array, mode=None):
+    Image.fromarray(array, mode).save(path) if mode else Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.fixture
+def rgb_png(tmp_path):
+    img = np.random.default_rng(0).integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    return _png(tmp_path / "in.png", img)
+
+
+def _run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_user_error(code, err, *words):
+    assert code == cli.EXIT_USER_ERROR
+    assert err.startswith("nic: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_cli_roundtrip_equals_model_reconstruction(capsys, tmp_path, rgb_png, name):
+    nic, out_png = tmp_path / "x.nic", tmp_path / "out.png"
+    assert _run(capsys, "compress", rgb_png, nic, "--model", name, "--quality", 1)[0] == 0
+    assert _run(capsys, "decompress", nic, out_png)[0] == 0
+    model = get_model(name, 1, "cpu")
+    img = data.load_image(rgb_png)
+    x, _ = container.pad_image(img, model.downsampling_factor)
+    coded = model.compress(x)
+    expected = container.crop_to_image(model.decompress(coded["strings"], coded["shape"])["x_hat"],
+                                       *img.shape[:2])
+    np.testing.assert_array_equal(data.load_image(out_png), expected)
+
+
+def test_info_prints_header_fields_and_bpp(capsys, tmp_path, rgb_png):
+    nic = tmp_path / "x.nic"
+    cli.main(["compress", str(rgb_png), str(nic), "--model", "mbt2018-mean", "--quality", "1"])
+    capsys.readouterr()
+    code, out, _ = _run(capsys, "info", nic)
+    assert code == 0
+    fields = dict(line.split(": ", 1) for line in out.splitlines())
+    assert fields["model"] == "mbt2018-mean" and fields["quality"] == "1"
+    assert (fields["height"], fields["width"]) == ("40", "70")
+    assert float(fields["bpp"]) == pytest.approx(8 * nic.stat().st_size / (40 * 70), abs=1e-4)
+    assert fields["file_bytes"] == str(nic.stat().st_size)
+
+
+def test_existing_output_is_kept_without_force(capsys, tmp_path, rgb_png):
+    nic = tmp_path / "x.nic"
+    nic.write_bytes(b"precious")
+    code, _, err = _run(capsys, "compress", rgb_png, nic, "--model", "mbt2018-mean",
+                        "--quality", 1)
+    _assert_user_error(code, err, "exists", "--force")
+    assert nic.read_bytes() == b"precious"
+    code, _, _ = _run(capsys, "compress", rgb_png, nic, "--model", "mbt2018-mean",
+                      "--quality", 1, "--force")
+    assert code == 0 and nic.read_bytes().startswith(container.MAGIC)
+
+
+def test_output_equal_to_input_is_refused_even_with_force(capsys, rgb_png):
+    before = rgb_png.read_bytes()
+    code, _, err = _run(capsys, "compress", rgb_png, rgb_png, "--model", "mbt2018-mean",
+                        "--quality", 1, "--force")
+    _assert_user_error(code, err, "is the input")
+    assert rgb_png.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["gray", "rgba", "gray16", "palette", "1x1"])
+def test_unusual_inputs_round_trip_at_their_size(capsys, tmp_path, kind):
+    rng = np.random.default_rng(1)
+    src = tmp_path / f"{kind}.png"
+    if kind == "gray":
+        _png(src, rng.integers(0, 256, (17, 5), dtype=np.uint8), "L")
+    elif kind == "rgba":
+        _png(src, rng.integers(0, 256, (8, 8, 4), dtype=np.uint8), "RGBA")
+    elif kind == "gray16":
+        Image.fromarray(rng.integers(0, 65536, (9, 13), dtype=np.uint16)).save(src)
+    elif kind == "palette":
+        Image.fromarray(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)).convert("P").save(src)
+    else:
+        _png(src, np.array([[[200, 10, 30]]], dtype=np.uint8))
+    with Image.open(src) as im:
+        expected_shape = (im.height, im.width, 3)
+    nic, out = tmp_path / "x.nic", tmp_path / "out.png"
+    code, _, err = _run(capsys, "compress", src, nic, "--model", "mbt2018-mean", "--quality", 1)
+    assert code == 0
+    assert ("nic: warning:" in err and "transparent" in err) == (kind == "rgba")
+    assert _run(capsys, "decompress", nic, out)[0] == 0
+    assert data.load_image(out).shape == expected_shape
+
+
+def test_not_an_image_gives_one_line_error(capsys, tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_text("hello, not a PNG")
+    code, _, err = _run(capsys, "compress", fake, tmp_path / "x.nic", "--model",
+                        "mbt2018-mean", "--quality", 1)
+    _assert_user_error(code, err, "notes.png", "not an image")
+    assert not (tmp_path / "x.nic").exists()
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress", "info"])
+def test_missing_input_gives_one_line_error(capsys, tmp_path, command):
+    argv = [command, tmp_path / "missing.file"]
+    if command != "info":
+        argv.append(tmp_path / "out.png")
+    code, _, err = _run(capsys, *argv)
+    _assert_user_error(code, err, "missing.file", "does not exist")
+
+
+def test_very_large_image_is_refused_with_the_limit(capsys, tmp_path):
+    big = _png(tmp_path / "wide.png", np.zeros((1, container.MAX_IMAGE_SIDE + 1), np.uint8), "L")
+    code, _, err = _run(capsys, "compress", big, tmp_path / "x.nic", "--model",
+                        "mbt2018-mean", "--quality", 1)
+    _assert_user_error(code, err, str(container.MAX_IMAGE_SIDE), "MAX_IMAGE_SIDE")
+
+
+@pytest.fixture
+def nic_file(capsys, tmp_path, rgb_png):
+    nic = tmp_path / "x.nic"
+    assert _run(capsys, "compress", rgb_png, nic, "--model", "mbt2018-mean",
+                "--quality", 1)[0] == 0
+    return nic
+
+
+def test_wrong_magic_is_reported(capsys, tmp_path, nic_file, rgb_png):
+    code, _, err = _run(capsys, "decompress", rgb_png, tmp_path / "out.png")
+    _assert_user_error(code, err, "not a .nic file")
+
+
+def test_future_version_is_reported(capsys, tmp_path, nic_file):
+    raw = bytearray(nic_file.read_bytes())
+    raw[len(container.MAGIC)] = container.FORMAT_VERSION + 1
+    raw[-4:] = zlib.crc32(raw[:-4]).to_bytes(4, "big")  # an intact file from the future
+    nic_file.write_bytes(bytes(raw))
+    code, _, err = _run(capsys, "info", nic_file)
+    _assert_user_error(code, err, "version", "update nic-repro")
+
+
+def test_file_from_other_weights_is_refused(capsys, tmp_path, nic_file, checkpoints):
+    _save_tiny("mbt2018-mean", 1, seed=1)  # retrained: same name, other weights
+    try:
+        code, _, err = _run(capsys, "decompress", nic_file, tmp_path / "out.png")
+        _assert_user_error(code, err, "other weights")
+        assert not (tmp_path / "out.png").exists()
+    finally:
+        _save_tiny("mbt2018-mean", 1, seed=0)
+
+
+def test_missing_checkpoint_names_the_training_command(capsys, tmp_path, rgb_png):
+    code, _, err = _run(capsys, "compress", rgb_png, tmp_path / "x.nic", "--model",
+                        "mbt2018-mean", "--quality", 2)
+    _assert_user_error(code, err, "python -m nic_lib.train")

@@ -1,0 +1,203 @@
+"""Properties of the .nic container (nic_lib/container.py), on tiny untrained models."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from nic_lib import container
+from nic_lib.models import registry
+
+TINY = {"N": 8, "M": 12}  # widths that keep a 64x64 decode in milliseconds
+
+
+def _tiny(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = registry.default_config(name, 1, "cpu")
+    config.update(TINY)
+    model = registry.build_model(name, **config)
+    model.update(force=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, torch.nn.Module]:
+    return {name: _tiny(name) for name in ("mbt2018-mean", "mbt2018")}
+
+
+def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def _model_reconstruction(model, img: np.ndarray) -> np.ndarray:
+    """What the model itself decodes from its own compress output (no container)."""
+    x, _ = container.pad_image(img, model.downsampling_factor)
+    out = model.compress(x)
+    x_hat = model.decompress(out["strings"], out["shape"])["x_hat"]
+    return container.crop_to_image(x_hat, *img.shape[:2])
+
+
+def _refresh_crc(data: bytes) -> bytes:
+    return data[:-4] + zlib.crc32(data[:-4]).to_bytes(4, "big")
+
+
+@pytest.mark.parametrize("name", ["mbt2018-mean", "mbt2018"])
+@pytest.mark.parametrize("size", [(64, 64), (1, 1), (37, 100)])
+def test_roundtrip_equals_model_reconstruction(models, name, size):
+    model = models[name]
+    img = _image(*size)
+    data = container.encode_image(model, img, name, 1, "cpu")
+    decoded = container.decode_image(data, model)
+    assert decoded.shape == (*size, 3) and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, _model_reconstruction(model, img))
+
+
+def test_header_records_image_model_and_padding(models):
+    model = models["mbt2018-mean"]
+    data = container.encode_image(model, _image(37, 100), None, 3, "cpu")
+    h = container.read_header(data)
+    assert (h.model, h.quality, h.profile) == ("mbt2018-mean", 3, "cpu")
+    assert (h.height, h.width, h.pad_bottom, h.pad_right) == (37, 100, 27, 28)
+    assert h.latent_shape == (1, 2)  # z of a 64x128 input: stride 64
+    assert h.fingerprint == container.weights_fingerprint(model)
+    assert h.file_bytes == len(data)
+    assert h.bpp == pytest.approx(8 * len(data) / (37 * 100))
+    assert len(h.stream_lengths) == 2
+
+
+def test_loader_gets_the_files_model_and_quality(models):
+    model = models["mbt2018-mean"]
+    data = container.encode_image(model, _image(64, 64), None, 5, "cpu")
+    asked = []
+    container.decode_image(data, lambda name, q: asked.append((name, q)) or model)
+    assert asked == [("mbt2018-mean", 5)]
+
+
+def test_pack_unpack_roundtrip_without_a_model():
+    header = container.NicHeader("mbt2018", 2, "full", bytes(range(16)), 65, 1, 63, 63,
+                                 (2, 1))
+    streams = [b"abc", b"", b"\x00" * 300]
+    parsed, got = container.unpack(container.pack(header, streams))
+    assert got == streams
+    assert dataclasses.replace(parsed, file_bytes=0) == dataclasses.replace(
+        header, stream_lengths=(3, 0, 300))
+
+
+@pytest.fixture(scope="module")
+def valid(models) -> bytes:
+    return container.encode_image(models["mbt2018-mean"], _image(64, 64), None, 1, "cpu")
+
+
+def test_wrong_magic_is_refused(valid):
+    with pytest.raises(container.NicFormatError, match="not a .nic file"):
+        container.read_header(b"\x89PNG\r\n\x1a\n" + valid[8:])
+
+
+def test_future_version_is_refused_with_upgrade_hint(valid):
+    future = bytearray(valid)
+    future[len(container.MAGIC)] = container.FORMAT_VERSION + 1
+    with pytest.raises(container.NicVersionError, match="update nic-repro"):
+        container.read_header(_refresh_crc(bytes(future)))
+
+
+def test_damaged_version_byte_is_reported_as_damage_not_as_future(valid):
+    damaged = bytearray(valid)
+    damaged[len(container.MAGIC)] = container.FORMAT_VERSION + 1  # CRC left as written
+    with pytest.raises(container.NicFormatError, match="corrupt") as info:
+        container.read_header(bytes(damaged))
+    assert not isinstance(info.value, container.NicVersionError)
+
+
+def test_every_truncation_is_refused(valid):
+    for k in range(len(valid)):
+        with pytest.raises(container.NicFormatError, match="truncated|empty"):
+            container.unpack(valid[:k])
+
+
+def test_trailing_bytes_are_refused(valid):
+    with pytest.raises(container.NicFormatError, match="unexpected bytes after"):
+        container.unpack(valid + b"\x00")
+
+
+def test_payload_bit_flip_fails_the_crc(valid):
+    flipped = bytearray(valid)
+    flipped[-6] ^= 0x10  # inside the last stream
+    with pytest.raises(container.NicFormatError, match="CRC32 mismatch"):
+        container.unpack(bytes(flipped))
+
+
+def test_oversized_header_fields_are_refused_even_with_a_valid_crc(valid):
+    header, streams = container.unpack(valid)
+    huge = dataclasses.replace(header, height=1, width=1, pad_bottom=63, pad_right=63)
+    data = bytearray(container.pack(huge, streams))
+    name_end = len(container.MAGIC) + 2 + len(header.model) + 2 + len(header.profile) + 16
+    data[name_end : name_end + 4] = (container.MAX_IMAGE_SIDE + 1).to_bytes(2, "big") * 2
+    with pytest.raises(container.NicFormatError, match="MAX_IMAGE_SIDE"):
+        container.unpack(_refresh_crc(bytes(data)))
+
+
+def test_latent_shape_other_than_coded_size_over_factor_is_refused(models, valid):
+    header, streams = container.unpack(valid)  # 64x64 coded, z 1x1
+    forged = container.pack(dataclasses.replace(header, latent_shape=(2, 2)), streams)
+    with pytest.raises(container.NicModelMismatchError, match="latent shape"):
+        container.decode_image(forged, models["mbt2018-mean"])
+
+
+def test_other_weights_are_refused_before_decoding(models, valid):
+    other = _tiny("mbt2018-mean", seed=1)
+    other.decompress = None  # decoding would fail loudly: the check must come first
+    with pytest.raises(container.NicModelMismatchError, match="other weights"):
+        container.decode_image(valid, other)
+
+
+def test_other_model_is_refused(models, valid):
+    with pytest.raises(container.NicModelMismatchError, match="model 'mbt2018-mean'"):
+        container.decode_image(valid, models["mbt2018"])
+
+
+def test_other_quality_is_refused(models, valid):
+    with pytest.raises(container.NicModelMismatchError, match="quality 1, not 4"):
+        container.decode_image(valid, models["mbt2018-mean"], quality=4)
+
+
+def test_unknown_model_name_is_refused_before_loading(valid):
+    header, streams = container.unpack(valid)
+    data = container.pack(dataclasses.replace(header, model="mbt2099"), streams)
+    with pytest.raises(container.NicModelMismatchError, match="does not have"):
+        container.decode_image(data, lambda name, q: pytest.fail("loader called"))
+
+
+def test_fingerprint_covers_weights_and_coding_order(models):
+    model = models["mbt2018"]
+    base = container.weights_fingerprint(model)
+    assert container.weights_fingerprint(copy.deepcopy(model)) == base
+    tweaked = copy.deepcopy(model)
+    with torch.no_grad():
+        tweaked.g_s[0].weight.view(-1)[0] += 1e-6
+    assert container.weights_fingerprint(tweaked) != base
+    reordered = copy.deepcopy(model)
+    reordered.coding_order = "something-else"
+    assert container.weights_fingerprint(reordered) != base
+
+
+def test_too_large_image_is_refused_with_the_limit(models):
+    wide = np.zeros((1, container.MAX_IMAGE_SIDE + 1, 3), np.uint8)
+    with pytest.raises(container.NicImageSizeError, match="MAX_IMAGE_SIDE"):
+        container.encode_image(models["mbt2018-mean"], wide, None, 1)
+
+
+def test_forged_streams_decode_to_the_header_size_or_raise_nic_errors(models, valid):
+    header, streams = container.unpack(valid)
+    model = models["mbt2018-mean"]
+    for forged in ([b"", b""], [b"\xff" * 64, streams[1]], [streams[0], b"\x00" * 3]):
+        data = container.pack(header, forged)
+        try:
+            img = container.decode_image(data, model)
+        except container.NicDecodeError:
+            continue
+        assert img.shape == (64, 64, 3)
