@@ -1,0 +1,697 @@
+"""The OOD evaluation grid: images x conditions x codecs x rate points -> one tidy row each.
+
+Lieberman et al. (NeurIPS 2023) compress every image of Kodak-C / CLIC-C with classic and
+learned codecs and report, per image, the real bpp, PSNR against the codec's input (the
+corrupted image), PSNR against the clean image, and MS-SSIM. :class:`Grid` describes such an
+experiment; :func:`run_grid` computes it (or one shard of it), caching on disk as it goes;
+:func:`merge_shards` joins the shards into the table one unsharded run gives.
+
+    clean image ──corrupt (nic_lib.corruptions, read from <dataset>-C/)──► codec input
+                                                                             │ encode/decode
+    row: image, codec, setting, corruption, severity, bpp,  ◄── metrics ◄──  x_hat
+         psnr_vs_input, psnr_vs_clean, ms_ssim, rate_source
+
+Conditions are ``clean`` (``corruption="clean"``, ``severity=0``) and every corruption x
+severity. ``ms_ssim`` is against the codec's input, like ``psnr_vs_input``; NaN when switched
+off (it costs ~100x a PSNR) or when a side is under 161 px.
+
+Codecs (:class:`ClassicCodec`, :class:`NicCodec`) share one small contract: ``name``,
+``settings``, ``description`` (what the cache key records) and
+``code(img, setting) -> (x_hat, bpp, rate_source)``.
+
+- Classic codecs (``nic_lib.codecs``) report bpp from the bytes of the whole file.
+- NIC models report bpp from the real bitstream (``model.compress``: the bytes of every
+  latent string; the few bytes of image shape a container would add are not counted), or,
+  with ``rate="likelihood"``, from the entropy model's estimate (sum of -log2 likelihoods)
+  and ``forward``'s reconstruction, which skips the slow serial entropy coder. The grid uses
+  the estimate only after :func:`check_likelihood_rate` has found it within 2% of the real
+  bitstreams on the clean images (:data:`LIKELIHOOD_RTOL`), and raises otherwise.
+  Inputs are padded (edge replication) to a multiple of :data:`NIC_PAD_MULTIPLE`, as in the
+  reference code; bpp counts the original pixels only.
+
+Caching, resuming, sharding. The grid is a list of *units* (condition x image x codec, all
+rate points of a codec in one unit) in a fixed order; shard ``i/n`` takes units ``i, i+n,
+i+2n, ...``. Results go under ``<cache_dir>/<hash of the grid's key>/``: finished units are
+written every :data:`FLUSH_EVERY_S` seconds as ``shard-i-of-n/part-KKKKK.csv`` (atomically),
+so an interrupted run resumes after the last part; a finished shard is
+``shard-i-of-n.csv``. Any change to the grid (images, codec configuration or weights,
+settings, conditions, the corruption recipe) is a new key, hence a new folder.
+
+Command line::
+
+    python -m nic_lib.bench run kodak --codecs jpeg jpeg2000 --shard 0/4 [--limit N] [...]
+    python -m nic_lib.bench merge kodak --codecs jpeg jpeg2000 --shards 4 --output table.csv
+
+This module imports :mod:`nic_lib.data`, :mod:`nic_lib.codecs`, :mod:`nic_lib.metrics`,
+:mod:`nic_lib.corruptions`, :mod:`nic_lib.cache` and :mod:`nic_lib.fileio` (and torch for NIC models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from nic_lib import cache, codecs, corruptions, data, fileio, metrics
+
+#: Columns of a grid table, one row per image x codec x setting x condition.
+COLUMNS = ("image", "codec", "setting", "corruption", "severity", "bpp", "psnr_vs_input",
+           "psnr_vs_clean", "ms_ssim", "rate_source")
+#: A grid's default conditions: every corruption at every severity, as in the paper.
+ALL_CORRUPTIONS = corruptions.CORRUPTIONS
+ALL_SEVERITIES = corruptions.SEVERITIES
+#: The ``corruption`` value (and ``severity`` 0) of uncorrupted rows.
+CLEAN = "clean"
+CLEAN_SEVERITY = 0
+#: Six rate points per classic codec (the issue's "several"; BD metrics need >= 4), spread over
+#: ~0.1-2 bpp on clean Kodak (see the sweeps in nic_lib.codecs).
+GRID_SETTINGS: dict[str, tuple] = {
+    "jpeg": (10, 20, 40, 60, 80, 90),
+    "webp": (0, 10, 30, 50, 70, 90),
+    "jpeg2000": (0.1, 0.2, 0.4, 0.8, 1.25, 2.0),
+    "avif": (10, 20, 30, 50, 70, 80),
+}
+#: The grid's AVIF encoder speed: 6 encodes ~10x faster than nic_lib.codecs' speed 3 for +9.6%
+#: BD-rate (measured there); speed 3 would need ~9 h for Kodak-C's 10,944 AVIF encodes here.
+GRID_AVIF_SPEED = 6
+#: NIC inputs are padded to a multiple of 64, as in the reference code (covers the
+#: hyperprior's 6 stride-2 layers: 2^6).
+NIC_PAD_MULTIPLE = 64
+#: Likelihood bpp may stand in for real bitstreams only when they agree this closely (2%,
+#: the issue's bound) on the clean images.
+LIKELIHOOD_RTOL = 0.02
+#: Finished units are written to disk at least this often (seconds): a crash loses at most this much work.
+FLUSH_EVERY_S = 30.0
+#: Version of the row recipe, part of every cache key: bump it when the way rows are computed changes.
+BENCH_VERSION = 1
+#: Where grid results are cached when no folder is given (git-ignored).
+DEFAULT_CACHE_DIR = data.REPO_ROOT / "build" / "results" / "bench"
+
+
+class LikelihoodRateMismatchError(RuntimeError):
+    """A NIC model's likelihood bpp differs from its real bitstream by more than the tolerance."""
+
+
+class ShardsIncompleteError(RuntimeError):
+    """:func:`merge_shards` found shards missing; the message names the commands that make them."""
+
+
+# ---------------------------------------------------------------------------------------
+# Codecs in the grid
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassicCodec:
+    """A classic codec of :mod:`nic_lib.codecs` at the grid's rate points.
+
+    Attributes:
+        codec: the configured :class:`nic_lib.codecs.Codec`.
+        settings: its rate settings in the grid (default :data:`GRID_SETTINGS`, else the
+            codec's own sweep).
+    """
+
+    codec: codecs.Codec
+    settings: tuple = ()
+
+    def __post_init__(self):
+        if not self.settings:
+            object.__setattr__(self, "settings", tuple(GRID_SETTINGS.get(self.codec.name, self.codec.settings)))
+        object.__setattr__(self, "settings", tuple(self.codec.check_setting(s) for s in self.settings))
+
+    @property
+    def name(self) -> str:
+        """The codec's name in tables."""
+        return self.codec.name
+
+    @property
+    def description(self) -> str:
+        """Library versions and every option (see :attr:`nic_lib.codecs.Codec.description`)."""
+        return self.codec.description
+
+    def code(self, img: np.ndarray, setting) -> tuple[np.ndarray, float, str]:
+        """Encode and decode ``img``; bpp from the bytes of the whole file.
+
+        Returns:
+            ``(x_hat uint8 (H, W, 3), bpp, "bitstream")``.
+        """
+        stream = self.codec.encode(img, setting)
+        return self.codec.decode(stream), metrics.bpp(len(stream), *img.shape[:2]), "bitstream"
+
+
+def classic_codec(name: str, settings: Sequence | None = None) -> ClassicCodec:
+    """A classic codec configured for the grid (AVIF at :data:`GRID_AVIF_SPEED`).
+
+    Args:
+        name: a :func:`nic_lib.codecs.available_codecs` name.
+        settings: rate settings; default :data:`GRID_SETTINGS` (or the codec's own sweep).
+
+    Returns:
+        A :class:`ClassicCodec`.
+
+    Raises:
+        ValueError, nic_lib.codecs.CodecUnavailableError: as :func:`nic_lib.codecs.get_codec`.
+    """
+    codec = codecs.get_codec(name)
+    if name == "avif":
+        codec = dataclasses.replace(codec, speed=GRID_AVIF_SPEED)
+    return ClassicCodec(codec, tuple(settings or ()))
+
+
+def _state_hash(model) -> str:
+    """SHA-256 of a model's parameters and buffers: retrained weights make a new cache key."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class NicCodec:
+    """A learned codec: one CompressAI-contract model per rate setting (e.g. per quality).
+
+    Attributes:
+        name: its name in tables (``"mbt2018"``).
+        models: setting -> model (``forward``, ``compress``, ``decompress``, ``update``).
+        rate: ``"bitstream"`` (real bytes of ``compress``) or ``"likelihood"`` (estimate,
+            allowed after :func:`check_likelihood_rate`).
+    """
+
+    name: str
+    models: Mapping
+    rate: str = "bitstream"
+
+    def __post_init__(self):
+        if self.rate not in ("bitstream", "likelihood"):
+            raise ValueError(f"rate must be 'bitstream' or 'likelihood', got {self.rate!r}")
+        for model in self.models.values():
+            model.eval()
+            model.update(force=True)  # coder tables from the current weights (needed by compress)
+
+    @property
+    def settings(self) -> tuple:
+        """The rate settings (keys of ``models``), in the order given."""
+        return tuple(self.models)
+
+    @property
+    def description(self) -> str:
+        """Model classes and weight hashes per setting, and the rate source."""
+        parts = [f"{s}: {type(m).__name__} {_state_hash(m)}" for s, m in self.models.items()]
+        return f"{self.name} (rate from {self.rate}; pad x{NIC_PAD_MULTIPLE}): " + "; ".join(parts)
+
+    def code(self, img: np.ndarray, setting, rate: str | None = None) -> tuple[np.ndarray, float, str]:
+        """Compress and reconstruct ``img`` with the model of ``setting``.
+
+        Args:
+            img: uint8 (H, W, 3).
+            setting: a key of ``models``.
+            rate: override :attr:`rate` for this call.
+
+        Returns:
+            ``(x_hat uint8 (H, W, 3), bpp per original pixel, rate source)``.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        rate = rate or self.rate
+        model = self.models[setting]
+        h, w = img.shape[:2]
+        with torch.no_grad():
+            x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].float().div(255)
+            ph, pw = (-h) % NIC_PAD_MULTIPLE, (-w) % NIC_PAD_MULTIPLE
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+            if rate == "likelihood":
+                out = model(x)
+                # bits = sum over latents of -log2 p(latent)
+                bits = float(sum(-torch.log2(v).sum() for v in out["likelihoods"].values()))
+                x_hat = out["x_hat"]
+            else:
+                enc = model.compress(x)
+                bits = 8.0 * sum(len(s) for strings in enc["strings"] for s in strings)
+                x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+        rec = x_hat[..., :h, :w].clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).numpy()
+        # bpp = bits / (H * W) of the original, unpadded image
+        return np.ascontiguousarray(rec), bits / (h * w), rate
+
+
+def likelihood_rate_table(nic: NicCodec, images: Sequence[tuple[str, np.ndarray]],
+                          rtol: float = LIKELIHOOD_RTOL) -> pd.DataFrame:
+    """Likelihood bpp beside real-bitstream bpp per setting, on (clean) images; never raises.
+
+    Args:
+        nic: the learned codec.
+        images: ``(name, uint8 (H, W, 3))`` pairs.
+        rtol: the tolerance the ``ok`` column is judged by.
+
+    Returns:
+        One row per setting: ``codec, setting, bpp_bitstream, bpp_likelihood, rel_diff, ok``.
+    """
+    rows = []
+    for setting in nic.settings:
+        real = np.mean([nic.code(img, setting, "bitstream")[1] for _, img in images])
+        est = np.mean([nic.code(img, setting, "likelihood")[1] for _, img in images])
+        # relative difference = |estimate - real| / real
+        rel = abs(est - real) / real if real > 0 else float("inf")
+        rows.append({"codec": nic.name, "setting": setting, "bpp_bitstream": real,
+                     "bpp_likelihood": est, "rel_diff": rel, "ok": bool(rel <= rtol)})
+    return pd.DataFrame(rows)
+
+
+def _raise_if_mismatched(table: pd.DataFrame, name: str, rtol: float, n_images: int) -> None:
+    bad = table.loc[~(table["rel_diff"] <= rtol), ["setting", "rel_diff"]]
+    if len(bad):
+        raise LikelihoodRateMismatchError(
+            f"{name}: likelihood bpp differs from the real bitstream by more than {rtol:.0%} at "
+            f"{bad.round(4).to_dict('records')} on {n_images} clean images; use NicCodec(..., rate='bitstream') "
+            "(exact, slower), or find why the coder spends more than the estimate")
+
+
+def check_likelihood_rate(nic: NicCodec, images: Sequence[tuple[str, np.ndarray]],
+                          rtol: float = LIKELIHOOD_RTOL) -> pd.DataFrame:
+    """Check that likelihood bpp is within ``rtol`` of real-bitstream bpp at every setting.
+
+    Args:
+        nic: the learned codec.
+        images: ``(name, uint8 (H, W, 3))`` pairs, the clean images of the grid.
+        rtol: largest allowed |mean likelihood bpp - mean bitstream bpp| / mean bitstream bpp.
+
+    Returns:
+        The table of :func:`likelihood_rate_table`.
+
+    Raises:
+        LikelihoodRateMismatchError: some setting differs by more than ``rtol``.
+    """
+    table = likelihood_rate_table(nic, images, rtol)
+    _raise_if_mismatched(table, nic.name, rtol, len(images))
+    return table
+
+
+# ---------------------------------------------------------------------------------------
+# The grid
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Grid:
+    """One OOD experiment: which images, conditions, codecs and rate points.
+
+    Attributes:
+        dataset: the clean dataset (``"kodak"``); conditions read ``<dataset>-C``.
+        codecs: :class:`ClassicCodec` / :class:`NicCodec` objects (names must differ).
+        corruptions: corruptions to include (default all 15).
+        severities: severities to include (default 1-5).
+        limit: only the first ``limit`` images.
+        include_clean: add the clean condition.
+        with_ms_ssim: compute MS-SSIM (~0.1-0.3 s per 768x512 image on this machine).
+        corrupted_out: where ``<dataset>-C/`` is (see :func:`nic_lib.corruptions.corrupted_dir`).
+        root: where the clean dataset is (see :func:`nic_lib.data.dataset_dir`).
+    """
+
+    dataset: str
+    codecs: Sequence
+    corruptions: Sequence[str] = ALL_CORRUPTIONS
+    severities: Sequence[int] = ALL_SEVERITIES
+    limit: int | None = None
+    include_clean: bool = True
+    with_ms_ssim: bool = True
+    corrupted_out: str | None = None
+    root: str | None = None
+
+    def __post_init__(self):
+        names = [c.name for c in self.codecs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"codec names repeat in {names}; give each its own name")
+        for c in self.corruptions:
+            for s in self.severities:
+                corruptions._check(c, s)
+
+    def conditions(self) -> list[tuple[str, int]]:
+        """(corruption, severity) pairs in table order, ``("clean", 0)`` first."""
+        conds = [(CLEAN, CLEAN_SEVERITY)] if self.include_clean else []
+        return conds + [(c, int(s)) for c in self.corruptions for s in self.severities]
+
+    def image_names(self) -> list[str]:
+        """The clean dataset's image names (first ``limit``)."""
+        return [name for name, _ in corruptions._sources(self.dataset, self.limit, self.root)]
+
+    def units(self) -> list[tuple[str, int, str, str]]:
+        """Every unit of work, in the grid's fixed order: (corruption, severity, image, codec)."""
+        images = self.image_names()
+        return [(c, s, image, codec.name) for c, s in self.conditions() for image in images for codec in self.codecs]
+
+    def key(self) -> dict:
+        """Everything the table depends on (JSON), hashed into the cache folder's name."""
+        return {
+            "bench_version": BENCH_VERSION,
+            "dataset": self.dataset,
+            "images": self.image_names(),
+            "conditions": [list(c) for c in self.conditions()],
+            "codecs": [{"name": c.name, "description": c.description, "settings": [_jsonable(s) for s in c.settings]}
+                       for c in self.codecs],
+            "with_ms_ssim": self.with_ms_ssim,
+            "corruption_recipe": corruptions._build_key(self.dataset),
+        }
+
+    def folder(self, cache_dir: str | os.PathLike | None = None) -> Path:
+        """The cache folder of this grid: ``<cache_dir>/<dataset>-<first 12 hex of the key's SHA-256>``."""
+        text = json.dumps(self.key(), sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        return Path(cache_dir or DEFAULT_CACHE_DIR) / f"{self.dataset.replace('/', '_')}-{digest}"
+
+
+def _jsonable(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with 0 <= i < n.
+
+    Raises:
+        ValueError: for anything else (the message shows the expected form).
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise ValueError(f"shard must be 'i/n' with 0 <= i < n (e.g. 0/4), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _sorted(table: pd.DataFrame, grid: Grid) -> pd.DataFrame:
+    """Rows in the grid's fixed order (units, then each codec's settings), index 0..N-1."""
+    order = {u: k for k, u in enumerate(grid.units())}
+    setting_rank = {(c.name, float(s)): k for c in grid.codecs for k, s in enumerate(c.settings)}
+    rank = [order[(r.corruption, int(r.severity), str(r.image), r.codec)] for r in table.itertuples()]
+    srank = [setting_rank.get((r.codec, float(r.setting)), 0) for r in table.itertuples()]
+    return (table.assign(_u=rank, _s=srank).sort_values(["_u", "_s"], kind="stable")
+            .drop(columns=["_u", "_s"]).reset_index(drop=True))
+
+
+def _read_csvs(paths: Iterable[Path]) -> pd.DataFrame:
+    text_columns = {c: str for c in ("image", "codec", "corruption", "rate_source")}
+    frames = [pd.read_csv(p, dtype=text_columns, keep_default_na=False, na_values=[""]) for p in paths]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+
+
+def _reread(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Write ``table`` to ``path`` and read it back, so every table has a CSV round trip's dtypes."""
+    cache.write_table(table, path)
+    return _read_csvs([path])
+
+
+def _rows_for_unit(grid: Grid, codec, image: str, clean: np.ndarray, shifted: np.ndarray,
+                   corruption: str, severity: int) -> list[dict]:
+    rows = []
+    ms_ok = grid.with_ms_ssim and min(clean.shape[:2]) >= metrics.MS_SSIM_MIN_SIDE
+    for setting in codec.settings:
+        x_hat, bpp, source = codec.code(shifted, setting)
+        rows.append({"image": image, "codec": codec.name, "setting": _jsonable(setting),
+                     "corruption": corruption, "severity": severity, "bpp": bpp,
+                     "psnr_vs_input": metrics.psnr(shifted, x_hat), "psnr_vs_clean": metrics.psnr(clean, x_hat),
+                     "ms_ssim": metrics.ms_ssim(shifted, x_hat) if ms_ok else float("nan"),
+                     "rate_source": source})
+    return rows
+
+
+def _likelihood_gate(grid: Grid, folder: Path, clean: list[tuple[str, np.ndarray]]) -> None:
+    """Run (once, cached in ``folder``) the likelihood-vs-bitstream check of every likelihood NIC."""
+    for codec in grid.codecs:
+        if isinstance(codec, NicCodec) and codec.rate == "likelihood":
+            key = {"codec": codec.description, "images": [n for n, _ in clean]}
+            table = cache.cached_table(folder / f"likelihood_check-{codec.name}.csv", key,
+                                       lambda c=codec: likelihood_rate_table(c, clean))
+            _raise_if_mismatched(table, codec.name, LIKELIHOOD_RTOL, len(clean))
+
+
+def run_grid(grid: Grid, cache_dir: str | os.PathLike | None = None, shard: tuple[int, int] | str = (0, 1),
+             progress: bool = True, refresh: bool = False) -> pd.DataFrame:
+    """Compute one shard of the grid (the whole grid by default), resuming from the cache.
+
+    Args:
+        grid: the experiment.
+        cache_dir: folder of grid caches (default :data:`DEFAULT_CACHE_DIR`).
+        shard: ``(i, n)`` or ``"i/n"``: this process does units ``i, i+n, ...``.
+        progress: tqdm progress bar (one step per unit).
+        refresh: discard this shard's cached parts and recompute.
+
+    Returns:
+        This shard's rows (:data:`COLUMNS`), in the grid's order, as read back from CSV.
+
+    Raises:
+        LikelihoodRateMismatchError: a likelihood-rate NIC fails the 2% check.
+        nic_lib.corruptions.CorruptedDatasetError, nic_lib.data.DatasetNotFoundError: data missing.
+    """
+    i, n = parse_shard(shard) if isinstance(shard, str) else parse_shard(f"{shard[0]}/{shard[1]}")
+    folder = grid.folder(cache_dir)
+    fileio.atomic_write_text(folder / "key.json", json.dumps(grid.key(), indent=1, sort_keys=True))
+    final = folder / f"shard-{i}-of-{n}.csv"
+    parts_dir = folder / f"shard-{i}-of-{n}"
+    if refresh:
+        final.unlink(missing_ok=True)
+        for p in parts_dir.glob("part-*.csv"):
+            p.unlink()
+    if final.is_file():
+        return _read_csvs([final])
+    mine = grid.units()[i::n]
+    done_table = _read_csvs(sorted(parts_dir.glob("part-*.csv")))
+    done = {(r.corruption, int(r.severity), str(r.image), r.codec) for r in done_table.itertuples()}
+    todo = [u for u in mine if u not in done]
+    clean = dict(corruptions.load_clean(grid.dataset, grid.limit, grid.root))
+    _likelihood_gate(grid, folder, list(clean.items()))
+    by_name = {c.name: c for c in grid.codecs}
+    pending: list[dict] = []
+    part = len(list(parts_dir.glob("part-*.csv")))
+    last_flush = time.monotonic()
+
+    def flush() -> None:
+        nonlocal part, last_flush
+        if pending:
+            cache.write_table(pd.DataFrame(pending, columns=list(COLUMNS)), parts_dir / f"part-{part:05d}.csv")
+            part += 1
+            pending.clear()
+        last_flush = time.monotonic()
+
+    shifted_cache: tuple = (None, {})
+    with tqdm(total=len(todo), desc=f"grid {i}/{n}", unit="unit", disable=not progress) as bar:
+        try:
+            for corruption, severity, image, codec_name in todo:
+                if shifted_cache[0] != (corruption, severity):  # units come condition by condition
+                    shifted = clean if corruption == CLEAN else dict(corruptions.load_corrupted(
+                        grid.dataset, corruption, severity, grid.limit, grid.corrupted_out, root=grid.root))
+                    shifted_cache = ((corruption, severity), shifted)
+                pending += _rows_for_unit(grid, by_name[codec_name], image, clean[image],
+                                          shifted_cache[1][image], corruption, severity)
+                bar.update()
+                if time.monotonic() - last_flush > FLUSH_EVERY_S:
+                    flush()
+        finally:
+            flush()  # keep finished units, also on Ctrl-C or an error
+    table = _sorted(_read_csvs(sorted(parts_dir.glob("part-*.csv"))), grid)
+    return _reread(table, final)
+
+
+def merge_shards(grid: Grid, n: int, cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Join the ``n`` finished shards of a grid into the table one unsharded run gives.
+
+    Args:
+        grid: the same grid every shard ran.
+        n: the number of shards.
+        cache_dir: as given to :func:`run_grid`.
+
+    Returns:
+        The whole table (:data:`COLUMNS`), in the grid's order; also written to
+        ``<grid folder>/merged-of-{n}.csv``.
+
+    Raises:
+        ShardsIncompleteError: some shard has not finished (the message gives its command).
+    """
+    folder = grid.folder(cache_dir)
+    paths = [folder / f"shard-{i}-of-{n}.csv" for i in range(n)]
+    missing = [i for i, p in enumerate(paths) if not p.is_file()]
+    if missing:
+        raise ShardsIncompleteError(
+            f"shards {missing} of {n} have not finished in {folder}; run them with "
+            f"run_grid(grid, shard='i/{n}') (`python -m nic_lib.bench run ... --shard i/{n}`, the same "
+            "grid arguments), then merge again")
+    table = _sorted(_read_csvs(paths), grid)
+    return _reread(table, folder / f"merged-of-{n}.csv")
+
+
+# ---------------------------------------------------------------------------------------
+# Comparing codecs under shift
+
+#: Rates (log-spaced over the shared range) at which two RD curves are compared by
+#: :func:`matched_bpp_delta`: 32 points make the interpolated mean exact to ~0.01 dB.
+MATCH_POINTS = 32
+
+
+def rd_points(table: pd.DataFrame, by: Sequence[str] = ("corruption", "severity"),
+              metrics_: Sequence[str] = ("bpp", "psnr_vs_input", "psnr_vs_clean", "ms_ssim")) -> pd.DataFrame:
+    """Dataset-level RD points: the mean over images (and over any rows ``by`` leaves out).
+
+    Args:
+        table: a grid table (:data:`COLUMNS`), possibly with extra columns such as a group.
+        by: columns kept apart besides ``codec`` and ``setting`` (e.g. ``("group",)`` to
+            average the corruptions and severities of a frequency group).
+        metrics_: numeric columns to average (PSNR averaged in dB, as the papers do).
+
+    Returns:
+        One row per ``by`` x codec x setting with ``n_rows`` and the means.
+    """
+    keys = [*by, "codec", "setting"]
+    grouped = table.groupby(keys, sort=False)
+    points = grouped[list(metrics_)].mean()
+    points.insert(0, "n_rows", grouped.size())
+    return points.reset_index()
+
+
+def matched_bpp_delta(table: pd.DataFrame, reference: str, metric: str = "psnr_vs_input",
+                      by: Sequence[str] = ("corruption", "severity"), points: int = MATCH_POINTS) -> pd.DataFrame:
+    """Mean quality difference of every codec against ``reference`` at matched bpp, per condition.
+
+    A BD-PSNR that needs no monotone curve: quality against the *clean* image can fall as
+    rate rises (more bits reproduce more of the noise), which BD metrics' fits refuse. Each
+    codec's dataset-level curve (mean bpp, mean ``metric`` per setting) is linearly
+    interpolated in log-bpp at ``points`` log-spaced rates over the range both curves cover;
+    the differences are averaged. Written here because no library offers this variant.
+
+    Args:
+        table: a grid table (:data:`COLUMNS`).
+        reference: the codec compared against (e.g. ``"jpeg2000"``).
+        metric: quality column (dB): ``psnr_vs_input`` or ``psnr_vs_clean``.
+        by: columns defining one condition.
+        points: number of matched rates.
+
+    Returns:
+        One row per condition x codec (the reference included, at 0): the ``by`` columns,
+        ``codec``, ``reference``, ``metric``, ``delta_db`` (positive = better than the
+        reference; NaN when the curves share no rate range), ``bpp_low``, ``bpp_high``.
+
+    Raises:
+        ValueError: the reference codec is not in the table.
+    """
+    if reference not in set(table["codec"]):
+        raise ValueError(f"reference codec {reference!r} is not in the table (codecs: {sorted(set(table['codec']))}); "
+                         "add it to the grid or choose another reference")
+    curves = rd_points(table, by, ("bpp", metric))
+    rows = []
+    for key, cond in curves.groupby(list(by), sort=False):
+        ref = cond[cond["codec"] == reference].sort_values("bpp")
+        for codec, cur in cond.groupby("codec", sort=False):
+            cur = cur.sort_values("bpp")
+            low = max(ref["bpp"].min(), cur["bpp"].min())
+            high = min(ref["bpp"].max(), cur["bpp"].max())
+            delta = float("nan")
+            if len(ref) and low < high:
+                rates = np.log(np.geomspace(low, high, points))
+                # delta = mean over matched rates r of (Q_codec(r) - Q_reference(r)), Q linear in log(bpp)
+                delta = float(np.mean(np.interp(rates, np.log(cur["bpp"]), cur[metric])
+                                      - np.interp(rates, np.log(ref["bpp"]), ref[metric])))
+            rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "codec": codec,
+                         "reference": reference, "metric": metric, "delta_db": delta,
+                         "bpp_low": low, "bpp_high": high})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+
+def nic_codecs_from_checkpoints(specs: Sequence[str], rate: str = "bitstream", profile: str = "cpu") -> list[NicCodec]:
+    """Learned codecs from ``MODEL[:Q1,Q2,...]`` specs (qualities 1-6 when none are listed).
+
+    Args:
+        specs: e.g. ``["mbt2018", "mbt2018-mean:1,3,5"]``.
+        rate: the rate source of every codec (see :class:`NicCodec`).
+        profile: ``"cpu"`` (this project's checkpoints) or ``"full"`` (published weights).
+
+    Returns:
+        One :class:`NicCodec` per spec.
+
+    Raises:
+        nic_lib.models.CheckpointNotFoundError: a checkpoint is missing (the message gives the
+            training command).
+    """
+    from nic_lib.models import get_model
+
+    out = []
+    for spec in specs:
+        name, _, qs = spec.partition(":")
+        qualities = [int(q) for q in qs.split(",")] if qs else list(range(1, 7))
+        out.append(NicCodec(name, {q: get_model(name, q, profile=profile) for q in qualities}, rate=rate))
+    return out
+
+
+def _grid_from_args(args) -> Grid:
+    settings = {}
+    for spec in args.settings or []:
+        name, _, values = spec.partition("=")
+        settings[name] = [float(v) if "." in v else int(v) for v in values.split(",")]
+    entries = [classic_codec(name, settings.get(name)) for name in args.codecs]
+    entries += nic_codecs_from_checkpoints(args.nic or [], args.rate)
+    return Grid(args.dataset, entries, corruptions=args.corruptions or corruptions.CORRUPTIONS,
+                severities=args.severities or corruptions.SEVERITIES, limit=args.limit,
+                include_clean=not args.no_clean, with_ms_ssim=not args.no_ms_ssim,
+                corrupted_out=args.corrupted_out, root=args.root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: ``run`` one shard, or ``merge`` finished shards.
+
+    Args:
+        argv: arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns:
+        Exit status: 0 on success, 1 on missing data or unfinished shards.
+    """
+    parser = argparse.ArgumentParser(prog="python -m nic_lib.bench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in ("run", "merge"):
+        p = sub.add_parser(command)
+        p.add_argument("dataset", help="clean dataset, e.g. kodak (its -C version is built on demand)")
+        p.add_argument("--codecs", nargs="*", default=["jpeg", "webp", "jpeg2000", "avif"], help="classic codecs")
+        p.add_argument("--settings", nargs="*", metavar="CODEC=A,B,..", help="override a codec's rate points")
+        p.add_argument("--nic", nargs="*", metavar="MODEL[:Q1,Q2,..]", help="cpu-profile checkpoints to include")
+        p.add_argument("--rate", choices=("bitstream", "likelihood"), default="bitstream", help="NIC rate source")
+        p.add_argument("--corruptions", nargs="*", choices=corruptions.CORRUPTIONS, metavar="NAME")
+        p.add_argument("--severities", nargs="*", type=int, choices=corruptions.SEVERITIES)
+        p.add_argument("--limit", type=int, help="only the first N images")
+        p.add_argument("--no-clean", action="store_true", help="leave out the clean condition")
+        p.add_argument("--no-ms-ssim", action="store_true", help="skip MS-SSIM (the costliest metric)")
+        p.add_argument("--corrupted-out", help="folder holding DATASET-C/ (see nic_lib.corruptions)")
+        p.add_argument("--root", help="folder holding the clean dataset")
+        p.add_argument("--cache", help=f"grid cache folder (default {DEFAULT_CACHE_DIR})")
+        p.add_argument("--output", help="also write the resulting table to this CSV")
+        if command == "run":
+            p.add_argument("--shard", default="0/1", help="i/n: this process's share of the grid")
+            p.add_argument("--quiet", action="store_true", help="no progress bar")
+        else:
+            p.add_argument("--shards", type=int, required=True, help="n, as in --shard i/n")
+    args = parser.parse_args(argv)
+    try:
+        grid = _grid_from_args(args)
+        if args.command == "run":
+            table = run_grid(grid, args.cache, args.shard, progress=not args.quiet)
+        else:
+            table = merge_shards(grid, args.shards, args.cache)
+    except (ShardsIncompleteError, LikelihoodRateMismatchError, corruptions.CorruptedDatasetError,
+            data.DatasetNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.output:
+        cache.write_table(table, args.output)
+    print(f"{len(table)} rows; cache {grid.folder(args.cache)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

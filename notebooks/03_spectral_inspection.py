@@ -1,0 +1,304 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 — Spectral inspection: which frequencies does a codec get wrong, in and out of distribution?
+#
+# The second half of Lieberman et al. (2023): instead of one PSNR number, look at the
+# **power spectrum of the error image**, averaged over a dataset.
+#
+# - on clean data, `x̂(x) − x`: JPEG 2000 against the NIC models at matched bpp;
+# - under a corruption `c`, two maps: against the codec's input `x̂(c(x)) − c(x)` and against
+#   the clean image `x̂(c(x)) − x`; beside them the corruption itself, `c(x) − x`;
+# - radial profiles and the error energy in three bands (low < 1/8 Nyquist ≤ mid < 1/2 ≤
+#   high; `nic_lib.spectral.BAND_EDGES` says why);
+# - Fourier heat maps (Yin et al. 2019): PSNR after adding one Fourier basis image to the input.
+#
+# Spectra are `|F|²/(HW)` of the *unrounded* difference with a Hann window (the reference
+# code rounds the difference first, which erases every error below half a grey level), on
+# RGB: the mean of a spectrum is the MSE behind PSNR-RGB, and a band's energy is its share
+# of that MSE. Corruptions come from `nic_lib.corruptions` (ImageNet-C code via
+# `imagecorruptions`, seeded per image/corruption/severity).
+
+# %%
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+
+from nic_lib import cache, corruptions, data, plotting, spectral
+from nic_lib.models import CheckpointNotFoundError, get_model
+
+# %% tags=["parameters"]
+PROFILE = "cpu"  # smoke: 2 small crops, 3 corruptions, 8x8 heat map (CI, < 2 min); cpu: 24 Kodak images, all 15 corruptions
+DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke); any nic_lib.data dataset name
+N_IMAGES = None  # None -> every image (smoke: 2)
+CROP = None  # None -> whole landscape images (smoke: 128-px centre crops); an int takes centred square crops
+NIC_MODELS = [["mbt2018", 3], ["bmshj2018-hyperprior", 3]]  # [model, quality] of cpu-profile checkpoints, used when trained
+TARGET_BPP = 0.5  # rate of the classic codecs when no NIC model is found (else each image is matched to the NIC's bpp)
+CLASSIC = ["jpeg2000", "jpeg"]  # classic codecs: JPEG 2000 (the paper's classic anchor) and JPEG (block DCT)
+CORRUPTIONS = None  # None -> all 15 (smoke: one per frequency group: fog, defocus_blur, gaussian_noise)
+SEVERITY = 3  # middle of 1..5: clearly visible, not destroyed
+WINDOW = "hann"  # spectral window (None: raw periodogram, exact Parseval); see nic_lib.spectral.DEFAULT_WINDOW
+CHANNELS = "rgb"  # "rgb": mean of channel spectra, whose total is the MSE of PSNR-RGB; or "luma"
+HEATMAP_GRID = None  # None -> 32 (cpu: the 32x17 half-plane) or 8 (smoke)
+HEATMAP_CROP = None  # None -> 256 (cpu) or 64 (smoke); side of the centre crop
+HEATMAP_IMAGES = None  # None -> 3 (cpu) or 1 (smoke): crops averaged per map
+HEATMAP_EPS = 4.0  # perturbation L2 norm on the [0, 1] scale (the reference code's value)
+FIGURE_DIR = None  # None -> paper_figures/03_spectral_inspection for cpu, build/figures/<profile>/... otherwise
+RESULTS_DIR = None  # None -> build/results/<profile>/03_spectral_inspection
+
+# %%
+NOTEBOOK = "03_spectral_inspection"
+smoke = PROFILE == "smoke"
+dataset = DATASET or ("sample" if smoke else "kodak")
+n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
+crop = CROP if CROP is not None else (128 if smoke else None)
+corruption_names = CORRUPTIONS or (["fog", "defocus_blur", "gaussian_noise"] if smoke else list(corruptions.CORRUPTIONS))
+grid = HEATMAP_GRID or (8 if smoke else 32)
+hm_crop = HEATMAP_CROP or (64 if smoke else 256)
+hm_images = HEATMAP_IMAGES or (1 if smoke else 3)
+results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
+plotting.set_style()
+fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
+
+loaded = data.load_images(dataset, limit=n_images)
+names = [name for name, _ in loaded]
+images = [spectral.landscape(img) for _, img in loaded]
+if crop:
+    images = [spectral.center_crop(img, crop) for img in images]
+shape = images[0].shape
+keep = [i for i, img in enumerate(images) if img.shape == shape]  # spectra average over one size
+if len(keep) < len(images):
+    print(f"dropping {len(images) - len(keep)} images whose size differs from {shape[:2]} (set CROP to keep them)")
+names, images = [names[i] for i in keep], [images[i] for i in keep]
+
+nic = {}
+for model_name, quality in NIC_MODELS:
+    try:
+        nic[f"{model_name}-q{quality}"] = spectral.nic_codec(get_model(model_name, quality, profile="cpu"))
+    except CheckpointNotFoundError:
+        print(f"NIC model {model_name} q{quality} not trained yet: train it with "
+              f"`python -m nic_lib.train --model {model_name} --quality {quality} --profile cpu`; left out")
+print(f"profile={PROFILE} dataset={dataset} images={len(images)} of {shape[:2]} corruptions={corruption_names} "
+      f"severity={SEVERITY} NIC={list(nic) or 'none'}")
+print(f"figures -> {fig_dir}")
+
+# %% [markdown]
+# ## The codecs at matched rate
+#
+# Each NIC model codes each image at its fixed quality; each classic codec is then run on
+# the same image at *that image's* NIC bpp (JPEG 2000's rate control takes a bpp; JPEG's
+# quality is bisected by `codecs.encode_at_bpp`). Without a trained NIC model the classic
+# codecs run at `TARGET_BPP`. A corrupted input is coded at the rate its clean version got,
+# so rate differences do not masquerade as spectral ones.
+
+# %%
+def codecs_for(clean_img):
+    """Codec callables for one image: the NIC models, and the classic ones at the reference bpp."""
+    out = dict(nic)
+    target = float(next(iter(nic.values()))(clean_img[None])[1][0]) if nic else TARGET_BPP
+    for name in CLASSIC:
+        out[name] = spectral.classic_codec(name, bpp=target)
+    return out
+
+
+conditions = ["clean"] + corruption_names
+corrupted = {"clean": images}
+t0 = time.perf_counter()
+for c in corruption_names:
+    corrupted[c] = [corruptions.corrupt(img, c, SEVERITY, name) for name, img in zip(names, images)]
+print(f"corrupted {len(images)} images x {len(corruption_names)} corruptions in {time.perf_counter() - t0:.1f} s")
+
+maps, tables = {}, []
+t0 = time.perf_counter()
+per_image_codecs = [codecs_for(img) for img in images]  # matched-rate codecs, fixed from the clean image
+codec_names = list(per_image_codecs[0])
+for codec_name in codec_names:
+    for cond in conditions:
+        sums, parts = None, []
+        for k, (name, x, cx) in enumerate(zip(names, images, corrupted[cond])):
+            m, t = spectral.codec_error_spectra([name], [x], [cx], per_image_codecs[k][codec_name], WINDOW, CHANNELS)
+            sums = m if sums is None else {kind: sums[kind] + m[kind] for kind in m}
+            parts.append(t)
+        maps[codec_name, cond] = {kind: v / len(images) for kind, v in sums.items()}
+        table = pd.concat(parts)
+        table["codec"], table["condition"] = codec_name, cond
+        table["group"] = "clean" if cond == "clean" else corruptions.FREQUENCY_GROUP[cond]
+        tables.append(table)
+spectra_table = pd.concat(tables, ignore_index=True)
+cache.write_table(spectra_table, results_dir / "band_energies.csv")
+print(f"{len(spectra_table)} rows in {time.perf_counter() - t0:.1f} s -> {results_dir / 'band_energies.csv'}")
+spectra_table.groupby(["codec", "condition", "kind"])[["bpp", "psnr"]].mean().round(2).head(12)
+
+# %% [markdown]
+# ## Figure 1 — clean error spectra at matched bpp
+#
+# log10 of the mean error power per frequency (zero frequency at the centre). A flat map is
+# white error; a bright centre is error in the smooth content; bright axes or a grid of
+# dots is block structure (JPEG's 8-px blocks put peaks at multiples of 1/4 Nyquist).
+
+# %%
+def show_map(ax, spec, title, vmin=None, vmax=None):
+    im = ax.imshow(np.log10(spec + 1e-6), cmap="magma", vmin=vmin, vmax=vmax, extent=(-1, 1, -1, 1))
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([-1, 0, 1]), ax.set_yticks([-1, 0, 1])
+    return im
+
+
+clean_maps = [maps[c, "clean"]["vs_clean"] for c in codec_names]
+lo, hi = np.percentile(np.log10(np.concatenate([m.ravel() for m in clean_maps]) + 1e-6), [1, 99.9])
+fig, axes = plt.subplots(1, len(codec_names), figsize=(3.3 * len(codec_names), 3.3), squeeze=False)
+clean_bpp = spectra_table[spectra_table["condition"] == "clean"].groupby("codec")["bpp"].mean()
+for ax, c, m in zip(axes[0], codec_names, clean_maps):
+    im = show_map(ax, m, f"{c}\n{clean_bpp[c]:.3f} bpp", lo, hi)
+fig.colorbar(im, ax=axes[0].tolist(), label="log10 error power")
+fig.suptitle("clean error spectra x̂(x) − x (frequency / Nyquist)", y=1.04)
+plotting.save_figure(fig, "fig1_clean_error_spectra")
+plt.show()
+
+# %% [markdown]
+# ## Figure 2 — radial profiles of the clean error
+#
+# Mean power in annuli of equal width (Nyquist units); the dashed lines are the band edges.
+
+# %%
+profiles = pd.concat(
+    [spectral.radial_profile(maps[c, cond][kind]).assign(codec=c, condition=cond, kind=kind)
+     for c in codec_names for cond in conditions for kind in spectral.KINDS], ignore_index=True)
+cache.write_table(profiles, results_dir / "radial_profiles.csv")
+fig, ax = plt.subplots(figsize=(6.5, 4.2))
+sns.lineplot(data=profiles.query("condition == 'clean' and kind == 'vs_clean'"), x="radius", y="power", hue="codec", ax=ax)
+for edge in spectral.BAND_EDGES:
+    ax.axvline(edge, ls="--", c="grey", lw=0.8)
+ax.set(yscale="log", xlabel="radial frequency / Nyquist", ylabel="error power", title="clean error, radial profile")
+plotting.save_figure(fig, "fig2_clean_radial_profiles")
+plt.show()
+
+# %% [markdown]
+# ## Figure 3 — the two OOD spectra per corruption group, beside the corruption itself
+#
+# For one representative corruption per frequency group (the first listed of each group
+# that ran): the shift `c(x) − x`, then for each codec the error against its input and
+# against the clean image.
+
+# %%
+shown = [next(c for c in corruption_names if corruptions.FREQUENCY_GROUP[c] == g)
+         for g in corruptions.CORRUPTION_GROUPS if any(corruptions.FREQUENCY_GROUP[c] == g for c in corruption_names)]
+cols = 1 + 2 * len(codec_names)
+fig, axes = plt.subplots(len(shown), cols, figsize=(2.3 * cols, 2.5 * len(shown)), squeeze=False)
+for row, cond in zip(axes, shown):
+    show_map(row[0], maps[codec_names[0], cond]["shift"], f"{cond}\nshift c(x)−x")
+    for k, c in enumerate(codec_names):
+        show_map(row[1 + 2 * k], maps[c, cond]["vs_corrupted"], f"{c}\nvs corrupted", lo, hi)
+        show_map(row[2 + 2 * k], maps[c, cond]["vs_clean"], f"{c}\nvs clean", lo, hi)
+fig.suptitle(f"log10 power, severity {SEVERITY}", y=1.01)
+plotting.save_figure(fig, "fig3_ood_error_spectra")
+plt.show()
+
+# %% [markdown]
+# ## Table 1 — error energy per band (mean over images), by codec, corruption group and error kind
+#
+# Energy = the band's contribution to the MSE (grey levels²), so the three bands add up to
+# the MSE of the pair (up to the window's leakage).
+
+# %%
+band_summary = (spectra_table.groupby(["codec", "group", "kind", "band"])["energy"].mean()
+                .unstack("band")[list(spectral.BANDS)])
+band_summary["total"] = band_summary.sum(axis=1)
+cache.write_table(band_summary.reset_index(), fig_dir / "band_energies_by_group.csv")
+band_summary.round(2)
+
+# %% [markdown]
+# ## Figure 4 — band energies under shift: error vs clean relative to the clean error
+#
+# Ratio of each band's energy under a corruption group (error vs clean image) to the same
+# codec's clean error in that band: > 1 where the corruption adds error.
+
+# %%
+clean_e = band_summary.xs("clean", level="group").xs("vs_clean", level="kind")
+ratio = (band_summary.xs("vs_clean", level="kind").drop(index="clean", level="group")[list(spectral.BANDS)]
+         .div(clean_e[list(spectral.BANDS)], level="codec"))
+ratio_long = ratio.reset_index().melt(id_vars=["codec", "group"], var_name="band", value_name="ratio")
+g = sns.catplot(data=ratio_long, x="band", y="ratio", hue="codec", col="group", kind="bar", height=3.2, aspect=0.9)
+g.set(yscale="log")
+plotting.save_figure(g.figure, "fig4_band_ratio_under_shift")
+plt.show()
+
+# %% [markdown]
+# ## Figure 5 — Fourier heat maps, classic codec and NIC side by side
+#
+# PSNR drop (clean-crop PSNR − PSNR of the perturbed crop's reconstruction against the
+# perturbed input) when `eps·U_ij` is added; centre = zero frequency, edge = Nyquist (the
+# grid spans the spectrum: frequency step = crop / grid cycles per crop).
+
+# %%
+hm_codecs = {"jpeg2000": spectral.classic_codec("jpeg2000", setting=TARGET_BPP)}
+hm_codecs.update({k: v for k, v in list(nic.items())[:1]})
+if not nic:
+    print("no trained NIC model found: the heat map shows JPEG 2000 only (see the notice above for the training command)")
+hm_source = [img for img in images if min(img.shape[:2]) >= hm_crop][:hm_images]
+heat = []
+t0 = time.perf_counter()
+for c, fn in hm_codecs.items():
+    heat.append(spectral.fourier_heatmap(hm_source, fn, grid=grid, eps=HEATMAP_EPS, crop=hm_crop).assign(codec=c))
+heat = pd.concat(heat, ignore_index=True)
+heat["psnr_drop"] = heat["psnr_unperturbed"] - heat["psnr"]
+cache.write_table(heat, results_dir / "fourier_heatmaps.csv")
+print(f"heat maps: {len(heat)} codec runs in {time.perf_counter() - t0:.1f} s")
+fig, axes = plt.subplots(1, len(hm_codecs), figsize=(3.6 * len(hm_codecs), 3.3), squeeze=False)
+for ax, c in zip(axes[0], hm_codecs):
+    arr = spectral.heatmap_array(heat[heat["codec"] == c], "psnr_drop", grid=grid)
+    im = ax.imshow(arr, cmap="viridis", extent=(-1, 1, 1, -1))
+    fig.colorbar(im, ax=ax, label="PSNR drop (dB)")
+    ax.set_title(f"{c}, {heat.loc[heat['codec'] == c, 'bpp'].mean():.2f} bpp", fontsize=9)
+fig.suptitle(f"Fourier heat maps, eps={HEATMAP_EPS}, {grid}x{grid}, {len(hm_source)} crop(s) of {hm_crop}", y=1.04)
+plotting.save_figure(fig, "fig5_fourier_heatmaps")
+plt.show()
+
+# %% [markdown]
+# ## Findings (generated from the tables above)
+
+# %%
+lines = []
+clean_rows = spectra_table.query("condition == 'clean' and kind == 'vs_clean'")
+clean_share = clean_rows.groupby(["codec", "band"])["energy"].mean().unstack()[list(spectral.BANDS)]
+clean_share = clean_share.div(clean_share.sum(axis=1), axis=0)
+for c, row in clean_share.iterrows():
+    top = row.idxmax()
+    lines.append(f"- Clean error of **{c}** ({clean_rows.query('codec == @c')['bpp'].mean():.3f} bpp, "
+                 f"{clean_rows.query('codec == @c')['psnr'].mean():.2f} dB): {100 * row[top]:.0f}% of the error energy "
+                 f"in the {top} band (low/mid/high = {', '.join(f'{100 * v:.0f}%' for v in row)}).")
+for group in ratio.index.get_level_values("group").unique():
+    sub = ratio.xs(group, level="group")
+    for c, row in sub.iterrows():
+        band = row.idxmax()
+        lines.append(f"- {group}-frequency corruptions, **{c}**: the error vs the clean image grows most in the {band} band "
+                     f"(x{row[band]:.1f} the clean error there; low/mid/high x{row['low']:.1f}/x{row['mid']:.1f}/x{row['high']:.1f}).")
+psnr_vs = spectra_table.query("condition != 'clean' and band == 'low'").groupby(["codec", "group", "kind"])["psnr"].mean().unstack()
+for (c, group), row in psnr_vs.iterrows():
+    lines.append(f"- {group} group, {c}: PSNR vs corrupted input {row['vs_corrupted']:.2f} dB, vs clean image {row['vs_clean']:.2f} dB.")
+drops = heat.assign(band=np.asarray(spectral.BANDS)[spectral.band_of(heat["radius"].to_numpy())]).groupby(["codec", "band"])["psnr_drop"].mean().unstack()
+for c, row in drops.iterrows():
+    lines.append(f"- Fourier heat map of **{c}**: mean PSNR drop low/mid/high = {row.get('low', np.nan):.2f}/"
+                 f"{row.get('mid', np.nan):.2f}/{row.get('high', np.nan):.2f} dB (eps={HEATMAP_EPS}).")
+if not nic:
+    lines.append("- No trained NIC model was found, so this run compares classic codecs only; the NIC columns appear once "
+                 "the cpu-profile checkpoints exist.")
+if smoke:
+    lines.append("- Smoke profile: tiny crops and few images; the numbers check the pipeline, not the science.")
+display(Markdown("\n".join(lines)))

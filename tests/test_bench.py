@@ -1,0 +1,124 @@
+"""Properties of nic_lib.bench: sharding, merging, resuming, rate sources, row contents."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nic_lib import bench, codecs, corruptions, data, metrics
+from nic_lib.models import build_model, default_config
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Corrupted images and grid caches go to temporary folders."""
+    monkeypatch.setenv(data.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
+
+
+@dataclasses.dataclass
+class CountingCodec:
+    """JPEG behind the grid's codec contract, counting its calls."""
+
+    name: str = "counting-jpeg"
+    settings: tuple = (30, 70)
+    description: str = "jpeg via nic_lib.codecs, counted"
+    calls: int = 0
+
+    def code(self, img, setting):
+        self.calls += 1
+        jpeg = codecs.get_codec("jpeg")
+        stream = jpeg.encode(img, setting)
+        return jpeg.decode(stream), metrics.bpp(len(stream), *img.shape[:2]), "bitstream"
+
+
+def tiny_nic(rate="bitstream"):
+    torch.manual_seed(0)
+    config = default_config("mbt2018", 1)
+    config.update(N=8, M=12)
+    return bench.NicCodec("tiny-mbt2018", {1: build_model("mbt2018", **config)}, rate=rate)
+
+
+def tiny_grid(tmp_path, codec_list, **kw):
+    args = {"corruptions": ["gaussian_noise", "pixelate"], "severities": [2], "limit": 2, "with_ms_ssim": False,
+                "corrupted_out": str(tmp_path / "c")}
+    args.update(kw)
+    return bench.Grid("sample", codec_list, **args)
+
+
+def test_sharded_grid_merged_equals_unsharded_grid(tmp_path):
+    grid = tiny_grid(tmp_path, [bench.classic_codec("jpeg", [20, 80]), bench.classic_codec("jpeg2000", [0.3])],
+                     with_ms_ssim=True)
+    whole = bench.run_grid(grid, tmp_path / "g", progress=False)
+    for i in range(3):
+        bench.run_grid(grid, tmp_path / "g", shard=f"{i}/3", progress=False)
+    merged = bench.merge_shards(grid, 3, tmp_path / "g")
+    assert len(whole) == 2 * 3 * 3  # images x conditions (clean + 2) x rate points
+    pd.testing.assert_frame_equal(merged, whole)
+    assert list(whole.columns) == list(bench.COLUMNS)
+
+
+def test_merge_refuses_unfinished_shards(tmp_path):
+    grid = tiny_grid(tmp_path, [CountingCodec()], corruptions=["pixelate"])
+    bench.run_grid(grid, tmp_path / "g", shard=(0, 2), progress=False)
+    with pytest.raises(bench.ShardsIncompleteError, match=r"shards \[1\] of 2"):
+        bench.merge_shards(grid, 2, tmp_path / "g")
+
+
+def test_grid_resumes_from_finished_units_without_recomputing(tmp_path):
+    codec = CountingCodec()
+    grid = tiny_grid(tmp_path, [codec])
+    first = bench.run_grid(grid, tmp_path / "g", progress=False)
+    assert codec.calls == len(first) == 2 * 3 * 2
+    (grid.folder(tmp_path / "g") / "shard-0-of-1.csv").unlink()  # only the parts remain
+    again = bench.run_grid(grid, tmp_path / "g", progress=False)
+    assert codec.calls == len(first)
+    pd.testing.assert_frame_equal(again, first)
+
+
+def test_rows_compare_the_reconstruction_with_the_corrupted_input_and_with_the_clean_image(tmp_path):
+    grid = tiny_grid(tmp_path, [CountingCodec()])
+    table = bench.run_grid(grid, tmp_path / "g", progress=False)
+    clean_rows = table[table["corruption"] == bench.CLEAN]
+    assert (clean_rows["severity"] == 0).all()
+    assert np.allclose(clean_rows["psnr_vs_input"], clean_rows["psnr_vs_clean"])
+    # recompute one shifted row by hand
+    [(name, clean)] = corruptions.load_clean("sample", limit=1)
+    shifted = corruptions.corrupt(clean, "gaussian_noise", 2, name)
+    x_hat, bpp, _ = CountingCodec().code(shifted, 30)
+    row = table.query("image == @name and corruption == 'gaussian_noise' and setting == 30").iloc[0]
+    assert row["bpp"] == pytest.approx(bpp)
+    assert row["psnr_vs_input"] == pytest.approx(metrics.psnr(shifted, x_hat))
+    assert row["psnr_vs_clean"] == pytest.approx(metrics.psnr(clean, x_hat))
+
+
+def test_nic_bitstream_rows_report_real_bytes(tmp_path):
+    nic = tiny_nic()
+    table = bench.run_grid(tiny_grid(tmp_path, [nic], corruptions=["pixelate"], limit=1), tmp_path / "g",
+                           progress=False)
+    assert (table["rate_source"] == "bitstream").all() and (table["bpp"] > 0).all()
+    assert np.isfinite(table["psnr_vs_input"]).all()
+
+
+def test_likelihood_rate_is_used_only_after_matching_real_bitstreams(tmp_path, monkeypatch):
+    grid = tiny_grid(tmp_path, [tiny_nic("likelihood")], corruptions=["pixelate"], limit=1)
+    monkeypatch.setattr(bench, "LIKELIHOOD_RTOL", 0.0)  # no estimate is exact: must refuse
+    with pytest.raises(bench.LikelihoodRateMismatchError, match="rate='bitstream'"):
+        bench.run_grid(grid, tmp_path / "g", progress=False)
+    monkeypatch.setattr(bench, "LIKELIHOOD_RTOL", 10.0)  # anything passes: rows from likelihoods
+    table = bench.run_grid(grid, tmp_path / "g", progress=False)
+    assert (table["rate_source"] == "likelihood").all()
+
+
+def test_changing_a_codec_setting_changes_the_cache_folder(tmp_path):
+    a = tiny_grid(tmp_path, [bench.classic_codec("jpeg", [20, 80])])
+    b = tiny_grid(tmp_path, [bench.classic_codec("jpeg", [20, 81])])
+    assert a.folder(tmp_path) != b.folder(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["3/3", "1", "-1/2", "a/b"])
+def test_bad_shard_is_refused(text):
+    with pytest.raises(ValueError, match="i/n"):
+        bench.parse_shard(text)
