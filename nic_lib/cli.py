@@ -198,6 +198,10 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--force", action="store_true", help="overwrite the output")
     info = sub.add_parser("info", help="print a .nic file's header and bpp")
     info.add_argument("input", type=Path, help=".nic file")
+    kodak_c = sub.add_parser("kodak-c", add_help=False,
+                             help="build Kodak-C (python -m nic_lib.corruptions build kodak ...)")
+    kodak_c.add_argument("rest", nargs=argparse.REMAINDER,
+                         help="options of `python -m nic_lib.corruptions build` (--help lists them)")
     return parser
 
 
@@ -236,6 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         :data:`EXIT_OK`, or :data:`EXIT_USER_ERROR` after printing one line to stderr.
         Bad arguments exit through argparse (status 2).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["kodak-c"]:
+        from nic_lib import corruptions
+
+        # the corruption builder has its own options, progress bar and error messages
+        return corruptions.main(["build", "kodak", *argv[1:]])
     args = _parser().parse_args(argv)
     with warnings.catch_warnings():
         # CompressAI's import emits torch.jit deprecation notices meant for developers.

@@ -50,7 +50,7 @@ SWEEP_COLUMNS = ("image", "codec", "setting", "bytes", "bpp", "bpp_est", "psnr_r
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float (1, 3, H, W) in [0, 1]."""
     img = check_image(img)
-    return torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255)
+    return torch.tensor(img).permute(2, 0, 1)[None].float().div(255)  # copy: inputs may be read-only
 
 
 def from_tensor(x: torch.Tensor) -> np.ndarray:

@@ -193,3 +193,13 @@ def test_missing_checkpoint_names_the_training_command(capsys, tmp_path, rgb_png
     code, _, err = _run(capsys, "compress", rgb_png, tmp_path / "x.nic", "--model",
                         "mbt2018-mean", "--quality", 2)
     _assert_user_error(code, err, "python -m nic_lib.train")
+
+
+def test_kodak_c_subcommand_forwards_to_the_corruption_builder(tmp_path):
+    from nic_lib import cli
+
+    out = tmp_path / "kodak-C"
+    code = cli.main(["kodak-c", "--out", str(out), "--limit", "1", "--corruptions", "fog",
+                     "--severities", "1", "--workers", "1", "--quiet"])
+    assert code == 0
+    assert len(list(out.rglob("*.png"))) == 1
