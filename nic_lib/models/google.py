@@ -24,14 +24,17 @@ Layer names are CompressAI's, so published weights load unchanged: the paper's
 "context model" is ``context_prediction`` (alias ``context_model``), its "entropy
 parameters" network ``entropy_parameters``, the hyper-analysis/synthesis ``h_a``/``h_s``.
 
-Written here because CompressAI lacks it: the serial raster-scan coders for a context of
-any size (CompressAI hard-codes 5x5), the context-only model, per-position quantized
+Written here because CompressAI lacks it: the context models' coders for a context of
+any size (CompressAI hard-codes 5x5), decoding a whole wavefront of latents per network
+call and deterministic across thread counts (float64 parameters snapped to a grid; see
+``_SerialContextCoding``), the context-only model, per-position quantized
 CDFs of a Gaussian mixture, and the glue that gives the checkerboard codec the
 ``{"strings", "shape"}`` contract of the other models.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import scipy.stats
@@ -74,12 +77,16 @@ __all__ = [
     "MeanScaleHyperprior",
     "ScaleHyperprior",
     "analysis_transform",
+    "CODING_ORDERS",
+    "coding_schedule",
     "context_model",
     "entropy_parameters_network",
     "hyper_analysis",
     "hyper_synthesis",
     "mixture_quantized_cdfs",
+    "snap_to_grid",
     "synthesis_transform",
+    "wavefront_slope",
 ]
 
 #: Default widths (N, M): the paper's and CompressAI's mbt2018 at its lower qualities.
@@ -103,6 +110,29 @@ MIXTURE_TAIL_MASS = 1e-9
 
 #: CompressAI's rANS works with 16-bit probabilities.
 ENTROPY_CODER_PRECISION = 16
+
+#: Symbol orders of the context models' coders (``model.coding_order``).
+CODING_ORDERS = ("wavefront", "raster")
+
+#: Wavefront: one network call per wavefront, a(H - 1) + W calls instead of H W, same
+#: y_hat as raster; "raster" (CompressAI's order) is kept to compare against.
+DEFAULT_CODING_ORDER = "wavefront"
+
+#: The coder's parameter path (h_s, context model, entropy parameters) runs in float64:
+#: two summation orders then disagree by ~1e-16 relative instead of ~1e-7.
+CODING_DTYPE = torch.float64
+
+#: Grid of predicted means (and mixture parameters) at coding time, 2^-16: dyadic, so
+#: y_hat = q + mean is exact in float64; coarse next to float64 noise (a value hits an
+#: edge with chance ~1e-9), fine next to a latent's unit bin (y_hat moves <= 2^-17,
+#: which keeps it within the 1e-4 the tests allow against the float32 forward pass).
+PARAMETER_GRID = 2.0**-16
+
+#: Threads of the coder's per-wavefront products: at most ~H/a positions each, too small
+#: to split, and on a busy machine every parallel region waits for the slowest thread
+#: (kodim01, N=64, M=96, 2-core machine under load: 0.6 s CPU to decode on 1 thread,
+#: 2.8 s on 2). h_s and g_s still use the caller's threads.
+CODING_THREADS = 1
 
 #: Checkerboard training pass: "onepass" (uniform noise, like mbt2018's own training,
 #: so the ablation changes only the context) rather than CompressAI's STE "twopass".
@@ -228,76 +258,263 @@ def context_model(M: int, context_size: int = DEFAULT_CONTEXT_SIZE) -> MaskedCon
     return MaskedConv2d(M, 2 * M, kernel_size=k, padding=k // 2, stride=1)
 
 
-class _SerialContextCoding:
-    """Raster-scan entropy coding of y with a masked-convolution context model.
+# ======================================================================================
+# Coding order and deterministic parameters of the context models
+# ======================================================================================
 
-    Written here because CompressAI's ``_compress_ar``/``_decompress_ar`` are tied to a
-    5x5 context and to the joint model. Both directions keep y_hat in a zero-padded
-    buffer and evaluate the context with the masked kernel on the k x k crop around
-    each position, so the encoder and decoder compute bit-identical parameters.
-    Subclasses provide ``_code_position`` / ``_decode_position``.
+
+def wavefront_slope(context_size: int) -> int:
+    r"""The smallest integer a for which the wavefront index t = a*i + j is a valid
+    parallel schedule of a k x k raster-causal context: a = k // 2 + 1.
+
+    With p = k // 2, the masked convolution (PixelCNN mask A) at latent (i, j) reads
+
+    - the same row, left of it: (i, j') with j - p <= j' < j, and
+    - the p rows above, the whole window width: (i', j') with i - p <= i' < i and
+      |j' - j| <= p.
+
+    Claim: t(i', j') < t(i, j) for every such dependency iff a >= p + 1.
+
+    - Same row: t(i, j) - t(i, j') = j - j' >= 1 for any a.
+    - Rows above: t(i, j) - t(i', j') = a (i - i') + (j - j') >= a * 1 - p, the
+      minimum being at the nearest row (i - i' = 1, a > 0) and the rightmost column
+      (j' - j = p). It is >= 1 iff a >= p + 1.
+    - a = p fails: the up-right neighbour (i - 1, j + p) gets t = p(i - 1) + j + p =
+      t(i, j), the same wavefront, yet it is an input of (i, j).
+
+    Hence every input of a position lies on an earlier wavefront, all positions of one
+    wavefront are independent given the earlier ones, and an H x W latent needs
+    a (H - 1) + W network calls instead of H W: k = 3, 5, 7 give a = 2, 3, 4
+    (5x5: t = 3i + j, as in the issue). Checked against the real mask for k = 3, 5, 7
+    in ``tests/test_wavefront.py``.
+
+    Args:
+        context_size: k, odd and >= 3.
+
+    Returns:
+        a = k // 2 + 1.
+
+    Raises:
+        ValueError: if ``context_size`` is even or < 3.
+    """
+    return _check_context_size(context_size) // 2 + 1
+
+
+def coding_schedule(
+    height: int, width: int, context_size: int, order: str = DEFAULT_CODING_ORDER
+) -> list[tuple[Tensor, Tensor]]:
+    """The groups of latent positions coded together, in coding order.
+
+    Encoder and decoder both walk this list, so they put symbols into and take them
+    out of the rANS stream in the same order: group by group, inside a group by
+    increasing row, and for each position its M channels in order.
+
+    Args:
+        height, width: the latent's size.
+        context_size: k of the context model.
+        order: ``"wavefront"`` (one group per wavefront t = a*i + j, a from
+            :func:`wavefront_slope`, rows increasing inside it) or ``"raster"``
+            (one position per group, row by row, as CompressAI).
+
+    Returns:
+        ``[(rows, cols), ...]``, int64 tensors of equal length per group.
+
+    Raises:
+        ValueError: for an unknown ``order``.
+    """
+    if order not in CODING_ORDERS:
+        raise ValueError(
+            f"unknown coding order {order!r}; use one of {CODING_ORDERS} "
+            "(model.coding_order in nic_lib/models/google.py)"
+        )
+    rows, cols = (g.flatten() for g in torch.meshgrid(
+        torch.arange(height), torch.arange(width), indexing="ij"))  # fmt: skip
+    if order == "raster":
+        return [(rows[n : n + 1], cols[n : n + 1]) for n in range(height * width)]
+    # t = a*i + j; sort by (t, i), then cut at every change of t.
+    t = wavefront_slope(context_size) * rows + cols
+    perm = torch.argsort(t * height + rows)
+    counts = torch.bincount(t).tolist()
+    groups = torch.split(perm, [c for c in counts if c > 0])
+    return [(rows[g], cols[g]) for g in groups]
+
+
+def snap_to_grid(values: Tensor, grid: float = PARAMETER_GRID) -> Tensor:
+    """Round to the nearest multiple of ``grid`` (a power of two, so it is exact).
+
+    Args:
+        values: float64 parameters.
+        grid: spacing.
+
+    Returns:
+        round(values / grid) * grid, same dtype.
+    """
+    # v_snapped = grid * round(v / grid)
+    return torch.round(values / grid) * grid
+
+
+class _SerialContextCoding:
+    r"""Entropy coding of y with a k x k masked-convolution context model.
+
+    Written here because CompressAI's ``_compress_ar``/``_decompress_ar`` are tied to
+    a 5x5 context, decode one position per network call and are not deterministic
+    across thread counts. Two things are added:
+
+    **Wavefront order** (``coding_order = "wavefront"``, the default). Positions on
+    one wavefront t = a*i + j (a = k//2 + 1, see :func:`wavefront_slope` for the
+    proof) do not depend on each other, so one call per wavefront gathers their
+    causal k x k neighbourhoods from the y_hat buffer, applies the masked kernel as
+    one matrix product, runs the entropy-parameters network on all of them and
+    rANS-codes their symbols: a(H - 1) + W calls instead of H W (on
+    ``CODING_THREADS`` threads: the products are small). ``"raster"`` codes
+    one position per call in CompressAI's order; it exists to compare (the two
+    orders write different bitstreams, decode a stream in the order that wrote it;
+    they reconstruct the same y_hat).
+
+    **Deterministic parameters.** rANS needs the decoder to pick exactly the table
+    the encoder picked for every symbol, and the decoded y_hat feeds back into the
+    context of later positions. In float32 the predicted scales and means depend on
+    summation order, which changes with the thread count, the batch shape (one
+    position or a wavefront) and the machine; a scale on the edge of a table bin
+    then selects another table and the rest of the stream decodes garbage. Here,
+    at coding time only (training is unchanged):
+
+    1. h_s, the context model and the entropy-parameters network run in float64
+       (copies of the float32 weights, made per call, so any module works), which
+       shrinks the disagreement between two summation orders to ~1e-16 relative;
+    2. the parameters are then snapped to a grid on both sides: a Gaussian's scale
+       becomes its index in ``GaussianConditional.scale_table`` (an integer, the
+       only thing rANS sees); its mean, and every mixture parameter, is rounded to
+       the grid ``PARAMETER_GRID`` (2^-16). Encoder and decoder therefore hold the
+       same integers and the same dyadic means, y_hat = q + mean is bit-identical,
+       and so are the contexts computed from it.
+
+    A float64 disagreement can only matter when a value lies within ~1e-14 of a bin
+    edge: a chance of ~1e-14 per scale (edges 13% apart) and ~1e-9 per mean (edges
+    2^-16 apart) per symbol. Exact determinism would need integer networks (Ballé,
+    Johnston, Minnen, ICLR 2019); the grid keeps y_hat within 2^-17 of the float
+    model's, a rate change far below measurement noise.
+
+    Subclasses provide the per-group hooks ``_code_positions`` /
+    ``_decode_positions`` (and ``_start_coding`` / ``_finish_coding``).
     """
 
     context_prediction: MaskedConv2d
     entropy_parameters: nn.Module
+
+    #: "wavefront" or "raster"; set per instance to compare (see CODING_ORDERS).
+    coding_order: str = DEFAULT_CODING_ORDER
 
     @property
     def context_model(self) -> MaskedConv2d:
         """The paper's name for ``context_prediction``."""
         return self.context_prediction
 
-    def _masked_weight(self) -> Tensor:
-        """The context kernel with its mask applied. The buffer holds zeros where
-        nothing is decoded yet, so this only makes the causality explicit."""
-        return self.context_prediction.weight * self.context_prediction.mask
+    @staticmethod
+    def _coding_copy(module: nn.Module) -> nn.Module:
+        """A float64 copy of a network for the coder's parameter path."""
+        return copy.deepcopy(module).to(CODING_DTYPE)
 
-    def _params_at(
-        self, y_hat: Tensor, weight: Tensor, side: Tensor | None, h: int, w: int
-    ) -> Tensor:
-        """Entropy parameters of the latents at (h, w), shape (1, C).
+    def _hyper_features(self, z_hat: Tensor) -> Tensor:
+        """h_s(z_hat) in float64, as both coder sides compute it."""
+        return self._coding_copy(self.h_s)(z_hat.to(CODING_DTYPE))
 
-        ``y_hat`` is the padded buffer, ``weight`` the masked context kernel, ``side``
-        the hyperprior features or None.
+    def _parameter_path(self, side: Tensor | None):
+        """A function (y_hat buffer, rows, cols) -> entropy parameters (L, C), float64.
+
+        ``side`` is one image's hyperprior features (2M, H, W) or None. The buffer is
+        y_hat (M, H + 2p, W + 2p), zero-padded by p = k // 2.
         """
-        k = weight.shape[-1]
-        ctx = F.conv2d(y_hat[:, :, h : h + k, w : w + k], weight, self.context_prediction.bias)
-        if side is not None:
-            # Same order as CompressAI's mbt2018: hyperprior features first.
-            ctx = torch.cat((side[:, :, h : h + 1, w : w + 1], ctx), dim=1)
-        return self.entropy_parameters(ctx).flatten(1)
+        conv = self.context_prediction
+        # Window offsets the mask keeps (the causal half), e.g. 12 of 25 for 5x5.
+        dy, dx = conv.mask[0, 0].nonzero(as_tuple=True)
+        weight = conv.weight[:, :, dy, dx].to(CODING_DTYPE)  # (2M, M, n)
+        weight = weight.reshape(weight.shape[0], -1).T.contiguous()  # (M n, 2M)
+        bias = conv.bias.to(CODING_DTYPE)
+        entropy_parameters = self._coding_copy(self.entropy_parameters)
+        dy, dx = dy.to(weight.device), dx.to(weight.device)
 
-    def _compress_ar(self, y: Tensor, side: Tensor | None) -> bytes:
-        """Code one image's y (1, M, H, W) in raster order; returns the rANS string."""
-        pad = self.context_prediction.kernel_size[0] // 2
-        _, m, height, width = y.shape
-        y_hat = y.new_zeros((1, m, height + 2 * pad, width + 2 * pad))
-        weight = self._masked_weight()
-        encoder = BufferedRansEncoder()
-        state = self._start_coding()
-        for h in range(height):
-            for w in range(width):
-                params = self._params_at(y_hat, weight, side, h, w)
-                y_hat[:, :, h + pad, w + pad] = self._code_position(
-                    encoder, state, y[:, :, h, w], params
-                )
-        self._finish_coding(encoder, state)
-        return encoder.flush()
+        def params_at(y_hat: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+            # patch[l, c, n] = y_hat[c, rows[l] + dy[n], cols[l] + dx[n]]
+            patch = y_hat[:, rows[:, None] + dy, cols[:, None] + dx].permute(1, 0, 2)
+            # ctx[l] = b + sum_{c, n} w[:, c, n] patch[l, c, n]: the masked convolution
+            # at (rows[l], cols[l]), for all positions of the group in one product.
+            ctx = torch.addmm(bias, patch.reshape(len(rows), -1), weight)
+            if side is not None:
+                # Same order as CompressAI's mbt2018: hyperprior features first.
+                ctx = torch.cat((side[:, rows, cols].T, ctx), dim=1)
+            return entropy_parameters(ctx[:, :, None, None]).flatten(1)
 
-    def _decompress_ar(self, string: bytes, side: Tensor | None, height: int, width: int) -> Tensor:
-        """Decode one image's y_hat (1, M, height, width) from its rANS string."""
-        pad = self.context_prediction.kernel_size[0] // 2
+        return params_at
+
+    def _code_latents(self, side: Tensor | None, height: int, width: int, code) -> Tensor:
+        """Walk the coding schedule; ``code(rows, cols, params) -> y_hat (L, M)``.
+
+        Returns:
+            y_hat (1, M, height, width), float64.
+        """
+        k = self.context_prediction.kernel_size[0]
+        pad = k // 2
         m = self.context_prediction.in_channels
         device = self.context_prediction.weight.device
-        y_hat = torch.zeros((1, m, height + 2 * pad, width + 2 * pad), device=device)
-        weight = self._masked_weight()
+        y_hat = torch.zeros((m, height + 2 * pad, width + 2 * pad), dtype=CODING_DTYPE,
+                            device=device)  # fmt: skip
+        params_at = self._parameter_path(None if side is None else side[0])
+        threads = torch.get_num_threads()
+        torch.set_num_threads(CODING_THREADS)
+        try:
+            for rows, cols in coding_schedule(height, width, k, self.coding_order):
+                rows, cols = rows.to(device), cols.to(device)
+                params = params_at(y_hat, rows, cols)
+                y_hat[:, rows + pad, cols + pad] = code(rows, cols, params).T
+        finally:
+            torch.set_num_threads(threads)
+        return y_hat[None, :, pad : pad + height, pad : pad + width]
+
+    def _compress_ar(self, y: Tensor, side: Tensor | None) -> tuple[bytes, Tensor]:
+        """Code one image's y (1, M, H, W); returns (rANS string, y_hat float64)."""
+        y64 = y[0].to(CODING_DTYPE)
+        encoder = BufferedRansEncoder()
+        state = self._start_coding()
+        y_hat = self._code_latents(
+            side, y.shape[2], y.shape[3],
+            lambda rows, cols, params: self._code_positions(
+                encoder, state, y64[:, rows, cols].T, params),
+        )  # fmt: skip
+        self._finish_coding(encoder, state)
+        return encoder.flush(), y_hat
+
+    def _decompress_ar(self, string: bytes, side: Tensor | None, height: int, width: int) -> Tensor:
+        """Decode one image's y_hat (1, M, height, width), float64, from its rANS string."""
         decoder = RansDecoder()
         decoder.set_stream(string)
         state = self._start_coding()
-        for h in range(height):
-            for w in range(width):
-                params = self._params_at(y_hat, weight, side, h, w)
-                y_hat[:, :, h + pad, w + pad] = self._decode_position(decoder, state, params)
-        return y_hat[:, :, pad : pad + height, pad : pad + width]
+        return self._code_latents(
+            side, height, width,
+            lambda rows, cols, params: self._decode_positions(decoder, state, params),
+        )  # fmt: skip
+
+    def _compress_latents(self, y: Tensor, side: Tensor | None) -> tuple[list[bytes], Tensor]:
+        """Code a batch of y (B, M, H, W): (one rANS string per image, y_hat in y's dtype)."""
+        coded = [
+            self._compress_ar(y[i : i + 1], None if side is None else side[i : i + 1])
+            for i in range(len(y))
+        ]
+        return [string for string, _ in coded], torch.cat([y_hat for _, y_hat in coded]).to(y.dtype)
+
+    def _decompress_latents(
+        self, strings: list, side: Tensor | None, height: int | None = None,
+        width: int | None = None,
+    ) -> Tensor:  # fmt: skip
+        """Decode one string per image to y_hat (B, M, H, W), float32; the size comes from
+        ``side`` when there is one."""
+        if side is not None:
+            height, width = side.shape[-2:]
+        y_hat = [
+            self._decompress_ar(s, None if side is None else side[i : i + 1], height, width)
+            for i, s in enumerate(strings)
+        ]
+        return torch.cat(y_hat).to(self.context_prediction.weight.dtype)
 
     # Hooks: Gaussian coding with CompressAI's scale tables by default.
 
@@ -309,33 +526,46 @@ class _SerialContextCoding:
             "cdfs": [row[:n] for row, n in zip(gc.quantized_cdf.tolist(), lengths)],
             "lengths": lengths,
             "offsets": gc.offset.tolist(),
+            "scale_edges": gc.scale_table[:-1].to(CODING_DTYPE).contiguous(),
             "symbols": [],
             "indexes": [],
         }
 
-    def _code_position(self, encoder, state: dict, y: Tensor, params: Tensor) -> Tensor:
-        gc = self.gaussian_conditional
+    @staticmethod
+    def _gaussian(state: dict, params: Tensor) -> tuple[Tensor, Tensor]:
+        """(table indexes, snapped means) of float64 params (L, 2M)."""
         scales, means = params.chunk(2, 1)
+        # index = #{s in scale_table[:-1] : s < scale}: GaussianConditional.build_indexes,
+        # computed in float64 (scales below the table's first entry get index 0, as
+        # after its lower bound).
+        indexes = torch.bucketize(scales.contiguous(), state["scale_edges"].to(scales.device))
+        return indexes, snap_to_grid(means)
+
+    def _code_positions(self, encoder, state: dict, y: Tensor, params: Tensor) -> Tensor:
+        """Queue the symbols of y (L, M) for rANS; returns their y_hat (L, M)."""
+        indexes, means = self._gaussian(state, params)
         # Symbol q = round(y - mu); the decoder sees y_hat = q + mu.
-        symbols = gc.quantize(y, "symbols", means)
-        state["symbols"] += symbols.flatten().tolist()
-        state["indexes"] += gc.build_indexes(scales).flatten().tolist()
-        return gc.dequantize(symbols, means)
+        symbols = torch.round(y - means)
+        state["symbols"].append(symbols.int().flatten())
+        state["indexes"].append(indexes.int().flatten())
+        return symbols + means
 
     def _finish_coding(self, encoder, state: dict) -> None:
+        """Hand the queued symbols to the rANS encoder, in coding order."""
         if state["symbols"]:
             encoder.encode_with_indexes(
-                state["symbols"], state["indexes"], state["cdfs"], state["lengths"],
-                state["offsets"],
+                torch.cat(state["symbols"]).tolist(), torch.cat(state["indexes"]).tolist(),
+                state["cdfs"], state["lengths"], state["offsets"],
             )  # fmt: skip
 
-    def _decode_position(self, decoder, state: dict, params: Tensor) -> Tensor:
-        gc = self.gaussian_conditional
-        scales, means = params.chunk(2, 1)
-        indexes = gc.build_indexes(scales).flatten().tolist()
-        symbols = decoder.decode_stream(indexes, state["cdfs"], state["lengths"], state["offsets"])
-        symbols = torch.tensor(symbols, dtype=torch.int32, device=means.device).reshape(means.shape)
-        return gc.dequantize(symbols, means)
+    def _decode_positions(self, decoder, state: dict, params: Tensor) -> Tensor:
+        """Decode the symbols of one group; returns their y_hat (L, M)."""
+        indexes, means = self._gaussian(state, params)
+        symbols = decoder.decode_stream(
+            indexes.flatten().tolist(), state["cdfs"], state["lengths"], state["offsets"]
+        )
+        symbols = torch.tensor(symbols, dtype=means.dtype, device=means.device)
+        return symbols.reshape(means.shape) + means
 
 
 # ======================================================================================
@@ -355,7 +585,8 @@ class JointAutoregressiveHierarchicalPriors(
 
     CompressAI's ``JointAutoregressiveHierarchicalPriors`` (same layers and keys, so
     the zoo's weights load) with the context model's size a constructor argument; its
-    serial coder is rewritten here for any odd size.
+    coder is rewritten here for any odd size, wavefront-parallel and deterministic
+    (see ``_SerialContextCoding``; ``coding_order = "raster"`` for the serial order).
 
     .. code-block:: none
 
@@ -411,28 +642,35 @@ class JointAutoregressiveHierarchicalPriors(
         return net
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> dict:
-        """Encode images to ``{"strings": [y_strings, z_strings], "shape": z size}``."""
+    def compress(self, x: Tensor, return_y_hat: bool = False) -> dict:
+        """Encode images to ``{"strings": [y_strings, z_strings], "shape": z size}``.
+
+        Args:
+            x: (B, 3, H, W) in [0, 1], sides multiples of ``downsampling_factor``.
+            return_y_hat: also return ``"y_hat"``, the encoder's reconstruction of y,
+                which ``decompress`` reproduces bit for bit.
+
+        Returns:
+            The dict above (y strings coded in ``self.coding_order``).
+        """
         y = self.g_a(x)
         z = self.h_a(y)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
-        side = self.h_s(z_hat)
-        y_strings = [self._compress_ar(y[i : i + 1], side[i : i + 1]) for i in range(len(y))]
-        return {"strings": [y_strings, z_strings], "shape": z.size()[-2:]}
+        y_strings, y_hat = self._compress_latents(y, self._hyper_features(z_hat))
+        out = {"strings": [y_strings, z_strings], "shape": z.size()[-2:]}
+        return {**out, "y_hat": y_hat} if return_y_hat else out
 
     @torch.no_grad()
     def decompress(self, strings: list, shape) -> dict:
-        """Decode ``compress``'s output to ``{"x_hat"}`` (clamped to [0, 1])."""
+        """Decode ``compress``'s output to ``{"x_hat"}`` (clamped to [0, 1]).
+
+        The y strings must have been written in ``self.coding_order``.
+        """
         if not (isinstance(strings, list) and len(strings) == 2):
             raise ValueError("expected strings = [y_strings, z_strings] from compress()")
         z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
-        side = self.h_s(z_hat)
-        height, width = side.shape[-2:]
-        y_hat = torch.cat([
-            self._decompress_ar(s, side[i : i + 1], height, width)
-            for i, s in enumerate(strings[0])
-        ])  # fmt: skip
+        y_hat = self._decompress_latents(strings[0], self._hyper_features(z_hat))
         return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
 
 
@@ -505,19 +743,31 @@ class ContextOnlyPrior(_SerialContextCoding, CompressionModel):
         return torch.zeros((), requires_grad=True)
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> dict:
-        """Encode images to ``{"strings": [y_strings], "shape": y size}``."""
+    def compress(self, x: Tensor, return_y_hat: bool = False) -> dict:
+        """Encode images to ``{"strings": [y_strings], "shape": y size}``.
+
+        Args:
+            x: (B, 3, H, W) in [0, 1], sides multiples of ``downsampling_factor``.
+            return_y_hat: also return ``"y_hat"``, the encoder's reconstruction of y,
+                which ``decompress`` reproduces bit for bit.
+
+        Returns:
+            The dict above (y strings coded in ``self.coding_order``).
+        """
         y = self.g_a(x)
-        y_strings = [self._compress_ar(y[i : i + 1], None) for i in range(len(y))]
-        return {"strings": [y_strings], "shape": y.size()[-2:]}
+        y_strings, y_hat = self._compress_latents(y, None)
+        out = {"strings": [y_strings], "shape": y.size()[-2:]}
+        return {**out, "y_hat": y_hat} if return_y_hat else out
 
     @torch.no_grad()
     def decompress(self, strings: list, shape) -> dict:
-        """Decode ``compress``'s output to ``{"x_hat"}`` (clamped to [0, 1])."""
+        """Decode ``compress``'s output to ``{"x_hat"}`` (clamped to [0, 1]).
+
+        The y strings must have been written in ``self.coding_order``.
+        """
         if not (isinstance(strings, list) and len(strings) == 1):
             raise ValueError("expected strings = [y_strings] from compress()")
-        height, width = shape
-        y_hat = torch.cat([self._decompress_ar(s, None, height, width) for s in strings[0]])
+        y_hat = self._decompress_latents(strings[0], None, *shape)
         return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
 
 
@@ -606,8 +856,9 @@ class JointGaussianMixturePrior(JointAutoregressiveHierarchicalPriors):
     modelled by the mixture's mass on the unit bin (CompressAI's
     ``GaussianMixtureConditional`` gives the likelihood). y_hat = round(y) (no mean
     offset, a mixture has no single mean), so ``forward`` in eval mode and the decoder
-    see the same latents. Coding is serial over positions with per-symbol tables from
-    :func:`mixture_quantized_cdfs` (written here) and CompressAI's rANS.
+    see the same latents. Coding goes wavefront by wavefront (as ``mbt2018``) with
+    per-symbol tables from :func:`mixture_quantized_cdfs` (written here) and
+    CompressAI's rANS.
 
     .. code-block:: none
 
@@ -677,27 +928,38 @@ class JointGaussianMixturePrior(JointAutoregressiveHierarchicalPriors):
         }
 
     def _position_tables(self, params: Tensor) -> tuple[list, list, list]:
-        scales, means, weights = (p.reshape(self.K, -1) for p in self._mixture(params))
+        """Coder tables of a group's symbols, position-major then channel, from float64
+        params (L, 3KM) snapped to ``PARAMETER_GRID`` (see ``_SerialContextCoding``)."""
+        L = params.shape[0]
+        # (L, K*M) component-major per position -> (K, L*M), symbol l*M + m.
+        scales, means, weights = (
+            p.reshape(L, self.K, -1).transpose(0, 1).reshape(self.K, -1)
+            for p in self._mixture(snap_to_grid(params))
+        )
         return mixture_quantized_cdfs(weights, means, scales)
 
     def _start_coding(self) -> dict:
         return {}
 
-    def _code_position(self, encoder, state: dict, y: Tensor, params: Tensor) -> Tensor:
+    def _code_positions(self, encoder, state: dict, y: Tensor, params: Tensor) -> Tensor:
+        """Code the symbols round(y) of y (L, M) with per-symbol mixture tables."""
         cdfs, lengths, offsets = self._position_tables(params)
-        symbols = torch.round(y).int()
+        symbols = torch.round(y)
         encoder.encode_with_indexes(
-            symbols.flatten().tolist(), list(range(len(cdfs))), cdfs, lengths, offsets
+            symbols.int().flatten().tolist(), list(range(len(cdfs))), cdfs, lengths, offsets
         )
-        return symbols.to(y.dtype)
+        return symbols
 
     def _finish_coding(self, encoder, state: dict) -> None:
         pass
 
-    def _decode_position(self, decoder, state: dict, params: Tensor) -> Tensor:
+    def _decode_positions(self, decoder, state: dict, params: Tensor) -> Tensor:
+        """Decode one group's symbols (L, M); y_hat = the symbols."""
         cdfs, lengths, offsets = self._position_tables(params)
         symbols = decoder.decode_stream(list(range(len(cdfs))), cdfs, lengths, offsets)
-        return torch.tensor(symbols, dtype=params.dtype, device=params.device).reshape(1, -1)
+        return torch.tensor(symbols, dtype=params.dtype, device=params.device).reshape(
+            params.shape[0], -1
+        )
 
 
 # ======================================================================================

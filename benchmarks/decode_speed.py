@@ -1,0 +1,236 @@
+"""Decode speed of the joint context model (mbt2018): wavefront against serial decoding.
+
+One Kodak image, one set of weights, the same thread count for every decoder:
+
+- ``ours-wavefront``: ``nic_lib``'s mbt2018 (default coding order): one network call
+  per wavefront, float64 parameters snapped to a grid (deterministic);
+- ``ours-raster``: the same coder, one position per call (``coding_order="raster"``);
+- ``compressai``: ``compressai.models.JointAutoregressiveHierarchicalPriors.decompress``
+  with our state dict loaded (its coder is 5x5 only), one position per call;
+- ``mbt2018-mean``: CompressAI's mean-scale hyperprior with the same g_a/g_s/h_a/h_s
+  weights: no context model, the floor for any decoder with one.
+
+Round-trip checks: our decoders reproduce the encoder's y_hat and x_hat bit for bit,
+also when the decoder runs with one thread; wavefront and raster decode the same y_hat.
+Timings do not depend on training, so without ``--checkpoint`` the weights are random
+(said in the output), with g_a's last layer scaled by ``--latent-gain`` so that y spans
+several integers as a trained model's does. Writes
+``build/results/benchmarks/decode_speed.{csv,json}`` atomically and prints a table.
+
+    nice -n 19 python benchmarks/decode_speed.py                      # cpu widths
+    nice -n 19 python benchmarks/decode_speed.py --N 192 --M 192      # the paper's widths
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from compressai.models import JointAutoregressiveHierarchicalPriors as CompressAIJoint
+from compressai.models import MeanScaleHyperprior
+
+from nic_lib import data, fileio
+from nic_lib.models import build_model, load_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+#: Results table (build/ is git-ignored); .csv and .json are written.
+DEFAULT_OUT = REPO / "build" / "results" / "benchmarks" / "decode_speed"
+#: The cpu profile's widths (this project's own models); --N 192 --M 192 for the paper's.
+DEFAULT_N, DEFAULT_M = 64, 96
+#: The issue's setting: two threads for every decoder.
+DEFAULT_THREADS = 2
+#: A 768 x 512 Kodak image (a multiple of 64 on both sides: no padding).
+DEFAULT_IMAGE = "kodim01"
+#: Timed decodes of the fast decoders (the minimum is reported); the serial ones once.
+DEFAULT_REPEATS = 3
+SERIAL_REPEATS = 1
+#: Scale of g_a's last layer for random weights: y then spans several integers
+#: (roughly a trained model's bits per latent), so rANS does real work.
+DEFAULT_LATENT_GAIN = 10.0
+#: CompressAI's decode counts as a correct round trip when its PSNR is this close to ours.
+PSNR_AGREEMENT_DB = 0.05
+#: Seed of the random weights.
+SEED = 0
+COLUMNS = ("variant", "decode_s", "decode_cpu_s", "encode_s", "speedup_vs_compressai",
+           "ratio_to_mean_scale", "cpu_speedup_vs_compressai", "cpu_ratio_to_mean_scale",
+           "bytes", "bpp", "psnr_db", "roundtrip_ok", "network_calls",
+           "image", "N", "M", "threads", "weights")  # fmt: skip
+
+
+def load_kodak(name: str) -> torch.Tensor:
+    """One Kodak image as (1, 3, H, W) in [0, 1]."""
+    paths = {p.stem: p for p in data.list_images("kodak")}
+    if name not in paths:
+        raise KeyError(f"{name!r} is not a Kodak image name (kodim01 .. kodim24)")
+    pixels = data.load_image(paths[name]).copy()  # writable, for torch.from_numpy
+    pixels = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+    if pixels.shape[-1] % 64 or pixels.shape[-2] % 64:
+        raise ValueError(f"{name} is {tuple(pixels.shape[-2:])}; pick a 768x512 image")
+    return pixels
+
+
+def our_model(args) -> tuple[torch.nn.Module, str]:
+    """(our mbt2018 with tables built, a description of its weights)."""
+    if args.checkpoint:
+        model, _ = load_checkpoint(args.checkpoint)
+        return model.eval(), f"checkpoint {args.checkpoint}"
+    torch.manual_seed(SEED)
+    model = build_model("mbt2018", N=args.N, M=args.M).eval()
+    with torch.no_grad():
+        model.g_a[-1].weight.mul_(args.latent_gain)
+    model.update(force=True)
+    return model, f"random-init (seed {SEED}, latent gain {args.latent_gain})"
+
+
+def timed(fn, repeats: int) -> tuple[tuple[float, float], object]:
+    """((fastest wall time, its process CPU time) of ``repeats`` calls in s, last result).
+
+    CPU time (all threads of this process) is the fairer number on a machine shared
+    with other jobs: it does not count the time the scheduler gave to them.
+    """
+    best, out = (math.inf, math.inf), None
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        best = min(best, (time.perf_counter() - start, time.process_time() - start_cpu))
+    return best, out
+
+
+def psnr(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    # PSNR = 10 log10(1 / MSE) on [0, 1] images
+    return 10 * math.log10(1 / torch.mean((x - x_hat) ** 2).item())
+
+
+def n_bytes(strings) -> int:
+    return sum(len(s) for per_latent in strings for s in per_latent)
+
+
+@torch.no_grad()
+def measure(args) -> tuple[list[dict], str]:
+    """Time every decoder on one image; returns (rows, weights description)."""
+    torch.set_num_threads(args.threads)
+    x = load_kodak(args.image)
+    pixels = x.shape[-1] * x.shape[-2]
+    model, weights = our_model(args)
+    height, width = x.shape[-2] // 16, x.shape[-1] // 16
+    k = model.context_size
+    a = k // 2 + 1
+    calls = {"ours-wavefront": a * (height - 1) + width, "ours-raster": height * width,
+             "compressai": height * width, "mbt2018-mean": 0}  # fmt: skip
+    rows = []
+
+    def row(variant, decode_s, encode_s, strings, x_hat, ok):
+        (decode_s, decode_cpu_s), (encode_s, _) = decode_s, encode_s
+        rows.append({"variant": variant, "decode_s": decode_s, "decode_cpu_s": decode_cpu_s,
+                     "encode_s": encode_s,
+                     "bytes": n_bytes(strings), "bpp": 8 * n_bytes(strings) / pixels,
+                     "psnr_db": psnr(x, x_hat), "roundtrip_ok": ok,
+                     "network_calls": calls[variant]})  # fmt: skip
+
+    # Ours, both orders: decoded y_hat and x_hat equal the encoder's, bit for bit.
+    latents = {}
+    for order in ("wavefront", "raster"):
+        model.coding_order = order
+        repeats = args.repeats if order == "wavefront" else SERIAL_REPEATS
+        encode_s, coded = timed(lambda: model.compress(x, return_y_hat=True), 1)
+        seen = []
+        hook = model.g_s.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+        decode_s, out = timed(lambda: model.decompress(coded["strings"], coded["shape"]), repeats)
+        hook.remove()
+        ok = torch.equal(seen[-1], coded["y_hat"]) and torch.equal(
+            out["x_hat"], model.g_s(coded["y_hat"]).clamp(0, 1))
+        if order == "wavefront":  # the decoder on one thread: the same y_hat
+            torch.set_num_threads(1)
+            model.decompress(coded["strings"], coded["shape"])
+            ok = ok and torch.equal(seen[-1], coded["y_hat"])
+            torch.set_num_threads(args.threads)
+        latents[order] = coded["y_hat"]
+        row(f"ours-{order}", decode_s, encode_s, coded["strings"], out["x_hat"], ok)
+    same = torch.equal(latents["wavefront"], latents["raster"])
+    for r in rows:
+        r["roundtrip_ok"] = r["roundtrip_ok"] and same
+
+    # CompressAI's own serial coder, same weights (its context model is 5x5 only).
+    if k == 5:
+        theirs = CompressAIJoint(N=model.N, M=model.M).eval()
+        theirs.load_state_dict(model.state_dict())
+        theirs.update(force=True)
+        encode_s, coded = timed(lambda: theirs.compress(x), 1)
+        decode_s, out = timed(lambda: theirs.decompress(coded["strings"], coded["shape"]),
+                              SERIAL_REPEATS)  # fmt: skip
+        # Its stream decodes to (nearly) our image: its float32 means differ from our
+        # snapped ones by < 2^-16, which moves PSNR by far less than the 0.05 dB allowed;
+        # a desynchronised rANS stream would cost many dB.
+        ok = abs(psnr(x, out["x_hat"]) - rows[0]["psnr_db"]) < PSNR_AGREEMENT_DB
+        row("compressai", decode_s, encode_s, coded["strings"], out["x_hat"], ok)
+
+    # The floor: mean-scale hyperprior with the same transforms.
+    floor = MeanScaleHyperprior(N=model.N, M=model.M).eval()
+    shared = {k_: v for k_, v in model.state_dict().items() if k_ in floor.state_dict()}
+    floor.load_state_dict(shared, strict=False)
+    floor.update(force=True)
+    encode_s, coded = timed(lambda: floor.compress(x), 1)
+    decode_s, out = timed(lambda: floor.decompress(coded["strings"], coded["shape"]),
+                          args.repeats)  # fmt: skip
+    ok = torch.allclose(out["x_hat"], floor(x)["x_hat"].clamp(0, 1), atol=1e-3)
+    row("mbt2018-mean", decode_s, encode_s, coded["strings"], out["x_hat"], ok)
+
+    for clock, prefix in [("decode_s", ""), ("decode_cpu_s", "cpu_")]:
+        times = {r["variant"]: r[clock] for r in rows}
+        for r in rows:
+            r[f"{prefix}speedup_vs_compressai"] = times.get("compressai", math.nan) / r[clock]
+            r[f"{prefix}ratio_to_mean_scale"] = r[clock] / times["mbt2018-mean"]
+    for r in rows:
+        r.update(image=args.image, N=model.N, M=model.M, threads=args.threads, weights=weights)
+    return rows, weights
+
+
+def write(rows: list[dict], out: Path) -> None:
+    """Write ``out``.csv and ``out``.json atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    fileio.atomic_write_text(out.with_suffix(".csv"), buffer.getvalue())
+    fileio.atomic_write_text(out.with_suffix(".json"), json.dumps(rows, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--N", type=int, default=DEFAULT_N, help="hidden widths / z channels")
+    parser.add_argument("--M", type=int, default=DEFAULT_M, help="channels of y")
+    parser.add_argument("--image", default=DEFAULT_IMAGE, help="Kodak image name")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                        help="timed decodes of the fast decoders (minimum reported)")
+    parser.add_argument("--checkpoint", help="a save_checkpoint .pt of an mbt2018 model; "
+                        "default: random weights (timing does not depend on training)")
+    parser.add_argument("--latent-gain", type=float, default=DEFAULT_LATENT_GAIN)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="path without suffix")
+    args = parser.parse_args(argv)
+
+    rows, weights = measure(args)
+    write(rows, args.out)
+    print(f"{args.image}, N={rows[0]['N']} M={rows[0]['M']}, {args.threads} threads, "
+          f"weights: {weights}")
+    print(f"{'variant':16} {'decode s':>9} {'CPU s':>8} {'x faster than CompressAI':>25} "
+          f"{'x mean-scale':>17} {'calls':>6} {'bpp':>6} {'round trip':>10}")
+    for r in rows:
+        print(f"{r['variant']:16} {r['decode_s']:9.3f} {r['decode_cpu_s']:8.3f} "
+              f"{r['speedup_vs_compressai']:12.1f} (CPU {r['cpu_speedup_vs_compressai']:5.1f}) "
+              f"{r['ratio_to_mean_scale']:6.2f} (CPU {r['cpu_ratio_to_mean_scale']:5.2f}) "
+              f"{r['network_calls']:6d} {r['bpp']:6.3f} "
+              f"{'ok' if r['roundtrip_ok'] else 'FAILED':>10}")
+    print(f"written: {args.out.with_suffix('.csv')} and .json")
+    return 0 if all(r["roundtrip_ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
