@@ -39,7 +39,6 @@ import math
 
 import scipy.stats
 import torch
-import torch.nn.functional as F
 # The C++ pmf -> 16-bit CDF routine CompressAI's own entropy models build tables with.
 from compressai._CXX import pmf_to_quantized_cdf as _pmf_to_quantized_cdf
 from compressai.ans import BufferedRansEncoder, RansDecoder
