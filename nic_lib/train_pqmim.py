@@ -1,0 +1,451 @@
+"""Train PQ-MIM in two stages: the autoencoder with its product quantizer, then the MIM model.
+
+Run it from a shell::
+
+    python -m nic_lib.train_pqmim --M 4 --K 256 --steps-a 20000 --steps-b 20000 \\
+        --export checkpoints/pqmim/M4-K256.pt
+    python -m nic_lib.train_pqmim --resume runs/pqmim-M4-K256-20250101-120000
+
+or from Python: ``train(PQMIMTrainConfig(M=4, K=256, steps_a=2000, steps_b=2000))``.
+
+What the stages do (stage B starts when stage A has finished its steps or minutes)::
+
+    A  x ── g_a ── product quantizer (EMA codebooks, restarts) ── g_s ──► x_hat
+       L_A = MSE(x_hat, x) + β‖z − sg(e)‖²          (x on the 0..1 scale)
+    B  codes = PQ(g_a(x)) with g_a and the codebooks frozen
+       mask ceil(γ·L) positions, γ = cos(π r / 2), r ~ U[0, 1)   (MaskGIT)
+       L_B = Σ_masked Σ_m −ln P(c_m | visible codes) / #masked    (nats per position)
+
+Training data and crops come from :mod:`nic_lib.train` (:func:`~nic_lib.train.training_files`
+refuses evaluation sets, :func:`~nic_lib.train.load_pool` decodes once into a cached pool,
+:class:`~nic_lib.train.CropSampler` gives crops that depend only on (seed, step)). Every
+other random draw (codebook initialisation, dead-code restarts, masks) comes from a
+generator seeded by (seed, stage, step), so a resumed run is identical to an uninterrupted
+one and ``ckpt.pt`` needs no RNG state.
+
+A run folder (default ``runs/pqmim-M<M>-K<K>-<time>``; ``$NIC_RUNS_DIR`` moves ``runs/``)
+receives ``config.json``, ``log_a.csv`` / ``log_b.csv`` (one row per ``--log-every``
+steps), ``ckpt.pt`` (resumable: model, optimizer, stage, step; plain values, readable with
+``weights_only=True``) and ``final.pt`` (:func:`nic_lib.models.pqmim.save_pqmim` format);
+``--export PATH`` copies ``final.pt`` there (the notebooks look in
+``checkpoints/pqmim/M<M>-K<K>.pt``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nic_lib import fileio
+from nic_lib import train as base
+from nic_lib.models import pqmim
+
+# ---------------------------------------------------------------------------------------
+# Defaults
+
+#: 256x256 crops (16x16 tokens), as the papers quoted for PQ-MIM (ImageNet, 256 crops).
+DEFAULT_CROP = 256
+#: Batch 8 (mbt2018's; the paper's 256 is far beyond a CPU budget).
+DEFAULT_BATCH = 8
+#: Adam 2e-4 for the VQ-VAE (van den Oord et al. 2017 use 2e-4).
+DEFAULT_LR_A = 2e-4
+#: AdamW 3e-4 for the transformer (a common small-transformer rate; MaskGIT uses 1e-4
+#: at batch 256 and many more steps).
+DEFAULT_LR_B = 3e-4
+#: AdamW weight decay of the transformer's matrices.
+DEFAULT_WEIGHT_DECAY_B = 0.01
+#: Linear warm-up of both stages (transformers diverge without one).
+DEFAULT_WARMUP = 200
+#: Steps per stage: long enough for a real run; CPU sessions set --max-minutes-a/-b.
+DEFAULT_STEPS = 20_000
+#: Gradient-norm clipping (as nic_lib.train).
+DEFAULT_CLIP = 1.0
+#: CSV row every 10 steps, checkpoint every 500 (as nic_lib.train).
+DEFAULT_LOG_EVERY = 10
+DEFAULT_CKPT_EVERY = 500
+#: Version tag of ckpt.pt.
+TRAIN_STATE_FORMAT = "nic-repro/pqmim-train-state/1"
+#: Settings that may change on --resume (speed and bookkeeping, not the maths).
+RUNTIME_KEYS = ("steps_a", "steps_b", "max_minutes_a", "max_minutes_b", "log_every",
+                "ckpt_every", "threads", "export")
+LOG_A_COLUMNS = ("step", "wall_s", "lr", "loss", "mse", "psnr", "commitment", "perplexity",
+                 "restarts", "images_per_s")
+LOG_B_COLUMNS = ("step", "wall_s", "lr", "loss", "bits_per_code", "masked_fraction",
+                 "images_per_s")
+#: Streams of the per-step generators (arbitrary distinct constants).
+_QUANTIZER_STREAM, _MASK_STREAM = 0x0B0E, 0x3A5C
+
+
+@dataclasses.dataclass
+class PQMIMTrainConfig:
+    """Every knob of a PQ-MIM run (saved in config.json, ckpt.pt and final.pt).
+
+    Architecture: N, latent_dim, M, K, width, layers, heads (see
+    :class:`nic_lib.models.pqmim.PQMIM`). ``steps_a``/``steps_b``: steps per stage;
+    ``max_minutes_a``/``_b``: wall-clock cap per stage. Other fields mirror the flags of
+    ``python -m nic_lib.train_pqmim --help``.
+    """
+
+    N: int = pqmim.DEFAULT_N
+    latent_dim: int = pqmim.DEFAULT_LATENT_DIM
+    M: int = pqmim.DEFAULT_SUBQUANTIZERS
+    K: int = pqmim.DEFAULT_CODEBOOK_SIZE
+    width: int = pqmim.MIM_WIDTH
+    layers: int = pqmim.MIM_LAYERS
+    heads: int = pqmim.MIM_HEADS
+    data: tuple[str, ...] = (base.DEFAULT_DATA,)
+    crop: int = DEFAULT_CROP
+    batch_size: int = DEFAULT_BATCH
+    lr_a: float = DEFAULT_LR_A
+    lr_b: float = DEFAULT_LR_B
+    weight_decay_b: float = DEFAULT_WEIGHT_DECAY_B
+    warmup_steps: int = DEFAULT_WARMUP
+    clip_grad_norm: float = DEFAULT_CLIP
+    steps_a: int = DEFAULT_STEPS
+    steps_b: int = DEFAULT_STEPS
+    max_minutes_a: float | None = None
+    max_minutes_b: float | None = None
+    seed: int = 0
+    log_every: int = DEFAULT_LOG_EVERY
+    ckpt_every: int = DEFAULT_CKPT_EVERY
+    out_dir: str | None = None
+    export: str | None = None
+    threads: int | None = None
+
+
+def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warm-up to ``peak``, then cosine to ``peak / 10``.
+
+    Args:
+        step: 0-based step of the stage.
+        peak: peak rate.
+        warmup: warm-up steps.
+        total: stage length in steps.
+
+    Returns:
+        The rate.
+    """
+    if step < warmup:
+        # lr_t = peak · (t + 1) / T_warmup
+        return peak * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    # lr_t = lr_min + ½ (peak − lr_min)(1 + cos(π t)),  lr_min = peak / 10
+    lr_min = peak / 10
+    return lr_min + 0.5 * (peak - lr_min) * (1 + math.cos(math.pi * t))
+
+
+def _generator(seed: int, stage: int, step: int) -> torch.Generator:
+    key = np.random.SeedSequence([seed, stage, step]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(key))
+
+
+def _to_input(crops: np.ndarray) -> torch.Tensor:
+    # (B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255)
+
+
+def _load_state(path: str | Path) -> tuple[dict, Path]:
+    path = Path(path).expanduser()
+    file = path / "ckpt.pt" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"--resume {path}: no checkpoint at {file}; pass a run folder "
+                                "holding ckpt.pt (runs/pqmim-.../) or the file itself")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+        raise ValueError(f"{file} is not a PQ-MIM training checkpoint (format "
+                         f"{TRAIN_STATE_FORMAT!r}); final.pt cannot be resumed, ckpt.pt can")
+    return state, file.parent
+
+
+def train(cfg: PQMIMTrainConfig, resume: str | Path | None = None,
+          overrides: dict | None = None) -> Path:
+    """Train (or resume) a PQ-MIM run; returns its run folder.
+
+    Args:
+        cfg: the configuration (ignored when resuming, except ``overrides``).
+        resume: run folder or ckpt.pt to continue.
+        overrides: with ``resume``, new values for :data:`RUNTIME_KEYS`.
+
+    Returns:
+        The run folder (``final.pt`` inside).
+
+    Raises:
+        ValueError: bad settings (crop not a multiple of 16, latent_dim not divisible by M,
+            an override that would change the maths of a resumed run).
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, resume, overrides)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: PQMIMTrainConfig, resume, overrides) -> Path:
+    state, run_dir = None, None
+    if resume is not None:
+        state, run_dir = _load_state(resume)
+        cfg = PQMIMTrainConfig(**{k: tuple(v) if k == "data" else v
+                                  for k, v in state["config"].items()})
+        bad = sorted(set(overrides or {}) - set(RUNTIME_KEYS))
+        if bad:
+            raise ValueError(f"--resume keeps the run's settings; {', '.join(bad)} cannot "
+                             f"change (only {', '.join(RUNTIME_KEYS)}). Start a new run instead")
+        cfg = dataclasses.replace(cfg, **(overrides or {}))
+    if cfg.crop % pqmim.DOWNSAMPLING:
+        raise ValueError(f"--crop {cfg.crop} must be a multiple of {pqmim.DOWNSAMPLING} "
+                         f"(e.g. --crop {max(16, cfg.crop // 16 * 16)})")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    torch.manual_seed(cfg.seed)  # weight initialisation
+    model = pqmim.PQMIM(cfg.N, cfg.latent_dim, cfg.M, cfg.K, cfg.width, cfg.layers, cfg.heads)
+    ae_params = [p for n, p in model.named_parameters() if not n.startswith("entropy_model.")]
+    opt_a = torch.optim.Adam(ae_params, lr=cfg.lr_a)
+    opt_b = torch.optim.AdamW(model.entropy_model.parameters(), lr=cfg.lr_b,
+                              weight_decay=cfg.weight_decay_b)
+    stage, step, elapsed = "a", 0, {"a": 0.0, "b": 0.0}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt_a.load_state_dict(state["opt_a"])
+        opt_b.load_state_dict(state["opt_b"])
+        stage, step, elapsed = state["stage"], state["step"], dict(state["elapsed_s"])
+
+    files = base.training_files(cfg.data)
+    pool = base.load_pool(files)
+    sampler = base.CropSampler(pool, cfg.crop, cfg.batch_size, cfg.seed)
+
+    if run_dir is None:
+        run_dir = Path(cfg.out_dir) if cfg.out_dir else (
+            base.default_runs_dir() / f"pqmim-M{cfg.M}-K{cfg.K}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {"train_images": len(pool.names), "parameters_autoencoder": sum(
+        p.numel() for p in ae_params), "parameters_mim": sum(
+        p.numel() for p in model.entropy_model.parameters()), "torch": str(torch.__version__)}
+    fileio.atomic_write_text(run_dir / "config.json", json.dumps(
+        {"config": dataclasses.asdict(cfg), "resolved": info}, indent=1))
+
+    def save_state(stage_now: str, step_now: int) -> None:
+        snapshot = {"format": TRAIN_STATE_FORMAT, "config": dataclasses.asdict(cfg),
+                    "stage": stage_now, "step": step_now, "elapsed_s": dict(elapsed),
+                    "model": model.state_dict(), "opt_a": opt_a.state_dict(),
+                    "opt_b": opt_b.state_dict()}
+        with fileio.atomic_path(run_dir / "ckpt.pt") as tmp:
+            torch.save(snapshot, tmp)
+
+    progress = {"stage": stage, "step": step}  # where a Ctrl-C would save
+    try:
+        if stage == "a":
+            step = _stage_a(model, opt_a, ae_params, sampler, cfg, run_dir, step, elapsed,
+                            save_state, progress, resumed=state is not None)
+            stage, step = "b", 0
+            save_state(stage, step)
+        if stage in ("b", "done"):  # "done": a resume with more --steps-b continues stage B
+            resumed_b = state is not None and state["stage"] != "a"
+            step = _stage_b(model, opt_b, sampler, cfg, run_dir, step, elapsed, save_state,
+                            progress, resumed=resumed_b)
+            stage = "done"
+            save_state(stage, step)
+    except KeyboardInterrupt:
+        save_state(progress["stage"], progress["step"])
+        print(f"\ninterrupted in stage {progress['stage']} at step {progress['step']}; "
+              f"resume with: python -m nic_lib.train_pqmim --resume {run_dir}")
+        raise
+
+    final = run_dir / "final.pt"
+    pqmim.save_pqmim(model.eval(), final, {
+        "train_config": {k: list(v) if isinstance(v, tuple) else v
+                         for k, v in dataclasses.asdict(cfg).items()},
+        "train_info": info, "elapsed_s": dict(elapsed)})
+    if cfg.export:
+        with fileio.atomic_path(Path(cfg.export)) as tmp:
+            shutil.copyfile(final, tmp)
+    return run_dir
+
+
+def _stage_a(model, opt, params, sampler, cfg, run_dir, step, elapsed, save_state,
+             progress: dict, resumed: bool) -> int:
+    """Autoencoder + product quantizer; returns the step it stopped at."""
+    log = base.CsvLog(run_dir / "log_a.csv", LOG_A_COLUMNS,
+                      keep_until_step=step if resumed else None)
+    model.train()
+    acc = np.zeros(6)  # Σ loss, mse, commitment, perplexity, restarts; steps
+    t0 = t_mark = time.time()
+    start_elapsed = elapsed["a"]
+    images = 0
+    while step < cfg.steps_a:
+        elapsed["a"] = start_elapsed + time.time() - t0
+        if cfg.max_minutes_a is not None and elapsed["a"] > 60 * cfg.max_minutes_a:
+            break
+        x = _to_input(sampler.batch(step))
+        lr = learning_rate(step, cfg.lr_a, cfg.warmup_steps, cfg.steps_a)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        out = model(x, generator=_generator(cfg.seed, _QUANTIZER_STREAM, step))
+        mse = F.mse_loss(out["x_hat"], x)
+        # L_A = MSE + β‖z − sg(e)‖²
+        loss = mse + out["commitment_loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+        opt.step()
+        acc += [loss.item(), 255.0**2 * mse.item(), out["commitment_loss"].item(),
+                float(out["perplexity"]), out["restarts"], 1]
+        step += 1
+        progress.update(stage="a", step=step)
+        images += x.shape[0]
+        if step % cfg.log_every == 0 or step == cfg.steps_a:
+            t_mark, images = _write_row_a(log, step, start_elapsed + time.time() - t0, lr, acc,
+                                          images, t_mark)
+        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps_a:
+            elapsed["a"] = start_elapsed + time.time() - t0
+            save_state("a", step)
+    if acc[-1]:
+        _write_row_a(log, step, start_elapsed + time.time() - t0, lr, acc, images, t_mark)
+    elapsed["a"] = start_elapsed + time.time() - t0
+    log.close()
+    return step
+
+
+def _write_row_a(log, step, wall, lr, acc, images, t_mark):
+    loss, mse, commit, perp, restarts = acc[:5] / acc[5]
+    # PSNR = 10 log10(255² / MSE)
+    log.write({"step": step, "wall_s": wall, "lr": lr, "loss": loss, "mse": mse,
+               "psnr": 10 * math.log10(255.0**2 / mse), "commitment": commit,
+               "perplexity": perp, "restarts": float(restarts),
+               "images_per_s": images / max(time.time() - t_mark, 1e-9)})
+    acc[:] = 0
+    return time.time(), 0
+
+
+def _stage_b(model, opt, sampler, cfg, run_dir, step, elapsed, save_state, progress: dict,
+             resumed: bool) -> int:
+    """MIM transformer on frozen codes; counts codes for the independent prior."""
+    log = base.CsvLog(run_dir / "log_b.csv", LOG_B_COLUMNS,
+                      keep_until_step=step if resumed else None)
+    model.eval()  # frozen autoencoder and codebooks (no EMA updates)
+    model.entropy_model.train()
+    params = list(model.entropy_model.parameters())
+    acc = np.zeros(4)  # Σ loss, bits, masked fraction; steps
+    t0 = t_mark = time.time()
+    start_elapsed = elapsed["b"]
+    images = 0
+    lr = cfg.lr_b
+    while step < cfg.steps_b:
+        elapsed["b"] = start_elapsed + time.time() - t0
+        if cfg.max_minutes_b is not None and elapsed["b"] > 60 * cfg.max_minutes_b:
+            break
+        x = _to_input(sampler.batch(step))
+        codes = model.codes(x)  # (B, h, w, M), no gradient
+        B, h, w, _ = codes.shape
+        masked = pqmim.random_mask(B, h * w, _generator(cfg.seed, _MASK_STREAM, step))
+        masked = masked.reshape(B, h, w)
+        lr = learning_rate(step, cfg.lr_b, cfg.warmup_steps, cfg.steps_b)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        out = model.mim_loss(codes, masked)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if cfg.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+        opt.step()
+        acc += [out["loss"].item(), float(out["bits_per_code"]), float(masked.float().mean()), 1]
+        # counts of the training codes: the independent prior baseline
+        model.prior_counts += torch.stack([torch.bincount(codes[..., m].reshape(-1),
+                                                          minlength=cfg.K)
+                                           for m in range(cfg.M)]).double()
+        step += 1
+        progress.update(stage="b", step=step)
+        images += B
+        if step % cfg.log_every == 0 or step == cfg.steps_b:
+            t_mark, images = _write_row_b(log, step, start_elapsed + time.time() - t0, lr, acc,
+                                          images, t_mark)
+        if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps_b:
+            elapsed["b"] = start_elapsed + time.time() - t0
+            save_state("b", step)
+    if acc[-1]:
+        _write_row_b(log, step, start_elapsed + time.time() - t0, lr, acc, images, t_mark)
+    elapsed["b"] = start_elapsed + time.time() - t0
+    log.close()
+    model.eval()
+    return step
+
+
+def _write_row_b(log, step, wall, lr, acc, images, t_mark):
+    loss, bits, frac = acc[:3] / acc[3]
+    log.write({"step": step, "wall_s": wall, "lr": lr, "loss": loss, "bits_per_code": bits,
+               "masked_fraction": frac,
+               "images_per_s": images / max(time.time() - t_mark, 1e-9)})
+    acc[:] = 0
+    return time.time(), 0
+
+
+# ---------------------------------------------------------------------------------------
+# Command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = PQMIMTrainConfig()
+    p = argparse.ArgumentParser(prog="python -m nic_lib.train_pqmim",
+                                argument_default=argparse.SUPPRESS,
+                                description="Train PQ-MIM (see the module docstring).")
+    a = p.add_argument
+    a("--N", type=int, help=f"width of g_a/g_s (default {d.N})")
+    a("--latent-dim", type=int, help=f"latent dimension D (default {d.latent_dim})")
+    a("--M", type=int, help=f"sub-quantizers (default {d.M})")
+    a("--K", type=int, help=f"entries per codebook (default {d.K})")
+    a("--width", type=int, help=f"MIM transformer width (default {d.width})")
+    a("--layers", type=int, help=f"MIM transformer layers (default {d.layers})")
+    a("--heads", type=int, help=f"MIM attention heads (default {d.heads})")
+    a("--data", nargs="+", help=f"datasets or folders (default {' '.join(d.data)})")
+    a("--crop", type=int, help=f"crop side, multiple of 16 (default {d.crop})")
+    a("--batch-size", type=int, help=f"crops per step (default {d.batch_size})")
+    a("--lr-a", type=float, help=f"stage A peak rate (default {d.lr_a})")
+    a("--lr-b", type=float, help=f"stage B peak rate (default {d.lr_b})")
+    a("--weight-decay-b", type=float, help=f"stage B AdamW decay (default {d.weight_decay_b})")
+    a("--warmup-steps", type=int, help=f"warm-up steps per stage (default {d.warmup_steps})")
+    a("--clip-grad-norm", type=float, help=f"0 disables (default {d.clip_grad_norm})")
+    a("--steps-a", type=int, help=f"stage A steps (default {d.steps_a})")
+    a("--steps-b", type=int, help=f"stage B steps (default {d.steps_b})")
+    a("--max-minutes-a", type=float, help="stage A wall-clock cap (default none)")
+    a("--max-minutes-b", type=float, help="stage B wall-clock cap (default none)")
+    a("--seed", type=int, help=f"seeds init, crops, restarts, masks (default {d.seed})")
+    a("--log-every", type=int, help=f"CSV row interval (default {d.log_every})")
+    a("--ckpt-every", type=int, help=f"ckpt.pt interval, 0 = end only (default {d.ckpt_every})")
+    a("--out-dir", help="run folder (default $NIC_RUNS_DIR or runs/pqmim-M<M>-K<K>-<time>)")
+    a("--export", help="copy final.pt here, e.g. checkpoints/pqmim/M4-K256.pt")
+    a("--threads", type=int, help="torch CPU threads (default torch's)")
+    a("--resume", help="run folder or ckpt.pt to continue (its settings are kept)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Command-line entry point: ``python -m nic_lib.train_pqmim [flags]``.
+
+    Args:
+        argv: flags without the program name; default ``sys.argv[1:]``.
+
+    Returns:
+        The run folder.
+    """
+    given = vars(_parser().parse_args(argv))
+    if "data" in given:
+        given["data"] = tuple(given["data"])
+    given = {k.replace("-", "_"): v for k, v in given.items()}
+    resume = given.pop("resume", None)
+    if resume is not None:
+        return train(PQMIMTrainConfig(), resume=resume, overrides=given)
+    return train(PQMIMTrainConfig(**given))
+
+
+if __name__ == "__main__":
+    print(f"run folder: {main()}")

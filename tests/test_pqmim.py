@@ -1,0 +1,162 @@
+"""Properties of PQ-MIM (nic_lib.models.pqmim) and its training entry point."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+import torch
+
+from nic_lib import train_pqmim
+from nic_lib.models import pqmim
+
+TINY = {"N": 16, "latent_dim": 8, "M": 2, "K": 16, "width": 32, "layers": 1, "heads": 2}
+
+
+def _peaked_mim(M: int, K: int, seed: int = 0, sharpness: float = 30.0) -> pqmim.MaskedTokenModel:
+    """An untrained MIM model whose predictions are far from uniform (some codes get tiny
+    probabilities), so the coder is exercised on improbable symbols too."""
+    torch.manual_seed(seed)
+    model = pqmim.MaskedTokenModel(M, K, width=32, layers=1, heads=2).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(sharpness)
+    return model
+
+
+def test_product_quantizer_with_one_codebook_is_plain_vq():
+    torch.manual_seed(0)
+    pq = pqmim.ProductQuantizer(latent_dim=6, M=1, K=20).eval()
+    z = torch.randn(2, 6, 5, 4)
+    out = pq(z)
+    vectors = z.permute(0, 2, 3, 1).reshape(-1, 6)
+    # plain VQ: index of the nearest codeword under the Euclidean distance
+    expected = torch.cdist(vectors, pq.codebooks[0]).argmin(-1)
+    assert torch.equal(out["codes"].reshape(-1), expected)
+    e = pq.codebooks[0][expected].reshape(2, 5, 4, 6).permute(0, 3, 1, 2)
+    assert torch.allclose(out["z_q"], e, atol=1e-6)
+    assert torch.allclose(pq.dequantize(out["codes"]), e)
+
+
+def test_product_quantizer_quantizes_each_slice_with_its_own_codebook():
+    torch.manual_seed(1)
+    pq = pqmim.ProductQuantizer(latent_dim=8, M=4, K=10).eval()
+    z = torch.randn(3, 8, 2, 2)
+    codes = pq.quantize(z)
+    vectors = z.permute(0, 2, 3, 1).reshape(-1, 4, 2)
+    for m in range(4):
+        expected = torch.cdist(vectors[:, m], pq.codebooks[m]).argmin(-1)
+        assert torch.equal(codes[..., m].reshape(-1), expected)
+
+
+def test_ema_update_moves_codewords_toward_their_assigned_vectors():
+    torch.manual_seed(2)
+    pq = pqmim.ProductQuantizer(latent_dim=4, M=2, K=4, dead_threshold=0.0).train()
+    z = torch.randn(4, 4, 8, 8) + 3.0
+    pq(z, generator=torch.Generator().manual_seed(0))  # initialises from the batch
+    before = (pq.dequantize(pq.quantize(z)) - z).pow(2).mean()
+    for _ in range(20):
+        pq(z)
+    after = (pq.dequantize(pq.quantize(z)) - z).pow(2).mean()
+    assert after < before
+
+
+@pytest.mark.parametrize("steps", [1, 3, 8, 12])
+def test_codes_round_trip_through_the_entropy_coder(steps):
+    model = _peaked_mim(M=2, K=32)
+    codes = torch.randint(0, 32, (7, 5, 2), generator=torch.Generator().manual_seed(steps))
+    out = pqmim.encode_codes(model, codes, steps)
+    assert torch.equal(pqmim.decode_codes(model, out["bytes"]), codes)
+    assert math.isclose(sum(out["bits_per_step"]), out["bits_est"], rel_tol=1e-9)
+
+
+def test_stream_bits_agree_with_information_content():
+    model = _peaked_mim(M=4, K=256, seed=3, sharpness=2.0)
+    codes = torch.randint(0, 256, (20, 20, 4), generator=torch.Generator().manual_seed(0))
+    out = pqmim.encode_codes(model, codes, steps=8)
+    stream_bits = 8 * (len(out["bytes"]) - pqmim.HEADER.size)
+    # real bits of the rANS stream vs Σ −log2 P(code): within 2%
+    assert out["bits_est"] > 1000
+    assert abs(stream_bits - out["bits_est"]) / out["bits_est"] < 0.02
+
+
+def test_independent_prior_stream_round_trips():
+    probs = torch.softmax(torch.randn(3, 16, generator=torch.Generator().manual_seed(0)) * 3, -1)
+    codes = torch.randint(0, 16, (50, 3), generator=torch.Generator().manual_seed(1))
+    stream = pqmim.encode_independent(probs, codes)
+    assert torch.equal(pqmim.decode_independent(probs, stream, 50), codes)
+
+
+@pytest.mark.parametrize("shape,steps", [((4, 4), 1), ((5, 7), 10), ((3, 3), 9), ((32, 48), 12)])
+def test_schedule_reveals_every_position_exactly_once(shape, steps):
+    groups = pqmim.coding_schedule(*shape, steps)
+    assert len(groups) == steps and all(len(g) > 0 for g in groups)
+    revealed = torch.cat(groups)
+    assert sorted(revealed.tolist()) == list(range(shape[0] * shape[1]))
+    again = pqmim.coding_schedule(*shape, steps)  # fixed by the grid and S alone
+    assert all(torch.equal(a, b) for a, b in zip(groups, again))
+
+
+def test_schedule_refuses_more_steps_than_tokens():
+    with pytest.raises(ValueError, match="at least one token"):
+        pqmim.coding_schedule(2, 2, 5)
+
+
+def test_mask_ratio_sampler_matches_the_cosine_law():
+    ratios = pqmim.mask_ratio(4000, torch.Generator().manual_seed(0)).double().numpy()
+    # γ = cos(π r / 2), r ~ U[0, 1)  =>  P(γ <= g) = 1 − (2/π) arccos g
+    result = scipy.stats.kstest(ratios, lambda g: 1 - 2 / np.pi * np.arccos(np.clip(g, 0, 1)))
+    assert result.pvalue > 0.01
+    # and the uniform law (a wrong sampler) is rejected by the same test
+    assert scipy.stats.kstest(ratios, "uniform").pvalue < 1e-6
+
+
+def test_random_mask_hides_ceil_ratio_times_positions():
+    gen = torch.Generator().manual_seed(0)
+    masks = pqmim.random_mask(500, 64, gen)
+    gamma = pqmim.mask_ratio(500, torch.Generator().manual_seed(0))
+    expected = torch.ceil(gamma * 64).clamp(1, 64)
+    assert torch.equal(masks.sum(-1), expected.long())
+
+
+def test_quantizer_table_counts_bits_and_codebook_sizes():
+    rows = {(r["M"], r["K"]): r for r in pqmim.quantizer_table(32, [1, 4, 32], [256])}
+    assert rows[(4, 256)]["bits_per_position"] == 32 and rows[(4, 256)]["codebook_vectors"] == 1024
+    assert rows[(1, 256)]["kind"] == "VQ" and rows[(32, 256)]["kind"] == "scalar"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny seeded two-stage run on scikit-image's sample photos (no data files)."""
+    cfg = train_pqmim.PQMIMTrainConfig(**TINY, data=("sample",), crop=64, batch_size=4,
+                                       steps_a=60, steps_b=60, warmup_steps=5, log_every=10,
+                                       ckpt_every=0, lr_a=2e-3, lr_b=2e-3,
+                                       out_dir=str(tmp_path_factory.mktemp("run")))
+    return train_pqmim.train(cfg)
+
+
+def test_tiny_seeded_training_run_decreases_its_loss(tiny_run):
+    for name in ("log_a.csv", "log_b.csv"):
+        loss = pd.read_csv(tiny_run / name)["loss"].to_numpy()
+        assert len(loss) == 6 and loss[-1] < loss[0], name
+
+
+def test_trained_checkpoint_codes_an_image_exactly(tiny_run):
+    model, ckpt = pqmim.load_pqmim(tiny_run / "final.pt")
+    assert ckpt["config"] == TINY and model.prior_counts.sum() > 0
+    img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    full = pqmim.code_image(model, img, steps=4)
+    assert full["exact"] and full["x_hat"].shape == img.shape
+    hybrid = pqmim.code_image(model, img, steps=4, transmit_steps=1)
+    assert hybrid["bytes"] < full["bytes"]
+
+
+def test_load_refuses_files_that_are_not_pqmim_checkpoints(tmp_path):
+    path = tmp_path / "x.pt"
+    torch.save({"format": "something-else"}, path)
+    with pytest.raises(ValueError, match="not a PQ-MIM checkpoint"):
+        pqmim.load_pqmim(path)
+    with pytest.raises(FileNotFoundError, match="train_pqmim"):
+        pqmim.load_pqmim(tmp_path / "missing.pt")
