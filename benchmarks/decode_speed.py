@@ -37,6 +37,7 @@ from compressai.models import MeanScaleHyperprior
 
 from nic_lib import data, fileio
 from nic_lib.models import build_model, load_checkpoint
+from nic_lib.models.variable_rate import set_rate_level
 
 REPO = Path(__file__).resolve().parent.parent
 #: Results table (build/ is git-ignored); .csv and .json are written.
@@ -55,6 +56,8 @@ SERIAL_REPEATS = 1
 DEFAULT_LATENT_GAIN = 10.0
 #: CompressAI's decode counts as a correct round trip when its PSNR is this close to ours.
 PSNR_AGREEMENT_DB = 0.05
+#: Level of a variable-rate checkpoint: quality 4 (λ = 0.013, about 0.5 bpp on Kodak).
+DEFAULT_QUALITY = 4
 #: Seed of the random weights.
 SEED = 0
 COLUMNS = ("variant", "decode_s", "decode_cpu_s", "encode_s", "speedup_vs_compressai",
@@ -78,7 +81,13 @@ def load_kodak(name: str) -> torch.Tensor:
 def our_model(args) -> tuple[torch.nn.Module, str]:
     """(our mbt2018 with tables built, a description of its weights)."""
     if args.checkpoint:
-        model, _ = load_checkpoint(args.checkpoint)
+        model, ckpt = load_checkpoint(args.checkpoint)
+        qualities = list(ckpt["config"].get("qualities") or [])
+        if qualities:  # a variable-rate checkpoint: code at the requested quality's level
+            if args.quality not in qualities:
+                raise SystemExit(f"--quality {args.quality}: {args.checkpoint} holds {qualities}")
+            set_rate_level(model, qualities.index(args.quality))
+            return model.eval(), f"checkpoint {args.checkpoint} q{args.quality}"
         return model.eval(), f"checkpoint {args.checkpoint}"
     torch.manual_seed(SEED)
     model = build_model("mbt2018", N=args.N, M=args.M).eval()
@@ -212,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed decodes of the fast decoders (minimum reported)")
     parser.add_argument("--checkpoint", help="a save_checkpoint .pt of an mbt2018 model; "
                         "default: random weights (timing does not depend on training)")
+    parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
+                        help="quality of a variable-rate checkpoint (default %(default)s)")
     parser.add_argument("--latent-gain", type=float, default=DEFAULT_LATENT_GAIN)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="path without suffix")
     args = parser.parse_args(argv)

@@ -18,6 +18,7 @@ pixels are coded, the metrics use the original crop), as CompressAI's evaluation
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from compressai.models.google import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from tqdm.auto import tqdm
 
 from nic_lib import metrics
@@ -41,6 +43,9 @@ __all__ = [
     "rate_sweep",
     "to_tensor",
 ]
+
+#: Models whose eval-mode forward quantizes exactly as their coder (no context model).
+FORWARD_IS_CODER = (FactorizedPrior, ScaleHyperprior, MeanScaleHyperprior)
 
 #: Columns of :func:`rate_sweep`: those of ``nic_lib.codecs.rate_sweep`` plus the estimate.
 SWEEP_COLUMNS = ("image", "codec", "setting", "bytes", "bpp", "bpp_est", "psnr_rgb",
@@ -76,12 +81,15 @@ def code_image(model: torch.nn.Module, img: np.ndarray, decode: bool = True) -> 
     Args:
         model: a model in eval mode with coder tables built (``get_model`` gives one).
         img: uint8 (H, W, 3).
-        decode: run the real decoder (default). False takes the reconstruction from
-            the eval-mode forward pass instead, which is only right for models whose
-            forward quantizes like the coder (factorized, hyperprior, mean-scale,
-            checkerboard): CompressAI's raster context models round ``y`` without the
-            predicted mean in forward (the mean is only known serially), while the coder
-            rounds ``y − μ``, so their forward reconstruction is slightly different.
+        decode: run the real decoder (default). False skips it where the decoder's
+            output is known without it: the raster context models return the encoder's
+            latents (``compress(x, return_y_hat=True)``, which their decoder reproduces
+            bit for bit) and ``g_s`` of those is the reconstruction; the models in
+            :data:`FORWARD_IS_CODER` quantize in forward exactly as their coder does.
+            Any other model (e.g. the checkerboard, whose forward pass rounds
+            differently from its two-pass coder) is decoded anyway. Not the eval-mode
+            forward of the raster models: it rounds ``y`` without the serially predicted
+            mean, while the coder rounds ``y − μ``.
 
     Returns:
         ``{"bytes", "bpp", "bpp_est", "x_hat" (uint8 image), "encode_s", "decode_s"
@@ -91,17 +99,22 @@ def code_image(model: torch.nn.Module, img: np.ndarray, decode: bool = True) -> 
     x = pad_to(to_tensor(img), _factor(model))
     out = model(x)
     bits_est = sum(float(-torch.log2(v).sum()) for v in out["likelihoods"].values())
+    # the raster context models can hand back the encoder's own latents, which their
+    # decoder reproduces bit for bit (tests/test_wavefront.py)
+    gives_y_hat = "return_y_hat" in inspect.signature(model.compress).parameters
     t0 = time.perf_counter()
-    coded = model.compress(x)
+    coded = model.compress(x, return_y_hat=True) if gives_y_hat else model.compress(x)
     encode_s = time.perf_counter() - t0
     n_bytes = sum(len(s) for streams in coded["strings"] for s in streams)
     decode_s = float("nan")
-    if decode:
+    if not decode and gives_y_hat:
+        x_hat = model.synthesize(coded["y_hat"])  # what decompress returns, bit for bit
+    elif not decode and isinstance(model, FORWARD_IS_CODER):
+        x_hat = out["x_hat"].clamp(0, 1)
+    else:
         t0 = time.perf_counter()
         x_hat = model.decompress(coded["strings"], coded["shape"])["x_hat"]
         decode_s = time.perf_counter() - t0
-    else:
-        x_hat = out["x_hat"]
     return {"bytes": n_bytes, "bpp": 8.0 * n_bytes / (h * w), "bpp_est": bits_est / (h * w),
             "x_hat": from_tensor(x_hat[..., :h, :w]), "encode_s": encode_s,
             "decode_s": decode_s, "strings": coded["strings"], "shape": coded["shape"]}

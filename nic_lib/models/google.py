@@ -127,6 +127,12 @@ CODING_DTYPE = torch.float64
 #: which keeps it within the 1e-4 the tests allow against the float32 forward pass).
 PARAMETER_GRID = 2.0**-16
 
+#: dtype of g_s when decoding (and for the encoder's reconstruction, ``synthesize``):
+#: float32 transposed convolutions differ in their last bits with the thread count, which
+#: moved a few pixels of kodim01 by one level between 1 and 2 threads (mbt2018 cpu q1);
+#: in float64 the outputs were bit-identical, for about 2x the synthesis time.
+SYNTHESIS_DTYPE = torch.float64
+
 #: Threads of the coder's per-wavefront products: at most ~H/a positions each, too small
 #: to split, and on a busy machine every parallel region waits for the slowest thread
 #: (kodim01, N=64, M=96, 2-core machine under load: 0.6 s CPU to decode on 1 thread,
@@ -401,6 +407,19 @@ class _SerialContextCoding:
     context_prediction: MaskedConv2d
     entropy_parameters: nn.Module
 
+    @torch.no_grad()
+    def synthesize(self, y_hat: Tensor) -> Tensor:
+        """The decoded image of coded latents: ``g_s(y_hat)`` in float64, clamped to [0, 1].
+
+        What ``decompress`` returns, and the encoder's own reconstruction of
+        ``compress(x, return_y_hat=True)["y_hat"]``, bit for bit whatever the thread
+        count (see :data:`SYNTHESIS_DTYPE`).
+        """
+        params = {k: v.to(SYNTHESIS_DTYPE) if v.is_floating_point() else v
+                  for k, v in self.g_s.state_dict().items()}
+        x_hat = torch.func.functional_call(self.g_s, params, (y_hat.to(SYNTHESIS_DTYPE),))
+        return x_hat.clamp_(0, 1).to(y_hat.dtype)
+
     #: "wavefront" or "raster"; set per instance to compare (see CODING_ORDERS).
     coding_order: str = DEFAULT_CODING_ORDER
 
@@ -670,7 +689,7 @@ class JointAutoregressiveHierarchicalPriors(
             raise ValueError("expected strings = [y_strings, z_strings] from compress()")
         z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
         y_hat = self._decompress_latents(strings[0], self._hyper_features(z_hat))
-        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
+        return {"x_hat": self.synthesize(y_hat)}
 
 
 # ======================================================================================
@@ -767,7 +786,7 @@ class ContextOnlyPrior(_SerialContextCoding, CompressionModel):
         if not (isinstance(strings, list) and len(strings) == 1):
             raise ValueError("expected strings = [y_strings] from compress()")
         y_hat = self._decompress_latents(strings[0], None, *shape)
-        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
+        return {"x_hat": self.synthesize(y_hat)}
 
 
 # ======================================================================================
