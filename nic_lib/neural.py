@@ -35,6 +35,8 @@ from nic_lib.codecs import check_image
 __all__ = [
     "SWEEP_COLUMNS",
     "bits_by_latent",
+    "cached_rate_sweep",
+    "checkpoint_digest",
     "code_image",
     "from_tensor",
     "latent_statistics",
@@ -248,3 +250,51 @@ def quality_models(source, qualities: Sequence[int] | None = None) -> dict[int, 
     if missing:
         raise ValueError(f"{path} holds qualities {held}; {missing} are not among them")
     return {q: variable_rate.set_rate_level(copy.deepcopy(model), held.index(q)) for q in wanted}
+
+
+def checkpoint_digest(path) -> str:
+    """First 16 hex digits of a file's SHA-256: the cache key of results computed from it."""
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def cached_rate_sweep(
+    results_dir,
+    label: str,
+    family: Mapping[int, torch.nn.Module],
+    digest: str,
+    images: Sequence[tuple[str, np.ndarray]],
+    context: Mapping,
+    decode: bool | int = True,
+    refresh: bool = False,
+) -> pd.DataFrame:
+    """:func:`rate_sweep` of one model, cached in ``results_dir/learned_<label>.csv``.
+
+    One table per model, so retraining or adding a model recomputes only that one, and
+    several processes can fill the cache for different models in parallel (the notebook
+    then reads it).
+
+    Args:
+        results_dir: folder of the cached tables.
+        label: the model's name in the tables.
+        family: ``{quality: model}``.
+        digest: identifies the weights (e.g. :func:`checkpoint_digest` of the checkpoint).
+        images: ``(name, image)`` pairs.
+        context: everything else the numbers depend on (dataset, crop, qualities...).
+        decode: as :func:`rate_sweep`.
+        refresh: recompute even when cached.
+
+    Returns:
+        The table (:data:`SWEEP_COLUMNS`).
+    """
+    from pathlib import Path
+
+    from nic_lib import cache
+
+    key = {**dict(context), "images": [name for name, _ in images], "decode_images": decode,
+           "model": label, "checkpoint": digest}
+    return cache.cached_table(Path(results_dir) / f"learned_{label}.csv", key,
+                              lambda: rate_sweep(images, {label: family}, decode=decode),
+                              refresh=refresh)

@@ -869,6 +869,22 @@ def _setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
 WARM_START_PREFIXES = ("latent_codec.hyper.", "latent_codec.y.y.", "latent_codec.y.")
 
 
+class _NoOptimizer:
+    """Stands in for the aux optimizer of a model without factorized densities."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 def warm_start(model: torch.nn.Module, path: str | os.PathLike) -> dict:
     """Copy into ``model`` every tensor of a checkpoint whose name and shape match.
 
@@ -1013,7 +1029,9 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
     aux_names = sorted(n for n in named if n.endswith(".quantiles"))
     net_params = [p for n, p in named.items() if n not in aux_names]
     optimizer = torch.optim.Adam(net_params, lr=cfg.lr)
-    aux_optimizer = torch.optim.Adam([named[n] for n in aux_names], lr=cfg.aux_lr)
+    # models without a factorized density (context-only) have no quantiles to place
+    aux_optimizer = (torch.optim.Adam([named[n] for n in aux_names], lr=cfg.aux_lr)
+                     if aux_names else _NoOptimizer())
     ema = None
     if cfg.ema and master:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn

@@ -41,7 +41,6 @@
 # published model is reported, not hidden.
 
 # %%
-import hashlib
 import time
 from pathlib import Path
 
@@ -147,16 +146,12 @@ print(f"mbt2018 ({model_profile} profile): N={arch_model.N}, M={arch_model.M}, "
 # A model whose checkpoint is missing is skipped with the command that trains it.
 
 # %%
-def checkpoint_digest(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
 def load_family(label, source):
     """{quality: model} and a cache key (checkpoint digest), or None with a notice."""
     try:
         if model_profile == "cpu":
             path = Path(source) if str(source).endswith(".pt") else registry.variable_rate_checkpoint_path(source)
-            return neural.quality_models(path, QUALITIES), checkpoint_digest(path)
+            return neural.quality_models(path, QUALITIES), neural.checkpoint_digest(path)
         return {q: registry.get_model(source, q, profile="full") for q in QUALITIES}, f"zoo-{source}"
     except (registry.CheckpointNotFoundError, registry.PretrainedWeightsUnavailableError, ValueError) as err:
         print(f"skipping {label}: {str(err).splitlines()[0]}")
@@ -301,11 +296,9 @@ t0 = time.perf_counter()
 learned_parts = []
 for label, (family, digest) in families.items():
     # one cached table per model: retraining or adding one model recomputes only that one
-    key = {"dataset": dataset, "crop": crop, "images": image_key, "qualities": QUALITIES, "decode_images": decode_images,
-           "model": label, "checkpoint": digest}
-    learned_parts.append(cache.cached_table(results_dir / f"learned_{label}.csv", key,
-                                            lambda family=family, label=label: neural.rate_sweep(images, {label: family}, decode=decode_images),
-                                            refresh=REFRESH))
+    learned_parts.append(neural.cached_rate_sweep(results_dir, label, family, digest, images,
+                                                  {"dataset": dataset, "crop": crop, "qualities": QUALITIES},
+                                                  decode=decode_images, refresh=REFRESH))
 learned = pd.concat(learned_parts, ignore_index=True) if learned_parts else pd.DataFrame(columns=list(neural.SWEEP_COLUMNS))
 print(f"learned codecs: {len(learned)} rows ({time.perf_counter() - t0:.1f} s)")
 classic_settings = {n: list(codecs.get_codec(n).settings) for n in CLASSIC}

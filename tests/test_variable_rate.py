@@ -268,3 +268,17 @@ def test_time_clock_finishes_the_decay_when_time_runs_out():
     assert T.learning_rate(10, cfg, elapsed_s=600) == pytest.approx(1e-4)
     steps = T.TrainConfig(**{**cfg.__dict__, "schedule_clock": "steps"})
     assert T.learning_rate(10, steps, elapsed_s=600) > 9e-4
+
+
+def test_context_only_model_trains_without_an_aux_optimizer(tmp_path, monkeypatch):
+    # mbt2018-context has no factorized density, so no quantiles for the aux optimizer
+    monkeypatch.setenv("NIC_CACHE_DIR", str(tmp_path / "cache"))
+    images = _images(tmp_path / "images", count=2)
+    cfg = T.TrainConfig(model="mbt2018-context", N=8, M=8, qualities=(1, 4),
+                        data=(str(images),), crop=64, batch_size=2, max_steps=4,
+                        log_every=2, ckpt_every=2, eval_every=0, out_dir=str(tmp_path / "run"),
+                        progress=False, threads=1)
+    run = T.train(cfg)
+    assert (run / "final.pt").is_file()
+    resumed = T.train(T.TrainConfig(), resume=run, overrides={"max_steps": 6})
+    assert torch.load(resumed / "ckpt.pt", weights_only=False)["step"] == 6
