@@ -304,10 +304,15 @@ print(f"learned codecs: {len(learned)} rows ({time.perf_counter() - t0:.1f} s)")
 classic_settings = {n: list(codecs.get_codec(n).settings) for n in CLASSIC}
 if PROFILE == "smoke":
     classic_settings = {n: [s[i] for i in np.linspace(0, len(s) - 1, 5).round().astype(int)] for n, s in classic_settings.items()}
-classic = cache.cached_table(
-    results_dir / "classic_sweep.csv", {"dataset": dataset, "crop": crop, "images": image_key, "settings": classic_settings,
-                                        "codecs": {n: codecs.get_codec(n).description for n in CLASSIC}},
-    lambda: codecs.rate_sweep(images, CLASSIC, settings=classic_settings), refresh=REFRESH)
+classic_key = {"dataset": dataset, "images": image_key, "settings": classic_settings,
+               "codecs": {n: codecs.get_codec(n).description for n in CLASSIC}}
+if crop:
+    classic_key["crop"] = crop
+# without a crop this is exactly notebook 00's sweep and cache key: run on the same machine,
+# the two notebooks share one table instead of encoding Kodak twice
+classic_dir = results_dir.parent / "00_classic_codecs" if not crop else results_dir
+classic = cache.cached_table(classic_dir / "rate_sweep.csv", classic_key,
+                             lambda: codecs.rate_sweep(images, CLASSIC, settings=classic_settings), refresh=REFRESH)
 sweep = pd.concat([learned, classic], ignore_index=True)
 curves = rd.rd_table(sweep, metrics=("bpp", "psnr_rgb", "ms_ssim", "bpp_est"))
 cache.write_table(curves, fig_dir / "rd_curves.csv")

@@ -1,0 +1,618 @@
+"""Learning curves: Kodak quality bought by each hour of CPU training, per recipe (issue 8).
+
+Every learned-codec number of this project comes from models trained on this machine's
+CPU, so the figure that matters is quality against training time. This benchmark trains
+the same model family at the same rate with a named baseline recipe and with the
+project's recipe, one run each, **sequentially** on the same machine (in parallel they
+would compete for the cores), and records Kodak PSNR and bpp at checkpoints in
+wall-clock time, beside JPEG 2000 measured on the same images::
+
+    python benchmarks/learning_curves.py --minutes 60                      # ~2 h 5 min
+    python benchmarks/learning_curves.py --minutes 300 --recipes baseline project project-vr
+    python benchmarks/learning_curves.py --minutes 60 --report-only        # table from the runs so far
+
+Recipes (every flag is one of ``python -m nic_lib.train``; the model is CompressAI's
+``JointAutoregressiveHierarchicalPriors`` as registered under ``mbt2018``):
+
+============  ==============================================================================
+recipe        flags
+============  ==============================================================================
+baseline      ``--model mbt2018 --lmbda 0.013 --crop 256 --batch-size 8 --lr 1e-4``
+              ``--aux-lr 1e-3 --lr-schedule constant --warmup-steps 0 --clip-grad-norm 1.0``
+project       ``--model mbt2018 --lmbda 0.013 --crop 128 --batch-size 8 --lr 1e-3``
+              ``--aux-lr 1e-3 --lr-schedule cosine --warmup-steps 200 --min-lr-ratio 0.05``
+              ``--clip-grad-norm 1.0 --schedule-clock time``
+project-vr    ``--model mbt2018 --qualities 1 2 3 4 5 6 --crop 128 --batch-size 8 --lr 1e-3``
+              ``--aux-lr 1e-3 --lr-schedule cosine --warmup-steps 200 --min-lr-ratio 0.05``
+              ``--clip-grad-norm 1.0 --schedule-clock time``
+(all)         ``--N 64 --M 96 --seed 0 --max-steps 100000000 --max-minutes MINUTES``
+              ``--eval-every E --eval-images 24 --eval-crop 0 --no-progress --out-dir RUN``
+============  ==============================================================================
+
+- ``baseline`` is CompressAI's ``examples/train.py`` (Adam 1e-4, constant; aux Adam 1e-3;
+  gradient clipping 1.0; 256x256 crops, batch 8; its ReduceLROnPlateau never fires within
+  hours) on the project's training pool, fixed rate only.
+- ``project`` is stage 1 of ``scripts/train_cpu_profile.py`` with its cosine horizon set
+  by the budget instead of 10,000 steps: ``--schedule-clock time`` runs the schedule on
+  elapsed / ``--max-minutes`` (``--max-steps`` is out of reach), so the decay ends at
+  ``MINUTES``.
+- ``project-vr`` (optional) is one variable-rate model (gain units) trained from scratch
+  with the same settings, λ = 0.0018 ... 0.0483; the shipped profile instead warm-starts
+  it from ``project`` (stages 1-2 of the script), which a single run cannot show.
+
+Evaluation times. ``nic_lib.train`` evaluates every E steps, so E is picked per recipe
+from a short measured throughput (``--probe-steps`` steps of the recipe itself, no
+evaluation) to land near every ``--eval-every-minutes``; the run also evaluates at its
+end. The table reports each curve **at its own evaluation points**, with the time
+``wall_s`` that train.py wrote into eval.csv (the seconds since the run started,
+evaluations included: a full-Kodak evaluation of this model takes ~3 s here, ~20 s for
+six rate levels). Two recipes are compared at equal times by interpolating each one's
+curve linearly in time, at every evaluation time inside both runs' range.
+
+Quality. Each evaluation is train.py's: all 24 Kodak images, whole (``--eval-crop 0``),
+bpp from the likelihoods, PSNR-RGB averaged over images. JPEG 2000 is
+``nic_lib.codecs`` ``jpeg2000`` (configured as in notebook 00), encoded on the same images,
+one RD curve from the mean bpp and PSNR of each setting. Per evaluation row:
+
+- ``gap_to_jpeg2000_db`` = PSNR - PSNR_J2K(bpp), PSNR_J2K interpolated linearly in log
+  bpp (NaN outside the JPEG 2000 sweep; negative = behind JPEG 2000);
+- ``rate_vs_jpeg2000_pct`` = 100 (bpp / bpp_J2K(PSNR) - 1), the one-point analogue of
+  BD-rate (negative = fewer bits than JPEG 2000 at that quality);
+- ``bd_rate_vs_jpeg2000_pct``: variable-rate evaluations only, the BD-rate of the
+  evaluation's levels against the JPEG 2000 curve (``nic_lib.rd.bd_rate``), repeated on
+  each level's row.
+
+The issue's target, "project ahead of the baseline at every equal training time", is
+checked on ``gap_to_jpeg2000_db`` at the baseline's λ (for ``project-vr``: its λ = 0.013
+level, quality 4), which puts two fixed-rate points at different rates on one scale.
+
+Resuming: runs live in ``$NIC_RUNS_DIR/learning-curves/<MINUTES>min/<recipe>/`` (default
+``runs/``, git-ignored; ``--runs-dir`` moves them). A recipe whose folder holds
+``final.pt`` is not trained again; one holding ``ckpt.pt`` continues with
+``--resume``. Each folder keeps the flags it was started with (``learning_curves.json``):
+asking for other flags in the same folder is refused, not silently mixed.
+
+Outputs: the tidy table (:data:`COLUMNS`, one row per recipe x evaluation x rate level)
+at ``--out``, written atomically; the per-image JPEG 2000 sweep cached beside it
+(``<out>.jpeg2000.csv`` + key); a Markdown summary on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nic_lib import cache, codecs, data, fileio, rd
+
+REPO = Path(__file__).resolve().parent.parent
+#: Output table (build/ is git-ignored).
+DEFAULT_OUT = REPO / "build" / "results" / "benchmarks" / "learning_curves.csv"
+#: One hour per recipe: long enough for the curves to separate, short enough for a session.
+DEFAULT_MINUTES = 60.0
+#: Six points on an hour's curve; a full-Kodak evaluation costs ~3 s, so this is <1 %.
+DEFAULT_EVAL_EVERY_MINUTES = 10.0
+#: The issue's comparison; project-vr is opt-in (one more run of MINUTES).
+DEFAULT_RECIPES = ("baseline", "project")
+#: The recipe every other one is compared against.
+BASELINE = "baseline"
+#: Steps of the throughput probe; the first LOG_EVERY are discarded (oneDNN picks kernels).
+DEFAULT_PROBE_STEPS = 40
+#: log.csv interval of the probe (train.py's default): rows at 10, 20, 30, 40.
+PROBE_LOG_EVERY = 10
+#: The issue's rate: λ = 0.013 (quality 4 of the MSE table), about 0.5 bpp on Kodak.
+LMBDA = 0.013
+#: The cpu profile's widths (nic_lib.models.registry.CPU_PROFILE_WIDTHS).
+WIDTHS = (64, 96)
+#: All of Kodak, whole images: the numbers are the real Kodak ones.
+EVAL_IMAGES = 24
+EVAL_CROP = 0
+#: --max-steps out of reach: the budget (--max-minutes) ends every run.
+MAX_STEPS = 100_000_000
+#: Fixed seed: one run per recipe, the same initial weights for all of them.
+SEED = 0
+#: Folder of the runs under the runs directory, then one per budget (the project recipe's
+#: schedule depends on it).
+RUNS_SUBDIR = "learning-curves"
+#: Flags file of each run folder (the command it was started with).
+FLAGS_FILE = "learning_curves.json"
+#: Classic reference codec, configured as in notebook 00 (nic_lib.codecs defaults).
+REFERENCE_CODEC = "jpeg2000"
+#: Its rates: the default sweep widened to 0.05 and 3 bpp, so the gap stays defined for
+#: early, off-target evaluations (JPEG 2000 needs 0.3 s per Kodak image and setting).
+REFERENCE_BPPS = (0.05, 0.075, *codecs.JPEG2000_BPPS, 3.0)
+
+_PROJECT = ["--crop", "128", "--batch-size", "8", "--lr", "1e-3", "--aux-lr", "1e-3",
+            "--lr-schedule", "cosine", "--warmup-steps", "200", "--min-lr-ratio", "0.05",
+            "--clip-grad-norm", "1.0", "--schedule-clock", "time"]
+#: recipe -> its own flags of ``python -m nic_lib.train`` (the module docstring's table).
+RECIPES: dict[str, list[str]] = {
+    "baseline": ["--model", "mbt2018", "--lmbda", str(LMBDA), "--crop", "256", "--batch-size",
+                 "8", "--lr", "1e-4", "--aux-lr", "1e-3", "--lr-schedule", "constant",
+                 "--warmup-steps", "0", "--clip-grad-norm", "1.0"],
+    "project": ["--model", "mbt2018", "--lmbda", str(LMBDA), *_PROJECT],
+    "project-vr": ["--model", "mbt2018", "--qualities", "1", "2", "3", "4", "5", "6", *_PROJECT],
+}
+
+#: Columns of the output table, one row per recipe x evaluation x rate level.
+COLUMNS = ("recipe", "wall_h", "step", "quality", "lmbda", "images", "bpp", "psnr",
+           "jpeg2000_psnr", "gap_to_jpeg2000_db", "rate_vs_jpeg2000_pct",
+           "bd_rate_vs_jpeg2000_pct")
+#: Columns of the equal-time comparison.
+COMPARISON_COLUMNS = ("wall_h", "recipe_gap_db", "baseline_gap_db", "margin_db", "ahead")
+
+
+# ---------------------------------------------------------------------------------------
+# Pure functions: JPEG 2000 references, BD-rate per evaluation, equal-time comparison.
+
+
+def _reference(curve_bpp, curve_psnr) -> tuple[np.ndarray, np.ndarray]:
+    """The reference curve as (log bpp, PSNR) sorted by rate, or raise."""
+    bpp = np.asarray(curve_bpp, dtype=float)
+    psnr = np.asarray(curve_psnr, dtype=float)
+    if bpp.shape != psnr.shape or bpp.size < 2 or np.any(bpp <= 0):
+        raise ValueError(f"reference curve: need >= 2 points with bpp > 0 and one PSNR each, "
+                         f"got bpp={bpp.tolist()}, psnr={psnr.tolist()}; pass an RD curve "
+                         "from nic_lib.rd.rd_table")
+    order = np.argsort(bpp)
+    return np.log(bpp[order]), psnr[order]
+
+
+def psnr_at_bpp(curve_bpp, curve_psnr, bpp) -> np.ndarray:
+    """PSNR of a reference RD curve at given rates, interpolated linearly in log bpp.
+
+    Args:
+        curve_bpp, curve_psnr: the reference curve's points (any order).
+        bpp: rates to read it at (scalar or array).
+
+    Returns:
+        PSNR at each rate; NaN outside the curve's rate range (no extrapolation).
+
+    Raises:
+        ValueError: fewer than 2 points, mismatched lengths, or a rate <= 0.
+    """
+    log_bpp, psnr = _reference(curve_bpp, curve_psnr)
+    x = np.log(np.asarray(bpp, dtype=float))
+    # PSNR(r) = PSNR_i + (PSNR_{i+1} − PSNR_i) · (ln r − ln r_i) / (ln r_{i+1} − ln r_i)
+    return np.interp(x, log_bpp, psnr, left=np.nan, right=np.nan)
+
+
+def bpp_at_psnr(curve_bpp, curve_psnr, psnr) -> np.ndarray:
+    """Rate of a reference RD curve at given PSNRs, interpolated linearly in log bpp.
+
+    Args:
+        curve_bpp, curve_psnr: the reference curve's points; PSNR must rise with rate.
+        psnr: qualities to read it at (scalar or array).
+
+    Returns:
+        bpp at each PSNR; NaN outside the curve's PSNR range.
+
+    Raises:
+        ValueError: as :func:`psnr_at_bpp`, or PSNR not rising with rate.
+    """
+    log_bpp, ref_psnr = _reference(curve_bpp, curve_psnr)
+    if np.any(np.diff(ref_psnr) <= 0):
+        raise ValueError(f"reference curve: PSNR must rise with rate, got {ref_psnr.tolist()}; "
+                         "drop the points that spend bits for no quality")
+    # ln r(D) = ln r_i + (ln r_{i+1} − ln r_i) · (D − D_i) / (D_{i+1} − D_i)
+    return np.exp(np.interp(np.asarray(psnr, dtype=float), ref_psnr, log_bpp,
+                            left=np.nan, right=np.nan))
+
+
+def monotone_curve(curve: pd.DataFrame) -> pd.DataFrame:
+    """The points of an RD curve that are on it: each with more bits and more PSNR than
+    every point of lower rate.
+
+    A codec's rate control can floor on small images (two settings giving the same
+    file) and a point can spend bits for no quality; interpolating through either would
+    make PSNR(bpp) ill-defined.
+
+    Args:
+        curve: columns bpp and psnr_rgb (e.g. ``rd.rd_table`` of a sweep).
+
+    Returns:
+        The kept rows, sorted by bpp, index reset.
+    """
+    # by rate, the best PSNR first among equal rates: a point is kept when its PSNR beats
+    # every point before it (so equal rates keep only their best)
+    curve = curve.sort_values(["bpp", "psnr_rgb"], ascending=[True, False], kind="stable")
+    best_before = curve["psnr_rgb"].cummax().shift(fill_value=-np.inf)
+    return curve[curve["psnr_rgb"] > best_before].reset_index(drop=True)
+
+
+def bd_rate_per_evaluation(evals: pd.DataFrame, curve_bpp, curve_psnr) -> pd.Series:
+    """BD-rate against a reference curve of every evaluation with enough rate levels.
+
+    Args:
+        evals: one row per recipe x step x level with columns recipe, step, bpp, psnr.
+        curve_bpp, curve_psnr: the reference (JPEG 2000) curve.
+
+    Returns:
+        Series aligned with ``evals``: the BD-rate (percent, ``nic_lib.rd.bd_rate``; < 0 =
+        fewer bits than the reference) of the levels of the row's (recipe, step); NaN for
+        evaluations with fewer than ``rd.MIN_POINTS`` levels (fixed-rate runs), and for
+        curves BD-rate is undefined on (quality not rising with rate, no overlap).
+    """
+    out = pd.Series(np.nan, index=evals.index, dtype=float)
+    for _, group in evals.groupby(["recipe", "step"], sort=False):
+        if len(group) < rd.MIN_POINTS:
+            continue
+        try:
+            value = rd.bd_rate(curve_bpp, curve_psnr, group["bpp"], group["psnr"])
+        except ValueError:  # early in training a curve may not rise with rate yet
+            continue
+        out[group.index] = value
+    return out
+
+
+def add_jpeg2000_columns(evals: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFrame:
+    """The output table: evaluations with their distance to JPEG 2000.
+
+    Args:
+        evals: columns recipe, wall_h, step, quality, lmbda, images, bpp, psnr.
+        curve: the JPEG 2000 RD curve, columns bpp and psnr_rgb (``rd.rd_table``); only
+            its :func:`monotone_curve` points are used.
+
+    Returns:
+        ``evals`` with jpeg2000_psnr, gap_to_jpeg2000_db, rate_vs_jpeg2000_pct and
+        bd_rate_vs_jpeg2000_pct (see the module docstring), columns :data:`COLUMNS`,
+        sorted by recipe, time and λ.
+    """
+    table = evals.copy()
+    curve = monotone_curve(curve)
+    ref_bpp, ref_psnr = curve["bpp"].to_numpy(), curve["psnr_rgb"].to_numpy()
+    table["jpeg2000_psnr"] = psnr_at_bpp(ref_bpp, ref_psnr, table["bpp"])
+    # gap = PSNR − PSNR_J2K(bpp): dB ahead of JPEG 2000 at the same rate
+    table["gap_to_jpeg2000_db"] = table["psnr"] - table["jpeg2000_psnr"]
+    # rate change = bpp / bpp_J2K(PSNR) − 1: bits saved against JPEG 2000 at the same quality
+    table["rate_vs_jpeg2000_pct"] = 100.0 * (
+        table["bpp"] / bpp_at_psnr(ref_bpp, ref_psnr, table["psnr"]) - 1.0)
+    table["bd_rate_vs_jpeg2000_pct"] = bd_rate_per_evaluation(table, ref_bpp, ref_psnr)
+    table = table.sort_values(["recipe", "wall_h", "lmbda"], kind="stable")
+    return table.reset_index(drop=True)[list(COLUMNS)]
+
+
+def _gap_curve(table: pd.DataFrame, recipe: str, lmbda: float) -> pd.DataFrame:
+    rows = table[(table["recipe"] == recipe) & np.isclose(table["lmbda"], lmbda)]
+    rows = rows.dropna(subset=["gap_to_jpeg2000_db"])
+    return rows.groupby("wall_h", as_index=False)["gap_to_jpeg2000_db"].mean()
+
+
+def compare_at_equal_times(table: pd.DataFrame, recipe: str, baseline: str = BASELINE,
+                           lmbda: float = LMBDA) -> pd.DataFrame:
+    """A recipe's gap to JPEG 2000 against the baseline's, at equal training times.
+
+    Each curve (gap_to_jpeg2000_db at ``lmbda`` against wall_h) is interpolated linearly in
+    time at every evaluation time of either run that lies inside both runs' time range.
+
+    Args:
+        table: the output table (:data:`COLUMNS`).
+        recipe: the recipe under test.
+        baseline: the recipe it is compared with.
+        lmbda: the rate level compared (a variable-rate run's level with this λ).
+
+    Returns:
+        Columns :data:`COMPARISON_COLUMNS`: wall_h, both gaps (dB), margin = recipe −
+        baseline, and ahead = margin >= 0. Empty when the runs share no time interval.
+    """
+    a, b = _gap_curve(table, recipe, lmbda), _gap_curve(table, baseline, lmbda)
+    if a.empty or b.empty:
+        return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    low = max(a["wall_h"].min(), b["wall_h"].min())
+    high = min(a["wall_h"].max(), b["wall_h"].max())
+    times = np.union1d(a["wall_h"], b["wall_h"])
+    times = times[(times >= low) & (times <= high)]
+    va = np.interp(times, a["wall_h"], a["gap_to_jpeg2000_db"])
+    vb = np.interp(times, b["wall_h"], b["gap_to_jpeg2000_db"])
+    return pd.DataFrame({"wall_h": times, "recipe_gap_db": va, "baseline_gap_db": vb,
+                         "margin_db": va - vb, "ahead": va >= vb})
+
+
+def ahead_at_every_time(comparison: pd.DataFrame) -> bool:
+    """Whether a recipe is at or ahead of the baseline at every compared time.
+
+    Args:
+        comparison: the result of :func:`compare_at_equal_times`.
+
+    Returns:
+        True when there is at least one common time and the recipe is ahead at each; an
+        empty comparison (no common time) is not evidence of being ahead, so False.
+    """
+    return bool(len(comparison)) and bool(comparison["ahead"].all())
+
+
+def eval_every_steps(images_per_s: float, batch_size: int, minutes: float) -> int:
+    """Evaluation interval in steps that lands near every ``minutes`` of training.
+
+    Args:
+        images_per_s: measured training throughput.
+        batch_size: images per step.
+        minutes: wanted time between evaluations.
+
+    Returns:
+        round(60 · minutes · images_per_s / batch_size), at least 1.
+
+    Raises:
+        ValueError: a non-positive throughput, batch or interval.
+    """
+    if not (images_per_s > 0 and batch_size > 0 and minutes > 0):
+        raise ValueError(f"throughput {images_per_s} img/s, batch {batch_size}, interval "
+                         f"{minutes} min: all must be > 0 (check the probe run's log.csv)")
+    # steps = seconds · (images / s) / (images / step)
+    return max(1, round(60.0 * minutes * images_per_s / batch_size))
+
+
+def read_run(run_dir: Path, recipe: str) -> pd.DataFrame:
+    """The evaluations of one run, from its eval.csv.
+
+    Args:
+        run_dir: the run folder.
+        recipe: its recipe name (goes into the ``recipe`` column).
+
+    Returns:
+        Columns recipe, wall_h, step, quality, lmbda, images, bpp, psnr; wall_h is the
+        time of the evaluation's first row (a variable-rate evaluation writes one row per
+        level, seconds apart). Empty if the run has no eval.csv yet.
+    """
+    path = Path(run_dir) / "eval.csv"
+    columns = ["recipe", "wall_h", "step", "quality", "lmbda", "images", "bpp", "psnr"]
+    if not path.is_file():
+        return pd.DataFrame(columns=columns)
+    ev = pd.read_csv(path)
+    ev["recipe"] = recipe
+    # one time per evaluation: when it started (its first level's row)
+    ev["wall_h"] = ev.groupby("step")["wall_s"].transform("min") / 3600.0
+    return ev[columns]
+
+
+def _fmt(value: float, spec: str, unit: str = "") -> str:
+    """A number for the summary; blank when undefined (NaN: outside JPEG 2000's range)."""
+    return "" if value is None or math.isnan(value) else f"{value:{spec}}{unit}"
+
+
+def summary_markdown(table: pd.DataFrame, baseline: str = BASELINE,
+                     lmbda: float = LMBDA) -> str:
+    """The findings as Markdown, generated from the table.
+
+    Args:
+        table: the output table.
+        baseline: the recipe the others are compared with.
+        lmbda: the rate level of the fixed-rate comparison.
+
+    Returns:
+        One table per recipe (its curve at ``lmbda``, with BD-rate for variable-rate
+        runs) and one line per other recipe saying whether it is ahead of the baseline at
+        every equal time.
+    """
+    lines = []
+    for recipe, rows in table.groupby("recipe", sort=False):
+        at = rows[np.isclose(rows["lmbda"], lmbda)]
+        lines += [f"### {recipe} (λ = {lmbda})", "",
+                  ("| hours | step | bpp | PSNR (dB) | gap to JPEG 2000 (dB) | "
+                   "rate vs JPEG 2000 | BD-rate vs JPEG 2000 (all levels) |"),
+                  "|---|---|---|---|---|---|---|"]
+        for r in at.itertuples():
+            lines.append(f"| {r.wall_h:.2f} | {r.step} | {r.bpp:.3f} | {r.psnr:.2f} | "
+                         f"{_fmt(r.gap_to_jpeg2000_db, '+.2f')} | "
+                         f"{_fmt(r.rate_vs_jpeg2000_pct, '+.1f', ' %')} | "
+                         f"{_fmt(r.bd_rate_vs_jpeg2000_pct, '+.1f', ' %')} |")
+        lines.append("")
+    recipes = list(dict.fromkeys(table["recipe"]))
+    if baseline in recipes:
+        for recipe in (r for r in recipes if r != baseline):
+            cmp_ = compare_at_equal_times(table, recipe, baseline, lmbda)
+            if cmp_.empty:
+                lines.append(f"- {recipe} vs {baseline}: no common training time at which "
+                             "both have a gap to JPEG 2000 at this λ (runs not overlapping in "
+                             "time, or bpp outside the JPEG 2000 sweep).")
+                continue
+            worst = cmp_.loc[cmp_["margin_db"].idxmin()]
+            verdict = "yes" if ahead_at_every_time(cmp_) else "**no**"
+            lines.append(
+                f"- {recipe} ahead of {baseline} at every equal time "
+                f"({len(cmp_)} times, {cmp_['wall_h'].min():.2f}-{cmp_['wall_h'].max():.2f} h): "
+                f"{verdict}; smallest margin {worst['margin_db']:+.2f} dB at "
+                f"{worst['wall_h']:.2f} h, final margin {cmp_['margin_db'].iloc[-1]:+.2f} dB.")
+    else:
+        lines.append(f"- no {baseline} run in the table: nothing to compare against.")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Training: one subprocess per recipe, sequential; resumable.
+
+
+def train_flags(recipe: str, minutes: float, eval_every: int, *, widths=WIDTHS,
+                eval_images: int = EVAL_IMAGES, eval_crop: int = EVAL_CROP) -> list[str]:
+    """The ``python -m nic_lib.train`` flags of a recipe (without ``--out-dir``).
+
+    Args:
+        recipe: a key of :data:`RECIPES`.
+        minutes: the training budget (``--max-minutes``).
+        eval_every: evaluation interval in steps.
+        widths: (N, M).
+        eval_images, eval_crop: the Kodak evaluation set.
+
+    Returns:
+        The flags, the recipe's own first (see the module docstring's table).
+
+    Raises:
+        KeyError: unknown recipe (the message lists the known ones).
+    """
+    if recipe not in RECIPES:
+        raise KeyError(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)} "
+                       "(benchmarks/learning_curves.py RECIPES)")
+    n, m = widths
+    return [*RECIPES[recipe], "--N", str(n), "--M", str(m), "--seed", str(SEED),
+            "--max-steps", str(MAX_STEPS), "--max-minutes", f"{minutes:g}",
+            "--eval-every", str(eval_every), "--eval-images", str(eval_images),
+            "--eval-crop", str(eval_crop), "--no-progress"]
+
+
+def _train(flags: list[str], threads: int | None) -> None:
+    extra = ["--threads", str(threads)] if threads else []
+    subprocess.run([sys.executable, "-m", "nic_lib.train", *flags, *extra], check=True, cwd=REPO)
+
+
+def probe_throughput(flags: list[str], steps: int, threads: int | None) -> float:
+    """Training images/s of a recipe, from a short run of it without evaluation.
+
+    Args:
+        flags: the recipe's train flags.
+        steps: steps of the probe (the first :data:`PROBE_LOG_EVERY` are not timed).
+        threads: ``--threads`` for train.py (None: its default).
+
+    Returns:
+        Mean images_per_s of the probe's log.csv rows after the first.
+    """
+    with tempfile.TemporaryDirectory(prefix="learning-curves-probe-") as tmp:
+        _train([*flags, "--max-steps", str(steps), "--max-minutes", "5", "--eval-every", "0",
+                "--ckpt-every", "0", "--log-every", str(PROBE_LOG_EVERY), "--out-dir", tmp],
+               threads)
+        log = pd.read_csv(Path(tmp) / "log.csv")
+    timed = log[log["step"] > PROBE_LOG_EVERY]
+    return float((timed if len(timed) else log)["images_per_s"].mean())
+
+
+def _batch_size(flags: list[str]) -> int:
+    return int(flags[flags.index("--batch-size") + 1])
+
+
+def run_recipe(recipe: str, run_dir: Path, minutes: float, eval_every_minutes: float,
+               probe_steps: int, threads: int | None, **flag_options) -> None:
+    """Train one recipe into ``run_dir`` unless done; resume it if interrupted.
+
+    Args:
+        recipe: a key of :data:`RECIPES`.
+        run_dir: its run folder.
+        minutes: training budget.
+        eval_every_minutes: wanted time between evaluations.
+        probe_steps: steps of the throughput probe (only for a fresh run).
+        threads: torch threads of train.py (None: all cores).
+        **flag_options: widths, eval_images, eval_crop (see :func:`train_flags`).
+
+    Raises:
+        SystemExit: the folder holds a run started with other flags (the message says
+            which and how to fix it).
+        subprocess.CalledProcessError: training failed (its output is above).
+    """
+    flags_path = run_dir / FLAGS_FILE
+    wanted = train_flags(recipe, minutes, 0, **flag_options)
+    stored = json.loads(flags_path.read_text()) if flags_path.is_file() else None
+    if stored is not None:
+        if stored["flags"] != train_flags(recipe, minutes, stored["eval_every"], **flag_options):
+            raise SystemExit(
+                f"{run_dir} was started with other flags:\n  {' '.join(stored['flags'])}\n"
+                f"now asked for:\n  {' '.join(wanted)} (with its own --eval-every)\n"
+                "delete that folder, or pass --runs-dir to keep both runs")
+        if (run_dir / "final.pt").is_file():
+            print(f"[{recipe}] done: {run_dir}", flush=True)
+            return
+        if (run_dir / "ckpt.pt").is_file():
+            print(f"[{recipe}] resuming {run_dir}", flush=True)
+            _train(["--resume", str(run_dir)], threads)
+            return
+        eval_every = stored["eval_every"]  # started, no checkpoint yet: start again
+    else:
+        ips = probe_throughput(wanted, probe_steps, threads)
+        eval_every = eval_every_steps(ips, _batch_size(wanted), eval_every_minutes)
+        print(f"[{recipe}] probe: {ips:.1f} images/s -> --eval-every {eval_every}", flush=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fileio.atomic_write_text(flags_path, json.dumps({
+            "recipe": recipe, "eval_every": eval_every, "probe_images_per_s": ips,
+            "flags": train_flags(recipe, minutes, eval_every, **flag_options)}, indent=1))
+    flags = train_flags(recipe, minutes, eval_every, **flag_options)
+    print(f"[{recipe}] python -m nic_lib.train {' '.join(flags)} --out-dir {run_dir}", flush=True)
+    _train([*flags, "--out-dir", str(run_dir)], threads)
+
+
+def jpeg2000_curve(eval_images: int, eval_crop: int, cache_path: Path) -> pd.DataFrame:
+    """JPEG 2000's RD curve on the evaluation images (per-image sweep cached).
+
+    Args:
+        eval_images, eval_crop: the evaluation set, as train.py builds it.
+        cache_path: CSV of the per-image sweep (its key beside it).
+
+    Returns:
+        ``rd.rd_table`` of the sweep: one row per setting with bpp and psnr_rgb.
+    """
+    from nic_lib import train  # torch: imported only when the benchmark runs
+
+    names = [p.stem for p in data.list_images(train.EVAL_DATASET, limit=eval_images)]
+    cfg = train.TrainConfig(eval_images=eval_images, eval_crop=eval_crop)
+    codec = codecs.get_codec(REFERENCE_CODEC)
+    key = {"dataset": train.EVAL_DATASET, "images": names, "crop": eval_crop,
+           "codec": codec.description, "settings": list(REFERENCE_BPPS)}
+
+    def sweep() -> pd.DataFrame:
+        images = list(zip(names, train.load_eval_images(cfg)))
+        return codecs.rate_sweep(images, [codec], {codec.name: REFERENCE_BPPS}, progress=False)
+
+    return rd.rd_table(cache.cached_table(cache_path, key, sweep))
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    """Command line: train the recipes (sequentially), write the table, print the summary.
+
+    Args:
+        argv: flags without the program name (default ``sys.argv[1:]``); see ``--help``.
+
+    Returns:
+        The output table.
+    """
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    a = p.add_argument
+    a("--minutes", type=float, default=DEFAULT_MINUTES,
+      help="training budget per recipe (default: %(default)s)")
+    a("--recipes", nargs="+", default=list(DEFAULT_RECIPES), choices=sorted(RECIPES),
+      help="recipes to run, in this order (default: %(default)s)")
+    a("--eval-every-minutes", type=float, default=DEFAULT_EVAL_EVERY_MINUTES,
+      help="wanted time between evaluations (default: %(default)s)")
+    a("--out", type=Path, default=DEFAULT_OUT, help="output table (default: %(default)s)")
+    a("--runs-dir", type=Path, help=f"run folders (default: $NIC_RUNS_DIR or runs/, then "
+      f"{RUNS_SUBDIR}/<MINUTES>min)")
+    a("--report-only", action="store_true", help="train nothing: table from the runs so far")
+    a("--probe-steps", type=int, default=DEFAULT_PROBE_STEPS,
+      help="steps of the throughput probe (default: %(default)s)")
+    a("--threads", type=int, help="torch threads of the training runs (default: all cores)")
+    # for quick checks only: the benchmark's numbers are the defaults'
+    a("--N", type=int, default=WIDTHS[0], help="width N (testing; default: %(default)s)")
+    a("--M", type=int, default=WIDTHS[1], help="width M (testing; default: %(default)s)")
+    a("--eval-images", type=int, default=EVAL_IMAGES, help="Kodak images (default: %(default)s)")
+    a("--eval-crop", type=int, default=EVAL_CROP, help="centre crop, 0 = whole (default: %(default)s)")
+    args = p.parse_args(argv)
+
+    if args.runs_dir is None:
+        from nic_lib import train
+
+        args.runs_dir = train.default_runs_dir() / RUNS_SUBDIR / f"{args.minutes:g}min"
+    options = {"widths": (args.N, args.M), "eval_images": args.eval_images,
+               "eval_crop": args.eval_crop}
+    # the reference first: a codec problem shows in seconds, not after hours of training
+    curve = jpeg2000_curve(args.eval_images, args.eval_crop,
+                           args.out.with_name(args.out.stem + ".jpeg2000.csv"))
+    if not args.report_only:
+        for recipe in args.recipes:  # one after the other: parallel runs share the cores
+            run_recipe(recipe, args.runs_dir / recipe, args.minutes, args.eval_every_minutes,
+                       args.probe_steps, args.threads, **options)
+    evals = [read_run(args.runs_dir / r, r) for r in args.recipes]
+    evals = [e for e in evals if len(e)]
+    if not evals:
+        raise SystemExit(f"no eval.csv under {args.runs_dir} for {args.recipes}; run without "
+                         "--report-only to train them")
+    table = add_jpeg2000_columns(pd.concat(evals, ignore_index=True), curve)
+    cache.write_table(table, args.out)
+    print(f"\nwrote {args.out} ({len(table)} rows); runs in {args.runs_dir}\n")
+    print(summary_markdown(table))
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Properties of the learning-curve benchmark's pure functions (benchmarks/learning_curves.py).
+
+Small hand-made tables only: nothing here trains or encodes.
+"""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curves.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("learning_curves", _SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lc = _load()
+
+#: A made-up JPEG 2000 curve: +3 dB per doubling of the rate, 0.125 .. 2 bpp.
+J2K = pd.DataFrame({"bpp": [0.125, 0.25, 0.5, 1.0, 2.0],
+                    "psnr_rgb": [26.0, 29.0, 32.0, 35.0, 38.0]})
+
+
+def _evals(rows):
+    """Evaluation rows (recipe, wall_h, step, quality, lmbda, bpp, psnr) -> evals table."""
+    df = pd.DataFrame(rows, columns=["recipe", "wall_h", "step", "quality", "lmbda", "bpp", "psnr"])
+    df["images"] = 24
+    return df
+
+
+def _curve(recipe, times, gaps, lmbda=lc.LMBDA):
+    """An output-table fragment of a fixed-rate run with the given gaps at given times."""
+    return pd.DataFrame({"recipe": recipe, "wall_h": times, "step": range(len(times)),
+                         "lmbda": lmbda, "gap_to_jpeg2000_db": gaps})
+
+
+def test_gap_is_zero_on_the_reference_curve_and_the_psnr_difference_off_it():
+    bpp = np.array([0.25, 0.5, 1.0])
+    on = lc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], bpp)
+    np.testing.assert_allclose(on, [29.0, 32.0, 35.0])
+    table = lc.add_jpeg2000_columns(
+        _evals([("a", 0.1, 10, None, lc.LMBDA, 0.5, 32.0), ("b", 0.1, 10, None, lc.LMBDA, 0.5, 30.5)]),
+        J2K)
+    assert table.set_index("recipe")["gap_to_jpeg2000_db"].to_dict() == pytest.approx({"a": 0.0, "b": -1.5})
+
+
+def test_reference_psnr_is_interpolated_linearly_in_log_bpp():
+    # the geometric mean of two rates sits half-way between their PSNRs
+    mid = math.sqrt(0.5 * 1.0)
+    assert lc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], mid) == pytest.approx(33.5)
+    # and not at the arithmetic mean of the rates
+    assert lc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], 0.75) > 33.5
+
+
+def test_reference_keeps_only_points_that_add_rate_and_quality():
+    # a rate-control floor (two settings, one file) and a point that buys no quality
+    floored = pd.DataFrame({"bpp": [0.09, 0.09, 0.1, 0.2, 0.3, 0.4, 0.4],
+                            "psnr_rgb": [17.0, 17.0, 19.0, 21.0, 20.5, 22.0, 23.0]})
+    kept = lc.monotone_curve(floored)
+    assert kept["bpp"].tolist() == [0.09, 0.1, 0.2, 0.4]
+    assert kept["psnr_rgb"].iloc[-1] == 23.0  # of two points at one rate, the better one
+    assert (np.diff(kept["psnr_rgb"]) > 0).all()
+    # the table is then defined wherever the kept points are
+    table = lc.add_jpeg2000_columns(_evals([("a", 0.1, 10, None, lc.LMBDA, 0.2, 21.0)]), floored)
+    assert table["gap_to_jpeg2000_db"].iloc[0] == pytest.approx(0.0)
+    assert table["rate_vs_jpeg2000_pct"].iloc[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_reference_is_not_extrapolated_outside_its_rates():
+    out = lc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], [0.05, 3.0])
+    assert np.isnan(out).all()
+    assert np.isnan(lc.bpp_at_psnr(J2K["bpp"], J2K["psnr_rgb"], [20.0, 45.0])).all()
+
+
+def test_rate_change_is_zero_on_the_curve_and_minus_half_at_half_the_bits():
+    table = lc.add_jpeg2000_columns(
+        _evals([("on", 0.1, 10, None, lc.LMBDA, 0.5, 32.0), ("half", 0.1, 10, None, lc.LMBDA, 0.25, 32.0)]),
+        J2K)
+    change = table.set_index("recipe")["rate_vs_jpeg2000_pct"]
+    assert change["on"] == pytest.approx(0.0, abs=1e-9)
+    assert change["half"] == pytest.approx(-50.0)
+
+
+def test_bd_rate_is_zero_for_the_reference_itself_and_negative_for_fewer_bits():
+    lm = [0.0018, 0.0035, 0.0067, 0.013]
+    same = [("same", 0.5, 100, q + 1, lm[q], b, p)
+            for q, (b, p) in enumerate(zip(J2K["bpp"][:4], J2K["psnr_rgb"][:4]))]
+    # same qualities at 80 % of the bits: BD-rate -20 %
+    cheaper = [("cheaper", 0.5, 100, q + 1, lm[q], 0.8 * b, p)
+               for q, (b, p) in enumerate(zip(J2K["bpp"][1:5], J2K["psnr_rgb"][1:5]))]
+    table = lc.add_jpeg2000_columns(_evals(same + cheaper), J2K)
+    bd = table.groupby("recipe")["bd_rate_vs_jpeg2000_pct"]
+    assert bd.nunique().eq(1).all()  # one value per evaluation, repeated on every level
+    assert bd.first()["same"] == pytest.approx(0.0, abs=1e-6)
+    assert bd.first()["cheaper"] == pytest.approx(-20.0, abs=0.5)
+
+
+def test_bd_rate_is_undefined_for_fixed_rate_evaluations_and_for_non_monotone_curves():
+    fixed = [("fixed", 0.5, 100, None, lc.LMBDA, 0.5, 31.0)]
+    # early training: quality does not rise with rate yet
+    messy = [("messy", 0.5, 100, q, 0.001 * q, b, p)
+             for q, (b, p) in enumerate([(0.2, 28.0), (0.3, 27.0), (0.5, 30.0), (0.9, 29.0)], 1)]
+    table = lc.add_jpeg2000_columns(_evals(fixed + messy), J2K)
+    assert table["bd_rate_vs_jpeg2000_pct"].isna().all()
+
+
+def test_recipe_higher_at_every_time_is_ahead_even_when_evaluated_at_other_times():
+    table = pd.concat([_curve("baseline", [0.2, 0.5, 1.0], [-6.0, -4.0, -3.0]),
+                       _curve("project", [0.15, 0.45, 0.9, 1.1], [-5.0, -3.0, -2.0, -1.8])])
+    cmp_ = lc.compare_at_equal_times(table, "project")
+    # compared only inside both ranges: 0.2 .. 1.0 h, at either run's evaluation times
+    assert cmp_["wall_h"].tolist() == pytest.approx([0.2, 0.45, 0.5, 0.9, 1.0])
+    # the baseline at 0.45 h is interpolated in time between -6 dB (0.2 h) and -4 dB (0.5 h)
+    assert cmp_.set_index("wall_h")["baseline_gap_db"].loc[0.45] == pytest.approx(-6.0 + 2.0 * 0.25 / 0.3)
+    assert lc.ahead_at_every_time(cmp_)
+
+
+def test_recipe_behind_at_one_time_is_not_ahead():
+    table = pd.concat([_curve("baseline", [0.2, 0.5, 1.0], [-6.0, -4.0, -3.0]),
+                       _curve("project", [0.2, 0.5, 1.0], [-5.0, -4.2, -2.0])])
+    cmp_ = lc.compare_at_equal_times(table, "project")
+    assert cmp_["ahead"].tolist() == [True, False, True]
+    assert not lc.ahead_at_every_time(cmp_)
+
+
+def test_variable_rate_run_is_compared_at_the_baselines_lambda_only():
+    vr = pd.concat([_curve("project-vr", [0.5, 1.0], [9.0, 9.0], lmbda=0.0483),
+                    _curve("project-vr", [0.5, 1.0], [-5.0, -5.0], lmbda=lc.LMBDA)])
+    table = pd.concat([_curve("baseline", [0.5, 1.0], [-4.0, -4.0]), vr])
+    cmp_ = lc.compare_at_equal_times(table, "project-vr")
+    assert cmp_["recipe_gap_db"].tolist() == [-5.0, -5.0]
+    assert not lc.ahead_at_every_time(cmp_)
+
+
+def test_runs_without_a_common_time_are_not_called_ahead():
+    table = pd.concat([_curve("baseline", [0.1, 0.2], [-6.0, -5.0]),
+                       _curve("project", [0.5, 0.6], [0.0, 1.0])])
+    cmp_ = lc.compare_at_equal_times(table, "project")
+    assert cmp_.empty and not lc.ahead_at_every_time(cmp_)
+    assert not lc.ahead_at_every_time(lc.compare_at_equal_times(table, "missing"))
+
+
+def test_eval_interval_covers_the_wanted_minutes_at_the_measured_throughput():
+    # 56 img/s at batch 8 = 7 steps/s: 10 minutes = 4200 steps
+    assert lc.eval_every_steps(56.0, 8, 10.0) == 4200
+    assert lc.eval_every_steps(0.01, 8, 0.01) == 1
+    with pytest.raises(ValueError, match="probe"):
+        lc.eval_every_steps(0.0, 8, 10.0)
+
+
+def test_read_run_times_each_evaluation_by_its_first_level(tmp_path):
+    (tmp_path / "eval.csv").write_text(
+        "step,wall_s,quality,lmbda,images,loss,mse,psnr,bpp\n"
+        "100,360.0,1,0.0018,24,1,1,28.0,0.2\n"
+        "100,363.6,2,0.0035,24,1,1,29.0,0.3\n"
+        "200,720.0,1,0.0018,24,1,1,28.5,0.2\n")
+    ev = lc.read_run(tmp_path, "project-vr")
+    assert ev["wall_h"].tolist() == pytest.approx([0.1, 0.1, 0.2])
+    assert set(ev["recipe"]) == {"project-vr"}
+    assert lc.read_run(tmp_path / "missing", "x").empty
+
+
+def test_every_recipe_is_valid_train_flags_with_the_same_model_and_widths():
+    from nic_lib import train
+
+    parser = train._parser()  # the flags of python -m nic_lib.train: a typo fails here
+    for recipe in lc.RECIPES:
+        args = vars(parser.parse_args(lc.train_flags(recipe, 60, 1000)))
+        assert (args["model"], args["N"], args["M"]) == ("mbt2018", 64, 96)
+        assert args["max_minutes"] == 60 and args["eval_images"] == 24 and args["eval_crop"] == 0
+        assert args.get("lmbda", lc.LMBDA) == lc.LMBDA
+    assert vars(parser.parse_args(lc.train_flags("project", 60, 1)))["schedule_clock"] == "time"
+    with pytest.raises(KeyError, match="project"):
+        lc.train_flags("nope", 60, 1)
+
+
+def test_docstring_table_lists_every_recipes_flags():
+    # rows of the reST table: "name  ``flags``", continued on lines starting with spaces
+    rows, name = {}, None
+    table = lc.__doc__.split("recipe        flags")[1].split("(all)")[0]
+    for line in table.splitlines():
+        if not line.strip() or line.startswith("="):
+            continue
+        if not line.startswith(" "):
+            name, line = line.split(maxsplit=1)
+        rows[name] = rows.get(name, []) + line.replace("``", " ").split()
+    assert rows == lc.RECIPES
+
+
+def test_summary_says_whether_the_recipe_is_ahead():
+    evals = _evals([("baseline", 0.5, 100, None, lc.LMBDA, 0.5, 29.0),
+                    ("baseline", 1.0, 200, None, lc.LMBDA, 0.5, 30.0),
+                    ("project", 0.5, 400, None, lc.LMBDA, 0.5, 30.0),
+                    ("project", 1.0, 800, None, lc.LMBDA, 0.5, 31.0)])
+    text = lc.summary_markdown(lc.add_jpeg2000_columns(evals, J2K))
+    assert "project ahead of baseline at every equal time (2 times" in text
+    assert ": yes;" in text and "+1.00 dB" in text
