@@ -155,10 +155,11 @@ def load_family(label, source):
         return {q: registry.get_model(source, q, profile="full") for q in QUALITIES}, f"zoo-{source}"
     except (registry.CheckpointNotFoundError, registry.PretrainedWeightsUnavailableError, ValueError) as err:
         print(f"skipping {label}: {str(err).splitlines()[0]}")
+        skipped_models.append(label)
         return None
 
 
-families = {}
+families, skipped_models = {}, []
 for name in MODELS:
     loaded = load_family(name, name)
     if loaded:
@@ -544,6 +545,8 @@ if len(learning):
     last = learning.iloc[-1]
     lines.append(f"- After {last['hours']:.2f} h of training the joint model is {last['gap_db']:+.2f} dB from JPEG 2000 at equal bpp "
                  "(on the evaluation crops of the training log).")
+if skipped_models:
+    lines.append(f"- Not evaluated (no checkpoint in this profile): {', '.join(skipped_models)}.")
 if not lines:
     lines.append("- No learned model was found: train the cpu profile with `python scripts/train_cpu_profile.py`.")
 display(Markdown("\n".join(lines)))
