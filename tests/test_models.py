@@ -73,7 +73,7 @@ class SynthesisInput:
     def __init__(self, model):
         self.seen = []
         self.handle = model.g_s.register_forward_pre_hook(
-            lambda module, args: self.seen.append(args[0].clone())
+            lambda module, args: self.seen.append(args[0].clone().float())  # float64 when decoding
         )
 
     def __enter__(self):
