@@ -46,13 +46,7 @@ RASTER_MODELS = ["mbt2018", "mbt2018-context", "mbt2018-gmm"]
 HYPERPRIOR_FREE = {"bmshj2018-factorized", "mbt2018-context"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: a second thread only adds contention on the shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:

@@ -15,12 +15,7 @@ from nic_lib.models.variable_rate import rate_levels
 TINY = {"N": 8, "M": 12}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _model(name, **extra):

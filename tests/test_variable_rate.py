@@ -41,12 +41,7 @@ ALL_MODELS = ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "m
               "mbt2018-context", "mbt2018-gmm", "mbt2018-checkerboard"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def smooth_image(seed: int = 0, side: int = 64) -> torch.Tensor:
