@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pytorch_msssim import ms_ssim as _ms_ssim
+import torch.nn.functional as F
+from scipy.ndimage import correlate1d
 
 #: Peak value of 8-bit images; PSNR and MS-SSIM are computed on the 0..255 scale.
 DATA_RANGE = 255.0
@@ -77,10 +78,11 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float = DATA_RANGE) -> float:
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = DATA_RANGE) -> float:
-    """Multi-scale SSIM (Wang et al. 2003) over RGB, computed by ``pytorch-msssim``.
+    """Multi-scale SSIM (Wang et al. 2003) over RGB, as ``pytorch-msssim`` computes it.
 
     Uses the standard five scales and weights; the three channels are treated as a batch of
-    channels and averaged, the convention of CompressAI's evaluation.
+    channels and averaged, the convention of CompressAI's evaluation. Computed by
+    :func:`ms_ssim_many` (equal to ``pytorch_msssim.ms_ssim`` within 1e-5, tested).
 
     Args:
         a, b: images of equal shape (H, W, 3), each side at least 161 pixels.
@@ -93,17 +95,95 @@ def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = DATA_RANGE) -> flo
         ValueError: if shapes differ, the images are not RGB, or a side is shorter than
             161 pixels (MS-SSIM is undefined there: crop less, or use PSNR).
     """
-    a, b = _check_pair(a, b)
-    h, w = a.shape[:2]
+    return ms_ssim_many(a, [b], data_range)[0]
+
+
+#: MS-SSIM's constants (Wang et al. 2003; pytorch-msssim's defaults): an 11-tap Gaussian
+#: window of σ = 1.5, K1 = 0.01, K2 = 0.03, and the five scale weights.
+MS_SSIM_WINDOW, MS_SSIM_SIGMA, MS_SSIM_K = 11, 1.5, (0.01, 0.03)
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _gauss_window() -> np.ndarray:
+    coords = np.arange(MS_SSIM_WINDOW, dtype=np.float64) - MS_SSIM_WINDOW // 2
+    g = np.exp(-(coords**2) / (2 * MS_SSIM_SIGMA**2))
+    return g / g.sum()
+
+
+def _blur(x: np.ndarray) -> np.ndarray:
+    """Valid (unpadded) separable Gaussian filtering of (..., H, W) along H and W."""
+    g, r = _gauss_window(), MS_SSIM_WINDOW // 2
+    out = correlate1d(x, g, axis=-1, mode="constant")[..., r:-r]
+    return correlate1d(out, g, axis=-2, mode="constant")[..., r:-r, :]
+
+
+def _downsample(x: np.ndarray) -> np.ndarray:
+    """pytorch-msssim's 2x average pooling (odd sides padded by one, pad counted)."""
+    t = torch.from_numpy(x)[None]
+    return F.avg_pool2d(t, kernel_size=2, padding=[s % 2 for s in x.shape[1:]])[0].numpy()
+
+
+def ms_ssim_many(reference: np.ndarray, images, data_range: float = DATA_RANGE) -> list[float]:
+    """MS-SSIM of each of ``images`` against one ``reference``, sharing the reference's work.
+
+    The evaluation grids compare several reconstructions (one per rate point) with the same
+    input; the reference's local means and variances at every scale are computed once. Per
+    scale j (images downsampled j times by 2), with Gaussian-weighted local statistics μ, σ²
+    and σ_xy over an 11x11 window (valid region only):
+
+        cs_j   = mean[(2 σ_xy + C2) / (σ_x² + σ_y² + C2)]
+        ssim_j = mean[(2 μ_x μ_y + C1) / (μ_x² + μ_y² + C1) · (2 σ_xy + C2) / (σ_x² + σ_y² + C2)]
+        MS-SSIM = Π_{j<4} max(cs_j, 0)^{w_j} · max(ssim_4, 0)^{w_4}      per channel, then averaged
+
+    with C1 = (K1·R)², C2 = (K2·R)², R = ``data_range``. Computed in float32 as
+    ``pytorch-msssim`` does (whose value it reproduces within 1e-5, tested), but filtering
+    through ``scipy.ndimage`` rather than grouped convolutions, which are slow on CPU.
+
+    Args:
+        reference: (H, W, 3), each side at least 161 pixels.
+        images: iterable of arrays shaped like ``reference``.
+        data_range: peak value (255 for 8-bit images).
+
+    Returns:
+        One MS-SSIM per image, in order.
+
+    Raises:
+        ValueError: as :func:`ms_ssim`.
+    """
+    images = list(images)
+    for b in images:
+        _check_pair(reference, b)
+    h, w = np.asarray(reference).shape[:2]
     if min(h, w) < MS_SSIM_MIN_SIDE:
         raise ValueError(
             f"MS-SSIM needs both sides >= {MS_SSIM_MIN_SIDE} px (5 scales, 11-tap filter), "
             f"got {h}x{w}; use larger images or report PSNR only"
         )
-    ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None]
-    tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)).permute(2, 0, 1)[None]
-    with torch.no_grad():
-        return float(_ms_ssim(ta, tb, data_range=data_range, size_average=True))
+    c1 = (MS_SSIM_K[0] * data_range) ** 2
+    c2 = (MS_SSIM_K[1] * data_range) ** 2
+    x = np.ascontiguousarray(np.asarray(reference, dtype=np.float32).transpose(2, 0, 1))
+    ys = [np.ascontiguousarray(np.asarray(b, dtype=np.float32).transpose(2, 0, 1)) for b in images]
+    levels = len(MS_SSIM_WEIGHTS)
+    factors = np.ones((len(ys), 3))
+    for j in range(levels):
+        mu_x, ex2 = _blur(np.stack([x, x * x]))
+        var_x = ex2 - mu_x**2
+        for k, y in enumerate(ys):
+            mu_y, ey2, exy = _blur(np.stack([y, y * y, x * y]))  # one filtering pass for the three maps
+            var_y = ey2 - mu_y**2
+            cov = exy - mu_x * mu_y
+            cs_map = (2 * cov + c2) / (var_x + var_y + c2)
+            if j < levels - 1:
+                value = cs_map.mean(axis=(1, 2), dtype=np.float64)
+            else:
+                luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+                value = (luminance * cs_map).mean(axis=(1, 2), dtype=np.float64)
+            factors[k] *= np.maximum(value, 0.0) ** MS_SSIM_WEIGHTS[j]
+            if j < levels - 1:
+                ys[k] = _downsample(y)
+        if j < levels - 1:
+            x = _downsample(x)
+    return [float(f.mean()) for f in factors]
 
 
 def ms_ssim_db(value: float) -> float:

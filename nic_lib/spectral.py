@@ -412,7 +412,7 @@ def nic_codec(model, device: str = "cpu") -> CodecFn:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"expected a uint8 batch (B, H, W, 3), got {images.dtype} {images.shape}; stack images with np.stack")
         b, h, w, _ = images.shape
-        x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.tensor(images, device=device).permute(0, 3, 1, 2).float() / 255.0  # a copy: inputs may be read-only
         pad_h, pad_w = (-h) % NIC_PAD_MULTIPLE, (-w) % NIC_PAD_MULTIPLE
         with torch.no_grad():
             out = model(F.pad(x, (0, pad_w, 0, pad_h)))

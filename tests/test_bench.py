@@ -122,3 +122,61 @@ def test_changing_a_codec_setting_changes_the_cache_folder(tmp_path):
 def test_bad_shard_is_refused(text):
     with pytest.raises(ValueError, match="i/n"):
         bench.parse_shard(text)
+
+
+def test_a_grid_reuses_the_rows_another_grid_computed_for_the_same_codec(tmp_path):
+    first = CountingCodec()
+    alone = bench.run_grid(tiny_grid(tmp_path, [first]), tmp_path / "g", progress=False)
+    again = CountingCodec()  # same name, description and settings: the same codec
+    mixed = bench.run_grid(tiny_grid(tmp_path, [bench.classic_codec("jpeg", [50]), again]), tmp_path / "g",
+                           progress=False)
+    assert first.calls == len(alone) and again.calls == 0
+    reused = mixed[mixed["codec"] == first.name].reset_index(drop=True)
+    pd.testing.assert_frame_equal(reused, alone)
+
+
+def test_a_codec_with_another_configuration_is_recomputed(tmp_path):
+    bench.run_grid(tiny_grid(tmp_path, [CountingCodec()]), tmp_path / "g", progress=False)
+    other = CountingCodec(description="jpeg via nic_lib.codecs, counted, other options")
+    table = bench.run_grid(tiny_grid(tmp_path, [other]), tmp_path / "g", progress=False)
+    assert other.calls == len(table) > 0
+
+
+def test_an_unsharded_run_after_its_shards_recomputes_nothing(tmp_path):
+    codec = CountingCodec()
+    grid = tiny_grid(tmp_path, [codec])
+    for i in range(2):
+        bench.run_grid(grid, tmp_path / "g", shard=(i, 2), progress=False)
+    calls = codec.calls
+    whole = bench.run_grid(grid, tmp_path / "g", progress=False)
+    assert codec.calls == calls
+    pd.testing.assert_frame_equal(whole, bench.merge_shards(grid, 2, tmp_path / "g"))
+
+
+def test_levels_of_one_variable_rate_model_share_the_analysis_transform_exactly():
+    import copy
+
+    from nic_lib.models.variable_rate import make_variable_rate, set_rate_level
+
+    torch.manual_seed(0)
+    config = default_config("mbt2018", 1)
+    config.update(N=8, M=12)
+    base = make_variable_rate(build_model("mbt2018", **config), [0.001, 0.01, 0.1])
+    models = {}
+    for level in range(3):
+        models[level + 1] = set_rate_level(copy.deepcopy(base), level)
+        models[level + 1].gain.log_gain.data[level] += 0.1 * level  # levels really differ
+    nic = bench.NicCodec("tiny-vr", models, rate="likelihood")
+    [(_, img)] = corruptions.load_clean("sample", limit=1)
+    calls = []
+    hook = models[1].g_a.register_forward_hook(lambda *a: calls.append(1))
+    together = nic.code_many(img)
+    hook.remove()
+    assert len(set(nic._analysis_groups().values())) == 1
+    assert calls == []  # the shared y is computed by g_a.forward, bypassing module hooks
+    for setting, (x_hat, bpp, source) in zip(nic.settings, together):
+        x_alone, bpp_alone, _ = nic.code(img, setting)
+        assert source == "likelihood"
+        assert bpp == pytest.approx(bpp_alone, rel=1e-5)
+        assert np.abs(x_hat.astype(int) - x_alone).max() <= 1
+    assert len({round(b, 6) for _, b, _ in together}) == 3

@@ -93,3 +93,25 @@ def test_bpp_is_eight_bits_per_byte_over_pixels():
 def test_bpp_rejects_impossible_sizes(num_bytes, h, w):
     with pytest.raises(ValueError):
         metrics.bpp(num_bytes, h, w)
+
+
+@pytest.mark.parametrize("shape", [(161, 161), (200, 301), (257, 390)])
+def test_ms_ssim_equals_pytorch_msssim_at_even_and_odd_sizes(shape):
+    import torch
+    from pytorch_msssim import ms_ssim as reference
+
+    rng = np.random.default_rng(sum(shape))
+    # a smooth image (so every scale has structure) and three noisier versions of it
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    base = 127 + 60 * np.sin(xx / 9.0)[..., None] * np.cos(yy / 13.0)[..., None] + rng.normal(0, 8, (*shape, 3))
+    a = np.clip(base, 0, 255).astype(np.uint8)
+    noisy = [np.clip(a + rng.normal(0, s, a.shape), 0, 255).astype(np.uint8) for s in (2, 15, 50)]
+    ours = metrics.ms_ssim_many(a, noisy)
+
+    def as_tensor(img):
+        return torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None]
+
+    theirs = [float(reference(as_tensor(a), as_tensor(b), data_range=255)) for b in noisy]
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert ours == [metrics.ms_ssim(a, b) for b in noisy]
+    assert ours[0] > ours[1] > ours[2]
