@@ -105,6 +105,14 @@ DEFAULT_BATCH = 8
 DEFAULT_LR = 1e-4
 #: Adam on the quantiles, as CompressAI's example (the aux loss only places the quantiles).
 DEFAULT_AUX_LR = 1e-3
+#: Density pre-fit (``--prefit-densities``): crops whose latents the densities are fitted
+#: to, and the learning rates of the densities and of their quantiles. The densities are
+#: tiny per-channel MLPs on fixed data, so a rate 10x the network's converges in a few
+#: hundred steps; the quantiles start at ±10 (CompressAI's init_scale) and must travel
+#: tens of units, hence 5e-2 rather than the 1e-3 of the training loop.
+PREFIT_CROPS = 32
+PREFIT_LR = 1e-2
+PREFIT_AUX_LR = 5e-2
 #: Linear warm-up: Adam's second-moment estimates are noisy in the first steps and GDN's
 #: parameters react badly to full-size steps from a random start.
 DEFAULT_WARMUP = 200
@@ -180,6 +188,7 @@ class TrainConfig:
     context_size: int | None = None
     reference_lmbda: float | None = None
     init_from: str | None = None
+    prefit_densities: int = 0
     metric: str = "mse"
     data: tuple[str, ...] = (DEFAULT_DATA,)
     crop: int = DEFAULT_CROP
@@ -898,8 +907,10 @@ def warm_start(model: torch.nn.Module, path: str | os.PathLike) -> dict:
         path: a run's ``final.pt`` (registry checkpoint) or ``ckpt.pt`` (training state).
 
     Returns:
-        ``{"path", "loaded", "new", "skipped"}``: counts of tensors copied, tensors the
-        checkpoint lacked, and checkpoint tensors that did not fit (name or shape).
+        ``{"path", "loaded", "resized", "new", "skipped"}``: counts of tensors copied (of
+        which ``resized``: context kernels cropped or padded to another context size, see
+        :func:`_resize_kernel`), tensors the checkpoint lacked, and checkpoint tensors that
+        did not fit (name or shape).
 
     Raises:
         ValueError: the file holds no state dict.
@@ -909,6 +920,7 @@ def warm_start(model: torch.nn.Module, path: str | os.PathLike) -> dict:
     if not isinstance(weights, dict):
         raise ValueError(f"{path} holds no model weights (expected a run's final.pt or ckpt.pt)")
     own = model.state_dict()
+    resized = 0
     # coder tables are rebuilt by update(), and a context model's mask belongs to the
     # architecture (raster vs checkerboard): neither is copied
     fixed = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")
@@ -919,14 +931,110 @@ def warm_start(model: torch.nn.Module, path: str | os.PathLike) -> dict:
         # CompressAI's latent-codec models nest the same layers one level down
         candidates = [key] + [key[len(p):] for p in WARM_START_PREFIXES if key.startswith(p)]
         for source in candidates:
-            if source in weights and weights[source].shape == tensor.shape:
+            if source not in weights:
+                continue
+            if weights[source].shape == tensor.shape:
                 fits[key] = weights[source].to(tensor.dtype)
-                used.add(source)
-                break
+            elif CONTEXT_KERNEL_KEY in key and _resizable_kernel(weights[source], tensor):
+                fits[key] = _resize_kernel(weights[source], tensor.shape[-1]).to(tensor.dtype)
+                resized += 1
+            else:
+                continue
+            used.add(source)
+            break
     model.load_state_dict({**own, **fits})
-    return {"path": str(path), "loaded": len(fits),
+    return {"path": str(path), "loaded": len(fits), "resized": resized,
             "new": len([k for k in own if k not in fits and not k.endswith(fixed)]),
             "skipped": len([k for k in weights if k not in used and not k.endswith(fixed)])}
+
+
+#: State-dict keys of the masked context convolution, whose kernel side is the context-size
+#: ablation's parameter (3, 5, 7): warm_start crops or zero-pads it around its centre.
+CONTEXT_KERNEL_KEY = "context_prediction.weight"
+
+
+def _resizable_kernel(source: torch.Tensor, target: torch.Tensor) -> bool:
+    """Same channels, square odd kernels of another side."""
+    return (source.dim() == target.dim() == 4 and source.shape[:2] == target.shape[:2]
+            and source.shape[2] == source.shape[3] and target.shape[2] == target.shape[3]
+            and source.shape[2] % 2 == 1 and target.shape[2] % 2 == 1)
+
+
+def _resize_kernel(weight: torch.Tensor, side: int) -> torch.Tensor:
+    """Centre-crop or zero-pad a (C_out, C_in, k, k) kernel to (C_out, C_in, side, side).
+
+    The masked convolution reads the causal half of its window, centred on the current
+    latent. Zero-padding a k=5 kernel to 7 gives exactly the same function (the new taps
+    start at zero); cropping to 3 keeps the nearest neighbours' taps, the ones that
+    carry most of the context. Either way the ablation starts from the trained model
+    rather than from a random context model.
+    """
+    k = weight.shape[-1]
+    if side >= k:
+        p = (side - k) // 2
+        return torch.nn.functional.pad(weight, (p, p, p, p))
+    c = (k - side) // 2
+    return weight[..., c:c + side, c:c + side].clone()
+
+
+def prefit_densities(model: torch.nn.Module, x: torch.Tensor, steps: int,
+                     lr: float = PREFIT_LR, aux_lr: float = PREFIT_AUX_LR) -> list[dict]:
+    """Fit each level's factorized density of a variable-rate factorized prior to its latents.
+
+    A variable-rate ``bmshj2018-factorized`` gets one new
+    :class:`~nic_lib.models.variable_rate.LeveledEntropyBottleneck` density per level (its
+    warm-start source has none for ``y``). Trained inside the main loop, each level's
+    density sees a sixth of the steps at the network's small learning rate, and 7 minutes
+    left them near their initialisation (~2 bpp at every level). Here the transforms are
+    frozen and each level's density is fitted alone by maximum likelihood on the noisy
+    latents of a fixed set of crops,
+
+        min_ψ  E[ −log2 p_ψ(y_l + u) ] ,  y_l = g_a(x) ⊙ γ_l ,  u ~ U(−½, ½)
+
+    together with its quantiles (CompressAI's aux loss), before ordinary training starts.
+
+    Args:
+        model: a variable-rate factorized-prior model (``gain`` and a leveled bottleneck).
+        x: crops (B, 3, H, W) on 0..1.
+        steps: Adam steps per level.
+        lr, aux_lr: learning rates of the density parameters and of the quantiles.
+
+    Returns:
+        Per level: ``{"level", "bits_per_latent_start", "bits_per_latent_end", "aux_loss_end"}``.
+
+    Raises:
+        ValueError: the model has no per-level densities to fit.
+    """
+    leveled = getattr(model, "entropy_bottleneck", None)
+    if not (variable_rate.is_variable_rate(model)
+            and isinstance(leveled, variable_rate.LeveledEntropyBottleneck)):
+        raise ValueError("--prefit-densities applies to variable-rate bmshj2018-factorized "
+                         "models (per-level densities); drop it for other models")
+    with torch.no_grad():
+        y_raw = model.g_a.forward(x)  # .forward skips the gain hook: the level-free latents
+    report = []
+    for level, bottleneck in enumerate(leveled.bottlenecks):
+        y = (y_raw * model.gain.log_gain[level].exp().view(1, -1, 1, 1)).detach()
+        params = [p for n, p in bottleneck.named_parameters() if not n.endswith("quantiles")]
+        opt = torch.optim.Adam(params, lr=lr)
+        aux_opt = torch.optim.Adam([bottleneck.quantiles], lr=aux_lr)
+        first = last = float("nan")
+        for step in range(steps):
+            _, likelihood = bottleneck(y, training=True)
+            # bits per latent = mean of −log2 p(ỹ)
+            bits = -torch.log2(likelihood).mean()
+            opt.zero_grad(set_to_none=True)
+            bits.backward()
+            opt.step()
+            aux = bottleneck.loss()
+            aux_opt.zero_grad(set_to_none=True)
+            aux.backward()
+            aux_opt.step()
+            first = float(bits.detach()) if step == 0 else first
+            last = float(bits.detach())
+        report.append({"level": level, "bits_per_latent_start": first,
+                       "bits_per_latent_end": last, "aux_loss_end": float(bottleneck.loss())})
+    return report
 
 
 def _check(cfg: TrainConfig, world: int) -> None:
@@ -1085,6 +1193,14 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
     if not master:
         pool = load_pool(files)
     sampler = CropSampler(pool, cfg.crop, cfg.batch_size, cfg.seed)
+    prefit = None
+    if cfg.prefit_densities and state is None:
+        # a fixed crop set of its own (another seed), the same on every rank
+        crops = CropSampler(pool, cfg.crop, PREFIT_CROPS, cfg.seed + 1).batch(0)
+        x_fit = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().div_(255)
+        prefit = prefit_densities(model, x_fit, cfg.prefit_densities)
+        if ema is not None:
+            ema.module.load_state_dict(model.state_dict())
     per_rank = cfg.batch_size // world
     eval_images = load_eval_images(cfg) if (cfg.eval_every and master) else []
 
@@ -1105,7 +1221,7 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
             "threads": torch.get_num_threads(), "train_images": len(pool.names),
             "train_images_too_small": sampler.skipped, "torch": str(torch.__version__),
             "parameters": sum(p.numel() for p in named.values()),
-            "lmbdas": lmbdas, "warm_start": warm}
+            "lmbdas": lmbdas, "warm_start": warm, "prefit_densities": prefit}
     log = evlog = None
     if master:
         fileio.atomic_write_text(run_dir / "config.json", json.dumps(
@@ -1282,6 +1398,9 @@ def _parser() -> argparse.ArgumentParser:
     a("--reference-lmbda", type=float, help="variable rate: λ whose gain starts at 1 "
       "(default: geometric mean; use the warm-start model's λ)")
     a("--init-from", help="warm start from a final.pt / ckpt.pt (matching tensors copied)")
+    a("--prefit-densities", type=int, help="before training, fit a variable-rate factorized "
+      "prior's per-level densities (and quantiles) for this many steps on latents of the "
+      "warm-started transforms (see prefit_densities; default 0 = off)")
     a("--metric", choices=["mse", "ms-ssim"], help=f"distortion (default {d.metric})")
     a("--data", nargs="+", help=f"datasets or folders to train on (default {' '.join(d.data)})")
     a("--crop", type=int, help=f"crop side in px (default {d.crop})")

@@ -277,3 +277,39 @@ def test_context_only_model_trains_without_an_aux_optimizer(tmp_path, monkeypatc
     assert (run / "final.pt").is_file()
     resumed = T.train(T.TrainConfig(), resume=run, overrides={"max_steps": 6})
     assert torch.load(resumed / "ckpt.pt", weights_only=False)["step"] == 6
+
+
+def test_warm_start_pads_the_context_kernel_to_a_larger_context_exactly(tmp_path):
+    torch.manual_seed(3)
+    five = build_model("mbt2018", **{**default_config("mbt2018", 3), **TINY})
+    path = save_checkpoint(five, tmp_path / "k5.pt", {"quality": 3})
+    seven = build_model("mbt2018", **{**default_config("mbt2018", 3), **TINY, "context_size": 7})
+    three = build_model("mbt2018", **{**default_config("mbt2018", 3), **TINY, "context_size": 3})
+    assert T.warm_start(seven, path)["resized"] == 1
+    assert T.warm_start(three, path)["resized"] == 1
+    assert torch.equal(three.context_prediction.weight, five.context_prediction.weight[..., 1:4, 1:4])
+    x = smooth_image(4)
+    five.eval(), seven.eval()
+    with torch.no_grad():  # zero-padded taps: the k=7 model computes the k=5 model's function
+        a, b = five(x), seven(x)
+    assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-6)
+    assert torch.allclose(a["likelihoods"]["y"], b["likelihoods"]["y"], atol=1e-6)
+
+
+def test_density_prefit_lowers_every_levels_rate_and_places_its_quantiles():
+    model = vr_model("bmshj2018-factorized")
+    x = torch.cat([smooth_image(s) for s in range(4)])
+    before = [b.loss().item() for b in model.entropy_bottleneck.bottlenecks]
+    report = T.prefit_densities(model, x, steps=60)
+    assert [r["level"] for r in report] == [0, 1, 2]
+    for r, aux_before in zip(report, before):
+        assert r["bits_per_latent_end"] < r["bits_per_latent_start"]
+        assert r["aux_loss_end"] < aux_before
+    # the transforms are untouched: only the densities moved
+    fresh = vr_model("bmshj2018-factorized")
+    assert torch.equal(model.g_a[0].weight, fresh.g_a[0].weight)
+
+
+def test_density_prefit_refuses_models_without_per_level_densities():
+    with pytest.raises(ValueError, match="bmshj2018-factorized"):
+        T.prefit_densities(vr_model("mbt2018-mean"), smooth_image(), steps=1)
