@@ -36,6 +36,7 @@
 # `nic_lib.metrics` → tidy tables (cached) → `nic_lib.rd` / figures via `save_figure`.
 
 # %%
+import shutil
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from nic_lib import cache, codecs, data, metrics, neural, plotting, rd, train_pqmim
+from nic_lib import cache, codecs, data, metrics, neural, perceptual, plotting, rd, train_pqmim
 from nic_lib.models import pqmim, registry
 
 # %% tags=["parameters"]
@@ -61,6 +62,9 @@ J2K_SETTINGS = [0.05, 0.1, 0.15, 0.2, 0.3, 0.5]  # JPEG 2000 target bpp: the low
 MBT_QUALITIES = [1, 2, 3, 4]  # mbt2018 cpu qualities drawn when their checkpoints exist
 EXTREME_BYTES = 200  # byte budget of the extreme setting (the paper's ~200 bytes per image)
 GALLERY_IMAGE = None  # None -> "kodim23" when loaded, else the first image
+SMOKE_PERCEPTUAL_STEPS = 6  # smoke only: stage-C steps of the tiny model (a code check)
+INCEPTION_FEATURES = True  # FID/KID with the Inception network when its weights are on disk (never under smoke: slow on a CPU)
+PERCEPTUAL_CROP = 192  # side of the crops of the perceptual gallery (pixels at 1:1)
 FIGURE_DIR = None  # None -> paper_figures/05_pq_mim for cpu, build/figures/<profile>/... otherwise
 RESULTS_DIR = None  # None -> build/results/<profile>/05_pq_mim (cached tables)
 REFRESH = False  # True recomputes the cached tables
@@ -267,10 +271,108 @@ plt.show()
 hybrid[["transmit_steps", "bytes", "bpp", "psnr_rgb", "within_budget"]]
 
 # %% [markdown]
-# ## Not yet done: the perceptual variant
+# ## The perceptual variant
 #
-# Adversarial fine-tuning of g_s, FID/KID and the sliced Wasserstein distance against
-# mbt2018 at matched bpp are still open in issue 7.
+# Stage C of `nic_lib.train_pqmim` fine-tunes **only the decoder g_s** with
+# MSE + w_adv·L_adv against a PatchGAN discriminator (spectrally normalised, non-saturating
+# loss; `nic_lib.perceptual`), trained alternately. The encoder, codebooks and MIM model are
+# frozen, so **the bitstream is the base model's, byte for byte**: only the picture drawn
+# from the same codes changes. Retrain one with
+# `python -m nic_lib.train_pqmim --perceptual-from checkpoints/pqmim/M4-K256.pt --max-minutes-c 10 --export checkpoints/pqmim/M4-K256-perceptual.pt`.
+#
+# Distribution distances to the originals: the weight-free **sliced Wasserstein distance**
+# of ProGAN (7×7 patches of every Laplacian-pyramid level, ×10³ as ProGAN prints it) always;
+# **FID/KID** (Inception-v3 pool features on 256×256 patches and a grid shifted by 128, as
+# HiFiC) only when the Inception weights are on this machine. mbt2018 (cpu) is drawn at the
+# quality whose mean bpp is closest to the PQ-MIM stream's: matched bpp.
+
+# %%
+if PROFILE == "smoke":
+    smoke_c = results_dir / "smoke-run-c"
+    shutil.rmtree(smoke_c, ignore_errors=True)  # this notebook's own scratch run
+    run_c = train_pqmim.train_perceptual(train_pqmim.PerceptualTrainConfig(
+        source=str(run), data=("sample",), crop=64, batch_size=4, steps_c=SMOKE_PERCEPTUAL_STEPS,
+        warmup_steps=2, lr_c=1e-3, lr_d=1e-3, disc_width=8, ckpt_every=0, out_dir=str(smoke_c)))
+    pairs = [(run / "final.pt", run_c / "final_c.pt")]
+else:
+    pairs = train_pqmim.perceptual_pairs(ckpt_dir)
+extractor = None
+if INCEPTION_FEATURES and PROFILE != "smoke":
+    try:
+        extractor = perceptual.inception_extractor()
+    except perceptual.ExtractorUnavailableError as err:
+        print(f"FID/KID not computed: {err}")
+print(f"{len(pairs)} (base, perceptual) pair(s): " + ", ".join(f"{b.name} + {p.name}" for b, p in pairs))
+
+
+def decode_all(model):
+    """Real coding of every image: (x_hat list, per-image rows)."""
+    outs = [(name, img, pqmim.code_image(model, img, STEPS)) for name, img in images]
+    return [r["x_hat"] for _, _, r in outs], [{"image": n, "bpp": r["bpp"], "psnr_rgb": metrics.psnr(img, r["x_hat"])} for n, img, r in outs]
+
+
+def compute_perceptual_table():
+    rows = []
+    for base_path, perc_path in pairs:
+        base_model, _ = pqmim.load_pqmim(base_path)
+        perc_model, _ = pqmim.load_pqmim(perc_path)
+        pair = f"M{base_model.M} K{base_model.K}"
+        decoded, per_image = {}, {}
+        for kind, model in (("base", base_model), ("perceptual", perc_model)):
+            decoded[kind], per_image[kind] = decode_all(model)
+        pq_bpp = float(np.mean([r["bpp"] for r in per_image["base"]]))
+        if len(learned):  # mbt2018 at the quality whose mean bpp is closest: matched bpp
+            q_bpp = learned.groupby("setting")["bpp"].mean()
+            q = int((q_bpp - pq_bpp).abs().idxmin())
+            outs = [(img, neural.code_image(mbt[q], img)) for _, img in images]
+            decoded[f"mbt2018 q{q}"] = [r["x_hat"] for _, r in outs]
+            per_image[f"mbt2018 q{q}"] = [{"bpp": r["bpp"], "psnr_rgb": metrics.psnr(img, r["x_hat"])} for img, r in outs]
+        dist = perceptual.compare_decoders([img for _, img in images], decoded, extractor)
+        for _, d in dist.iterrows():
+            r = pd.DataFrame(per_image[d["codec"]])
+            rows.append({"pair": pair, "codec": d["codec"], "bpp": r["bpp"].mean(), "psnr_rgb": r["psnr_rgb"].mean(), **d.drop("codec").to_dict()})
+    return pd.DataFrame(rows)
+
+
+perc_key = {"dataset": dataset, "images": [n for n, _ in images], "steps": STEPS,
+            "pairs": [[str(b), str(p)] for b, p in pairs], "mtimes": [[b.stat().st_mtime_ns, p.stat().st_mtime_ns] for b, p in pairs],
+            "mbt_qualities": sorted(mbt), "inception": extractor is not None, "swd_seed": 0}
+perc_table = cache.cached_table(results_dir / "perceptual.csv", perc_key, compute_perceptual_table, refresh=REFRESH) if pairs else pd.DataFrame()
+if len(perc_table):
+    cache.write_table(perc_table, fig_dir / "perceptual.csv")
+    shown_cols = ["pair", "codec", "bpp", "psnr_rgb", "swd"] + (["fd", "kid"] if extractor is not None else [])
+    display(perc_table[shown_cols].assign(swd=perc_table["swd"] * perceptual.SWD_DISPLAY_SCALE).round(4))
+else:
+    print(f"no perceptual checkpoint next to its base in {ckpt_dir}: train one with the command above")
+
+# %% [markdown]
+# Crops of one image at 1:1: original, base decoder, perceptual decoder (same bytes), and
+# mbt2018 at matched bpp.
+
+# %%
+if len(perc_table):
+    base_path, perc_path = pairs[0]
+    shown_models = {"base": pqmim.load_pqmim(base_path)[0], "perceptual": pqmim.load_pqmim(perc_path)[0]}
+    crops = {"original": gallery_img}
+    for kind, model in shown_models.items():
+        r = pqmim.code_image(model, gallery_img, STEPS)
+        crops[f"{kind}: {r['bytes']} B, {metrics.psnr(gallery_img, r['x_hat']):.1f} dB"] = r["x_hat"]
+    mbt_rows = perc_table[perc_table["codec"].str.startswith("mbt2018")]
+    if len(mbt_rows):
+        q = int(mbt_rows["codec"].iloc[0].split("q")[-1])
+        r = neural.code_image(mbt[q], gallery_img)
+        crops[f"mbt2018 q{q}: {r['bytes']} B, {metrics.psnr(gallery_img, r['x_hat']):.1f} dB"] = r["x_hat"]
+    H, W = gallery_img.shape[:2]
+    side = min(PERCEPTUAL_CROP, H, W)
+    y0, x0 = (H - side) // 2, (W - side) // 2
+    fig, axes = plt.subplots(1, len(crops), figsize=(3.2 * len(crops), 3.4))
+    for ax, (title, img) in zip(axes, crops.items()):
+        ax.imshow(img[y0:y0 + side, x0:x0 + side], interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{gallery_name}, {side}x{side} crop: {pairs[0][0].name} and its perceptual decoder")
+    plotting.save_figure(fig, "fig5_perceptual_crops")
+    plt.show()
 
 # %% [markdown]
 # ## Findings (generated from the tables above)
@@ -301,4 +403,21 @@ else:
     lines.append(f"- No hybrid setting of {smallest} fits in {EXTREME_BYTES} bytes on {gallery_name} "
                  f"(smallest: {int(hybrid['bytes'].min())} bytes).")
 lines.append(f"- Every fully transmitted code grid decoded exactly: {bool(codes_table['exact'].all())}.")
+for pair, t in (perc_table.groupby("pair") if len(perc_table) else []):
+    b, p = t.iloc[0], t.iloc[1]
+    line = (f"- Perceptual variant of {pair}: same {b['bpp']:.4f} bpp; PSNR {b['psnr_rgb']:.2f} → {p['psnr_rgb']:.2f} dB, "
+            f"SWD×10³ {1e3 * b['swd']:.1f} → {1e3 * p['swd']:.1f} ({'lower' if p['swd'] < b['swd'] else 'not lower'})")
+    if np.isfinite(p["fd"]):
+        line += f", FID {b['fd']:.1f} → {p['fd']:.1f}, KID {b['kid']:.4f} → {p['kid']:.4f}"
+    if len(t) > 2:
+        m = t.iloc[2]
+        matched = abs(m["bpp"] / b["bpp"] - 1) <= 0.25  # within 25% of the PQ-MIM rate
+        line += (f"; {m['codec']} at {m['bpp']:.4f} bpp: {m['psnr_rgb']:.2f} dB, SWD×10³ {1e3 * m['swd']:.1f}"
+                 + (f", FID {m['fd']:.1f}" if np.isfinite(m["fd"]) else "")
+                 + ("" if matched else f" (its closest quality, {m['bpp'] / b['bpp']:.1f}x the bits: not a matched-bpp comparison)"))
+    lines.append(line + ".")
+if not len(perc_table):
+    lines.append("- No perceptual checkpoint next to its base: the perceptual variant is not measured.")
+elif extractor is None:
+    lines.append("- FID/KID not computed (no Inception weights on this machine, or the smoke profile): SWD only.")
 display(Markdown("\n".join(lines)))

@@ -70,6 +70,7 @@ __all__ = [
     "estimate_bits",
     "find_checkpoints",
     "fixed_length_bits",
+    "is_perceptual_checkpoint",
     "load_pqmim",
     "mask_ratio",
     "quantizer_table",
@@ -893,10 +894,26 @@ def default_checkpoint_path(M: int, K: int) -> Path:
     return checkpoint_dir() / f"M{int(M)}-K{int(K)}.pt"
 
 
-def find_checkpoints(folder: str | os.PathLike | None = None) -> list[Path]:
-    """Sorted ``*.pt`` files of the PQ-MIM checkpoint folder (empty if none)."""
+def is_perceptual_checkpoint(path: str | os.PathLike) -> bool:
+    """True for a perceptual variant (stage C of :mod:`nic_lib.train_pqmim`): its checkpoint
+    carries a ``"perceptual"`` entry. Same codes and bitstreams as its base model, so it is
+    not another rate point."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return isinstance(ckpt, dict) and "perceptual" in ckpt
+
+
+def find_checkpoints(folder: str | os.PathLike | None = None,
+                     perceptual: bool = False) -> list[Path]:
+    """Sorted ``*.pt`` files of the PQ-MIM checkpoint folder (empty if none).
+
+    Args:
+        folder: default :func:`checkpoint_dir`.
+        perceptual: False (default): the base models, one per rate point; True: only the
+            perceptual variants (:func:`is_perceptual_checkpoint`).
+    """
     folder = Path(folder) if folder is not None else checkpoint_dir()
-    return sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    paths = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    return [p for p in paths if is_perceptual_checkpoint(p) == perceptual]
 
 
 def save_pqmim(model: PQMIM, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
