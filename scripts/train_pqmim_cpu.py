@@ -23,7 +23,9 @@ paper trains on ImageNet with a GPU budget; see notebook 05):
   cpu profile's base stage peaks at 1e-3).
 
 Runs go to ``runs/pqmim-cpu/<name>/`` (git-ignored); a finished run is exported with its
-``config.json`` and logs copied beside the checkpoint. A checkpoint that exists is skipped;
+``config.json`` and logs copied beside the checkpoint, and the exported weights are stored
+in float16 (``save_pqmim(half=True)``: half the size; codebooks stay float32) to keep the
+shipped checkpoints inside the project's size budget. A checkpoint that exists is skipped;
 an interrupted run resumes from its ``ckpt.pt`` / ``ckpt_c.pt``.
 
 Usage::
@@ -82,6 +84,23 @@ def _commands(name: str, threads: int | None) -> tuple[list[str], Path, list[str
     return cmd, run, ["config_c.json", "log_c.csv"]
 
 
+def _finish(target: Path, run: Path, logs: list[str]) -> None:
+    """Store an exported checkpoint's weights in float16 (``save_pqmim(half=True)``) unless
+    they already are, and copy its run's logs beside it (both idempotent)."""
+    import torch
+
+    from nic_lib.models import pqmim
+
+    stored = torch.load(target, map_location="cpu", weights_only=True)
+    if stored["state_dict"]["g_a.0.weight"].dtype != torch.float16:
+        model, ckpt = pqmim.load_pqmim(target)
+        extra = {k: v for k, v in ckpt.items() if k not in ("format", "config", "state_dict")}
+        pqmim.save_pqmim(model, target, extra=extra, half=True)
+    for log in logs:
+        if (run / log).exists() and not (OUT / f"{target.stem}.{log}").exists():
+            shutil.copy2(run / log, OUT / f"{target.stem}.{log}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = [*RATE_POINTS, *PERCEPTUAL]
@@ -96,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {' '.join(cmd)}")
             continue
         if target.exists():
+            _finish(target, run, logs)
             print(f"{name}: {target.relative_to(REPO)} exists, skipped")
             continue
         if name in PERCEPTUAL and not (OUT / f"{PERCEPTUAL[name]}.pt").exists():
@@ -103,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{name}: {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, check=True, cwd=REPO)
-        for log in logs:
-            if (run / log).exists():
-                shutil.copy2(run / log, OUT / f"{name}.{log}")
+        _finish(target, run, logs)
     return 0
 
 

@@ -153,6 +153,25 @@ def test_trained_checkpoint_codes_an_image_exactly(tiny_run):
     assert hybrid["bytes"] < full["bytes"]
 
 
+def test_half_precision_checkpoint_is_smaller_and_still_codes_exactly(tiny_run, tmp_path):
+    model, ckpt = pqmim.load_pqmim(tiny_run / "final.pt")
+    path = pqmim.save_pqmim(model, tmp_path / "half.pt", half=True)
+    stored = torch.load(path, weights_only=True)["state_dict"]
+    assert stored["g_a.0.weight"].dtype == torch.float16
+    assert stored["quantizer.codebooks"].dtype == torch.float32  # codes are decided against these
+    assert path.stat().st_size < 0.75 * (tiny_run / "final.pt").stat().st_size
+    half, _ = pqmim.load_pqmim(path)
+    for key, value in half.state_dict().items():
+        original = model.state_dict()[key]
+        assert value.dtype == original.dtype, key
+        if stored[key].dtype == torch.float16:
+            assert torch.equal(value, original.half().to(original.dtype)), key
+        else:
+            assert torch.equal(value, original), key
+    img = (np.random.default_rng(1).random((48, 64, 3)) * 255).astype(np.uint8)
+    assert pqmim.code_image(half, img, steps=4)["exact"]
+
+
 def test_load_refuses_files_that_are_not_pqmim_checkpoints(tmp_path):
     path = tmp_path / "x.pt"
     torch.save({"format": "something-else"}, path)

@@ -916,7 +916,13 @@ def find_checkpoints(folder: str | os.PathLike | None = None,
     return [p for p in paths if is_perceptual_checkpoint(p) == perceptual]
 
 
-def save_pqmim(model: PQMIM, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+#: Tensors kept in float32 by ``save_pqmim(..., half=True)``: the codebooks and their EMA
+#: statistics (the codes are nearest-neighbour decisions against them) and the prior counts.
+FULL_PRECISION_PREFIXES = ("quantizer.", "prior_counts")
+
+
+def save_pqmim(model: PQMIM, path: str | os.PathLike, extra: dict[str, Any] | None = None,
+               half: bool = False) -> Path:
     """Write ``{"format", "config", "state_dict", **extra}`` atomically.
 
     Args:
@@ -924,6 +930,11 @@ def save_pqmim(model: PQMIM, path: str | os.PathLike, extra: dict[str, Any] | No
         path: destination (parents created).
         extra: plain values (str, numbers, lists, dicts, tensors) such as the training
             configuration and step.
+        half: store the weight matrices and kernels of g_a, g_s and the MIM transformer
+            (floating tensors of 2+ dimensions outside :data:`FULL_PRECISION_PREFIXES`) in
+            float16: half the size, as the shipped mbt2018 checkpoints.
+            :func:`load_pqmim` casts them back to float32, so the encoder and the decoder
+            compute with the same (rounded) weights and their probabilities still agree.
 
     Returns:
         The path.
@@ -936,6 +947,10 @@ def save_pqmim(model: PQMIM, path: str | os.PathLike, extra: dict[str, Any] | No
     if clash:
         raise ValueError(f"extra uses reserved keys {clash}; rename them")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if (v.is_floating_point() and v.dim() >= 2
+                                 and not k.startswith(FULL_PRECISION_PREFIXES)) else v
+                 for k, v in state.items()}
     ckpt = {"format": CHECKPOINT_FORMAT, "config": model.architecture(), "state_dict": state,
             **extra}
     path = Path(path)
