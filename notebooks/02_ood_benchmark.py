@@ -305,6 +305,14 @@ if len(h):
                  f"({worst['corruption']}, severity {worst['severity']}) to {best_c['delta_db']:+.2f} dB "
                  f"({best_c['corruption']}, severity {best_c['severity']}); it loses to {REFERENCE} in "
                  f"{int((h['delta_db'] < 0).sum())} of {len(h)} conditions.")
+hc = deltas["psnr_vs_clean"].query("codec == @challenger and corruption != @bench.CLEAN").dropna(subset=["delta_db"])
+if len(hc):
+    per_group = hc.assign(group=hc["corruption"].map(corruptions.FREQUENCY_GROUP)).groupby("group")["delta_db"]
+    lines.append(f"- {challenger} vs {REFERENCE} against the **clean** image, mean over each group's corruptions and "
+                 "severities (range in brackets): "
+                 + "; ".join(f"{g} {per_group.mean()[g]:+.2f} dB [{per_group.min()[g]:+.1f}, {per_group.max()[g]:+.1f}]"
+                             for g in groups if g in per_group.mean()) + f"; it beats {REFERENCE} in "
+                 f"{int((hc['delta_db'] > 0.05).sum())} of {len(hc)} conditions by more than 0.05 dB.")
 drop = points.groupby("group")["psnr_vs_clean"].mean()
 if "clean" in drop:
     lines.append("- Mean PSNR against the clean image (all codecs and rates): clean "
