@@ -1033,7 +1033,7 @@ def prefit_densities(model: torch.nn.Module, x: torch.Tensor, steps: int,
             first = float(bits.detach()) if step == 0 else first
             last = float(bits.detach())
         report.append({"level": level, "bits_per_latent_start": first,
-                       "bits_per_latent_end": last, "aux_loss_end": float(bottleneck.loss())})
+                       "bits_per_latent_end": last, "aux_loss_end": float(bottleneck.loss().detach())})
     return report
 
 
