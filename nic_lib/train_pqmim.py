@@ -207,17 +207,25 @@ def train(cfg: PQMIMTrainConfig, resume: str | Path | None = None,
         torch.set_num_threads(threads)
 
 
+def _resumed_config(cls, saved: dict, runtime_keys: tuple[str, ...], overrides: dict | None):
+    """A resumed run's configuration: the saved one, with ``overrides`` of ``runtime_keys`` only.
+
+    Raises:
+        ValueError: an override outside ``runtime_keys`` (it would change the run's maths).
+    """
+    cfg = cls(**{k: tuple(v) if k == "data" else v for k, v in saved.items()})
+    bad = sorted(set(overrides or {}) - set(runtime_keys))
+    if bad:
+        raise ValueError(f"--resume keeps the run's settings; {', '.join(bad)} cannot "
+                         f"change (only {', '.join(runtime_keys)}). Start a new run instead")
+    return dataclasses.replace(cfg, **(overrides or {}))
+
+
 def _train(cfg: PQMIMTrainConfig, resume, overrides) -> Path:
     state, run_dir = None, None
     if resume is not None:
         state, run_dir = _load_state(resume)
-        cfg = PQMIMTrainConfig(**{k: tuple(v) if k == "data" else v
-                                  for k, v in state["config"].items()})
-        bad = sorted(set(overrides or {}) - set(RUNTIME_KEYS))
-        if bad:
-            raise ValueError(f"--resume keeps the run's settings; {', '.join(bad)} cannot "
-                             f"change (only {', '.join(RUNTIME_KEYS)}). Start a new run instead")
-        cfg = dataclasses.replace(cfg, **(overrides or {}))
+        cfg = _resumed_config(PQMIMTrainConfig, state["config"], RUNTIME_KEYS, overrides)
     if cfg.crop % pqmim.DOWNSAMPLING:
         raise ValueError(f"--crop {cfg.crop} must be a multiple of {pqmim.DOWNSAMPLING} "
                          f"(e.g. --crop {max(16, cfg.crop // 16 * 16)})")
@@ -522,13 +530,7 @@ def _train_perceptual(cfg: PerceptualTrainConfig, resume, overrides) -> Path:
     state, run_dir = None, None
     if resume is not None:
         state, run_dir = _load_state_c(resume)
-        cfg = PerceptualTrainConfig(**{k: tuple(v) if k == "data" else v
-                                       for k, v in state["config"].items()})
-        bad = sorted(set(overrides or {}) - set(RUNTIME_KEYS_C))
-        if bad:
-            raise ValueError(f"--resume keeps the run's settings; {', '.join(bad)} cannot "
-                             f"change (only {', '.join(RUNTIME_KEYS_C)}). Start a new run instead")
-        cfg = dataclasses.replace(cfg, **(overrides or {}))
+        cfg = _resumed_config(PerceptualTrainConfig, state["config"], RUNTIME_KEYS_C, overrides)
     if cfg.ms_ssim_weight and cfg.crop <= 160:
         raise ValueError(f"--ms-ssim-weight needs crops above 160 pixels (MS-SSIM's 5 scales); "
                          f"got --crop {cfg.crop}: use --crop 192 or more, or --ms-ssim-weight 0")
