@@ -137,6 +137,11 @@ def tiny_run(tmp_path_factory):
     return train_pqmim.train(cfg)
 
 
+def test_resume_refuses_to_change_the_maths_of_a_run(tiny_run):
+    with pytest.raises(ValueError, match="K cannot change"):
+        train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=tiny_run, overrides={"K": 16})
+
+
 def test_tiny_seeded_training_run_decreases_its_loss(tiny_run):
     for name in ("log_a.csv", "log_b.csv"):
         loss = pd.read_csv(tiny_run / name)["loss"].to_numpy()
