@@ -216,7 +216,9 @@ def state_digest(state_dict: dict[str, Tensor], exclude_prefix: str = "g_s.") ->
 
     Stage C changes only PQ-MIM's decoder ``g_s``; equal digests of a base and a
     perceptual checkpoint mean the same encoder, codebooks and MIM model, hence the same
-    bitstreams (how notebook 05 pairs them).
+    bitstreams (how notebook 05 pairs them). Half-precision tensors are digested as the
+    float32 values a loaded model holds, so a checkpoint stored with float16 weights and
+    the model loaded from it have the same digest.
 
     Args:
         state_dict: a model's state dict.
@@ -230,6 +232,10 @@ def state_digest(state_dict: dict[str, Tensor], exclude_prefix: str = "g_s.") ->
         if name.startswith(exclude_prefix):
             continue
         t = state_dict[name].detach().cpu().contiguous()
+        if t.dtype in (torch.float16, torch.bfloat16):
+            # weights stored in half precision (save_pqmim(half=True)) are computed with in
+            # float32 after loading: digest them as such (the cast is exact)
+            t = t.float()
         h.update(name.encode())
         h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")

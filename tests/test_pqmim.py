@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 import torch
 
-from nic_lib import train_pqmim
+from nic_lib import perceptual, train_pqmim
 from nic_lib.models import pqmim
 
 TINY = {"N": 16, "latent_dim": 8, "M": 2, "K": 16, "width": 32, "layers": 1, "heads": 2}
@@ -175,6 +175,8 @@ def test_half_precision_checkpoint_is_smaller_and_still_codes_exactly(tiny_run, 
             assert torch.equal(value, original), key
     img = (np.random.default_rng(1).random((48, 64, 3)) * 255).astype(np.uint8)
     assert pqmim.code_image(half, img, steps=4)["exact"]
+    # a perceptual run digests the loaded model; pairing digests the stored file
+    assert perceptual.state_digest(stored) == perceptual.state_digest(half.state_dict())
 
 
 def test_load_refuses_files_that_are_not_pqmim_checkpoints(tmp_path):
