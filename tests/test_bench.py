@@ -168,12 +168,18 @@ def test_levels_of_one_variable_rate_model_share_the_analysis_transform_exactly(
         models[level + 1].gain.log_gain.data[level] += 0.1 * level  # levels really differ
     nic = bench.NicCodec("tiny-vr", models, rate="likelihood")
     [(_, img)] = corruptions.load_clean("sample", limit=1)
-    calls = []
+    calls, layouts = [], []
     hook = models[1].g_a.register_forward_hook(lambda *a: calls.append(1))
+    pre_hooks = len(models[1].g_s._forward_pre_hooks)
+    first = models[1].g_s[0].register_forward_pre_hook(lambda m, a: layouts.append(
+        a[0].is_contiguous(memory_format=torch.channels_last)))
     together = nic.code_many(img)
     hook.remove()
+    first.remove()
     assert len(set(nic._analysis_groups().values())) == 1
     assert calls == []  # the shared y is computed by g_a.forward, bypassing module hooks
+    assert layouts == [True]  # g_s ran on a channels-last input ...
+    assert len(models[1].g_s._forward_pre_hooks) == pre_hooks  # ... and the hook is gone
     for setting, (x_hat, bpp, source) in zip(nic.settings, together):
         x_alone, bpp_alone, _ = nic.code(img, setting)
         assert source == "likelihood"
