@@ -18,9 +18,10 @@ What the stages do (stage B starts when stage A has finished its steps or minute
 
     A  x ── g_a ── product quantizer (EMA codebooks, restarts) ── g_s ──► x_hat
        L_A = MSE(x_hat, x) + β‖z − sg(e)‖²          (x on the 0..1 scale)
-    B  codes = PQ(g_a(x)) with g_a and the codebooks frozen
-       mask ceil(γ·L) positions, γ = cos(π r / 2), r ~ U[0, 1)   (MaskGIT)
-       L_B = Σ_masked Σ_m −ln P(c_m | visible codes) / #masked    (nats per position)
+    B  codes = PQ(g_a(x)) with g_a and the codebooks frozen, of every training image once
+       (CodeMapSampler); each step draws windows of crop_b/16 x crop_b/16 tokens
+       mask ceil(γ·L) of the L = h·w·M codes, γ = cos(π r / 2), r ~ U[0, 1)   (MaskGIT)
+       L_B = Σ_masked −ln P(c | visible codes) / #masked           (nats per code)
     C  (separate command) g_a, codebooks and MIM model frozen: same codes, same bitstream
        x_hat = g_s(z_q);  D = PatchGAN discriminator (nic_lib.perceptual), alternately:
        L_G = MSE(x_hat, x) [+ w_ms (1 − MS-SSIM)] + w_adv · L_adv(D(x_hat))   (g_s only)
@@ -95,6 +96,10 @@ TRAIN_STATE_FORMAT = "nic-repro/pqmim-train-state/1"
 #: Settings that may change on --resume (speed and bookkeeping, not the maths).
 RUNTIME_KEYS = ("steps_a", "steps_b", "max_minutes_a", "max_minutes_b", "log_every",
                 "ckpt_every", "threads", "export")
+#: Settings that may also change on ``--resume --restart-b`` (stage B starts again from
+#: scratch on the finished autoencoder: the MIM model's size and its training).
+STAGE_B_KEYS = ("width", "layers", "heads", "crop_b", "batch_size_b", "lr_b",
+                "weight_decay_b", "warmup_steps")
 LOG_A_COLUMNS = ("step", "wall_s", "lr", "loss", "mse", "psnr", "commitment", "perplexity",
                  "restarts", "images_per_s")
 LOG_B_COLUMNS = ("step", "wall_s", "lr", "loss", "bits_per_code", "masked_fraction",
@@ -108,7 +113,9 @@ class PQMIMTrainConfig:
     """Every knob of a PQ-MIM run (saved in config.json, ckpt.pt and final.pt).
 
     Architecture: N, latent_dim, M, K, width, layers, heads (see
-    :class:`nic_lib.models.pqmim.PQMIM`). ``steps_a``/``steps_b``: steps per stage;
+    :class:`nic_lib.models.pqmim.PQMIM`). ``crop``/``batch_size``: stage A's crops;
+    ``crop_b``/``batch_size_b``: stage B's (default: stage A's; larger crops give the MIM
+    model larger token grids, i.e. more context). ``steps_a``/``steps_b``: steps per stage;
     ``max_minutes_a``/``_b``: wall-clock cap per stage. Other fields mirror the flags of
     ``python -m nic_lib.train_pqmim --help``.
     """
@@ -123,6 +130,8 @@ class PQMIMTrainConfig:
     data: tuple[str, ...] = (base.DEFAULT_DATA,)
     crop: int = DEFAULT_CROP
     batch_size: int = DEFAULT_BATCH
+    crop_b: int | None = None
+    batch_size_b: int | None = None
     lr_a: float = DEFAULT_LR_A
     lr_b: float = DEFAULT_LR_B
     weight_decay_b: float = DEFAULT_WEIGHT_DECAY_B
@@ -185,13 +194,17 @@ def _load_state(path: str | Path) -> tuple[dict, Path]:
 
 
 def train(cfg: PQMIMTrainConfig, resume: str | Path | None = None,
-          overrides: dict | None = None) -> Path:
+          overrides: dict | None = None, restart_b: bool = False) -> Path:
     """Train (or resume) a PQ-MIM run; returns its run folder.
 
     Args:
         cfg: the configuration (ignored when resuming, except ``overrides``).
         resume: run folder or ckpt.pt to continue.
-        overrides: with ``resume``, new values for :data:`RUNTIME_KEYS`.
+        overrides: with ``resume``, new values for :data:`RUNTIME_KEYS` (and, with
+            ``restart_b``, :data:`STAGE_B_KEYS`).
+        restart_b: with ``resume`` of a run past stage A: keep its autoencoder and
+            codebooks, and train stage B again from step 0 with a fresh MIM model, optimizer
+            and prior counts (the old ``log_b.csv`` is kept as ``log_b.before-restart.csv``).
 
     Returns:
         The run folder (``final.pt`` inside).
@@ -201,8 +214,11 @@ def train(cfg: PQMIMTrainConfig, resume: str | Path | None = None,
             an override that would change the maths of a resumed run).
     """
     threads = torch.get_num_threads()
+    if restart_b and resume is None:
+        raise ValueError("restart_b (--restart-b) restarts stage B of an existing run: "
+                         "pass its folder with --resume")
     try:
-        return _train(cfg, resume, overrides)
+        return _train(cfg, resume, overrides, restart_b)
     finally:
         torch.set_num_threads(threads)
 
@@ -221,11 +237,17 @@ def _resumed_config(cls, saved: dict, runtime_keys: tuple[str, ...], overrides: 
     return dataclasses.replace(cfg, **(overrides or {}))
 
 
-def _train(cfg: PQMIMTrainConfig, resume, overrides) -> Path:
+def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) -> Path:
     state, run_dir = None, None
     if resume is not None:
         state, run_dir = _load_state(resume)
-        cfg = _resumed_config(PQMIMTrainConfig, state["config"], RUNTIME_KEYS, overrides)
+        keys = RUNTIME_KEYS + STAGE_B_KEYS if restart_b else RUNTIME_KEYS
+        cfg = _resumed_config(PQMIMTrainConfig, state["config"], keys, overrides)
+        if restart_b and state["stage"] == "a":
+            raise ValueError(f"{run_dir} is still in stage A; resume it without --restart-b")
+    crop_b = cfg.crop_b or cfg.crop
+    if crop_b % pqmim.DOWNSAMPLING:
+        raise ValueError(f"--crop-b {crop_b} must be a multiple of {pqmim.DOWNSAMPLING}")
     if cfg.crop % pqmim.DOWNSAMPLING:
         raise ValueError(f"--crop {cfg.crop} must be a multiple of {pqmim.DOWNSAMPLING} "
                          f"(e.g. --crop {max(16, cfg.crop // 16 * 16)})")
@@ -239,7 +261,20 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides) -> Path:
     opt_b = torch.optim.AdamW(model.entropy_model.parameters(), lr=cfg.lr_b,
                               weight_decay=cfg.weight_decay_b)
     stage, step, elapsed = "a", 0, {"a": 0.0, "b": 0.0}
-    if state is not None:
+    if state is not None and restart_b:
+        # keep g_a, g_s and the codebooks; the MIM model and its statistics start afresh
+        kept = {k: v for k, v in state["model"].items()
+                if not k.startswith(("entropy_model.", "prior_counts"))}
+        missing, unexpected = model.load_state_dict(kept, strict=False)
+        assert not unexpected and all(k.startswith(("entropy_model.", "prior_counts"))
+                                      for k in missing), (missing, unexpected)
+        opt_a.load_state_dict(state["opt_a"])
+        stage, step = "b", 0
+        elapsed = {"a": state["elapsed_s"]["a"], "b": 0.0}
+        old_log = run_dir / "log_b.csv"
+        if old_log.exists():
+            old_log.replace(run_dir / "log_b.before-restart.csv")
+    elif state is not None:
         model.load_state_dict(state["model"])
         opt_a.load_state_dict(state["opt_a"])
         opt_b.load_state_dict(state["opt_b"])
@@ -275,8 +310,15 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides) -> Path:
             stage, step = "b", 0
             save_state(stage, step)
         if stage in ("b", "done"):  # "done": a resume with more --steps-b continues stage B
-            resumed_b = state is not None and state["stage"] != "a"
-            step = _stage_b(model, opt_b, sampler, cfg, run_dir, step, elapsed, save_state,
+            resumed_b = state is not None and state["stage"] != "a" and not restart_b
+            sampler_b = None
+            if step < cfg.steps_b:
+                sampler_b = CodeMapSampler(model.eval(), pool, crop_b,
+                                           cfg.batch_size_b or cfg.batch_size, cfg.seed)
+                info["stage_b_images"] = len(sampler_b.maps)
+                fileio.atomic_write_text(run_dir / "config.json", json.dumps(
+                    {"config": dataclasses.asdict(cfg), "resolved": info}, indent=1))
+            step = _stage_b(model, opt_b, sampler_b, cfg, run_dir, step, elapsed, save_state,
                             progress, resumed=resumed_b)
             stage = "done"
             save_state(stage, step)
@@ -295,6 +337,73 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides) -> Path:
         with fileio.atomic_path(Path(cfg.export)) as tmp:
             shutil.copyfile(final, tmp)
     return run_dir
+
+
+#: Stage B codes JPEG training images at 3/4 size (stage A's crops see them at 1/2-3/4:
+#: the downscale hides their compression artefacts; 3/4 keeps the most context).
+STAGE_B_JPEG_SCALE = 0.75
+_CODE_CROP_STREAM = 0xC0DE
+
+
+class CodeMapSampler:
+    """Stage B's batches: random (t x t)-token windows of code maps computed once.
+
+    The frozen g_a and product quantizer turn every training image into its code map
+    (h/16, w/16, M) once, at the start of stage B (JPEG sources first downscaled by
+    :data:`STAGE_B_JPEG_SCALE`); a step then only runs the MIM transformer, and its
+    windows come from anywhere in any image, not from a few fixed crops. Window choice
+    depends on (seed, step) alone: image i with probability proportional to its number of
+    windows, offset uniform.
+    """
+
+    def __init__(self, model: pqmim.PQMIM, pool, crop: int, batch: int, seed: int):
+        """Args:
+            model: the frozen autoencoder (eval mode).
+            pool: decoded training images (:func:`nic_lib.train.load_pool`).
+            crop: window side in pixels (multiple of 16).
+            batch: windows per step.
+            seed: run seed.
+
+        Raises:
+            ValueError: no image is large enough for one window.
+        """
+        from PIL import Image
+        from tqdm.auto import tqdm
+
+        self.tokens, self.batch, self.seed = crop // pqmim.DOWNSAMPLING, batch, seed
+        self.maps = []
+        for i in tqdm(range(len(pool.names)), desc="stage B: coding the training images",
+                      leave=False, mininterval=2):
+            img = pool.image(i)
+            if pool.downscale[i]:
+                h, w = img.shape[:2]
+                size = (round(w * STAGE_B_JPEG_SCALE), round(h * STAGE_B_JPEG_SCALE))
+                img = np.asarray(Image.fromarray(np.ascontiguousarray(img))
+                                 .resize(size, Image.Resampling.BICUBIC))
+            h, w = (d // pqmim.DOWNSAMPLING * pqmim.DOWNSAMPLING for d in img.shape[:2])
+            if min(h, w) < crop:
+                continue
+            x = _to_input(np.ascontiguousarray(img[None, :h, :w]))
+            self.maps.append(model.codes(x)[0].to(torch.int16))
+        if not self.maps:
+            raise ValueError(f"no training image holds a {crop}x{crop} window for stage B; "
+                             "use a smaller --crop-b")
+        self.skipped = len(pool.names) - len(self.maps)
+        windows = np.array([(m.shape[0] - self.tokens + 1) * (m.shape[1] - self.tokens + 1)
+                            for m in self.maps], np.float64)
+        self.weights = windows / windows.sum()
+
+    def batch_codes(self, step: int) -> torch.Tensor:
+        """(batch, t, t, M) long codes of step ``step``."""
+        rng = np.random.default_rng([self.seed, step, _CODE_CROP_STREAM])
+        t = self.tokens
+        out = []
+        for i in rng.choice(len(self.maps), self.batch, p=self.weights):
+            m = self.maps[i]
+            y = int(rng.integers(m.shape[0] - t + 1))
+            x = int(rng.integers(m.shape[1] - t + 1))
+            out.append(m[y:y + t, x:x + t])
+        return torch.stack(out).long()
 
 
 def _stage_a(model, opt, params, sampler, cfg, run_dir, step, elapsed, save_state,
@@ -370,11 +479,11 @@ def _stage_b(model, opt, sampler, cfg, run_dir, step, elapsed, save_state, progr
         elapsed["b"] = start_elapsed + time.time() - t0
         if cfg.max_minutes_b is not None and elapsed["b"] > 60 * cfg.max_minutes_b:
             break
-        x = _to_input(sampler.batch(step))
-        codes = model.codes(x)  # (B, h, w, M), no gradient
+        codes = sampler.batch_codes(step)  # (B, h, w, M)
         B, h, w, _ = codes.shape
-        masked = pqmim.random_mask(B, h * w, _generator(cfg.seed, _MASK_STREAM, step))
-        masked = masked.reshape(B, h, w)
+        # one masking unit per code: ceil(γ·h·w·M) of each crop's codes hidden
+        masked = pqmim.random_mask(B, h * w * cfg.M, _generator(cfg.seed, _MASK_STREAM, step))
+        masked = masked.reshape(B, h, w, cfg.M)
         lr = learning_rate(step, cfg.lr_b, cfg.warmup_steps, cfg.steps_b)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -754,8 +863,13 @@ def _parser() -> argparse.ArgumentParser:
     a("--out-dir", help="run folder (default $NIC_RUNS_DIR or runs/pqmim-M<M>-K<K>-<time>)")
     a("--export", help="copy final.pt here, e.g. checkpoints/pqmim/M4-K256.pt")
     a("--threads", type=int, help="torch CPU threads (default torch's)")
+    a("--crop-b", type=int, help="stage B crop side, multiple of 16 (default --crop)")
+    a("--batch-size-b", type=int, help="stage B crops per step (default --batch-size)")
     a("--resume", help="run folder or ckpt.pt (stages A/B) or ckpt_c.pt (stage C) to continue "
                        "(its settings are kept)")
+    a("--restart-b", action="store_true",
+      help="with --resume of a run past stage A: train stage B again from scratch on its "
+           f"autoencoder; may also change {', '.join('--' + k.replace('_', '-') for k in STAGE_B_KEYS)}")
     c = PerceptualTrainConfig()
     g = p.add_argument_group("stage C, the perceptual variant (with --perceptual-from)")
     g.add_argument("--perceptual-from", dest="source",
@@ -789,6 +903,7 @@ def main(argv: list[str] | None = None) -> Path:
         given["data"] = tuple(given["data"])
     given = {k.replace("-", "_"): v for k, v in given.items()}
     resume = given.pop("resume", None)
+    restart_b = given.pop("restart_b", False)
     fields_c = {f.name for f in dataclasses.fields(PerceptualTrainConfig)}
     fields_ab = {f.name for f in dataclasses.fields(PQMIMTrainConfig)}
     if resume is not None and _is_stage_c_state(resume):
@@ -802,8 +917,10 @@ def main(argv: list[str] | None = None) -> Path:
     wrong = sorted(set(given) - fields_ab)
     if wrong:
         raise SystemExit(f"{', '.join(wrong)} belong to stage C: add --perceptual-from RUN_OR_CHECKPOINT")
+    if restart_b and resume is None:
+        raise SystemExit("--restart-b needs --resume RUN_FOLDER (the run whose stage B restarts)")
     if resume is not None:
-        return train(PQMIMTrainConfig(), resume=resume, overrides=given)
+        return train(PQMIMTrainConfig(), resume=resume, overrides=given, restart_b=restart_b)
     return train(PQMIMTrainConfig(**given))
 
 

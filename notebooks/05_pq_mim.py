@@ -27,9 +27,10 @@
 # |---|---|---|
 # | downsampling | 16 | 4 stride-2 convolutions, as the VQ-VAE grids of MaskGIT |
 # | codebooks | EMA updates (γ = 0.99), dead-code restarts, commitment β = 0.25 | VQ-VAE / VQ-VAE-2 / Jukebox practice |
-# | MIM model | pre-norm transformer, depthwise-conv positional encoding | works on any grid size (Kodak is 48×32 tokens, training crops 16×16) |
-# | training masks | ⌈cos(πr/2)·L⌉ tokens, r ~ U[0,1) | MaskGIT |
-# | coding schedule | S = 10 steps, known fraction (s/S)^2.2, R2 quasi-random positions | M2T: deterministic schedules work as well as adaptive ones; gains saturate at 8–12 steps |
+# | MIM model | pre-norm transformer, depthwise-conv positional encoding | works on any grid size (Kodak is 48×32 tokens; cpu training windows 12×12, drawn from code maps of whole training images computed once) |
+# | masking unit | one code (a position and a sub-quantizer), per-codebook mask embeddings | the M sub-vectors of a patch depend on each other; masking whole positions would hide that |
+# | training masks | ⌈cos(πr/2)·L⌉ of the L = tokens·M codes, r ~ U[0,1) | MaskGIT |
+# | coding schedule | S = 10 steps, known fraction (s/S)^2.2; M rounds over R2 quasi-random positions, one code of every position per round | M2T: deterministic schedules work as well as adaptive ones; gains saturate at 8–12 steps |
 # | entropy coder | CompressAI rANS, per-symbol categorical tables at 16-bit precision | real bitstreams, decode checked to reproduce the codes |
 #
 # Path: `nic_lib.data` → `nic_lib.models.pqmim` (encode → bytes → decode) →
@@ -145,6 +146,12 @@ rate_points
 # Each image is coded for real; `bits_per_step` holds Σ −log2 P of every step's codes.
 # Divided by the number of codes in the step, it shows how the cost of a code falls as
 # more of the grid is visible (step 1 sees nothing; the last step sees ~20% hidden).
+#
+# A unit of the schedule is one code, not one position (our choice; the paper does not say):
+# the M codes of a position are predicted as independent given what is visible, so coding
+# them in one step would give away how strongly the M sub-vectors of one 16x16 patch depend
+# on each other. `coding_schedule` makes M rounds over the grid in a spread-out order; each
+# round codes one more code of every position, so later codes of a token see its earlier ones.
 
 # %%
 key = {"dataset": dataset, "images": [n for n, _ in images], "steps": STEPS,
@@ -161,10 +168,10 @@ for label, model in models.items():
         codes = model.codes(neural.pad_to(neural.to_tensor(img), pqmim.DOWNSAMPLING))[0]
         H, W, M = codes.shape
         bits = pqmim.bits_per_step(model.entropy_model, codes, STEPS)
-        sizes = pqmim.group_sizes(H * W, STEPS)
+        sizes = [len(g) for g in pqmim.coding_schedule(H, W, STEPS, M=M)]  # codes per step
         for s, (b, n) in enumerate(zip(bits, sizes), start=1):
-            step_rows.append({"codec": label, "image": name, "step": s, "codes": n * M,
-                              "bits_per_code": b / (n * M)})
+            step_rows.append({"codec": label, "image": name, "step": s, "codes": n,
+                              "bits_per_code": b / n})
 steps_table = pd.DataFrame(step_rows)
 cache.write_table(steps_table, fig_dir / "bits_per_step.csv")
 prior_bits = {label: float(-(m.independent_prior() * m.independent_prior().log2()).sum(-1).mean())

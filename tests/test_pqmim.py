@@ -89,19 +89,51 @@ def test_independent_prior_stream_round_trips():
     assert torch.equal(pqmim.decode_independent(probs, stream, 50), codes)
 
 
-@pytest.mark.parametrize("shape,steps", [((4, 4), 1), ((5, 7), 10), ((3, 3), 9), ((32, 48), 12)])
-def test_schedule_reveals_every_position_exactly_once(shape, steps):
-    groups = pqmim.coding_schedule(*shape, steps)
+@pytest.mark.parametrize("shape,steps,M", [((4, 4), 1, 1), ((5, 7), 10, 4), ((3, 3), 9, 1),
+                                           ((32, 48), 12, 4), ((2, 3), 5, 2)])
+def test_schedule_reveals_every_code_exactly_once(shape, steps, M):
+    groups = pqmim.coding_schedule(*shape, steps, M=M)
     assert len(groups) == steps and all(len(g) > 0 for g in groups)
     revealed = torch.cat(groups)
-    assert sorted(revealed.tolist()) == list(range(shape[0] * shape[1]))
-    again = pqmim.coding_schedule(*shape, steps)  # fixed by the grid and S alone
+    assert sorted(revealed.tolist()) == list(range(shape[0] * shape[1] * M))
+    again = pqmim.coding_schedule(*shape, steps, M=M)  # fixed by the grid, M and S alone
     assert all(torch.equal(a, b) for a, b in zip(groups, again))
 
 
-def test_schedule_refuses_more_steps_than_tokens():
-    with pytest.raises(ValueError, match="at least one token"):
+def test_schedule_codes_one_code_of_every_position_per_round():
+    H, W, M = 6, 5, 4
+    order = torch.cat(pqmim.coding_schedule(H, W, 7, M=M))
+    L = H * W
+    for r in range(M):
+        positions = order[r * L:(r + 1) * L] // M
+        assert sorted(positions.tolist()) == list(range(L))
+    # M = 1 is the plain position schedule
+    plain = torch.cat(pqmim.coding_schedule(H, W, 7))
+    assert plain.tolist() == list(pqmim.spread_order(H, W))
+
+
+def test_schedule_refuses_more_steps_than_codes():
+    with pytest.raises(ValueError, match="at least one"):
         pqmim.coding_schedule(2, 2, 5)
+    assert len(pqmim.coding_schedule(2, 2, 5, M=2)) == 5  # 8 codes are enough
+
+
+def test_mim_predictions_ignore_the_values_of_hidden_codes():
+    model = _peaked_mim(M=3, K=16, sharpness=1.0)
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 16, (2, 4, 5, 3), generator=gen)
+    visible = torch.rand(2, 4, 5, 3, generator=gen) < 0.5
+    other = torch.where(visible, codes, torch.randint(0, 16, codes.shape, generator=gen))
+    with torch.no_grad():
+        assert torch.allclose(model(codes, visible), model(other, visible))
+        # a per-position mask is the per-code mask repeated over the M codes
+        per_position = visible[..., 0]
+        assert torch.allclose(model(codes, per_position),
+                              model(codes, per_position[..., None].expand_as(codes)))
+        # and a visible code does change the prediction
+        more = visible.clone()
+        more[0, 0, 0] = True
+        assert not torch.allclose(model(codes, visible), model(codes, more))
 
 
 def test_mask_ratio_sampler_matches_the_cosine_law():
@@ -186,3 +218,48 @@ def test_load_refuses_files_that_are_not_pqmim_checkpoints(tmp_path):
         pqmim.load_pqmim(path)
     with pytest.raises(FileNotFoundError, match="train_pqmim"):
         pqmim.load_pqmim(tmp_path / "missing.pt")
+
+
+def test_restart_b_keeps_the_autoencoder_and_trains_a_new_mim_model(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before, _ = pqmim.load_pqmim(run / "final.pt")
+    with pytest.raises(ValueError, match="width cannot change"):  # not without --restart-b
+        train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=run, overrides={"width": 16})
+    train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=run, restart_b=True,
+                      overrides={"width": 16, "heads": 1, "crop_b": 32, "steps_b": 20})
+    after, ckpt = pqmim.load_pqmim(run / "final.pt")
+    assert ckpt["config"]["width"] == 16 and ckpt["train_config"]["crop_b"] == 32
+    for name, tensor in before.state_dict().items():
+        if not name.startswith(("entropy_model.", "prior_counts")):
+            assert torch.equal(tensor, after.state_dict()[name]), name
+    # the new stage B counted only its own codes: 20 steps x 4 crops x (32/16)^2 positions
+    assert after.prior_counts.sum(-1).tolist() == [20 * 4 * 4] * TINY["M"]
+    assert (run / "log_b.before-restart.csv").is_file()
+    assert len(pd.read_csv(run / "log_b.csv")) == 2
+    img = (np.random.default_rng(1).random((32, 48, 3)) * 255).astype(np.uint8)
+    assert pqmim.code_image(after, img, steps=3)["exact"]
+
+
+def test_load_explains_checkpoints_of_the_old_per_position_format(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"format": "nic-repro/pqmim/1", "config": {}, "state_dict": {}}, path)
+    with pytest.raises(ValueError, match="--restart-b"):
+        pqmim.load_pqmim(path)
+
+
+@pytest.mark.parametrize("transmitted", [0, 1, 2, 3])
+def test_streams_of_very_few_codes_round_trip(transmitted):
+    # CompressAI's BufferedRansEncoder overruns its buffer on 1-3 symbols: padded
+    model = _peaked_mim(M=1, K=16)
+    codes = torch.randint(0, 16, (2, 2, 1), generator=torch.Generator().manual_seed(5))
+    out = pqmim.encode_codes(model, codes, steps=4, transmit_steps=transmitted)
+    decoded = pqmim.decode_codes(model, out["bytes"], temperature=0)
+    order = torch.cat(pqmim.coding_schedule(2, 2, 4))[:transmitted]
+    assert torch.equal(decoded.reshape(-1)[order], codes.reshape(-1)[order])
+    probs = torch.full((1, 16), 1 / 16)
+    stream = pqmim.encode_independent(probs, codes.reshape(-1, 1)[:max(transmitted, 1)])
+    assert torch.equal(pqmim.decode_independent(probs, stream, max(transmitted, 1)),
+                       codes.reshape(-1, 1)[:max(transmitted, 1)])

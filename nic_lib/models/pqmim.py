@@ -126,7 +126,7 @@ HYBRID_SEED = 0
 #: Krichevsky–Trofimov smoothing of the independent prior's counts (+1/2 per symbol).
 PRIOR_PSEUDOCOUNT = 0.5
 #: Plain-dict checkpoint format of :func:`save_pqmim`.
-CHECKPOINT_FORMAT = "nic-repro/pqmim/1"
+CHECKPOINT_FORMAT = "nic-repro/pqmim/2"
 #: Header of a PQ-MIM bitstream: grid height, grid width (uint16), S, transmitted steps
 #: (uint8), big-endian: 6 bytes, counted in every bpp.
 HEADER = struct.Struct(">HHBB")
@@ -298,8 +298,8 @@ class MaskedTokenModel(nn.Module):
 
     .. code-block:: none
 
-        codes (B,H,W,M), visible (B,H,W)
-          │  token_hw = Σ_m E_m[c_hw,m]  if visible  else  mask token
+        codes (B,H,W,M), visible (B,H,W,M) (or (B,H,W): all M codes alike)
+          │  token_hw = Σ_m ( E_m[c_hw,m]  if (h,w,m) visible  else  mask_m )
           ▼
         + depthwise 3x3 convolution of the token grid (conditional positional encoding,
           Chu et al. 2021: translation invariant, any grid size)
@@ -308,8 +308,15 @@ class MaskedTokenModel(nn.Module):
           ▼
         logits (B, H, W, M, K): M categorical distributions per position
 
-    The M codes of one position are modelled as conditionally independent given the
-    visible context (one softmax per sub-quantizer).
+    The unit of masking is one code (a position and a sub-quantizer), not a whole
+    position: a token whose codes are partly known embeds the known ones and a per-codebook
+    mask vector for the others. The M codes predicted for one position are conditionally
+    independent given the visible context (one softmax per sub-quantizer), so the coding
+    schedule (:func:`coding_schedule`) spreads a position's M codes over different steps:
+    the later ones are then predicted from the earlier ones of the same token. This is our
+    choice (the paper does not say how it treats the M codes of a token): the M
+    sub-vectors of one 16x16 patch are strongly dependent, and coding them in the same step
+    would give that dependence away.
 
     Args:
         M, K: sub-quantizers and codebook size.
@@ -321,7 +328,7 @@ class MaskedTokenModel(nn.Module):
         super().__init__()
         self.M, self.K = int(M), int(K)
         self.code_embeddings = nn.Embedding(self.M * self.K, width)
-        self.mask_token = nn.Parameter(torch.zeros(width))
+        self.mask_tokens = nn.Parameter(torch.zeros(self.M, width))  # one per codebook
         self.position_conv = nn.Conv2d(width, width, 3, padding=1, groups=width)
         layer = nn.TransformerEncoderLayer(width, heads, MIM_FFN_RATIO * width, dropout=0.0,
                                            activation="gelu", batch_first=True, norm_first=True)
@@ -329,23 +336,25 @@ class MaskedTokenModel(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, self.M * self.K)
         nn.init.normal_(self.code_embeddings.weight, std=0.02)
-        nn.init.normal_(self.mask_token, std=0.02)
+        nn.init.normal_(self.mask_tokens, std=0.02)
         self.register_buffer("code_offsets", torch.arange(self.M) * self.K, persistent=False)
 
     def forward(self, codes: Tensor, visible: Tensor) -> Tensor:
         """Logits of every position's M codes given the visible ones.
 
         Args:
-            codes: (B, H, W, M) long; values at hidden positions are ignored.
-            visible: (B, H, W) bool.
+            codes: (B, H, W, M) long; values of hidden codes are ignored.
+            visible: (B, H, W, M) bool per code, or (B, H, W) per position.
 
         Returns:
             logits (B, H, W, M, K).
         """
         B, H, W, M = codes.shape
-        # token = Σ_m E[m·K + c_m]
-        tokens = self.code_embeddings(codes.clamp(0, self.K - 1) + self.code_offsets).sum(-2)
-        tokens = torch.where(visible[..., None], tokens, self.mask_token)
+        if visible.dim() == 3:
+            visible = visible[..., None].expand(B, H, W, M)
+        # token = Σ_m (E[m·K + c_m] if visible else mask_m)
+        emb = self.code_embeddings(codes.clamp(0, self.K - 1) + self.code_offsets)
+        tokens = torch.where(visible[..., None], emb, self.mask_tokens).sum(-2)
         grid = tokens.permute(0, 3, 1, 2)
         grid = grid + self.position_conv(grid)
         h = self.transformer(grid.flatten(2).transpose(1, 2))  # (B, H·W, width)
@@ -424,10 +433,10 @@ def spread_order(height: int, width: int) -> tuple[int, ...]:
 
 
 def group_sizes(positions: int, steps: int, alpha: float = SCHEDULE_ALPHA) -> list[int]:
-    """Tokens coded at each of S steps: known fraction (s/S)^α after step s, each >= 1.
+    """Units coded at each of S steps: known fraction (s/S)^α after step s, each >= 1.
 
     Args:
-        positions: tokens L (>= steps).
+        positions: units L (>= steps): codes (tokens x M) in :func:`coding_schedule`.
         steps: S.
         alpha: power-law exponent (M2T: 2.2).
 
@@ -435,11 +444,11 @@ def group_sizes(positions: int, steps: int, alpha: float = SCHEDULE_ALPHA) -> li
         S positive sizes summing to L.
 
     Raises:
-        ValueError: fewer tokens than steps (use fewer steps for such a small image).
+        ValueError: fewer units than steps (use fewer steps for such a small image).
     """
     if steps < 1 or positions < steps:
-        raise ValueError(f"cannot code {positions} tokens in {steps} steps: each step must "
-                         "code at least one token; use steps <= the number of tokens")
+        raise ValueError(f"cannot code {positions} codes in {steps} steps: each step must "
+                         "code at least one; use steps <= the number of codes (tokens x M)")
     # known after step s: C_s = round(L (s/S)^α), forced strictly increasing
     known = [0]
     for s in range(1, steps + 1):
@@ -450,19 +459,32 @@ def group_sizes(positions: int, steps: int, alpha: float = SCHEDULE_ALPHA) -> li
 
 
 def coding_schedule(height: int, width: int, steps: int = DEFAULT_STEPS,
-                    alpha: float = SCHEDULE_ALPHA) -> list[Tensor]:
-    """The positions coded at each step: fixed by (height, width, steps) alone.
+                    alpha: float = SCHEDULE_ALPHA, M: int = 1) -> list[Tensor]:
+    """The codes coded at each step: fixed by (height, width, M, steps) alone.
+
+    A unit is one code: position p (row-major) and sub-quantizer m, index ``p·M + m``. The
+    order makes M rounds over the positions in :func:`spread_order`; round r codes, at the
+    i-th position of that order, sub-quantizer (r + i) mod M. Every round covers the whole
+    image evenly, every position gets one new code per round (so the later codes of a
+    token are predicted knowing its earlier ones), and neighbouring positions of a round
+    code different sub-quantizers. :func:`group_sizes` then cuts the H·W·M units into S
+    groups. With M = 1 this is the plain position schedule.
 
     Args:
         height, width: token grid.
         steps: S.
         alpha: group-size exponent (:func:`group_sizes`).
+        M: codes per position.
 
     Returns:
-        S long tensors of row-major positions; together a permutation of the grid.
+        S long tensors of unit indices ``p·M + m``; together a permutation of
+        ``range(height · width · M)``.
     """
-    order = torch.tensor(spread_order(height, width))
-    sizes = group_sizes(height * width, steps, alpha)
+    spread = torch.tensor(spread_order(height, width))
+    i = torch.arange(spread.numel())
+    # round r: unit (spread[i], (r + i) mod M)
+    order = torch.cat([spread * M + (r + i) % M for r in range(M)])
+    sizes = group_sizes(height * width * M, steps, alpha)
     return list(torch.split(order, sizes))
 
 
@@ -497,12 +519,30 @@ def _code_table_args(cdfs: list[list[int]], K: int) -> tuple[list[int], list[int
     return list(range(n)), [K + 2] * n, [0] * n
 
 
+#: Fewest symbols a CompressAI ``BufferedRansEncoder`` may flush: its output buffer holds
+#: one 32-bit word per symbol, and a stream of n symbols of up to 16 bits needs up to
+#: n/2 + 2 words (renormalisation words plus the 64-bit final state), so streams of 1-3
+#: symbols overrun it (one symbol aborts the process with a double free).
+_MIN_RANS_SYMBOLS = 4
+#: Table of the padding symbols: two equiprobable values (the decoder never reads them).
+_PAD_CDF = _pmf_to_quantized_cdf([0.5, 0.5, 0.0], ENTROPY_CODER_PRECISION)
+
+
+def _flush(encoder: BufferedRansEncoder, symbols: int) -> bytes:
+    """``encoder.flush()``, first padding a stream of fewer than :data:`_MIN_RANS_SYMBOLS`
+    symbols with zeros (1 bit each, after the real symbols: decoders stop before them)."""
+    pad = _MIN_RANS_SYMBOLS - symbols
+    if pad > 0:
+        encoder.encode_with_indexes([0] * pad, [0] * pad, [_PAD_CDF], [len(_PAD_CDF)], [0])
+    return encoder.flush()
+
+
 def _step_probs(entropy_model: MaskedTokenModel, codes: Tensor, visible: Tensor,
                 group: Tensor) -> Tensor:
-    """(G, M, K) probabilities of a group's codes given the visible codes (one image)."""
+    """(G, K) probabilities of a group's codes (unit indices) given the visible codes."""
     logits = entropy_model(codes[None], visible[None])[0]  # (H, W, M, K)
     H, W, M, K = logits.shape
-    return logits.reshape(H * W, M, K)[group].float().softmax(-1)
+    return logits.reshape(H * W * M, K)[group].float().softmax(-1)
 
 
 @torch.no_grad()
@@ -527,23 +567,25 @@ def encode_codes(entropy_model: MaskedTokenModel, codes: Tensor, steps: int = DE
     s_max = steps if transmit_steps is None else int(transmit_steps)
     if not 0 <= s_max <= steps:
         raise ValueError(f"transmit_steps={transmit_steps} must lie in 0..steps={steps}")
-    groups = coding_schedule(H, W, steps)
-    flat = codes.reshape(H * W, M)
-    visible = torch.zeros(H, W, dtype=torch.bool, device=codes.device)
+    groups = coding_schedule(H, W, steps, M=M)
+    flat = codes.reshape(-1)  # unit p·M + m
+    visible = torch.zeros(H, W, M, dtype=torch.bool, device=codes.device)
     encoder = BufferedRansEncoder()
     per_step = [float("nan")] * steps
+    coded = 0
     for s in range(s_max):
         group = groups[s]
-        probs = _step_probs(entropy_model, codes, visible, group).reshape(-1, entropy_model.K)
-        symbols = flat[group].reshape(-1)
+        probs = _step_probs(entropy_model, codes, visible, group)
+        symbols = flat[group]
         # bits = Σ −log2 P(c)
         p = probs.double().gather(1, symbols[:, None].to(probs.device))
         per_step[s] = float(-torch.log2(p).sum())
         cdfs = categorical_cdfs(probs)
         indexes, lengths, offsets = _code_table_args(cdfs, entropy_model.K)
         encoder.encode_with_indexes(symbols.tolist(), indexes, cdfs, lengths, offsets)
+        coded += len(group)
         visible.view(-1)[group] = True
-    stream = encoder.flush()
+    stream = _flush(encoder, coded)
     header = HEADER.pack(H, W, steps, s_max)
     return {"bytes": header + stream, "bits_est": float(np.nansum(per_step)),
             "bits_per_step": per_step}
@@ -572,15 +614,15 @@ def decode_codes(entropy_model: MaskedTokenModel, stream: bytes,
     H, W, steps, s_max = HEADER.unpack(stream[:HEADER.size])
     M, K = entropy_model.M, entropy_model.K
     device = entropy_model.head.weight.device
-    groups = coding_schedule(H, W, steps)
+    groups = coding_schedule(H, W, steps, M=M)
     codes = torch.zeros(H, W, M, dtype=torch.long, device=device)
-    flat = codes.view(H * W, M)
-    visible = torch.zeros(H, W, dtype=torch.bool, device=device)
+    flat = codes.view(-1)
+    visible = torch.zeros(H, W, M, dtype=torch.bool, device=device)
     decoder = RansDecoder()
     decoder.set_stream(stream[HEADER.size:])
     generator = torch.Generator().manual_seed(seed)
     for s, group in enumerate(groups):
-        probs = _step_probs(entropy_model, codes, visible, group).reshape(-1, K)
+        probs = _step_probs(entropy_model, codes, visible, group)
         if s < s_max:
             cdfs = categorical_cdfs(probs)
             indexes, lengths, offsets = _code_table_args(cdfs, K)
@@ -588,7 +630,7 @@ def decode_codes(entropy_model: MaskedTokenModel, stream: bytes,
             values = torch.tensor(values, dtype=torch.long, device=device)
         else:
             values = _sample(probs.cpu(), temperature, generator).to(device)
-        flat[group] = values.reshape(-1, M)
+        flat[group] = values
         visible.view(-1)[group] = True
     return codes
 
@@ -616,11 +658,11 @@ def bits_per_step(entropy_model: MaskedTokenModel, codes: Tensor,
         S bit counts (their sum is the MIM rate estimate).
     """
     H, W, M = codes.shape
-    flat = codes.reshape(H * W, M)
-    visible = torch.zeros(H, W, dtype=torch.bool, device=codes.device)
+    flat = codes.reshape(-1)
+    visible = torch.zeros(H, W, M, dtype=torch.bool, device=codes.device)
     out = []
-    for group in coding_schedule(H, W, steps):
-        probs = _step_probs(entropy_model, codes, visible, group)  # (G, M, K)
+    for group in coding_schedule(H, W, steps, M=M):
+        probs = _step_probs(entropy_model, codes, visible, group)  # (G, K)
         p = probs.double().gather(-1, flat[group][..., None])
         out.append(float(-torch.log2(p).sum()))
         visible.view(-1)[group] = True
@@ -663,7 +705,7 @@ def encode_independent(probs: Tensor, codes: Tensor) -> bytes:
     indexes = torch.arange(M).repeat(symbols.shape[0]).tolist()
     encoder = BufferedRansEncoder()
     encoder.encode_with_indexes(symbols.reshape(-1).tolist(), indexes, cdfs, [K + 2] * M, [0] * M)
-    return encoder.flush()
+    return _flush(encoder, len(indexes))
 
 
 def decode_independent(probs: Tensor, stream: bytes, positions: int) -> Tensor:
@@ -735,18 +777,19 @@ class PQMIM(nn.Module):
 
         Args:
             codes: (B, H, W, M) long.
-            masked: (B, H, W) bool, True = hidden.
+            masked: (B, H, W, M) bool per code (or (B, H, W) per position), True = hidden.
 
         Returns:
-            ``{"loss"`` (nats per masked position, summed over the M codes),
-            ``"bits_per_code"`` (detached)``}``.
+            ``{"loss"`` (nats per masked code), ``"bits_per_code"`` (the same in bits,
+            detached)``}``.
         """
+        if masked.dim() == 3:
+            masked = masked[..., None].expand_as(codes)
         logits = self.entropy_model(codes, ~masked)
-        ce = F.cross_entropy(logits[masked].reshape(-1, self.K), codes[masked].reshape(-1),
-                             reduction="sum")
-        n = masked.sum().clamp_min(1)
-        loss = ce / n
-        return {"loss": loss, "bits_per_code": (ce / (n * self.M) / math.log(2)).detach()}
+        # L = Σ_masked −ln P(c) / #masked
+        ce = F.cross_entropy(logits[masked], codes[masked], reduction="sum")
+        loss = ce / masked.sum().clamp_min(1)
+        return {"loss": loss, "bits_per_code": (loss / math.log(2)).detach()}
 
     def independent_prior(self) -> Tensor:
         """(M, K) per-codebook probabilities: (count + ½) / (total + K/2) of ``prior_counts``."""
@@ -979,6 +1022,11 @@ def load_pqmim(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         raise FileNotFoundError(f"no PQ-MIM checkpoint at {path}; train one with "
                                 f"`python -m nic_lib.train_pqmim --export {path}`")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(ckpt, dict) and ckpt.get("format") == "nic-repro/pqmim/1":
+        raise ValueError(f"{path} was written before the MIM model coded one code (not one "
+                         "position) per unit (format nic-repro/pqmim/1); its entropy model "
+                         "does not fit. Retrain stage B on its autoencoder: python -m "
+                         "nic_lib.train_pqmim --resume RUN_FOLDER --restart-b")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a PQ-MIM checkpoint (format {CHECKPOINT_FORMAT!r}); "
                          "write one with nic_lib.models.pqmim.save_pqmim or "
