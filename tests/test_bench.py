@@ -112,6 +112,20 @@ def test_likelihood_rate_is_used_only_after_matching_real_bitstreams(tmp_path, m
     assert (table["rate_source"] == "likelihood").all()
 
 
+def test_likelihood_check_compares_real_bytes_with_the_estimate_of_each_setting():
+    nic = tiny_nic("likelihood")
+    images = corruptions.load_clean("sample", limit=2)
+    table = bench.likelihood_rate_table(nic, images)
+    for (_, img) in images:  # compress-only bytes are the bytes of a full encode/decode
+        assert nic.bitstream_bpp(img, 1) == nic.code(img, 1, "bitstream")[1]
+    real = np.mean([nic.code(img, 1, "bitstream")[1] for _, img in images])
+    est = np.mean([nic.code(img, 1, "likelihood")[1] for _, img in images])
+    [row] = table.to_dict("records")
+    assert row["bpp_bitstream"] == pytest.approx(real, rel=1e-12)
+    assert row["bpp_likelihood"] == pytest.approx(est, rel=1e-5)
+    assert row["rel_diff"] == pytest.approx(abs(est - real) / real, rel=1e-4)
+
+
 def test_changing_a_codec_setting_changes_the_cache_folder(tmp_path):
     a = tiny_grid(tmp_path, [bench.classic_codec("jpeg", [20, 80])])
     b = tiny_grid(tmp_path, [bench.classic_codec("jpeg", [20, 81])])
