@@ -372,8 +372,8 @@ class NicCodec:
         h, w = img.shape[:2]
         with torch.no_grad():
             enc = self.models[setting].compress(self._input(img))
-        # bpp = 8 · bytes / (H · W) of the original, unpadded image
-        return 8.0 * sum(len(s) for strings in enc["strings"] for s in strings) / (h * w)
+        # bpp = bits / (H · W) of the original, unpadded image
+        return _stream_bits(enc) / (h * w)
 
     def code(self, img: np.ndarray, setting, rate: str | None = None) -> tuple[np.ndarray, float, str]:
         """Compress and reconstruct ``img`` with the model of ``setting``.
@@ -396,11 +396,16 @@ class NicCodec:
             if rate == "likelihood":
                 return self._likelihood_code(model, x, (h, w))
             enc = model.compress(x)
-            bits = 8.0 * sum(len(s) for strings in enc["strings"] for s in strings)
+            bits = _stream_bits(enc)
             x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
         rec = x_hat[..., :h, :w].clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).numpy()
         # bpp = bits / (H * W) of the original, unpadded image
         return np.ascontiguousarray(rec), bits / (h * w), rate
+
+
+def _stream_bits(enc: dict) -> float:
+    """Bits of a CompressAI ``compress`` result: 8 × the bytes of all its strings."""
+    return 8.0 * sum(len(s) for strings in enc["strings"] for s in strings)
 
 
 def likelihood_rate_table(nic: NicCodec, images: Sequence[tuple[str, np.ndarray]],
