@@ -291,8 +291,11 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
     info = {"train_images": len(pool.names), "parameters_autoencoder": sum(
         p.numel() for p in ae_params), "parameters_mim": sum(
         p.numel() for p in model.entropy_model.parameters()), "torch": str(torch.__version__)}
-    fileio.atomic_write_text(run_dir / "config.json", json.dumps(
-        {"config": dataclasses.asdict(cfg), "resolved": info}, indent=1))
+    def write_config() -> None:  # again when stage B adds what it resolved
+        fileio.atomic_write_text(run_dir / "config.json", json.dumps(
+            {"config": dataclasses.asdict(cfg), "resolved": info}, indent=1))
+
+    write_config()
 
     def save_state(stage_now: str, step_now: int) -> None:
         snapshot = {"format": TRAIN_STATE_FORMAT, "config": dataclasses.asdict(cfg),
@@ -316,8 +319,7 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
                 sampler_b = CodeMapSampler(model.eval(), pool, crop_b,
                                            cfg.batch_size_b or cfg.batch_size, cfg.seed)
                 info["stage_b_images"] = len(sampler_b.maps)
-                fileio.atomic_write_text(run_dir / "config.json", json.dumps(
-                    {"config": dataclasses.asdict(cfg), "resolved": info}, indent=1))
+                write_config()
             step = _stage_b(model, opt_b, sampler_b, cfg, run_dir, step, elapsed, save_state,
                             progress, resumed=resumed_b)
             stage = "done"
