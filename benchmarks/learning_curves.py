@@ -11,6 +11,10 @@ wall-clock time, beside JPEG 2000 measured on the same images::
     python benchmarks/learning_curves.py --minutes 300 --recipes baseline project project-vr
     python benchmarks/learning_curves.py --minutes 60 --report-only        # table from the runs so far
 
+The recipes may also run side by side, one core each (how the README's numbers were
+measured): one process per recipe with ``--threads 1 --recipes NAME --out <own table>``
+(the runs land in the same folders), then ``--report-only`` for the joint table.
+
 Recipes (every flag is one of ``python -m nic_lib.train``; the model is CompressAI's
 ``JointAutoregressiveHierarchicalPriors`` as registered under ``mbt2018``):
 
@@ -73,8 +77,10 @@ Resuming: runs live in ``$NIC_RUNS_DIR/learning-curves/<MINUTES>min/<recipe>/`` 
 asking for other flags in the same folder is refused, not silently mixed.
 
 Outputs: the tidy table (:data:`COLUMNS`, one row per recipe x evaluation x rate level)
-at ``--out``, written atomically; the per-image JPEG 2000 sweep cached beside it
-(``<out>.jpeg2000.csv`` + key); a Markdown summary on stdout.
+at ``--out``, written atomically; beside it, with the same stem, the equal-time comparison
+with the baseline (``.comparison.csv``, :func:`comparison_table`), the Markdown summary
+(``.md``, also on stdout) and the per-image JPEG 2000 sweep (``.jpeg2000.csv`` + key).
+Notebook 01 draws the table and the comparison from the default ``--out``.
 """
 
 from __future__ import annotations
@@ -326,6 +332,34 @@ def ahead_at_every_time(comparison: pd.DataFrame) -> bool:
         empty comparison (no common time) is not evidence of being ahead, so False.
     """
     return bool(len(comparison)) and bool(comparison["ahead"].all())
+
+
+def comparison_table(table: pd.DataFrame, baseline: str = BASELINE,
+                     lmbda: float = LMBDA) -> pd.DataFrame:
+    """Every other recipe against the baseline at equal times, in one table.
+
+    Args:
+        table: the output table (:data:`COLUMNS`).
+        baseline: the recipe the others are compared with.
+        lmbda: the rate level compared.
+
+    Returns:
+        Columns recipe, baseline and :data:`COMPARISON_COLUMNS`
+        (:func:`compare_at_equal_times` per recipe); empty without a baseline run.
+    """
+    columns = ["recipe", "baseline", *COMPARISON_COLUMNS]
+    recipes = list(dict.fromkeys(table["recipe"]))
+    parts = [compare_at_equal_times(table, r, baseline, lmbda).assign(recipe=r, baseline=baseline)
+             for r in recipes if r != baseline and baseline in recipes]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+def _sibling(out: Path, suffix: str) -> Path:
+    """``<out stem><suffix>`` beside the output table (its comparison, summary, cache)."""
+    return out.with_name(out.stem + suffix)
 
 
 def eval_every_steps(images_per_s: float, batch_size: int, minutes: float) -> int:
@@ -597,7 +631,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                "eval_crop": args.eval_crop}
     # the reference first: a codec problem shows in seconds, not after hours of training
     curve = jpeg2000_curve(args.eval_images, args.eval_crop,
-                           args.out.with_name(args.out.stem + ".jpeg2000.csv"))
+                           _sibling(args.out, ".jpeg2000.csv"))
     if not args.report_only:
         for recipe in args.recipes:  # one after the other: parallel runs share the cores
             run_recipe(recipe, args.runs_dir / recipe, args.minutes, args.eval_every_minutes,
@@ -609,8 +643,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                          "--report-only to train them")
     table = add_jpeg2000_columns(pd.concat(evals, ignore_index=True), curve)
     cache.write_table(table, args.out)
-    print(f"\nwrote {args.out} ({len(table)} rows); runs in {args.runs_dir}\n")
-    print(summary_markdown(table))
+    comparison = comparison_table(table)
+    cache.write_table(comparison, _sibling(args.out, ".comparison.csv"))
+    summary = summary_markdown(table)
+    fileio.atomic_write_text(_sibling(args.out, ".md"), summary + "\n")
+    print(f"\nwrote {args.out} ({len(table)} rows), its .comparison.csv and .md; "
+          f"runs in {args.runs_dir}\n")
+    print(summary)
     return table
 
 

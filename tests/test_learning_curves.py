@@ -147,6 +147,20 @@ def test_runs_without_a_common_time_are_not_called_ahead():
     assert not lc.ahead_at_every_time(lc.compare_at_equal_times(table, "missing"))
 
 
+def test_comparison_table_stacks_each_recipe_against_the_baseline():
+    table = pd.concat([_curve("baseline", [0.5, 1.0], [-4.0, -3.0]),
+                       _curve("project", [0.5, 1.0], [-3.0, -3.5]),
+                       _curve("other", [0.5, 1.0], [-5.0, -5.0])])
+    both = lc.comparison_table(table)
+    assert list(both.columns) == ["recipe", "baseline", *lc.COMPARISON_COLUMNS]
+    assert both["recipe"].tolist() == ["project", "project", "other", "other"]
+    assert (both["baseline"] == "baseline").all()
+    assert both["margin_db"].tolist() == pytest.approx([1.0, -0.5, -1.0, -2.0])
+    # one recipe alone, or no baseline run: nothing to compare, an empty table
+    assert lc.comparison_table(table[table["recipe"] == "baseline"]).empty
+    assert lc.comparison_table(table[table["recipe"] != "baseline"]).empty
+
+
 def test_eval_interval_covers_the_wanted_minutes_at_the_measured_throughput():
     # 56 img/s at batch 8 = 7 steps/s: 10 minutes = 4200 steps
     assert lc.eval_every_steps(56.0, 8, 10.0) == 4200
