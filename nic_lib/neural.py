@@ -19,6 +19,7 @@ pixels are coded, the metrics use the original crop), as CompressAI's evaluation
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -209,6 +210,43 @@ def latent_statistics(model: torch.nn.Module, img: np.ndarray) -> dict[str, np.n
         if key in captured:
             result[key] = captured[key][0].numpy()
     return result
+
+
+#: Bits above which one latent's −log2 p exceeds what the rANS coder pays for it: a
+#: symbol outside a CDF table is coded as the escape symbol (its probability quantized to
+#: at least 2^-16) plus its overflow in bypass bits, while −log2 p keeps growing with the
+#: distance (to ~29.9 bits at CompressAI's likelihood floor 1e-9).
+TAIL_BITS = 16.0
+
+
+@torch.no_grad()
+def tail_bits(model: torch.nn.Module, img: np.ndarray, threshold: float = TAIL_BITS) -> dict:
+    """How much of a model's estimated rate sits in latents it predicted very badly.
+
+    The estimate Σ −log2 p and the real bitstream part ways where the entropy model is
+    overconfident: a latent far outside its predicted scale has a tiny likelihood, and
+    −log2 p counts more bits for it than the coder's escape code spends. A large share
+    of bits in such latents makes the real bitstream *smaller* than the estimate, the
+    sign of a mis-fitted entropy model (not of a good coder).
+
+    Args:
+        model: a model in eval mode.
+        img: uint8 (H, W, 3).
+        threshold: bits per latent counted as "tail" (default :data:`TAIL_BITS`).
+
+    Returns:
+        ``{"bpp_est", "tail_fraction" (of all latents, every likelihood tensor),
+        "tail_share" (of the estimated bits), "at_floor" (latents at the likelihood
+        floor 1e-9)}``.
+    """
+    h, w = img.shape[:2]
+    out = model(pad_to(to_tensor(img), _factor(model)))
+    bits = torch.cat([-torch.log2(v).reshape(-1) for v in out["likelihoods"].values()])
+    tail = bits > threshold
+    total = float(bits.sum())
+    return {"bpp_est": total / (h * w), "tail_fraction": float(tail.float().mean()),
+            "tail_share": float(bits[tail].sum()) / total if total > 0 else 0.0,
+            "at_floor": int((bits >= -math.log2(1.01e-9)).sum())}
 
 
 def bits_by_latent(stats: Mapping[str, np.ndarray], reduce: str = "sum") -> np.ndarray:

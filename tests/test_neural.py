@@ -112,3 +112,49 @@ def test_decoded_image_equals_the_encoders_reconstruction_across_thread_counts()
     decoded = model.decompress(coded["strings"], coded["shape"])["x_hat"]
     assert decoded.dtype == torch.float32
     assert torch.equal(decoded, encoder_view)
+
+
+class _FixedLikelihoods(torch.nn.Module):
+    """A stand-in model whose forward returns chosen likelihoods."""
+
+    downsampling_factor = 16
+
+    def __init__(self, likelihoods):
+        super().__init__()
+        self.likelihoods = likelihoods
+
+    def forward(self, x):
+        return {"x_hat": x, "likelihoods": self.likelihoods}
+
+
+def test_tail_bits_counts_latents_above_the_threshold_and_at_the_floor():
+    lik = {"y": torch.tensor([0.5, 0.25, 2.0 ** -20, 1e-9]), "z": torch.tensor([0.5])}
+    img = np.zeros((16, 8, 3), np.uint8)
+    t = neural.tail_bits(_FixedLikelihoods(lik), img)
+    bits = [1.0, 2.0, 20.0, -math.log2(1e-9), 1.0]
+    assert t["bpp_est"] == pytest.approx(sum(bits) / (16 * 8), rel=1e-6)
+    assert t["tail_fraction"] == pytest.approx(2 / 5)
+    assert t["tail_share"] == pytest.approx((bits[2] + bits[3]) / sum(bits), rel=1e-6)
+    assert t["at_floor"] == 1
+    # a higher threshold leaves only the floored latent
+    assert neural.tail_bits(_FixedLikelihoods(lik), img, threshold=25.0)["tail_fraction"] == pytest.approx(1 / 5)
+
+
+def test_overconfident_scales_put_bits_in_the_tail_and_the_stream_below_the_estimate():
+    from compressai.models import ScaleHyperprior
+
+    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    results = {}
+    for gain in (1.0, 30.0):
+        torch.manual_seed(0)
+        model = ScaleHyperprior(8, 8).eval()
+        with torch.no_grad():  # latents 30x larger than the untrained hyperprior expects
+            model.g_a[-1].weight.mul_(gain)
+        model.update(force=True)
+        results[gain] = (neural.tail_bits(model, img), neural.code_image(model, img, decode=False))
+    calm, wild = results[1.0], results[30.0]
+    assert calm[0]["tail_share"] == 0.0 and calm[1]["bpp"] >= calm[1]["bpp_est"]
+    assert wild[0]["tail_share"] > 0.5
+    # the escape codes cost less than −log2 p of the far-out latents
+    assert wild[1]["bpp"] < wild[1]["bpp_est"]
+    assert wild[0]["bpp_est"] == pytest.approx(wild[1]["bpp_est"], rel=1e-5)
