@@ -96,18 +96,24 @@ def code_image(model: torch.nn.Module, img: np.ndarray, decode: bool = True) -> 
 
     Returns:
         ``{"bytes", "bpp", "bpp_est", "x_hat" (uint8 image), "encode_s", "decode_s"
-        (NaN when not decoded), "strings", "shape"}``.
+        (NaN when not decoded), "strings", "shape"}``. ``bpp_est`` is Σ −log2 p of the
+        symbols the coder writes: the raster context models' likelihoods given the
+        coder's latents (``coded_likelihoods``), every other model's ``forward``.
     """
     h, w = img.shape[:2]
     x = pad_to(to_tensor(img), _factor(model))
     out = model(x)
-    bits_est = sum(float(-torch.log2(v).sum()) for v in out["likelihoods"].values())
     # the raster context models can hand back the encoder's own latents, which their
     # decoder reproduces bit for bit (tests/test_wavefront.py)
     gives_y_hat = "return_y_hat" in inspect.signature(model.compress).parameters
     t0 = time.perf_counter()
     coded = model.compress(x, return_y_hat=True) if gives_y_hat else model.compress(x)
     encode_s = time.perf_counter() - t0
+    # the estimate is the rate of the symbols the coder writes: for the context models
+    # their likelihoods given the coder's latents, not forward's (coded_likelihoods)
+    likelihoods = (model.coded_likelihoods(x, coded["y_hat"]) if gives_y_hat
+                   else out["likelihoods"])
+    bits_est = sum(float(-torch.log2(v).sum()) for v in likelihoods.values())
     n_bytes = sum(len(s) for streams in coded["strings"] for s in streams)
     decode_s = float("nan")
     if not decode and gives_y_hat:
@@ -234,14 +240,21 @@ def tail_bits(model: torch.nn.Module, img: np.ndarray, threshold: float = TAIL_B
         img: uint8 (H, W, 3).
         threshold: bits per latent counted as "tail" (default :data:`TAIL_BITS`).
 
+    The likelihoods are those behind :func:`code_image`'s ``bpp_est`` (the coded
+    latents' for the context models).
+
     Returns:
         ``{"bpp_est", "tail_fraction" (of all latents, every likelihood tensor),
         "tail_share" (of the estimated bits), "at_floor" (latents at the likelihood
         floor 1e-9)}``.
     """
     h, w = img.shape[:2]
-    out = model(pad_to(to_tensor(img), _factor(model)))
-    bits = torch.cat([-torch.log2(v).reshape(-1) for v in out["likelihoods"].values()])
+    x = pad_to(to_tensor(img), _factor(model))
+    if hasattr(model, "coded_likelihoods"):  # the estimate code_image reports
+        likelihoods = model.coded_likelihoods(x, model.compress(x, return_y_hat=True)["y_hat"])
+    else:
+        likelihoods = model(x)["likelihoods"]
+    bits = torch.cat([-torch.log2(v).reshape(-1) for v in likelihoods.values()])
     tail = bits > threshold
     total = float(bits.sum())
     return {"bpp_est": total / (h * w), "tail_fraction": float(tail.float().mean()),
@@ -333,6 +346,9 @@ def cached_rate_sweep(
 
     key = {**dict(context), "images": [name for name, _ in images], "decode_images": decode,
            "model": label, "checkpoint": digest}
+    if any(hasattr(m, "coded_likelihoods") for m in family.values()):
+        # tables cached before code_image estimated these models' rate from the coded latents
+        key["estimate"] = "coded latents"
     return cache.cached_table(Path(results_dir) / f"learned_{label}.csv", key,
                               lambda: rate_sweep(images, {label: family}, decode=decode),
                               refresh=refresh)

@@ -388,8 +388,13 @@ if ablation_models:
 # %% [markdown]
 # ## 8. Estimated vs real rate, and encode/decode times
 #
-# An entropy coder can only approach the model's own probabilities: the real bitstream
-# should be slightly larger than Σ −log2 p, by the coder's overhead (rANS state flush,
+# The estimate is Σ −log2 p of the symbols the coder writes. For the context models that
+# is not the eval-mode `forward`'s number: `forward` feeds the context model round(y), the
+# coder feeds it the latents decoded so far, round(y − μ) + μ, so here their likelihoods
+# are recomputed from the coder's latents (`coded_likelihoods`, one parallel pass; on
+# smooth Kodak images at quality 1 `forward` overstated the context-only model's rate by
+# up to ~20%). An entropy coder can only approach the model's own probabilities: the real
+# bitstream should be slightly larger than Σ −log2 p, by the coder's overhead (rANS state flush,
 # the 16-bit quantization of the CDFs, escape symbols in the tails). It can also come out
 # *smaller*, and that is a symptom of the model, not a merit of the coder: a latent far
 # outside its predicted scale has a tiny likelihood (−log2 p grows with the squared

@@ -158,3 +158,52 @@ def test_overconfident_scales_put_bits_in_the_tail_and_the_stream_below_the_esti
     # the escape codes cost less than −log2 p of the far-out latents
     assert wild[1]["bpp"] < wild[1]["bpp_est"]
     assert wild[0]["bpp_est"] == pytest.approx(wild[1]["bpp_est"], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mbt2018-context", "mbt2018"])
+def test_coded_likelihoods_are_those_of_the_coders_symbols(name):
+    model = _model(name)
+    with torch.no_grad():  # latents spread over several integers (untrained: all ~0)
+        model.g_a[-1].weight.mul_(20)
+    x = neural.pad_to(neural.to_tensor(_image()), 64)
+    forward = model(x)["likelihoods"]
+    before = forward["y"]
+    coded = model.compress(x, return_y_hat=True)
+    y_hat = coded["y_hat"]
+    lik = model.coded_likelihoods(x, y_hat)
+    assert set(lik) == set(forward)
+    # independently: the entropy parameters from the coder's latents, and the Gaussian
+    # probability of each coded symbol y_hat - mu over its unit bin
+    with torch.no_grad():
+        ctx = model.context_prediction(y_hat)
+        if hasattr(model, "h_s"):
+            z_hat = model.entropy_bottleneck.decompress(coded["strings"][1], coded["shape"])
+            ctx = torch.cat((model.h_s(z_hat), ctx), dim=1)
+        scales, means = model.entropy_parameters(ctx).chunk(2, 1)
+        expected = model.gaussian_conditional._likelihood(y_hat, scales, means)
+        expected = model.gaussian_conditional.likelihood_lower_bound(expected)
+    assert torch.allclose(lik["y"], expected, rtol=1e-4, atol=1e-7)
+    # forward reads round(y) instead: other symbols, other bits; and it is untouched
+    assert not torch.allclose(lik["y"], before)
+    assert torch.equal(model(x)["likelihoods"]["y"], before)
+    model.train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        model.coded_likelihoods(x, y_hat)
+
+
+def test_code_image_estimates_the_context_models_rate_from_the_coded_latents():
+    model = _model("mbt2018-context")
+    img = _image()
+    r = neural.code_image(model, img, decode=False)
+    x = neural.pad_to(neural.to_tensor(img), model.downsampling_factor)
+    y_hat = model.compress(x, return_y_hat=True)["y_hat"]
+    bits = float(-torch.log2(model.coded_likelihoods(x, y_hat)["y"]).sum())
+    assert r["bpp_est"] == pytest.approx(bits / (40 * 70), rel=1e-6)
+    assert r["bpp"] >= r["bpp_est"] - 8 * 4 / (40 * 70)
+
+
+def test_tail_bits_of_a_context_model_count_the_estimate_code_image_reports():
+    model = _model("mbt2018-context")
+    img = _image()
+    assert neural.tail_bits(model, img)["bpp_est"] == pytest.approx(
+        neural.code_image(model, img, decode=False)["bpp_est"], rel=1e-6)
