@@ -77,6 +77,22 @@ def _factor(model: torch.nn.Module) -> int:
     return int(getattr(model, "downsampling_factor", 64))
 
 
+def _estimate_likelihoods(model: torch.nn.Module, x: torch.Tensor,
+                          coded: dict | None = None) -> tuple[dict, dict | None]:
+    """The likelihoods behind the rate estimate: those of the symbols the coder writes.
+
+    The raster context models' given the coder's latents (``coded_likelihoods``, from
+    ``coded`` or a fresh ``compress``); every other model's ``forward``. Returns them
+    and ``forward``'s output (None when forward did not run).
+    """
+    if hasattr(model, "coded_likelihoods"):
+        if coded is None or "y_hat" not in coded:
+            coded = model.compress(x, return_y_hat=True)
+        return model.coded_likelihoods(x, coded["y_hat"]), None
+    out = model(x)
+    return out["likelihoods"], out
+
+
 @torch.no_grad()
 def code_image(model: torch.nn.Module, img: np.ndarray, decode: bool = True) -> dict:
     """Compress one image with a model (and decode it), measuring everything.
@@ -102,17 +118,13 @@ def code_image(model: torch.nn.Module, img: np.ndarray, decode: bool = True) -> 
     """
     h, w = img.shape[:2]
     x = pad_to(to_tensor(img), _factor(model))
-    out = model(x)
     # the raster context models can hand back the encoder's own latents, which their
     # decoder reproduces bit for bit (tests/test_wavefront.py)
     gives_y_hat = "return_y_hat" in inspect.signature(model.compress).parameters
     t0 = time.perf_counter()
     coded = model.compress(x, return_y_hat=True) if gives_y_hat else model.compress(x)
     encode_s = time.perf_counter() - t0
-    # the estimate is the rate of the symbols the coder writes: for the context models
-    # their likelihoods given the coder's latents, not forward's (coded_likelihoods)
-    likelihoods = (model.coded_likelihoods(x, coded["y_hat"]) if gives_y_hat
-                   else out["likelihoods"])
+    likelihoods, out = _estimate_likelihoods(model, x, coded)
     bits_est = sum(float(-torch.log2(v).sum()) for v in likelihoods.values())
     n_bytes = sum(len(s) for streams in coded["strings"] for s in streams)
     decode_s = float("nan")
@@ -233,15 +245,13 @@ def tail_bits(model: torch.nn.Module, img: np.ndarray, threshold: float = TAIL_B
     overconfident: a latent far outside its predicted scale has a tiny likelihood, and
     −log2 p counts more bits for it than the coder's escape code spends. A large share
     of bits in such latents makes the real bitstream *smaller* than the estimate, the
-    sign of a mis-fitted entropy model (not of a good coder).
+    sign of a mis-fitted entropy model (not of a good coder). The likelihoods are those
+    behind :func:`code_image`'s ``bpp_est`` (the coded latents' for the context models).
 
     Args:
         model: a model in eval mode.
         img: uint8 (H, W, 3).
         threshold: bits per latent counted as "tail" (default :data:`TAIL_BITS`).
-
-    The likelihoods are those behind :func:`code_image`'s ``bpp_est`` (the coded
-    latents' for the context models).
 
     Returns:
         ``{"bpp_est", "tail_fraction" (of all latents, every likelihood tensor),
@@ -249,11 +259,7 @@ def tail_bits(model: torch.nn.Module, img: np.ndarray, threshold: float = TAIL_B
         floor 1e-9)}``.
     """
     h, w = img.shape[:2]
-    x = pad_to(to_tensor(img), _factor(model))
-    if hasattr(model, "coded_likelihoods"):  # the estimate code_image reports
-        likelihoods = model.coded_likelihoods(x, model.compress(x, return_y_hat=True)["y_hat"])
-    else:
-        likelihoods = model(x)["likelihoods"]
+    likelihoods, _ = _estimate_likelihoods(model, pad_to(to_tensor(img), _factor(model)))
     bits = torch.cat([-torch.log2(v).reshape(-1) for v in likelihoods.values()])
     tail = bits > threshold
     total = float(bits.sum())
