@@ -622,7 +622,7 @@ if len(learning):
     lines.append(f"- After {last['hours']:.2f} h of training the joint model is {last['gap_db']:+.2f} dB from JPEG 2000 at equal bpp "
                  "(on the evaluation crops of the training log).")
 if lc_table is not None:
-    for recipe, rows in lc_table[np.isclose(lc_table["lmbda"], 0.013)].groupby("recipe", sort=False):
+    for recipe, rows in at_rate.groupby("recipe", sort=False):
         end = rows.iloc[-1]
         bits = (f"{end['rate_vs_jpeg2000_pct']:+.1f}% bits at equal PSNR" if np.isfinite(end["rate_vs_jpeg2000_pct"])
                 else "no bits-at-equal-PSNR figure (its PSNR is below JPEG 2000's lowest setting)")
