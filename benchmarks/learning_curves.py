@@ -393,7 +393,9 @@ def read_run(run_dir: Path, recipe: str) -> pd.DataFrame:
     Returns:
         Columns recipe, wall_h, step, quality, lmbda, images, bpp, psnr; wall_h is the
         time of the evaluation's first row (a variable-rate evaluation writes one row per
-        level, seconds apart). Empty if the run has no eval.csv yet.
+        level, seconds apart). A run trained with ``--ema`` also evaluates the average
+        weights: those rows are the recipe ``<recipe>-ema``. Empty if the run has no
+        eval.csv yet.
     """
     path = Path(run_dir) / "eval.csv"
     columns = ["recipe", "wall_h", "step", "quality", "lmbda", "images", "bpp", "psnr"]
@@ -401,8 +403,10 @@ def read_run(run_dir: Path, recipe: str) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     ev = pd.read_csv(path)
     ev["recipe"] = recipe
+    if "weights" in ev:  # a run with --ema evaluates its average too: a curve of its own
+        ev.loc[ev["weights"] == "ema", "recipe"] = f"{recipe}-ema"
     # one time per evaluation: when it started (its first level's row)
-    ev["wall_h"] = ev.groupby("step")["wall_s"].transform("min") / 3600.0
+    ev["wall_h"] = ev.groupby(["recipe", "step"])["wall_s"].transform("min") / 3600.0
     return ev[columns]
 
 

@@ -10,7 +10,7 @@ bytes       type         field
 ==========  ===========  ==============================================================
 8           bytes        magic ``89 4E 49 43 0D 0A 1A 0A`` (``\\x89NIC\\r\\n\\x1a\\n``, PNG's
                          trick: the high byte and CR/LF catch 7-bit and text-mode copies)
-1           u8           format version, :data:`FORMAT_VERSION`
+1           u8           format version, :data:`FORMAT_VERSION` (see :data:`FORMAT_HISTORY`)
 1           u8           n = length of the model name, 1..:data:`MAX_NAME_BYTES`
 n           ASCII        model name, a registry key (``mbt2018``), ``[A-Za-z0-9._-]``
 1           u8           quality, 1..255 (the registry uses 1..8)
@@ -52,6 +52,7 @@ fix. Typical use::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -67,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "FORMAT_HISTORY",
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_IMAGE_PIXELS",
@@ -94,7 +96,13 @@ __all__ = [
 #: First bytes of every .nic file (PNG-style: non-ASCII byte, name, CR LF, ^Z, LF).
 MAGIC = b"\x89NIC\r\n\x1a\n"
 #: Version written by this module; readers refuse larger ones (a newer writer's files).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: What each version changed. The byte layout is the same in both; what differs is the
+#: table of scales the Gaussian coders have CDFs for (:mod:`nic_lib.models.tables`).
+FORMAT_HISTORY = {
+    1: "Gaussian coders use CompressAI's 64-scale table (nic-repro before 2026-11-30)",
+    2: "Gaussian coders use nic_lib.models.tables.scale_table() (256 scales)",
+}
 #: Longest model name / profile in bytes: registry keys are ~20 characters.
 MAX_NAME_BYTES = 64
 #: Largest image side: 16384 covers every camera and the 8K standard with room to spare.
@@ -426,7 +434,8 @@ def _read_name(reader: _Reader, what: str, allow_empty: bool) -> str:
 
 
 def _parse(data: bytes, version: int) -> tuple[NicHeader, list[bytes]]:
-    """Fields and streams of a version-1 file whose magic is checked; raises _Malformed."""
+    """Fields and streams of a file whose magic is checked (every version has this
+    layout); raises _Malformed."""
     reader = _Reader(data)
     reader.take(len(MAGIC) + 1, "magic and version")
     model = _read_name(reader, "model name", allow_empty=False)
@@ -667,6 +676,19 @@ def _guarded(stream: bytes, header: NicHeader, model: nn.Module) -> bytes:
     return stream + bytes(4 * symbols + 16 * len(stream) + 64)
 
 
+def _for_version(header: NicHeader, model: nn.Module) -> nn.Module:
+    """The model as the file's format version codes: a version-1 file was written with
+    CompressAI's 64-scale table, so it is decoded by a copy of the model whose Gaussian
+    coders have that table (the caller's model is left as it is)."""
+    from nic_lib.models import tables
+
+    if header.version >= 2 or tables.scale_table_matches(model, tables.legacy_scale_table()):
+        return model
+    legacy = copy.deepcopy(model)
+    tables.set_scale_table(legacy, tables.legacy_scale_table())
+    return legacy
+
+
 def decode_image(
     data: bytes, model: ModelOrLoader, quality: int | None = None
 ) -> np.ndarray:
@@ -688,7 +710,7 @@ def decode_image(
         Whatever the loader raises (e.g. ``CheckpointNotFoundError``).
     """
     header, streams = unpack(data)
-    model = _resolve_model(header, model)
+    model = _for_version(header, _resolve_model(header, model))
     check_model(header, model, quality)
     strings = [[_guarded(s, header, model)] for s in streams]
     expected = (1, 3, header.padded_height, header.padded_width)

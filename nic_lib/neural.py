@@ -27,10 +27,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from compressai.entropy_models import GaussianConditional
 from compressai.models.google import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from tqdm.auto import tqdm
 
 from nic_lib import metrics
+from nic_lib.models import tables
 from nic_lib.codecs import check_image
 
 __all__ = [
@@ -355,6 +357,12 @@ def cached_rate_sweep(
     if any(hasattr(m, "coded_likelihoods") for m in family.values()):
         # tables cached before code_image estimated these models' rate from the coded latents
         key["estimate"] = "coded latents"
+    levels = sorted({int(gc.scale_table.numel()) for m in family.values() for gc in m.modules()
+                     if isinstance(gc, GaussianConditional)})
+    if levels and levels != [tables.LEGACY_SCALE_LEVELS]:
+        # the real bits depend on the Gaussian coders' scale table (tables cached with
+        # CompressAI's 64 scales have no such entry)
+        key["scale_levels"] = levels
     return cache.cached_table(Path(results_dir) / f"learned_{label}.csv", key,
                               lambda: rate_sweep(images, {label: family}, decode=decode),
                               refresh=refresh)

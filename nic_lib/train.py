@@ -26,7 +26,9 @@ or line by line:
 - ``log.csv``: one row per ``--log-every`` steps: step, wall_s, lr, loss, mse (0..255
   scale), psnr, bpp, aux_loss, images_per_s (means over the rows' interval).
 - ``eval.csv``: every ``--eval-every`` steps, PSNR and bpp (from the likelihoods) on a few
-  Kodak images. Evaluating on Kodak is allowed; training on it is not (see
+  Kodak images; with ``--ema`` each evaluation is written twice, ``weights`` = ``model``
+  (the trained weights) and ``ema`` (their average), so the EMA lever is measured in the
+  same run. Evaluating on Kodak is allowed; training on it is not (see
   :func:`training_files`).
 - ``ckpt.pt``: everything needed to resume bit-for-bit (config, model, both optimizers,
   schedule, EMA, step, RNG states, log accumulators).
@@ -152,7 +154,8 @@ TRAIN_STATE_FORMAT = "nic-repro/train-state/1"
 RUNTIME_KEYS = ("max_steps", "max_minutes", "log_every", "ckpt_every", "eval_every",
                 "device", "threads", "compile", "progress")
 LOG_COLUMNS = ("step", "wall_s", "lr", "loss", "mse", "psnr", "bpp", "aux_loss", "images_per_s")
-EVAL_COLUMNS = ("step", "wall_s", "quality", "lmbda", "images", "loss", "mse", "psnr", "bpp")
+EVAL_COLUMNS = ("step", "wall_s", "quality", "lmbda", "images", "loss", "mse", "psnr", "bpp",
+                "weights")
 #: Streams of the per-step random generators (arbitrary distinct constants).
 _ORDER_STREAM, _CROP_STREAM, _NOISE_STREAM = 0xDA7A, 0xC409, 0x4015E
 
@@ -799,7 +802,9 @@ class CsvLog:
         if keep_until_step is not None and path.is_file():
             with open(path, newline="") as f:
                 kept = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until_step]
-            lines = [",".join(columns)] + [",".join(r[c] for c in columns) for r in kept]
+            # a file from an older version may lack a column: left empty
+            lines = [",".join(columns)] + [",".join(r.get(c) or "" for c in columns)
+                                           for r in kept]
             fileio.atomic_write_text(path, "\n".join(lines) + "\n")
         new = not path.is_file()
         self._file = open(path, "a", newline="")
@@ -1276,15 +1281,16 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
         nonlocal paused
         t = time.time()
         if master and eval_images:
-            target = ema.module if ema is not None else model
+            targets = [("model", model)] + ([("ema", ema.module)] if ema is not None else [])
             points = (list(zip(cfg.qualities, lmbdas)) if lmbdas
                       else [(cfg.quality if cfg.lmbda is None else None, lmbda)])
-            for level, (quality, lm) in enumerate(points):
-                if lmbdas:
-                    variable_rate.set_rate_level(target, level)
-                r = evaluate(target, eval_images, lm, cfg.metric, device)
-                evlog.write({"step": step, "wall_s": elapsed0 + time.time() - t0,
-                             "quality": quality, "lmbda": lm, **r})
+            for weights, target in targets:
+                for level, (quality, lm) in enumerate(points):
+                    if lmbdas:
+                        variable_rate.set_rate_level(target, level)
+                    r = evaluate(target, eval_images, lm, cfg.metric, device)
+                    evlog.write({"step": step, "wall_s": elapsed0 + time.time() - t0,
+                                 "quality": quality, "lmbda": lm, **r, "weights": weights})
         paused += time.time() - t
 
     # -- loop --

@@ -216,3 +216,15 @@ def test_summary_says_whether_the_recipe_is_ahead():
     text = lc.summary_markdown(lc.add_jpeg2000_columns(evals, J2K))
     assert "project ahead of baseline at every equal time (2 times" in text
     assert ": yes;" in text and "+1.00 dB" in text
+
+
+def test_read_run_gives_the_ema_evaluations_a_curve_of_their_own(tmp_path):
+    (tmp_path / "eval.csv").write_text(
+        "step,wall_s,quality,lmbda,images,loss,mse,psnr,bpp,weights\n"
+        "100,360.0,1,0.0018,24,1,1,28.0,0.2,model\n"
+        "100,363.6,2,0.0035,24,1,1,29.0,0.3,model\n"
+        "100,367.2,1,0.0018,24,1,1,28.2,0.2,ema\n"
+        "100,370.8,2,0.0035,24,1,1,29.2,0.3,ema\n")
+    ev = lc.read_run(tmp_path, "project-vr")
+    assert ev["recipe"].tolist() == ["project-vr"] * 2 + ["project-vr-ema"] * 2
+    assert ev["wall_h"].tolist() == pytest.approx([0.1, 0.1, 0.102, 0.102])

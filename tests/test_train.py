@@ -221,6 +221,21 @@ def test_periodic_evaluation_logs_psnr_and_bpp(workdir):
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [2, 4]
     assert all(0 < float(r["bpp"]) and 0 < float(r["psnr"]) < 60 for r in rows)
+    assert {r["weights"] for r in rows} == {"model"}
+
+
+@needs_kodak
+def test_evaluation_with_ema_measures_both_weights(workdir):
+    root, images = workdir
+    run = T.train(_config(images, root / "eval-ema", max_steps=4, log_every=2, eval_every=2,
+                          eval_images=1, eval_crop=64, ema=0.5))
+    with open(run / "eval.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["step"]), r["weights"]) for r in rows] == [
+        (2, "model"), (2, "ema"), (4, "model"), (4, "ema")]
+    # the average is not the trained weights: the two evaluations differ
+    by = {(int(r["step"]), r["weights"]): float(r["bpp"]) for r in rows}
+    assert by[(4, "model")] != by[(4, "ema")]
 
 
 @pytest.mark.slow

@@ -61,10 +61,11 @@ from compressai.models.base import (
     CompressionModel,
     SimpleVAECompressionModel,
 )
-from compressai.models.google import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
+from compressai.models.google import FactorizedPrior
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
+from . import tables
 from .registry import register_model
 
 __all__ = [
@@ -87,6 +88,20 @@ __all__ = [
     "synthesis_transform",
     "wavefront_slope",
 ]
+
+class _FineScaleTable:
+    """``update()`` builds the Gaussian coders' CDFs for this project's scale table
+    (:func:`nic_lib.models.tables.scale_table`, 256 scales) instead of CompressAI's 64,
+    whose 13% steps cost up to 4% more bits than the likelihoods promise (measured in
+    :mod:`nic_lib.models.tables`)."""
+
+    def update(self, scale_table: Tensor | None = None, force: bool = False,
+               update_quantiles: bool = False) -> bool:
+        if scale_table is None:
+            scale_table = tables.scale_table()
+        return super().update(scale_table=scale_table, force=force,
+                              update_quantiles=update_quantiles)
+
 
 #: Default widths (N, M): the paper's and CompressAI's mbt2018 at its lower qualities.
 DEFAULT_N, DEFAULT_M = 192, 192
@@ -633,13 +648,22 @@ class _SerialContextCoding:
 # ======================================================================================
 
 register_model("bmshj2018-factorized")(FactorizedPrior)
-register_model("bmshj2018-hyperprior")(ScaleHyperprior)
-register_model("mbt2018-mean")(MeanScaleHyperprior)
+
+@register_model("bmshj2018-hyperprior")
+class ScaleHyperprior(_FineScaleTable, _compressai_google.ScaleHyperprior):
+    """CompressAI's scale hyperprior (Ballé et al., ICLR 2018), coded with this
+    project's 256-scale table (:class:`_FineScaleTable`)."""
+
+
+@register_model("mbt2018-mean")
+class MeanScaleHyperprior(_FineScaleTable, _compressai_google.MeanScaleHyperprior):
+    """CompressAI's mean-scale hyperprior (Minnen et al. 2018, the paper's "hyperprior"
+    with means), coded with this project's 256-scale table (:class:`_FineScaleTable`)."""
 
 
 @register_model("mbt2018")
 class JointAutoregressiveHierarchicalPriors(
-    _SerialContextCoding, _compressai_google.JointAutoregressiveHierarchicalPriors
+    _FineScaleTable, _SerialContextCoding, _compressai_google.JointAutoregressiveHierarchicalPriors
 ):
     r"""Joint autoregressive and hierarchical priors (Minnen, Ballé, Toderici, NeurIPS 2018).
 
@@ -740,7 +764,7 @@ class JointAutoregressiveHierarchicalPriors(
 
 
 @register_model("mbt2018-context")
-class ContextOnlyPrior(_SerialContextCoding, CompressionModel):
+class ContextOnlyPrior(_FineScaleTable, _SerialContextCoding, CompressionModel):
     r"""The paper's "context-only" ablation: an autoregressive prior, no hyperprior.
 
     Minnen, Ballé, Toderici, NeurIPS 2018, Section 4 (the variant with the context
@@ -1028,7 +1052,7 @@ class JointGaussianMixturePrior(JointAutoregressiveHierarchicalPriors):
 
 
 @register_model("mbt2018-checkerboard")
-class JointCheckerboardPrior(SimpleVAECompressionModel):
+class JointCheckerboardPrior(_FineScaleTable, SimpleVAECompressionModel):
     r"""mbt2018 with a checkerboard context (He et al., "Checkerboard Context Model for
     Efficient Learned Image Compression", CVPR 2021).
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from nic_lib import fileio
 
-from . import variable_rate
+from . import tables, variable_rate
 
 __all__ = [
     "CPU_PROFILE_WIDTHS",
@@ -545,8 +545,10 @@ def load_checkpoint(
     The file is read with ``torch.load(..., weights_only=True)`` (no arbitrary code
     runs), the architecture is rebuilt from the stored config, the state dict is loaded
     strictly (CompressAI resizes the entropy-coder tables), the tables are built with
-    ``update(force=True)`` only if the checkpoint has none, and the model is put in
-    eval mode.
+    ``update(force=True)`` only if the checkpoint has none, the Gaussian coders' CDFs
+    are rebuilt if the checkpoint stores them for another scale table than
+    :func:`nic_lib.models.tables.scale_table` (they depend on the table, not on the
+    weights), and the model is put in eval mode.
 
     Args:
         path: checkpoint file.
@@ -605,6 +607,10 @@ def load_checkpoint(
     model.load_state_dict(dict(checkpoint["state_dict"]))
     if _tables_missing(model):
         model.update(force=True)
+    else:
+        # Gaussian CDFs depend on the scale table alone: a checkpoint written with
+        # another table (before 2026-11-30: CompressAI's 64 scales) gets this project's.
+        tables.set_scale_table(model)
     return model.to(device).eval(), checkpoint
 
 

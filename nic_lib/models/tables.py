@@ -1,0 +1,117 @@
+"""The scale table of the Gaussian entropy coders: which Gaussians the rANS coder has CDFs for.
+
+A Gaussian conditional (``compressai.entropy_models.GaussianConditional``) cannot code
+with the exact scale σ the network predicts for each latent: its coder holds quantized
+CDFs for a fixed table of scales and codes each latent with the **smallest table scale
+≥ σ** (``build_indexes``). CompressAI's default table has 64 scales, log-spaced from
+0.11 to 256, a ratio of (256 / 0.11)^(1/63) ≈ 1.131 between neighbours, so a latent is
+coded with a Gaussian up to 13% wider than its model says. The likelihood (the rate
+estimate, and the training loss) uses σ itself; the real stream pays for the wider one.
+
+Measured on three Kodak images with this project's cpu-profile models (2026-11-30,
+real bitstream vs Σ −log2 p):
+
+====================  =======  ==================  ==================
+model                 quality  64 scales (ratio    256 scales (ratio
+                               1.131)              1.031)
+====================  =======  ==================  ==================
+mbt2018-mean          1        +4.13%              +1.00%
+mbt2018-mean          6        +0.86%              −0.33%
+mbt2018-checkerboard  1        +2.49%              +0.64%
+mbt2018               6        +0.43%              +0.00%
+====================  =======  ==================  ==================
+
+The gap shrinks with the step, so this project's models use :data:`SCALE_LEVELS` = 256
+scales over the same range (:func:`scale_table`; ~3.2 MB of int32 CDFs per Gaussian
+conditional instead of 0.8). The CDFs depend on the table alone, not on the weights:
+:func:`load_checkpoint <nic_lib.models.registry.load_checkpoint>` rebuilds them when a
+checkpoint stores another table (the checkpoints shipped before this change store
+CompressAI's 64), and ``.nic`` files of format version 1, written with the 64-scale
+table, still decode (:mod:`nic_lib.container` codes them with :func:`legacy_scale_table`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from compressai.entropy_models import GaussianConditional
+from compressai.models.base import SCALES_MAX, SCALES_MIN, get_scale_table
+from torch import Tensor, nn
+
+__all__ = [
+    "LEGACY_SCALE_LEVELS",
+    "SCALE_LEVELS",
+    "legacy_scale_table",
+    "scale_table",
+    "scale_table_matches",
+    "set_scale_table",
+]
+
+#: Scales in this project's table (log-spaced, SCALES_MIN = 0.11 .. SCALES_MAX = 256).
+SCALE_LEVELS = 256
+#: Scales in CompressAI's default table, used by .nic files of format version 1.
+LEGACY_SCALE_LEVELS = 64
+
+
+def scale_table(levels: int = SCALE_LEVELS) -> Tensor:
+    """This project's table of coder scales.
+
+    s_i = exp(ln 0.11 + i / (L − 1) · (ln 256 − ln 0.11)),  i = 0 … L − 1
+
+    computed in float64 and rounded once to float32, so that every platform builds the
+    same table (the table and its CDFs are part of a ``.nic`` file's weights
+    fingerprint).
+
+    Args:
+        levels: L, the number of scales (default :data:`SCALE_LEVELS`).
+
+    Returns:
+        (L,) float32, increasing.
+    """
+    if levels < 2:
+        raise ValueError(f"a scale table needs at least 2 levels, got {levels}")
+    log_s = torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), levels,
+                           dtype=torch.float64)
+    return torch.exp(log_s).float()
+
+
+def legacy_scale_table() -> Tensor:
+    """CompressAI's default table (64 scales), exactly as ``CompressionModel.update``
+    builds it: the table of ``.nic`` format version 1 and of older checkpoints."""
+    return get_scale_table()
+
+
+def _conditionals(model: nn.Module) -> list[GaussianConditional]:
+    return [m for m in model.modules() if isinstance(m, GaussianConditional)]
+
+
+def scale_table_matches(model: nn.Module, table: Tensor) -> bool:
+    """True if every Gaussian conditional of ``model`` has CDFs built for ``table``
+    (also true for a model with none, e.g. the factorized prior)."""
+    for gc in _conditionals(model):
+        current = gc.scale_table.detach().cpu().float()
+        if (gc._quantized_cdf.numel() == 0 or current.shape != table.shape
+                or not torch.equal(current, table.float())):
+            return False
+    return True
+
+
+def set_scale_table(model: nn.Module, table: Tensor | None = None) -> bool:
+    """Rebuild the coder CDFs of every Gaussian conditional of ``model`` for a table.
+
+    Args:
+        model: any model; its other entropy models (the factorized density of z, whose
+            CDFs depend on the weights) are left as they are.
+        table: scales; default :func:`scale_table`.
+
+    Returns:
+        True if some Gaussian conditional was rebuilt.
+    """
+    table = scale_table() if table is None else table
+    changed = False
+    for gc in _conditionals(model):
+        if not scale_table_matches(gc, table):
+            gc.update_scale_table(table.to(gc.scale_table.device), force=True)
+            changed = True
+    return changed

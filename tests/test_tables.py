@@ -1,0 +1,156 @@
+"""The Gaussian coders' scale table (nic_lib/models/tables.py): its values, which models
+use it, checkpoints written with CompressAI's 64-scale table, and .nic version-1 files."""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from compressai.entropy_models import GaussianConditional
+
+from nic_lib import container
+from nic_lib.models import registry, tables
+
+TINY = {"N": 8, "M": 12}
+#: Registered models whose y is coded by a Gaussian conditional (the factorized prior
+#: has none; the GMM keeps one, unused by its coder, and gets the table too).
+GAUSSIAN = ("bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "mbt2018-context",
+            "mbt2018-gmm", "mbt2018-checkerboard")
+
+
+def _tiny(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = registry.default_config(name, 1, "cpu")
+    config.update(TINY)
+    model = registry.build_model(name, **config).eval()
+    with torch.no_grad():  # masked convolutions zero their masked weights in place on
+        model(torch.zeros(1, 3, 64, 64))  # the first call; trained weights already are
+    model.update(force=True)
+    return model
+
+
+def _conditional(model) -> GaussianConditional:
+    (gc,) = [m for m in model.modules() if isinstance(m, GaussianConditional)]
+    return gc
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+
+
+def _as_version(data: bytes, version: int) -> bytes:
+    """The same file with another version byte (and its CRC refreshed)."""
+    raw = bytearray(data)
+    raw[len(container.MAGIC)] = version
+    return bytes(raw[:-4]) + zlib.crc32(bytes(raw[:-4])).to_bytes(4, "big")
+
+
+def test_scale_table_is_log_spaced_over_compressai_range():
+    t = tables.scale_table().double()
+    assert t.shape == (tables.SCALE_LEVELS,) and tables.SCALE_LEVELS == 256
+    assert math.isclose(t[0], 0.11, rel_tol=1e-6) and math.isclose(t[-1], 256, rel_tol=1e-6)
+    ratios = t[1:] / t[:-1]
+    # s_{i+1} / s_i = (256 / 0.11)^(1/255) ≈ 1.031 everywhere
+    np.testing.assert_allclose(ratios, (256 / 0.11) ** (1 / 255), rtol=1e-5)
+    # the same formula with 64 levels is CompressAI's default table
+    np.testing.assert_allclose(tables.scale_table(64), tables.legacy_scale_table(), rtol=1e-6)
+    assert tables.legacy_scale_table().shape == (tables.LEGACY_SCALE_LEVELS,)
+    with pytest.raises(ValueError, match="at least 2"):
+        tables.scale_table(1)
+
+
+@pytest.mark.parametrize("name", GAUSSIAN)
+def test_every_gaussian_model_codes_with_the_fine_table(name):
+    model = _tiny(name)
+    assert torch.equal(_conditional(model).scale_table, tables.scale_table())
+    assert tables.scale_table_matches(model, tables.scale_table())
+    assert not tables.scale_table_matches(model, tables.legacy_scale_table())
+
+
+def test_factorized_prior_has_no_gaussian_table_to_change():
+    model = _tiny("bmshj2018-factorized")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert tables.scale_table_matches(model, tables.legacy_scale_table())
+    assert not tables.set_scale_table(model, tables.legacy_scale_table())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_set_scale_table_rebuilds_only_the_gaussian_coder():
+    model = _tiny("mbt2018-mean")
+    z_cdf = model.entropy_bottleneck._quantized_cdf.clone()
+    assert tables.set_scale_table(model, tables.legacy_scale_table())
+    gc = _conditional(model)
+    assert gc._quantized_cdf.shape[0] == tables.LEGACY_SCALE_LEVELS
+    assert gc._offset.numel() == gc._cdf_length.numel() == tables.LEGACY_SCALE_LEVELS
+    assert torch.equal(model.entropy_bottleneck._quantized_cdf, z_cdf)
+    assert not tables.set_scale_table(model, tables.legacy_scale_table())  # already there
+    assert tables.set_scale_table(model)
+    assert gc._quantized_cdf.shape[0] == tables.SCALE_LEVELS
+
+
+def test_checkpoint_with_the_old_table_loads_with_the_fine_one(tmp_path):
+    model = _tiny("mbt2018-mean")
+    tables.set_scale_table(model, tables.legacy_scale_table())  # as shipped before
+    path = tmp_path / "old.pt"
+    registry.save_checkpoint(model, path, {"quality": 1})
+    stored = torch.load(path, weights_only=True)["state_dict"]
+    assert stored["gaussian_conditional.scale_table"].shape == (64,)
+    loaded, _ = registry.load_checkpoint(path)
+    assert tables.scale_table_matches(loaded, tables.scale_table())
+    # the weights are the checkpoint's; only the coder's CDF table changed
+    for key, value in stored.items():
+        if not key.startswith("gaussian_conditional."):
+            assert torch.equal(loaded.state_dict()[key].to(value.dtype), value), key
+    img = _image()
+    data = container.encode_image(loaded, img, "mbt2018-mean", 1, "cpu")
+    np.testing.assert_array_equal(container.decode_image(data, loaded), container.decode_image(
+        data, registry.load_checkpoint(path)[0]))
+
+
+@pytest.mark.parametrize("name", ["mbt2018-mean", "mbt2018", "mbt2018-checkerboard"])
+def test_version_1_files_still_decode(name):
+    """A file written before the table change (version 1, 64 scales) decodes with the
+    current model, exactly as the old code decoded it; the caller's model is untouched."""
+    img = _image(1)
+    old = _tiny(name)
+    tables.set_scale_table(old, tables.legacy_scale_table())
+    v1 = _as_version(container.encode_image(old, img, name, 1, "cpu"), 1)
+    expected = container.decode_image(v1, old)  # the old coder on its own file
+
+    current = _tiny(name)  # same seed: same weights, the fine table
+    assert container.read_header(v1).version == 1
+    np.testing.assert_array_equal(container.decode_image(v1, current), expected)
+    assert tables.scale_table_matches(current, tables.scale_table())
+    # and via a loader, as `nic decompress` calls it
+    np.testing.assert_array_equal(container.decode_image(v1, lambda n, q: current), expected)
+
+
+def test_files_of_the_two_tables_are_told_apart():
+    img = _image(2)
+    model = _tiny("mbt2018-mean")
+    v2 = container.encode_image(model, img, "mbt2018-mean", 1, "cpu")
+    assert container.read_header(v2).version == container.FORMAT_VERSION == 2
+    # a version-2 file claimed to be version 1 is refused (fingerprint), not mis-decoded
+    with pytest.raises(container.NicModelMismatchError, match="fingerprint"):
+        container.decode_image(_as_version(v2, 1), model)
+    # a decoder holding the 64-scale tables refuses a version-2 file
+    legacy = _tiny("mbt2018-mean")
+    tables.set_scale_table(legacy, tables.legacy_scale_table())
+    with pytest.raises(container.NicModelMismatchError, match="fingerprint"):
+        container.decode_image(v2, legacy)
+
+
+def test_fine_table_codes_the_same_symbols_in_fewer_or_equal_table_steps():
+    """Every scale is coded with a table scale at most 3.1% above it (64 scales: 13%)."""
+    model = _tiny("mbt2018-mean")
+    gc = _conditional(model)
+    scales = torch.exp(torch.linspace(math.log(0.12), math.log(200), 1000))
+    for table, ratio in ((tables.scale_table(), (256 / 0.11) ** (1 / 255)),
+                         (tables.legacy_scale_table(), (256 / 0.11) ** (1 / 63))):
+        tables.set_scale_table(model, table)
+        coded = gc.scale_table[gc.build_indexes(scales).long()]
+        assert torch.all(coded >= scales * (1 - 1e-6))
+        assert torch.all(coded <= scales * ratio * (1 + 1e-5))

@@ -1,0 +1,99 @@
+"""Properties of the training-extension benchmark's pure functions
+(benchmarks/training_extension.py). Hand-made tables; nothing trains or encodes."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load():
+    sys.path.insert(0, str(_DIR))
+    spec = importlib.util.spec_from_file_location("training_extension", _DIR / "training_extension.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+te = _load()
+
+#: A made-up JPEG 2000 curve: +3 dB per doubling of the rate, 0.125 .. 2 bpp.
+J2K = pd.DataFrame({"bpp": [0.125, 0.25, 0.5, 1.0, 2.0], "psnr_rgb": [26.0, 29.0, 32.0, 35.0, 38.0]})
+LMBDAS = [0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483]
+
+
+def _levels(weights, run_h, step, bpp_factor):
+    """Six levels on the J2K curve, each with its rate times bpp_factor."""
+    bpp = np.array([0.15, 0.25, 0.4, 0.6, 0.9, 1.4])
+    psnr = 26.0 + 3.0 * np.log2(bpp / 0.125)  # exactly JPEG 2000's quality at bpp
+    return pd.DataFrame({"weights": weights, "run_h": run_h, "step": step,
+                         "quality": range(1, 7), "lmbda": LMBDAS, "images": 24,
+                         "bpp": bpp * bpp_factor, "psnr": psnr})
+
+
+def test_shipped_hours_add_up_the_stage_logs(tmp_path):
+    logs = []
+    for i, seconds in enumerate((1800.0, 3600.0, 360.0)):
+        path = tmp_path / f"stage{i}.log.csv"
+        pd.DataFrame({"step": [10, 20], "wall_s": [5.0, seconds]}).to_csv(path, index=False)
+        logs.append(path)
+    assert te.shipped_hours(logs) == pytest.approx(1.6)
+    with pytest.raises(FileNotFoundError, match="no training log"):
+        te.shipped_hours([tmp_path / "missing.log.csv"])
+    # the repository's own logs exist and sum to more than an hour
+    assert te.shipped_hours() > 1.0
+
+
+def test_run_evaluations_reads_old_and_new_eval_files(tmp_path):
+    (tmp_path / "eval.csv").write_text(
+        "step,wall_s,quality,lmbda,images,loss,mse,psnr,bpp\n"
+        "100,360.0,1,0.0018,24,1,1,28.0,0.2\n100,363.6,2,0.0035,24,1,1,29.0,0.3\n")
+    ev = te.run_evaluations(tmp_path)
+    assert set(ev["weights"]) == {"model"} and ev["run_h"].tolist() == pytest.approx([0.1, 0.1])
+    (tmp_path / "eval.csv").write_text(
+        "step,wall_s,quality,lmbda,images,loss,mse,psnr,bpp,weights\n"
+        "100,360.0,1,0.0018,24,1,1,28.0,0.2,model\n100,720.0,1,0.0018,24,1,1,28.1,0.2,ema\n")
+    ev = te.run_evaluations(tmp_path)
+    assert ev["weights"].tolist() == ["model", "ema"]
+    assert ev["run_h"].tolist() == pytest.approx([0.1, 0.2])
+    assert te.run_evaluations(tmp_path / "missing").empty
+
+
+def test_extension_table_hours_and_bd_rate():
+    start = _levels("start", 0.0, 0, 1.25)  # 25% more bits than JPEG 2000
+    evals = pd.concat([_levels("model", 1.0, 4000, 0.8), _levels("ema", 1.01, 4000, 0.9)])
+    table = te.extension_table(evals, start, J2K, prior_h=1.5, run_threads=1)
+    assert list(table.columns) == list(te.COLUMNS)
+    bd = table.groupby(["weights", "step"])["bd_rate_vs_jpeg2000_pct"].first()
+    # the start counts as step 0 of both weights (the EMA begins as a copy)
+    assert bd[("model", 0)] == pytest.approx(25.0, abs=0.5)
+    assert bd[("ema", 0)] == pytest.approx(25.0, abs=0.5)
+    assert bd[("model", 4000)] == pytest.approx(-20.0, abs=0.5)
+    assert bd[("ema", 4000)] == pytest.approx(-10.0, abs=0.5)
+    row = table[(table["weights"] == "model") & (table["step"] == 4000)].iloc[0]
+    assert row["total_h"] == pytest.approx(2.5)
+    assert row["core_h"] == pytest.approx(te.SHIPPED_THREADS * 1.5 + 1.0)
+    summary = te.summary_markdown(table)
+    assert "-20.0 %" in summary and "parity within 5 h: met" in summary
+
+
+def test_summary_says_not_met_when_behind_or_late():
+    start = _levels("start", 0.0, 0, 1.25)
+    table = te.extension_table(_levels("model", 1.0, 10, 1.1), start, J2K, 1.5, 1)
+    assert "parity within 5 h: not met" in te.summary_markdown(table)
+    late = te.extension_table(_levels("model", 4.0, 10, 0.9), start, J2K, 1.5, 1)
+    assert "parity within 5 h: not met" in te.summary_markdown(late)  # 5.5 h in all
+
+
+def test_train_flags_are_valid_for_nic_lib_train():
+    from nic_lib import train
+
+    args = vars(train._parser().parse_args([*te.TRAIN_FLAGS, "--max-minutes", "120",
+                                           "--init-from", "x.pt"]))
+    assert args["model"] == "mbt2018" and args["ema"] == 0.999
+    assert args["qualities"] == [1, 2, 3, 4, 5, 6] and (args["N"], args["M"]) == (64, 96)
