@@ -636,8 +636,14 @@ class _SerialContextCoding:
     def _decode_positions(self, decoder, state: dict, params: Tensor) -> Tensor:
         """Decode the symbols of one group; returns their y_hat (L, M)."""
         indexes, means = self._gaussian(state, params)
+        # Only the table rows this group uses cross into C++ (every call converts the
+        # lists it is given; the 256-scale table holds ~4x the 64-scale one's entries);
+        # each symbol keeps its own CDF, so the decoded symbols are the same.
+        used, local = torch.unique(indexes.flatten(), return_inverse=True)
+        rows = used.tolist()
         symbols = decoder.decode_stream(
-            indexes.flatten().tolist(), state["cdfs"], state["lengths"], state["offsets"]
+            local.tolist(), [state["cdfs"][i] for i in rows],
+            [state["lengths"][i] for i in rows], [state["offsets"][i] for i in rows],
         )
         symbols = torch.tensor(symbols, dtype=means.dtype, device=means.device)
         return symbols.reshape(means.shape) + means
