@@ -360,9 +360,10 @@ def cached_rate_sweep(
     levels = sorted({int(gc.scale_table.numel()) for m in family.values() for gc in m.modules()
                      if isinstance(gc, GaussianConditional)})
     if levels and levels != [tables.LEGACY_SCALE_LEVELS]:
-        # the real bits depend on the Gaussian coders' scale table (tables cached with
-        # CompressAI's 64 scales have no such entry)
+        # the real bits depend on the Gaussian coders' scale table and on how its CDFs
+        # were computed (tables cached with CompressAI's 64 scales have no such entry)
         key["scale_levels"] = levels
+        key["gaussian_cdfs"] = "float64"  # tables.build_gaussian_tables
     return cache.cached_table(Path(results_dir) / f"learned_{label}.csv", key,
                               lambda: rate_sweep(images, {label: family}, decode=decode),
                               refresh=refresh)

@@ -154,3 +154,47 @@ def test_fine_table_codes_the_same_symbols_in_fewer_or_equal_table_steps():
         coded = gc.scale_table[gc.build_indexes(scales).long()]
         assert torch.all(coded >= scales * (1 - 1e-6))
         assert torch.all(coded <= scales * ratio * (1 + 1e-5))
+
+
+def test_float64_tables_agree_with_compressai_float32_construction():
+    """build_gaussian_tables computes GaussianConditional.update's quantities in float64:
+    the same offsets and lengths, CDFs equal up to a few 16-bit units in rare entries."""
+    ours = GaussianConditional(None)
+    theirs = GaussianConditional(None)
+    table = tables.scale_table()
+    tables.build_gaussian_tables(ours, table)
+    theirs.update_scale_table(table, force=True)
+    assert torch.equal(ours.scale_table, theirs.scale_table)
+    assert torch.equal(ours._offset, theirs._offset)
+    assert torch.equal(ours._cdf_length, theirs._cdf_length)
+    diff = (ours._quantized_cdf - theirs._quantized_cdf).abs()
+    assert diff.max() <= 4 and (diff > 0).float().mean() < 0.05
+    for row, n in zip(ours._quantized_cdf, ours._cdf_length):
+        cdf = row[:n]
+        assert cdf[0] == 0 and cdf[-1] == 1 << 16 and torch.all(cdf[1:] > cdf[:-1])
+
+
+def test_update_builds_and_force_rebuilds_the_same_tables():
+    model = _tiny("mbt2018")
+    gc = _conditional(model)
+    before = gc._quantized_cdf.clone()
+    assert not model.update()  # built already: nothing to do
+    assert model.update(force=True)
+    assert torch.equal(gc._quantized_cdf, before)  # deterministic
+
+
+def test_checkpoints_store_gaussian_cdfs_empty_and_load_rebuilds_them(tmp_path):
+    model = _tiny("mbt2018-mean")
+    path = registry.save_checkpoint(model, tmp_path / "new.pt", {"quality": 1})
+    stored = torch.load(path, weights_only=True)["state_dict"]
+    for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+        assert stored[f"gaussian_conditional.{name}"].numel() == 0
+    assert torch.equal(stored["gaussian_conditional.scale_table"], tables.scale_table())
+    assert stored["entropy_bottleneck._quantized_cdf"].numel() > 0  # depends on weights: kept
+    loaded, _ = registry.load_checkpoint(path)
+    # the decoder rebuilds exactly the encoder's tables: same fingerprint, same image
+    assert container.weights_fingerprint(loaded) == container.weights_fingerprint(model)
+    img = _image(3)
+    data = container.encode_image(model, img, "mbt2018-mean", 1, "cpu")
+    np.testing.assert_array_equal(container.decode_image(data, loaded),
+                                  container.decode_image(data, model))

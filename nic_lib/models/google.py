@@ -97,10 +97,27 @@ class _FineScaleTable:
 
     def update(self, scale_table: Tensor | None = None, force: bool = False,
                update_quantiles: bool = False) -> bool:
-        if scale_table is None:
-            scale_table = tables.scale_table()
-        return super().update(scale_table=scale_table, force=force,
-                              update_quantiles=update_quantiles)
+        """CompressAI's ``update`` (the factorized densities' tables from the weights),
+        with the Gaussian conditionals' tables from :func:`tables.set_scale_table`
+        (float64, the same on every machine).
+
+        Args:
+            scale_table: scales (default :func:`nic_lib.models.tables.scale_table`).
+            force: rebuild tables that exist.
+            update_quantiles: as CompressAI (refit the factorized densities' range).
+
+        Returns:
+            True if some table was (re)built.
+        """
+        table = tables.scale_table() if scale_table is None else torch.as_tensor(scale_table)
+        updated = False
+        for module in self.modules():
+            if isinstance(module, EntropyBottleneck):
+                updated |= module.update(force=force, update_quantiles=update_quantiles)
+            elif isinstance(module, GaussianConditional) and (
+                    force or module._offset.numel() == 0):
+                updated |= tables.set_scale_table(module, table, force=True)
+        return updated
 
 
 #: Default widths (N, M): the paper's and CompressAI's mbt2018 at its lower qualities.

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from compressai.entropy_models import EntropyModel
+from compressai.entropy_models import EntropyModel, GaussianConditional
 from torch import nn
 
 from nic_lib import fileio
@@ -431,7 +431,10 @@ def save_checkpoint(
     model's own architecture arguments (N, M, context_size, K, ...), so
     :func:`load_checkpoint` can rebuild the network without other information. Call
     ``model.update(force=True)`` before saving a final checkpoint: the entropy-coder
-    tables are stored as they are.
+    tables are stored as they are, except the CDFs of Gaussian conditionals built for
+    this project's scale table (:func:`nic_lib.models.tables.scale_table`): they depend
+    on that table alone, are stored empty (3.2 MB less per model) and rebuilt by
+    :func:`load_checkpoint`.
 
     Args:
         model: a registered model.
@@ -479,12 +482,14 @@ def save_checkpoint(
         raise ValueError(f"extra uses reserved checkpoint keys {clash}; rename them")
 
     half_keys = _conv_tensor_keys(model) if dtype != torch.float32 else set()
+    derived = _derived_table_keys(model)
     state_dict = {}
     for key, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()
         if key in half_keys and tensor.is_floating_point():
             tensor = tensor.to(dtype)
-        state_dict[key] = tensor.clone()
+        # the Gaussian CDFs are a function of the scale table (kept): stored empty
+        state_dict[key] = tensor[:0].clone() if key in derived else tensor.clone()
 
     import compressai
 
@@ -530,6 +535,18 @@ def _state_dict_differences(model: nn.Module, state_dict: dict[str, torch.Tensor
     )
 
 
+def _derived_table_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the CDF buffers of Gaussian conditionals whose scale table is
+    this project's: :func:`load_checkpoint` rebuilds them from the table."""
+    keys = set()
+    for name, module in model.named_modules():
+        if (isinstance(module, GaussianConditional) and module._quantized_cdf.numel()
+                and tables.scale_table_matches(module, tables.scale_table())):
+            prefix = f"{name}." if name else ""
+            keys |= {f"{prefix}{b}" for b in ("_quantized_cdf", "_offset", "_cdf_length")}
+    return keys
+
+
 def _tables_missing(model: nn.Module) -> bool:
     """True if some entropy model has no coder tables yet (update() never ran)."""
     return any(
@@ -544,11 +561,11 @@ def load_checkpoint(
 
     The file is read with ``torch.load(..., weights_only=True)`` (no arbitrary code
     runs), the architecture is rebuilt from the stored config, the state dict is loaded
-    strictly (CompressAI resizes the entropy-coder tables), the tables are built with
-    ``update(force=True)`` only if the checkpoint has none, the Gaussian coders' CDFs
-    are rebuilt if the checkpoint stores them for another scale table than
-    :func:`nic_lib.models.tables.scale_table` (they depend on the table, not on the
-    weights), and the model is put in eval mode.
+    strictly (CompressAI resizes the entropy-coder tables), the Gaussian coders' CDFs
+    are built for :func:`nic_lib.models.tables.scale_table` unless the checkpoint holds
+    exactly those (they depend on the table, not on the weights; checkpoints store them
+    empty), the other tables with ``update(force=True)`` only if the checkpoint has
+    none, and the model is put in eval mode.
 
     Args:
         path: checkpoint file.
@@ -605,12 +622,12 @@ def load_checkpoint(
             f"({checkpoint.get('versions')})"
         )
     model.load_state_dict(dict(checkpoint["state_dict"]))
+    # Gaussian CDFs depend on the scale table alone: stored empty (save_checkpoint), or
+    # built for another table (before 2026-11-30: CompressAI's 64 scales), they are
+    # built here for this project's; the other tables only if the checkpoint has none.
+    tables.set_scale_table(model)
     if _tables_missing(model):
         model.update(force=True)
-    else:
-        # Gaussian CDFs depend on the scale table alone: a checkpoint written with
-        # another table (before 2026-11-30: CompressAI's 64 scales) gets this project's.
-        tables.set_scale_table(model)
     return model.to(device).eval(), checkpoint
 
 

@@ -23,24 +23,37 @@ mbt2018               6        +0.43%              +0.00%
 
 The gap shrinks with the step, so this project's models use :data:`SCALE_LEVELS` = 256
 scales over the same range (:func:`scale_table`; ~3.2 MB of int32 CDFs per Gaussian
-conditional instead of 0.8). The CDFs depend on the table alone, not on the weights:
-:func:`load_checkpoint <nic_lib.models.registry.load_checkpoint>` rebuilds them when a
-checkpoint stores another table (the checkpoints shipped before this change store
-CompressAI's 64), and ``.nic`` files of format version 1, written with the 64-scale
-table, still decode (:mod:`nic_lib.container` codes them with :func:`legacy_scale_table`).
+conditional in memory instead of 0.8). The CDFs depend on the table alone, not on the
+weights, so checkpoints do not store them: :func:`load_checkpoint
+<nic_lib.models.registry.load_checkpoint>` builds them (also for the checkpoints shipped
+before this change, which store CompressAI's 64-scale CDFs), and ``.nic`` files of format
+version 1, written with the 64-scale table, still decode (:mod:`nic_lib.container` codes
+them with :func:`legacy_scale_table`).
+
+Encoder and decoder must hold the same CDFs (a ``.nic`` file's weights fingerprint covers
+them). CompressAI computes them in float32 with ``torch.erfc``, whose last bits may depend
+on the CPU's vector instructions; :func:`build_gaussian_tables` computes the same
+quantities in float64 (``scipy.special.ndtr``, scalar code) and rounds once to float32
+before CompressAI's 16-bit quantization, so two machines disagree only if a probability
+lies within ~1e-16 of a float32 rounding boundary.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+import scipy.special
+import scipy.stats
 import torch
+from compressai._CXX import pmf_to_quantized_cdf as _pmf_to_quantized_cdf
 from compressai.entropy_models import GaussianConditional
 from compressai.models.base import SCALES_MAX, SCALES_MIN, get_scale_table
 from torch import Tensor, nn
 
 __all__ = [
     "LEGACY_SCALE_LEVELS",
+    "build_gaussian_tables",
     "SCALE_LEVELS",
     "legacy_scale_table",
     "scale_table",
@@ -97,21 +110,65 @@ def scale_table_matches(model: nn.Module, table: Tensor) -> bool:
     return True
 
 
-def set_scale_table(model: nn.Module, table: Tensor | None = None) -> bool:
+def build_gaussian_tables(gc: GaussianConditional, table: Tensor) -> None:
+    """Build a Gaussian conditional's coder tables for a scale table, in float64.
+
+    The quantities of ``GaussianConditional.update`` (CompressAI 1.2.8), for each scale s
+    of the table, with the tail mass t (1e-9) and Φ the standard normal CDF:
+
+        c = ⌈s · Φ⁻¹(1 − t/2)⌉                  (the pmf's centre; offset = −c)
+        p_k = Φ((½ − |k − c|) / s) − Φ((−½ − |k − c|) / s),   k = 0 … 2c
+        tail = 2 Φ((−½ − c) / s)               (mass outside the table: escape symbol)
+
+    then (p_0 … p_2c, tail) quantized to a 16-bit CDF by CompressAI's C++ routine.
+
+    Args:
+        gc: the Gaussian conditional; its ``scale_table``, ``_quantized_cdf``,
+            ``_offset`` and ``_cdf_length`` buffers are replaced.
+        table: the scales, increasing.
+    """
+    scales = table.detach().cpu().float().double()
+    multiplier = -float(scipy.stats.norm.ppf(gc.tail_mass / 2))
+    centers = torch.ceil(scales * multiplier).long()
+    lengths = 2 * centers + 1
+    cdfs = torch.zeros((len(scales), int(lengths.max()) + 2), dtype=torch.int32)
+    for i, (s, c) in enumerate(zip(scales.tolist(), centers.tolist())):
+        k = np.abs(np.arange(2 * c + 1, dtype=np.float64) - c)
+        lower = scipy.special.ndtr((-0.5 - k) / s)
+        pmf = scipy.special.ndtr((0.5 - k) / s) - lower
+        cdf = _pmf_to_quantized_cdf([*pmf.tolist(), float(2 * lower[0])],
+                                    gc.entropy_coder_precision)
+        cdfs[i, : len(cdf)] = torch.tensor(cdf, dtype=torch.int32)
+    device = gc.scale_table.device
+    gc.scale_table = scales.float().to(device)
+    gc._quantized_cdf = cdfs.to(device)
+    gc._offset = (-centers).int().to(device)
+    gc._cdf_length = (lengths + 2).int().to(device)
+
+
+def set_scale_table(model: nn.Module, table: Tensor | None = None, force: bool = False) -> bool:
     """Rebuild the coder CDFs of every Gaussian conditional of ``model`` for a table.
 
     Args:
         model: any model; its other entropy models (the factorized density of z, whose
             CDFs depend on the weights) are left as they are.
-        table: scales; default :func:`scale_table`.
+        table: scales; default :func:`scale_table`. :func:`legacy_scale_table` is built
+            by CompressAI's own ``update_scale_table``, exactly as the version-1 files'
+            encoders built it; any other table by :func:`build_gaussian_tables`.
+        force: rebuild also where the tables are already built for ``table``.
 
     Returns:
         True if some Gaussian conditional was rebuilt.
     """
     table = scale_table() if table is None else table
+    legacy = table.shape == (LEGACY_SCALE_LEVELS,) and torch.equal(
+        table.float(), legacy_scale_table())
     changed = False
     for gc in _conditionals(model):
-        if not scale_table_matches(gc, table):
-            gc.update_scale_table(table.to(gc.scale_table.device), force=True)
+        if force or not scale_table_matches(gc, table):
+            if legacy:
+                gc.update_scale_table(table.to(gc.scale_table.device), force=True)
+            else:
+                build_gaussian_tables(gc, table)
             changed = True
     return changed
