@@ -11,6 +11,11 @@ one of issue 8's levers, measured in the same run)::
 
     python benchmarks/training_extension.py --minutes 120 --threads 1     # trains, then reports
     python benchmarks/training_extension.py --minutes 120 --report-only   # table from the run so far
+    python benchmarks/training_extension.py --minutes 120 --export checkpoints/mbt2018/vr-extended.pt
+
+``--export`` ships the run's final model (the EMA weights) as a cpu-profile checkpoint
+(float16 convolutions, as ``scripts/train_cpu_profile.py`` ships) with its config, log and
+evaluations beside it: the command that made ``checkpoints/mbt2018/vr-extended.pt``.
 
 The continuation is one ``python -m nic_lib.train`` run (:data:`TRAIN_FLAGS`): Adam 5e-4
 (the shipped VR stage's peak) with a 100-step warm-up and a cosine decay to 5% over the
@@ -184,6 +189,32 @@ def summary_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def export(run_dir: Path, dest: Path) -> Path:
+    """Ship a finished run's ``final.pt`` to ``dest`` (float16 convolutions) with its
+    config, log and eval CSVs beside it (``<stem>.config.json`` ...).
+
+    Raises:
+        FileNotFoundError: the run has no final.pt yet.
+    """
+    import shutil
+
+    import torch
+
+    from nic_lib.models import registry
+
+    final = Path(run_dir) / "final.pt"
+    if not final.is_file():
+        raise FileNotFoundError(f"no {final}: the run has not finished; run without "
+                                "--report-only first")
+    model, ckpt = registry.load_checkpoint(final)
+    extra = {k: v for k, v in ckpt.items() if k not in registry._RESERVED_KEYS}
+    extra["lineage"] = ["checkpoints/mbt2018/vr.pt", f"runs/extend/{Path(run_dir).name}"]
+    registry.save_checkpoint(model, dest, ckpt["config"], extra=extra, dtype=torch.float16)
+    for name in ("config.json", "log.csv", "eval.csv"):
+        shutil.copyfile(Path(run_dir) / name, dest.with_name(f"{dest.stem}.{name}"))
+    return dest
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """Command line: continue the shipped model (resumable), then write the table."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -197,6 +228,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
       "extend/mbt2018-vr-<MINUTES>min)")
     a("--out", type=Path, default=DEFAULT_OUT, help="output table (default: %(default)s)")
     a("--report-only", action="store_true", help="train nothing: table from the run so far")
+    a("--export", type=Path, help="after the report, ship the run's final model here "
+      "(e.g. checkpoints/mbt2018/vr-extended.pt)")
     args = p.parse_args(argv)
     if not args.init_from.is_file():
         raise SystemExit(f"no checkpoint at {args.init_from}; give --init-from")
@@ -227,6 +260,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     fileio.atomic_write_text(lc._sibling(args.out, ".md"), summary + "\n")
     print(f"\nwrote {args.out} ({len(table)} rows) and its .md; run in {args.run_dir}\n")
     print(summary)
+    if args.export:
+        dest = export(args.run_dir, args.export)
+        print(f"\nshipped {dest} ({dest.stat().st_size / 1e6:.2f} MB) with its logs")
     return table
 
 

@@ -97,3 +97,27 @@ def test_train_flags_are_valid_for_nic_lib_train():
                                            "--init-from", "x.pt"]))
     assert args["model"] == "mbt2018" and args["ema"] == 0.999
     assert args["qualities"] == [1, 2, 3, 4, 5, 6] and (args["N"], args["M"]) == (64, 96)
+
+
+def test_export_ships_the_final_model_with_its_logs(tmp_path):
+    import torch
+
+    from nic_lib.models import registry
+
+    torch.manual_seed(0)
+    config = {**registry.default_config("mbt2018-mean", 1, "cpu"), "N": 8, "M": 12}
+    model = registry.build_model("mbt2018-mean", **config).eval()
+    model.update(force=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    registry.save_checkpoint(model, run / "final.pt", {"quality": 1})
+    for name in ("config.json", "log.csv", "eval.csv"):
+        (run / name).write_text(name)
+    dest = te.export(run, tmp_path / "ship" / "vr-extended.pt")
+    shipped, ckpt = registry.load_checkpoint(dest)
+    assert ckpt["dtype"] == "float16" and ckpt["lineage"][0] == "checkpoints/mbt2018/vr.pt"
+    assert (tmp_path / "ship" / "vr-extended.log.csv").read_text() == "log.csv"
+    w = model.state_dict()["g_a.0.weight"]
+    assert torch.allclose(shipped.state_dict()["g_a.0.weight"], w.half().float())
+    with pytest.raises(FileNotFoundError, match="not finished"):
+        te.export(tmp_path / "missing", tmp_path / "x.pt")
