@@ -191,28 +191,15 @@ def summary_markdown(table: pd.DataFrame) -> str:
 
 def export(run_dir: Path, dest: Path) -> Path:
     """Ship a finished run's ``final.pt`` to ``dest`` (float16 convolutions) with its
-    config, log and eval CSVs beside it (``<stem>.config.json`` ...).
+    config, log and eval CSVs beside it (``nic_lib.train.ship_run``).
 
     Raises:
         FileNotFoundError: the run has no final.pt yet.
     """
-    import shutil
+    from nic_lib import train
 
-    import torch
-
-    from nic_lib.models import registry
-
-    final = Path(run_dir) / "final.pt"
-    if not final.is_file():
-        raise FileNotFoundError(f"no {final}: the run has not finished; run without "
-                                "--report-only first")
-    model, ckpt = registry.load_checkpoint(final)
-    extra = {k: v for k, v in ckpt.items() if k not in registry._RESERVED_KEYS}
-    extra["lineage"] = ["checkpoints/mbt2018/vr.pt", f"runs/extend/{Path(run_dir).name}"]
-    registry.save_checkpoint(model, dest, ckpt["config"], extra=extra, dtype=torch.float16)
-    for name in ("config.json", "log.csv", "eval.csv"):
-        shutil.copyfile(Path(run_dir) / name, dest.with_name(f"{dest.stem}.{name}"))
-    return dest
+    return train.ship_run(run_dir, dest, ["checkpoints/mbt2018/vr.pt",
+                                          f"runs/extend/{Path(run_dir).name}"])
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

@@ -329,6 +329,45 @@ def save_final(model: torch.nn.Module, path: Path, cfg: TrainConfig, extra: dict
     registry.save_checkpoint(model, path, config, extra=extra)
 
 
+#: A run's records that ship beside its checkpoint (as ``<stem>.<name>``).
+RUN_RECORDS = ("config.json", "log.csv", "eval.csv")
+
+
+def copy_run_records(run_dir: Path, dest_dir: Path, stem: str) -> None:
+    """Copy a run's :data:`RUN_RECORDS` that exist to ``dest_dir/<stem>.<name>``."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_RECORDS:
+        if (Path(run_dir) / name).is_file():
+            fileio.atomic_write_bytes(dest_dir / f"{stem}.{name}",
+                                      (Path(run_dir) / name).read_bytes())
+
+
+def ship_run(run_dir: Path, dest: Path, lineage: list[str]) -> Path:
+    """Ship a finished run as a cpu-profile checkpoint: its ``final.pt`` at ``dest`` with
+    float16 convolutions, the run's records beside it (:func:`copy_run_records`).
+
+    Args:
+        run_dir: the run folder.
+        dest: the checkpoint to write (e.g. ``checkpoints/mbt2018/vr.pt``).
+        lineage: the runs or checkpoints it descends from, stored as ``lineage``.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        FileNotFoundError: the run has no final.pt (it has not finished).
+    """
+    final = Path(run_dir) / "final.pt"
+    if not final.is_file():
+        raise FileNotFoundError(f"no {final}: the run has not finished; train it first")
+    model, ckpt = registry.load_checkpoint(final)
+    extra = {k: v for k, v in ckpt.items() if k not in registry._RESERVED_KEYS}
+    extra["lineage"] = list(lineage)
+    registry.save_checkpoint(model, dest, ckpt["config"], extra=extra, dtype=torch.float16)
+    copy_run_records(run_dir, Path(dest).parent, Path(dest).stem)
+    return Path(dest)
+
+
 # ---------------------------------------------------------------------------------------
 # Training data: files -> one uint8 pool (decoded once, cached) -> crops from memory.
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,34 +139,21 @@ def run(stage: str) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
-def _copy_logs(run_dir: Path, dest_dir: Path, stem: str) -> None:
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "log.csv", "eval.csv"):
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, dest_dir / f"{stem}.{name}")
-
-
 def ship(stage: str) -> Path | None:
-    """Copy a stage-3 model into checkpoints/ (fp16 convolutions) with its logs.
+    """Copy a stage-3 model into checkpoints/ (fp16 convolutions) with its logs
+    (``nic_lib.train.ship_run``).
 
     Stages that ship no model (base, mbt2018-vr) ship their logs to checkpoints/stages/.
     """
+    sys.path.insert(0, str(REPO))
+    from nic_lib import train
+
     target = STAGES[stage][2]
     if target is None:
-        _copy_logs(RUNS / stage, CHECKPOINTS / "stages", stage)
+        train.copy_run_records(RUNS / stage, CHECKPOINTS / "stages", stage)
         return None
-    sys.path.insert(0, str(REPO))
-    import torch
-
-    from nic_lib.models import registry
-
-    out = RUNS / stage
-    model, ckpt = registry.load_checkpoint(out / "final.pt")
-    dest = CHECKPOINTS / target
-    extra = {k: v for k, v in ckpt.items() if k not in registry._RESERVED_KEYS}
-    extra["lineage"] = [str(Path("runs/cpu-profile") / s) for s in needed(stage)]
-    registry.save_checkpoint(model, dest, ckpt["config"], extra=extra, dtype=torch.float16)
-    _copy_logs(out, dest.parent, dest.stem)
+    dest = train.ship_run(RUNS / stage, CHECKPOINTS / target,
+                          [str(Path("runs/cpu-profile") / s) for s in needed(stage)])
     print(f"[{stage}] shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)")
     return dest
 
