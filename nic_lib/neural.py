@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from compressai.entropy_models import GaussianConditional
 from compressai.models.google import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from tqdm.auto import tqdm
 
@@ -357,8 +356,8 @@ def cached_rate_sweep(
     if any(hasattr(m, "coded_likelihoods") for m in family.values()):
         # tables cached before code_image estimated these models' rate from the coded latents
         key["estimate"] = "coded latents"
-    levels = sorted({int(gc.scale_table.numel()) for m in family.values() for gc in m.modules()
-                     if isinstance(gc, GaussianConditional)})
+    levels = sorted({int(gc.scale_table.numel()) for m in family.values()
+                     for _, gc in tables.named_conditionals(m)})
     if levels and levels != [tables.LEGACY_SCALE_LEVELS]:
         # the real bits depend on the Gaussian coders' scale table and on how its CDFs
         # were computed (tables cached with CompressAI's 64 scales have no such entry)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from compressai.entropy_models import EntropyModel, GaussianConditional
+from compressai.entropy_models import EntropyModel
 from torch import nn
 
 from nic_lib import fileio
@@ -539,8 +539,8 @@ def _derived_table_keys(model: nn.Module) -> set[str]:
     """State-dict keys of the CDF buffers of Gaussian conditionals whose scale table is
     this project's: :func:`load_checkpoint` rebuilds them from the table."""
     keys = set()
-    for name, module in model.named_modules():
-        if (isinstance(module, GaussianConditional) and module._quantized_cdf.numel()
+    for name, module in tables.named_conditionals(model):
+        if (module._quantized_cdf.numel()
                 and tables.scale_table_matches(module, tables.scale_table())):
             prefix = f"{name}." if name else ""
             keys |= {f"{prefix}{b}" for b in ("_quantized_cdf", "_offset", "_cdf_length")}

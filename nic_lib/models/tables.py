@@ -56,6 +56,7 @@ __all__ = [
     "build_gaussian_tables",
     "SCALE_LEVELS",
     "legacy_scale_table",
+    "named_conditionals",
     "scale_table",
     "scale_table_matches",
     "set_scale_table",
@@ -95,8 +96,13 @@ def legacy_scale_table() -> Tensor:
     return get_scale_table()
 
 
+def named_conditionals(model: nn.Module) -> list[tuple[str, GaussianConditional]]:
+    """``(name, module)`` of every Gaussian conditional of ``model`` (GMMs' included)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, GaussianConditional)]
+
+
 def _conditionals(model: nn.Module) -> list[GaussianConditional]:
-    return [m for m in model.modules() if isinstance(m, GaussianConditional)]
+    return [m for _, m in named_conditionals(model)]
 
 
 def scale_table_matches(model: nn.Module, table: Tensor) -> bool:
