@@ -29,6 +29,12 @@ project       ``--model mbt2018 --lmbda 0.013 --crop 128 --batch-size 8 --lr 1e-
 project-vr    ``--model mbt2018 --qualities 1 2 3 4 5 6 --crop 128 --batch-size 8 --lr 1e-3``
               ``--aux-lr 1e-3 --lr-schedule cosine --warmup-steps 200 --min-lr-ratio 0.05``
               ``--clip-grad-norm 1.0 --schedule-clock time``
+project-c256  ``--model mbt2018 --lmbda 0.013 --crop 256 --batch-size 2 --lr 1e-3``
+              ``--aux-lr 1e-3 --lr-schedule cosine --warmup-steps 200 --min-lr-ratio 0.05``
+              ``--clip-grad-norm 1.0 --schedule-clock time``
+project-hilr  ``--model mbt2018 --lmbda 0.013 --crop 128 --batch-size 8 --lr 2e-3``
+              ``--aux-lr 1e-3 --lr-schedule cosine --warmup-steps 200 --min-lr-ratio 0.05``
+              ``--clip-grad-norm 1.0 --schedule-clock time``
 (all)         ``--N 64 --M 96 --seed 0 --max-steps 100000000 --max-minutes MINUTES``
               ``--eval-every E --eval-images 24 --eval-crop 0 --no-progress --out-dir RUN``
 ============  ==============================================================================
@@ -40,6 +46,9 @@ project-vr    ``--model mbt2018 --qualities 1 2 3 4 5 6 --crop 128 --batch-size 
   by the budget instead of 10,000 steps: ``--schedule-clock time`` runs the schedule on
   elapsed / ``--max-minutes`` (``--max-steps`` is out of reach), so the decay ends at
   ``MINUTES``.
+- ``project-c256`` and ``project-hilr`` (optional) are ``project`` with one of issue 8's
+  levers changed: 256x256 crops in batches of 2 (the same pixels per step: crop size vs
+  batch) and a peak learning rate of 2e-3 (twice ``project``'s).
 - ``project-vr`` (optional) is one variable-rate model (gain units) trained from scratch
   with the same settings, λ = 0.0018 ... 0.0483; the shipped profile instead warm-starts
   it from ``project`` (stages 1-2 of the script), which a single run cannot show.
@@ -145,6 +154,14 @@ RECIPES: dict[str, list[str]] = {
                  "--warmup-steps", "0", "--clip-grad-norm", "1.0"],
     "project": ["--model", "mbt2018", "--lmbda", str(LMBDA), *_PROJECT],
     "project-vr": ["--model", "mbt2018", "--qualities", "1", "2", "3", "4", "5", "6", *_PROJECT],
+    # crop vs batch at the same pixels per step (issue 8's lever): 256x256 crops, batch 2
+    "project-c256": ["--model", "mbt2018", "--lmbda", str(LMBDA),
+                     *_PROJECT[:_PROJECT.index("--crop")], "--crop", "256", "--batch-size", "2",
+                     *_PROJECT[_PROJECT.index("--batch-size") + 2:]],
+    # the peak learning rate (issue 8's lever): 2e-3 instead of 1e-3
+    "project-hilr": ["--model", "mbt2018", "--lmbda", str(LMBDA),
+                     *_PROJECT[:_PROJECT.index("--lr")], "--lr", "2e-3",
+                     *_PROJECT[_PROJECT.index("--lr") + 2:]],
 }
 
 #: Columns of the output table, one row per recipe x evaluation x rate level.

@@ -12,21 +12,32 @@ one of issue 8's levers, measured in the same run)::
     python benchmarks/training_extension.py --minutes 120 --threads 1     # trains, then reports
     python benchmarks/training_extension.py --minutes 120 --report-only   # table from the run so far
     python benchmarks/training_extension.py --minutes 120 --export checkpoints/mbt2018/vr-extended.pt
+    python benchmarks/training_extension.py --init-from checkpoints/mbt2018/vr-extended.pt \
+        --minutes 100 --lr 2e-4 --export checkpoints/mbt2018/vr-5h.pt
 
 ``--export`` ships the run's final model (the EMA weights) as a cpu-profile checkpoint
 (float16 convolutions, as ``scripts/train_cpu_profile.py`` ships) with its config, log and
-evaluations beside it: the command that made ``checkpoints/mbt2018/vr-extended.pt``.
+evaluations beside it: the commands that made ``checkpoints/mbt2018/vr-extended.pt`` (2 h
+on one core past ``vr.pt``) and ``vr-5h.pt`` (100 min more past ``vr-extended.pt``: 5 h
+in all).
 
-The continuation is one ``python -m nic_lib.train`` run (:data:`TRAIN_FLAGS`): Adam 5e-4
-(the shipped VR stage's peak) with a 100-step warm-up and a cosine decay to 5% over the
-time budget, 128x128 crops, batch 8, the six λ of the quality table (gain units), EMA
-0.999. It resumes from its ``ckpt.pt`` when interrupted (``$NIC_RUNS_DIR/extend/
-mbt2018-vr-<MINUTES>min``, default ``runs/``, git-ignored).
+A continuation is one ``python -m nic_lib.train`` run (:data:`TRAIN_FLAGS`): Adam at
+``--lr`` (default 5e-4, the shipped VR stage's peak) with a 100-step warm-up and a cosine
+decay to 5% over the time budget, 128x128 crops, batch 8, the six λ of the quality table
+(gain units), EMA 0.999. It resumes from its ``ckpt.pt`` when interrupted
+(``$NIC_RUNS_DIR/extend/mbt2018-<init>-<MINUTES>min``, default ``runs/``, git-ignored;
+``--run-dir`` to keep runs of other learning rates apart).
+
+Chains. ``--init-from`` may name a checkpoint this script exported: its lineage is read
+from the ``.config.json`` shipped beside it (``init_from``), back to ``vr.pt``, and the
+table holds every link's evaluations (from the ``.eval.csv`` shipped beside each) before
+the run's own, each tagged with its ``segment``.
 
 Hours. ``total_h`` = the shipped model's training (the last ``wall_s`` of each stage's
-log, summed: :func:`shipped_hours`) + the run's ``wall_s`` at the evaluation. The shipped
-stages ran on two threads, the continuation on ``--threads`` (one by default, so the other
-core stays usable); ``core_h`` counts thread-hours.
+log, summed: :func:`shipped_hours`) + the hours of every earlier link (its log's last
+``wall_s``) + the link's ``wall_s`` at the evaluation. The shipped stages ran on two
+threads, each continuation on its own thread count (from its config; ``--threads``, one by
+default, so the other core stays usable); ``core_h`` counts thread-hours.
 
 Outputs (``build/results/benchmarks/``, atomic): ``training_extension.csv`` (one row per
 evaluation x weights x rate level, with ``bd_rate_vs_jpeg2000_pct`` repeated on each
@@ -38,6 +49,7 @@ images and code) is cached beside them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -68,10 +80,23 @@ TRAIN_FLAGS = ["--model", "mbt2018", "--qualities", *QUALITIES, "--N", "64", "--
                "--schedule-clock", "time", "--lr", "5e-4", "--warmup-steps", "100",
                "--min-lr-ratio", "0.05", "--max-steps", "1000000", "--ema", "0.999",
                "--eval-images", str(lc.EVAL_IMAGES), "--eval-crop", str(lc.EVAL_CROP)]
+#: Peak learning rate of a continuation (``--lr``): the shipped VR stage's.
+DEFAULT_LR = 5e-4
+
+
+def train_flags(lr: float = DEFAULT_LR) -> list[str]:
+    """:data:`TRAIN_FLAGS` with the peak learning rate ``lr``."""
+    flags = list(TRAIN_FLAGS)
+    flags[flags.index("--lr") + 1] = f"{lr:g}"
+    return flags
+
+
 #: Evaluate every this many steps (~20 minutes on one thread here, ~1.5 min per evaluation).
 EVAL_EVERY = 4000
+#: Joins weights and link names in learning_curves' ``recipe`` column.
+SEP = "|"
 #: Columns of the output table.
-COLUMNS = ("weights", "total_h", "core_h", "run_h", "step", "quality", "lmbda", "images",
+COLUMNS = ("weights", "segment", "total_h", "core_h", "run_h", "step", "quality", "lmbda", "images",
            "bpp", "psnr", "jpeg2000_psnr", "gap_to_jpeg2000_db", "bd_rate_vs_jpeg2000_pct")
 
 
@@ -91,10 +116,10 @@ def shipped_hours(logs=SHIPPED_LOGS) -> float:
 
 
 def run_evaluations(run_dir: Path) -> pd.DataFrame:
-    """The run's eval.csv as rows of ``weights`` (``model`` / ``ema``), ``run_h``, step,
-    quality, lmbda, images, bpp, psnr; empty without one. ``run_h`` is the time of each
-    evaluation's first row."""
-    path = Path(run_dir) / "eval.csv"
+    """A run's eval.csv (``run_dir`` a run folder, or the eval CSV itself) as rows of
+    ``weights`` (``model`` / ``ema``), ``run_h``, step, quality, lmbda, images, bpp, psnr;
+    empty without one. ``run_h`` is the time of each evaluation's first row."""
+    path = Path(run_dir) if Path(run_dir).suffix == ".csv" else Path(run_dir) / "eval.csv"
     cols = ["weights", "run_h", "step", "quality", "lmbda", "images", "bpp", "psnr"]
     if not path.is_file():
         return pd.DataFrame(columns=cols)
@@ -104,6 +129,42 @@ def run_evaluations(run_dir: Path) -> pd.DataFrame:
     ev["weights"] = ev["weights"].fillna("model")
     ev["run_h"] = ev.groupby(["step", "weights"])["wall_s"].transform("min") / 3600.0
     return ev[cols]
+
+
+def lineage(init: Path, root: Path = DEFAULT_INIT) -> list[dict]:
+    """The continuations a checkpoint descends from, oldest first, back to ``root``.
+
+    Each checkpoint this script exported carries ``<stem>.config.json`` (its run's config:
+    ``init_from``, ``resolved.threads``), ``<stem>.log.csv`` and ``<stem>.eval.csv``.
+
+    Returns:
+        ``[{"segment", "evals" (path), "hours", "threads"}, ...]``: empty for ``root``.
+
+    Raises:
+        FileNotFoundError: a link has no config or log beside it (its hours are unknown).
+        ValueError: the chain does not lead back to ``root``.
+    """
+    chain, seen, path = [], set(), Path(init)
+    while path.resolve() != Path(root).resolve():
+        if path.resolve() in seen:
+            raise ValueError(f"{init}: its lineage loops at {path}")
+        seen.add(path.resolve())
+        config = path.parent / f"{path.stem}.config.json"
+        log = path.parent / f"{path.stem}.log.csv"
+        if not (config.is_file() and log.is_file()):
+            raise FileNotFoundError(
+                f"{path} has no {config.name} and {log.name} beside it, so its training hours "
+                f"are unknown: continue {root} or a checkpoint this script exported (--export)")
+        record = json.loads(config.read_text())
+        parent = record["config"].get("init_from")
+        if not parent:
+            raise ValueError(f"{config} names no init_from: {path} does not descend from {root}")
+        chain.insert(0, {"segment": path.stem,
+                         "evals": path.parent / f"{path.stem}.eval.csv",
+                         "hours": shipped_hours([log]),
+                         "threads": int(record.get("resolved", {}).get("threads") or 1)})
+        path = Path(parent) if Path(parent).is_absolute() else REPO / parent
+    return chain
 
 
 def start_evaluation(init: Path, cache_path: Path) -> pd.DataFrame:
@@ -132,48 +193,60 @@ def start_evaluation(init: Path, cache_path: Path) -> pd.DataFrame:
     return cache.cached_table(cache_path, key, compute)
 
 
-def extension_table(evals: pd.DataFrame, start: pd.DataFrame, curve: pd.DataFrame,
-                    prior_h: float, run_threads: int) -> pd.DataFrame:
-    """Evaluations with hours and their distance to JPEG 2000.
+def extension_table(segments: list[dict], start: pd.DataFrame, curve: pd.DataFrame,
+                    shipped_h: float) -> pd.DataFrame:
+    """Evaluations of a chain of continuations with hours and their distance to JPEG 2000.
 
     Args:
-        evals: :func:`run_evaluations`.
-        start: :func:`start_evaluation` (its rows count as evaluations at run_h = 0 of
-            both weights: the EMA starts as a copy of the model).
+        segments: the links, oldest first, each ``{"segment" (name), "evals"
+            (:func:`run_evaluations`), "hours" (its duration: where the next link starts),
+            "threads"}``; the last one's hours are not used.
+        start: :func:`start_evaluation` of the root (its rows count as evaluations at
+            hour 0 of the first link for both weights: the EMA starts as a copy).
         curve: JPEG 2000's RD curve (``rd.rd_table``: bpp, psnr_rgb).
-        prior_h: :func:`shipped_hours`.
-        run_threads: threads of the continuation.
+        shipped_h: :func:`shipped_hours` (the root's training).
 
     Returns:
         Columns :data:`COLUMNS`, sorted by weights, time and λ.
     """
-    parts = [evals]
-    for weights in ("model", "ema"):
-        if (evals["weights"] == weights).any():
-            parts.append(start.assign(weights=weights))
+    parts, offsets = [], {}
+    offset_h, offset_core = shipped_h, SHIPPED_THREADS * shipped_h
+    for i, seg in enumerate(segments):
+        evals = seg["evals"].assign(segment=seg["segment"])
+        if i == 0:
+            for weights in ("model", "ema"):
+                if (evals["weights"] == weights).any():
+                    evals = pd.concat([evals, start.assign(weights=weights,
+                                                           segment=seg["segment"])])
+        parts.append(evals)
+        offsets[seg["segment"]] = (offset_h, offset_core, seg["threads"])
+        offset_h += seg["hours"]
+        offset_core += seg["threads"] * seg["hours"]
     table = pd.concat(parts, ignore_index=True)
-    table["recipe"] = table["weights"]  # learning_curves groups evaluations by recipe
+    # learning_curves computes one BD-rate per (recipe, step): one "recipe" per weights
+    # and link, as the step count restarts in each link
+    table["recipe"] = table["weights"] + SEP + table["segment"]
     table["wall_h"] = table["run_h"]
     table = lc.add_jpeg2000_columns(table, curve)
-    table["weights"] = table["recipe"]
+    table[["weights", "segment"]] = table["recipe"].str.split(SEP, n=1, expand=True)
     table["run_h"] = table["wall_h"]
-    table["total_h"] = prior_h + table["run_h"]
-    # core-hours: the shipped stages on SHIPPED_THREADS, the run on run_threads
-    table["core_h"] = SHIPPED_THREADS * prior_h + run_threads * table["run_h"]
+    link = table["segment"].map(offsets)
+    table["total_h"] = [o[0] for o in link] + table["run_h"]
+    table["core_h"] = [o[1] for o in link] + [o[2] for o in link] * table["run_h"]
     table = table.sort_values(["weights", "total_h", "lmbda"], kind="stable")
     return table.reset_index(drop=True)[list(COLUMNS)]
 
 
 def summary_markdown(table: pd.DataFrame) -> str:
-    """One line per evaluation and weights: hours, BD-rate vs JPEG 2000, bpp and PSNR
+    """One line per evaluation, weights and link: hours, BD-rate vs JPEG 2000, bpp and PSNR
     range; then the verdict on issue 8's target (BD-rate <= 0 within 5 hours)."""
-    lines = ["| weights | total hours | core-hours | step | BD-rate vs JPEG 2000 | "
-             "bpp range | PSNR range (dB) |", "|---|---|---|---|---|---|---|"]
-    per_eval = table.groupby(["weights", "step"], sort=False)
+    lines = ["| weights | link | total hours | core-hours | step | BD-rate vs JPEG 2000 | "
+             "bpp range | PSNR range (dB) |", "|---|---|---|---|---|---|---|---|"]
+    per_eval = table.groupby(["weights", "segment", "step"], sort=False)
     best = None
-    for (weights, step), rows in per_eval:
+    for (weights, segment, step), rows in per_eval:
         bd = rows["bd_rate_vs_jpeg2000_pct"].iloc[0]
-        lines.append(f"| {weights} | {rows['total_h'].iloc[0]:.2f} | {rows['core_h'].iloc[0]:.2f} "
+        lines.append(f"| {weights} | {segment} | {rows['total_h'].iloc[0]:.2f} | {rows['core_h'].iloc[0]:.2f} "
                      f"| {step} | {lc._fmt(bd, '+.1f', ' %')} | {rows['bpp'].min():.3f}-"
                      f"{rows['bpp'].max():.3f} | {rows['psnr'].min():.2f}-{rows['psnr'].max():.2f} |")
         if np.isfinite(bd) and (best is None or bd < best[0]):
@@ -189,7 +262,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def export(run_dir: Path, dest: Path) -> Path:
+def export(run_dir: Path, dest: Path, init: Path = DEFAULT_INIT) -> Path:
     """Ship a finished run's ``final.pt`` to ``dest`` (float16 convolutions) with its
     config, log and eval CSVs beside it (``nic_lib.train.ship_run``).
 
@@ -198,8 +271,16 @@ def export(run_dir: Path, dest: Path) -> Path:
     """
     from nic_lib import train
 
-    return train.ship_run(run_dir, dest, ["checkpoints/mbt2018/vr.pt",
+    return train.ship_run(run_dir, dest, [_repo_relative(init),
                                           f"runs/extend/{Path(run_dir).name}"])
+
+
+def _repo_relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it (configs stay portable)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -209,10 +290,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     a("--minutes", type=float, default=DEFAULT_MINUTES,
       help="training budget of the continuation (default: %(default)s)")
     a("--threads", type=int, default=1, help="torch threads of the run (default: %(default)s)")
+    a("--lr", type=float, default=DEFAULT_LR, help="peak learning rate of the run "
+      "(default: %(default)s)")
     a("--init-from", type=Path, default=DEFAULT_INIT, help="checkpoint to continue "
-      "(default: the shipped checkpoints/mbt2018/vr.pt)")
+      "(default: the shipped checkpoints/mbt2018/vr.pt; or one this script exported)")
     a("--run-dir", type=Path, help="run folder (default: $NIC_RUNS_DIR or runs/, then "
-      "extend/mbt2018-vr-<MINUTES>min)")
+      "extend/mbt2018-<init>-<MINUTES>min; give one per --lr to compare rates)")
     a("--out", type=Path, default=DEFAULT_OUT, help="output table (default: %(default)s)")
     a("--report-only", action="store_true", help="train nothing: table from the run so far")
     a("--export", type=Path, help="after the report, ship the run's final model here "
@@ -223,16 +306,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if args.run_dir is None:
         from nic_lib import train
 
-        args.run_dir = train.default_runs_dir() / "extend" / f"mbt2018-vr-{args.minutes:g}min"
-    prior_h = shipped_hours()
+        args.run_dir = (train.default_runs_dir() / "extend"
+                        / f"mbt2018-{args.init_from.stem}-{args.minutes:g}min")
+    chain = lineage(args.init_from)  # fails fast when the hours cannot be known
+    shipped_h = shipped_hours()
     # the reference first: a codec problem shows in seconds, not after hours of training
     curve = lc.jpeg2000_curve(lc.EVAL_IMAGES, lc.EVAL_CROP,
                               lc._sibling(lc.DEFAULT_OUT, ".jpeg2000.csv"))
-    start = start_evaluation(args.init_from, lc._sibling(args.out, ".start.csv"))
+    start = start_evaluation(DEFAULT_INIT, lc._sibling(args.out, ".start.csv"))
     if not args.report_only and not (args.run_dir / "final.pt").is_file():
         resume = (args.run_dir / "ckpt.pt").is_file()
-        flags = ([*TRAIN_FLAGS, "--max-minutes", f"{args.minutes:g}", "--eval-every",
-                  str(EVAL_EVERY), "--init-from", str(args.init_from)]
+        flags = ([*train_flags(args.lr), "--max-minutes", f"{args.minutes:g}", "--eval-every",
+                  str(EVAL_EVERY), "--init-from", _repo_relative(args.init_from)]
                  if not resume else ["--resume", str(args.run_dir)])
         flags += ["--threads", str(args.threads), "--out-dir", str(args.run_dir)]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
@@ -241,14 +326,19 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     evals = run_evaluations(args.run_dir)
     if evals.empty:
         raise SystemExit(f"no evaluations in {args.run_dir} yet; run without --report-only")
-    table = extension_table(evals, start, curve, prior_h, args.threads)
+    links = [{**link, "evals": run_evaluations(link["evals"])} for link in chain]
+    # the run is named as it ships (its checkpoint's stem), or else by its folder
+    links.append({"segment": args.export.stem if args.export else args.run_dir.name,
+                  "evals": evals, "hours": 0.0,
+                  "threads": args.threads})
+    table = extension_table(links, start, curve, shipped_h)
     cache.write_table(table, args.out)
     summary = summary_markdown(table)
     fileio.atomic_write_text(lc._sibling(args.out, ".md"), summary + "\n")
     print(f"\nwrote {args.out} ({len(table)} rows) and its .md; run in {args.run_dir}\n")
     print(summary)
     if args.export:
-        dest = export(args.run_dir, args.export)
+        dest = export(args.run_dir, args.export, args.init_from)
         print(f"\nshipped {dest} ({dest.stat().st_size / 1e6:.2f} MB) with its logs")
     return table
 
