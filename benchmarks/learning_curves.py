@@ -35,6 +35,9 @@ project-c256  ``--model mbt2018 --lmbda 0.013 --crop 256 --batch-size 2 --lr 1e-
 project-hilr  ``--model mbt2018 --lmbda 0.013 --crop 128 --batch-size 8 --lr 2e-3``
               ``--aux-lr 1e-3 --lr-schedule cosine --warmup-steps 200 --min-lr-ratio 0.05``
               ``--clip-grad-norm 1.0 --schedule-clock time``
+project-w96   ``--model mbt2018 --lmbda 0.013 --crop 128 --batch-size 8 --lr 1e-3``
+              ``--aux-lr 1e-3 --lr-schedule cosine --warmup-steps 200 --min-lr-ratio 0.05``
+              ``--clip-grad-norm 1.0 --schedule-clock time``
 (all)         ``--N 64 --M 96 --seed 0 --max-steps 100000000 --max-minutes MINUTES``
               ``--eval-every E --eval-images 24 --eval-crop 0 --no-progress --out-dir RUN``
 ============  ==============================================================================
@@ -49,6 +52,9 @@ project-hilr  ``--model mbt2018 --lmbda 0.013 --crop 128 --batch-size 8 --lr 2e-
 - ``project-c256`` and ``project-hilr`` (optional) are ``project`` with one of issue 8's
   levers changed: 256x256 crops in batches of 2 (the same pixels per step: crop size vs
   batch) and a peak learning rate of 2e-3 (twice ``project``'s).
+- ``project-w96`` (optional) is ``project`` at larger widths, ``--N 96 --M 144`` instead of
+  the cpu profile's 64/96 (:data:`RECIPE_WIDTHS`; issue 8's widths lever): about twice the
+  multiply-adds per pixel, so about half the steps in the same time.
 - ``project-vr`` (optional) is one variable-rate model (gain units) trained from scratch
   with the same settings, λ = 0.0018 ... 0.0483; the shipped profile instead warm-starts
   it from ``project`` (stages 1-2 of the script), which a single run cannot show.
@@ -162,7 +168,12 @@ RECIPES: dict[str, list[str]] = {
     "project-hilr": ["--model", "mbt2018", "--lmbda", str(LMBDA),
                      *_PROJECT[:_PROJECT.index("--lr")], "--lr", "2e-3",
                      *_PROJECT[_PROJECT.index("--lr") + 2:]],
+    # the widths (issue 8's lever): the project recipe at RECIPE_WIDTHS["project-w96"]
+    "project-w96": ["--model", "mbt2018", "--lmbda", str(LMBDA), *_PROJECT],
 }
+
+#: Recipes trained at other widths than the cpu profile's (N, M); the rest use ``widths``.
+RECIPE_WIDTHS: dict[str, tuple[int, int]] = {"project-w96": (96, 144)}
 
 #: Columns of the output table, one row per recipe x evaluation x rate level.
 COLUMNS = ("recipe", "wall_h", "step", "quality", "lmbda", "images", "bpp", "psnr",
@@ -492,7 +503,7 @@ def train_flags(recipe: str, minutes: float, eval_every: int, *, widths=WIDTHS,
         recipe: a key of :data:`RECIPES`.
         minutes: the training budget (``--max-minutes``).
         eval_every: evaluation interval in steps.
-        widths: (N, M).
+        widths: (N, M), unless the recipe has its own in :data:`RECIPE_WIDTHS`.
         eval_images, eval_crop: the Kodak evaluation set.
 
     Returns:
@@ -504,7 +515,7 @@ def train_flags(recipe: str, minutes: float, eval_every: int, *, widths=WIDTHS,
     if recipe not in RECIPES:
         raise KeyError(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)} "
                        "(benchmarks/learning_curves.py RECIPES)")
-    n, m = widths
+    n, m = RECIPE_WIDTHS.get(recipe, widths)
     return [*RECIPES[recipe], "--N", str(n), "--M", str(m), "--seed", str(SEED),
             "--max-steps", str(MAX_STEPS), "--max-minutes", f"{minutes:g}",
             "--eval-every", str(eval_every), "--eval-images", str(eval_images),

@@ -585,7 +585,8 @@ else:
 # trained weights and for their exponential moving average (EMA 0.999, a lever of issue 8,
 # measured in the same run). BD-rate is against JPEG 2000 as configured in notebook 00.
 # The continuation comes in links, each one run of the script started from the previous
-# link's shipped (EMA) weights; a dashed line marks where a link starts:
+# link's shipped (EMA) weights; a dashed line marks where a link starts, a dotted one the
+# 5-hour budget:
 #
 # 1. `vr-extended`: 2 h on one core, Adam re-warmed to 5e-4 (the shipped stage's peak),
 #    cosine to 5%; shipped as `checkpoints/mbt2018/vr-extended.pt`.
@@ -614,8 +615,9 @@ if ext_file.is_file():
     sns.lineplot(data=ext_bd, x="total_h", y="bd_rate_vs_jpeg2000_pct", hue="weights", marker="o", ax=ax)
     ax.axhline(0, color="k", lw=0.8)
     ax.axvline(5, color="grey", ls=":", lw=0.8)
-    for boundary in ext_bd.groupby("segment", sort=False)["total_h"].min().iloc[1:]:
-        ax.axvline(boundary, color="grey", ls="--", lw=0.6)  # a new link of the chain starts
+    # a new link of the chain starts where the one before it ended (its last evaluation)
+    for boundary in ext_bd.groupby("segment", sort=False)["total_h"].max().iloc[:-1]:
+        ax.axvline(boundary, color="grey", ls="--", lw=0.6)
     ax.set_xlabel("training hours in all (shipped stages + continuations)")
     ax.set_ylabel("BD-rate vs JPEG 2000 (%)")
     ax.set_title("mbt2018 cpu profile continued, Kodak (6 levels, likelihood bpp)")

@@ -181,13 +181,14 @@ def test_read_run_times_each_evaluation_by_its_first_level(tmp_path):
     assert lc.read_run(tmp_path / "missing", "x").empty
 
 
-def test_every_recipe_is_valid_train_flags_with_the_same_model_and_widths():
+def test_every_recipe_is_valid_train_flags_with_the_same_model_and_its_widths():
     from nic_lib import train
 
     parser = train._parser()  # the flags of python -m nic_lib.train: a typo fails here
     for recipe in lc.RECIPES:
         args = vars(parser.parse_args(lc.train_flags(recipe, 60, 1000)))
-        assert (args["model"], args["N"], args["M"]) == ("mbt2018", 64, 96)
+        widths = lc.RECIPE_WIDTHS.get(recipe, (64, 96))
+        assert (args["model"], args["N"], args["M"]) == ("mbt2018", *widths)
         assert args["max_minutes"] == 60 and args["eval_images"] == 24 and args["eval_crop"] == 0
         assert args.get("lmbda", lc.LMBDA) == lc.LMBDA
     assert vars(parser.parse_args(lc.train_flags("project", 60, 1)))["schedule_clock"] == "time"
