@@ -8,29 +8,18 @@ truncation of the file, so it stays fast.
 from __future__ import annotations
 
 import collections
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from nic_lib import container
+from benchmark_modules import load_benchmark
 
 #: Mutants per model beyond the exhaustive truncations.
 CASES = 250
 #: Seed of the mutation RNG (fixed: a failure is reproducible by its case number).
 SEED = 20240601
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_nic.py"
-
-
-def _load_fuzzer():
-    spec = importlib.util.spec_from_file_location("fuzz_nic", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz_nic = _load_fuzzer()
+fuzz_nic = load_benchmark("fuzz_nic")
 
 
 @pytest.mark.parametrize("name", fuzz_nic.MODELS)

@@ -1,28 +1,14 @@
 """Properties of benchmarks/hyperprior_tails.py's per-image statistics on a tiny untrained
 scale hyperprior whose predicted scales are forced dead (σ = 0) or huge."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from nic_lib.models.registry import build_model
+from benchmark_modules import load_benchmark
 
-_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load():
-    sys.path.insert(0, str(_DIR))
-    spec = importlib.util.spec_from_file_location("hyperprior_tails", _DIR / "hyperprior_tails.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ht = _load()
+ht = load_benchmark("hyperprior_tails")
 
 
 @pytest.fixture

@@ -3,25 +3,15 @@
 Small hand-made tables only: nothing here trains or encodes.
 """
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curves.py"
+from benchmark_modules import load_benchmark
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("learning_curves", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lc = _load()
+lc = load_benchmark("learning_curves")
 
 #: A made-up JPEG 2000 curve: +3 dB per doubling of the rate, 0.125 .. 2 bpp.
 J2K = pd.DataFrame({"bpp": [0.125, 0.25, 0.5, 1.0, 2.0],

@@ -1,27 +1,15 @@
 """Properties of the training-extension benchmark's pure functions
 (benchmarks/training_extension.py). Hand-made tables; nothing trains or encodes."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmark_modules import load_benchmark
 
-
-def _load():
-    sys.path.insert(0, str(_DIR))
-    spec = importlib.util.spec_from_file_location("training_extension", _DIR / "training_extension.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-te = _load()
+te = load_benchmark("training_extension")
 
 #: A made-up JPEG 2000 curve: +3 dB per doubling of the rate, 0.125 .. 2 bpp.
 J2K = pd.DataFrame({"bpp": [0.125, 0.25, 0.5, 1.0, 2.0], "psnr_rgb": [26.0, 29.0, 32.0, 35.0, 38.0]})
