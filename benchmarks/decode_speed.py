@@ -18,6 +18,7 @@ several integers as a trained model's does. Writes
 ``build/results/benchmarks/decode_speed.{csv,json}`` atomically and prints a table.
 
     nice -n 19 python benchmarks/decode_speed.py                      # cpu widths
+    python benchmarks/decode_speed.py --checkpoint checkpoints/mbt2018/vr.pt --floor-checkpoint checkpoints/mbt2018-mean/vr.pt
     nice -n 19 python benchmarks/decode_speed.py --N 192 --M 192      # the paper's widths
 """
 
@@ -37,7 +38,8 @@ from compressai.models import MeanScaleHyperprior
 
 from nic_lib import data, fileio
 from nic_lib.models import build_model, load_checkpoint
-from nic_lib.models.variable_rate import set_rate_level
+from nic_lib.models.variable_rate import (is_variable_rate, make_variable_rate, rate_levels,
+                                          set_rate_level)
 
 REPO = Path(__file__).resolve().parent.parent
 #: Results table (build/ is git-ignored); .csv and .json are written.
@@ -120,6 +122,41 @@ def n_bytes(strings) -> int:
     return sum(len(s) for per_latent in strings for s in per_latent)
 
 
+def _same_rate(reference: torch.nn.Module, model: torch.nn.Module) -> torch.nn.Module:
+    """A CompressAI reference model given ``model``'s gain units (same λ levels, same
+    current level) when ``model`` is variable-rate, so it codes the same scaled latents;
+    the gains themselves arrive with the state dict."""
+    if is_variable_rate(model):
+        make_variable_rate(reference, rate_levels(model), model.reference_lmbda)
+        set_rate_level(reference, model.gain.level)
+    return reference
+
+
+def floor_model(args, model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """(the mean-scale floor with tables built, a description of its weights).
+
+    With ``--floor-checkpoint`` a trained mean-scale model (at ``--quality`` when it is
+    variable-rate); otherwise CompressAI's ``MeanScaleHyperprior`` holding ``model``'s
+    g_a/g_s/h_a/h_s. The latter is the same network work, but with a trained joint model
+    its h_s output was never trained to be means and scales on its own, so its rate (and
+    the rANS work) is not a trained model's: pass a trained floor with trained weights.
+    """
+    if args.floor_checkpoint:
+        floor, ckpt = load_checkpoint(args.floor_checkpoint)
+        qualities = list(ckpt["config"].get("qualities") or [])
+        if qualities:
+            if args.quality not in qualities:
+                raise SystemExit(f"--quality {args.quality}: {args.floor_checkpoint} holds {qualities}")
+            set_rate_level(floor, qualities.index(args.quality))
+            return floor.eval(), f"checkpoint {args.floor_checkpoint} q{args.quality}"
+        return floor.eval(), f"checkpoint {args.floor_checkpoint}"
+    floor = _same_rate(MeanScaleHyperprior(N=model.N, M=model.M), model).eval()
+    shared = {k_: v for k_, v in model.state_dict().items() if k_ in floor.state_dict()}
+    floor.load_state_dict(shared, strict=False)
+    floor.update(force=True)
+    return floor, "the joint model's g_a/g_s/h_a/h_s"
+
+
 @torch.no_grad()
 def measure(args) -> tuple[list[dict], str]:
     """Time every decoder on one image; returns (rows, weights description)."""
@@ -149,11 +186,13 @@ def measure(args) -> tuple[list[dict], str]:
         repeats = args.repeats if order == "wavefront" else SERIAL_REPEATS
         encode_s, coded = timed(lambda: model.compress(x, return_y_hat=True), 1)
         seen = []
-        hook = model.g_s.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+        # prepend: see g_s's input before a variable-rate model's inverse gain scales it
+        hook = model.g_s.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()),
+                                                   prepend=True)
         decode_s, out = timed(lambda: model.decompress(coded["strings"], coded["shape"]), repeats)
         hook.remove()
         ok = torch.equal(seen[-1], coded["y_hat"]) and torch.equal(
-            out["x_hat"], model.g_s(coded["y_hat"]).clamp(0, 1))
+            out["x_hat"], model.synthesize(coded["y_hat"]))  # the encoder's own x_hat
         if order == "wavefront":  # the decoder on one thread: the same y_hat
             torch.set_num_threads(1)
             model.decompress(coded["strings"], coded["shape"])
@@ -167,7 +206,7 @@ def measure(args) -> tuple[list[dict], str]:
 
     # CompressAI's own serial coder, same weights (its context model is 5x5 only).
     if k == 5:
-        theirs = CompressAIJoint(N=model.N, M=model.M).eval()
+        theirs = _same_rate(CompressAIJoint(N=model.N, M=model.M), model).eval()
         theirs.load_state_dict(model.state_dict())
         theirs.update(force=True)
         encode_s, coded = timed(lambda: theirs.compress(x), 1)
@@ -179,16 +218,14 @@ def measure(args) -> tuple[list[dict], str]:
         ok = abs(psnr(x, out["x_hat"]) - rows[0]["psnr_db"]) < PSNR_AGREEMENT_DB
         row("compressai", decode_s, encode_s, coded["strings"], out["x_hat"], ok)
 
-    # The floor: mean-scale hyperprior with the same transforms.
-    floor = MeanScaleHyperprior(N=model.N, M=model.M).eval()
-    shared = {k_: v for k_, v in model.state_dict().items() if k_ in floor.state_dict()}
-    floor.load_state_dict(shared, strict=False)
-    floor.update(force=True)
+    # The floor: a mean-scale hyperprior, with the same transforms or trained weights.
+    floor, floor_weights = floor_model(args, model)
     encode_s, coded = timed(lambda: floor.compress(x), 1)
     decode_s, out = timed(lambda: floor.decompress(coded["strings"], coded["shape"]),
                           args.repeats)  # fmt: skip
     ok = torch.allclose(out["x_hat"], floor(x)["x_hat"].clamp(0, 1), atol=1e-3)
     row("mbt2018-mean", decode_s, encode_s, coded["strings"], out["x_hat"], ok)
+    rows[-1]["weights"] = floor_weights
 
     for clock, prefix in [("decode_s", ""), ("decode_cpu_s", "cpu_")]:
         times = {r["variant"]: r[clock] for r in rows}
@@ -196,7 +233,8 @@ def measure(args) -> tuple[list[dict], str]:
             r[f"{prefix}speedup_vs_compressai"] = times.get("compressai", math.nan) / r[clock]
             r[f"{prefix}ratio_to_mean_scale"] = r[clock] / times["mbt2018-mean"]
     for r in rows:
-        r.update(image=args.image, N=model.N, M=model.M, threads=args.threads, weights=weights)
+        r.update(image=args.image, N=model.N, M=model.M, threads=args.threads)
+        r.setdefault("weights", weights)
     return rows, weights
 
 
@@ -221,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed decodes of the fast decoders (minimum reported)")
     parser.add_argument("--checkpoint", help="a save_checkpoint .pt of an mbt2018 model; "
                         "default: random weights (timing does not depend on training)")
+    parser.add_argument("--floor-checkpoint", help="a trained mean-scale (mbt2018-mean) "
+                        "checkpoint for the floor row; default: the joint model's transforms "
+                        "in CompressAI's MeanScaleHyperprior")
     parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
                         help="quality of a variable-rate checkpoint (default %(default)s)")
     parser.add_argument("--latent-gain", type=float, default=DEFAULT_LATENT_GAIN)

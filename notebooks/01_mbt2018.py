@@ -462,8 +462,11 @@ if len(learned):
 # then hold the same integers; a float64 disagreement matters only within ~1e-14 of a
 # boundary. Exact guarantees would need integer networks (Ballé et al. 2019).
 #
-# The table is `benchmarks/decode_speed.py` (one Kodak image, 2 threads, same weights for
-# every decoder), read from its results file when it has been run on this machine.
+# The table is `benchmarks/decode_speed.py` (one Kodak image, 2 threads; our decoders and
+# CompressAI's share the weights, the mean-scale floor is its own trained model; the
+# `weights` column says which), read from its results file when it has been run on this
+# machine: `python benchmarks/decode_speed.py --checkpoint checkpoints/mbt2018/vr.pt
+# --floor-checkpoint checkpoints/mbt2018-mean/vr.pt`, best on an otherwise idle machine.
 
 # %%
 speed_file = plotting.BUILD_DIR / "results" / "benchmarks" / "decode_speed.csv"
@@ -474,7 +477,8 @@ if speed_file.is_file():
                           "network_calls", "roundtrip_ok", "weights"]].round(3).style.hide(axis="index"))
 else:
     decode_speed = None
-    print(f"no decode benchmark results at {speed_file}: run `python benchmarks/decode_speed.py --checkpoint checkpoints/mbt2018/vr.pt`")
+    print(f"no decode benchmark results at {speed_file}: run `python benchmarks/decode_speed.py --checkpoint checkpoints/mbt2018/vr.pt "
+          "--floor-checkpoint checkpoints/mbt2018-mean/vr.pt`")
 
 # %% [markdown]
 # ## 9. Learning curves: quality against training time (issue 8's figure)
