@@ -80,17 +80,23 @@ def load_kodak(name: str) -> torch.Tensor:
     return pixels
 
 
+def _load_at_quality(path: str, quality: int) -> tuple[torch.nn.Module, str]:
+    """(a checkpoint's model in eval mode, a description); a variable-rate checkpoint
+    codes at ``quality``'s level."""
+    model, ckpt = load_checkpoint(path)
+    qualities = list(ckpt["config"].get("qualities") or [])
+    if not qualities:
+        return model.eval(), f"checkpoint {path}"
+    if quality not in qualities:
+        raise SystemExit(f"--quality {quality}: {path} holds {qualities}")
+    set_rate_level(model, qualities.index(quality))
+    return model.eval(), f"checkpoint {path} q{quality}"
+
+
 def our_model(args) -> tuple[torch.nn.Module, str]:
     """(our mbt2018 with tables built, a description of its weights)."""
     if args.checkpoint:
-        model, ckpt = load_checkpoint(args.checkpoint)
-        qualities = list(ckpt["config"].get("qualities") or [])
-        if qualities:  # a variable-rate checkpoint: code at the requested quality's level
-            if args.quality not in qualities:
-                raise SystemExit(f"--quality {args.quality}: {args.checkpoint} holds {qualities}")
-            set_rate_level(model, qualities.index(args.quality))
-            return model.eval(), f"checkpoint {args.checkpoint} q{args.quality}"
-        return model.eval(), f"checkpoint {args.checkpoint}"
+        return _load_at_quality(args.checkpoint, args.quality)
     torch.manual_seed(SEED)
     model = build_model("mbt2018", N=args.N, M=args.M).eval()
     with torch.no_grad():
@@ -142,14 +148,7 @@ def floor_model(args, model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
     the rANS work) is not a trained model's: pass a trained floor with trained weights.
     """
     if args.floor_checkpoint:
-        floor, ckpt = load_checkpoint(args.floor_checkpoint)
-        qualities = list(ckpt["config"].get("qualities") or [])
-        if qualities:
-            if args.quality not in qualities:
-                raise SystemExit(f"--quality {args.quality}: {args.floor_checkpoint} holds {qualities}")
-            set_rate_level(floor, qualities.index(args.quality))
-            return floor.eval(), f"checkpoint {args.floor_checkpoint} q{args.quality}"
-        return floor.eval(), f"checkpoint {args.floor_checkpoint}"
+        return _load_at_quality(args.floor_checkpoint, args.quality)
     floor = _same_rate(MeanScaleHyperprior(N=model.N, M=model.M), model).eval()
     shared = {k_: v for k_, v in model.state_dict().items() if k_ in floor.state_dict()}
     floor.load_state_dict(shared, strict=False)

@@ -8,7 +8,9 @@ latent far outside its predicted scale costs up to −log2(1e-9) ≈ 29.9 bits i
 This benchmark asks *why* the scales are that overconfident, per quality:
 
 - ``gap_percent``: real / estimated bpp − 1 over the images (``nic_lib.neural.code_image``);
-- ``tail_share``, ``at_floor``: as ``nic_lib.neural.tail_bits``, summed over the images;
+- ``tail_share``: as ``nic_lib.neural.tail_bits`` (the share of the estimated bits, y and
+  z, in symbols costing more than ``TAIL_BITS``), over the images; ``at_floor``: latents
+  y at the likelihood floor, ``floor_fraction`` their share of all latents;
 - ``floor_dead_sigma``: of the latents at the floor, the share whose predicted scale is
   exactly 0 before the coder's lower bound 0.11, i.e. a dead final ReLU of ``h_s``
   (CompressAI's ``ScaleHyperprior`` ends ``h_s`` with a ReLU; a unit that is negative for an
@@ -51,7 +53,10 @@ def scale_stats(model: torch.nn.Module, img) -> dict:
         img: uint8 (H, W, 3).
 
     Returns:
-        ``{"latents", "at_floor", "floor_dead_sigma" (count), "floor_ratios" (tensor)}``.
+        ``{"latents", "at_floor", "floor_dead_sigma" (count), "floor_ratios" (tensor),
+        "y_est_bits", "z_est_bits" (Σ −log2 p of each), "tail_bits" (of both, in symbols
+        over ``TAIL_BITS``), "z_latents", "z_at_floor"}``. The likelihoods are the eval-mode
+        ``forward``'s, the same as ``nic_lib.neural.code_image``'s ``bpp_est``.
     """
     x = neural.pad_to(neural.to_tensor(img), 64)
     with torch.no_grad():
@@ -61,9 +66,11 @@ def scale_stats(model: torch.nn.Module, img) -> dict:
         y_hat, lik = model.gaussian_conditional(y, sigma, training=False)
     floor = lik <= FLOOR
     ratios = y_hat[floor].abs() / sigma[floor].clamp(min=model.gaussian_conditional.lower_bound_scale.bound)
+    bits = {"y": -torch.log2(lik), "z": -torch.log2(z_lik)}
     return {"latents": y.numel(), "at_floor": int(floor.sum()),
             "floor_dead_sigma": int((floor & (sigma == 0)).sum()), "floor_ratios": ratios,
-            "y_est_bits": float(-torch.log2(lik).sum()), "z_est_bits": float(-torch.log2(z_lik).sum()),
+            "y_est_bits": float(bits["y"].sum()), "z_est_bits": float(bits["z"].sum()),
+            "tail_bits": sum(float(b[b > neural.TAIL_BITS].sum()) for b in bits.values()),
             "z_latents": z_hat.numel(), "z_at_floor": int((z_lik <= FLOOR).sum())}
 
 
@@ -72,7 +79,7 @@ def measure(source: str, qualities: list[int], images: list[tuple[str, object]])
     models = neural.quality_models(source, qualities)
     rows = []
     for q, model in models.items():
-        real = est = tail_bits = total_bits = 0.0
+        real = est = tail_bits = 0.0
         latents = at_floor = dead = z_latents = z_floor = 0
         part_real = {"y": 0.0, "z": 0.0}
         part_est = {"y": 0.0, "z": 0.0}
@@ -84,10 +91,8 @@ def measure(source: str, qualities: list[int], images: list[tuple[str, object]])
             part_real["z"] += 8 * sum(len(b) for b in z_strings)
             real += coded["bpp"]
             est += coded["bpp_est"]
-            t = neural.tail_bits(model, img)
-            total_bits += t["bpp_est"]
-            tail_bits += t["tail_share"] * t["bpp_est"]
             s = scale_stats(model, img)
+            tail_bits += s["tail_bits"]
             latents += s["latents"]
             at_floor += s["at_floor"]
             dead += s["floor_dead_sigma"]
@@ -99,7 +104,7 @@ def measure(source: str, qualities: list[int], images: list[tuple[str, object]])
         r = torch.cat(ratios)
         rows.append({"checkpoint": source, "quality": q, "images": len(images),
                      "bpp_real": real / len(images), "bpp_est": est / len(images),
-                     "gap_percent": 100 * (real / est - 1), "tail_share": tail_bits / total_bits,
+                     "gap_percent": 100 * (real / est - 1), "tail_share": tail_bits / (part_est["y"] + part_est["z"]),
                      "at_floor": at_floor, "floor_fraction": at_floor / latents,
                      "floor_dead_sigma": dead / at_floor if at_floor else 0.0,
                      "floor_ratio_median": float(r.median()) if len(r) else float("nan"),
