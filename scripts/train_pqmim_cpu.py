@@ -36,7 +36,7 @@ paper trains on ImageNet with a GPU budget; see notebook 05):
 
 Measured on the shipped checkpoints (2026-12-01, all 24 Kodak images, S = 10,
 ``OMP_NUM_THREADS=1 python benchmarks/pqmim_bits.py``, 17 min): every decode exact, real
-streams within 0.6% of Σ −log2 P; MIM saving over the independent prior M2-K256 27.1%
+streams within 0.9% of Σ −log2 P on every image; MIM saving over the independent prior M2-K256 27.1%
 (0.0440 bpp, 22.88 dB), M4-K256 21.9% (0.0946 bpp, 23.55 dB), M8-K256 21.3% (0.1911 bpp,
 24.64 dB). Issue 7's target is 30%: not met. (The first M4-K256 stage B, one whole
 position per masking unit and 2,000 steps on 8x8-token crops, saved 3.9% on 8 Kodak
