@@ -74,7 +74,9 @@ import inspect
 import json
 import math
 import random
+import re
 import time
+import types
 import warnings
 from pathlib import Path
 
@@ -192,6 +194,8 @@ class TrainConfig:
     reference_lmbda: float | None = None
     init_from: str | None = None
     prefit_densities: int = 0
+    per_level_hyper_density: bool = False
+    tail_gradient: bool = False
     metric: str = "mse"
     data: tuple[str, ...] = (DEFAULT_DATA,)
     crop: int = DEFAULT_CROP
@@ -291,6 +295,8 @@ def model_config(cfg: TrainConfig) -> dict:
             reference = math.exp(sum(math.log(v) for v in lmbdas) / len(lmbdas))
         config.update(qualities=list(cfg.qualities), lmbdas=lmbdas,
                       reference_lmbda=float(reference), quality=None, lmbda=None)
+        if cfg.per_level_hyper_density:
+            config["per_level_hyper_density"] = True
     return config
 
 
@@ -974,6 +980,9 @@ def warm_start(model: torch.nn.Module, path: str | os.PathLike) -> dict:
             continue
         # CompressAI's latent-codec models nest the same layers one level down
         candidates = [key] + [key[len(p):] for p in WARM_START_PREFIXES if key.startswith(p)]
+        if hasattr(model, "h_a"):
+            # per-level hyperprior densities start from the source's shared one
+            candidates += [re.sub(r"\.bottlenecks\.\d+\.", ".", c) for c in list(candidates)]
         for source in candidates:
             if source not in weights:
                 continue
@@ -1023,22 +1032,25 @@ def _resize_kernel(weight: torch.Tensor, side: int) -> torch.Tensor:
 
 def prefit_densities(model: torch.nn.Module, x: torch.Tensor, steps: int,
                      lr: float = PREFIT_LR, aux_lr: float = PREFIT_AUX_LR) -> list[dict]:
-    """Fit each level's factorized density of a variable-rate factorized prior to its latents.
+    """Fit each level's factorized density of a variable-rate model to its latents.
 
     A variable-rate ``bmshj2018-factorized`` gets one new
-    :class:`~nic_lib.models.variable_rate.LeveledEntropyBottleneck` density per level (its
-    warm-start source has none for ``y``). Trained inside the main loop, each level's
-    density sees a sixth of the steps at the network's small learning rate, and 7 minutes
-    left them near their initialisation (~2 bpp at every level). Here the transforms are
-    frozen and each level's density is fitted alone by maximum likelihood on the noisy
-    latents of a fixed set of crops,
+    :class:`~nic_lib.models.variable_rate.LeveledEntropyBottleneck` density of ``y`` per
+    level (its warm-start source has none for ``y``); a hyperprior model built with
+    ``per_level_hyper_density`` gets one density of ``z`` per level. Trained inside the
+    main loop, each level's density sees a sixth of the steps at the network's small
+    learning rate, and 7 minutes left the factorized prior's near their initialisation
+    (~2 bpp at every level). Here the transforms are frozen and each level's density is
+    fitted alone by maximum likelihood on the noisy latents it codes (``y_l = g_a(x) ⊙ γ_l``
+    for the factorized prior, ``z_l = h_a(·)`` of them for a hyperprior) of a fixed set
+    of crops,
 
-        min_ψ  E[ −log2 p_ψ(y_l + u) ] ,  y_l = g_a(x) ⊙ γ_l ,  u ~ U(−½, ½)
+        min_ψ  E[ −log2 p_ψ(v_l + u) ] ,  u ~ U(−½, ½)
 
     together with its quantiles (CompressAI's aux loss), before ordinary training starts.
 
     Args:
-        model: a variable-rate factorized-prior model (``gain`` and a leveled bottleneck).
+        model: a variable-rate model whose ``entropy_bottleneck`` is leveled.
         x: crops (B, 3, H, W) on 0..1.
         steps: Adam steps per level.
         lr, aux_lr: learning rates of the density parameters and of the quantiles.
@@ -1052,20 +1064,32 @@ def prefit_densities(model: torch.nn.Module, x: torch.Tensor, steps: int,
     leveled = getattr(model, "entropy_bottleneck", None)
     if not (variable_rate.is_variable_rate(model)
             and isinstance(leveled, variable_rate.LeveledEntropyBottleneck)):
-        raise ValueError("--prefit-densities applies to variable-rate bmshj2018-factorized "
-                         "models (per-level densities); drop it for other models")
-    with torch.no_grad():
-        y_raw = model.g_a.forward(x)  # .forward skips the gain hook: the level-free latents
+        raise ValueError("--prefit-densities applies to variable-rate models with per-level "
+                         "densities (bmshj2018-factorized, or a hyperprior model with "
+                         "--per-level-hyper-density); drop it for other models")
+    # what each level's density codes: the input of the bottleneck in the model's forward
+    seen: list[torch.Tensor] = []
+    hook = leveled.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    level0, was_training = model.gain.level, model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            for level in range(len(leveled.bottlenecks)):
+                variable_rate.set_rate_level(model, level)
+                model(x)
+    finally:
+        hook.remove()
+        variable_rate.set_rate_level(model, level0)
+        model.train(was_training)
     report = []
-    for level, bottleneck in enumerate(leveled.bottlenecks):
-        y = (y_raw * model.gain.log_gain[level].exp().view(1, -1, 1, 1)).detach()
+    for level, (bottleneck, v) in enumerate(zip(leveled.bottlenecks, seen, strict=True)):
         params = [p for n, p in bottleneck.named_parameters() if not n.endswith("quantiles")]
         opt = torch.optim.Adam(params, lr=lr)
         aux_opt = torch.optim.Adam([bottleneck.quantiles], lr=aux_lr)
         first = last = float("nan")
         for step in range(steps):
-            _, likelihood = bottleneck(y, training=True)
-            # bits per latent = mean of −log2 p(ỹ)
+            _, likelihood = bottleneck(v, training=True)
+            # bits per latent = mean of −log2 p(ṽ)
             bits = -torch.log2(likelihood).mean()
             opt.zero_grad(set_to_none=True)
             bits.backward()
@@ -1079,6 +1103,66 @@ def prefit_densities(model: torch.nn.Module, x: torch.Tensor, steps: int,
         report.append({"level": level, "bits_per_latent_start": first,
                        "bits_per_latent_end": last, "aux_loss_end": float(bottleneck.loss().detach())})
     return report
+
+
+def tail_gradient(model: torch.nn.Module) -> int:
+    """Give the Gaussian rate term a gradient beyond the likelihood floor (``--tail-gradient``).
+
+    CompressAI's likelihood of a quantized latent ŷ under N(μ, σ²),
+
+        p(ŷ) = Φ(a) − Φ(b) ,  a = (½ − |ŷ − μ|)/σ ,  b = (−½ − |ŷ − μ|)/σ ,
+
+    is clamped below at 1e-9 (29.9 bits). A latent far in the tail (|ŷ − μ| ≳ 6σ) has
+    p below the floor, and there its gradient is zero: Φ's tail underflows in float32,
+    and the floor is a constant. Training can then never learn to widen σ for it; such
+    latents stay overconfident however long the model trains (measured on the scale
+    hyperprior by ``benchmarks/hyperprior_tails.py``: ~1% of its latents at quality 6,
+    13σ out at the median). This keeps the value CompressAI computes (so the estimated bits
+    are unchanged) but gives it the gradient of the exact log-likelihood, computed in log
+    space where the tail does not underflow,
+
+        log p = log Φ(a) + log(1 − exp(log Φ(b) − log Φ(a))) ,
+        p̃ = p                                  if p > floor
+        p̃ = floor · exp(log p − sg[log p])     otherwise  (value: floor; gradient: floor · ∇log p)
+
+    so −log2 p̃ pulls σ (and μ) toward the outlier with the force of its true cost.
+    Patches every ``GaussianConditional`` of the model in place (an instance attribute;
+    the state dict is unchanged, so a saved model carries no trace of it).
+
+    Args:
+        model: a model whose rate goes through CompressAI ``GaussianConditional`` modules.
+
+    Returns:
+        How many modules were patched.
+
+    Raises:
+        ValueError: the model has no ``GaussianConditional``.
+    """
+    from compressai.entropy_models import GaussianConditional
+
+    patched = 0
+    for module in model.modules():
+        if isinstance(module, GaussianConditional):
+            module._likelihood = types.MethodType(_tail_gradient_likelihood, module)
+            patched += 1
+    if not patched:
+        raise ValueError(f"--tail-gradient: {type(model).__name__} has no Gaussian conditional "
+                         "(it applies to the hyperprior, mean-scale, context and joint models)")
+    return patched
+
+
+def _tail_gradient_likelihood(self, inputs: torch.Tensor, scales: torch.Tensor,
+                              means: torch.Tensor | None = None) -> torch.Tensor:
+    """``GaussianConditional._likelihood`` with the tail gradient of :func:`tail_gradient`."""
+    values = (inputs - means if means is not None else inputs).abs()
+    scales = self.lower_bound_scale(scales)
+    log_upper = torch.special.log_ndtr((0.5 - values) / scales)
+    log_lower = torch.special.log_ndtr((-0.5 - values) / scales)
+    # log(Φ(a) − Φ(b)) = log Φ(a) + log(−expm1(log Φ(b) − log Φ(a)))
+    log_p = log_upper + torch.log(-torch.expm1(log_lower - log_upper).clamp(max=-1e-30))
+    floor = self.likelihood_lower_bound.bound.to(log_p.dtype)
+    below = floor * torch.exp(log_p - log_p.detach())
+    return torch.where(log_p > torch.log(floor), torch.exp(log_p), below)
 
 
 def _check(cfg: TrainConfig, world: int) -> None:
@@ -1104,6 +1188,9 @@ def _check(cfg: TrainConfig, world: int) -> None:
         if cfg.lmbda is not None:
             raise ValueError("--lmbda sets one λ; a variable-rate run (--qualities) takes each "
                              "level's λ from the quality table: drop one of the two")
+    if cfg.per_level_hyper_density and not cfg.qualities:
+        raise ValueError("--per-level-hyper-density gives each rate level its own z density: "
+                         "it needs a variable-rate run (--qualities)")
     if cfg.init_from is not None and not Path(cfg.init_from).is_file():
         raise ValueError(f"--init-from {cfg.init_from}: no such file (give a run's final.pt "
                          "or ckpt.pt)")
@@ -1191,6 +1278,8 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
         # θ_ema ← d·θ_ema + (1 − d)·θ
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
     noise = SampleKeyedNoise(model, cfg.seed) if cfg.noise == "sample" else None
+    if cfg.tail_gradient:
+        tail_gradient(model)  # training's gradient only: values (and the EMA copy) unchanged
 
     start_step, elapsed0 = 0, 0.0
     acc = torch.zeros(5, dtype=torch.float64, device=device)  # Σ loss, mse, bpp, aux; steps
@@ -1443,9 +1532,15 @@ def _parser() -> argparse.ArgumentParser:
     a("--reference-lmbda", type=float, help="variable rate: λ whose gain starts at 1 "
       "(default: geometric mean; use the warm-start model's λ)")
     a("--init-from", help="warm start from a final.pt / ckpt.pt (matching tensors copied)")
-    a("--prefit-densities", type=int, help="before training, fit a variable-rate factorized "
-      "prior's per-level densities (and quantiles) for this many steps on latents of the "
+    a("--prefit-densities", type=int, help="before training, fit a variable-rate model's "
+      "per-level densities (factorized prior; hyperprior with --per-level-hyper-density) (and quantiles) for this many steps on latents of the "
       "warm-started transforms (see prefit_densities; default 0 = off)")
+    a("--per-level-hyper-density", action=argparse.BooleanOptionalAction,
+      help="variable rate, hyperprior models: one density of the hyper-latents z per level "
+      "instead of one shared by all (start them with --prefit-densities; default off)")
+    a("--tail-gradient", action=argparse.BooleanOptionalAction,
+      help="Gaussian models: the rate term keeps its gradient for latents beyond the "
+      "likelihood floor (see tail_gradient; values unchanged; default off)")
     a("--metric", choices=["mse", "ms-ssim"], help=f"distortion (default {d.metric})")
     a("--data", nargs="+", help=f"datasets or folders to train on (default {' '.join(d.data)})")
     a("--crop", type=int, help=f"crop side in px (default {d.crop})")

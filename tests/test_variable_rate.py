@@ -313,3 +313,128 @@ def test_density_prefit_lowers_every_levels_rate_and_places_its_quantiles():
 def test_density_prefit_refuses_models_without_per_level_densities():
     with pytest.raises(ValueError, match="bmshj2018-factorized"):
         T.prefit_densities(vr_model("mbt2018-mean"), smooth_image(), steps=1)
+
+
+# --- per-level hyperprior densities and the tail gradient (issue 3's real-vs-estimate gap) ---
+
+
+def hyper_vr_model(name: str = "bmshj2018-hyperprior", seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = {**default_config(name, 1), **TINY, "lmbdas": LMBDAS,
+              "per_level_hyper_density": True}
+    return _trained_magnitudes(build_model(name, **config))
+
+
+@pytest.mark.parametrize("name", ["bmshj2018-hyperprior", "mbt2018-mean", "mbt2018"])
+def test_per_level_hyper_density_codes_z_with_the_density_of_the_level(name):
+    model = hyper_vr_model(name).eval()
+    bottlenecks = model.entropy_bottleneck.bottlenecks
+    assert len(bottlenecks) == len(LMBDAS)
+    assert all(b.channels == TINY["N"] for b in bottlenecks)  # z has N channels, not M
+    # make the levels' densities differ, then each level's z likelihood follows its own
+    with torch.no_grad():
+        for level, b in enumerate(bottlenecks):
+            b.biases[0].add_(level)
+    x = smooth_image(1)
+    model.update(force=True)
+    with torch.no_grad():
+        for level in range(len(LMBDAS)):
+            set_rate_level(model, level)
+            z = model.h_a(model.g_a(x).abs() if name == "bmshj2018-hyperprior" else model.g_a(x))
+            _, expected = bottlenecks[level](z, training=False)
+            assert torch.allclose(model(x)["likelihoods"]["z"], expected)
+            # and the bitstream decodes with that level's density
+            out = model.compress(x)
+            y_hat = model.decompress(out["strings"], out["shape"])["x_hat"]
+            assert y_hat.shape == x.shape
+
+
+def test_per_level_hyper_density_survives_a_checkpoint_round_trip(tmp_path):
+    model = hyper_vr_model()
+    config = {**default_config("bmshj2018-hyperprior", 1), **TINY, "quality": None,
+              "qualities": [1, 3, 6]}
+    path = save_checkpoint(model, tmp_path / "vr.pt", config)
+    loaded, checkpoint = load_checkpoint(path)
+    assert checkpoint["config"]["per_level_hyper_density"] is True
+    assert isinstance(loaded.entropy_bottleneck, LeveledEntropyBottleneck)
+    for a, b in zip(loaded.entropy_bottleneck.bottlenecks, model.entropy_bottleneck.bottlenecks):
+        assert torch.equal(a.matrices[0], b.matrices[0])
+
+
+def test_per_level_hyper_density_is_refused_where_there_is_no_hyperprior():
+    torch.manual_seed(0)
+    config = {**default_config("bmshj2018-factorized", 1), **TINY}
+    with pytest.raises(ValueError, match="no hyperprior density"):
+        make_variable_rate(build_model("bmshj2018-factorized", **config), LMBDAS,
+                           per_level_hyper_density=True)
+    with pytest.raises(ValueError, match="needs a variable-rate run"):
+        T._check(T.TrainConfig(model="bmshj2018-hyperprior", per_level_hyper_density=True), 1)
+
+
+def test_warm_start_copies_a_shared_hyperprior_density_into_every_level(tmp_path):
+    torch.manual_seed(3)
+    shared = vr_model("bmshj2018-hyperprior", seed=3)
+    with torch.no_grad():
+        shared.entropy_bottleneck.biases[1].add_(0.25)  # not the fresh init
+    path = save_checkpoint(shared, tmp_path / "shared.pt",
+                           {**default_config("bmshj2018-hyperprior", 1), **TINY,
+                            "quality": None, "qualities": [1, 3, 6]})
+    model = hyper_vr_model(seed=5)
+    report = T.warm_start(model, path)
+    assert report["skipped"] == 0
+    for b in model.entropy_bottleneck.bottlenecks:
+        assert torch.equal(b.biases[1], shared.entropy_bottleneck.biases[1])
+        assert torch.equal(b.quantiles, shared.entropy_bottleneck.quantiles)
+
+
+def test_density_prefit_fits_each_levels_hyper_latent_density():
+    model = hyper_vr_model()
+    x = torch.cat([smooth_image(s) for s in range(4)])
+    g_a = model.g_a[0].weight.clone()
+    report = T.prefit_densities(model, x, steps=60)
+    assert [r["level"] for r in report] == [0, 1, 2]
+    assert all(r["bits_per_latent_end"] < r["bits_per_latent_start"] for r in report)
+    assert torch.equal(model.g_a[0].weight, g_a)
+    assert model.gain.level == len(LMBDAS) - 1 and model.training  # left as found
+
+
+def _gaussian_bits(module, y_hat, sigma):
+    _, likelihood = module(y_hat, sigma, training=False)
+    return -torch.log2(likelihood)
+
+
+def test_tail_gradient_keeps_the_values_and_adds_the_missing_gradient():
+    from compressai.entropy_models import GaussianConditional
+
+    plain, patched = GaussianConditional(None), GaussianConditional(None)
+    model = torch.nn.Module()
+    model.gaussian_conditional = patched
+    assert T.tail_gradient(model) == 1
+    # near the mean, 3σ out, and 13σ out (beyond the 1e-9 floor)
+    y_hat = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float32)
+    sigma = torch.tensor([1.0, 0.3, 0.15, 0.2], requires_grad=True)
+    bits_plain = _gaussian_bits(plain, y_hat, sigma)
+    bits_patched = _gaussian_bits(patched, y_hat, sigma)
+    assert torch.allclose(bits_plain, bits_patched, rtol=1e-4)  # the estimate is unchanged
+    (g_plain,) = torch.autograd.grad(bits_plain.sum(), sigma)
+    (g_patched,) = torch.autograd.grad(bits_patched.sum(), sigma)
+    assert torch.allclose(g_plain[:2], g_patched[:2], rtol=1e-3)
+    # CompressAI: beyond the floor the gradient all but vanishes (Φ's tail underflows)
+    assert torch.all(g_plain[2:].abs() < 1e-6 * g_patched[2:].abs())
+    # the patched gradient is that of the exact −log2 p, computed in float64
+    s64 = sigma.detach().double().requires_grad_(True)
+    v = y_hat.double()
+    p = torch.special.ndtr((0.5 - v) / s64) - torch.special.ndtr((-0.5 - v) / s64)
+    log_p = torch.where(p > 0, torch.log(p.clamp_min(1e-300)),
+                        torch.special.log_ndtr((0.5 - v) / s64))
+    (g_exact,) = torch.autograd.grad((-log_p / math.log(2)).sum(), s64)
+    assert torch.allclose(g_patched[2:].double(), g_exact[2:], rtol=0.1)
+    assert torch.all(g_patched[2:] < 0)  # a wider σ costs fewer bits: training widens it
+
+
+def test_tail_gradient_is_refused_without_a_gaussian_model():
+    torch.manual_seed(0)
+    model = build_model("bmshj2018-factorized",
+                        **{**default_config("bmshj2018-factorized", 1), **TINY})
+    with pytest.raises(ValueError, match="no Gaussian conditional"):
+        T.tail_gradient(model)

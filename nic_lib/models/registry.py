@@ -272,8 +272,8 @@ def build_model(name: str, **config: Any) -> nn.Module:
         name: model key.
         **config: at least ``N`` and ``M``; other constructor arguments
             (``context_size``, ``K``, ...) are taken when present; ``lmbdas`` (and
-            ``reference_lmbda``) make it a variable-rate model
-            (:func:`nic_lib.models.variable_rate.make_variable_rate`).
+            ``reference_lmbda``, ``per_level_hyper_density``) make it a variable-rate
+            model (:func:`nic_lib.models.variable_rate.make_variable_rate`).
 
     Returns:
         A freshly initialised model (train mode, entropy-coder tables not built yet).
@@ -294,7 +294,9 @@ def build_model(name: str, **config: Any) -> nn.Module:
     model = cls(**{k: v for k, v in config.items() if k in params})
     if config.get("lmbdas"):
         # one network for several λ (gain units): see nic_lib.models.variable_rate
-        variable_rate.make_variable_rate(model, config["lmbdas"], config.get("reference_lmbda"))
+        variable_rate.make_variable_rate(
+            model, config["lmbdas"], config.get("reference_lmbda"),
+            per_level_hyper_density=bool(config.get("per_level_hyper_density", False)))
     return model
 
 
@@ -471,6 +473,8 @@ def save_checkpoint(
     if variable_rate.is_variable_rate(model):
         vr = {"lmbdas": variable_rate.rate_levels(model),
               "reference_lmbda": float(model.reference_lmbda)}
+        if getattr(model, "per_level_hyper_density", False):
+            vr["per_level_hyper_density"] = True
         for key, value in vr.items():
             if config.get(key) not in (None, value):
                 raise ValueError(f"config[{key!r}] = {config[key]!r} but the model has "

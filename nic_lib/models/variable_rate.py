@@ -28,7 +28,10 @@ level's λ in the loss; evaluation and coding pick a level with :func:`set_rate_
 The factorized-prior model has no hyperprior to carry the level to its entropy model,
 so it gets one entropy bottleneck per level (:class:`LeveledEntropyBottleneck`):
 sharing one learned density across levels would code every level with the mixture of
-all of them.
+all of them. The hyperprior models code their hyper-latents ``z`` with one factorized
+density too; ``per_level_hyper_density=True`` gives them one per level as well (the
+hyper-latents of the highest level can lie far outside a density shared with the lowest;
+measured on the scale hyperprior by ``benchmarks/hyperprior_tails.py``).
 
 The gain units live on the model as ``model.gain`` and ``model.inverse_gain`` and are
 applied by forward hooks on ``g_a`` (output) and ``g_s`` (input), so every state-dict
@@ -134,7 +137,8 @@ class LeveledEntropyBottleneck(nn.Module):
 
 
 def make_variable_rate(model: nn.Module, lmbdas: Sequence[float],
-                       reference_lmbda: float | None = None) -> nn.Module:
+                       reference_lmbda: float | None = None,
+                       per_level_hyper_density: bool = False) -> nn.Module:
     """Turn a model of the mbt2018 family into a variable-rate model, in place.
 
     Args:
@@ -142,6 +146,8 @@ def make_variable_rate(model: nn.Module, lmbdas: Sequence[float],
         lmbdas: λ of each level, in level order (e.g. the quality table's λ for q1..q6).
         reference_lmbda: λ whose gain starts at 1; default the geometric mean of
             ``lmbdas``. Use the λ of a fixed-rate model you warm-start from.
+        per_level_hyper_density: also give a hyperprior model (one with ``h_a``) one
+            density of its hyper-latents ``z`` per level instead of one shared by all.
 
     Returns:
         The same model, with ``gain``, ``inverse_gain`` (and, for the factorized prior,
@@ -149,8 +155,9 @@ def make_variable_rate(model: nn.Module, lmbdas: Sequence[float],
         at the highest level.
 
     Raises:
-        ValueError: the model lacks ``g_a``/``g_s``/``M``, is already variable-rate, or
-            λ values are not positive.
+        ValueError: the model lacks ``g_a``/``g_s``/``M``, is already variable-rate,
+            λ values are not positive, or ``per_level_hyper_density`` is asked of a model
+            without a hyperprior density.
     """
     if is_variable_rate(model):
         raise ValueError("the model is already variable-rate")
@@ -166,11 +173,17 @@ def make_variable_rate(model: nn.Module, lmbdas: Sequence[float],
     model.g_s.register_forward_pre_hook(model.inverse_gain._scale_input)
     # the factorized prior codes y with a fixed density: one per level
     bottleneck = getattr(model, "entropy_bottleneck", None)
-    if (isinstance(bottleneck, EntropyBottleneck) and not hasattr(model, "h_a")
-            and not hasattr(model, "gaussian_conditional")):
-        model.entropy_bottleneck = LeveledEntropyBottleneck(model.M, len(lmbdas))
+    hyper = hasattr(model, "h_a")
+    if per_level_hyper_density and not (hyper and isinstance(bottleneck, EntropyBottleneck)):
+        raise ValueError(f"per_level_hyper_density: {type(model).__name__} has no hyperprior "
+                         "density (h_a and entropy_bottleneck); drop the option for this model")
+    if isinstance(bottleneck, EntropyBottleneck) and (
+            per_level_hyper_density
+            or (not hyper and not hasattr(model, "gaussian_conditional"))):
+        model.entropy_bottleneck = LeveledEntropyBottleneck(bottleneck.channels, len(lmbdas))
     model.lmbdas = lmbdas
     model.reference_lmbda = float(reference_lmbda)
+    model.per_level_hyper_density = bool(per_level_hyper_density)
     return model
 
 
