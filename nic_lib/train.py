@@ -1113,8 +1113,8 @@ def tail_gradient(model: torch.nn.Module) -> int:
         p(ŷ) = Φ(a) − Φ(b) ,  a = (½ − |ŷ − μ|)/σ ,  b = (−½ − |ŷ − μ|)/σ ,
 
     is clamped below at 1e-9 (29.9 bits). A latent far in the tail (|ŷ − μ| ≳ 6σ) has
-    p below the floor, and there its gradient is zero: Φ's tail underflows in float32,
-    and the floor is a constant. Training can then never learn to widen σ for it; such
+    p below the floor, and there its gradient all but vanishes (measured ~1e-6 of the
+    exact one): Φ's tail underflows in float32, and the floor is a constant. Training can then never learn to widen σ for it; such
     latents stay overconfident however long the model trains (measured on the scale
     hyperprior by ``benchmarks/hyperprior_tails.py``: ~1% of its latents at quality 6,
     13σ out at the median). This keeps the value CompressAI computes (so the estimated bits
@@ -1533,7 +1533,8 @@ def _parser() -> argparse.ArgumentParser:
       "(default: geometric mean; use the warm-start model's λ)")
     a("--init-from", help="warm start from a final.pt / ckpt.pt (matching tensors copied)")
     a("--prefit-densities", type=int, help="before training, fit a variable-rate model's "
-      "per-level densities (factorized prior; hyperprior with --per-level-hyper-density) (and quantiles) for this many steps on latents of the "
+      "per-level densities and their quantiles (factorized prior; hyperprior with "
+      "--per-level-hyper-density) for this many steps on latents of the "
       "warm-started transforms (see prefit_densities; default 0 = off)")
     a("--per-level-hyper-density", action=argparse.BooleanOptionalAction,
       help="variable rate, hyperprior models: one density of the hyper-latents z per level "
