@@ -7,6 +7,10 @@ decoded and checked to reproduce the codes), and the same codes are priced under
 - the independent per-codebook prior (training-code frequencies, Σ −log2 p_m(c_m)), and
 - fixed-length coding (log2 K bits per code).
 
+Each checkpoint codes with its tuned attention radius (``<name>.radius.json``, written by
+``scripts/tune_pqmim_radius.py`` on photos-hr; global attention when there is none) unless
+``--radius`` forces one (0 = global attention).
+
 Target of issue 7: the MIM stream saves >= 30% of the independent prior's bits. Writes
 ``build/results/benchmarks/pqmim_bits.csv`` (one row per image x checkpoint) atomically and
 prints the means; exit status 1 when a checkpoint misses the target.
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                    f"{pqmim.checkpoint_dir()}/*.pt)")
     p.add_argument("--images", type=int, default=None, help="first N Kodak images (default all)")
     p.add_argument("--steps", type=int, default=pqmim.DEFAULT_STEPS, help="coding steps S")
+    p.add_argument("--radius", type=int, default=None,
+                   help="attention radius for every checkpoint (default: each one's tuned radius)")
     p.add_argument("--out", type=Path, default=OUT, help=f"CSV (default {OUT})")
     args = p.parse_args(argv)
     paths = [Path(c) for c in args.checkpoint] if args.checkpoint else pqmim.find_checkpoints()
@@ -45,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                  "checkpoints/pqmim/M4-K256.pt` or pass --checkpoint")
     models = {path.stem: pqmim.load_pqmim(path)[0] for path in paths}
     images = data.load_images("kodak", limit=args.images)
-    table = pqmim.rate_table(models, images, steps=args.steps)
+    table = pqmim.rate_table(models, images, steps=args.steps, radius=args.radius)
     cache.write_table(table, args.out)
-    means = table.groupby("codec")[["bpp", "bpp_est", "bpp_independent", "bpp_fixed",
+    means = table.groupby("codec")[["radius", "bpp", "bpp_est", "bpp_independent", "bpp_fixed",
                                      "psnr_rgb"]].mean()
     # saving = 1 − bits_MIM / bits_independent (real stream bits)
     means["saving_vs_independent"] = 1 - means["bpp"] / means["bpp_independent"]

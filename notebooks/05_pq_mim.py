@@ -32,11 +32,13 @@
 # | training masks | ⌈cos(πr/2)·L⌉ of the L = tokens·M codes, r ~ U[0,1) | MaskGIT |
 # | coding schedule | S = 10 steps, known fraction (s/S)^2.2; M rounds over R2 quasi-random positions, one code of every position per round | M2T: deterministic schedules work as well as adaptive ones; gains saturate at 8–12 steps |
 # | entropy coder | CompressAI rANS, per-symbol categorical tables at 16-bit precision | real bitstreams, decode checked to reproduce the codes |
+# | attention at inference | local: each token attends to a (2r+1)×(2r+1) window; r tuned per checkpoint on held-out photos, written in the stream header | the model is trained on 12×12-token windows; a whole Kodak grid (32×48) is far larger (section "Local attention" below) |
 #
 # Path: `nic_lib.data` → `nic_lib.models.pqmim` (encode → bytes → decode) →
 # `nic_lib.metrics` → tidy tables (cached) → `nic_lib.rd` / figures via `save_figure`.
 
 # %%
+import json
 import shutil
 import time
 from pathlib import Path
@@ -56,6 +58,7 @@ PROFILE = "cpu"  # smoke: trains a tiny model for a few seconds (CI); cpu: check
 DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke: scikit-image photos, no files needed)
 N_IMAGES = None  # None -> every image (smoke: 2)
 STEPS = 10  # coding steps S (M2T: 8-12 is where gains saturate)
+RADIUS = None  # attention radius: None -> each checkpoint's tuned one (<name>.radius.json; global if none); an int forces it (0 = global)
 CHECKPOINT_DIR = None  # None -> nic_lib.models.pqmim.checkpoint_dir() (checkpoints/pqmim)
 SMOKE_TRAIN_SECONDS = 8  # smoke only: seconds per training stage of the tiny model (a code check, not a model)
 QUANTIZER_DIM = 32  # latent dimension D of the rate-point count (the models' default)
@@ -99,6 +102,10 @@ if PROFILE == "smoke":
         max_minutes_b=SMOKE_TRAIN_SECONDS / 60, warmup_steps=5, lr_a=2e-3, lr_b=2e-3,
         ckpt_every=0, out_dir=str(results_dir / "smoke-run")))
     paths = [run / "final.pt"]
+    # smoke only: tune its attention radius on its own two images (a code check of the tuning
+    # path; real checkpoints are tuned on held-out photos by scripts/tune_pqmim_radius.py)
+    smoke_tuning = pqmim.tune_attention_radius(pqmim.load_pqmim(paths[0])[0], images, STEPS, (0, 1, 2))
+    pqmim.save_tuned_radius(paths[0], smoke_tuning, tuning_set=dataset)
 else:
     paths = pqmim.find_checkpoints(ckpt_dir)
     if not paths:
@@ -154,30 +161,40 @@ rate_points
 # round codes one more code of every position, so later codes of a token see its earlier ones.
 
 # %%
+radii = {label: (m.entropy_model.attention_radius if RADIUS is None else int(RADIUS)) for label, m in models.items()}
 key = {"dataset": dataset, "images": [n for n, _ in images], "steps": STEPS,
-       "models": {k: str(p) for k, p in zip(models, paths)},
+       "models": {k: str(p) for k, p in zip(models, paths)}, "radii": radii,
        "mtimes": [p.stat().st_mtime_ns for p in paths]}
 t0 = time.perf_counter()
 codes_table = cache.cached_table(results_dir / "pqmim_rates.csv", key,
-                                 lambda: pqmim.rate_table(models, images, steps=STEPS), refresh=REFRESH)
+                                 lambda: pqmim.rate_table(models, images, steps=STEPS, radius=RADIUS), refresh=REFRESH)
 print(f"{len(codes_table)} rows in {time.perf_counter() - t0:.1f} s; every decode exact: {bool(codes_table['exact'].all())}")
+print("attention radius per model (0 = global): " + ", ".join(f"{k}: {r}" for k, r in radii.items()))
 
-step_rows = []
-for label, model in models.items():
-    for name, img in images:
-        codes = model.codes(neural.pad_to(neural.to_tensor(img), pqmim.DOWNSAMPLING))[0]
-        H, W, M = codes.shape
-        bits = pqmim.bits_per_step(model.entropy_model, codes, STEPS)
-        sizes = [len(g) for g in pqmim.coding_schedule(H, W, STEPS, M=M)]  # codes per step
-        for s, (b, n) in enumerate(zip(bits, sizes), start=1):
-            step_rows.append({"codec": label, "image": name, "step": s, "codes": n,
-                              "bits_per_code": b / n})
-steps_table = pd.DataFrame(step_rows)
+
+def compute_steps_table():
+    """Σ −log2 P per step and code, with the coding radius and with global attention."""
+    rows = []
+    for label, model in models.items():
+        for name, img in images:
+            codes = model.codes(neural.pad_to(neural.to_tensor(img), pqmim.DOWNSAMPLING))[0]
+            H, W, M = codes.shape
+            sizes = [len(g) for g in pqmim.coding_schedule(H, W, STEPS, M=M)]  # codes per step
+            for r in sorted({radii[label], pqmim.GLOBAL_ATTENTION}):
+                bits = pqmim.bits_per_step(model.entropy_model, codes, STEPS, radius=r)
+                for s, (b, n) in enumerate(zip(bits, sizes), start=1):
+                    rows.append({"codec": label, "image": name, "radius": r, "step": s, "codes": n,
+                                 "bits": b, "bits_per_code": b / n})
+    return pd.DataFrame(rows)
+
+
+steps_table = cache.cached_table(results_dir / "bits_per_step.csv", key, compute_steps_table, refresh=REFRESH)
 cache.write_table(steps_table, fig_dir / "bits_per_step.csv")
+coded_steps = steps_table[steps_table["radius"] == steps_table["codec"].map(radii)]
 prior_bits = {label: float(-(m.independent_prior() * m.independent_prior().log2()).sum(-1).mean())
               for label, m in models.items()}
 fig, ax = plt.subplots(figsize=(7, 4.5))
-sns.lineplot(data=steps_table, x="step", y="bits_per_code", hue="codec", marker="o", ax=ax)
+sns.lineplot(data=coded_steps, x="step", y="bits_per_code", hue="codec", marker="o", ax=ax)
 for label, b in prior_bits.items():
     ax.axhline(b, ls=":", color="grey")
 ax.set_ylabel("bits per code (MIM)")
@@ -188,7 +205,7 @@ plt.show()
 # %% [markdown]
 # ## Bits of the same codes: MIM vs independent prior vs fixed length
 #
-# `bpp` is the real stream (with its 6-byte header); `bpp_est` is Σ −log2 P under the MIM
+# `bpp` is the real stream (with its 7-byte header); `bpp_est` is Σ −log2 P under the MIM
 # model; `bpp_independent` prices the codes with per-codebook frequencies of the training
 # codes; `bpp_fixed` is log2 K bits per code. Issue 7's target: the MIM stream saves at
 # least 30% of the independent prior's bits.
@@ -198,8 +215,68 @@ bits_summary = codes_table.groupby("codec")[["bpp", "bpp_est", "bpp_independent"
 # saving = 1 − bits_MIM / bits_other
 bits_summary["saving_vs_independent"] = 1 - bits_summary["bpp"] / bits_summary["bpp_independent"]
 bits_summary["saving_vs_fixed"] = 1 - bits_summary["bpp"] / bits_summary["bpp_fixed"]
+bits_summary.insert(0, "radius", pd.Series(radii))
 cache.write_table(bits_summary.reset_index(), fig_dir / "bits_summary.csv")
 bits_summary.round(4)
+
+# %% [markdown]
+# ## Local attention: what the model was trained on vs what it codes
+#
+# The MIM transformer is trained on 12×12-token windows (192-pixel crops: most training
+# images hold no larger window), but codes a whole Kodak image as one 32×48 grid. With
+# global attention each token attends to ~10x more tokens than in training, most of them
+# farther away than any it has seen. At inference we can instead let each token attend only
+# to tokens within Chebyshev distance r (`pqmim.local_attention_mask`); r is written in the
+# stream header, so it is the encoder's choice and the decoder follows it.
+#
+# r is tuned per checkpoint by `python scripts/tune_pqmim_radius.py` on 12 photos-hr crops
+# of Kodak's size (held out: not the test images) and stored beside the checkpoint as
+# `<name>.radius.json`. Left: that tuning run's bits for each radius, relative to global
+# attention. Right: on this notebook's images, the bits per code of each step with the
+# tuned radius vs with global attention (Σ −log2 P, no coding).
+
+# %%
+tuning = []
+for label, path in zip(models, paths):
+    record = pqmim.radius_path(path)
+    if record.is_file():
+        rec = json.loads(record.read_text())
+        bits = {int(r): b for r, b in rec["bits_by_radius"].items()}
+        tuning += [{"codec": label, "radius": r, "bits_vs_global": b / bits[pqmim.GLOBAL_ATTENTION] - 1,
+                    "tuning_images": len(rec["images"])} for r, b in bits.items()]
+tuning = pd.DataFrame(tuning, columns=["codec", "radius", "bits_vs_global", "tuning_images"])
+by_radius = (steps_table.groupby(["codec", "radius"])["bits"].sum().unstack("radius"))
+radius_summary = pd.DataFrame({
+    "radius": pd.Series(radii),
+    "bpp_global": by_radius[pqmim.GLOBAL_ATTENTION] / sum(img.shape[0] * img.shape[1] for _, img in images),
+    "bpp_coded_radius": pd.Series({k: by_radius.loc[k, r] for k, r in radii.items()})
+    / sum(img.shape[0] * img.shape[1] for _, img in images)})
+# saving = 1 − bits(r) / bits(global)
+radius_summary["saving_vs_global"] = 1 - radius_summary["bpp_coded_radius"] / radius_summary["bpp_global"]
+cache.write_table(radius_summary.reset_index(names="codec"), fig_dir / "attention_radius.csv")
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+if len(tuning):
+    t = tuning.assign(radius_label=tuning["radius"].map(lambda r: "global" if r == 0 else str(r)))
+    order = [str(r) for r in sorted(set(t["radius"]) - {0})] + ["global"]
+    sns.lineplot(data=t, x="radius_label", y="bits_vs_global", hue="codec", marker="o", ax=axes[0],
+                 sort=False, hue_order=list(models))
+    axes[0].set_xticks(range(len(order)), order)
+    axes[0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.0%}"))
+    axes[0].set_xlabel("attention radius r (tokens)")
+    axes[0].set_ylabel("bits vs global attention")
+    axes[0].set_title(f"Tuning: {int(tuning['tuning_images'].max())} photos-hr crops, S={STEPS}")
+else:
+    axes[0].text(0.5, 0.5, "no tuned radius (.radius.json) beside these checkpoints", ha="center", va="center")
+    axes[0].axis("off")
+compare = steps_table.assign(attention=np.where(steps_table["radius"] == 0, "global", "r = " + steps_table["radius"].astype(str)))
+compare = compare.assign(attention=np.where(steps_table["radius"] == steps_table["codec"].map(radii), "coded (" + compare["attention"] + ")", compare["attention"]))
+sns.lineplot(data=compare, x="step", y="bits_per_code", hue="codec", style="attention", marker="o", ax=axes[1], errorbar=None)
+axes[1].set_ylabel("bits per code")
+axes[1].set_title(f"{dataset}: coded radius vs global attention")
+sns.move_legend(axes[1], "upper right", fontsize=8)
+plotting.save_figure(fig, "fig2b_attention_radius")
+plt.show()
+radius_summary.round(4)
 
 # %% [markdown]
 # ## Rate–distortion beside JPEG 2000 and mbt2018
@@ -259,7 +336,7 @@ gallery_name = GALLERY_IMAGE if GALLERY_IMAGE in dict(images) else ("kodim23" if
 gallery_img = dict(images)[gallery_name]
 smallest = min(models, key=lambda k: models[k].M * np.log2(models[k].K))
 transmit = list(range(STEPS, 0, -1))
-hybrid = pqmim.rate_table({smallest: models[smallest]}, [(gallery_name, gallery_img)], steps=STEPS, transmit_steps=transmit)
+hybrid = pqmim.rate_table({smallest: models[smallest]}, [(gallery_name, gallery_img)], steps=STEPS, transmit_steps=transmit, radius=RADIUS)
 hybrid["within_budget"] = hybrid["bytes"] <= EXTREME_BYTES
 cache.write_table(hybrid, fig_dir / "hybrid.csv")
 shown = sorted({STEPS, *[s for s in (3, 2, 1) if s <= STEPS]}, reverse=True)
@@ -267,7 +344,7 @@ fig, axes = plt.subplots(1, len(shown) + 1, figsize=(3.2 * (len(shown) + 1), 3.0
 axes[0].imshow(gallery_img)
 axes[0].set_title("original")
 for ax, s in zip(axes[1:], shown):
-    r = pqmim.code_image(models[smallest], gallery_img, STEPS, s)
+    r = pqmim.code_image(models[smallest], gallery_img, STEPS, s, radius=RADIUS)
     ax.imshow(r["x_hat"])
     ax.set_title(f"s={s}/{STEPS}: {r['bytes']} B, {metrics.psnr(gallery_img, r['x_hat']):.1f} dB")
 for ax in axes:
@@ -300,6 +377,7 @@ if PROFILE == "smoke":
     run_c = train_pqmim.train_perceptual(train_pqmim.PerceptualTrainConfig(
         source=str(run), data=("sample",), crop=64, batch_size=4, steps_c=SMOKE_PERCEPTUAL_STEPS,
         warmup_steps=2, lr_c=1e-3, lr_d=1e-3, disc_width=8, ckpt_every=0, out_dir=str(smoke_c)))
+    pqmim.save_tuned_radius(run_c / "final_c.pt", smoke_tuning, tuning_set=dataset)  # its base's radius
     pairs = [(run / "final.pt", run_c / "final_c.pt")]
 else:
     pairs = train_pqmim.perceptual_pairs(ckpt_dir)
@@ -314,7 +392,7 @@ print(f"{len(pairs)} (base, perceptual) pair(s): " + ", ".join(f"{b.name} + {p.n
 
 def decode_all(model):
     """Real coding of every image: (x_hat list, per-image rows)."""
-    outs = [(name, img, pqmim.code_image(model, img, STEPS)) for name, img in images]
+    outs = [(name, img, pqmim.code_image(model, img, STEPS, radius=RADIUS)) for name, img in images]
     return [r["x_hat"] for _, _, r in outs], [{"image": n, "bpp": r["bpp"], "psnr_rgb": metrics.psnr(img, r["x_hat"])} for n, img, r in outs]
 
 
@@ -341,7 +419,7 @@ def compute_perceptual_table():
     return pd.DataFrame(rows)
 
 
-perc_key = {"dataset": dataset, "images": [n for n, _ in images], "steps": STEPS,
+perc_key = {"dataset": dataset, "images": [n for n, _ in images], "steps": STEPS, "radius": RADIUS,
             "pairs": [[str(b), str(p)] for b, p in pairs], "mtimes": [[b.stat().st_mtime_ns, p.stat().st_mtime_ns] for b, p in pairs],
             "mbt_qualities": sorted(mbt), "inception": extractor is not None, "swd_seed": 0}
 perc_table = cache.cached_table(results_dir / "perceptual.csv", perc_key, compute_perceptual_table, refresh=REFRESH) if pairs else pd.DataFrame()
@@ -362,7 +440,7 @@ if len(perc_table):
     shown_models = {"base": pqmim.load_pqmim(base_path)[0], "perceptual": pqmim.load_pqmim(perc_path)[0]}
     crops = {"original": gallery_img}
     for kind, model in shown_models.items():
-        r = pqmim.code_image(model, gallery_img, STEPS)
+        r = pqmim.code_image(model, gallery_img, STEPS, radius=RADIUS)
         crops[f"{kind}: {r['bytes']} B, {metrics.psnr(gallery_img, r['x_hat']):.1f} dB"] = r["x_hat"]
     mbt_rows = perc_table[perc_table["codec"].str.startswith("mbt2018")]
     if len(mbt_rows):
@@ -401,6 +479,12 @@ for label, row in bits_summary.iterrows():
                  f"{row['saving_vs_fixed']:+.1%} vs fixed length; PSNR {row['psnr_rgb']:.2f} dB.")
 first, last = steps_table.groupby("step")["bits_per_code"].mean().iloc[[0, -1]]
 lines.append(f"- Bits per code fall from {first:.2f} (step 1, no context) to {last:.2f} (step {STEPS}).")
+for label, row in radius_summary.iterrows():
+    if row["radius"] == pqmim.GLOBAL_ATTENTION:
+        lines.append(f"- {label}: coded with global attention (no tuned radius).")
+    else:
+        lines.append(f"- {label}: attention radius {int(row['radius'])}: {-row['saving_vs_global']:+.1%} bits vs global "
+                     f"attention on these images ({row['bpp_coded_radius']:.4f} vs {row['bpp_global']:.4f} bpp, Σ−log2P).")
 fits = hybrid[hybrid["within_budget"]]
 if len(fits):
     best = fits.sort_values("psnr_rgb").iloc[-1]

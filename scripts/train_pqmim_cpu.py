@@ -53,6 +53,10 @@ computation a fresh run does (same seeded initialisation; windows and masks depe
 it trains only ``g_s`` and never reads the MIM model, and its decoder came out
 bit-identical to the one trained from the 4,000-step checkpoint.
 
+Last, the MIM model's attention radius at inference is tuned for every rate point that
+lacks its ``<name>.radius.json`` (``scripts/tune_pqmim_radius.py``: held-out photos-hr crops,
+about 6 minutes per rate point on one core); a perceptual variant gets its base's radius.
+
 Runs go to ``runs/pqmim-cpu/<name>/`` (git-ignored); a finished run is exported with its
 ``config.json`` and logs copied beside the checkpoint, and the exported weights are stored
 in float16 (``save_pqmim(half=True)``: half the size; codebooks stay float32) to keep the
@@ -132,6 +136,19 @@ def _finish(target: Path, run: Path, logs: list[str]) -> None:
             shutil.copy2(run / log, OUT / f"{target.stem}.{log}")
 
 
+def _untuned() -> list[str]:
+    """Rate points whose checkpoint (or whose perceptual variant's) lacks a tuned radius."""
+    from nic_lib.models import pqmim
+
+    out = []
+    for name in RATE_POINTS:
+        family = [name, *(v for v, base in PERCEPTUAL.items() if base == name)]
+        files = [OUT / f"{n}.pt" for n in family if (OUT / f"{n}.pt").exists()]
+        if (OUT / f"{name}.pt").exists() and any(not pqmim.radius_path(f).exists() for f in files):
+            out.append(name)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = [*RATE_POINTS, *PERCEPTUAL]
@@ -155,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, check=True, cwd=REPO)
         _finish(target, run, logs)
+    untuned = _untuned()
+    if untuned:
+        cmd = [sys.executable, str(REPO / "scripts" / "tune_pqmim_radius.py"), "--checkpoint",
+               *(str((OUT / f"{n}.pt").relative_to(REPO)) for n in untuned)]
+        print(f"attention radius: {' '.join(cmd)}", flush=True)
+        if not args.list:
+            subprocess.run(cmd, check=True, cwd=REPO)
     return 0
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +13,7 @@ import pytest
 import scipy.stats
 import torch
 
-from nic_lib import perceptual, train_pqmim
+from nic_lib import data, perceptual, train_pqmim
 from nic_lib.models import pqmim
 
 TINY = {"N": 16, "latent_dim": 8, "M": 2, "K": 16, "width": 32, "layers": 1, "heads": 2}
@@ -263,3 +266,120 @@ def test_streams_of_very_few_codes_round_trip(transmitted):
     stream = pqmim.encode_independent(probs, codes.reshape(-1, 1)[:max(transmitted, 1)])
     assert torch.equal(pqmim.decode_independent(probs, stream, max(transmitted, 1)),
                        codes.reshape(-1, 1)[:max(transmitted, 1)])
+
+
+# ---------------------------------------------------------------------------------------
+# Local attention at inference (the attention radius of the stream header)
+
+
+def test_local_attention_mask_allows_exactly_the_chebyshev_window():
+    mask = pqmim.local_attention_mask(5, 7, 2)
+    assert mask.shape == (35, 35) and mask.dtype == torch.bool
+    assert torch.equal(mask, mask.T) and not mask.diagonal().any()
+    i, j = divmod(17, 7)  # position (2, 3): its whole 5x5 window lies inside the grid
+    allowed = (~mask[17]).reshape(5, 7).nonzero().tolist()
+    assert allowed == [[a, b] for a in range(i - 2, i + 3) for b in range(j - 2, j + 3)]
+    assert int((~mask[0]).sum()) == 9  # corner: window clipped to 3x3
+    assert pqmim.local_attention_mask(5, 7, 0) is None  # global
+    assert pqmim.local_attention_mask(5, 7, 6) is None  # window covers the grid
+    with pytest.raises(ValueError, match=">= 0"):
+        pqmim.local_attention_mask(5, 7, -1)
+
+
+def test_local_attention_ignores_codes_beyond_its_receptive_field():
+    # one transformer layer at radius 1, after the 3x3 positional convolution: position
+    # (0, 0) sees tokens within Chebyshev distance 2, no farther
+    model = _peaked_mim(M=2, K=16, sharpness=1.0)
+    gen = torch.Generator().manual_seed(1)
+    codes = torch.randint(0, 16, (1, 6, 8, 2), generator=gen)
+    visible = torch.ones(1, 6, 8, 2, dtype=torch.bool)
+    far = codes.clone()
+    far[0, 5, 7] = (far[0, 5, 7] + 1) % 16
+    near = codes.clone()
+    near[0, 2, 2] = (near[0, 2, 2] + 1) % 16
+    with torch.no_grad():
+        base = model(codes, visible, radius=1)
+        assert torch.allclose(base[0, 0, 0], model(far, visible, radius=1)[0, 0, 0])
+        assert not torch.allclose(base[0, 0, 0], model(near, visible, radius=1)[0, 0, 0])
+        # global attention does see the far code
+        assert not torch.allclose(model(codes, visible)[0, 0, 0], model(far, visible)[0, 0, 0])
+        # a window that covers the grid is global attention
+        assert torch.equal(model(codes, visible, radius=7), model(codes, visible))
+
+
+@pytest.mark.parametrize("radius", [1, 2, 5])
+def test_stream_carries_its_attention_radius(radius):
+    model = _peaked_mim(M=2, K=32, seed=4, sharpness=2.0)
+    codes = torch.randint(0, 32, (9, 11, 2), generator=torch.Generator().manual_seed(radius))
+    out = pqmim.encode_codes(model, codes, steps=6, radius=radius)
+    assert out["radius"] == radius
+    assert pqmim.HEADER.unpack(out["bytes"][:pqmim.HEADER.size])[-1] == radius
+    model.attention_radius = 0  # the decoder follows the header, not its own default
+    assert torch.equal(pqmim.decode_codes(model, out["bytes"]), codes)
+    assert math.isclose(out["bits_est"], sum(pqmim.bits_per_step(model, codes, 6, radius)),
+                        rel_tol=1e-9)
+    global_bits = pqmim.encode_codes(model, codes, steps=6)["bits_est"]
+    assert not math.isclose(out["bits_est"], global_bits, rel_tol=1e-6)
+    # the model's own radius is the default
+    model.attention_radius = radius
+    assert pqmim.encode_codes(model, codes, steps=6)["bytes"] == out["bytes"]
+    with pytest.raises(ValueError, match="0..255"):
+        pqmim.encode_codes(model, codes, steps=6, radius=256)
+
+
+def test_tuned_radius_is_read_beside_the_checkpoint(tiny_run, tmp_path):
+    model, _ = pqmim.load_pqmim(tiny_run / "final.pt")
+    assert model.entropy_model.attention_radius == pqmim.GLOBAL_ATTENTION  # none tuned
+    path = pqmim.save_pqmim(model, tmp_path / "M2-K16.pt")
+    images = [(f"im{i}", (np.random.default_rng(i).random((64, 96, 3)) * 255).astype(np.uint8))
+              for i in range(2)]
+    table = pqmim.tune_attention_radius(model, images, steps=3, candidates=(0, 1, 2))
+    assert len(table) == 6 and set(table["radius"]) == {0, 1, 2}
+    assert (table["positions"] == 4 * 6).all()
+    best = pqmim.best_radius(table)
+    assert table.groupby("radius")["bits"].sum()[best] == table.groupby("radius")["bits"].sum().min()
+    pqmim.radius_path(path).write_text(json.dumps({"radius": 2}))
+    tuned, _ = pqmim.load_pqmim(path)
+    assert tuned.entropy_model.attention_radius == 2
+    row = pqmim.rate_table({"m": tuned}, images[:1], steps=3)
+    assert row["radius"].tolist() == [2] and row["exact"].all()
+    assert pqmim.rate_table({"m": tuned}, images[:1], steps=3, radius=0)["radius"].tolist() == [0]
+    for bad in ('{"radius": -1}', '{"radius": 2.5}', '{"r": 2}', "not json"):
+        pqmim.radius_path(path).write_text(bad)
+        with pytest.raises(ValueError, match="tune_pqmim_radius"):
+            pqmim.load_pqmim(path)
+
+
+def _tune_script():
+    spec = importlib.util.spec_from_file_location(
+        "tune_pqmim_radius", Path(__file__).resolve().parents[1] / "scripts" / "tune_pqmim_radius.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tuning_crop_is_centred_and_follows_the_orientation():
+    crop = _tune_script().centre_crop
+    img = np.arange(10 * 6 * 3).reshape(10, 6, 3)  # portrait
+    assert np.array_equal(crop(img, 2, 4), img[3:7, 2:4])  # transposed window, centred
+    assert crop(img.transpose(1, 0, 2), 2, 4).shape == (2, 4, 3)
+    with pytest.raises(ValueError, match="smaller than"):
+        crop(img, 8, 12)
+
+
+def test_tuning_script_writes_the_radius_of_a_checkpoint_and_its_perceptual_variant(
+        tiny_run, tmp_path):
+    if not data.shared_data_dir().joinpath("photos-hr").is_dir():
+        pytest.skip("photos-hr is not on this machine")
+    model, ckpt = pqmim.load_pqmim(tiny_run / "final.pt")
+    base = pqmim.save_pqmim(model, tmp_path / "M2-K16.pt")
+    variant = pqmim.save_pqmim(model, tmp_path / "M2-K16-perceptual.pt", extra={"perceptual": {}})
+    script = _tune_script()
+    assert script.main(["--checkpoint", str(base), "--images", "1", "--steps", "3",
+                        "--candidates", "0", "1", "3"]) == 0
+    record = json.loads(pqmim.radius_path(base).read_text())
+    assert record["radius"] in (0, 1, 3) and set(record["bits_by_radius"]) == {"0", "1", "3"}
+    assert record["tuning_set"] == "photos-hr" and len(record["images"]) == 1
+    assert pqmim.load_pqmim(variant)[0].entropy_model.attention_radius == record["radius"]
+    with pytest.raises(SystemExit, match="perceptual"):
+        script.main(["--checkpoint", str(variant), "--images", "1"])

@@ -59,6 +59,7 @@ __all__ = [
     "MaskedTokenModel",
     "ProductQuantizer",
     "analysis_transform",
+    "best_radius",
     "bits_per_step",
     "categorical_cdfs",
     "checkpoint_dir",
@@ -72,13 +73,18 @@ __all__ = [
     "fixed_length_bits",
     "is_perceptual_checkpoint",
     "load_pqmim",
+    "local_attention_mask",
     "mask_ratio",
     "quantizer_table",
+    "radius_path",
     "random_mask",
+    "read_radius",
     "rate_table",
     "save_pqmim",
+    "save_tuned_radius",
     "spread_order",
     "synthesis_transform",
+    "tune_attention_radius",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -127,9 +133,15 @@ HYBRID_SEED = 0
 PRIOR_PSEUDOCOUNT = 0.5
 #: Plain-dict checkpoint format of :func:`save_pqmim`.
 CHECKPOINT_FORMAT = "nic-repro/pqmim/2"
-#: Header of a PQ-MIM bitstream: grid height, grid width (uint16), S, transmitted steps
-#: (uint8), big-endian: 6 bytes, counted in every bpp.
-HEADER = struct.Struct(">HHBB")
+#: Header of a PQ-MIM bitstream: grid height, grid width (uint16), S, transmitted steps,
+#: attention radius (uint8; 0 = global attention), big-endian: 7 bytes, counted in every bpp.
+HEADER = struct.Struct(">HHBBB")
+#: Attention radius at inference when a checkpoint has no tuned one: 0 = every token
+#: attends to every token (how the MIM model was trained, on 12x12 token windows).
+GLOBAL_ATTENTION = 0
+#: Candidate radii of :func:`tune_attention_radius` (Chebyshev distance in tokens; 0 =
+#: global). The training windows are 12x12 tokens, so radii >= 11 see the whole window.
+RADIUS_CANDIDATES = (0, 3, 4, 5, 6, 8, 11)
 #: Plastic number: the R2 low-discrepancy sequence's generator (Roberts 2018).
 PLASTIC = 1.324717957244746
 
@@ -318,15 +330,29 @@ class MaskedTokenModel(nn.Module):
     sub-vectors of one 16x16 patch are strongly dependent, and coding them in the same step
     would give that dependence away.
 
+    Local attention at inference: with ``radius`` r > 0, a token attends only to tokens
+    within Chebyshev distance r on the grid (:func:`local_attention_mask`). The model is
+    trained on 12x12 token windows (192-pixel crops), so on a whole Kodak image (32x48
+    tokens) global attention mixes in far more, and farther, tokens than it ever saw;
+    restricting attention to the neighbourhood it was trained on lowers the bits (measured by
+    :func:`tune_attention_radius` on held-out photos). r is a coding parameter: the encoder
+    writes it in the stream header and the decoder reads it from there.
+
     Args:
         M, K: sub-quantizers and codebook size.
         width, layers, heads: transformer size.
+
+    Attributes:
+        attention_radius: the default r of :func:`encode_codes` and :func:`bits_per_step`
+            (not a weight: :func:`load_pqmim` sets it from the checkpoint's tuned
+            ``<name>.radius.json`` when there is one; :data:`GLOBAL_ATTENTION` otherwise).
     """
 
     def __init__(self, M: int, K: int, width: int = MIM_WIDTH, layers: int = MIM_LAYERS,
                  heads: int = MIM_HEADS):
         super().__init__()
         self.M, self.K = int(M), int(K)
+        self.attention_radius = GLOBAL_ATTENTION
         self.code_embeddings = nn.Embedding(self.M * self.K, width)
         self.mask_tokens = nn.Parameter(torch.zeros(self.M, width))  # one per codebook
         self.position_conv = nn.Conv2d(width, width, 3, padding=1, groups=width)
@@ -339,12 +365,13 @@ class MaskedTokenModel(nn.Module):
         nn.init.normal_(self.mask_tokens, std=0.02)
         self.register_buffer("code_offsets", torch.arange(self.M) * self.K, persistent=False)
 
-    def forward(self, codes: Tensor, visible: Tensor) -> Tensor:
+    def forward(self, codes: Tensor, visible: Tensor, radius: int = GLOBAL_ATTENTION) -> Tensor:
         """Logits of every position's M codes given the visible ones.
 
         Args:
             codes: (B, H, W, M) long; values of hidden codes are ignored.
             visible: (B, H, W, M) bool per code, or (B, H, W) per position.
+            radius: attention radius r in tokens (0 = global; see the class docstring).
 
         Returns:
             logits (B, H, W, M, K).
@@ -357,8 +384,39 @@ class MaskedTokenModel(nn.Module):
         tokens = torch.where(visible[..., None], emb, self.mask_tokens).sum(-2)
         grid = tokens.permute(0, 3, 1, 2)
         grid = grid + self.position_conv(grid)
-        h = self.transformer(grid.flatten(2).transpose(1, 2))  # (B, H·W, width)
+        mask = local_attention_mask(H, W, radius)
+        h = self.transformer(grid.flatten(2).transpose(1, 2),
+                             mask=None if mask is None else mask.to(grid.device))  # (B, H·W, width)
         return self.head(self.norm(h)).reshape(B, H, W, M, self.K)
+
+
+@functools.lru_cache(maxsize=16)
+def local_attention_mask(height: int, width: int, radius: int) -> Tensor | None:
+    r"""Attention mask of local attention on an H x W token grid, or None for global.
+
+    Token p = (i, j) may attend to token q = (i', j') iff max(|i - i'|, |j - j'|) <= r
+    (a (2r+1) x (2r+1) window, clipped at the borders). Returned as PyTorch's boolean
+    ``mask`` convention: True = *not* allowed.
+
+    Args:
+        height, width: grid size.
+        radius: r >= 0; 0 means global attention.
+
+    Returns:
+        (H·W, H·W) bool, or None when r = 0 or the window covers the whole grid.
+
+    Raises:
+        ValueError: negative radius.
+    """
+    if radius < 0:
+        raise ValueError(f"attention radius must be >= 0 (0 = global attention); got {radius}")
+    if radius == 0 or radius >= max(height, width) - 1:
+        return None
+    i, j = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    i, j = i.reshape(-1), j.reshape(-1)
+    # d(p, q) = max(|i_p − i_q|, |j_p − j_q|)  (Chebyshev distance)
+    dist = torch.maximum((i[:, None] - i[None]).abs(), (j[:, None] - j[None]).abs())
+    return dist > radius
 
 
 def mask_ratio(n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -538,16 +596,26 @@ def _flush(encoder: BufferedRansEncoder, symbols: int) -> bytes:
 
 
 def _step_probs(entropy_model: MaskedTokenModel, codes: Tensor, visible: Tensor,
-                group: Tensor) -> Tensor:
+                group: Tensor, radius: int) -> Tensor:
     """(G, K) probabilities of a group's codes (unit indices) given the visible codes."""
-    logits = entropy_model(codes[None], visible[None])[0]  # (H, W, M, K)
+    logits = entropy_model(codes[None], visible[None], radius)[0]  # (H, W, M, K)
     H, W, M, K = logits.shape
     return logits.reshape(H * W * M, K)[group].float().softmax(-1)
 
 
+def _radius(entropy_model: MaskedTokenModel, radius: int | None) -> int:
+    """The radius to code with: ``radius``, or the model's ``attention_radius`` when None."""
+    r = int(getattr(entropy_model, "attention_radius", GLOBAL_ATTENTION) if radius is None
+            else radius)
+    if not 0 <= r <= 255:
+        raise ValueError(f"attention radius must lie in 0..255 (one header byte; 0 = global "
+                         f"attention); got {radius}")
+    return r
+
+
 @torch.no_grad()
 def encode_codes(entropy_model: MaskedTokenModel, codes: Tensor, steps: int = DEFAULT_STEPS,
-                 transmit_steps: int | None = None) -> dict:
+                 transmit_steps: int | None = None, radius: int | None = None) -> dict:
     """Entropy-code a code grid with the MIM model, step by step.
 
     The encoder runs exactly the computations the decoder will (one forward pass per
@@ -558,15 +626,19 @@ def encode_codes(entropy_model: MaskedTokenModel, codes: Tensor, steps: int = DE
         codes: (H, W, M) long.
         steps: S.
         transmit_steps: code only the first s groups (hybrid mode); default all S.
+        radius: attention radius (0 = global); default ``entropy_model.attention_radius``.
+            Written in the header: the decoder uses the encoder's radius.
 
     Returns:
         ``{"bytes"`` (header + rANS stream), ``"bits_est"`` (Σ −log2 P of the coded codes),
-        ``"bits_per_step"`` (list of S estimates; NaN for untransmitted steps)``}``.
+        ``"bits_per_step"`` (list of S estimates; NaN for untransmitted steps), ``"radius"``
+        (the radius used)``}``.
     """
     H, W, M = codes.shape
     s_max = steps if transmit_steps is None else int(transmit_steps)
     if not 0 <= s_max <= steps:
         raise ValueError(f"transmit_steps={transmit_steps} must lie in 0..steps={steps}")
+    radius = _radius(entropy_model, radius)
     groups = coding_schedule(H, W, steps, M=M)
     flat = codes.reshape(-1)  # unit p·M + m
     visible = torch.zeros(H, W, M, dtype=torch.bool, device=codes.device)
@@ -575,7 +647,7 @@ def encode_codes(entropy_model: MaskedTokenModel, codes: Tensor, steps: int = DE
     coded = 0
     for s in range(s_max):
         group = groups[s]
-        probs = _step_probs(entropy_model, codes, visible, group)
+        probs = _step_probs(entropy_model, codes, visible, group, radius)
         symbols = flat[group]
         # bits = Σ −log2 P(c)
         p = probs.double().gather(1, symbols[:, None].to(probs.device))
@@ -586,15 +658,18 @@ def encode_codes(entropy_model: MaskedTokenModel, codes: Tensor, steps: int = DE
         coded += len(group)
         visible.view(-1)[group] = True
     stream = _flush(encoder, coded)
-    header = HEADER.pack(H, W, steps, s_max)
+    header = HEADER.pack(H, W, steps, s_max, radius)
     return {"bytes": header + stream, "bits_est": float(np.nansum(per_step)),
-            "bits_per_step": per_step}
+            "bits_per_step": per_step, "radius": radius}
 
 
 @torch.no_grad()
 def decode_codes(entropy_model: MaskedTokenModel, stream: bytes,
                  temperature: float = HYBRID_TEMPERATURE, seed: int = HYBRID_SEED) -> Tensor:
     """Decode a stream of :func:`encode_codes`; generate untransmitted steps (hybrid mode).
+
+    The grid size, S, the transmitted steps and the attention radius come from the stream's
+    header; the model's own ``attention_radius`` is not used.
 
     Args:
         entropy_model: the same MIM model as the encoder's (eval mode).
@@ -611,7 +686,7 @@ def decode_codes(entropy_model: MaskedTokenModel, stream: bytes,
     if len(stream) < HEADER.size:
         raise ValueError(f"a PQ-MIM stream starts with a {HEADER.size}-byte header; got "
                          f"{len(stream)} bytes (was it written by encode_codes?)")
-    H, W, steps, s_max = HEADER.unpack(stream[:HEADER.size])
+    H, W, steps, s_max, radius = HEADER.unpack(stream[:HEADER.size])
     M, K = entropy_model.M, entropy_model.K
     device = entropy_model.head.weight.device
     groups = coding_schedule(H, W, steps, M=M)
@@ -622,7 +697,7 @@ def decode_codes(entropy_model: MaskedTokenModel, stream: bytes,
     decoder.set_stream(stream[HEADER.size:])
     generator = torch.Generator().manual_seed(seed)
     for s, group in enumerate(groups):
-        probs = _step_probs(entropy_model, codes, visible, group)
+        probs = _step_probs(entropy_model, codes, visible, group, radius)
         if s < s_max:
             cdfs = categorical_cdfs(probs)
             indexes, lengths, offsets = _code_table_args(cdfs, K)
@@ -646,13 +721,14 @@ def _sample(probs: Tensor, temperature: float, generator: torch.Generator) -> Te
 
 @torch.no_grad()
 def bits_per_step(entropy_model: MaskedTokenModel, codes: Tensor,
-                  steps: int = DEFAULT_STEPS) -> list[float]:
+                  steps: int = DEFAULT_STEPS, radius: int | None = None) -> list[float]:
     """Σ −log2 P of each step's codes given the previous steps (no coding).
 
     Args:
         entropy_model: the MIM model.
         codes: (H, W, M) long.
         steps: S.
+        radius: attention radius (0 = global); default ``entropy_model.attention_radius``.
 
     Returns:
         S bit counts (their sum is the MIM rate estimate).
@@ -660,9 +736,10 @@ def bits_per_step(entropy_model: MaskedTokenModel, codes: Tensor,
     H, W, M = codes.shape
     flat = codes.reshape(-1)
     visible = torch.zeros(H, W, M, dtype=torch.bool, device=codes.device)
+    radius = _radius(entropy_model, radius)
     out = []
     for group in coding_schedule(H, W, steps, M=M):
-        probs = _step_probs(entropy_model, codes, visible, group)  # (G, K)
+        probs = _step_probs(entropy_model, codes, visible, group, radius)  # (G, K)
         p = probs.double().gather(-1, flat[group][..., None])
         out.append(float(-torch.log2(p).sum()))
         visible.view(-1)[group] = True
@@ -798,15 +875,17 @@ class PQMIM(nn.Module):
 
     @torch.no_grad()
     def compress(self, x: Tensor, steps: int = DEFAULT_STEPS,
-                 transmit_steps: int | None = None) -> dict:
+                 transmit_steps: int | None = None, radius: int | None = None) -> dict:
         """Code one image (1, 3, H, W), sides multiples of 16 (pad first).
+
+        ``radius``: attention radius (default the entropy model's ``attention_radius``).
 
         Returns:
             ``{"strings": [[stream]], "shape": (H/16, W/16), "bits_est", "bits_per_step",
-            "codes"}``; the stream carries its own 6-byte header.
+            "codes"}``; the stream carries its own 7-byte header.
         """
         codes = self.codes(x)[0]
-        out = encode_codes(self.entropy_model, codes, steps, transmit_steps)
+        out = encode_codes(self.entropy_model, codes, steps, transmit_steps, radius)
         return {"strings": [[out["bytes"]]], "shape": tuple(codes.shape[:2]),
                 "bits_est": out["bits_est"], "bits_per_step": out["bits_per_step"],
                 "codes": codes}
@@ -852,7 +931,7 @@ def quantizer_table(latent_dim: int, Ms, Ks) -> list[dict]:
 @torch.no_grad()
 def code_image(model: PQMIM, img: np.ndarray, steps: int = DEFAULT_STEPS,
                transmit_steps: int | None = None, temperature: float = HYBRID_TEMPERATURE,
-               seed: int = HYBRID_SEED) -> dict:
+               seed: int = HYBRID_SEED, radius: int | None = None) -> dict:
     """Compress and decompress one uint8 image, measuring the three rates.
 
     Args:
@@ -860,10 +939,11 @@ def code_image(model: PQMIM, img: np.ndarray, steps: int = DEFAULT_STEPS,
         img: uint8 (H, W, 3).
         steps, transmit_steps: schedule and hybrid mode (see :func:`encode_codes`).
         temperature, seed: sampler of generated steps (hybrid mode).
+        radius: attention radius (default the model's tuned ``attention_radius``).
 
     Returns:
         ``{"bytes", "bpp" (real stream incl. header), "bpp_est" (Σ −log2 P of MIM),
-        "bpp_independent", "bpp_fixed", "bits_per_step", "x_hat" (uint8), "exact"
+        "bpp_independent", "bpp_fixed", "bits_per_step", "radius", "x_hat" (uint8), "exact"
         (decoded codes == encoded codes, for full transmission)}``.
     """
     from nic_lib import neural
@@ -871,7 +951,7 @@ def code_image(model: PQMIM, img: np.ndarray, steps: int = DEFAULT_STEPS,
     h, w = img.shape[:2]
     x = neural.pad_to(neural.to_tensor(img), DOWNSAMPLING)
     device = next(model.parameters()).device
-    out = model.compress(x.to(device), steps, transmit_steps)
+    out = model.compress(x.to(device), steps, transmit_steps, radius)
     dec = model.decompress(out["strings"], temperature=temperature, seed=seed)
     n_bytes = len(out["strings"][0][0])
     codes = out["codes"]
@@ -880,17 +960,19 @@ def code_image(model: PQMIM, img: np.ndarray, steps: int = DEFAULT_STEPS,
             "bpp_independent": estimate_bits(model.independent_prior().cpu(), codes.cpu()) / pixels,
             "bpp_fixed": fixed_length_bits(codes, model.K) / pixels,
             "bits_per_step": out["bits_per_step"],
+            "radius": HEADER.unpack(out["strings"][0][0][:HEADER.size])[-1],
             "x_hat": neural.from_tensor(dec["x_hat"][..., :h, :w].cpu()),
             "exact": bool(torch.equal(dec["codes"], codes))}
 
 
 #: Columns of :func:`rate_table`.
-RATE_COLUMNS = ("image", "codec", "setting", "steps", "transmit_steps", "bytes", "bpp",
+RATE_COLUMNS = ("image", "codec", "setting", "steps", "transmit_steps", "radius", "bytes", "bpp",
                 "bpp_est", "bpp_independent", "bpp_fixed", "psnr_rgb", "ms_ssim", "exact")
 
 
 def rate_table(models: dict[str, PQMIM], images, steps: int = DEFAULT_STEPS,
-               transmit_steps=(None,), temperature: float = HYBRID_TEMPERATURE) -> pd.DataFrame:
+               transmit_steps=(None,), temperature: float = HYBRID_TEMPERATURE,
+               radius: int | None = None) -> pd.DataFrame:
     """Code every image with every model (and every hybrid setting); one tidy row each.
 
     Args:
@@ -899,6 +981,7 @@ def rate_table(models: dict[str, PQMIM], images, steps: int = DEFAULT_STEPS,
         steps: S.
         transmit_steps: values of s to run (None = all S steps, lossless code transmission).
         temperature: sampler of generated steps.
+        radius: attention radius of every model (default: each model's tuned one).
 
     Returns:
         DataFrame with :data:`RATE_COLUMNS` (``setting`` = transmitted steps, S when all).
@@ -909,11 +992,11 @@ def rate_table(models: dict[str, PQMIM], images, steps: int = DEFAULT_STEPS,
     for label, model in models.items():
         for s in transmit_steps:
             for name, img in images:
-                r = code_image(model, img, steps, s, temperature)
+                r = code_image(model, img, steps, s, temperature, radius=radius)
                 rows.append({
                     "image": name, "codec": label, "setting": steps if s is None else s,
                     "steps": steps, "transmit_steps": steps if s is None else s,
-                    **{k: r[k] for k in ("bytes", "bpp", "bpp_est", "bpp_independent",
+                    **{k: r[k] for k in ("radius", "bytes", "bpp", "bpp_est", "bpp_independent",
                                          "bpp_fixed")},
                     "psnr_rgb": metrics.psnr(img, r["x_hat"]),
                     "ms_ssim": (metrics.ms_ssim(img, r["x_hat"])
@@ -923,8 +1006,101 @@ def rate_table(models: dict[str, PQMIM], images, steps: int = DEFAULT_STEPS,
     return pd.DataFrame(rows, columns=list(RATE_COLUMNS))
 
 
+@torch.no_grad()
+def tune_attention_radius(model: PQMIM, images, steps: int = DEFAULT_STEPS,
+                          candidates=RADIUS_CANDIDATES) -> pd.DataFrame:
+    """Bits of every image's codes under each candidate attention radius (no coding).
+
+    The radius that minimises the total is the model's tuned ``attention_radius``
+    (``scripts/tune_pqmim_radius.py`` writes it beside the checkpoint). Tune on images that
+    are not the test set: the script uses photos-hr, the benchmark Kodak.
+
+    Args:
+        model: PQ-MIM in eval mode.
+        images: ``(name, uint8 (H, W, 3))`` pairs (sides padded to multiples of 16).
+        steps: S.
+        candidates: radii to try (0 = global attention).
+
+    Returns:
+        DataFrame with columns ``image, radius, bits, positions`` (one row per pair).
+    """
+    from nic_lib import neural
+
+    device = next(model.parameters()).device
+    rows = []
+    for name, img in images:
+        codes = model.codes(neural.pad_to(neural.to_tensor(img), DOWNSAMPLING).to(device))[0]
+        for r in candidates:
+            bits = sum(bits_per_step(model.entropy_model, codes, steps, radius=int(r)))
+            rows.append({"image": name, "radius": int(r), "bits": bits,
+                         "positions": codes.shape[0] * codes.shape[1]})
+    return pd.DataFrame(rows, columns=["image", "radius", "bits", "positions"])
+
+
+def best_radius(table: pd.DataFrame) -> int:
+    """The radius of :func:`tune_attention_radius`'s table with the fewest total bits."""
+    totals = table.groupby("radius")["bits"].sum()
+    return int(totals.idxmin())
+
+
 # ---------------------------------------------------------------------------------------
 # Checkpoints (own plain-dict format, read with weights_only=True)
+
+
+def radius_path(checkpoint: str | os.PathLike) -> Path:
+    """The tuned attention radius of a checkpoint: ``<name>.radius.json`` beside it."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".radius.json")
+
+
+def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info: Any) -> dict:
+    """Write the best radius of :func:`tune_attention_radius`'s table beside a checkpoint.
+
+    Args:
+        checkpoint: the checkpoint file; the record goes to :func:`radius_path`.
+        table: the tuning table (must include radius 0, global attention).
+        **info: provenance stored with it (tuning set, crop, steps, command, ...).
+
+    Returns:
+        The record written: ``{"radius", "saving_vs_global" (1 − bits(r)/bits(global)),
+        "images", "bits_by_radius", **info}``.
+    """
+    import json
+
+    totals = table.groupby("radius")["bits"].sum()
+    if GLOBAL_ATTENTION not in totals.index:
+        raise ValueError("the tuning table lacks radius 0 (global attention), the reference")
+    radius = best_radius(table)
+    record = {"radius": radius,
+              "saving_vs_global": float(1 - totals[radius] / totals[GLOBAL_ATTENTION]),
+              "images": list(dict.fromkeys(table["image"])),
+              "bits_by_radius": {str(r): float(b) for r, b in totals.items()}, **info}
+    fileio.atomic_write_text(radius_path(checkpoint), json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def read_radius(checkpoint: str | os.PathLike) -> int:
+    """The tuned attention radius of a checkpoint (:data:`GLOBAL_ATTENTION` if none tuned).
+
+    Raises:
+        ValueError: the ``.radius.json`` file is not what ``scripts/tune_pqmim_radius.py``
+            writes.
+    """
+    path = radius_path(checkpoint)
+    if not path.is_file():
+        return GLOBAL_ATTENTION
+    import json
+
+    try:
+        radius = json.loads(path.read_text())["radius"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} does not hold a tuned attention radius ({err}); rewrite it "
+                         "with `python scripts/tune_pqmim_radius.py` or delete it to use "
+                         "global attention") from err
+    if not isinstance(radius, int) or not 0 <= radius <= 255:
+        raise ValueError(f"{path}: radius must be an integer in 0..255, got {radius!r}; rewrite "
+                         "it with `python scripts/tune_pqmim_radius.py`")
+    return radius
 
 
 def checkpoint_dir() -> Path:
@@ -1005,6 +1181,8 @@ def save_pqmim(model: PQMIM, path: str | os.PathLike, extra: dict[str, Any] | No
 def load_pqmim(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[PQMIM, dict]:
     """Rebuild a model saved by :func:`save_pqmim` (``weights_only=True``, eval mode).
 
+    The entropy model's ``attention_radius`` is the tuned one of :func:`read_radius`.
+
     Args:
         path: checkpoint file.
         device: where to put the model.
@@ -1015,7 +1193,7 @@ def load_pqmim(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     Raises:
         FileNotFoundError: no file (train one: ``python -m nic_lib.train_pqmim --export
             <path>``).
-        ValueError: not a PQ-MIM checkpoint.
+        ValueError: not a PQ-MIM checkpoint, or a malformed ``.radius.json`` beside it.
     """
     path = Path(path)
     if not path.is_file():
@@ -1033,4 +1211,5 @@ def load_pqmim(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
                          "python -m nic_lib.train_pqmim")
     model = PQMIM(**ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
+    model.entropy_model.attention_radius = read_radius(path)
     return model.to(device).eval(), ckpt
