@@ -243,28 +243,30 @@ for label, path in zip(models, paths):
         rec = json.loads(record.read_text())
         bits = {int(r): b for r, b in rec["bits_by_radius"].items()}
         tuning += [{"codec": label, "radius": r, "bits_vs_global": b / bits[pqmim.GLOBAL_ATTENTION] - 1,
-                    "tuning_images": len(rec["images"])} for r, b in bits.items()]
-tuning = pd.DataFrame(tuning, columns=["codec", "radius", "bits_vs_global", "tuning_images"])
-by_radius = (steps_table.groupby(["codec", "radius"])["bits"].sum().unstack("radius"))
+                    "tuning_images": len(rec["images"]), "tuning_set": rec.get("tuning_set", "?")} for r, b in bits.items()]
+tuning = pd.DataFrame(tuning, columns=["codec", "radius", "bits_vs_global", "tuning_images", "tuning_set"])
+# bpp per image (mean over images, as the bits table above): Σ_steps bits / pixels
+pixels = {name: img.shape[0] * img.shape[1] for name, img in images}
+per_image_bpp = (steps_table.groupby(["codec", "radius", "image"])["bits"].sum()
+                 / steps_table.groupby(["codec", "radius", "image"])["image"].first().map(pixels))
+by_radius = per_image_bpp.groupby(["codec", "radius"]).mean().unstack("radius")
 radius_summary = pd.DataFrame({
     "radius": pd.Series(radii),
-    "bpp_global": by_radius[pqmim.GLOBAL_ATTENTION] / sum(img.shape[0] * img.shape[1] for _, img in images),
-    "bpp_coded_radius": pd.Series({k: by_radius.loc[k, r] for k, r in radii.items()})
-    / sum(img.shape[0] * img.shape[1] for _, img in images)})
+    "bpp_global": by_radius[pqmim.GLOBAL_ATTENTION],
+    "bpp_coded_radius": pd.Series({k: by_radius.loc[k, r] for k, r in radii.items()})})
 # saving = 1 − bits(r) / bits(global)
 radius_summary["saving_vs_global"] = 1 - radius_summary["bpp_coded_radius"] / radius_summary["bpp_global"]
 cache.write_table(radius_summary.reset_index(names="codec"), fig_dir / "attention_radius.csv")
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
 if len(tuning):
-    t = tuning.assign(radius_label=tuning["radius"].map(lambda r: "global" if r == 0 else str(r)))
-    order = [str(r) for r in sorted(set(t["radius"]) - {0})] + ["global"]
-    sns.lineplot(data=t, x="radius_label", y="bits_vs_global", hue="codec", marker="o", ax=axes[0],
-                 sort=False, hue_order=list(models))
-    axes[0].set_xticks(range(len(order)), order)
-    axes[0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.0%}"))
+    order = sorted(set(tuning["radius"]) - {pqmim.GLOBAL_ATTENTION}) + [pqmim.GLOBAL_ATTENTION]  # global last
+    t = tuning.assign(x=tuning["radius"].map(order.index))
+    sns.lineplot(data=t, x="x", y="bits_vs_global", hue="codec", marker="o", ax=axes[0], hue_order=list(models))
+    axes[0].set_xticks(range(len(order)), ["global" if r == pqmim.GLOBAL_ATTENTION else str(r) for r in order])
+    axes[0].yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.1%}"))
     axes[0].set_xlabel("attention radius r (tokens)")
     axes[0].set_ylabel("bits vs global attention")
-    axes[0].set_title(f"Tuning: {int(tuning['tuning_images'].max())} photos-hr crops, S={STEPS}")
+    axes[0].set_title(f"Tuning: {int(tuning['tuning_images'].max())} {tuning['tuning_set'].iloc[0]} crops, S={STEPS}")
 else:
     axes[0].text(0.5, 0.5, "no tuned radius (.radius.json) beside these checkpoints", ha="center", va="center")
     axes[0].axis("off")
