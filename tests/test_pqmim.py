@@ -334,7 +334,8 @@ def test_tuned_radius_is_read_beside_the_checkpoint(tiny_run, tmp_path):
     images = [(f"im{i}", (np.random.default_rng(i).random((64, 96, 3)) * 255).astype(np.uint8))
               for i in range(2)]
     table = pqmim.tune_attention_radius(model, images, steps=3, candidates=(0, 1, 2))
-    assert len(table) == 6 and set(table["radius"]) == {0, 1, 2}
+    assert len(table) == 2 * 3 * 3 and set(table["radius"]) == {0, 1, 2}
+    assert set(table["step"]) == {1, 2, 3}
     assert (table["positions"] == 4 * 6).all()
     best = pqmim.best_radius(table)
     assert table.groupby("radius")["bits"].sum()[best] == table.groupby("radius")["bits"].sum().min()

@@ -141,7 +141,7 @@ HEADER = struct.Struct(">HHBBB")
 GLOBAL_ATTENTION = 0
 #: Candidate radii of :func:`tune_attention_radius` (Chebyshev distance in tokens; 0 =
 #: global). The training windows are 12x12 tokens, so radii >= 11 see the whole window.
-RADIUS_CANDIDATES = (0, 3, 4, 5, 6, 8, 11)
+RADIUS_CANDIDATES = (0, 3, 4, 5, 6, 7, 8, 11)
 #: Plastic number: the R2 low-discrepancy sequence's generator (Roberts 2018).
 PLASTIC = 1.324717957244746
 
@@ -1022,7 +1022,9 @@ def tune_attention_radius(model: PQMIM, images, steps: int = DEFAULT_STEPS,
         candidates: radii to try (0 = global attention).
 
     Returns:
-        DataFrame with columns ``image, radius, bits, positions`` (one row per pair).
+        DataFrame with columns ``image, radius, step, bits, positions`` (one row per image,
+        radius and coding step; a step's bits do not depend on the radius of other steps,
+        since the visible codes are the true ones whatever the radius).
     """
     from nic_lib import neural
 
@@ -1031,10 +1033,10 @@ def tune_attention_radius(model: PQMIM, images, steps: int = DEFAULT_STEPS,
     for name, img in images:
         codes = model.codes(neural.pad_to(neural.to_tensor(img), DOWNSAMPLING).to(device))[0]
         for r in candidates:
-            bits = sum(bits_per_step(model.entropy_model, codes, steps, radius=int(r)))
-            rows.append({"image": name, "radius": int(r), "bits": bits,
-                         "positions": codes.shape[0] * codes.shape[1]})
-    return pd.DataFrame(rows, columns=["image", "radius", "bits", "positions"])
+            for s, bits in enumerate(bits_per_step(model.entropy_model, codes, steps, int(r)), 1):
+                rows.append({"image": name, "radius": int(r), "step": s, "bits": bits,
+                             "positions": codes.shape[0] * codes.shape[1]})
+    return pd.DataFrame(rows, columns=["image", "radius", "step", "bits", "positions"])
 
 
 def best_radius(table: pd.DataFrame) -> int:
@@ -1074,7 +1076,11 @@ def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info
     record = {"radius": radius,
               "saving_vs_global": float(1 - totals[radius] / totals[GLOBAL_ATTENTION]),
               "images": list(dict.fromkeys(table["image"])),
-              "bits_by_radius": {str(r): float(b) for r, b in totals.items()}, **info}
+              "bits_by_radius": {str(r): float(b) for r, b in totals.items()},
+              "bits_by_radius_and_step": {
+                  str(r): [float(b) for b in t.sort_values("step")["bits"]]
+                  for r, t in table.groupby(["radius", "step"])["bits"].sum().reset_index()
+                  .groupby("radius")}, **info}
     fileio.atomic_write_text(radius_path(checkpoint), json.dumps(record, indent=1) + "\n")
     return record
 
