@@ -17,7 +17,9 @@ exists and the paper's sizes, schedule and step counts are not public (see
          token = Σ_m E_m[c_m] where visible, a mask token elsewhere;
          output: M categorical distributions per position.
          Coding: S steps of a fixed schedule; step s codes its group's codes with
-         P(c | codes of steps < s) by rANS (CompressAI), bits = Σ −log2 P(c).
+         P(c | codes of steps < s) by rANS (CompressAI), bits = Σ −log2 P(c);
+         at inference each token attends to tokens within radius r (tuned per
+         checkpoint, written in the stream header; r = 0: global attention).
 
 What is written here by hand, and why: the product quantizer with EMA codebooks and
 dead-code restarts (a few lines; ``vector-quantize-pytorch`` would add a dependency for
