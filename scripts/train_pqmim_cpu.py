@@ -38,7 +38,7 @@ Measured on the shipped checkpoints (2026-12-01, all 24 Kodak images, S = 10,
 ``OMP_NUM_THREADS=1 python benchmarks/pqmim_bits.py``, 17 min), with each checkpoint's tuned
 attention radius (the last step above: M2 r = 4, M4 r = 4, M8 r = 7): every decode exact, real
 streams within 1.1% of Σ −log2 P on every image; MIM saving over the independent prior
-M2-K256 29.5% (0.0426 bpp, 22.88 dB), M4-K256 23.4% (0.0928 bpp, 23.55 dB), M8-K256 22.0%
+M2-K256 29.4% (0.0426 bpp, 22.88 dB), M4-K256 23.4% (0.0928 bpp, 23.55 dB), M8-K256 22.0%
 (0.1894 bpp, 24.64 dB); with global attention 27.1%, 21.9% and 21.3%. Issue 7's target is
 30%: not met. (The first M4-K256 stage B, one whole position per masking unit and 2,000
 steps on 8x8-token crops, saved 3.9% on 8 Kodak images.)
