@@ -55,8 +55,9 @@ it trains only ``g_s`` and never reads the MIM model, and its decoder came out
 bit-identical to the one trained from the 4,000-step checkpoint.
 
 Last, the MIM model's attention radius at inference is tuned for every rate point that
-lacks its ``<name>.radius.json`` (``scripts/tune_pqmim_radius.py``: held-out photos-hr crops,
-about 6 minutes per rate point on one core); a perceptual variant gets its base's radius.
+lacks a ``<name>.radius.json`` tuned on its current file (``scripts/tune_pqmim_radius.py``:
+held-out photos-hr crops, about 7 minutes per rate point on one core); a perceptual variant
+gets its base's radius.
 
 Runs go to ``runs/pqmim-cpu/<name>/`` (git-ignored); a finished run is exported with its
 ``config.json`` and logs copied beside the checkpoint, and the exported weights are stored
@@ -138,14 +139,15 @@ def _finish(target: Path, run: Path, logs: list[str]) -> None:
 
 
 def _untuned() -> list[str]:
-    """Rate points whose checkpoint (or whose perceptual variant's) lacks a tuned radius."""
+    """Rate points whose checkpoint (or whose perceptual variant's) lacks a radius tuned on
+    its current file."""
     from nic_lib.models import pqmim
 
     out = []
     for name in RATE_POINTS:
         family = [name, *(v for v, base in PERCEPTUAL.items() if base == name)]
         files = [OUT / f"{n}.pt" for n in family if (OUT / f"{n}.pt").exists()]
-        if (OUT / f"{name}.pt").exists() and any(not pqmim.radius_path(f).exists() for f in files):
+        if (OUT / f"{name}.pt").exists() and not all(map(pqmim.radius_is_current, files)):
             out.append(name)
     return out
 

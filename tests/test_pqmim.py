@@ -345,7 +345,15 @@ def test_tuned_radius_is_read_beside_the_checkpoint(tiny_run, tmp_path):
     row = pqmim.rate_table({"m": tuned}, images[:1], steps=3)
     assert row["radius"].tolist() == [2] and row["exact"].all()
     assert pqmim.rate_table({"m": tuned}, images[:1], steps=3, radius=0)["radius"].tolist() == [0]
-    for bad in ('{"radius": -1}', '{"radius": 2.5}', '{"r": 2}', "not json"):
+    # a record tuned on another version of the checkpoint still loads, with a warning
+    assert not pqmim.radius_is_current(path)  # hand-written: no digest
+    pqmim.save_tuned_radius(path, table)
+    assert pqmim.radius_is_current(path)
+    pqmim.save_pqmim(tuned, path, extra={"note": "retrained"})
+    assert not pqmim.radius_is_current(path)
+    with pytest.warns(UserWarning, match="another version"):
+        assert pqmim.load_pqmim(path)[0].entropy_model.attention_radius == best
+    for bad in ('{"radius": -1}', '{"radius": 2.5}', '{"radius": true}', '{"r": 2}', "not json"):
         pqmim.radius_path(path).write_text(bad)
         with pytest.raises(ValueError, match="tune_pqmim_radius"):
             pqmim.load_pqmim(path)

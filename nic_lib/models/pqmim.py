@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import math
 import os
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,7 @@ __all__ = [
     "local_attention_mask",
     "mask_ratio",
     "quantizer_table",
+    "radius_is_current",
     "radius_path",
     "random_mask",
     "read_radius",
@@ -884,13 +887,13 @@ class PQMIM(nn.Module):
 
         Returns:
             ``{"strings": [[stream]], "shape": (H/16, W/16), "bits_est", "bits_per_step",
-            "codes"}``; the stream carries its own 7-byte header.
+            "radius", "codes"}``; the stream carries its own 7-byte header.
         """
         codes = self.codes(x)[0]
         out = encode_codes(self.entropy_model, codes, steps, transmit_steps, radius)
         return {"strings": [[out["bytes"]]], "shape": tuple(codes.shape[:2]),
                 "bits_est": out["bits_est"], "bits_per_step": out["bits_per_step"],
-                "codes": codes}
+                "radius": out["radius"], "codes": codes}
 
     @torch.no_grad()
     def decompress(self, strings: list, shape=None, temperature: float = HYBRID_TEMPERATURE,
@@ -962,7 +965,7 @@ def code_image(model: PQMIM, img: np.ndarray, steps: int = DEFAULT_STEPS,
             "bpp_independent": estimate_bits(model.independent_prior().cpu(), codes.cpu()) / pixels,
             "bpp_fixed": fixed_length_bits(codes, model.K) / pixels,
             "bits_per_step": out["bits_per_step"],
-            "radius": HEADER.unpack(out["strings"][0][0][:HEADER.size])[-1],
+            "radius": out["radius"],
             "x_hat": neural.from_tensor(dec["x_hat"][..., :h, :w].cpu()),
             "exact": bool(torch.equal(dec["codes"], codes))}
 
@@ -1067,9 +1070,14 @@ def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info
 
     Returns:
         The record written: ``{"radius", "saving_vs_global" (1 − bits(r)/bits(global)),
-        "images", "bits_by_radius", **info}``.
+        "checkpoint_sha256" (of the file tuned: :func:`read_radius` warns when the
+        checkpoint changed since), "images", "bits_by_radius", "bits_by_radius_and_step"
+        (per coding step), **info}``.
+
+    Raises:
+        ValueError: the table lacks radius 0.
     """
-    import json
+    from nic_lib import data
 
     totals = table.groupby("radius")["bits"].sum()
     if GLOBAL_ATTENTION not in totals.index:
@@ -1077,6 +1085,7 @@ def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info
     radius = best_radius(table)
     record = {"radius": radius,
               "saving_vs_global": float(1 - totals[radius] / totals[GLOBAL_ATTENTION]),
+              "checkpoint_sha256": data.file_sha256(checkpoint),
               "images": list(dict.fromkeys(table["image"])),
               "bits_by_radius": {str(r): float(b) for r, b in totals.items()},
               "bits_by_radius_and_step": {
@@ -1087,8 +1096,25 @@ def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info
     return record
 
 
+def radius_is_current(checkpoint: str | os.PathLike) -> bool:
+    """Whether the checkpoint has a ``.radius.json`` tuned on this very file (same SHA-256)."""
+    from nic_lib import data
+
+    path = radius_path(checkpoint)
+    if not path.is_file():
+        return False
+    try:
+        digest = json.loads(path.read_text()).get("checkpoint_sha256")
+    except (ValueError, AttributeError):
+        return False
+    return digest == data.file_sha256(checkpoint)
+
+
 def read_radius(checkpoint: str | os.PathLike) -> int:
     """The tuned attention radius of a checkpoint (:data:`GLOBAL_ATTENTION` if none tuned).
+
+    Any radius decodes exactly (the stream carries it); a stale one only costs bits, so a
+    record tuned on another version of the checkpoint is used with a warning.
 
     Raises:
         ValueError: the ``.radius.json`` file is not what ``scripts/tune_pqmim_radius.py``
@@ -1097,17 +1123,20 @@ def read_radius(checkpoint: str | os.PathLike) -> int:
     path = radius_path(checkpoint)
     if not path.is_file():
         return GLOBAL_ATTENTION
-    import json
-
     try:
-        radius = json.loads(path.read_text())["radius"]
+        record = json.loads(path.read_text())
+        radius = record["radius"]
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path} does not hold a tuned attention radius ({err}); rewrite it "
                          "with `python scripts/tune_pqmim_radius.py` or delete it to use "
                          "global attention") from err
-    if not isinstance(radius, int) or not 0 <= radius <= 255:
+    if isinstance(radius, bool) or not isinstance(radius, int) or not 0 <= radius <= 255:
         raise ValueError(f"{path}: radius must be an integer in 0..255, got {radius!r}; rewrite "
                          "it with `python scripts/tune_pqmim_radius.py`")
+    if "checkpoint_sha256" in record and not radius_is_current(checkpoint):
+        warnings.warn(f"{path} was tuned on another version of {Path(checkpoint).name}; its "
+                      f"radius {radius} still decodes exactly but may cost bits. Retune: python "
+                      f"scripts/tune_pqmim_radius.py --checkpoint {checkpoint}", stacklevel=3)
     return radius
 
 
