@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", type=int, nargs="+", default=list(pqmim.RADIUS_CANDIDATES),
                    help="radii to try (0 = global attention)")
     args = p.parse_args(argv)
+    if pqmim.GLOBAL_ATTENTION not in args.candidates or min(args.candidates) < 0:
+        p.error(f"--candidates must include {pqmim.GLOBAL_ATTENTION} (global attention, the "
+                "reference) and no negative radius")
     paths = args.checkpoint or pqmim.find_checkpoints()
     if not paths:
         sys.exit(f"no PQ-MIM checkpoints in {pqmim.checkpoint_dir()}; pass --checkpoint")

@@ -392,3 +392,5 @@ def test_tuning_script_writes_the_radius_of_a_checkpoint_and_its_perceptual_vari
     assert pqmim.load_pqmim(variant)[0].entropy_model.attention_radius == record["radius"]
     with pytest.raises(SystemExit, match="perceptual"):
         script.main(["--checkpoint", str(variant), "--images", "1"])
+    with pytest.raises(SystemExit):  # argparse error: no global-attention reference
+        script.main(["--checkpoint", str(base), "--candidates", "3", "4"])
