@@ -1133,7 +1133,10 @@ def read_radius(checkpoint: str | os.PathLike) -> int:
     if isinstance(radius, bool) or not isinstance(radius, int) or not 0 <= radius <= 255:
         raise ValueError(f"{path}: radius must be an integer in 0..255, got {radius!r}; rewrite "
                          "it with `python scripts/tune_pqmim_radius.py`")
-    if "checkpoint_sha256" in record and not radius_is_current(checkpoint):
+    from nic_lib import data
+
+    tuned_on = record.get("checkpoint_sha256")
+    if tuned_on is not None and tuned_on != data.file_sha256(checkpoint):
         warnings.warn(f"{path} was tuned on another version of {Path(checkpoint).name}; its "
                       f"radius {radius} still decodes exactly but may cost bits. Retune: python "
                       f"scripts/tune_pqmim_radius.py --checkpoint {checkpoint}", stacklevel=3)
