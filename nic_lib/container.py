@@ -298,7 +298,8 @@ def crop_to_image(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
 
 def _coding_settings(model: nn.Module) -> dict[str, object]:
     """Model state outside the state dict that changes the bitstream: the context
-    models' symbol order and a variable-rate model's selected level."""
+    models' symbol order, a variable-rate model's selected level and its scale
+    calibration factor (:mod:`nic_lib.models.calibration`; absent when 1)."""
     settings: dict[str, object] = {}
     order = getattr(model, "coding_order", None)
     if isinstance(order, str):
@@ -306,6 +307,11 @@ def _coding_settings(model: nn.Module) -> dict[str, object]:
     level = getattr(getattr(model, "gain", None), "level", None)
     if isinstance(level, int):
         settings["rate_level"] = level
+    from nic_lib.models import calibration
+
+    factor = calibration.calibration_factor(model)
+    if factor != 1.0:  # σ' = c σ changes every Gaussian table index
+        settings["scale_factor"] = factor
     return settings
 
 
@@ -315,7 +321,8 @@ def weights_fingerprint(model: nn.Module) -> bytes:
     SHA-256 over the state dict in sorted key order (each entry: key, dtype, shape,
     then the tensor's bytes, little-endian as every supported platform stores them),
     entropy-coder tables included, then the settings that change the bitstream without
-    being weights (``coding_order``, a variable-rate model's level), as sorted JSON.
+    being weights (``coding_order``, a variable-rate model's level, a scale calibration
+    factor), as sorted JSON.
 
     Args:
         model: any ``nn.Module``.

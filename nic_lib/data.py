@@ -451,6 +451,34 @@ def load_images(name: str, limit: int | None = None, root: str | os.PathLike | N
             for p in _image_paths(spec, folder, limit)]
 
 
+#: Held-out photos for tuning coding parameters (PQ-MIM's attention radius, the hyperprior
+#: models' scale calibration): photos-hr, the CLIC stand-in, never Kodak (the test set).
+TUNING_SET = "photos-hr"
+#: Tuning crops have Kodak's size (landscape; portrait photos get the transpose).
+TUNING_CROP = (512, 768)
+
+
+def centre_crop_oriented(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The central height x width window, transposed for a portrait image (height > width).
+
+    Raises:
+        ValueError: the image is smaller than the window.
+    """
+    h, w = img.shape[:2]
+    if h > w:
+        height, width = width, height
+    if h < height or w < width:
+        raise ValueError(f"image of {h}x{w} is smaller than the {height}x{width} crop")
+    top, left = (h - height) // 2, (w - width) // 2
+    return img[top:top + height, left:left + width]
+
+
+def load_tuning_images(limit: int = 12) -> list[tuple[str, np.ndarray]]:
+    """The first ``limit`` images of :data:`TUNING_SET`, centre-cropped to :data:`TUNING_CROP`."""
+    return [(name, centre_crop_oriented(img, *TUNING_CROP))
+            for name, img in load_images(TUNING_SET, limit=limit)]
+
+
 # ---------------------------------------------------------------------------------------
 # Image loading rules
 

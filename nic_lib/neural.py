@@ -311,11 +311,22 @@ def quality_models(source, qualities: Sequence[int] | None = None) -> dict[int, 
 
 
 def checkpoint_digest(path) -> str:
-    """First 16 hex digits of a file's SHA-256: the cache key of results computed from it."""
+    """First 16 hex digits of a checkpoint's SHA-256: the cache key of results computed from it.
+
+    The checkpoint's scale calibration (``<name>.calibration.json``, applied when it is
+    loaded: :mod:`nic_lib.models.calibration`) is hashed with it when there is one, so
+    results are recomputed when the calibration changes.
+    """
     import hashlib
     from pathlib import Path
 
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    from nic_lib.models import calibration
+
+    digest = hashlib.sha256(Path(path).read_bytes())
+    sidecar = calibration.calibration_path(path)
+    if sidecar.is_file():
+        digest.update(sidecar.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def cached_rate_sweep(

@@ -26,30 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nic_lib import data
 from nic_lib.models import pqmim
 
-TUNING_SET = "photos-hr"
+TUNING_SET = data.TUNING_SET
 #: Kodak's size (landscape); portrait photos are cropped to the transpose.
-CROP = (512, 768)
-
-
-def centre_crop(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The central height x width window (transposed sizes for a portrait image).
-
-    Raises:
-        ValueError: the image is smaller than the window.
-    """
-    h, w = img.shape[:2]
-    if h > w:
-        height, width = width, height
-    if h < height or w < width:
-        raise ValueError(f"image of {h}x{w} is smaller than the {height}x{width} tuning crop")
-    top, left = (h - height) // 2, (w - width) // 2
-    return img[top:top + height, left:left + width]
+CROP = data.TUNING_CROP
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = args.checkpoint or pqmim.find_checkpoints()
     if not paths:
         sys.exit(f"no PQ-MIM checkpoints in {pqmim.checkpoint_dir()}; pass --checkpoint")
-    images = [(name, centre_crop(img, *CROP))
-              for name, img in data.load_images(TUNING_SET, limit=args.images)]
+    images = data.load_tuning_images(args.images)
     for path in paths:
         if pqmim.is_perceptual_checkpoint(path):
             sys.exit(f"{path} is a perceptual variant: tune its base model, whose radius it "

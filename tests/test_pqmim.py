@@ -368,7 +368,7 @@ def _tune_script():
 
 
 def test_tuning_crop_is_centred_and_follows_the_orientation():
-    crop = _tune_script().centre_crop
+    crop = data.centre_crop_oriented
     img = np.arange(10 * 6 * 3).reshape(10, 6, 3)  # portrait
     assert np.array_equal(crop(img, 2, 4), img[3:7, 2:4])  # transposed window, centred
     assert crop(img.transpose(1, 0, 2), 2, 4).shape == (2, 4, 3)

@@ -29,7 +29,7 @@ from torch import nn
 
 from nic_lib import fileio
 
-from . import tables, variable_rate
+from . import calibration, tables, variable_rate
 
 __all__ = [
     "CPU_PROFILE_WIDTHS",
@@ -559,7 +559,7 @@ def _tables_missing(model: nn.Module) -> bool:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
+    path: str | os.PathLike, device: str | torch.device = "cpu", calibrated: bool = True
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a checkpoint written by :func:`save_checkpoint`.
 
@@ -569,11 +569,14 @@ def load_checkpoint(
     are built for :func:`nic_lib.models.tables.scale_table` unless the checkpoint holds
     exactly those (they depend on the table, not on the weights; checkpoints store them
     empty), the other tables with ``update(force=True)`` only if the checkpoint has
-    none, and the model is put in eval mode.
+    none, and the model is put in eval mode. A scale calibration fitted on this very file
+    (``<name>.calibration.json``, :mod:`nic_lib.models.calibration`) is applied.
 
     Args:
         path: checkpoint file.
         device: where to put the model.
+        calibrated: apply the checkpoint's scale calibration when it has one (False: the
+            weights alone, e.g. to warm-start training from them).
 
     Returns:
         ``(model, checkpoint)``: the model in eval mode and the checkpoint dict (config,
@@ -632,6 +635,15 @@ def load_checkpoint(
     tables.set_scale_table(model)
     if _tables_missing(model):
         model.update(force=True)
+    factors = calibration.read_calibration(path) if calibrated else None
+    if factors is not None:
+        try:
+            calibration.apply_calibration(model, factors)
+        except ValueError as exc:
+            raise CheckpointMismatchError(
+                f"{calibration.calibration_path(path)} does not fit {path} ({exc}); refit it "
+                f"with `python scripts/calibrate_scales.py --checkpoint {path}` or delete it"
+            ) from exc
     return model.to(device).eval(), checkpoint
 
 

@@ -1,0 +1,310 @@
+r"""Scale calibration: widen or narrow a hyperprior's predicted scales by one factor per level.
+
+The hyperprior models code each latent with a Gaussian whose scale σ is predicted by the
+hyper-synthesis ``h_s``. A model whose σ are systematically too small (overconfident) or too
+large pays bits for it, and no amount of coding fixes that. Calibration multiplies the
+predicted scales by one positive factor per rate level,
+
+    σ'_l = c_l · σ ,        c_l = argmin_c  Σ_images Σ_latents −log2 P(ŷ | c·σ, μ) ,
+
+fitted on held-out photos (``scripts/calibrate_scales.py``: photos-hr, never Kodak). The
+latents ŷ = round(y − μ) + μ do not depend on σ, so distortion is unchanged and only the
+rate moves; the encoder and decoder compute the same σ', so coding stays exact. It is the
+Gaussian counterpart of temperature scaling (Guo et al., ICML 2017). Measured on the
+cpu-profile checkpoints (notebook 01, README): the scale hyperprior is overconfident
+(c ≈ 1.3-1.4: its short last stage leaves scales too small), the mean-scale hyperprior
+underconfident (c < 1), the joint models calibrated already (c ≈ 1, not calibrated).
+
+The factors live beside the checkpoint in ``<name>.calibration.json`` with the SHA-256 of the
+file they were fitted on; :func:`nic_lib.models.load_checkpoint` applies them (a stale record
+is ignored with a warning). They are applied by a forward hook on ``h_s``, so the state dict
+is unchanged; :func:`nic_lib.container.weights_fingerprint` covers the factor, so a ``.nic``
+file coded without calibration is refused by a calibrated decoder rather than misdecoded.
+
+Supported: ``bmshj2018-hyperprior`` (``h_s`` outputs σ) and ``mbt2018-mean`` (``h_s``
+outputs σ then μ). The context models predict σ from ``h_s`` *and* the context model, and
+measured calibrated already, so they are not covered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from nic_lib import fileio
+
+from . import variable_rate
+
+__all__ = [
+    "FACTOR_GRID",
+    "ScaleCalibration",
+    "apply_calibration",
+    "best_factors",
+    "calibration_factor",
+    "calibration_path",
+    "fit_scale_calibration",
+    "read_calibration",
+    "remove_calibration",
+    "save_calibration",
+    "supports_calibration",
+]
+
+#: Candidate factors of :func:`fit_scale_calibration`: 0.50 ... 2.00 in steps of 0.01.
+FACTOR_GRID = tuple(round(0.5 + 0.01 * i, 2) for i in range(151))
+#: Sidecar suffix: ``checkpoints/<model>/vr.pt`` -> ``vr.calibration.json``.
+SUFFIX = ".calibration.json"
+#: Which half of ``h_s``'s output holds σ, per model class name: "all" (σ only) or "first"
+#: (σ then μ, split with ``chunk(2, 1)`` as CompressAI's MeanScaleHyperprior does).
+_SCALE_LAYOUT = {"ScaleHyperprior": "all", "MeanScaleHyperprior": "first"}
+
+
+def _layout(model: nn.Module) -> str | None:
+    if hasattr(model, "entropy_parameters") or hasattr(model, "context_prediction"):
+        return None  # a context model (CompressAI's joint model subclasses the mean-scale one)
+    for cls in type(model).__mro__:
+        if cls.__name__ in _SCALE_LAYOUT:
+            return _SCALE_LAYOUT[cls.__name__]
+    return None
+
+
+def supports_calibration(model: nn.Module) -> bool:
+    """Whether :func:`apply_calibration` can calibrate this model (σ straight from ``h_s``)."""
+    return _layout(model) is not None and hasattr(model, "h_s")
+
+
+class ScaleCalibration:
+    """The forward hook on ``h_s`` that multiplies σ by the current level's factor.
+
+    Not an ``nn.Module`` (it must not add entries to the state dict). It reads the level
+    from the model's gain unit, so :func:`~nic_lib.models.variable_rate.set_rate_level`
+    selects the factor too (and ``copy.deepcopy`` of the model copies it with the model).
+
+    Args:
+        factors: one positive factor per rate level (one for a fixed-rate model).
+        layout: ``"all"`` (``h_s`` outputs σ) or ``"first"`` (σ, then μ).
+        gain: the model's :class:`~nic_lib.models.variable_rate.GainUnit`, or None.
+    """
+
+    def __init__(self, factors: Sequence[float], layout: str, gain: nn.Module | None):
+        self.factors = tuple(float(c) for c in factors)
+        self.layout = layout
+        self.gain = gain
+        self.handle = None
+
+    def factor(self) -> float:
+        """The factor of the model's current level."""
+        return self.factors[self.gain.level if self.gain is not None else 0]
+
+    def __call__(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        c = self.factor()
+        if c == 1.0:
+            return output
+        if self.layout == "all":
+            return output * c
+        # σ' = c σ on the first half; μ unchanged
+        scales, means = output.chunk(2, 1)
+        return torch.cat([scales * c, means], 1)
+
+
+def calibration_factor(model: nn.Module) -> float:
+    """The factor applied at the model's current level (1.0 when not calibrated)."""
+    cal = getattr(model, "scale_calibration", None)
+    return cal.factor() if isinstance(cal, ScaleCalibration) else 1.0
+
+
+def remove_calibration(model: nn.Module) -> nn.Module:
+    """Undo :func:`apply_calibration` (no-op for an uncalibrated model); returns the model."""
+    cal = getattr(model, "scale_calibration", None)
+    if isinstance(cal, ScaleCalibration):
+        # the hook is looked up by identity: works on deep copies too
+        for key, hook in list(model.h_s._forward_hooks.items()):
+            if hook is cal:
+                del model.h_s._forward_hooks[key]
+        del model.scale_calibration
+    return model
+
+
+def apply_calibration(model: nn.Module, factors: Sequence[float]) -> nn.Module:
+    """Multiply the model's predicted scales by ``factors[level]``, in place.
+
+    Args:
+        model: a supported model (:func:`supports_calibration`), fixed- or variable-rate.
+        factors: one positive factor per rate level (one for a fixed-rate model).
+
+    Returns:
+        The model (a previous calibration is replaced).
+
+    Raises:
+        ValueError: unsupported model, wrong number of factors, or a factor that is not
+            positive and finite.
+    """
+    layout = _layout(model)
+    if layout is None or not hasattr(model, "h_s"):
+        raise ValueError(f"scale calibration covers models whose h_s predicts the scales "
+                         f"({', '.join(_SCALE_LAYOUT)}); {type(model).__name__} is not one")
+    levels = len(variable_rate.rate_levels(model)) or 1
+    factors = [float(c) for c in factors]
+    if len(factors) != levels:
+        raise ValueError(f"{type(model).__name__} has {levels} rate level(s); got "
+                         f"{len(factors)} calibration factors")
+    if not all(math.isfinite(c) and c > 0 for c in factors):
+        raise ValueError(f"calibration factors must be positive and finite; got {factors}")
+    remove_calibration(model)
+    gain = model.gain if variable_rate.is_variable_rate(model) else None
+    cal = ScaleCalibration(factors, layout, gain)
+    model.h_s.register_forward_hook(cal)
+    model.scale_calibration = cal
+    return model
+
+
+@torch.no_grad()
+def fit_scale_calibration(model: nn.Module, images, factors: Sequence[float] = FACTOR_GRID,
+                          levels: Sequence[int] | None = None) -> pd.DataFrame:
+    """Estimated bits of the latents y of ``images`` under every candidate factor, per level.
+
+    For each level the model runs once per image (eval-mode ``forward``, uncalibrated); the
+    Gaussian conditional's inputs (y, σ, μ) are captured and its likelihood is recomputed
+    for each factor c with σ' = c σ: exactly the estimate the model calibrated with c
+    gives, since ŷ and μ do not depend on σ. The hyper-latents z are unaffected.
+
+    Args:
+        model: a supported model in eval mode (its calibration, if any, is left in place but
+            not used).
+        images: ``(name, uint8 (H, W, 3))`` pairs; not the test set.
+        factors: candidate factors (must include 1.0, the reference).
+        levels: rate levels to fit; default every level (level 0 for a fixed-rate model).
+
+    Returns:
+        DataFrame ``level, factor, bits`` (Σ −log2 P of every y over the images).
+
+    Raises:
+        ValueError: unsupported model, or 1.0 missing from ``factors``.
+    """
+    from nic_lib import neural
+
+    if not supports_calibration(model):
+        raise ValueError(f"{type(model).__name__} cannot be calibrated (see "
+                         "nic_lib.models.calibration)")
+    if 1.0 not in [float(c) for c in factors]:
+        raise ValueError("the candidate factors must include 1.0 (the uncalibrated model)")
+    n_levels = len(variable_rate.rate_levels(model)) or 1
+    levels = list(range(n_levels)) if levels is None else [int(v) for v in levels]
+    gc = model.gaussian_conditional
+    saved = getattr(model, "scale_calibration", None)
+    if saved is not None:
+        remove_calibration(model)
+    captured: list[tuple[Tensor, Tensor, Tensor | None]] = []
+    capturing = [False]  # the pricing below calls gc too: only the model's calls are captured
+
+    def capture(module, args, kwargs):
+        if not capturing[0]:
+            return
+        inputs, scales = args[0], args[1] if len(args) > 1 else kwargs["scales"]
+        means = args[2] if len(args) > 2 else kwargs.get("means")
+        captured.append((inputs, scales, means))
+
+    rows = []
+    device = next(model.parameters()).device
+    handle = gc.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        for level in levels:
+            if n_levels > 1:
+                variable_rate.set_rate_level(model, level)
+            captured.clear()
+            capturing[0] = True
+            for _, img in images:
+                model(neural.pad_to(neural.to_tensor(img), 64).to(device))
+            capturing[0] = False
+            for c in factors:
+                # bits(c) = Σ −log2 P(ŷ | c σ, μ)  (CompressAI's likelihood, floor included)
+                bits = sum(float(-torch.log2(gc(y, s * float(c), means=mu, training=False)[1]).sum())
+                           for y, s, mu in captured)
+                rows.append({"level": level, "factor": float(c), "bits": bits})
+    finally:
+        handle.remove()
+        if saved is not None:
+            apply_calibration(model, saved.factors)
+        if n_levels > 1:
+            variable_rate.set_rate_level(model, n_levels - 1)
+    return pd.DataFrame(rows, columns=["level", "factor", "bits"])
+
+
+def best_factors(table: pd.DataFrame) -> list[float]:
+    """Per level, the factor of :func:`fit_scale_calibration`'s table with the fewest bits."""
+    return [float(t.loc[t["bits"].idxmin(), "factor"]) for _, t in table.groupby("level")]
+
+
+def calibration_path(checkpoint: str | os.PathLike) -> Path:
+    """``<name>.calibration.json`` beside the checkpoint."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + SUFFIX)
+
+
+def save_calibration(checkpoint: str | os.PathLike, table: pd.DataFrame, **info: Any) -> dict:
+    """Write the best factors of :func:`fit_scale_calibration`'s table beside a checkpoint.
+
+    Args:
+        checkpoint: the checkpoint fitted; the record goes to :func:`calibration_path`.
+        table: the fitting table (every level, factor 1.0 included).
+        **info: provenance stored with it (tuning set, images, command, ...).
+
+    Returns:
+        The record written (atomically): ``{"factors"`` (one per level), ``"saving"`` (per
+        level, 1 − bits(c)/bits(1) on the fitting images), ``"checkpoint_sha256"``,
+        ``"bits_by_factor"`` (per level: factor -> bits), **info}``.
+    """
+    from nic_lib import data
+
+    factors = best_factors(table)
+    saving, by_factor = [], {}
+    for (level, t), c in zip(table.groupby("level"), factors):
+        bits = dict(zip(t["factor"].round(4), t["bits"]))
+        saving.append(float(1 - bits[round(c, 4)] / bits[1.0]))
+        by_factor[str(level)] = {f"{f:g}": float(b) for f, b in bits.items()}
+    record = {"factors": factors, "saving": saving,
+              "checkpoint_sha256": data.file_sha256(checkpoint),
+              "bits_by_factor": by_factor, **info}
+    fileio.atomic_write_text(calibration_path(checkpoint), json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def read_calibration(checkpoint: str | os.PathLike) -> list[float] | None:
+    """The fitted factors of a checkpoint, or None (no record, or a stale one: warned).
+
+    A record fitted on another version of the checkpoint is not applied: its factors
+    were chosen for other scales.
+
+    Raises:
+        ValueError: the record is not what ``scripts/calibrate_scales.py`` writes.
+    """
+    from nic_lib import data
+
+    path = calibration_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        factors = [float(c) for c in record["factors"]]
+        digest = record["checkpoint_sha256"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} does not hold scale-calibration factors ({err}); rewrite it "
+                         "with `python scripts/calibrate_scales.py` or delete it") from err
+    if not factors or not all(np.isfinite(factors)) or min(factors) <= 0:
+        raise ValueError(f"{path}: factors must be positive and finite, got {factors}; rewrite "
+                         "it with `python scripts/calibrate_scales.py`")
+    if digest != data.file_sha256(checkpoint):
+        warnings.warn(f"{path} was fitted on another version of {Path(checkpoint).name}: not "
+                      "applied. Refit: python scripts/calibrate_scales.py --checkpoint "
+                      f"{checkpoint}", stacklevel=2)
+        return None
+    return factors

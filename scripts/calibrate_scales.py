@@ -1,0 +1,82 @@
+"""Fit the scale calibration of the hyperprior checkpoints on held-out photos.
+
+    OMP_NUM_THREADS=1 python scripts/calibrate_scales.py                 # the shipped cpu-profile models
+    python scripts/calibrate_scales.py --checkpoint runs/x/final.pt --images 4
+
+Why: a hyperprior model predicts one Gaussian scale σ per latent; if those scales are
+systematically too small or too large, every latent pays for it. For each rate level the
+factor c that minimises the estimated bits Σ −log2 P(ŷ | c·σ, μ) of the first ``--images``
+photos-hr images (the CLIC stand-in, centre-cropped to Kodak's size; never Kodak, the test
+set) is written to ``<checkpoint>.calibration.json`` (atomically, with the bits of every
+candidate and the checkpoint's SHA-256); :func:`nic_lib.models.load_checkpoint` applies it.
+ŷ does not depend on σ, so only the rate moves; see :mod:`nic_lib.models.calibration`.
+
+A checkpoint whose best factors save less than ``--min-saving`` on every level keeps no
+record (it is calibrated already; a record would change its streams for nothing), and an
+existing record is removed. Prints the factors and savings per level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from nic_lib import data
+from nic_lib.models import calibration, registry
+
+#: Models whose checkpoints are fitted by default (the cpu profile's variable-rate files).
+DEFAULT_MODELS = ("bmshj2018-hyperprior", "mbt2018-mean")
+#: A record is kept only if some level saves at least this share of the bits.
+MIN_SAVING = 0.005
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", nargs="+", type=Path,
+                   help="checkpoints to fit (default: checkpoints/<model>/vr.pt of "
+                        f"{', '.join(DEFAULT_MODELS)})")
+    p.add_argument("--images", type=int, default=12, help="tuning images (default 12)")
+    p.add_argument("--min-saving", type=float, default=MIN_SAVING,
+                   help=f"keep a record only if a level saves this share (default {MIN_SAVING})")
+    args = p.parse_args(argv)
+    if args.images < 1:
+        p.error("--images must be at least 1")
+    paths = args.checkpoint or [registry.variable_rate_checkpoint_path(m) for m in DEFAULT_MODELS]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        sys.exit(f"no checkpoint at {', '.join(missing)}; train it first "
+                 "(python scripts/train_cpu_profile.py --only <model>)")
+    images = data.load_tuning_images(args.images)
+    for path in paths:
+        start = time.perf_counter()
+        model, ckpt = registry.load_checkpoint(path, calibrated=False)
+        if not calibration.supports_calibration(model):
+            sys.exit(f"{path} holds {ckpt['model']!r}, which scale calibration does not cover "
+                     "(see nic_lib.models.calibration)")
+        table = calibration.fit_scale_calibration(model, images)
+        info = {"tuning_set": data.TUNING_SET, "crop": list(data.TUNING_CROP),
+                "images": [name for name, _ in images],
+                "qualities": list(ckpt["config"].get("qualities") or []),
+                "torch": torch.__version__,
+                "command": "python scripts/calibrate_scales.py " + " ".join(argv or sys.argv[1:])}
+        target = calibration.calibration_path(path)
+        factors = calibration.best_factors(table)
+        record = calibration.save_calibration(path, table, **info)
+        if max(record["saving"]) < args.min_saving:
+            target.unlink()
+            print(f"{path}: calibrated already (best saving {max(record['saving']):.2%} < "
+                  f"{args.min_saving:.1%}); no record")
+            continue
+        print(f"{path}: {time.perf_counter() - start:.0f} s -> {target}")
+        for level, (c, s) in enumerate(zip(factors, record["saving"])):
+            print(f"  level {level}: factor {c:.2f}, {s:.2%} fewer bits of y on "
+                  f"{len(images)} {data.TUNING_SET} crops")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
