@@ -107,8 +107,10 @@ def test_calibrated_codes_decode_exactly_at_another_rate():
 def test_fit_prices_each_factor_as_the_calibrated_model_does():
     model = vr_model("bmshj2018-hyperprior")
     images = [("a", image(2)), ("b", image(3))]
+    set_rate_level(model, 0)
     table = C.fit_scale_calibration(model, images, factors=[0.5, 1.0, 2.0], levels=[1])
     assert list(table["level"]) == [1, 1, 1]
+    assert model.gain.level == 0  # the fit restores the model's level
     set_rate_level(model, 1)
     for c, bits in zip(table["factor"], table["bits"]):
         C.apply_calibration(model, [c] * 3)

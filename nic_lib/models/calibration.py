@@ -11,9 +11,9 @@ fitted on held-out photos (``scripts/calibrate_scales.py``: photos-hr, never Kod
 latents ŷ = round(y − μ) + μ do not depend on σ, so distortion is unchanged and only the
 rate moves; the encoder and decoder compute the same σ', so coding stays exact. It is the
 Gaussian counterpart of temperature scaling (Guo et al., ICML 2017). Measured on the
-cpu-profile checkpoints (notebook 01, README): the scale hyperprior is overconfident
-(c ≈ 1.3-1.4: its short last stage leaves scales too small), the mean-scale hyperprior
-underconfident (c < 1), the joint models calibrated already (c ≈ 1, not calibrated).
+cpu-profile checkpoints (README, notebook 01): the scale hyperprior is overconfident
+(c = 1.20-1.31: its short last stage leaves scales too small), the mean-scale hyperprior
+underconfident (c = 0.60-0.69), the joint models calibrated already (c ≈ 1, not calibrated).
 
 The factors live beside the checkpoint in ``<name>.calibration.json`` with the SHA-256 of the
 file they were fitted on; :func:`nic_lib.models.load_checkpoint` applies them (a stale record
@@ -99,7 +99,6 @@ class ScaleCalibration:
         self.factors = tuple(float(c) for c in factors)
         self.layout = layout
         self.gain = gain
-        self.handle = None
 
     def factor(self) -> float:
         """The factor of the model's current level."""
@@ -148,8 +147,7 @@ def apply_calibration(model: nn.Module, factors: Sequence[float]) -> nn.Module:
         ValueError: unsupported model, wrong number of factors, or a factor that is not
             positive and finite.
     """
-    layout = _layout(model)
-    if layout is None or not hasattr(model, "h_s"):
+    if not supports_calibration(model):
         raise ValueError(f"scale calibration covers models whose h_s predicts the scales "
                          f"({', '.join(_SCALE_LAYOUT)}); {type(model).__name__} is not one")
     levels = len(variable_rate.rate_levels(model)) or 1
@@ -161,7 +159,7 @@ def apply_calibration(model: nn.Module, factors: Sequence[float]) -> nn.Module:
         raise ValueError(f"calibration factors must be positive and finite; got {factors}")
     remove_calibration(model)
     gain = model.gain if variable_rate.is_variable_rate(model) else None
-    cal = ScaleCalibration(factors, layout, gain)
+    cal = ScaleCalibration(factors, _layout(model), gain)
     model.h_s.register_forward_hook(cal)
     model.scale_calibration = cal
     return model
@@ -200,6 +198,7 @@ def fit_scale_calibration(model: nn.Module, images, factors: Sequence[float] = F
     n_levels = len(variable_rate.rate_levels(model)) or 1
     levels = list(range(n_levels)) if levels is None else [int(v) for v in levels]
     gc = model.gaussian_conditional
+    level_before = model.gain.level if n_levels > 1 else 0
     saved = getattr(model, "scale_calibration", None)
     if saved is not None:
         remove_calibration(model)
@@ -235,7 +234,7 @@ def fit_scale_calibration(model: nn.Module, images, factors: Sequence[float] = F
         if saved is not None:
             apply_calibration(model, saved.factors)
         if n_levels > 1:
-            variable_rate.set_rate_level(model, n_levels - 1)
+            variable_rate.set_rate_level(model, level_before)
     return pd.DataFrame(rows, columns=["level", "factor", "bits"])
 
 
