@@ -64,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
                 "torch": torch.__version__,
                 "command": "python scripts/calibrate_scales.py " + " ".join(argv or sys.argv[1:])}
         target = calibration.calibration_path(path)
-        factors = calibration.best_factors(table)
         record = calibration.save_calibration(path, table, **info)
         if max(record["saving"]) < args.min_saving:
             target.unlink()
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.min_saving:.1%}); no record")
             continue
         print(f"{path}: {time.perf_counter() - start:.0f} s -> {target}")
-        for level, (c, s) in enumerate(zip(factors, record["saving"])):
+        for level, (c, s) in enumerate(zip(record["factors"], record["saving"])):
             print(f"  level {level}: factor {c:.2f}, {s:.2%} fewer bits of y on "
                   f"{len(images)} {data.TUNING_SET} crops")
     return 0
