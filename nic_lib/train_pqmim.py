@@ -22,6 +22,9 @@ What the stages do (stage B starts when stage A has finished its steps or minute
        (CodeMapSampler); each step draws windows of crop_b/16 x crop_b/16 tokens
        mask ceil(γ·L) of the L = h·w·M codes, γ = cos(π r / 2), r ~ U[0, 1)   (MaskGIT)
        L_B = Σ_masked −ln P(c | visible codes) / #masked           (nats per code)
+       (--mask-law schedule: γ at the fractions where the coding schedule codes a code,
+       P(γ = 1 − C_{s−1}/L) = n_s/L, and L_B the mean over crops of each crop's mean;
+       see nic_lib.models.pqmim.mask_ratio)
     C  (separate command) g_a, codebooks and MIM model frozen: same codes, same bitstream
        x_hat = g_s(z_q);  D = PatchGAN discriminator (nic_lib.perceptual), alternately:
        L_G = MSE(x_hat, x) [+ w_ms (1 − MS-SSIM)] + w_adv · L_adv(D(x_hat))   (g_s only)
@@ -99,7 +102,7 @@ RUNTIME_KEYS = ("steps_a", "steps_b", "max_minutes_a", "max_minutes_b", "log_eve
 #: Settings that may also change on ``--resume --restart-b`` (stage B starts again from
 #: scratch on the finished autoencoder: the MIM model's size and its training).
 STAGE_B_KEYS = ("width", "layers", "heads", "crop_b", "batch_size_b", "lr_b",
-                "weight_decay_b", "warmup_steps")
+                "weight_decay_b", "warmup_steps", "mask_law")
 LOG_A_COLUMNS = ("step", "wall_s", "lr", "loss", "mse", "psnr", "commitment", "perplexity",
                  "restarts", "images_per_s")
 LOG_B_COLUMNS = ("step", "wall_s", "lr", "loss", "bits_per_code", "masked_fraction",
@@ -116,7 +119,9 @@ class PQMIMTrainConfig:
     :class:`nic_lib.models.pqmim.PQMIM`). ``crop``/``batch_size``: stage A's crops;
     ``crop_b``/``batch_size_b``: stage B's (default: stage A's; larger crops give the MIM
     model larger token grids, i.e. more context). ``steps_a``/``steps_b``: steps per stage;
-    ``max_minutes_a``/``_b``: wall-clock cap per stage. Other fields mirror the flags of
+    ``max_minutes_a``/``_b``: wall-clock cap per stage. ``mask_law``: stage B's masking law
+    (:data:`nic_lib.models.pqmim.MASK_LAWS`; ``"schedule"`` also takes the per-crop mean
+    loss). Other fields mirror the flags of
     ``python -m nic_lib.train_pqmim --help``.
     """
 
@@ -136,6 +141,7 @@ class PQMIMTrainConfig:
     lr_b: float = DEFAULT_LR_B
     weight_decay_b: float = DEFAULT_WEIGHT_DECAY_B
     warmup_steps: int = DEFAULT_WARMUP
+    mask_law: str = pqmim.DEFAULT_MASK_LAW
     clip_grad_norm: float = DEFAULT_CLIP
     steps_a: int = DEFAULT_STEPS
     steps_b: int = DEFAULT_STEPS
@@ -245,6 +251,9 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
         cfg = _resumed_config(PQMIMTrainConfig, state["config"], keys, overrides)
         if restart_b and state["stage"] == "a":
             raise ValueError(f"{run_dir} is still in stage A; resume it without --restart-b")
+    if cfg.mask_law not in pqmim.MASK_LAWS:
+        raise ValueError(f"--mask-law {cfg.mask_law!r} is not a masking law; use one of "
+                         f"{', '.join(pqmim.MASK_LAWS)}")
     crop_b = cfg.crop_b or cfg.crop
     if crop_b % pqmim.DOWNSAMPLING:
         raise ValueError(f"--crop-b {crop_b} must be a multiple of {pqmim.DOWNSAMPLING}")
@@ -484,12 +493,13 @@ def _stage_b(model, opt, sampler, cfg, run_dir, step, elapsed, save_state, progr
         codes = sampler.batch_codes(step)  # (B, h, w, M)
         B, h, w, _ = codes.shape
         # one masking unit per code: ceil(γ·h·w·M) of each crop's codes hidden
-        masked = pqmim.random_mask(B, h * w * cfg.M, _generator(cfg.seed, _MASK_STREAM, step))
+        masked = pqmim.random_mask(B, h * w * cfg.M, _generator(cfg.seed, _MASK_STREAM, step),
+                                   law=cfg.mask_law)
         masked = masked.reshape(B, h, w, cfg.M)
         lr = learning_rate(step, cfg.lr_b, cfg.warmup_steps, cfg.steps_b)
         for group in opt.param_groups:
             group["lr"] = lr
-        out = model.mim_loss(codes, masked)
+        out = model.mim_loss(codes, masked, per_crop=cfg.mask_law == "schedule")
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         if cfg.clip_grad_norm:
@@ -854,6 +864,8 @@ def _parser() -> argparse.ArgumentParser:
     a("--lr-b", type=float, help=f"stage B peak rate (default {d.lr_b})")
     a("--weight-decay-b", type=float, help=f"stage B AdamW decay (default {d.weight_decay_b})")
     a("--warmup-steps", type=int, help=f"warm-up steps per stage (default {d.warmup_steps})")
+    a("--mask-law", choices=pqmim.MASK_LAWS,
+      help=f"stage B masking law; schedule: the coding schedule's (default {d.mask_law})")
     a("--clip-grad-norm", type=float, help=f"0 disables (default {d.clip_grad_norm})")
     a("--steps-a", type=int, help=f"stage A steps (default {d.steps_a})")
     a("--steps-b", type=int, help=f"stage B steps (default {d.steps_b})")

@@ -148,6 +148,50 @@ def test_mask_ratio_sampler_matches_the_cosine_law():
     assert scipy.stats.kstest(ratios, "uniform").pvalue < 1e-6
 
 
+def test_schedule_mask_law_is_the_hidden_fraction_at_which_the_schedule_codes():
+    # from coding_schedule itself: a unit coded at step s was coded while 1 − C_{s−1}/L hid
+    H, W, M, S = 5, 6, 2, 7
+    L = H * W * M
+    expected, known = {}, 0
+    for group in pqmim.coding_schedule(H, W, S, M=M):
+        gamma = round(1 - known / L, 9)
+        expected[gamma] = expected.get(gamma, 0) + len(group) / L
+        known += len(group)
+    n = 40_000
+    ratios = pqmim.mask_ratio(n, torch.Generator().manual_seed(0), "schedule", units=L, steps=S)
+    values, counts = np.unique(np.round(ratios.double().numpy(), 6), return_counts=True)
+    assert values.tolist() == pytest.approx(sorted(expected), abs=1e-6)
+    probs = np.array([expected[g] for g in sorted(expected)])
+    assert scipy.stats.chisquare(counts, n * probs).pvalue > 0.01
+    # the cosine law draws far more of its ratios near 1
+    cosine = pqmim.mask_ratio(n, torch.Generator().manual_seed(0), "cosine")
+    assert float((cosine > 0.9).float().mean()) > 1.5 * float((ratios > 0.9).float().mean())
+
+
+def test_mask_ratio_refuses_an_unknown_law_and_a_schedule_without_its_size():
+    with pytest.raises(ValueError, match="unknown masking law 'linear'"):
+        pqmim.mask_ratio(4, law="linear")
+    with pytest.raises(ValueError, match="needs units"):
+        pqmim.mask_ratio(4, law="schedule")
+    # fewer codes than steps: the schedule of so few codes (one per step) is used
+    assert pqmim.random_mask(3, 4, torch.Generator().manual_seed(0), law="schedule").any(-1).all()
+
+
+def test_per_crop_loss_weighs_every_crop_alike():
+    torch.manual_seed(0)
+    model = pqmim.PQMIM(**TINY).eval()
+    codes = torch.randint(0, TINY["K"], (2, 3, 4, TINY["M"]))
+    masked = torch.zeros(2, 3, 4, TINY["M"], dtype=torch.bool)
+    masked[0, 0, 0, 0] = True          # crop 0 hides 1 code
+    masked[1] = True                   # crop 1 hides all 24
+    masked[1, 0, 0, 0] = False
+    each = [float(model.mim_loss(codes[b:b + 1], masked[b:b + 1])["loss"]) for b in range(2)]
+    per_crop = float(model.mim_loss(codes, masked, per_crop=True)["loss"])
+    pooled = float(model.mim_loss(codes, masked)["loss"])
+    assert per_crop == pytest.approx((each[0] + each[1]) / 2, rel=1e-5)
+    assert pooled == pytest.approx((each[0] * 1 + each[1] * 23) / 24, rel=1e-5)
+
+
 def test_random_mask_hides_ceil_ratio_times_positions():
     gen = torch.Generator().manual_seed(0)
     masks = pqmim.random_mask(500, 64, gen)
@@ -231,10 +275,16 @@ def test_restart_b_keeps_the_autoencoder_and_trains_a_new_mim_model(tiny_run, tm
     before, _ = pqmim.load_pqmim(run / "final.pt")
     with pytest.raises(ValueError, match="width cannot change"):  # not without --restart-b
         train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=run, overrides={"width": 16})
+    with pytest.raises(ValueError, match="not a masking law"):
+        train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=run, restart_b=True,
+                          overrides={"mask_law": "linear"})
     train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=run, restart_b=True,
-                      overrides={"width": 16, "heads": 1, "crop_b": 32, "steps_b": 20})
+                      overrides={"width": 16, "heads": 1, "crop_b": 32, "steps_b": 20,
+                                 "mask_law": "schedule"})
     after, ckpt = pqmim.load_pqmim(run / "final.pt")
     assert ckpt["config"]["width"] == 16 and ckpt["train_config"]["crop_b"] == 32
+    assert ckpt["train_config"]["mask_law"] == "schedule"
+    assert json.loads((run / "config.json").read_text())["config"]["mask_law"] == "schedule"
     for name, tensor in before.state_dict().items():
         if not name.startswith(("entropy_model.", "prior_counts")):
             assert torch.equal(tensor, after.state_dict()[name]), name

@@ -59,6 +59,7 @@ from nic_lib import fileio
 from nic_lib.models import registry
 
 __all__ = [
+    "MASK_LAWS",
     "PQMIM",
     "MaskedTokenModel",
     "ProductQuantizer",
@@ -122,6 +123,11 @@ MIM_LAYERS = 4
 MIM_HEADS = 4
 #: Feed-forward width = 4 x width (the transformer default since Vaswani et al. 2017).
 MIM_FFN_RATIO = 4
+#: Laws of the training masks' hidden fraction γ (:func:`mask_ratio`): ``"cosine"``
+#: (MaskGIT's, the shipped checkpoints') and ``"schedule"`` (the fractions at which the
+#: coding schedule codes its codes).
+MASK_LAWS = ("cosine", "schedule")
+DEFAULT_MASK_LAW = "cosine"
 #: Coding steps S: M2T finds gains saturate at 8-12 steps; 10 sits in that range.
 DEFAULT_STEPS = 10
 #: Group sizes follow M2T's power law: a fraction (s/S)^α of the tokens is known after
@@ -424,35 +430,70 @@ def local_attention_mask(height: int, width: int, radius: int) -> Tensor | None:
     return dist > radius
 
 
-def mask_ratio(n: int, generator: torch.Generator | None = None) -> Tensor:
-    """MaskGIT's cosine masking ratios: γ = cos(π r / 2), r ~ U[0, 1).
+def mask_ratio(n: int, generator: torch.Generator | None = None, law: str = DEFAULT_MASK_LAW,
+               units: int | None = None, steps: int = DEFAULT_STEPS) -> Tensor:
+    r"""Hidden fractions γ of training masks, drawn from one of :data:`MASK_LAWS`.
 
-    Its law: P(γ ≤ g) = 1 − (2/π) arccos g on [0, 1] (most draws mask many tokens).
+    ``"cosine"`` (MaskGIT): γ = cos(π r / 2), r ~ U[0, 1). Its law:
+    P(γ ≤ g) = 1 − (2/π) arccos g on [0, 1] (most draws hide many codes).
+
+    ``"schedule"``: the hidden fraction at which the coding schedule of ``units`` codes in
+    ``steps`` steps (:func:`group_sizes`, known counts C_0 = 0 < C_1 < … < C_S = L) codes a
+    code drawn uniformly from them. Step s codes n_s = C_s − C_{s−1} codes while
+    1 − C_{s−1}/L of them are hidden, so
+
+    .. math::  P(γ = 1 − C_{s−1}/L) = n_s / L,   s = 1..S
+
+    drawn by inversion: r ~ U[0, 1), s = the step with C_{s−1}/L ≤ r < C_s/L. With a
+    per-crop mean loss (``PQMIM.mim_loss(per_crop=True)``) the expected training loss is then
+    the schedule's expected bits per code, up to the masks being random rather than the
+    schedule's own. The cosine law puts most draws at γ near 1, where few of the coded
+    bits are.
 
     Args:
         n: how many ratios.
-        generator: random source.
+        generator: random source (one uniform draw per ratio, whatever the law).
+        law: one of :data:`MASK_LAWS`.
+        units: L, codes per crop (``"schedule"`` only).
+        steps: S (``"schedule"`` only; at most L).
 
     Returns:
         (n,) float ratios in (0, 1].
+
+    Raises:
+        ValueError: an unknown law, or ``"schedule"`` without ``units``.
     """
     r = torch.rand(n, generator=generator)
-    # γ = cos(π r / 2)
-    return torch.cos(math.pi * r / 2)
+    if law == "cosine":
+        # γ = cos(π r / 2)
+        return torch.cos(math.pi * r / 2)
+    if law != "schedule":
+        raise ValueError(f"unknown masking law {law!r}; use one of {', '.join(MASK_LAWS)}")
+    if units is None or units < 1:
+        raise ValueError("the 'schedule' masking law needs units = codes per crop (>= 1)")
+    sizes = group_sizes(units, min(steps, units))
+    # known before step s: C_{s−1}/L, s = 1..S
+    known = torch.tensor(np.cumsum([0, *sizes[:-1]]) / units, dtype=torch.float64)
+    s = torch.searchsorted(known, r.double(), right=True) - 1
+    # γ = 1 − C_{s−1}/L
+    return (1.0 - known[s]).float()
 
 
-def random_mask(batch: int, positions: int, generator: torch.Generator | None = None) -> Tensor:
-    """Training masks: ceil(γ·L) random positions of each row hidden, γ from :func:`mask_ratio`.
+def random_mask(batch: int, positions: int, generator: torch.Generator | None = None,
+                law: str = DEFAULT_MASK_LAW, steps: int = DEFAULT_STEPS) -> Tensor:
+    """Training masks: ceil(γ·L) random units of each row hidden, γ from :func:`mask_ratio`.
 
     Args:
         batch: rows B.
-        positions: tokens per row L.
+        positions: units per row L (codes: tokens x M).
         generator: random source.
+        law: masking law (:data:`MASK_LAWS`).
+        steps: S of the ``"schedule"`` law.
 
     Returns:
         (B, L) bool, True = masked (to predict); at least one per row.
     """
-    gamma = mask_ratio(batch, generator)
+    gamma = mask_ratio(batch, generator, law, positions, steps)
     # masked count = ceil(γ L), at least 1
     count = torch.ceil(gamma * positions).clamp(1, positions).long()
     rank = torch.rand(batch, positions, generator=generator).argsort(-1).argsort(-1)
@@ -854,12 +895,22 @@ class PQMIM(nn.Module):
         """g_s of the dequantized codes (B, H, W, M) -> (B, 3, 16H, 16W)."""
         return self.g_s(self.quantizer.dequantize(codes))
 
-    def mim_loss(self, codes: Tensor, masked: Tensor) -> dict:
-        """Stage-B loss: cross-entropy of the masked codes given the visible ones.
+    def mim_loss(self, codes: Tensor, masked: Tensor, per_crop: bool = False) -> dict:
+        r"""Stage-B loss: cross-entropy of the masked codes given the visible ones.
+
+        .. math::
+            L = Σ_{b,i ∈ masked} −\ln P(c_{b,i}) / \#masked          (pooled, MaskGIT)
+
+            L = (1/B) Σ_b  Σ_{i ∈ masked_b} −\ln P(c_{b,i}) / \#masked_b   (per crop)
+
+        Pooling weighs a crop by how many codes it hides; the per-crop mean weighs every crop
+        alike, which with the ``"schedule"`` law of :func:`mask_ratio` makes the expected loss
+        the coding schedule's bits per code.
 
         Args:
             codes: (B, H, W, M) long.
             masked: (B, H, W, M) bool per code (or (B, H, W) per position), True = hidden.
+            per_crop: the per-crop mean instead of the pooled one.
 
         Returns:
             ``{"loss"`` (nats per masked code), ``"bits_per_code"`` (the same in bits,
@@ -868,9 +919,16 @@ class PQMIM(nn.Module):
         if masked.dim() == 3:
             masked = masked[..., None].expand_as(codes)
         logits = self.entropy_model(codes, ~masked)
-        # L = Σ_masked −ln P(c) / #masked
-        ce = F.cross_entropy(logits[masked], codes[masked], reduction="sum")
-        loss = ce / masked.sum().clamp_min(1)
+        if per_crop:
+            B = codes.shape[0]
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1),
+                                 reduction="none").reshape(B, -1)
+            hidden = masked.reshape(B, -1).to(ce.dtype)
+            loss = ((ce * hidden).sum(1) / hidden.sum(1).clamp_min(1)).mean()
+        else:
+            # L = Σ_masked −ln P(c) / #masked
+            ce = F.cross_entropy(logits[masked], codes[masked], reduction="sum")
+            loss = ce / masked.sum().clamp_min(1)
         return {"loss": loss, "bits_per_code": (loss / math.log(2)).detach()}
 
     def independent_prior(self) -> Tensor:
