@@ -34,6 +34,11 @@ paper trains on ImageNet with a GPU budget; see notebook 05):
   log rows): 7.05 at step 2,000, 6.78 at 4,000, 6.60 at 8,000, 6.52 at 12,000, so a
   longer schedule alone is near its end, and a larger MIM model is no better in the same CPU
   time (README: width 384, 6 layers, 5.9% more bits after 70 minutes on M4).
+- ``--mask-law cosine``: MaskGIT's masking law, which the shipped checkpoints were trained
+  with. New runs default to the ``schedule`` law (the hidden fractions at which the coding
+  schedule codes, per-crop mean loss): stage B of M2 from scratch, 4,000 steps, left 4.9%
+  fewer bits on the photos-hr tuning crops with it (README); these checkpoints have not been
+  retrained with it yet.
 
 Measured on the shipped checkpoints (2026-12-01, all 24 Kodak images, S = 10,
 ``OMP_NUM_THREADS=1 python benchmarks/pqmim_bits.py``, 17 min), with each checkpoint's tuned

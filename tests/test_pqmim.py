@@ -221,6 +221,15 @@ def test_resume_refuses_to_change_the_maths_of_a_run(tiny_run):
         train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=tiny_run, overrides={"K": 16})
 
 
+def test_a_run_saved_before_the_mask_law_setting_resumes_with_the_cosine_law(tiny_run):
+    state = torch.load(tiny_run / "ckpt.pt", weights_only=True)
+    assert state["config"]["mask_law"] == "schedule"  # the default of new runs
+    saved = {k: v for k, v in state["config"].items() if k != "mask_law"}
+    cfg = train_pqmim._resumed_config(train_pqmim.PQMIMTrainConfig, saved,
+                                      train_pqmim.RUNTIME_KEYS, None)
+    assert cfg.mask_law == "cosine"
+
+
 def test_tiny_seeded_training_run_decreases_its_loss(tiny_run):
     for name in ("log_a.csv", "log_b.csv"):
         loss = pd.read_csv(tiny_run / name)["loss"].to_numpy()

@@ -125,9 +125,9 @@ MIM_HEADS = 4
 MIM_FFN_RATIO = 4
 #: Laws of the training masks' hidden fraction γ (:func:`mask_ratio`): ``"cosine"``
 #: (MaskGIT's, the shipped checkpoints') and ``"schedule"`` (the fractions at which the
-#: coding schedule codes its codes).
+#: coding schedule codes its codes; the default of new training runs,
+#: :data:`nic_lib.train_pqmim.DEFAULT_MASK_LAW`).
 MASK_LAWS = ("cosine", "schedule")
-DEFAULT_MASK_LAW = "cosine"
 #: Coding steps S: M2T finds gains saturate at 8-12 steps; 10 sits in that range.
 DEFAULT_STEPS = 10
 #: Group sizes follow M2T's power law: a fraction (s/S)^α of the tokens is known after
@@ -430,7 +430,7 @@ def local_attention_mask(height: int, width: int, radius: int) -> Tensor | None:
     return dist > radius
 
 
-def mask_ratio(n: int, generator: torch.Generator | None = None, law: str = DEFAULT_MASK_LAW,
+def mask_ratio(n: int, generator: torch.Generator | None = None, law: str = "cosine",
                units: int | None = None, steps: int = DEFAULT_STEPS) -> Tensor:
     r"""Hidden fractions γ of training masks, drawn from one of :data:`MASK_LAWS`.
 
@@ -480,7 +480,7 @@ def mask_ratio(n: int, generator: torch.Generator | None = None, law: str = DEFA
 
 
 def random_mask(batch: int, positions: int, generator: torch.Generator | None = None,
-                law: str = DEFAULT_MASK_LAW, steps: int = DEFAULT_STEPS) -> Tensor:
+                law: str = "cosine", steps: int = DEFAULT_STEPS) -> Tensor:
     """Training masks: ceil(γ·L) random units of each row hidden, γ from :func:`mask_ratio`.
 
     Args:
