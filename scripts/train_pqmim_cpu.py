@@ -95,8 +95,8 @@ STEPS_A = 2000
 STEPS_B = 12000
 #: Steps of stage C (decoder fine-tuned with an adversarial loss).
 STEPS_C = 600
-COMMON = ["--N", "64", "--crop", "128", "--crop-b", "192", "--lr-a", "5e-4", "--mask-law", "cosine",
-          "--steps-a", str(STEPS_A), "--steps-b", str(STEPS_B)]
+COMMON = ["--N", "64", "--crop", "128", "--crop-b", "192", "--lr-a", "5e-4",
+          "--mask-law", "cosine", "--steps-a", str(STEPS_A), "--steps-b", str(STEPS_B)]
 #: name -> (extra flags); names are the checkpoint stems.
 RATE_POINTS = {"M2-K256": ["--M", "2", "--K", "256"],
                "M4-K256": ["--M", "4", "--K", "256"],

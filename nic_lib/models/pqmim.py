@@ -447,8 +447,8 @@ def mask_ratio(n: int, generator: torch.Generator | None = None, law: str = "cos
     drawn by inversion: r ~ U[0, 1), s = the step with C_{s−1}/L ≤ r < C_s/L. With a
     per-crop mean loss (``PQMIM.mim_loss(per_crop=True)``) the expected training loss is then
     the schedule's expected bits per code, up to the masks being random rather than the
-    schedule's own. The cosine law puts most draws at γ near 1, where few of the coded
-    bits are.
+    schedule's own. The cosine law draws γ > 0.9 for 29% of its masks; the schedule (S = 10)
+    codes 13% of its codes there.
 
     Args:
         n: how many ratios.
