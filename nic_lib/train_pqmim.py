@@ -62,6 +62,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -160,6 +161,8 @@ class PQMIMTrainConfig:
     out_dir: str | None = None
     export: str | None = None
     threads: int | None = None
+    #: Fields added after runs were saved, with the value those runs used (for --resume).
+    LEGACY: ClassVar[dict[str, Any]] = {"mask_law": LEGACY_MASK_LAW}
 
 
 def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
@@ -242,8 +245,8 @@ def _resumed_config(cls, saved: dict, runtime_keys: tuple[str, ...], overrides: 
     Raises:
         ValueError: an override outside ``runtime_keys`` (it would change the run's maths).
     """
-    if cls is PQMIMTrainConfig and "mask_law" not in saved:  # saved before the setting existed
-        saved = {**saved, "mask_law": LEGACY_MASK_LAW}
+    # a field added after the run was saved takes the value such runs used
+    saved = {**getattr(cls, "LEGACY", {}), **saved}
     cfg = cls(**{k: tuple(v) if k == "data" else v for k, v in saved.items()})
     bad = sorted(set(overrides or {}) - set(runtime_keys))
     if bad:
