@@ -5,6 +5,10 @@ Run it from a shell::
     python -m nic_lib.train_pqmim --M 4 --K 256 --steps-a 20000 --steps-b 20000 \\
         --export checkpoints/pqmim/M4-K256.pt
     python -m nic_lib.train_pqmim --resume runs/pqmim-M4-K256-20250101-120000
+    python -m nic_lib.train_pqmim --resume checkpoints/pqmim/M4-K256.pt --restart-b \\
+        --mask-law schedule --out-dir runs/M4-K256-b --export runs/M4-K256-b.pt
+
+(the last: stage B again, from scratch, on the autoencoder of an exported checkpoint)
 
 or from Python: ``train(PQMIMTrainConfig(M=4, K=256, steps_a=2000, steps_b=2000))``.
 
@@ -196,17 +200,50 @@ def _to_input(crops: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255)
 
 
-def _load_state(path: str | Path) -> tuple[dict, Path]:
+def _load_state(path: str | Path, restart_b: bool = False) -> tuple[dict, Path | None]:
+    """``(state, run folder)`` of ``--resume``; with ``restart_b`` an exported checkpoint
+    (``final.pt`` or an ``--export`` copy) also works, and the run folder is ``None`` (the
+    new stage B needs ``--out-dir``)."""
     path = Path(path).expanduser()
     file = path / "ckpt.pt" if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"--resume {path}: no checkpoint at {file}; pass a run folder "
                                 "holding ckpt.pt (runs/pqmim-.../) or the file itself")
     state = torch.load(file, map_location="cpu", weights_only=True)
+    if restart_b and isinstance(state, dict) and state.get("format") == pqmim.CHECKPOINT_FORMAT:
+        return _state_from_export(file, state), None
     if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
         raise ValueError(f"{file} is not a PQ-MIM training checkpoint (format "
-                         f"{TRAIN_STATE_FORMAT!r}); final.pt cannot be resumed, ckpt.pt can")
+                         f"{TRAIN_STATE_FORMAT!r}); final.pt cannot be resumed, ckpt.pt can "
+                         "(final.pt can start a new stage B: add --restart-b --out-dir NEW_FOLDER)")
     return state, file.parent
+
+
+def _state_from_export(file: Path, ckpt: dict) -> dict:
+    """A finished run's state rebuilt from its exported checkpoint, for ``--restart-b``.
+
+    The exported weights may be float16 (``save_pqmim(half=True)``, the shipped files);
+    they are cast back to float32 as :func:`~nic_lib.models.pqmim.load_pqmim` does, so the
+    new stage B learns the codes that the exported model computes. Stage A's optimizer
+    state is not exported; a restarted stage B never uses it.
+
+    Raises:
+        ValueError: a perceptual variant (its stage B is its base's), or a checkpoint
+            without the ``train_config`` that ``python -m nic_lib.train_pqmim`` exports.
+    """
+    if "perceptual" in ckpt:
+        raise ValueError(f"{file} is a perceptual variant; restart stage B of its base "
+                         "checkpoint (the variant shares it), then rerun stage C")
+    if "train_config" not in ckpt:
+        raise ValueError(f"{file} has no train_config (not exported by python -m "
+                         "nic_lib.train_pqmim); its stage B cannot be restarted")
+    model = {k: v.float() if v.dtype == torch.float16 else v
+             for k, v in ckpt["state_dict"].items()}
+    elapsed = dict(ckpt.get("elapsed_s") or {"a": 0.0, "b": 0.0})
+    return {"format": TRAIN_STATE_FORMAT, "config": dict(ckpt["train_config"]),
+            "stage": "done", "step": int(ckpt["train_config"]["steps_b"]),
+            "elapsed_s": elapsed, "model": model, "opt_a": None, "opt_b": None,
+            "source": str(file)}
 
 
 def train(cfg: PQMIMTrainConfig, resume: str | Path | None = None,
@@ -221,6 +258,8 @@ def train(cfg: PQMIMTrainConfig, resume: str | Path | None = None,
         restart_b: with ``resume`` of a run past stage A: keep its autoencoder and
             codebooks, and train stage B again from step 0 with a fresh MIM model, optimizer
             and prior counts (the old ``log_b.csv`` is kept as ``log_b.before-restart.csv``).
+            ``resume`` may also be an exported checkpoint (``final.pt``, an ``--export``
+            copy); then ``overrides["out_dir"]`` names the new run folder.
 
     Returns:
         The run folder (``final.pt`` inside).
@@ -258,8 +297,22 @@ def _resumed_config(cls, saved: dict, runtime_keys: tuple[str, ...], overrides: 
 def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) -> Path:
     state, run_dir = None, None
     if resume is not None:
-        state, run_dir = _load_state(resume)
+        state, run_dir = _load_state(resume, restart_b)
         keys = RUNTIME_KEYS + STAGE_B_KEYS if restart_b else RUNTIME_KEYS
+        if run_dir is None:  # stage B of an exported checkpoint: into a new run folder
+            out = (overrides or {}).get("out_dir")
+            if not out:
+                raise ValueError(f"--restart-b from the exported checkpoint {resume} writes a "
+                                 "new run: pass --out-dir NEW_FOLDER")
+            if (Path(out) / "ckpt.pt").exists():
+                raise ValueError(f"{out} already holds a run (ckpt.pt); resume it with "
+                                 f"--resume {out}, or pass another --out-dir")
+            export = (overrides or {}).get("export")
+            if export and Path(export).resolve() == Path(resume).resolve():
+                raise ValueError(f"--export {export} would overwrite the checkpoint the run "
+                                 "starts from; export elsewhere, then replace it yourself")
+            keys = keys + ("out_dir",)
+            run_dir = Path(out)
         cfg = _resumed_config(PQMIMTrainConfig, state["config"], keys, overrides)
         if restart_b and state["stage"] == "a":
             raise ValueError(f"{run_dir} is still in stage A; resume it without --restart-b")
@@ -289,7 +342,8 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
         missing, unexpected = model.load_state_dict(kept, strict=False)
         assert not unexpected and all(k.startswith(("entropy_model.", "prior_counts"))
                                       for k in missing), (missing, unexpected)
-        opt_a.load_state_dict(state["opt_a"])
+        if state["opt_a"] is not None:
+            opt_a.load_state_dict(state["opt_a"])
         stage, step = "b", 0
         elapsed = {"a": state["elapsed_s"]["a"], "b": 0.0}
         old_log = run_dir / "log_b.csv"
@@ -312,6 +366,8 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
     info = {"train_images": len(pool.names), "parameters_autoencoder": sum(
         p.numel() for p in ae_params), "parameters_mim": sum(
         p.numel() for p in model.entropy_model.parameters()), "torch": str(torch.__version__)}
+    if state is not None and "source" in state:
+        info["stage_b_restarted_from"] = state["source"]
     def write_config() -> None:  # again when stage B adds what it resolved
         fileio.atomic_write_text(run_dir / "config.json", json.dumps(
             {"config": dataclasses.asdict(cfg), "resolved": info}, indent=1))
@@ -894,7 +950,8 @@ def _parser() -> argparse.ArgumentParser:
     a("--resume", help="run folder or ckpt.pt (stages A/B) or ckpt_c.pt (stage C) to continue "
                        "(its settings are kept)")
     a("--restart-b", action="store_true",
-      help="with --resume of a run past stage A: train stage B again from scratch on its "
+      help="with --resume of a run past stage A, or of an exported checkpoint (then with "
+           "--out-dir NEW_FOLDER): train stage B again from scratch on its "
            f"autoencoder; may also change {', '.join('--' + k.replace('_', '-') for k in STAGE_B_KEYS)}")
     c = PerceptualTrainConfig()
     g = p.add_argument_group("stage C, the perceptual variant (with --perceptual-from)")

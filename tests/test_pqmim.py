@@ -305,6 +305,52 @@ def test_restart_b_keeps_the_autoencoder_and_trains_a_new_mim_model(tiny_run, tm
     assert pqmim.code_image(after, img, steps=3)["exact"]
 
 
+def test_restart_b_from_an_exported_half_precision_checkpoint(tiny_run, tmp_path):
+    import hashlib
+
+    model, ckpt = pqmim.load_pqmim(tiny_run / "final.pt")
+    extra = {k: v for k, v in ckpt.items() if k not in ("format", "config", "state_dict")}
+    source = pqmim.save_pqmim(model, tmp_path / "shipped.pt", extra=extra, half=True)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    shipped, _ = pqmim.load_pqmim(source)
+    with pytest.raises(ValueError, match="final.pt cannot be resumed"):  # only with restart_b
+        train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=source)
+    with pytest.raises(ValueError, match="--out-dir"):
+        train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=source, restart_b=True)
+    with pytest.raises(ValueError, match="overwrite"):
+        train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=source, restart_b=True,
+                          overrides={"out_dir": str(tmp_path / "new"), "export": str(source)})
+    with pytest.raises(ValueError, match="already holds a run"):
+        train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=source, restart_b=True,
+                          overrides={"out_dir": str(tiny_run)})
+    variant = pqmim.save_pqmim(model, tmp_path / "variant.pt", extra={**extra, "perceptual": {}})
+    with pytest.raises(ValueError, match="perceptual variant"):
+        train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=variant, restart_b=True,
+                          overrides={"out_dir": str(tmp_path / "v")})
+
+    run = train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=source, restart_b=True,
+                            overrides={"out_dir": str(tmp_path / "new"), "steps_b": 20,
+                                       "crop_b": 32, "mask_law": "schedule",
+                                       "export": str(tmp_path / "new.pt")})
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == digest  # the input is untouched
+    after, new = pqmim.load_pqmim(tmp_path / "new.pt")
+    assert new["train_config"]["mask_law"] == "schedule"
+    assert new["train_config"]["out_dir"] == str(tmp_path / "new")
+    resolved = json.loads((run / "config.json").read_text())["resolved"]
+    assert resolved["stage_b_restarted_from"] == str(source)
+    # the autoencoder and codebooks are the exported (float16-rounded) ones
+    for name, tensor in shipped.state_dict().items():
+        if not name.startswith(("entropy_model.", "prior_counts")):
+            assert torch.equal(tensor, after.state_dict()[name]), name
+    assert after.prior_counts.sum(-1).tolist() == [20 * 4 * 4] * TINY["M"]
+    assert len(pd.read_csv(run / "log_b.csv")) == 2
+    # the new run folder resumes like any other
+    train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=run, overrides={"steps_b": 30})
+    assert len(pd.read_csv(run / "log_b.csv")) == 3
+    img = (np.random.default_rng(2).random((32, 48, 3)) * 255).astype(np.uint8)
+    assert pqmim.code_image(after, img, steps=3)["exact"]
+
+
 def test_load_explains_checkpoints_of_the_old_per_position_format(tmp_path):
     path = tmp_path / "old.pt"
     torch.save({"format": "nic-repro/pqmim/1", "config": {}, "state_dict": {}}, path)
