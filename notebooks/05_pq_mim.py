@@ -29,7 +29,7 @@
 # | codebooks | EMA updates (γ = 0.99), dead-code restarts, commitment β = 0.25 | VQ-VAE / VQ-VAE-2 / Jukebox practice |
 # | MIM model | pre-norm transformer, depthwise-conv positional encoding | works on any grid size (Kodak is 48×32 tokens; cpu training windows 12×12, drawn from code maps of whole training images computed once) |
 # | masking unit | one code (a position and a sub-quantizer), per-codebook mask embeddings | the M sub-vectors of a patch depend on each other; masking whole positions would hide that |
-# | training masks | ⌈cos(πr/2)·L⌉ of the L = tokens·M codes, r ~ U[0,1) | MaskGIT |
+# | training masks | `schedule` law: ⌈γ·L⌉ of the L = tokens·M codes hidden, γ drawn at the fractions where the coding schedule codes a code, P(γ = 1 − C_{s−1}/L) = n_s/L, loss averaged per crop (M8: MaskGIT's cosine law, ⌈cos(πr/2)·L⌉, r ~ U[0,1); each checkpoint's law is in the table below) | the expected training loss is then the schedule's bits per code; MaskGIT's law hides over 90% of the codes in 29% of its masks, while the schedule codes 13% of its codes that hidden |
 # | coding schedule | S = 10 steps, known fraction (s/S)^2.2; M rounds over R2 quasi-random positions, one code of every position per round | M2T: deterministic schedules work as well as adaptive ones; gains saturate at 8–12 steps |
 # | entropy coder | CompressAI rANS, per-symbol categorical tables at 16-bit precision | real bitstreams, decode checked to reproduce the codes |
 # | attention at inference | local: each token attends to a (2r+1)×(2r+1) window; r tuned per checkpoint on held-out photos, written in the stream header | the model is trained on 12×12-token windows; a whole Kodak grid (32×48) is far larger (section "Local attention" below) |
@@ -113,11 +113,17 @@ else:
             f"no PQ-MIM checkpoints in {ckpt_dir}. Train the rate points first, e.g.\n"
             "  python -m nic_lib.train_pqmim --M 4 --K 256 --export checkpoints/pqmim/M4-K256.pt\n"
             "(one run per (M, K)), or run this notebook with --profile smoke.")
-models = {}
+models, trained = {}, {}
 for path in paths:
     model, ckpt = pqmim.load_pqmim(path)
-    models[f"pq-mim M{model.M} K{model.K}" + (" (smoke)" if PROFILE == "smoke" else "")] = model
-pd.DataFrame([{"model": k, **m.architecture(), "file": str(p)} for (k, m), p in zip(models.items(), paths)])
+    label = f"pq-mim M{model.M} K{model.K}" + (" (smoke)" if PROFILE == "smoke" else "")
+    models[label] = model
+    # how stage B was trained (a checkpoint saved before the mask_law setting used cosine)
+    tc = ckpt.get("train_config", {})
+    trained[label] = {"stage_b_steps": tc.get("steps_b"),
+                      "mask_law": tc.get("mask_law", train_pqmim.LEGACY_MASK_LAW)}
+pd.DataFrame([{"model": k, **m.architecture(), **trained[k], "file": str(p)}
+              for (k, m), p in zip(models.items(), paths)])
 
 # %% [markdown]
 # ## PQ vs VQ vs scalar quantization: rate points and codebook sizes

@@ -96,11 +96,12 @@ STEPS_B = 12000
 #: Steps of stage C (decoder fine-tuned with an adversarial loss).
 STEPS_C = 600
 COMMON = ["--N", "64", "--crop", "128", "--crop-b", "192", "--lr-a", "5e-4",
-          "--mask-law", "cosine", "--steps-a", str(STEPS_A), "--steps-b", str(STEPS_B)]
-#: name -> (extra flags); names are the checkpoint stems.
-RATE_POINTS = {"M2-K256": ["--M", "2", "--K", "256"],
-               "M4-K256": ["--M", "4", "--K", "256"],
-               "M8-K256": ["--M", "8", "--K", "256"]}
+          "--steps-a", str(STEPS_A), "--steps-b", str(STEPS_B)]
+#: name -> (extra flags); names are the checkpoint stems. The masking law each shipped
+#: stage B was trained with (M8's has not been retrained with the schedule law).
+RATE_POINTS = {"M2-K256": ["--M", "2", "--K", "256", "--mask-law", "schedule"],
+               "M4-K256": ["--M", "4", "--K", "256", "--mask-law", "schedule"],
+               "M8-K256": ["--M", "8", "--K", "256", "--mask-law", "cosine"]}
 #: The perceptual variant: name -> base rate point.
 PERCEPTUAL = {"M4-K256-perceptual": "M4-K256"}
 
