@@ -308,7 +308,10 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
             if (Path(out) / "ckpt.pt").exists():
                 raise ValueError(f"{out} already holds a run (ckpt.pt); resume it with "
                                  f"--resume {out}, or pass another --out-dir")
-            export = (overrides or {}).get("export")
+            # the export path of the run that wrote the file is not inherited: it is often
+            # the file itself (python scripts/train_pqmim_cpu.py exports into checkpoints/)
+            overrides = {**(overrides or {}), "export": (overrides or {}).get("export")}
+            export = overrides["export"]
             if export and Path(export).resolve() == Path(resume).resolve():
                 raise ValueError(f"--export {export} would overwrite the checkpoint the run "
                                  "starts from; export elsewhere, then replace it yourself")

@@ -310,6 +310,8 @@ def test_restart_b_from_an_exported_half_precision_checkpoint(tiny_run, tmp_path
 
     model, ckpt = pqmim.load_pqmim(tiny_run / "final.pt")
     extra = {k: v for k, v in ckpt.items() if k not in ("format", "config", "state_dict")}
+    # as the retrain script writes them: the run exported straight onto the shipped file
+    extra["train_config"] = {**extra["train_config"], "export": str(tmp_path / "shipped.pt")}
     source = pqmim.save_pqmim(model, tmp_path / "shipped.pt", extra=extra, half=True)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     shipped, _ = pqmim.load_pqmim(source)
@@ -328,6 +330,13 @@ def test_restart_b_from_an_exported_half_precision_checkpoint(tiny_run, tmp_path
         train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=variant, restart_b=True,
                           overrides={"out_dir": str(tmp_path / "v")})
 
+    # without --export the source's own export path is not inherited: nothing is exported
+    bare = train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=source, restart_b=True,
+                             overrides={"out_dir": str(tmp_path / "bare"), "steps_b": 2,
+                                        "crop_b": 32})
+    assert (bare / "final.pt").is_file()
+    assert json.loads((bare / "config.json").read_text())["config"]["export"] is None
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == digest
     run = train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=source, restart_b=True,
                             overrides={"out_dir": str(tmp_path / "new"), "steps_b": 20,
                                        "crop_b": 32, "mask_law": "schedule",
