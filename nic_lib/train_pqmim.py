@@ -224,9 +224,10 @@ def _state_from_export(file: Path, ckpt: dict) -> dict:
     """A finished run's state rebuilt from its exported checkpoint, for ``--restart-b``.
 
     The exported weights may be float16 (``save_pqmim(half=True)``, the shipped files);
-    they are cast back to float32 as :func:`~nic_lib.models.pqmim.load_pqmim` does, so the
-    new stage B learns the codes that the exported model computes. Stage A's optimizer
-    state is not exported; a restarted stage B never uses it.
+    ``load_state_dict`` copies them into the float32 model, as
+    :func:`~nic_lib.models.pqmim.load_pqmim` does, so the new stage B learns the codes that
+    the exported model computes. Stage A's optimizer state is not exported; a restarted
+    stage B never uses it.
 
     Raises:
         ValueError: a perceptual variant (its stage B is its base's), or a checkpoint
@@ -238,12 +239,10 @@ def _state_from_export(file: Path, ckpt: dict) -> dict:
     if "train_config" not in ckpt:
         raise ValueError(f"{file} has no train_config (not exported by python -m "
                          "nic_lib.train_pqmim); its stage B cannot be restarted")
-    model = {k: v.float() if v.dtype == torch.float16 else v
-             for k, v in ckpt["state_dict"].items()}
     elapsed = dict(ckpt.get("elapsed_s") or {"a": 0.0, "b": 0.0})
     return {"format": TRAIN_STATE_FORMAT, "config": dict(ckpt["train_config"]),
             "stage": "done", "step": int(ckpt["train_config"]["steps_b"]),
-            "elapsed_s": elapsed, "model": model, "opt_a": None, "opt_b": None,
+            "elapsed_s": elapsed, "model": ckpt["state_dict"], "opt_a": None, "opt_b": None,
             "source": str(file)}
 
 
