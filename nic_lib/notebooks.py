@@ -16,13 +16,24 @@ So a smoke run never writes into ``paper_figures/`` as long as the notebook goes
 Command line::
 
     python -m nic_lib.notebooks list
-    python -m nic_lib.notebooks run [NAMES...] --profile smoke [-p KEY VALUE ...] [--out DIR] [--timeout S]
+    python -m nic_lib.notebooks run [NAMES...] --profile smoke [-p KEY VALUE ...] [--out DIR] [--timeout S] [--show-outputs]
     python -m nic_lib.notebooks sync [NAMES...]     # .ipynb next to the sources, for JupyterLab
+    python -m nic_lib.notebooks verify [NAMES...] [--scratch DIR] [--timeout S]   # re-run (cpu), compare tables with paper_figures/
 
-NAMES are notebook stems or prefixes (``00``, ``00_classic_codecs``) or paths to ``.py``
-sources; all notebooks by default. ``-p`` values are read as YAML, like papermill's ``-y``: ``-p SEED 3`` is an int,
-``-p FAST true`` a bool, ``-p QUALITIES "[1, 2]"`` a list; quote to force a string
-(``-p NAME '"007"'``).
+NAMES are notebook stems or prefixes (``00``, ``00_classic_codecs``), paper keys
+(:data:`PAPERS`: ``mbt2018``, ``ood-nic``, ``pq-mim``, ``classic``) or paths to ``.py``
+sources; all notebooks by default. ``-p`` values are read as YAML, like papermill's ``-y``:
+``-p SEED 3`` is an int, ``-p FAST true`` a bool, ``-p QUALITIES "[1, 2]"`` a list; quote to
+force a string (``-p NAME '"007"'``).
+
+While ``run`` works it prints a line per notebook and per long cell with what is left, in
+this notebook and in all (:class:`RunProgress`): the estimate is the notebook's last
+complete run with the same parameters in the same output folder, cell by cell, else its
+measured time (:data:`MEASURED_SECONDS`). A cell running longer than a minute gets a line a
+minute with the last progress bar it printed. Control-C stops the run and prints the
+command that goes on from the notebook it stopped in; the tables finished by then are
+cached and are read back, not recomputed. Cell outputs are not echoed (``--show-outputs``
+echoes them).
 """
 
 from __future__ import annotations
@@ -33,15 +44,20 @@ import datetime
 import logging
 import os
 import re
+import shlex
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import jupytext
 import nbformat
 import papermill
 import yaml
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
 from nic_lib import fileio
@@ -73,6 +89,39 @@ PROFILE_PARAMETER = "PROFILE"
 ERROR_SOURCE_LINES = 2
 #: A py:percent cell marker: "# %%" alone or followed by a title/metadata.
 _CELL_MARKER = re.compile(r"^#\s*%%(\s|$)")
+#: Each paper's notebooks, so that one short command regenerates one paper's figures
+#: (``make figures NB=ood-nic``); a name on the command line may be one of these keys.
+PAPERS = {
+    "classic": ("00",),  # the classic codecs every learned one is measured against
+    "mbt2018": ("01", "06"),  # Minnen, Ballé, Toderici (NeurIPS 2018), and its appendix
+    "ood-nic": ("02", "03", "04"),  # Lieberman et al. (NeurIPS 2023)
+    "pq-mim": ("05",),  # El-Nouby et al. (TMLR 2023)
+}
+#: Measured wall-clock seconds of a whole run per profile and notebook, on this project's
+#: 2-core machine: the estimate before a notebook has run on this machine. Sources: commit
+#: 0b970d2 (01: 3,783 s), 0b37f38 (03: 1,115 s), 2f081fa (05: "37 min on one core"); 00 and
+#: 04 from issue 28 (871 s, 47 s; 04 took 42 s here on 2026-12-06, beside two training runs).
+#: 02 has no whole-run measurement: its grid alone took 71 + 30 min with two processes
+#: (README, *The OOD grid*); the notebook computes it in one, then reads it from cache.
+MEASURED_SECONDS = {
+    "cpu": {
+        "00_classic_codecs": 871,
+        "01_mbt2018": 3783,
+        "03_spectral_inspection": 1115,
+        "04_spectral_theory": 47,
+        "05_pq_mim": 37 * 60,
+        "06_appendix_engineering": 11,  # 2026-12-06 (reads the benchmarks' tables)
+    },
+}
+#: While a cell runs, a progress line every this many seconds.
+HEARTBEAT_S = 60.0
+#: Cells expected to take at least this long get a line when they start; shorter ones only
+#: when nothing was printed for :data:`HEARTBEAT_S`.
+LONG_CELL_S = 20.0
+#: Tags of the cells papermill adds to an executed notebook: not in the source, not numbered.
+PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
+#: The papermill engine that reports progress (registered below).
+PROGRESS_ENGINE = "nic-progress"
 
 
 class NotebookExecutionError(RuntimeError):
@@ -103,8 +152,9 @@ def list_notebooks(names: list[str] | tuple[str, ...] | None = None, notebook_di
     """The notebook sources ``notebooks/NN_*.py``, sorted, optionally selected by name.
 
     Args:
-        names: stems or stem prefixes (``"00"``, ``"00_classic_codecs"``), or paths to
-            ``.py`` sources (in any folder); ``None`` or empty selects every notebook.
+        names: stems or stem prefixes (``"00"``, ``"00_classic_codecs"``), paper keys of
+            :data:`PAPERS` (``"ood-nic"``), or paths to ``.py`` sources (in any folder);
+            ``None`` or empty selects every notebook.
             Each notebook is listed once, in sorted order.
         notebook_dir: folder to look in (the repository's ``notebooks/``).
 
@@ -117,6 +167,7 @@ def list_notebooks(names: list[str] | tuple[str, ...] | None = None, notebook_di
     available = sorted(notebook_dir.glob(NOTEBOOK_GLOB))
     if not names:
         return available
+    names = [prefix for name in names for prefix in PAPERS.get(name, (name,))]
     selected = set()
     for name in names:
         if name.endswith(".py") and Path(name).is_file():  # a path, e.g. from tab completion
@@ -127,8 +178,8 @@ def list_notebooks(names: list[str] | tuple[str, ...] | None = None, notebook_di
         if not matches:
             listing = ", ".join(p.stem for p in available) or f"none: {notebook_dir} has no {NOTEBOOK_GLOB} files"
             raise ValueError(
-                f"no notebook named {name!r} in {notebook_dir}; available: {listing}. "
-                "Pass a stem or its number prefix, e.g. `python -m nic_lib.notebooks run 00`."
+                f"no notebook named {name!r} in {notebook_dir}; available: {listing}; papers: {', '.join(PAPERS)}. "
+                "Pass a stem, its number prefix or a paper, e.g. `python -m nic_lib.notebooks run 00`."
             )
         selected.update(matches)
     return sorted(selected)
@@ -161,6 +212,8 @@ def run_notebook(
     timeout: float | None = None,
     *,
     progress_bar: bool = False,
+    progress: RunProgress | None = None,
+    log_output: bool = True,
 ) -> Path:
     """Convert a py:percent notebook with jupytext and execute it with papermill.
 
@@ -179,6 +232,9 @@ def run_notebook(
         out_dir: folder for the generated notebooks; default ``build/notebooks/<profile>/``.
         timeout: seconds any single cell may run before the run is stopped; ``None``: no limit.
         progress_bar: show papermill's per-cell progress bar on stderr.
+        progress: report each cell to this :class:`RunProgress` (lines with estimates of
+            what is left; the command line uses it).
+        log_output: echo every cell's outputs to the ``papermill`` logger.
 
     Returns:
         Path of the executed notebook.
@@ -232,9 +288,10 @@ def run_notebook(
             parameters={PROFILE_PARAMETER: profile, **parameters},
             kernel_name=kernel_name,
             cwd=path.parent,
-            log_output=True,
+            log_output=log_output,
             progress_bar=progress_bar,
             execution_timeout=timeout,
+            **({"engine_name": PROGRESS_ENGINE, "progress": progress} if progress is not None else {}),
         )
     except PapermillExecutionError as err:
         _replace_if_exists(running_path, executed_path)
@@ -271,6 +328,270 @@ def sync_notebooks(names: list[str] | None = None) -> list[Path]:
         jupytext_cli(["--from", SOURCE_FORMAT, "--to", "ipynb", "--update", "--output", str(target), str(source)])
         written.append(target)
     return written
+
+
+@dataclass
+class Estimate:
+    """How long a notebook is expected to run, and what the expectation rests on.
+
+    Attributes:
+        seconds: the whole run, or ``None`` when nothing is known.
+        cells: seconds per cell source, from the last complete run (empty otherwise).
+        basis: where the numbers come from, in words, for the progress lines.
+    """
+
+    seconds: float | None
+    cells: dict[str, float] = field(default_factory=dict)
+    basis: str = "no earlier run here, no measured time"
+
+
+def estimate_run(source: Path, profile: str, parameters: dict | None = None, out_dir: Path | None = None) -> Estimate:
+    """The expected run time of ``source``: its last complete run in ``out_dir``, else :data:`MEASURED_SECONDS`.
+
+    The last run counts only if every cell completed and it had the same parameters
+    (``PROFILE`` included): a run on 4 images says little about one on 24. Its cells are
+    matched to the current ones by their source text, so an edited cell has no estimate.
+
+    Args:
+        source: the notebook's ``.py``.
+        profile: as for :func:`run_notebook`.
+        parameters: the parameters the run injects besides ``PROFILE``.
+        out_dir: where the run writes; default ``build/notebooks/<profile>/``.
+    """
+    out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT_ROOT / profile
+    last = out_dir / f"{source.stem}.executed.ipynb"
+    wanted = {PROFILE_PARAMETER: profile, **(parameters or {})}
+    if last.is_file():
+        try:
+            nb = nbformat.read(last, as_version=4)
+        except Exception:  # unreadable (an old or foreign file): no estimate from it
+            nb = None
+        meta = nb.metadata.get("papermill", {}) if nb is not None else {}
+        statuses = [c.metadata.get("papermill", {}).get("status") for c in (nb.cells if nb is not None else [])]
+        if meta.get("parameters") == wanted and meta.get("duration") and statuses and set(statuses) == {"completed"}:
+            cells = {}
+            for cell in nb.cells:
+                cells[cell.source] = cells.get(cell.source, 0.0) + float(cell.metadata["papermill"].get("duration") or 0.0)
+            day = str(meta.get("end_time", ""))[:10]
+            return Estimate(float(meta["duration"]), cells, f"its last run here, {day}")
+    measured = MEASURED_SECONDS.get(profile, {}).get(source.stem)
+    if measured is not None:
+        return Estimate(float(measured), {}, "measured on the project's 2-core machine")
+    return Estimate(None)
+
+
+class RunProgress:
+    """Progress lines for a run of several notebooks, with estimates of what is left.
+
+    :func:`run_notebook` calls :meth:`cell_started` and :meth:`cell_finished` (through the
+    papermill engine :data:`PROGRESS_ENGINE`); the command line calls
+    :meth:`notebook_started` and :meth:`notebook_finished`. While a cell runs, a
+    background thread prints a line every ``heartbeat_s`` seconds with the last progress
+    bar the cell printed (tqdm's own estimate, for the loops inside it).
+
+    Args:
+        plan: ``(notebook stem, estimate)`` for every notebook of the run, in order.
+        stream: where the lines go (stderr by default, beside the log).
+        heartbeat_s: seconds between two lines about a running cell.
+        long_cell_s: a cell expected to take this long gets a line when it starts.
+    """
+
+    def __init__(self, plan: list[tuple[str, Estimate]], stream: TextIO | None = None,
+                 heartbeat_s: float = HEARTBEAT_S, long_cell_s: float = LONG_CELL_S):
+        self.plan = plan
+        self.stream = stream if stream is not None else sys.stderr
+        self.heartbeat_s = heartbeat_s
+        self.long_cell_s = long_cell_s
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._current = -1  # index into plan
+        self._nb_start = 0.0
+        self._cell: nbformat.NotebookNode | None = None
+        self._cell_label = ""
+        self._cell_start = 0.0
+        self._last_line = 0.0
+        self._done_cells: set[str] = set()
+
+    def begin(self) -> None:
+        """Print what the whole run is expected to take."""
+        known = [e.seconds for _, e in self.plan if e.seconds is not None]
+        unknown = [stem for stem, e in self.plan if e.seconds is None]
+        total = f"about {format_duration(sum(known))}" if known else "no estimate yet"
+        extra = f", plus {', '.join(unknown)} (not measured)" if unknown and known else ""
+        self._print(f"{len(self.plan)} notebook(s) to run, {total}{extra}.")
+
+    def notebook_started(self, index: int) -> None:
+        """Start reporting on notebook ``index`` of the plan."""
+        stem, estimate = self.plan[index]
+        with self._lock:
+            self._current, self._nb_start, self._cell, self._done_cells = index, time.monotonic(), None, set()
+        expected = (f"expected {format_duration(estimate.seconds)} ({estimate.basis})" if estimate.seconds
+                    else f"no estimate ({estimate.basis})")
+        self._print(f"[{index + 1}/{len(self.plan)}] {stem}: {expected}")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._heartbeat, name="notebook-progress", daemon=True)
+        self._thread.start()
+
+    def notebook_finished(self, index: int, ok: bool) -> None:
+        """Stop reporting on notebook ``index``; print its time against the estimate."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        stem, estimate = self.plan[index]
+        took = time.monotonic() - self._nb_start
+        against = f" (expected {format_duration(estimate.seconds)})" if estimate.seconds else ""
+        self._print(f"[{index + 1}/{len(self.plan)}] {stem}: {'done' if ok else 'FAILED'} in {format_duration(took)}{against}")
+
+    def cell_started(self, nb: nbformat.NotebookNode, index: int) -> None:
+        """Called by the engine when cell ``index`` of the executed notebook starts."""
+        cell = nb.cells[index]
+        now = time.monotonic()
+        with self._lock:
+            self._cell, self._cell_start = cell, now
+            self._cell_label = _cell_label(nb, index)
+            expected = self._expected(cell)
+            quiet = now - self._last_line < self.heartbeat_s
+        if (expected is not None and expected >= self.long_cell_s) or not quiet:
+            guess = f", expected {format_duration(expected)}" if expected else ""
+            self._print(f"    {self._cell_label} started{guess}; {self._left()}")
+
+    def cell_finished(self, nb: nbformat.NotebookNode, index: int) -> None:
+        """Called by the engine when cell ``index`` of the executed notebook ends."""
+        with self._lock:
+            self._done_cells.add(nb.cells[index].source)
+            self._cell = None
+
+    def _expected(self, cell) -> float | None:
+        return self.plan[self._current][1].cells.get(cell.source) if self._current >= 0 else None
+
+    def _left(self) -> str:
+        """'about X left here, Y in all' from the estimates and the clock."""
+        stem, estimate = self.plan[self._current]
+        now = time.monotonic()
+        if estimate.cells:
+            pending = sum(t for src, t in estimate.cells.items() if src not in self._done_cells)
+            if self._cell is not None and self._cell.source in estimate.cells:
+                ran = now - self._cell_start
+                pending -= min(ran, estimate.cells[self._cell.source])
+            here = max(pending, 0.0)
+        elif estimate.seconds:
+            here = max(estimate.seconds - (now - self._nb_start), 0.0)
+        else:
+            return f"{format_duration(now - self._nb_start)} so far, no estimate of what is left"
+        later = [e.seconds for _, e in self.plan[self._current + 1:]]
+        rest = here + sum(t for t in later if t)
+        unknown = " + the unmeasured" if any(t is None for t in later) else ""
+        # Past its estimate, say so rather than "0 s left".
+        left_here = f"about {format_duration(here)} left here" if here >= 1 else "past its estimate here"
+        return f"{format_duration(now - self._nb_start)} so far, {left_here}, {format_duration(rest)}{unknown} in all"
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(min(self.heartbeat_s, 5.0)):
+            with self._lock:
+                cell, started = self._cell, self._cell_start
+                due = cell is not None and time.monotonic() - max(started, self._last_line) >= self.heartbeat_s
+            if not due:
+                continue
+            expected = self._expected(cell)
+            ran = time.monotonic() - started
+            guess = f" of about {format_duration(expected)}" if expected else ""
+            bar = _last_progress_text(cell)
+            self._print(f"    {self._cell_label} running {format_duration(ran)}{guess}; {self._left()}" + (f"\n      {bar}" if bar else ""))
+
+    def _print(self, line: str) -> None:
+        with self._lock:
+            self._last_line = time.monotonic()
+        print(line, file=self.stream, flush=True)
+
+
+class _ProgressExecutionManager(NotebookExecutionManager):
+    """papermill's execution manager, telling a :class:`RunProgress` when each cell starts and ends."""
+
+    def __init__(self, nb, progress: RunProgress, **kwargs):
+        super().__init__(nb, **kwargs)
+        self.progress = progress
+
+    def cell_start(self, cell, cell_index=None, **kwargs):
+        super().cell_start(cell, cell_index, **kwargs)
+        self.progress.cell_started(self.nb, cell_index)
+
+    def cell_complete(self, cell, cell_index=None, **kwargs):
+        super().cell_complete(cell, cell_index, **kwargs)
+        self.progress.cell_finished(self.nb, cell_index)
+
+
+class _ProgressEngine(NBClientEngine):
+    """papermill's nbclient engine with :class:`_ProgressExecutionManager` (``progress=`` keyword).
+
+    ``execute_notebook`` is papermill's ``Engine.execute_notebook`` with the manager swapped:
+    papermill's documented way to change execution is a registered engine.
+    """
+
+    @classmethod
+    def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False,
+                         autosave_cell_every=30, progress: RunProgress | None = None, **kwargs):
+        nb_man = _ProgressExecutionManager(nb, progress, output_path=output_path, progress_bar=progress_bar,
+                                           log_output=log_output, autosave_cell_every=autosave_cell_every)
+        nb_man.notebook_start()
+        try:
+            cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+        finally:
+            nb_man.cleanup_pbar()
+            nb_man.notebook_complete()
+        return nb_man.nb
+
+
+papermill_engines.register(PROGRESS_ENGINE, _ProgressEngine)
+
+
+def source_cell_number(nb: nbformat.NotebookNode, index: int) -> int | None:
+    """1-based number, in the source, of cell ``index`` of an executed notebook; ``None`` for a cell papermill added.
+
+    Papermill adds the injected-parameters cell and, after a failure, two error notes
+    (:data:`PAPERMILL_TAGS`); the numbers skip them, as the error messages do.
+    """
+    def added(cell):
+        return any(tag in cell.metadata.get("tags", []) for tag in PAPERMILL_TAGS)
+
+    if added(nb.cells[index]):
+        return None
+    return index + 1 - sum(added(cell) for cell in nb.cells[:index])
+
+
+def _cell_label(nb: nbformat.NotebookNode, index: int) -> str:
+    """'cell 12/40 (Figure 3 — ...)': numbered as in the source, with the section it belongs to."""
+    number = source_cell_number(nb, index)
+    if number is None:
+        return "injected parameters"
+    total = sum(source_cell_number(nb, i) is not None for i in range(len(nb.cells)))
+    heading = ""
+    for cell in reversed(nb.cells[: index + 1]):  # the section the cell belongs to
+        if cell.cell_type == "markdown":
+            found = re.search(r"^#+\s+(.+)$", cell.source, flags=re.MULTILINE)
+            if found:
+                heading = f" ({found.group(1).strip()[:60]})"
+                break
+    return f"cell {number}/{total}{heading}"
+
+
+def _last_progress_text(cell: nbformat.NotebookNode, width: int = 110) -> str:
+    """The last line a cell printed, as a terminal would show it (a tqdm bar redraws with \\r)."""
+    for output in reversed(list(cell.get("outputs", []))):
+        if output.get("output_type") == "stream":
+            lines = [part.strip() for part in re.split(r"[\r\n]", output.get("text", "")) if part.strip()]
+            if lines:
+                return lines[-1][:width]
+    return ""
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min', '1 h 05 min'."""
+    seconds = max(float(seconds), 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _parameters_cell(nb: nbformat.NotebookNode, path: Path) -> tuple[int, set[str]]:
@@ -381,16 +702,24 @@ def _replace_if_exists(src: Path, dst: Path) -> None:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    """``run``: execute the selected notebooks one after the other; print a summary."""
+    """``run``: execute the selected notebooks one after the other, with progress; print a summary."""
     parameters = {key: parse_parameter_value(value) for key, value in args.parameter or []}
+    selected = list_notebooks(args.names)
+    out_dir = args.out if args.out is not None else DEFAULT_OUT_ROOT / args.profile
+    progress = RunProgress([(p.stem, estimate_run(p, args.profile, parameters, out_dir)) for p in selected])
+    progress.begin()
     results = []  # (name, seconds, status)
-    for path in list_notebooks(args.names):
+    for i, path in enumerate(selected):
         start = time.perf_counter()
+        progress.notebook_started(i)
         try:
-            executed = run_notebook(
-                path, args.profile, parameters, args.out, args.timeout, progress_bar=sys.stderr.isatty()
-            )
+            executed = run_notebook(path, args.profile, parameters, args.out, args.timeout,
+                                    progress=progress, log_output=args.show_outputs)
             status = f"ok       {executed}"
+        except KeyboardInterrupt:
+            progress.notebook_finished(i, ok=False)
+            print(_interrupted_message(selected[i:], args), file=sys.stderr)
+            return 130
         except NotebookExecutionError as err:
             logger.error("%s", err)
             cell = f"cell {err.cell_number}" if err.cell_number else "injected parameters"
@@ -399,6 +728,7 @@ def _run_command(args: argparse.Namespace) -> int:
             logger.error("%s", err)
             first_line = (str(err).splitlines() or [""])[0]
             status = f"FAILED   {type(err).__name__}: {first_line}"
+        progress.notebook_finished(i, ok=status.startswith("ok"))
         results.append((path.stem, time.perf_counter() - start, status))
 
     width = max((len(name) for name, _, _ in results), default=8)
@@ -408,6 +738,21 @@ def _run_command(args: argparse.Namespace) -> int:
     failed = sum(status.startswith("FAILED") for _, _, status in results)
     print(f"{len(results) - failed} ok, {failed} failed (profile {args.profile})")
     return 1 if failed else 0
+
+
+def _interrupted_message(left: list[Path], args: argparse.Namespace) -> str:
+    """What Control-C stopped, and the command that goes on from there."""
+    names = " ".join(p.stem[:2] if p.parent == NOTEBOOK_DIR else str(p) for p in left)
+    extra = "".join(f" -p {k} {shlex.quote(v)}" for k, v in args.parameter or [])
+    command = f"python -m nic_lib.notebooks run {names} --profile {args.profile}{extra}"
+    if args.out is not None:
+        command += f" --out {args.out}"
+    make = f'\n    make figures NB="{names}"' if args.profile == COMMITTED_PROFILE and not extra and args.out is None else ""
+    return (
+        f"\nInterrupted in {left[0].stem}. Every table finished so far is cached (build/results/{args.profile}/) "
+        f"and is read back, not recomputed, when its notebook runs again. To go on from {left[0].stem}:"
+        f"{make}\n    {command}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -424,8 +769,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--out", type=Path, help="output folder (default: build/notebooks/<profile>/)")
     run.add_argument("--timeout", type=float, help="seconds any single cell may run (default: no limit)")
+    run.add_argument("--show-outputs", action="store_true", help="echo every cell's outputs (default: progress lines only)")
     sync = sub.add_parser("sync", help="write notebooks/<stem>.ipynb from the .py sources, for JupyterLab")
     sync.add_argument("names", nargs="*")
+    verify = sub.add_parser("verify", help="re-execute notebooks (cpu profile, no caches) into a scratch folder and "
+                            "compare their tables with paper_figures/ (nic_lib.reproduce); exit 1 on drift")
+    verify.add_argument("names", nargs="*", help="notebook stems, prefixes or papers (default: all)")
+    verify.add_argument("--scratch", type=Path, help="scratch folder (default: build/verify/)")
+    verify.add_argument("--timeout", type=float, help="seconds any single cell may run (default: no limit)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -438,6 +789,10 @@ def main(argv: list[str] | None = None) -> int:
             for path in sync_notebooks(args.names):
                 print(path)
             return 0
+        if args.command == "verify":
+            from nic_lib import reproduce
+
+            return reproduce.verify(args.names, args.scratch, args.timeout)
         return _run_command(args)
     except ValueError as err:  # bad selection or parameters: say why, no traceback
         print(f"error: {err}", file=sys.stderr)

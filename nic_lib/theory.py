@@ -23,8 +23,12 @@ why it is the model used for a *fixed* code applied to a shifted input with spec
 Also here: power-law spectra 1/r^alpha and their fit (:func:`fit_power_law`), Gaussian
 sampling with a given spectrum, and two tiny learned codecs (:class:`ToyTransformCodec`,
 linear or MLP, CompressAI's ``EntropyBottleneck``) with their training loop, used to check
-the closed forms. Frequencies are in Nyquist units (0.5 cycles per pixel = 1) everywhere.
-It uses torch and CompressAI's entropy models, and imports nothing of the project.
+the closed forms (:func:`toy_codec_experiment`, drawn by :func:`plot_toy_codec_spectra`).
+Everything random here is a function of a ``seed`` argument alone: the toy codecs' initial
+weights and training noise come from torch generators seeded from it, never from the
+global generator's state (which a new process seeds at random). Frequencies are in Nyquist
+units (0.5 cycles per pixel = 1) everywhere. It uses torch and CompressAI's entropy models,
+and imports nothing of the project.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 from compressai.entropy_models import EntropyBottleneck
 
@@ -56,6 +61,11 @@ TOY_STEPS = 1000
 TOY_BATCH = 256
 #: Adam learning rate: 1e-2, 10x CompressAI's default; tiny models on whitened-scale data converge in ~1000 steps (1e-3 had not converged after 2000).
 TOY_LR = 1e-2
+#: Seed of the toy codecs' initial weights and training noise (and of their training data).
+TOY_SEED = 0
+#: Streams of a toy codec's seed: its initial weights and its training noise draw from
+#: torch generators seeded with different keys, so the two are not the same numbers.
+_INIT_STREAM, _NOISE_STREAM = 1, 2
 
 
 # --------------------------------------------------------------------------- water-filling
@@ -315,18 +325,26 @@ class ToyTransformCodec(torch.nn.Module):
 
     ``g_a``/``g_s`` are one linear layer each (``hidden=None``: a linear transform code, the
     case the closed forms describe) or two-layer MLPs with GELU (a small nonlinear code).
+    The initial weights are a function of ``seed`` alone (torch's global generator is
+    forked, seeded and restored around the construction).
     """
 
-    def __init__(self, dim: int, hidden: int | None = None):
-        """Args: dim: input dimension (P*P). hidden: MLP width, None for linear transforms."""
+    def __init__(self, dim: int, hidden: int | None = None, seed: int = TOY_SEED):
+        """Args: dim: input dimension (P*P). hidden: MLP width, None for linear transforms.
+        seed: seeds the initial weights (of the transforms and of the entropy model)."""
         super().__init__()
         nn = torch.nn
 
         def mlp():
             return nn.Linear(dim, dim) if hidden is None else nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-        self.g_a, self.g_s = mlp(), mlp()
-        self.entropy_bottleneck = EntropyBottleneck(dim)
+        # nn.Linear and EntropyBottleneck draw their initial weights from torch's global
+        # generator, which a new process seeds at random: without a seed of its own the
+        # codec started from other weights in every run (issue 33: theta_eff moved 0.7%).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_stream_seed(seed, _INIT_STREAM))
+            self.g_a, self.g_s = mlp(), mlp()
+            self.entropy_bottleneck = EntropyBottleneck(dim)
 
     def forward(self, x):
         """Returns ``{"x_hat", "bits"}`` with bits per sample (B,) from the likelihoods."""
@@ -335,7 +353,7 @@ class ToyTransformCodec(torch.nn.Module):
 
 
 def train_toy_codec(codec: ToyTransformCodec, spectrum: np.ndarray, lmbda: float, steps: int = TOY_STEPS,
-                    batch: int = TOY_BATCH, lr: float = TOY_LR, seed: int = 0) -> list[float]:
+                    batch: int = TOY_BATCH, lr: float = TOY_LR, seed: int = TOY_SEED) -> list[float]:
     """Train a toy codec on fresh Gaussian samples with ``spectrum``: L = R + lambda * D per component.
 
     R is bits per component and D the MSE per component, so at the optimum
@@ -346,28 +364,37 @@ def train_toy_codec(codec: ToyTransformCodec, spectrum: np.ndarray, lmbda: float
     Args:
         codec: the model. spectrum: (P, P) power spectrum of the training source.
         lmbda: rate-distortion trade-off. steps, batch, lr: optimisation.
-        seed: seeds torch and the sampler.
+        seed: seeds the sampler of the training data and the uniform noise standing in for
+            rounding. Together with the codec's own seed it fixes the result: torch's
+            global generator is forked, seeded and restored around the loop.
 
     Returns:
         The loss per step.
     """
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(codec.parameters(), lr=lr)
     dim = int(np.prod(spectrum.shape))
     codec.train()
     losses = []
-    for _ in range(steps):
-        x = torch.from_numpy(sample_stationary_gaussian(spectrum, batch, rng).reshape(batch, dim)).float()
-        out = codec(x)
-        # L = R/dim + lambda * MSE  (+ aux loss for the entropy model's quantiles)
-        loss = out["bits"].mean() / dim + lmbda * ((out["x_hat"] - x) ** 2).mean()
-        opt.zero_grad()
-        (loss + codec.entropy_bottleneck.loss()).backward()
-        opt.step()
-        losses.append(loss.item())
+    # the entropy bottleneck draws its noise from the global generator: seed a fork of it
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_stream_seed(seed, _NOISE_STREAM))
+        for _ in range(steps):
+            x = torch.from_numpy(sample_stationary_gaussian(spectrum, batch, rng).reshape(batch, dim)).float()
+            out = codec(x)
+            # L = R/dim + lambda * MSE  (+ aux loss for the entropy model's quantiles)
+            loss = out["bits"].mean() / dim + lmbda * ((out["x_hat"] - x) ** 2).mean()
+            opt.zero_grad()
+            (loss + codec.entropy_bottleneck.loss()).backward()
+            opt.step()
+            losses.append(loss.item())
     codec.eval()
     return losses
+
+
+def _stream_seed(seed: int, stream: int) -> int:
+    """A torch seed for one use (``stream``) of ``seed``: independent of the other streams."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
 
 def run_toy_codec(codec: ToyTransformCodec, samples: np.ndarray, quantize: str = "round"
@@ -391,3 +418,123 @@ def run_toy_codec(codec: ToyTransformCodec, samples: np.ndarray, quantize: str =
         out = codec(x)
     codec.eval()
     return out["x_hat"].numpy().reshape(samples.shape).astype(np.float64), out["bits"].numpy().astype(np.float64)
+
+
+# --------------------------------------------------------------------------- toy codecs vs theory
+
+
+#: Columns of the per-frequency table of :func:`toy_codec_experiment` (one row per codec,
+#: input and DFT bin), from which :func:`plot_toy_codec_spectra` draws.
+TOY_SPECTRA_COLUMNS = ("codec", "input", "radius", "D vs input (measured)", "D vs input (theory)",
+                       "input spectrum (theory)", "theta_eff")
+
+
+def toy_codec_experiment(spectrum: np.ndarray, lmbda: float, clean: np.ndarray,
+                         inputs: dict[str, tuple[np.ndarray, np.ndarray | float, np.ndarray | float]],
+                         codecs: dict[str, int | None], steps: int = TOY_STEPS, seed: int = TOY_SEED
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train toy codecs on a Gaussian source and set what they do to shifted inputs against the theory.
+
+    For each codec: build it and train it (:func:`train_toy_codec`, both seeded by ``seed``),
+    code the clean test samples, and find its *effective water level* theta_eff, the theta
+    whose matched distortion D(theta) (:func:`rate_distortion`) is the MSE it measured.
+    Then code every input and predict it with :func:`mismatched_code` at that codec's own
+    theta_eff: every prediction belongs to one codec, so a figure cannot draw one codec's
+    theory beside another's measurement.
+
+    Args:
+        spectrum: (P, P) power spectrum S of the training source.
+        lmbda: the rate-distortion trade-off of training (theory: theta = 1 / (2 ln2 lambda)).
+        clean: (n, P, P) clean test samples of the source; the "D vs clean" reference.
+        inputs: input name -> ``(x', gain, shift)``: the samples coded, (n, P, P), derived
+            from ``clean`` (x' = g x + s), and their gain g and shift spectrum S_s as
+            :func:`mismatched_code` takes them. The clean input is ``(clean, 1.0, 0.0)``.
+        codecs: codec name -> MLP width, ``None`` for a linear transform code.
+        steps: training steps of each codec.
+        seed: seeds each codec's initial weights, its training data and its training noise.
+
+    Returns:
+        ``(summary, spectra)``. ``summary``: one row per codec and input: measured and
+        predicted distortion against the input and the clean samples, measured rate and
+        the fixed-model rate of the theory (bits per component), theta_eff, the theta
+        lambda predicts and the relative loss change over the last 10% of the steps.
+        ``spectra``: one row per codec, input and DFT bin (:data:`TOY_SPECTRA_COLUMNS`):
+        the measured and predicted error power against the input and the input's spectrum S'.
+
+    Raises:
+        ValueError: if ``codecs`` or ``inputs`` is empty.
+    """
+    if not codecs or not inputs:
+        raise ValueError("toy_codec_experiment needs at least one codec and one input")
+    s = np.asarray(spectrum, dtype=np.float64)
+    theta_lmbda = 1 / (2 * math.log(2) * lmbda)
+    radius = radial_frequency(s.shape).ravel()
+    rows, spectra = [], []
+    for kind, hidden in codecs.items():
+        codec = ToyTransformCodec(s.size, hidden, seed=seed)
+        losses = train_toy_codec(codec, s, lmbda, steps=steps, seed=seed)
+        tenth = max(len(losses) // 10, 1)
+        loss_change = np.mean(losses[-tenth:]) / np.mean(losses[-2 * tenth:-tenth]) - 1
+        x_hat, _ = run_toy_codec(codec, clean)
+        # theta_eff: D(theta_eff) = the measured MSE (capped below mean S, where theta is finite)
+        theta_eff = water_level(s, distortion=min(periodogram(x_hat - clean).mean(), 0.999 * s.mean()))
+        for name, (x_in, gain, shift) in inputs.items():
+            x_hat, bits = run_toy_codec(codec, x_in)
+            pred = mismatched_code(s, theta_eff, gain=gain, shift=shift)
+            rows.append({"codec": kind, "input": name, "steps": steps,
+                         "D vs input (measured)": np.mean((x_hat - x_in) ** 2), "D vs input (theory)": pred["distortion_input"].mean(),
+                         "D vs clean (measured)": np.mean((x_hat - clean) ** 2), "D vs clean (theory)": pred["distortion_clean"].mean(),
+                         "R bits/comp (measured)": bits.mean() / s.size, "R fixed (theory)": pred["rate_fixed"].mean(),
+                         "theta_eff": theta_eff, "theta from lambda": theta_lmbda, "loss change, last 10%": loss_change})
+            spectra.append(pd.DataFrame({"codec": kind, "input": name, "radius": radius,
+                                         "D vs input (measured)": periodogram(x_hat - x_in).ravel(),
+                                         "D vs input (theory)": pred["distortion_input"].ravel(),
+                                         "input spectrum (theory)": pred["input"].ravel(), "theta_eff": theta_eff}))
+    return pd.DataFrame(rows), pd.concat(spectra, ignore_index=True)[list(TOY_SPECTRA_COLUMNS)]
+
+
+#: Marker of each toy codec's measurements in :func:`plot_toy_codec_spectra` (others: "D").
+TOY_MARKERS = {"linear": "o", "MLP": "s"}
+
+
+def plot_toy_codec_spectra(spectra: pd.DataFrame, theory_of: str = "linear", figsize: tuple[float, float] = (13, 3.8)):
+    """Error spectra of the toy codecs against the theory, one panel per input.
+
+    Each codec's measured error power per DFT bin (markers, one colour per codec), the
+    prediction of :func:`mismatched_code` at the effective water level of the codec
+    ``theory_of`` (black dashes, labelled with that codec and its theta_eff) and the
+    input's spectrum S' (grey crosses).
+
+    Args:
+        spectra: the per-frequency table of :func:`toy_codec_experiment`.
+        theory_of: the codec whose prediction is drawn.
+        figsize: matplotlib figure size (inches).
+
+    Returns:
+        The matplotlib Figure (saving is the caller's: :func:`nic_lib.plotting.save_figure`).
+
+    Raises:
+        ValueError: if ``theory_of`` is not a codec of ``spectra``.
+    """
+    import matplotlib.pyplot as plt
+
+    codecs = list(dict.fromkeys(spectra["codec"]))
+    if theory_of not in codecs:
+        raise ValueError(f"no codec {theory_of!r} in the table (it has {', '.join(map(str, codecs))}); "
+                         "pass theory_of= one of those")
+    inputs = list(dict.fromkeys(spectra["input"]))
+    fig, axes = plt.subplots(1, len(inputs), figsize=figsize, sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], inputs):
+        panel = spectra[spectra["input"] == name]
+        for i, kind in enumerate(codecs):
+            rows = panel[panel["codec"] == kind]
+            ax.semilogy(rows["radius"], rows["D vs input (measured)"], TOY_MARKERS.get(kind, "D"), c=f"C{i}", ms=4,
+                        alpha=0.6, label=f"{kind}: measured D vs input")
+        ref = panel[panel["codec"] == theory_of]
+        ax.semilogy(ref["radius"], ref["D vs input (theory)"], "k_", ms=12, mew=2,
+                    label=f"theory ({theory_of} code, θ_eff = {ref['theta_eff'].iloc[0]:.3f})")
+        ax.semilogy(ref["radius"], ref["input spectrum (theory)"], "x", c="grey", label="input spectrum")
+        ax.set(title=name, xlabel="radial frequency / Nyquist")
+    axes[0, 0].set_ylabel("power per frequency")
+    axes[0, 0].legend(fontsize=7)
+    return fig

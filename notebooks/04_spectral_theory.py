@@ -2,9 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -40,7 +42,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from nic_lib import cache, data, metrics, plotting, spectral, theory
+from nic_lib import data, metrics, plotting, reproduce, spectral, theory
 from nic_lib.models import CheckpointNotFoundError, get_model
 
 # %% tags=["parameters"]
@@ -226,7 +228,7 @@ for name, shift in shifts.items():
                       "R fixed model": rate, "R adapted model": code["rate_adapted"].mean()})
 check("matched code: D_k = min(theta, S_k)", codes["clean"]["distortion_input"], np.minimum(theta_img, s_img))
 predictions = pd.DataFrame(pred_rows)
-cache.write_table(predictions, fig_dir / "mismatched_code_predictions.csv")
+reproduce.save_table(predictions, fig_dir / "mismatched_code_predictions.csv")  # closed forms in float64
 predictions.round(3)
 
 # %%
@@ -255,6 +257,10 @@ plt.show()
 # entropy coder pays ≈ ¼ bit (1.53 dB, a factor πe/6 ≈ 1.42 in D) per component at high
 # rate over the Gaussian R(D); and a short training run may not have converged.
 # The shifted inputs use the same recipe as section 4, scaled to the toy source.
+# Each codec is set against the theory at its own effective water level θ_eff, the θ whose
+# matched distortion is the MSE it measured on clean data (`theory.toy_codec_experiment`);
+# the figure draws the linear code's prediction in black. Codec weights, training data and
+# training noise are all seeded by `SEED`: a re-run gives the same numbers.
 
 # %%
 s_toy = theory.power_law_spectrum((TOY_PATCH, TOY_PATCH), TOY_ALPHA, 1.0, r_min=1 / TOY_PATCH)
@@ -274,45 +280,17 @@ fog_field = theory.sample_stationary_gaussian(fog_toy, len(x_test), rng)
 x_low = np.real(np.fft.ifft2(gain_toy * np.fft.fft2(x_test))) + fog_field
 toy_inputs["low (contrast + fog)"] = (x_low, gain_toy, fog_toy)
 
-toy_rows, toy_spectra = [], {}
 t0 = time.perf_counter()
-for kind, hidden in (("linear", None), ("MLP", theory.TOY_HIDDEN)):
-    if kind == "MLP" and not TOY_NONLINEAR:
-        continue
-    codec = theory.ToyTransformCodec(TOY_PATCH * TOY_PATCH, hidden)
-    losses = theory.train_toy_codec(codec, s_toy, TOY_LMBDA, steps=toy_steps, seed=SEED)
-    x_hat, bits = theory.run_toy_codec(codec, x_test)
-    d_clean = theory.periodogram(x_hat - x_test)
-    # the codec's effective water level: the theta whose matched distortion is the one measured
-    theta_eff = theory.water_level(s_toy, distortion=min(d_clean.mean(), 0.999 * s_toy.mean()))
-    for name, (x_in, gain, shift) in toy_inputs.items():
-        x_hat, bits = theory.run_toy_codec(codec, x_in)
-        pred = theory.mismatched_code(s_toy, theta_eff, gain=gain, shift=shift)
-        toy_spectra[kind, name] = (theory.periodogram(x_hat - x_in), pred)
-        toy_rows.append({"codec": kind, "input": name, "steps": toy_steps,
-                         "D vs input (measured)": np.mean((x_hat - x_in) ** 2), "D vs input (theory)": pred["distortion_input"].mean(),
-                         "D vs clean (measured)": np.mean((x_hat - x_test) ** 2), "D vs clean (theory)": pred["distortion_clean"].mean(),
-                         "R bits/comp (measured)": bits.mean() / s_toy.size, "R fixed (theory)": pred["rate_fixed"].mean(),
-                         "theta_eff": theta_eff, "theta from lambda": theta_lmbda,
-                         "loss change, last 10%": (np.mean(losses[-len(losses) // 10:]) / np.mean(losses[-len(losses) // 5:-len(losses) // 10]) - 1)})
-toy_table = pd.DataFrame(toy_rows)
-cache.write_table(toy_table, fig_dir / "toy_codecs_vs_theory.csv")
+toy_codecs = {"linear": None, **({"MLP": theory.TOY_HIDDEN} if TOY_NONLINEAR else {})}  # name -> MLP width (None: linear)
+toy_table, toy_spectra = theory.toy_codec_experiment(s_toy, TOY_LMBDA, x_test, toy_inputs, toy_codecs, steps=toy_steps, seed=SEED)
+# seeded: bit-identical run to run on one machine (and at 1 or 2 threads); another CPU's float32 kernels may round otherwise
+reproduce.save_table(toy_table, fig_dir / "toy_codecs_vs_theory.csv", floats=reproduce.close(rtol=1e-6))
+reproduce.save_table(toy_spectra, fig_dir / "toy_codec_spectra.csv", floats=reproduce.close(rtol=1e-6))
 print(f"trained and evaluated toy codecs in {time.perf_counter() - t0:.1f} s ({toy_steps} steps each)")
 toy_table.round(3)
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
-r_flat = r_toy.ravel()
-for ax, name in zip(axes, toy_inputs):
-    for kind, marker in (("linear", "o"), ("MLP", "s")):
-        if (kind, name) in toy_spectra:
-            measured, pred = toy_spectra[kind, name]
-            ax.semilogy(r_flat, measured.ravel(), marker, ms=4, alpha=0.6, label=f"{kind}: measured D vs input")
-    ax.semilogy(r_flat, pred["distortion_input"].ravel(), "k_", ms=12, mew=2, label="theory (linear code)")
-    ax.semilogy(r_flat, pred["input"].ravel(), "x", c="grey", label="input spectrum")
-    ax.set(title=name, xlabel="radial frequency / Nyquist")
-axes[0].set_ylabel("power per frequency")
-axes[0].legend(fontsize=7)
+fig = theory.plot_toy_codec_spectra(toy_spectra, theory_of="linear")  # black: the linear code's theory at its own theta_eff
 plotting.save_figure(fig, "fig4_toy_codecs_vs_theory")
 plt.show()
 
@@ -354,7 +332,8 @@ ax.legend(fontsize=8)
 plotting.save_figure(fig, "fig5_measured_vs_predicted")
 plt.show()
 measured_vs_theory = pd.DataFrame(rows)
-cache.write_table(measured_vs_theory, fig_dir / "measured_vs_theory.csv")
+# the NIC runs float32 networks (JPEG 2000's rows repeat exactly); tolerances of `make verify`, nic_lib.reproduce
+reproduce.save_table(measured_vs_theory, fig_dir / "measured_vs_theory.csv", floats=reproduce.NETWORK)
 measured_vs_theory.round(3)
 
 # %% [markdown]

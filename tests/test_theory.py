@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from nic_lib import theory
@@ -99,3 +100,107 @@ def test_linear_toy_codec_trains_and_codes():
     x_hat, bits = theory.run_toy_codec(codec, x)
     assert x_hat.shape == x.shape and np.all(bits >= 0)
     assert isinstance(codec, torch.nn.Module)
+
+
+def _train_small(hidden=None, seed=0):
+    s = theory.power_law_spectrum((4, 4), alpha=2.0, r_min=0.25)
+    codec = theory.ToyTransformCodec(16, hidden, seed=seed)
+    losses = theory.train_toy_codec(codec, s, lmbda=4.0, steps=40, batch=32, seed=seed)
+    x = theory.sample_stationary_gaussian(s, 64, np.random.default_rng(5))
+    return losses, theory.run_toy_codec(codec, x)[0]
+
+
+@pytest.mark.parametrize("hidden", [None, 8], ids=["linear", "MLP"])
+def test_toy_codec_training_repeats_exactly_whatever_torchs_global_generator_holds(hidden):
+    """Issue 33: the linear codec took its initial weights from torch's global generator, which every
+    new process seeds at random, so notebook 04 gave another theta_eff on every run."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(123)
+    first = _train_small(hidden)
+    torch.seed()  # what a fresh process does
+    torch.rand(3)
+    second = _train_small(hidden)
+    assert first[0] == second[0]  # every loss, bit for bit
+    assert np.array_equal(first[1], second[1])
+    assert not np.array_equal(_train_small(hidden, seed=1)[1], first[1])  # the seed is what decides
+    # building and training leave the global generator where they found it
+    state = torch.get_rng_state()
+    _train_small(hidden)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+TOY_RUN = """
+import numpy as np
+from nic_lib import theory
+s = theory.power_law_spectrum((4, 4), 2.0, 1.0, r_min=0.25)
+x = theory.sample_stationary_gaussian(s, 200, np.random.default_rng(1))
+table, _ = theory.toy_codec_experiment(s, 4.0, x, {"clean": (x, 1.0, 0.0)}, {"linear": None, "MLP": 8}, steps=60)
+print(table.to_csv(index=False))
+"""
+
+
+@pytest.mark.slow
+def test_toy_codec_experiment_gives_the_same_table_in_two_fresh_processes():
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", TOY_RUN], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    runs = [proc.communicate()[0] for proc in procs]  # both at once: the imports dominate
+    assert [proc.returncode for proc in procs] == [0, 0]
+    assert "linear,clean" in runs[0] and runs[0] == runs[1]
+
+
+@pytest.fixture(scope="module")
+def toy_experiment():
+    s = theory.power_law_spectrum((4, 4), alpha=2.0, r_min=0.25)
+    rng = np.random.default_rng(2)
+    x = theory.sample_stationary_gaussian(s, 300, rng)
+    noise = 0.05
+    inputs = {"clean": (x, 1.0, 0.0), "high (white noise)": (x + rng.normal(0, noise**0.5, x.shape), 1.0, noise)}
+    summary, spectra = theory.toy_codec_experiment(s, 4.0, x, inputs, {"linear": None, "MLP": 8}, steps=80)
+    return s, summary, spectra
+
+
+def test_each_toy_codec_is_predicted_at_its_own_water_level(toy_experiment):
+    s, summary, spectra = toy_experiment
+    assert list(spectra.columns) == list(theory.TOY_SPECTRA_COLUMNS)
+    for (codec, name), rows in spectra.groupby(["codec", "input"]):
+        row = summary.query("codec == @codec and input == @name").iloc[0]
+        # the per-frequency theory averages to the table's theory, measured likewise
+        assert rows["D vs input (theory)"].mean() == pytest.approx(row["D vs input (theory)"], rel=1e-12)
+        assert rows["D vs input (measured)"].mean() == pytest.approx(row["D vs input (measured)"], rel=1e-9)
+        assert (rows["theta_eff"] == row["theta_eff"]).all()
+        if name == "clean":  # the matched code: D_k = min(theta_eff, S_k) at the codec's own theta_eff
+            assert np.allclose(rows["D vs input (theory)"], np.minimum(row["theta_eff"], s.ravel()))
+            assert row["D vs input (theory)"] == pytest.approx(row["D vs input (measured)"], rel=1e-6)
+
+
+def test_toy_figure_draws_the_linear_codes_theory_not_the_last_codec_trained():
+    """Issue 26: the black marks were drawn from a loop variable holding the MLP's prediction
+    (water level 0.525), under the label 'theory (linear code)' (0.190)."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    radius = np.array([0.0, 0.5, 1.0])
+    rows = []
+    for codec, theta in (("linear", 0.19), ("MLP", 0.525)):  # the MLP comes last, as in notebook 04
+        for name, gain in (("clean", 1.0), ("high (white noise)", 1.5)):
+            rows.append(pd.DataFrame({"codec": codec, "input": name, "radius": radius,
+                                      "D vs input (measured)": theta * gain * np.array([1.0, 1.1, 0.9]),
+                                      "D vs input (theory)": np.full(3, theta * gain),
+                                      "input spectrum (theory)": gain * np.array([4.0, 1.0, 0.25]), "theta_eff": theta}))
+    spectra = pd.concat(rows, ignore_index=True)
+    fig = theory.plot_toy_codec_spectra(spectra)
+    try:
+        for ax, name in zip(fig.axes, ("clean", "high (white noise)")):
+            [line] = [l for l in ax.get_lines() if l.get_label().startswith("theory")]
+            linear = spectra.query("codec == 'linear' and input == @name")
+            assert np.array_equal(line.get_ydata(), linear["D vs input (theory)"].to_numpy())
+            assert "linear" in line.get_label() and "0.190" in line.get_label()
+        labels = {l.get_label() for l in fig.axes[0].get_lines()}
+        assert {"linear: measured D vs input", "MLP: measured D vs input", "input spectrum"} <= labels
+        with pytest.raises(ValueError, match="no codec 'GMM'"):
+            theory.plot_toy_codec_spectra(spectra, theory_of="GMM")
+    finally:
+        plt.close("all")
