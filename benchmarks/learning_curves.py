@@ -617,11 +617,12 @@ def jpeg2000_curve(eval_images: int, eval_crop: int, cache_path: Path) -> pd.Dat
     key = {"dataset": train.EVAL_DATASET, "images": names, "crop": eval_crop,
            "codec": codec.description, "settings": list(REFERENCE_BPPS)}
 
+    images = list(zip(names, train.load_eval_images(cfg)))
+
     def sweep() -> pd.DataFrame:
-        images = list(zip(names, train.load_eval_images(cfg)))
         return codecs.rate_sweep(images, [codec], {codec.name: REFERENCE_BPPS}, progress=False)
 
-    return rd.rd_table(cache.cached_table(cache_path, key, sweep))
+    return rd.rd_table(cache.cached_table(cache_path, key, sweep, data=images, models=None))
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

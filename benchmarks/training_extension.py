@@ -176,11 +176,11 @@ def start_evaluation(init: Path, cache_path: Path) -> pd.DataFrame:
 
     key = {"checkpoint": neural.checkpoint_digest(init), "images": lc.EVAL_IMAGES,
            "crop": lc.EVAL_CROP}
+    cfg = train.TrainConfig(eval_images=lc.EVAL_IMAGES, eval_crop=lc.EVAL_CROP)
+    images = train.load_eval_images(cfg)
 
     def compute() -> pd.DataFrame:
         model, _ = registry.load_checkpoint(init)
-        cfg = train.TrainConfig(eval_images=lc.EVAL_IMAGES, eval_crop=lc.EVAL_CROP)
-        images = train.load_eval_images(cfg)
         rows = []
         for level, lmbda in enumerate(variable_rate.rate_levels(model)):
             variable_rate.set_rate_level(model, level)
@@ -190,7 +190,7 @@ def start_evaluation(init: Path, cache_path: Path) -> pd.DataFrame:
                          "psnr": r["psnr"]})
         return pd.DataFrame(rows)
 
-    return cache.cached_table(cache_path, key, compute)
+    return cache.cached_table(cache_path, key, compute, data=images, models=init)
 
 
 def extension_table(segments: list[dict], start: pd.DataFrame, curve: pd.DataFrame,

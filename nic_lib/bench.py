@@ -47,7 +47,7 @@ Command line::
     python -m nic_lib.bench merge kodak --codecs jpeg jpeg2000 --shards 4 --output table.csv
 
 This module imports :mod:`nic_lib.data`, :mod:`nic_lib.codecs`, :mod:`nic_lib.metrics`,
-:mod:`nic_lib.corruptions`, :mod:`nic_lib.cache` and :mod:`nic_lib.fileio` (and torch for NIC models).
+:mod:`nic_lib.corruptions`, :mod:`nic_lib.cache`, :mod:`nic_lib.rd` and :mod:`nic_lib.fileio` (and torch for NIC models).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from nic_lib import cache, codecs, corruptions, data, fileio, metrics
+from nic_lib import cache, codecs, corruptions, data, fileio, metrics, rd
 
 #: Columns of a grid table, one row per image x codec x setting x condition.
 COLUMNS = ("image", "codec", "setting", "corruption", "severity", "bpp", "psnr_vs_input",
@@ -435,6 +435,44 @@ def likelihood_rate_table(nic: NicCodec, images: Sequence[tuple[str, np.ndarray]
     return pd.DataFrame(rows)
 
 
+def likelihood_rate_under_shift(nic: NicCodec, dataset: str, corruption_names: Sequence[str],
+                                severities: Sequence[int], limit: int | None = None,
+                                corrupted_out: str | os.PathLike | None = None,
+                                rtol: float = LIKELIHOOD_RTOL) -> pd.DataFrame:
+    """:func:`likelihood_rate_table` on corrupted inputs: does the estimate hold off the clean set?
+
+    The grid uses likelihood bpp only after :func:`check_likelihood_rate` passed on the
+    clean images; a corruption moves the latents away from what the entropy model was
+    trained on (noise makes large, unpredictable latents), which is where estimate and
+    bitstream part ways. This measures the gap condition by condition.
+
+    Args:
+        nic: the learned codec.
+        dataset: the clean dataset; the corrupted images come from ``<dataset>-C``
+            (:func:`nic_lib.corruptions.load_corrupted`, built where missing).
+        corruption_names, severities: the conditions (the clean images are added).
+        limit: only the first ``limit`` images.
+        corrupted_out: where ``<dataset>-C/`` is.
+        rtol: the tolerance the ``ok`` column is judged by.
+
+    Returns:
+        One row per condition x setting: ``corruption``, ``severity`` and the columns of
+        :func:`likelihood_rate_table`; ``rel_diff`` > ``rtol`` marks a condition where the
+        estimate may not stand in for the bitstream.
+    """
+    conditions = [(CLEAN, CLEAN_SEVERITY)] + [(c, int(s)) for c in corruption_names for s in severities]
+    parts = []
+    for corruption, severity in conditions:
+        images = (corruptions.load_clean(dataset, limit) if corruption == CLEAN else
+                  corruptions.load_corrupted(dataset, corruption, severity, limit=limit, out=corrupted_out))
+        part = likelihood_rate_table(nic, images, rtol)
+        part.insert(0, "severity", severity)
+        part.insert(0, "corruption", corruption)
+        part["images"] = len(images)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 def _raise_if_mismatched(table: pd.DataFrame, name: str, rtol: float, n_images: int) -> None:
     bad = table.loc[~(table["rel_diff"] <= rtol), ["setting", "rel_diff"]]
     if len(bad):
@@ -606,7 +644,8 @@ def _likelihood_gate(grid: Grid, folder: Path, clean: list[tuple[str, np.ndarray
         if isinstance(codec, NicCodec) and codec.rate == "likelihood":
             key = {"codec": codec.description, "images": [n for n, _ in clean]}
             table = cache.cached_table(folder / f"likelihood_check-{codec.name}.csv", key,
-                                       lambda c=codec: likelihood_rate_table(c, clean))
+                                       lambda c=codec: likelihood_rate_table(c, clean),
+                                       data=clean, models=codec.models)
             _raise_if_mismatched(table, codec.name, LIKELIHOOD_RTOL, len(clean))
 
 
@@ -767,8 +806,8 @@ def merge_shards(grid: Grid, n: int, cache_dir: str | os.PathLike | None = None)
 # Comparing codecs under shift
 
 #: Rates (log-spaced over the shared range) at which two RD curves are compared by
-#: :func:`matched_bpp_delta`: 32 points make the interpolated mean exact to ~0.01 dB.
-MATCH_POINTS = 32
+#: :func:`matched_bpp_delta` (:data:`nic_lib.rd.MATCH_POINTS`).
+MATCH_POINTS = rd.MATCH_POINTS
 
 
 def rd_points(table: pd.DataFrame, by: Sequence[str] = ("corruption", "severity"),
@@ -822,20 +861,76 @@ def matched_bpp_delta(table: pd.DataFrame, reference: str, metric: str = "psnr_v
     curves = rd_points(table, by, ("bpp", metric))
     rows = []
     for key, cond in curves.groupby(list(by), sort=False):
-        ref = cond[cond["codec"] == reference].sort_values("bpp")
+        ref = cond[cond["codec"] == reference]
         for codec, cur in cond.groupby("codec", sort=False):
-            cur = cur.sort_values("bpp")
-            low = max(ref["bpp"].min(), cur["bpp"].min())
-            high = min(ref["bpp"].max(), cur["bpp"].max())
-            delta = float("nan")
-            if len(ref) and low < high:
-                rates = np.log(np.geomspace(low, high, points))
-                # delta = mean over matched rates r of (Q_codec(r) - Q_reference(r)), Q linear in log(bpp)
-                delta = float(np.mean(np.interp(rates, np.log(cur["bpp"]), cur[metric])
-                                      - np.interp(rates, np.log(ref["bpp"]), ref[metric])))
+            # delta = mean over matched rates r of (Q_codec(r) - Q_reference(r)), Q linear in log(bpp)
+            delta, low, high = rd.matched_rate_delta(ref["bpp"], ref[metric], cur["bpp"], cur[metric], points)
             rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "codec": codec,
                          "reference": reference, "metric": metric, "delta_db": delta,
                          "bpp_low": low, "bpp_high": high})
+    return pd.DataFrame(rows)
+
+
+def delta_at_setting(table: pd.DataFrame, codec: str, setting, reference: str, metric: str = "psnr_vs_input",
+                     by: Sequence[str] = ("corruption", "severity")) -> pd.DataFrame:
+    """Quality of one codec setting against ``reference`` at the rate that setting spends, per condition.
+
+    One definition for every condition: the codec is run at one fixed setting (e.g. a NIC
+    quality level), as a user runs it, and each condition's dataset-mean point
+    (bpp, quality) is compared with the reference's curve of that condition, interpolated
+    in log-bpp at the same bpp (:func:`nic_lib.rd.quality_gap_at_rate`). Unlike
+    :func:`matched_bpp_delta`, whose mean runs over whatever rate range two curves happen
+    to share in a condition (a different one in every condition), every cell answers the
+    same question. A fixed bpp for all conditions cannot be reached by every codec (a
+    low-contrast image costs a NIC a tenth of a noisy one); where the reference does not
+    reach the codec's rate the cell cannot exist, and ``reason`` says why.
+
+    Args:
+        table: a grid table (:data:`COLUMNS`).
+        codec: the codec compared (e.g. ``"mbt2018"``).
+        setting: its setting (a value of the ``setting`` column, e.g. quality 3).
+        reference: the codec compared against (e.g. ``"jpeg2000"``).
+        metric: quality column (dB): ``psnr_vs_input`` or ``psnr_vs_clean``.
+        by: columns defining one condition.
+
+    Returns:
+        One row per condition: the ``by`` columns, ``codec``, ``setting``, ``reference``,
+        ``metric``, ``bpp`` (the codec's mean bpp there), ``delta_db`` (positive = better
+        than the reference; NaN when it cannot exist), ``reference_bpp_low``,
+        ``reference_bpp_high`` and ``reason`` (empty when ``delta_db`` exists).
+
+    Raises:
+        ValueError: the codec, its setting or the reference is not in the table.
+    """
+    for name in (codec, reference):
+        if name not in set(table["codec"]):
+            raise ValueError(f"codec {name!r} is not in the table (codecs: {sorted(set(table['codec']))}); "
+                             "add it to the grid or choose another")
+    mine = table[table["codec"] == codec]
+    settings = pd.to_numeric(mine["setting"], errors="coerce")
+    if not np.isclose(settings, float(setting)).any():
+        raise ValueError(f"{codec} has no setting {setting!r} in the table (settings: {sorted(set(settings))})")
+    curves = rd_points(table[table["codec"].isin([codec, reference])], by, ("bpp", metric))
+    rows = []
+    for key, cond in curves.groupby(list(by), sort=False):
+        ref = cond[cond["codec"] == reference]
+        point = cond[(cond["codec"] == codec) & np.isclose(pd.to_numeric(cond["setting"]), float(setting))]
+        row = {**dict(zip(by, key if isinstance(key, tuple) else (key,))), "codec": codec, "setting": setting,
+               "reference": reference, "metric": metric, "bpp": float("nan"), "delta_db": float("nan"),
+               "reference_bpp_low": float(ref["bpp"].min()) if len(ref) else float("nan"),
+               "reference_bpp_high": float(ref["bpp"].max()) if len(ref) else float("nan"), "reason": ""}
+        if point.empty or len(ref) < 2:
+            row["reason"] = f"no {codec if point.empty else reference} rows in this condition"
+        else:
+            row["bpp"] = float(point["bpp"].iloc[0])
+            # delta = Q_codec(setting) - Q_reference(bpp of that setting), Q_reference linear in log(bpp)
+            row["delta_db"] = float(rd.quality_gap_at_rate(ref["bpp"], ref[metric], row["bpp"], point[metric].iloc[0]))
+            if not np.isfinite(row["delta_db"]):
+                side = "lowest" if row["bpp"] < row["reference_bpp_low"] else "highest"
+                edge = row["reference_bpp_low"] if side == "lowest" else row["reference_bpp_high"]
+                row["reason"] = (f"{codec} spends {row['bpp']:.3g} bpp here, {reference}'s {side} rate is "
+                                 f"{edge:.3g} bpp")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -564,6 +564,42 @@ def load_corrupted(
     return [(image, data.load_image(folder / _relpath(corruption, severity, image))) for image, _ in sources]
 
 
+def corrupted_image(dataset: str, image: str, corruption: str, severity: int,
+                    out: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> np.ndarray:
+    """One image of a -C dataset: its file when built and current, else computed here.
+
+    The file and the computation give the same pixels (the seed depends only on the image
+    and the corruption), so a figure may show one image of the benchmark without building
+    or hashing the whole -C folder.
+
+    Args:
+        dataset: the clean dataset (``"kodak"``).
+        image: the image's name in the dataset (``"kodim23"``).
+        corruption, severity: one of :data:`CORRUPTIONS`, 1..5.
+        out: see :func:`corrupted_dir`.
+        root: where the clean dataset is found.
+
+    Returns:
+        uint8 (H, W, 3), preprocessed as the -C dataset (:func:`preprocess`).
+
+    Raises:
+        KeyError: ``image`` is not in the dataset.
+    """
+    _check(corruption, severity)
+    sources = dict(_sources(dataset, None, root))
+    if image not in sources:
+        raise KeyError(f"{image!r} is not an image of {dataset} (e.g. {next(iter(sources), 'none')}); "
+                       "pass a name as nic_lib.data.load_images gives it")
+    clean = _load_source(str(sources[image]), dataset)
+    folder = corrupted_dir(dataset, out)
+    rel = _relpath(corruption, severity, image)
+    if (folder / MANIFEST_NAME).is_file():
+        entry = read_manifest(folder)["files"].get(rel)
+        if _file_ok(folder, rel, entry, data.pixel_sha256(clean)):
+            return data.load_image(folder / rel)
+    return corrupt(clean, corruption, severity, image)
+
+
 # ---------------------------------------------------------------------------------------
 # Command line
 

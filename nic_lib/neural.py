@@ -40,6 +40,7 @@ __all__ = [
     "cached_rate_sweep",
     "checkpoint_digest",
     "code_image",
+    "estimated_bits_by_part",
     "from_tensor",
     "latent_statistics",
     "pad_to",
@@ -269,6 +270,25 @@ def tail_bits(model: torch.nn.Module, img: np.ndarray, threshold: float = TAIL_B
             "at_floor": int((bits >= -math.log2(1.01e-9)).sum())}
 
 
+@torch.no_grad()
+def estimated_bits_by_part(model: torch.nn.Module, img: np.ndarray) -> dict[str, float]:
+    """Σ −log2 p of each coded part of one image: the latents y and the side information z.
+
+    The same likelihoods as :func:`code_image`'s ``bpp_est`` (the coder's latents for the
+    context models), split by their key in the model's ``likelihoods`` dict.
+
+    Args:
+        model: a model in eval mode.
+        img: uint8 (H, W, 3).
+
+    Returns:
+        ``{part: bits}``, e.g. ``{"y": ..., "z": ...}`` (``{"y": ...}`` for a model without
+        side information).
+    """
+    likelihoods, _ = _estimate_likelihoods(model, pad_to(to_tensor(img), _factor(model)))
+    return {part: float(-torch.log2(v).sum()) for part, v in likelihoods.items()}
+
+
 def bits_by_latent(stats: Mapping[str, np.ndarray], reduce: str = "sum") -> np.ndarray:
     """Collapse an (M, h, w) bits map over channels: the spatial map of where bits go."""
     bits = stats["bits"]
@@ -376,4 +396,4 @@ def cached_rate_sweep(
         key["gaussian_cdfs"] = "float64"  # tables.build_gaussian_tables
     return cache.cached_table(Path(results_dir) / f"learned_{label}.csv", key,
                               lambda: rate_sweep(images, {label: family}, decode=decode),
-                              refresh=refresh)
+                              refresh=refresh, data=images, models={label: digest})

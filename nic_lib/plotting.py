@@ -4,16 +4,32 @@ A notebook chooses its output folder once (its second cell calls :func:`use_figu
 with the folder its profile implies, see :func:`figure_dir`) and then saves every figure
 by name. Only the ``cpu`` profile writes into the committed ``paper_figures/<notebook>/``;
 ``smoke`` and ``full`` runs write under ``build/`` so a CI run never touches committed
-figures. This module imports nothing else from the project but the leaf ``nic_lib.fileio``.
+figures.
+
+Two rules every figure follows, kept here so that no notebook has to remember them:
+
+- **One colour and one marker per codec, in every notebook** (:data:`CODEC_STYLES`,
+  :func:`codec_style`, :func:`codec_palette`, :func:`codec_markers`): JPEG 2000 is the same
+  green triangle in notebook 00's RD plot, notebook 02's heat-map legend and notebook 05's
+  RD plot, and ``mbt2018-q3`` or ``mbt2018 (cpu)`` is drawn as ``mbt2018``.
+- **Axis limits come from the data a figure is about** (:func:`data_limits`,
+  :func:`limit_axes`): a published anchor at 3 bpp or a reference line far away does not
+  stretch an axis past the measured points.
+
+This module imports nothing else from the project but the leaf ``nic_lib.fileio``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import seaborn as sns
 
 from nic_lib import fileio
@@ -102,3 +118,190 @@ def save_figure(fig: matplotlib.figure.Figure, name: str, formats: tuple[str, ..
             fig.savefig(tmp, format=fmt, dpi=PNG_DPI, metadata=metadata, bbox_inches="tight")
         written.append(target)
     return written
+
+
+# --------------------------------------------------------------------------- codec styles
+
+#: One (colour, marker) per codec, used by every notebook (``rd.plot_rd`` applies it by
+#: default). Families share a hue so that a figure reads at a glance: the classic codecs
+#: earthy/green/purple with angular markers; the joint (context + hyperprior) models reds,
+#: the hyperprior-only models blues, the context-only model gold, the parallel contexts
+#: orange/pink; PQ-MIM teals. Grey is left to published anchors (dashed, ``rd.plot_rd``).
+#: Every colour here is distinct (tests/test_plotting.py checks it).
+CODEC_STYLES: dict[str, tuple[str, str]] = {
+    # classic codecs (notebook 00)
+    "jpeg": ("#8c564b", "s"),
+    "webp": ("#bcbd22", "D"),
+    "jpeg2000": ("#2ca02c", "^"),
+    "avif": ("#9467bd", "v"),
+    "bpg": ("#17becf", "P"),
+    "vtm": ("#393b79", "X"),
+    # mbt2018 family (notebook 01): joint models in reds
+    "mbt2018": ("#d62728", "o"),
+    "mbt2018-ctx3": ("#fb6a4a", "<"),
+    "mbt2018-ctx7": ("#a50f15", ">"),
+    "mbt2018-extended": ("#f4a582", "o"),
+    "mbt2018-5h": ("#67000d", "o"),
+    "mbt2018-gmm": ("#e377c2", "*"),
+    "mbt2018-checkerboard": ("#ff7f0e", "h"),
+    "mbt2018-context": ("#b8860b", "p"),
+    # hyperprior-only and factorized models in blues
+    "mbt2018-mean": ("#1f77b4", "o"),
+    "bmshj2018-hyperprior": ("#6baed6", "d"),
+    "bmshj2018-factorized": ("#08306b", "8"),
+    # PQ-MIM (notebook 05): one curve, its rate points, its perceptual decoder
+    "pq-mim": ("#01665e", "H"),
+    "pq-mim M2": ("#80cdc1", "H"),
+    "pq-mim M4": ("#35978f", "H"),
+    "pq-mim M8": ("#003c30", "H"),
+    "pq-mim perceptual": ("#c51b7d", "H"),
+}
+#: Colours for labels not in :data:`CODEC_STYLES` (a new model, another width): picked by
+#: a stable hash of the label, so a label keeps its colour from figure to figure.
+RESERVE_COLOURS = ("#e7298a", "#66a61e", "#7570b3", "#d95f02", "#1b9e77", "#a6761d",
+                   "#e6ab02", "#666666", "#4d004b", "#00441b")
+#: Marker of a label not in :data:`CODEC_STYLES`.
+RESERVE_MARKER = "o"
+#: Suffixes that name a setting or a run of a codec, not another codec: "mbt2018-q3",
+#: "mbt2018 q3", "mbt2018 (cpu)", "pq-mim (S=10)", "jpeg2000 (published)".
+_SETTING_SUFFIXES = (re.compile(r"\s*\([^()]*\)$"), re.compile(r"[-\s]q\d+$"))
+#: "pq-mim M4 K256" and "pq-mim M4 K256 (smoke)" are the M4 rate point of PQ-MIM.
+_PQMIM_POINT = re.compile(r"^pq-mim m(\d+)\b.*?(perceptual)?$", re.IGNORECASE)
+
+
+def codec_key(label: str) -> str:
+    """The :data:`CODEC_STYLES` key of a label, or the cleaned label when it has none.
+
+    Strips what names a setting of a codec rather than another codec: a quality suffix
+    (``-q3``, `` q3``) and parenthesised notes (``(cpu)``, ``(S=10)``); a PQ-MIM rate point
+    ``pq-mim M4 K256`` maps to ``pq-mim M4``.
+
+    Args:
+        label: a codec name as it appears in a table's ``codec`` column.
+
+    Returns:
+        A key of :data:`CODEC_STYLES` when one matches, else the cleaned label.
+    """
+    key = str(label).strip()
+    if key in CODEC_STYLES:
+        return key
+    changed = True
+    while changed:
+        changed = False
+        for pattern in _SETTING_SUFFIXES:
+            stripped = pattern.sub("", key)
+            if stripped != key and stripped:
+                key, changed = stripped, True
+    if key in CODEC_STYLES:
+        return key
+    point = _PQMIM_POINT.match(key)
+    if point:
+        return "pq-mim perceptual" if point.group(2) else f"pq-mim M{point.group(1)}"
+    return key
+
+
+def codec_style(label: str) -> dict[str, str]:
+    """``{"color", "marker"}`` of a codec label: its :data:`CODEC_STYLES` entry, else a
+    reserve colour chosen by a stable hash of the label (see :func:`codec_key`)."""
+    key = codec_key(label)
+    if key in CODEC_STYLES:
+        colour, marker = CODEC_STYLES[key]
+    else:
+        digest = int(hashlib.sha256(key.encode()).hexdigest(), 16)
+        colour, marker = RESERVE_COLOURS[digest % len(RESERVE_COLOURS)], RESERVE_MARKER
+    return {"color": colour, "marker": marker}
+
+
+def codec_palette(labels: Iterable[str]) -> dict[str, str]:
+    """label -> colour for seaborn's ``palette=``; two labels of one figure never share one.
+
+    A label without its own entry whose hashed reserve colour is already taken in this
+    figure gets the next free reserve colour (two new labels are still told apart).
+    """
+    palette, used = {}, set()
+    for label in dict.fromkeys(labels):
+        colour = codec_style(label)["color"]
+        if colour in used and codec_key(label) not in CODEC_STYLES:
+            free = [c for c in RESERVE_COLOURS if c not in used]
+            colour = free[0] if free else colour
+        palette[label] = colour
+        used.add(colour)
+    return palette
+
+
+def codec_markers(labels: Iterable[str]) -> dict[str, str]:
+    """label -> marker for seaborn's ``markers=`` (with ``style=`` the same column)."""
+    return {label: codec_style(label)["marker"] for label in dict.fromkeys(labels)}
+
+
+# --------------------------------------------------------------------------- axis limits
+
+#: Share of the data range added on each side of an axis (matplotlib's default margin).
+AXIS_MARGIN = 0.05
+
+
+def data_limits(values, margin: float = AXIS_MARGIN, log: bool = False,
+                floor: float | None = None) -> tuple[float, float]:
+    """Axis limits that hold every finite value, plus a margin: the limits *of the data*.
+
+    Args:
+        values: numbers (any nesting numpy flattens); NaN and inf are ignored.
+        margin: share of the range added on each side (of the log range when ``log``).
+        log: the axis is logarithmic (values <= 0 are ignored, the margin is a factor).
+        floor: the lower limit is never below this (e.g. 0 for a rate axis).
+
+    Returns:
+        ``(low, high)``.
+
+    Raises:
+        ValueError: no finite (positive, when ``log``) value to set limits from.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v) & ((v > 0) if log else True)]
+    if v.size == 0:
+        raise ValueError("no finite values to set axis limits from; pass the plotted data")
+    low, high = (np.log10(v.min()), np.log10(v.max())) if log else (v.min(), v.max())
+    pad = margin * (high - low) if high > low else (0.5 if log else max(abs(high) * 0.05, 0.5))
+    low, high = low - pad, high + pad
+    if log:
+        low, high = 10.0**low, 10.0**high
+    if floor is not None:
+        low = max(low, floor)
+    return float(low), float(high)
+
+
+def limit_axes(ax: plt.Axes, x=None, y=None, margin: float = AXIS_MARGIN, x_floor: float | None = None,
+               y_floor: float | None = None) -> plt.Axes:
+    """Set an axis's limits from the data it is about (:func:`data_limits`).
+
+    Lines drawn for comparison (published anchors, reference lines) are then clipped to
+    the measured data's range instead of stretching the axes. The scale (linear or log)
+    of each axis is read from ``ax``.
+
+    Args:
+        ax: the axes.
+        x, y: the values the x / y axis must show; None leaves that axis alone.
+        margin: as in :func:`data_limits`.
+        x_floor, y_floor: lowest allowed limit (e.g. 0 for bpp).
+
+    Returns:
+        ``ax``.
+    """
+    if x is not None:
+        ax.set_xlim(*data_limits(x, margin, ax.get_xscale() == "log", x_floor))
+    if y is not None:
+        ax.set_ylim(*data_limits(y, margin, ax.get_yscale() == "log", y_floor))
+    return ax
+
+
+def signed_label(value: float, digits: int = 1, na: str = "n/a") -> str:
+    """A number for a cell annotation: sign shown, no "-0.0", ``na`` for NaN.
+
+    ``signed_label(-0.04) == "0.0"``, ``signed_label(1.26) == "+1.3"``.
+    """
+    if value is None or not np.isfinite(value):
+        return na
+    rounded = round(float(value), digits)
+    if rounded == 0:
+        return f"{0:.{digits}f}"
+    return f"{rounded:+.{digits}f}"

@@ -7,17 +7,21 @@ The path through this module::
         ▼
     RD curves ──► bd_rate_table() BD-rate / BD-PSNR against a reference curve or anchor
         │
-        └──────► plot_rd()        seaborn RD plot, published anchors dashed in grey
+        ├──────► plot_rd()        seaborn RD plot, published anchors dashed in grey
+        │
+        └──────► matched_rate_delta() / quality_gap_at_rate(): quality at equal rate, for
+                 curves too short or too far apart for a BD value (learning curves, ablations)
 
 BD-rate and BD-PSNR are computed by the maintained ``bjontegaard`` package (FAU-LMS);
-this module only validates the curves and names errors. Plot styles and saving are
-:mod:`nic_lib.plotting`'s job. This module imports nothing else from the project.
+this module only validates the curves and names errors. Plot styles (one colour and
+marker per codec, axis limits from the data) and saving are :mod:`nic_lib.plotting`'s job;
+that is the only project module imported here.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 
 import bjontegaard
@@ -25,6 +29,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+
+from nic_lib import plotting
 
 #: Interpolation used for every BD value. The bjontegaard docs (Herglotz et al., ICIP 2022,
 #: "Beyond Bjontegaard") find Akima interpolation more accurate and stabler than the
@@ -393,10 +399,13 @@ def plot_rd(
 ) -> plt.Axes:
     """RD plot of measured curves, with published anchors dashed in grey for comparison.
 
-    Measured curves are drawn by ``seaborn.lineplot`` (one line with markers per ``hue``
-    value, points joined in ``x`` order, no aggregation); anchors are labelled
-    "NAME (published)". Style (call :func:`nic_lib.plotting.set_style` first) and saving
-    (:func:`nic_lib.plotting.save_figure`) are left to the caller.
+    Measured curves are drawn by ``seaborn.lineplot`` (one line per ``hue`` value, points
+    joined in ``x`` order, no aggregation); with ``hue="codec"`` each codec gets its colour
+    and marker of :data:`nic_lib.plotting.CODEC_STYLES`, the same in every notebook.
+    Anchors are labelled "NAME (published)". The axis limits are those of the measured
+    curves (:func:`nic_lib.plotting.limit_axes`): an anchor reaching past them is clipped,
+    it does not stretch the axes. Style (call :func:`nic_lib.plotting.set_style` first) and
+    saving (:func:`nic_lib.plotting.save_figure`) are left to the caller.
 
     Args:
         curves: RD points, e.g. from :func:`rd_table`.
@@ -417,9 +426,16 @@ def plot_rd(
     """
     if ax is None:
         _, ax = plt.subplots(figsize=FIGSIZE)
-    lineplot_kwargs.setdefault("marker", MEASURED_MARKER)
     lineplot_kwargs.setdefault("estimator", None)
+    if hue == "codec" and "style" not in lineplot_kwargs and "marker" not in lineplot_kwargs:
+        labels = list(dict.fromkeys(curves[hue]))
+        lineplot_kwargs.setdefault("palette", plotting.codec_palette(labels))
+        # style = hue: one legend entry per codec, with its colour and its marker
+        lineplot_kwargs.update(style=hue, markers=plotting.codec_markers(labels), dashes=False)
+    else:
+        lineplot_kwargs.setdefault("marker", MEASURED_MARKER)
     sns.lineplot(data=curves, x=x, y=y, hue=hue, sort=True, ax=ax, **lineplot_kwargs)
+    plotting.limit_axes(ax, x=curves[x], y=curves[y], x_floor=0.0 if x == RATE_COLUMN else None)
     if anchors is not None:
         if (x, y) != (RATE_COLUMN, ANCHOR_METRIC):
             raise ValueError(
@@ -440,9 +456,55 @@ def plot_rd(
                 label=f"{name} (published)",
             )
         ax.legend(title=hue)
+        plotting.limit_axes(ax, x=curves[x], y=curves[y], x_floor=0.0 if x == RATE_COLUMN else None)
     ax.set_xlabel(AXIS_LABELS.get(x, x))
     ax.set_ylabel(AXIS_LABELS.get(y, y))
     return ax
+
+
+def plot_rd_panels(
+    curves: pd.DataFrame,
+    panels: Mapping[str, Sequence[str]],
+    y: str = "psnr_rgb",
+    anchors: Mapping[str, str | Iterable[str] | pd.DataFrame] | None = None,
+    limits_from: Mapping[str, Sequence[str]] | None = None,
+    panel_size: tuple[float, float] = (6.0, 4.8),
+) -> plt.Figure:
+    """RD curves split into panels: few curves per panel, each panel's axes set by its data.
+
+    Fifteen curves on one axes cannot be told apart; the same codec keeps its colour and
+    marker in every panel (:func:`plot_rd`), so a codec drawn in two panels (a reference)
+    reads the same in both.
+
+    Args:
+        curves: RD points (:func:`rd_table`) of every codec drawn.
+        panels: panel title -> codecs drawn in it (codecs absent from ``curves`` are
+            skipped; an empty panel is left out).
+        y: quality column.
+        anchors: panel title -> published anchors for that panel (see :func:`plot_rd`).
+        limits_from: panel title -> the codecs whose points set that panel's axis limits
+            (default: all its codecs). A reference drawn for comparison (JPEG 2000 beside
+            a learned family) is then clipped to the family's range like an anchor.
+        panel_size: inches per panel.
+
+    Returns:
+        The figure; each panel has its own legend, below it.
+    """
+    present = set(curves["codec"])
+    shown = {t: [c for c in codecs if c in present] for t, codecs in panels.items()}
+    shown = {t: c for t, c in shown.items() if c}
+    if not shown:
+        raise ValueError(f"none of the panels' codecs {sorted({c for v in panels.values() for c in v})} "
+                         f"is in the curves ({sorted(present)})")
+    fig, axes = plt.subplots(1, len(shown), figsize=(panel_size[0] * len(shown), panel_size[1]), squeeze=False)
+    for ax, (title, codecs) in zip(axes[0], shown.items()):
+        plot_rd(curves[curves["codec"].isin(codecs)], y=y, anchors=(anchors or {}).get(title), ax=ax)
+        ax.set_title(title)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
+        focus = curves[curves["codec"].isin((limits_from or {}).get(title, codecs))]
+        if len(focus):
+            plotting.limit_axes(ax, x=focus[RATE_COLUMN], y=focus[y], x_floor=0.0)
+    return fig
 
 
 #: The published curve of the same codec, for checking that a measured classic codec is
@@ -488,3 +550,111 @@ def published_comparison(curves: pd.DataFrame, twins: dict[str, str] = PUBLISHED
             }
         )
     return pd.DataFrame(rows, columns=["codec", "published", "bd_rate_%", "bd_psnr_dB", "ours_bpp", "published_bpp", "note"])
+
+
+# --------------------------------------------------------------------------- quality at equal rate
+
+#: Rates (log-spaced over the shared range) at which :func:`matched_rate_delta` compares two
+#: curves: 32 points make the interpolated mean exact to ~0.01 dB.
+MATCH_POINTS = 32
+
+
+def _log_rate_curve(rate, quality) -> tuple[np.ndarray, np.ndarray]:
+    """(log rate, quality) of a curve sorted by rate, non-finite points dropped."""
+    rate = np.asarray(rate, dtype=np.float64).ravel()
+    quality = np.asarray(quality, dtype=np.float64).ravel()
+    keep = np.isfinite(rate) & np.isfinite(quality) & (rate > 0)
+    order = np.argsort(rate[keep], kind="stable")
+    return np.log(rate[keep][order]), quality[keep][order]
+
+
+def quality_gap_at_rate(ref_rate, ref_quality, rate, quality) -> np.ndarray:
+    """Quality of each point minus the reference curve's quality at the same rate.
+
+    The reference is interpolated linearly in log-rate (PSNR grows about linearly with
+    log-bpp, ~6 dB per doubling at high rate). Points outside the reference's rate range
+    get NaN: extrapolating a codec's curve would invent its quality.
+
+    Args:
+        ref_rate, ref_quality: the reference curve's points (any order).
+        rate, quality: the points compared with it (arrays of one shape).
+
+    Returns:
+        float array of ``quality - Q_ref(rate)`` (dB for PSNR); NaN outside the reference.
+    """
+    lx, ly = _log_rate_curve(ref_rate, ref_quality)
+    rate = np.asarray(rate, dtype=np.float64)
+    quality = np.asarray(quality, dtype=np.float64)
+    if lx.size < 2:
+        return np.full(np.broadcast(rate, quality).shape, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_rate = np.log(rate)
+    inside = np.isfinite(log_rate) & (log_rate >= lx[0]) & (log_rate <= lx[-1])
+    # gap = Q(rate) - Q_ref(rate), Q_ref linear in log(rate) between its points
+    gap = quality - np.interp(np.where(inside, log_rate, lx[0]), lx, ly)
+    return np.where(inside, gap, np.nan)
+
+
+def matched_rate_delta(ref_rate, ref_quality, rate, quality, points: int = MATCH_POINTS
+                       ) -> tuple[float, float, float]:
+    """Mean quality difference of a curve against a reference over the rates both cover.
+
+    A BD-PSNR that needs neither four points per curve nor monotone quality: both curves
+    are interpolated linearly in log-rate at ``points`` log-spaced rates over the shared
+    range and the differences are averaged. Written here because no library offers it.
+
+    Args:
+        ref_rate, ref_quality: the reference curve (at least 2 points).
+        rate, quality: the compared curve (at least 2 points).
+        points: number of matched rates.
+
+    Returns:
+        ``(delta, low, high)``: the mean of ``Q(r) - Q_ref(r)`` (positive = better than
+        the reference) and the shared rate range; ``delta`` is NaN when the curves share
+        no range (``low >= high``) or a curve has fewer than 2 points.
+    """
+    rx, ry = _log_rate_curve(ref_rate, ref_quality)
+    cx, cy = _log_rate_curve(rate, quality)
+    if rx.size < 2 or cx.size < 2:
+        return float("nan"), float("nan"), float("nan")
+    low, high = max(rx[0], cx[0]), min(rx[-1], cx[-1])
+    if not low < high:
+        return float("nan"), float(np.exp(low)), float(np.exp(high))
+    grid = np.linspace(low, high, points)
+    # delta = mean over matched rates r of (Q(r) - Q_ref(r)), both linear in log(r)
+    delta = float(np.mean(np.interp(grid, cx, cy) - np.interp(grid, rx, ry)))
+    return delta, float(np.exp(low)), float(np.exp(high))
+
+
+def learning_curve(evals: pd.DataFrame, ref_rate, ref_quality, quality: str = "psnr") -> pd.DataFrame:
+    """One point per evaluation of a training run: its gap to a reference codec at equal bpp.
+
+    A training log evaluates every rate level of a variable-rate model at one step, each
+    level with its own clock time; grouping by (step, time) would make every level its
+    own point. Here the levels of one step form one point: the mean over the levels of
+    ``quality - Q_ref(bpp)`` (:func:`quality_gap_at_rate`). When a level falls outside the
+    reference's rate range the step's mean is NaN: a mean over a different set of levels
+    would not be comparable with its neighbours' (``levels_outside`` counts them).
+
+    Args:
+        evals: the evaluation log, columns ``step``, ``wall_s``, ``bpp`` and ``quality``
+            (e.g. ``psnr``); one row per step and level.
+        ref_rate, ref_quality: the reference curve on the same images (e.g. JPEG 2000).
+        quality: the quality column of ``evals``.
+
+    Returns:
+        One row per step, sorted by step: ``step``, ``wall_s`` (the step's last
+        evaluation), ``gap_db`` (mean over levels), ``gap_min``, ``gap_max`` (over levels),
+        ``levels`` (evaluated at the step), ``levels_outside``.
+    """
+    missing = [c for c in ("step", "wall_s", "bpp", quality) if c not in evals.columns]
+    if missing:
+        raise ValueError(f"evaluation log lacks columns {missing} (it has {list(evals.columns)}); "
+                         "pass a training run's eval.csv")
+    gaps = evals.assign(gap=quality_gap_at_rate(ref_rate, ref_quality, evals["bpp"], evals[quality]))
+    grouped = gaps.groupby("step", sort=True)
+    out = grouped.agg(wall_s=("wall_s", "max"), gap_db=("gap", "mean"), gap_min=("gap", "min"),
+                      gap_max=("gap", "max"), levels=("bpp", "size"),
+                      levels_outside=("gap", lambda g: int(g.isna().sum())))
+    out.loc[out["levels_outside"] > 0, ["gap_db", "gap_min", "gap_max"]] = np.nan
+    return out.reset_index()

@@ -10,7 +10,9 @@ Three error images per codec and corruption ``c`` (the OOD-NIC paper's three map
     shift itself:    c(x)        - x        the corruption's own frequency content
 
 Each is turned into a power spectrum :func:`power_spectrum` (``|F|^2`` of the
-*unrounded* difference, optionally windowed) and averaged over images; a spectrum is
+*unrounded* difference, optionally windowed; the reference code instead takes ``|F|`` of
+a greyscale difference rounded after dividing it by the dataset's standard deviation, see
+:func:`power_spectrum`) and averaged over images; a spectrum is
 summarised by its :func:`radial_profile` and by its :func:`band_energies` in three bands
 (:data:`BAND_EDGES`). Frequencies are in units of the Nyquist frequency (0.5 cycles per
 pixel = 1), so a radius r means a period of 2 / r pixels.
@@ -160,11 +162,15 @@ def power_spectrum(diff: np.ndarray, window: str | None = DEFAULT_WINDOW, channe
     """Power spectrum |F|^2 / (H W) of one (difference) image, zero frequency centred.
 
     The difference is transformed as it is, in float: **it is not rounded first**. The
-    OOD-NIC reference code rounds the grayscale difference image before its FFT, which sets
-    every error smaller than half a grey level to zero: exactly the small, spread-out
-    errors of a good codec (and most of a high-frequency error's power) disappear from its
-    maps. A codec's error is uint8 - uint8, an integer already; the shift of a corruption
-    or the luma mix of an error is not, and rounding it would bias the spectrum.
+    OOD-NIC reference code divides the RGB difference by the dataset's standard deviation
+    (about 55 grey levels for natural images), *rounds that normalised difference* (so in
+    steps of ~55 grey levels: every error smaller than ~27 grey levels becomes zero), then
+    converts it to greyscale and averages the magnitude |F| of its FFT, not the power
+    |F|^2. Rounding erases exactly the small, spread-out errors of a good codec (and most
+    of a high-frequency error's power), and |F| is not additive over frequencies, so its
+    maps have no MSE to add up to. Here: the unrounded difference (a codec's error is
+    uint8 - uint8, an integer already; a corruption's shift and the luma mix of an error
+    are not), and the power |F|^2, whose mean is the MSE (Parseval, below).
 
     Normalisation (Parseval, numpy's unnormalised FFT): sum_k |F_k|^2 = H W sum_n |x_n|^2,
     so with P = |F|^2 / (H W) and no window, mean(P) = mean(x^2): the spectrum's mean is
@@ -306,9 +312,18 @@ def radial_profile(spectrum: np.ndarray, bins: int = DEFAULT_RADIAL_BINS) -> pd.
         spectrum: (H, W) spectrum, zero frequency centred.
         bins: number of annuli.
 
+    The annuli past radius 1 hold only the corners of the frequency plane (both |fx| and
+    |fy| high), fewer bins the closer to sqrt(2); the last one is a few hundred bins around
+    the corner (1/2, 1/2) cycles per pixel, a one-pixel checkerboard. Where an image holds a
+    faint checkerboard (Kodak's scans do: 100-4000x the power of its neighbours in the
+    corner bin) and a codec drops it, that one bin lifts the last annulus's mean: a jump at
+    the end of an error profile is the image's, not the codec's.
+
     Returns:
         DataFrame with columns ``radius`` (annulus centre, Nyquist units), ``power`` (mean
-        power in the annulus; NaN if it holds no frequency bin) and ``count`` (bins in it).
+        power in the annulus, in the spectrum's units: grey levels² per frequency bin for
+        :func:`power_spectrum`, whose mean over the plane is the MSE; NaN if it holds no
+        frequency bin) and ``count`` (bins in it).
     """
     spectrum = np.asarray(spectrum, dtype=np.float64)
     r = radial_frequency(spectrum.shape).ravel()
@@ -379,6 +394,32 @@ def classic_codec(name: str | codecs.Codec, setting: float | None = None, bpp: f
 
     run.description = codec.description + (f"; setting={setting}" if setting is not None else f"; target bpp={bpp}")
     return run
+
+
+def psnr_at_matched_rate(names: Sequence[str], clean: Sequence[np.ndarray], corrupted: Sequence[np.ndarray],
+                         rates: Sequence[float], codec: str | codecs.Codec) -> pd.DataFrame:
+    """A classic codec at the rate another codec spent on each input: its PSNR against the input and the clean image.
+
+    Comparing two codecs under a corruption needs both at the same rate *on the corrupted
+    input*: a learned codec spends more bits on noise and fewer on a low-contrast image
+    than on the clean image, so a classic codec held at the clean image's rate would be
+    compared at another rate.
+
+    Args:
+        names, clean, corrupted: as in :func:`codec_error_spectra`.
+        rates: the bpp the other codec spent on each corrupted image, same order.
+        codec: the classic codec (name or :class:`nic_lib.codecs.Codec`).
+
+    Returns:
+        One row per image: ``image``, ``bpp_target``, ``bpp`` (real), ``psnr_vs_input``,
+        ``psnr_vs_clean``.
+    """
+    rows = []
+    for name, x, cx, target in zip(names, clean, corrupted, rates, strict=True):
+        recon, bpp = classic_codec(codec, bpp=float(target))(np.asarray(cx)[None])
+        rows.append({"image": name, "bpp_target": float(target), "bpp": float(bpp[0]),
+                     "psnr_vs_input": metrics.psnr(cx, recon[0]), "psnr_vs_clean": metrics.psnr(x, recon[0])})
+    return pd.DataFrame(rows)
 
 
 #: NIC inputs are padded to a multiple of 2^6 = 64 (four stride-2 layers in g_a, two in h_a).

@@ -200,3 +200,47 @@ def test_levels_of_one_variable_rate_model_share_the_analysis_transform_exactly(
         assert bpp == pytest.approx(bpp_alone, rel=1e-5)
         assert np.abs(x_hat.astype(int) - x_alone).max() <= 1
     assert len({round(b, 6) for _, b, _ in together}) == 3
+
+
+def _grid_table():
+    """A grid table: a reference at 4 rate points (+3 dB per doubling) and a codec at 2 settings, 2 conditions."""
+    rows = []
+    for corruption, severity, shift in ((bench.CLEAN, 0, 0.0), ("fog", 3, 0.5)):
+        for i, bpp in enumerate([0.1, 0.2, 0.4, 0.8]):
+            psnr = 26.0 + 3 * i
+            rows.append({"image": "a", "codec": "ref", "setting": bpp, "corruption": corruption, "severity": severity,
+                         "bpp": bpp, "psnr_vs_input": psnr, "psnr_vs_clean": psnr - 5})
+        for setting, bpp in ((1, 0.2 * (1 + shift)), (2, 2.0)):  # setting 2 lies beyond the reference's rates
+            rows.append({"image": "a", "codec": "nic", "setting": setting, "corruption": corruption,
+                         "severity": severity, "bpp": bpp, "psnr_vs_input": 30.0, "psnr_vs_clean": 24.0})
+    return pd.DataFrame(rows)
+
+
+def test_delta_at_setting_compares_one_setting_at_the_rate_it_spends_in_every_condition():
+    table = _grid_table()
+    cells = bench.delta_at_setting(table, "nic", 1, "ref").set_index("corruption")
+    assert cells.loc[bench.CLEAN, "delta_db"] == pytest.approx(30.0 - 29.0)  # the reference gives 29 dB at 0.2 bpp
+    # under fog the codec spends 0.3 bpp: the reference is read there, log-linearly
+    assert cells.loc["fog", "bpp"] == pytest.approx(0.3)
+    assert cells.loc["fog", "delta_db"] == pytest.approx(30.0 - (29.0 + 3 * np.log2(1.5)))
+    assert (cells["reason"] == "").all()
+
+
+def test_delta_at_setting_names_why_a_cell_cannot_exist():
+    cells = bench.delta_at_setting(_grid_table(), "nic", 2, "ref", metric="psnr_vs_clean")
+    assert cells["delta_db"].isna().all()
+    assert cells["reason"].str.contains("spends 2 bpp here, ref's highest rate is 0.8 bpp").all()
+    with pytest.raises(ValueError, match="no setting 7"):
+        bench.delta_at_setting(_grid_table(), "nic", 7, "ref")
+
+
+def test_likelihood_rate_is_checked_on_corrupted_inputs_too(tmp_path):
+    nic = tiny_nic("likelihood")
+    table = bench.likelihood_rate_under_shift(nic, "sample", ["gaussian_noise"], [1, 5], limit=1,
+                                              corrupted_out=tmp_path / "c")
+    assert list(zip(table["corruption"], table["severity"])) == [(bench.CLEAN, 0), ("gaussian_noise", 1),
+                                                                 ("gaussian_noise", 5)]
+    (_, noisy), = corruptions.load_corrupted("sample", "gaussian_noise", 5, limit=1, out=tmp_path / "c")
+    row = table.iloc[-1]
+    assert row["bpp_bitstream"] == pytest.approx(nic.bitstream_bpp(noisy, 1))
+    assert row["images"] == 1

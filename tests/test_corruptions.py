@@ -130,3 +130,14 @@ def test_default_location_is_the_project_cache_never_the_shared_data(tmp_path, m
     assert corruptions.corrupted_dir("kodak") == tmp_path / "cache" / "data" / "kodak-C"
     with pytest.raises(ValueError, match="shared read-only"):
         corruptions.corrupted_dir("kodak", out=data.shared_data_dir())
+
+
+def test_one_corrupted_image_is_the_file_of_the_dataset_or_the_same_pixels_computed(tmp_path):
+    (name, clean), = corruptions.load_clean("sample", limit=1)
+    computed = corruptions.corrupted_image("sample", name, "pixelate", 2, out=tmp_path)  # nothing built yet
+    assert np.array_equal(computed, corruptions.corrupt(clean, "pixelate", 2, name))
+    corruptions.build("sample", tmp_path, ["pixelate"], [2], limit=1, workers=1, progress=False)
+    (_, from_file), = corruptions.load_corrupted("sample", "pixelate", 2, limit=1, out=tmp_path)
+    assert np.array_equal(corruptions.corrupted_image("sample", name, "pixelate", 2, out=tmp_path), from_file)
+    with pytest.raises(KeyError, match="not an image"):
+        corruptions.corrupted_image("sample", "no-such-image", "pixelate", 2, out=tmp_path)

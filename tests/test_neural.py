@@ -207,3 +207,14 @@ def test_tail_bits_of_a_context_model_count_the_estimate_code_image_reports():
     img = _image()
     assert neural.tail_bits(model, img)["bpp_est"] == pytest.approx(
         neural.code_image(model, img, decode=False)["bpp_est"], rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mbt2018", "bmshj2018-hyperprior", "bmshj2018-factorized"])
+def test_bits_by_part_add_up_to_the_estimate_and_split_off_the_side_information(name):
+    model = _model(name)
+    img = _image(64, 64)
+    parts = neural.estimated_bits_by_part(model, img)
+    coded = neural.code_image(model, img, decode=False)
+    assert sum(parts.values()) / (64 * 64) == pytest.approx(coded["bpp_est"], rel=1e-6)
+    assert set(parts) == ({"y"} if name == "bmshj2018-factorized" else {"y", "z"})
+    assert all(bits > 0 for bits in parts.values())

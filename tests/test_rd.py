@@ -178,3 +178,42 @@ def test_published_comparison_of_the_published_curve_itself_is_zero_and_skips_ab
     assert table["codec"].tolist() == ["webp"]  # jpeg, jpeg2000, bpg, vtm absent: skipped
     assert table.loc[0, "published"] == "webp-pillow"
     assert abs(table.loc[0, "bd_rate_%"]) < 1e-6
+
+
+def test_learning_curve_has_one_point_per_step_averaged_over_its_levels():
+    # the notebook-01 bug: six levels evaluated at one step, each with its own clock time,
+    # were six points (levels == 1 each) and the curve a sawtooth over the levels
+    ref_bpp, ref_psnr = np.array([0.1, 0.2, 0.4, 0.8, 1.6]), np.array([26.0, 29.0, 32.0, 35.0, 38.0])
+    rows = []
+    for step, offset in ((100, -2.0), (200, -1.0)):
+        for level, bpp in enumerate([0.2, 0.4, 0.8], start=1):
+            psnr = np.interp(np.log(bpp), np.log(ref_bpp), ref_psnr) + offset + 0.1 * level
+            rows.append({"step": step, "wall_s": step + 0.1 * level, "quality": level, "bpp": bpp, "psnr": psnr})
+    curve = rd.learning_curve(pd.DataFrame(rows), ref_bpp, ref_psnr)
+    assert curve["step"].tolist() == [100, 200]
+    assert curve["levels"].tolist() == [3, 3]
+    assert curve["gap_db"].tolist() == pytest.approx([-2.0 + 0.2, -1.0 + 0.2])
+    assert curve["gap_min"].tolist() == pytest.approx([-1.9, -0.9])
+    assert curve["wall_s"].tolist() == pytest.approx([100.3, 200.3])
+
+
+def test_learning_curve_step_with_a_level_outside_the_reference_is_not_averaged():
+    ref_bpp, ref_psnr = np.array([0.1, 1.0]), np.array([25.0, 35.0])
+    evals = pd.DataFrame({"step": [1, 1, 2, 2], "wall_s": [1, 2, 3, 4], "bpp": [0.2, 2.0, 0.2, 0.5],
+                          "psnr": [30.0, 40.0, 30.0, 32.0]})
+    curve = rd.learning_curve(evals, ref_bpp, ref_psnr).set_index("step")
+    assert np.isnan(curve.loc[1, "gap_db"]) and curve.loc[1, "levels_outside"] == 1
+    assert np.isfinite(curve.loc[2, "gap_db"])
+
+
+def test_quality_gap_is_zero_on_the_reference_and_nan_outside_it():
+    ref_bpp, ref_psnr = [0.25, 0.5, 1.0], [29.0, 32.0, 35.0]
+    gap = rd.quality_gap_at_rate(ref_bpp, ref_psnr, [0.25, np.sqrt(0.125), 0.5, 2.0], [29.0, 30.0, 33.0, 40.0])
+    assert gap[:3] == pytest.approx([0.0, -0.5, 1.0])  # log-linear: half-way at the geometric mean
+    assert np.isnan(gap[3])
+
+
+def test_matched_rate_delta_of_a_shifted_curve_is_the_shift_over_the_shared_range():
+    delta, low, high = rd.matched_rate_delta([0.1, 0.4, 1.6], [26.0, 32.0, 38.0], [0.2, 0.8, 3.2], [30.0, 36.0, 42.0])
+    assert delta == pytest.approx(1.0) and (low, high) == pytest.approx((0.2, 1.6))
+    assert np.isnan(rd.matched_rate_delta([0.1, 0.2], [20, 21], [1.0, 2.0], [30, 31])[0])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from nic_lib import spectral
+from nic_lib import metrics, spectral
 
 
 def _cosine_image(h, w, fy, fx, amplitude):
@@ -124,3 +124,16 @@ def test_nic_codec_runs_a_tiny_untrained_model_on_a_batch():
     assert bpp.shape == (2,) and np.all(bpp > 0)
     table = spectral.fourier_heatmap(images[:1], codec, grid=4, crop=32, batch=16)
     assert np.isfinite(table["bpp"]).all()
+
+
+def test_classic_codec_at_another_codecs_rate_lands_on_that_rate():
+    rng = np.random.default_rng(3)
+    clean = [np.clip(scipy.ndimage.gaussian_filter(rng.uniform(0, 255, (96, 96, 3)), (2, 2, 0)), 0, 255).astype(np.uint8)]
+    noisy = [np.clip(clean[0] + rng.normal(0, 20, clean[0].shape), 0, 255).astype(np.uint8)]
+    table = spectral.psnr_at_matched_rate(["a"], clean, noisy, [1.0], "jpeg2000")
+    row = table.iloc[0]
+    assert row["bpp"] == pytest.approx(1.0, rel=0.15)
+    # PSNR of the reconstruction of the *noisy* input, against it and against the clean image
+    recon, _ = spectral.classic_codec("jpeg2000", bpp=1.0)(noisy[0][None])
+    assert row["psnr_vs_input"] == pytest.approx(metrics.psnr(noisy[0], recon[0]))
+    assert row["psnr_vs_clean"] == pytest.approx(metrics.psnr(clean[0], recon[0]))
