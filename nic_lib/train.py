@@ -177,7 +177,11 @@ class TrainConfig:
     model for all of them (gain units, :mod:`nic_lib.models.variable_rate`; each step
     uses one level, cyclically, with that quality's λ). ``init_from`` warm-starts from
     a checkpoint (``final.pt`` or ``ckpt.pt``): every tensor whose name and shape match
-    is copied, the rest keeps its fresh initialisation.
+    is copied, the rest keeps its fresh initialisation; ``init_only`` restricts the copy
+    to parameters under those name prefixes (``g_a g_s gain inverse_gain``: the
+    transforms, with a fresh entropy model), and ``freeze`` keeps parameters under those
+    prefixes at their warm-start values (the ablation protocol of notebook 01 trains
+    each entropy model on one set of frozen transforms).
     ``schedule_clock="time"`` runs the learning-rate schedule on
     ``max(step/max_steps, elapsed/max_minutes)``, so a run cut short by ``--max-minutes``
     still finishes its decay.
@@ -193,6 +197,8 @@ class TrainConfig:
     context_size: int | None = None
     reference_lmbda: float | None = None
     init_from: str | None = None
+    init_only: tuple[str, ...] | None = None
+    freeze: tuple[str, ...] | None = None
     prefit_densities: int = 0
     per_level_hyper_density: bool = False
     tail_gradient: bool = False
@@ -346,6 +352,42 @@ def copy_run_records(run_dir: Path, dest_dir: Path, stem: str) -> None:
         if (Path(run_dir) / name).is_file():
             fileio.atomic_write_bytes(dest_dir / f"{stem}.{name}",
                                       (Path(run_dir) / name).read_bytes())
+
+
+def snapshot_final(run_dir: Path, dest: Path) -> Path:
+    """Write what ``final.pt`` would hold if the run stopped now, from its ``ckpt.pt``.
+
+    A long run that spans sessions is exported at the end of each one: the EMA weights of
+    the last checkpoint (the trained weights when EMA is off), coder tables built, in the
+    registry format, so :func:`ship_run`'s float16 export and ``--init-from`` take it. The
+    run itself is untouched and resumes as before.
+
+    Args:
+        run_dir: a run folder holding ``ckpt.pt``.
+        dest: the file to write (atomically); refuses the run's own ``final.pt``.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        FileNotFoundError / ValueError: no training checkpoint in ``run_dir``.
+    """
+    state, run_dir = _load_train_state(run_dir)
+    if Path(dest).resolve() == (run_dir / "final.pt").resolve():
+        raise ValueError(f"{dest} is the run's own final.pt, written when it finishes; "
+                         "snapshot to another path")
+    cfg = TrainConfig(**state["config"])
+    model = build_model(cfg)
+    weights = state["model"]
+    if state.get("ema"):  # AveragedModel: 'module.'-prefixed copy + n_averaged
+        weights = {k[len("module."):]: v for k, v in state["ema"].items()
+                   if k.startswith("module.")}
+    SampleKeyedNoise.remove(model)
+    model.load_state_dict(weights)
+    save_final(model.eval(), Path(dest), cfg,
+               {"step": int(state["step"]), "train_info": state.get("resolved"),
+                "snapshot_of": str(run_dir)})
+    return Path(dest)
 
 
 def ship_run(run_dir: Path, dest: Path, lineage: list[str]) -> Path:
@@ -944,7 +986,12 @@ class _NoOptimizer:
         pass
 
 
-def warm_start(model: torch.nn.Module, path: str | os.PathLike) -> dict:
+def _under(name: str, prefixes) -> bool:
+    """True when a parameter name lies under one of the module-name prefixes."""
+    return any(name == p or name.startswith(p.rstrip(".") + ".") for p in prefixes)
+
+
+def warm_start(model: torch.nn.Module, path: str | os.PathLike, only=None) -> dict:
     """Copy into ``model`` every tensor of a checkpoint whose name and shape match.
 
     A warm start, not a resume: optimizer, schedule and step start afresh. Used to begin
@@ -955,6 +1002,8 @@ def warm_start(model: torch.nn.Module, path: str | os.PathLike) -> dict:
     Args:
         model: the freshly built model.
         path: a run's ``final.pt`` (registry checkpoint) or ``ckpt.pt`` (training state).
+        only: module-name prefixes (``("g_a", "g_s")``); when given, only tensors under
+            them are copied and everything else keeps its fresh initialisation.
 
     Returns:
         ``{"path", "loaded", "resized", "new", "skipped"}``: counts of tensors copied (of
@@ -976,7 +1025,7 @@ def warm_start(model: torch.nn.Module, path: str | os.PathLike) -> dict:
     fixed = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")
     fits, used = {}, set()
     for key, tensor in own.items():
-        if key.endswith(fixed):
+        if key.endswith(fixed) or (only and not _under(key, only)):
             continue
         # CompressAI's latent-codec models nest the same layers one level down
         candidates = [key] + [key[len(p):] for p in WARM_START_PREFIXES if key.startswith(p)]
@@ -1191,6 +1240,8 @@ def _check(cfg: TrainConfig, world: int) -> None:
     if cfg.per_level_hyper_density and not cfg.qualities:
         raise ValueError("--per-level-hyper-density gives each rate level its own z density: "
                          "it needs a variable-rate run (--qualities)")
+    if (cfg.init_only or cfg.freeze) and cfg.init_from is None:
+        raise ValueError("--init-only and --freeze act on a warm start: give --init-from too")
     if cfg.init_from is not None and not Path(cfg.init_from).is_file():
         raise ValueError(f"--init-from {cfg.init_from}: no such file (give a run's final.pt "
                          "or ckpt.pt)")
@@ -1263,10 +1314,18 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
                          f"downsampling of {cfg.model} (e.g. --crop {fit})")
     lmbda = rate_lambda(cfg)
     lmbdas = rate_lambdas(cfg)  # [] unless variable-rate
-    warm = warm_start(model, cfg.init_from) if (cfg.init_from and state is None) else None
+    warm = (warm_start(model, cfg.init_from, only=cfg.init_only)
+            if (cfg.init_from and state is None) else None)
     named = dict(model.named_parameters())
-    aux_names = sorted(n for n in named if n.endswith(".quantiles"))
-    net_params = [p for n, p in named.items() if n not in aux_names]
+    for prefix in cfg.freeze or ():
+        if not any(_under(n, [prefix]) for n in named):
+            raise ValueError(f"--freeze {prefix}: {cfg.model} has no parameters under that name; "
+                             f"its modules: {', '.join(sorted({n.split('.')[0] for n in named}))}")
+    frozen = [n for n in named if cfg.freeze and _under(n, cfg.freeze)]
+    for n in frozen:
+        named[n].requires_grad_(False)
+    aux_names = sorted(n for n in named if n.endswith(".quantiles") and n not in frozen)
+    net_params = [p for n, p in named.items() if n not in aux_names and n not in frozen]
     optimizer = torch.optim.Adam(net_params, lr=cfg.lr)
     # models without a factorized density (context-only) have no quantiles to place
     aux_optimizer = (torch.optim.Adam([named[n] for n in aux_names], lr=cfg.aux_lr)
@@ -1532,6 +1591,10 @@ def _parser() -> argparse.ArgumentParser:
     a("--reference-lmbda", type=float, help="variable rate: λ whose gain starts at 1 "
       "(default: geometric mean; use the warm-start model's λ)")
     a("--init-from", help="warm start from a final.pt / ckpt.pt (matching tensors copied)")
+    a("--init-only", nargs="+", help="copy only these modules from --init-from (e.g. "
+      "g_a g_s gain inverse_gain: the transforms, with a fresh entropy model)")
+    a("--freeze", nargs="+", help="keep these modules at their --init-from values "
+      "(e.g. g_a g_s gain inverse_gain: train only the entropy model)")
     a("--prefit-densities", type=int, help="before training, fit a variable-rate model's "
       "per-level densities and their quantiles (factorized prior; hyperprior with "
       "--per-level-hyper-density) for this many steps on latents of the "
@@ -1593,7 +1656,7 @@ def main(argv: list[str] | None = None) -> Path:
         The run folder.
     """
     given = vars(_parser().parse_args(argv))
-    for key in ("data", "lr_milestones", "qualities"):
+    for key in ("data", "lr_milestones", "qualities", "init_only", "freeze"):
         if key in given:
             given[key] = tuple(given[key])
     resume = given.pop("resume", None)

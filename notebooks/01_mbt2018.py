@@ -58,7 +58,7 @@ from IPython.display import Markdown, display
 from matplotlib.colors import ListedColormap
 from scipy import stats
 
-from nic_lib import cache, claims, codecs, data, neural, plotting, rd, reproduce
+from nic_lib import cache, capacity, claims, codecs, data, neural, plotting, rd, reproduce
 from nic_lib.models import google, registry
 
 # %% tags=["parameters"]
@@ -68,7 +68,8 @@ N_IMAGES = None  # None -> every image (smoke: 2)
 CROP = None  # None -> whole images (smoke: 256x256 centre crops, to stay fast in CI)
 MODELS = ["mbt2018", "mbt2018-mean", "bmshj2018-hyperprior", "bmshj2018-factorized", "mbt2018-context", "mbt2018-gmm", "mbt2018-checkerboard"]  # registry keys to evaluate
 CONTEXT_VARIANTS = {"mbt2018-ctx3": "mbt2018/vr-ctx3.pt", "mbt2018-ctx7": "mbt2018/vr-ctx7.pt"}  # context-size ablation: label -> checkpoint under checkpoints/ (cpu profile only)
-EXTENDED = {"mbt2018-extended": "mbt2018/vr-extended.pt", "mbt2018-5h": "mbt2018/vr-5h.pt"}  # issue 8: the joint model trained 2 h longer, then to 5 h in all (benchmarks/training_extension.py); not part of the equal-budget ablations (cpu profile only)
+EXTENDED = {"mbt2018-extended": "mbt2018/vr-extended.pt", "mbt2018-5h": "mbt2018/vr-5h.pt", "mbt2018-m192": "mbt2018/m192.pt"}  # the joint model trained longer: issue 8 (2 h more, then 5 h in all), and issue 25 (widened to M = 192 and trained on; scripts/train_cpu_profile.py); not part of the equal-budget ablations (cpu profile only)
+PCA_K = [24, 48, 96, 144, 192, 256, 320]  # latent channels per 16x16x3 block for the PCA bound of section 2b
 QUALITIES = [1, 2, 3, 4, 5, 6]  # λ = 0.0018 ... 0.0483 (the quality table of nic_lib.models.LAMBDA_MSE)
 CLASSIC = ["jpeg", "webp", "jpeg2000", "avif"]  # baselines, configured as in notebook 00
 REFERENCE = "jpeg2000"  # BD-rates of the learned codecs are reported against this codec
@@ -258,6 +259,49 @@ if model_profile == "cpu":
         if loaded:
             families[label] = loaded
 print(f"evaluating {list(families)} at qualities {QUALITIES}")
+
+# %% [markdown]
+# ### 2b. How much a latent of width M can hold
+#
+# With M latent channels at stride 16, `y` keeps M numbers for every 16×16×3 = 768 pixel
+# values. Two measurements say what that allows before any entropy model
+# (`nic_lib.capacity`):
+#
+# - the **PCA bound**: the best *linear* code keeping K numbers per block, PCA on these
+#   images' own blocks, MSE(K) = Σ_{i>K} λ_i / 768 with λ_i the eigenvalues of the blocks'
+#   covariance;
+# - the **autoencoder ceiling** of a trained model: PSNR of g_s(g_a(x)) at the top level
+#   with no rounding. Quantization and the entropy model only lose from there, so no
+#   entropy model lifts a curve above it.
+#
+# The learned transform is non-linear and can beat the linear bound, but a model whose
+# ceiling sits near the bound at its own M is limited by its width, not by its training.
+
+# %%
+pca = capacity.pca_bound([img for _, img in images], PCA_K)
+joint_labels = [lab for lab in ["mbt2018", *EXTENDED] if lab in families]
+ceiling_rows = []
+for label in joint_labels:
+    top = max(families[label][0])
+    model = families[label][0][top]
+    # each copy from quality_models is set to its own level: the ceiling at quality `top`
+    ceiling_rows.append({"model": label, "M": int(model.M), "quality": top,
+                         "ceiling_psnr": capacity.autoencoder_ceiling(model, images[:6])})
+ceilings = pd.DataFrame(ceiling_rows, columns=["model", "M", "quality", "ceiling_psnr"])
+reproduce.save_table(pca, fig_dir / "pca_bound.csv", floats=reproduce.DERIVED)
+reproduce.save_table(ceilings, fig_dir / "autoencoder_ceiling.csv", floats=reproduce.NETWORK)
+fig, ax = plt.subplots(figsize=(6.4, 4.2))
+ax.plot(pca.K, pca.psnr_pca, "-o", color="0.3", label="PCA bound (best linear code, K per block)")
+for row, colour in zip(ceilings.itertuples(), sns.color_palette("colorblind", max(1, len(ceilings)))):
+    ax.scatter(row.M, row.ceiling_psnr, s=60, color=colour, zorder=3,
+               label=f"{row.model}: g_s(g_a(x)) at q{row.quality}, no rounding")
+ax.set_xlabel("latent numbers per 16×16×3 block (K, or the model's M)")
+ax.set_ylabel(f"PSNR (dB), {dataset}, {len(images[:6])} images")
+ax.legend(fontsize=8, loc="lower right")
+ax.set_title("What a latent of width M can hold")
+plotting.save_figure(fig, "fig9_width_ceiling")
+display(pca.round(3))
+display(ceilings.round(2))
 
 # %% [markdown]
 # ## 3. What the hyperprior and the context model each predict

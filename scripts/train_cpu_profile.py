@@ -1,32 +1,34 @@
 """Retrain the shipped "cpu" profile checkpoints: ``python scripts/train_cpu_profile.py``.
 
-The budget is this project's 2-core CPU, so the cpu profile is trained in three stages
-that share work (every number below is a flag of ``python -m nic_lib.train``):
+The budget is this project's 2-core CPU, so the cpu profile is trained in stages that
+share work (every number below is a flag of ``python -m nic_lib.train``). Two generations:
 
-1. ``base``: a fixed-rate ``mbt2018`` (N=64, M=96) at λ = 0.013, 10,000 steps of 128x128
-   crops, batch 8, Adam 1e-3 with a 200-step warm-up and a cosine decay to 5e-5
-   (about 25 minutes here).
-2. ``mbt2018-vr``: the same network made variable-rate with gain units
-   (:mod:`nic_lib.models.variable_rate`), qualities 1-6 (λ = 0.0018 ... 0.0483), warm
-   started from ``base`` with λ_ref = 0.013, trained ``STAGE2_MINUTES``.
-3. one run per shipped model, each warm-started from ``mbt2018-vr`` (every tensor whose
-   name and shape match is copied; the rest, e.g. a GMM's wider output layer or a 3x3
-   context, starts fresh) and trained ``STAGE3_MINUTES``: the joint model itself (so it
-   gets the same extra time as its ablations), the factorized prior, the mean-scale
-   hyperprior, context-only, GMM, checkerboard, and context sizes 3 and 7.
-4. the scale hyperprior (``bmshj2018-hyperprior``) alone starts from the joint model of
-   stage 3 (``mbt2018``) and trains ``HYPERPRIOR_STEPS`` steps with one z density per
-   level, fitted first, and the tail gradient (``--per-level-hyper-density
-   --prefit-densities --tail-gradient``): trained like the others it coded quality 6 in
-   7.7% fewer real bits than its own estimate (issue 3; see ``HYPERPRIOR_FIX``).
-5. the two hyperprior-only models (``CALIBRATED``) get their scale calibration refitted on
-   held-out photos when they are shipped (``scripts/calibrate_scales.py``).
+*M = 96 (the transforms' history).* ``base`` (fixed rate, λ = 0.013, 10,000 steps) →
+``mbt2018-vr`` (gain units, qualities 1-6, 45 min) → ``m96-extended`` (120 min) →
+``m96-5h`` (100 min). At M = 96 every curve flattened near 32 dB (issue 25: y keeps 96
+numbers per 768 pixel values, and PCA on Kodak's blocks caps such a linear code at
+31.8 dB), so this generation now only supplies the transforms of the next.
 
-Every ablation therefore shares the joint model's first two stages and differs in its
-entropy model and its last ``STAGE3_MINUTES``: it measures what each entropy model makes of
-(nearly) the same transforms, on a fixed budget, which is not the paper's protocol (one
-full training per model) — notebook 01 says so beside the numbers. The scale hyperprior
-had more: the joint model's 7 minutes (1,143 steps) before its own ``HYPERPRIOR_STEPS``.
+*M = 192 (the paper's latent width).* ``m192-widened``: ``m96-5h`` widened to M = 192
+without changing what it computes (:func:`nic_lib.models.widen.widen_latent`; new latent
+channels start at zero) → ``m192-vr``: trained on, 24,670 steps of a 48,000-step cosine
+from 2e-4 (the run was stopped there to branch) → ``m192-q8``: levels q7, q8 added
+(:func:`nic_lib.models.widen.add_levels`; λ up to 0.18, for the top of the rate range) and
+trained on with a 60,000-step cosine from 2e-4; shipped as ``checkpoints/mbt2018/m192.pt``,
+the EMA weights of wherever the run has got to (it spans sessions: resume it, then
+``--ship-only``).
+
+*The ablation protocol* (``ablate-*``, notebook 01): every entropy model of the paper's
+ablations — the joint model itself, mean-scale, scale-only, factorized, context-only,
+GMM, checkerboard, and context sizes 3, 5, 7 — is trained from a fresh initialisation on
+the *same frozen* analysis/synthesis transforms and gain units (those of ``m192-vr``;
+``--init-only`` and ``--freeze g_a g_s gain inverse_gain``), for the same
+``ABLATION_STEPS`` steps with the same learning rate. With the transforms frozen the
+distortion is the same for all (ŷ = y + u in training), so each run minimises the rate
+of the same latents, and an ordering reflects the entropy model alone. That is not the
+paper's protocol (one full end-to-end training per model, where the transforms adapt to
+their entropy model): it isolates what the paper's comparison mixes, at a budget a CPU
+affords.
 
 Outputs: runs in ``runs/cpu-profile/<stage>/`` (git-ignored), then for each shipped model
 ``checkpoints/<name>/vr.pt`` (or ``vr-ctx<k>.pt``) with convolution weights stored in
@@ -45,12 +47,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RUNS = REPO / "runs" / "cpu-profile"
+#: Run folders live outside the repository (they hold optimizer state): $NIC_RUNS_DIR
+#: (default ~/nic-runs), under cpu-profile/.
+RUNS = Path(os.environ.get("NIC_RUNS_DIR", "~/nic-runs")).expanduser() / "cpu-profile"
 CHECKPOINTS = REPO / "checkpoints"
 
 #: Minutes of stage 2 (variable-rate joint model) and of each stage-3 run: chosen so the
@@ -89,54 +94,67 @@ STAGES: dict[str, tuple[str | None, list[str], str | None]] = {
                                ["--reference-lmbda", "0.013", "--eval-every", "2000",
                                 "--eval-images", "4", "--eval-crop", "256"]), None),
 }
-#: The context-size ablation (k = 3, 7 against the shipped k = 5 ``mbt2018``) runs on a step
-#: clock: the same 1,143 steps the shipped k = 5 stage-3 run made in its 7 minutes, so the
-#: three differ in context size only, however loaded the machine is when they train (on the
-#: time clock a loaded machine buys fewer steps). Their context kernels start from the k = 5
-#: kernel, zero-padded or centre-cropped (``nic_lib.train.warm_start``).
-CONTEXT_ABLATION_CLOCK = ["--schedule-clock", "steps", "--max-steps", "1143", "--max-minutes", "60"]
-#: The factorized prior's six per-level densities are new at stage 3 (the joint model has
-#: none for y): fitted first on frozen latents, 500 Adam steps per level
-#: (``nic_lib.train.prefit_densities``). Without it 7 minutes left them at ~2 bpp at every level.
-PREFIT_STEPS = 500
-_SHIPPED = {
-    "mbt2018": ("mbt2018", []),
-    "bmshj2018-factorized": ("bmshj2018-factorized", ["--prefit-densities", str(PREFIT_STEPS)]),
-    "mbt2018-mean": ("mbt2018-mean", []),
-    "mbt2018-context": ("mbt2018-context", []),
-    "mbt2018-gmm": ("mbt2018-gmm", []),
-    "mbt2018-checkerboard": ("mbt2018-checkerboard", []),
-    "mbt2018-ctx3": ("mbt2018", ["--context-size", "3", *CONTEXT_ABLATION_CLOCK]),
-    "mbt2018-ctx7": ("mbt2018", ["--context-size", "7", *CONTEXT_ABLATION_CLOCK]),
+#: The M = 96 joint model's training extensions (their records: checkpoints/mbt2018/
+#: vr-extended.* and vr-5h.*; both ran on the time clock with EMA 0.999).
+STAGES["m96-extended"] = ("mbt2018-vr", [
+    *_vr("mbt2018", 120, "mbt2018-vr", "5e-4"), "--ema", "0.999", "--eval-every", "4000",
+    "--eval-images", "24", "--eval-crop", "0"], None)
+STAGES["m96-5h"] = ("m96-extended", [
+    *_vr("mbt2018", 100, "m96-extended", "2e-4"), "--ema", "0.999", "--eval-every", "4000",
+    "--eval-images", "24", "--eval-crop", "0"], None)
+
+#: The latent width of the current generation (the paper's M; issue 25's width study).
+M_WIDE = 192
+QUALITIES_WIDE = [*QUALITIES, "7", "8"]
+_M192 = ["--model", "mbt2018", "--N", "64", "--M", str(M_WIDE), "--crop", "128",
+         "--batch-size", "8", "--no-progress", "--schedule-clock", "steps", "--lr", "2e-4",
+         "--warmup-steps", "100", "--min-lr-ratio", "0.05", "--ema", "0.999",
+         "--eval-every", "2000", "--eval-images", "4", "--eval-crop", "256"]
+#: Steps of m192-vr: the widened run was planned as a 48,000-step cosine and stopped at
+#: step 24,670 to branch into m192-q8 (and the ablations), so it is re-run as exactly that.
+M192_VR_STEPS, M192_VR_HORIZON = 24670, 48000
+#: Derived checkpoints (no training): made by scripts/widen_checkpoint.py from a stage's
+#: final.pt, checked to reconstruct every trained level as before.
+DERIVED = {
+    "m192-widened": ("m96-5h", ["--M", str(M_WIDE)]),
+    "m192-q8-init": ("m192-vr", ["--qualities", *QUALITIES_WIDE]),
 }
-#: The scale hyperprior's last stage (issue 3). Warm-started like the others, its new h_s
-#: predicted scales far too small for ~1% of the latents, whose likelihood then sits at
-#: CompressAI's 1e-9 floor where the rate has no gradient (so they never recover), and its
-#: hyper-latents outgrew the one z density shared by all six levels. Measured on all of
-#: Kodak (real bitstreams; 1,698 steps from the shipped joint model; worst quality's real
-#: vs estimated bpp, BD-rate vs the previous hyperprior): neither fix −7.5%, −1.1%;
-#: per-level z density alone −13.1%, +34.2%; tail gradient alone −5.3%, +2.3%; both
-#: −2.4%, −4.4% (the shipped recipe); both for twice the steps −2.5%, −6.6%: the gap does
-#: not close with time (benchmarks/hyperprior_tails.py locates what is left: latents over 16
-#: bits, ~10% of the estimate at quality 6). The tail gradient did nothing for the joint
-#: model (1,143 steps from the same start: BD-rate −0.3% with it, −0.4% without).
-HYPERPRIOR_FIX = ["--per-level-hyper-density", "--prefit-densities", str(PREFIT_STEPS),
-                  "--tail-gradient"]
-#: The steps the previous hyperprior stage made in its 7 minutes.
-HYPERPRIOR_STEPS = 1698
-for _stage, (_model, _extra) in _SHIPPED.items():
-    _suffix = _stage.removeprefix("mbt2018-") if _stage.startswith("mbt2018-ctx") else None
-    _target = f"{_model}/vr-{_suffix}.pt" if _suffix else f"{_model}/vr.pt"
-    STAGES[_stage] = ("mbt2018-vr", _vr(_model, STAGE3_MINUTES, "mbt2018-vr", STAGE3_LR,
-                                        [*_extra, "--eval-every", "1000000",
-                                         "--eval-images", "4", "--eval-crop", "256"]),
-                      _target)
-STAGES["bmshj2018-hyperprior"] = (
-    "mbt2018", _vr("bmshj2018-hyperprior", STAGE3_MINUTES, "mbt2018", STAGE3_LR,
-                   [*HYPERPRIOR_FIX, "--schedule-clock", "steps", "--max-steps",
-                    str(HYPERPRIOR_STEPS), "--max-minutes", "120", "--eval-every", "1000000",
-                    "--eval-images", "4", "--eval-crop", "256"]),
-    "bmshj2018-hyperprior/vr.pt")
+STAGES["m192-vr"] = ("m192-widened", [
+    *_M192, "--qualities", *QUALITIES, "--max-steps", str(M192_VR_STEPS),
+    "--lr-decay-steps", str(M192_VR_HORIZON), "--init-from", str(RUNS / "m192-widened.pt")],
+    None)
+STAGES["m192-q8"] = ("m192-q8-init", [
+    *_M192, "--qualities", *QUALITIES_WIDE, "--max-steps", "60000",
+    "--init-from", str(RUNS / "m192-q8-init.pt")], "mbt2018/m192.pt")
+
+#: The ablation protocol: same frozen transforms (m192-vr's), fresh entropy model, the
+#: same steps and learning rate for every entropy model. ABLATION_STEPS: ~2,000 steps ran
+#: ~6 min per model on one idle core (frozen transforms: no backward through g_a, g_s),
+#: so the nine fit in an hour.
+ABLATION_STEPS = 2000
+ABLATION_LR = "1e-3"
+TRANSFORMS = ["g_a", "g_s", "gain", "inverse_gain"]
+ABLATIONS = {  # stage -> (registry model, extra flags)
+    "ablate-mbt2018": ("mbt2018", []),
+    "ablate-mbt2018-ctx3": ("mbt2018", ["--context-size", "3"]),
+    "ablate-mbt2018-ctx7": ("mbt2018", ["--context-size", "7"]),
+    "ablate-mbt2018-mean": ("mbt2018-mean", []),
+    "ablate-bmshj2018-hyperprior": ("bmshj2018-hyperprior", []),
+    "ablate-bmshj2018-factorized": ("bmshj2018-factorized", []),
+    "ablate-mbt2018-context": ("mbt2018-context", []),
+    "ablate-mbt2018-gmm": ("mbt2018-gmm", []),
+    "ablate-mbt2018-checkerboard": ("mbt2018-checkerboard", []),
+}
+for _stage, (_model, _extra) in ABLATIONS.items():
+    STAGES[_stage] = ("m192-vr", [
+        "--model", _model, "--qualities", *QUALITIES, "--N", "64", "--M", str(M_WIDE),
+        "--crop", "128", "--batch-size", "8", "--no-progress", "--schedule-clock", "steps",
+        "--lr", ABLATION_LR, "--warmup-steps", "100", "--min-lr-ratio", "0.05",
+        "--max-steps", str(ABLATION_STEPS), "--eval-every", str(ABLATION_STEPS),
+        "--eval-images", "4", "--eval-crop", "256",
+        "--init-from", str(RUNS / "m192-vr" / "final.pt"),
+        "--init-only", *TRANSFORMS, "--freeze", *TRANSFORMS, "--threads", "1", *_extra],
+        None)
 
 
 #: Shipped models whose scales are calibrated after training (scripts/calibrate_scales.py,
@@ -152,17 +170,50 @@ def command(stage: str) -> list[str]:
     return [sys.executable, "-m", "nic_lib.train", *flags, "--out-dir", str(RUNS / stage)]
 
 
-def needed(stage: str) -> list[str]:
+def parent(stage: str) -> str | None:
+    """The stage (or derived checkpoint) a stage starts from."""
+    return DERIVED[stage][0] if stage in DERIVED else STAGES[stage][0]
+
+
+def product(stage: str) -> Path:
+    """What a stage leaves behind when it is done: a derived .pt or the run's final.pt."""
+    return RUNS / f"{stage}.pt" if stage in DERIVED else RUNS / stage / "final.pt"
+
+
+def lineage(stage: str) -> list[str]:
     """The stage and every stage it starts from, earliest first."""
     chain = []
     while stage is not None:
         chain.insert(0, stage)
-        stage = STAGES[stage][0]
+        stage = parent(stage)
     return chain
+
+
+def needed(stage: str) -> list[str]:
+    """The stages to run for ``stage``: its lineage from the latest one already done."""
+    chain = lineage(stage)
+    done = [i for i, s in enumerate(chain) if product(s).is_file()]
+    return chain[done[-1]:] if done else chain
+
+
+def derive(name: str) -> None:
+    """Make a derived checkpoint (widened latent, added levels) unless it exists."""
+    out = RUNS / f"{name}.pt"
+    if out.is_file():
+        print(f"[{name}] done: {out}")
+        return
+    source, flags = DERIVED[name]
+    cmd = [sys.executable, str(REPO / "scripts" / "widen_checkpoint.py"),
+           str(RUNS / source / "final.pt"), *flags, "--out", str(out)]
+    print(f"[{name}] {' '.join(cmd)}", flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
 
 
 def run(stage: str) -> None:
     """Train a stage unless its final.pt exists (resume it if it was interrupted)."""
+    if stage in DERIVED:
+        derive(stage)
+        return
     out = RUNS / stage
     if (out / "final.pt").is_file():
         print(f"[{stage}] done: {out / 'final.pt'}")
@@ -183,12 +234,14 @@ def ship(stage: str) -> Path | None:
     sys.path.insert(0, str(REPO))
     from nic_lib import train
 
+    if stage in DERIVED:
+        return None
     target = STAGES[stage][2]
     if target is None:
         train.copy_run_records(RUNS / stage, CHECKPOINTS / "stages", stage)
         return None
     dest = train.ship_run(RUNS / stage, CHECKPOINTS / target,
-                          [str(Path("runs/cpu-profile") / s) for s in needed(stage)])
+                          [str(Path("runs/cpu-profile") / s) for s in lineage(stage)])
     print(f"[{stage}] shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)")
     if stage in CALIBRATED:  # new weights: refit their scale calibration (under a minute)
         subprocess.run([sys.executable, str(REPO / "scripts" / "calibrate_scales.py"),
@@ -196,10 +249,29 @@ def ship(stage: str) -> Path | None:
     return dest
 
 
+def ship_snapshot(stage: str) -> Path:
+    """Ship an unfinished run's current EMA weights (a run that spans sessions)."""
+    sys.path.insert(0, str(REPO))
+    import tempfile
+
+    from nic_lib import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        snap = train.snapshot_final(RUNS / stage, Path(tmp) / "final.pt")
+        for name in train.RUN_RECORDS:
+            if (RUNS / stage / name).is_file():
+                (Path(tmp) / name).write_bytes((RUNS / stage / name).read_bytes())
+        dest = train.ship_run(Path(tmp), CHECKPOINTS / STAGES[stage][2],
+                              [str(Path("runs/cpu-profile") / s) for s in lineage(stage)])
+    print(f"[{stage}] shipped the EMA snapshot of an unfinished run: {dest} "
+          f"({dest.stat().st_size / 1e6:.2f} MB)")
+    return dest
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=sorted(STAGES), help="these stages (and "
+    p.add_argument("--only", nargs="+", choices=sorted([*STAGES, *DERIVED]), help="these stages (and "
                    "the stages they start from); default all")
     p.add_argument("--list", action="store_true", help="print the stages and exit")
     p.add_argument("--ship-only", action="store_true",
@@ -209,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.list:
         for stage in STAGES:
             print(f"{stage}: {' '.join(command(stage)[1:])}")
+        for name, (source, flags) in DERIVED.items():
+            print(f"{name}: scripts/widen_checkpoint.py {source}/final.pt {' '.join(flags)}")
         return
     order = []
     for stage in stages:
@@ -218,8 +292,10 @@ def main(argv: list[str] | None = None) -> None:
             run(stage)
         if (RUNS / stage / "final.pt").is_file():
             ship(stage)
+        elif stage in STAGES and STAGES[stage][2] and (RUNS / stage / "ckpt.pt").is_file():
+            ship_snapshot(stage)
     # what was shipped, for the README / notebook
-    print(json.dumps({s: STAGES[s][2] for s in order if STAGES[s][2]}, indent=1))
+    print(json.dumps({s: STAGES[s][2] for s in order if s in STAGES and STAGES[s][2]}, indent=1))
 
 
 if __name__ == "__main__":

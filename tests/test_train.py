@@ -268,3 +268,47 @@ def test_ddp_two_ranks_match_one_process_with_double_batch(workdir):
         f"{gaps.max().item():.2g} (weights moved {moved:.2g})")
     np.testing.assert_allclose(np.array(_log(root / "ddp"), float),
                                np.array(_log(single), float), rtol=1e-5)
+
+
+def test_init_only_and_freeze_train_a_fresh_entropy_model_on_fixed_transforms(workdir, reference_run):
+    """The ablation protocol: transforms copied and frozen, the entropy model fresh and trained."""
+    root, images = workdir
+    source = reference_run / "final.pt"
+    cfg = _config(images, root / "frozen", init_from=str(source), init_only=("g_a", "g_s"),
+                  freeze=("g_a", "g_s"), max_steps=10, lr_decay_steps=10)
+    run = T.train(cfg)
+    before, after = _params(source, "state_dict"), _params(run / "ckpt.pt")
+    torch.manual_seed(cfg.seed)
+    fresh = T.build_model(cfg).state_dict()
+    for key, value in after.items():
+        if key.startswith(("g_a.", "g_s.")):
+            assert torch.equal(value, before[key].to(value.dtype)), key  # copied, never trained
+    moved = [k for k in after if k.startswith("h_s.") and k.endswith("weight")]
+    assert moved and all(not torch.equal(after[k], before[k].to(after[k].dtype)) for k in moved)
+    # not copied: h_a starts from its own init, not from the source's trained weights
+    assert all(not torch.equal(after[k], before[k].to(after[k].dtype))
+               for k in after if k.startswith("h_a.") and k.endswith("weight"))
+    assert fresh.keys() == after.keys()
+
+
+def test_freeze_refuses_unknown_modules_and_needs_a_warm_start(workdir, reference_run):
+    root, images = workdir
+    with pytest.raises(ValueError, match="has no parameters under"):
+        T.train(_config(images, root / "bad1", init_from=str(reference_run / "final.pt"),
+                        freeze=("g_x",), max_steps=2))
+    with pytest.raises(ValueError, match="give --init-from"):
+        T.train(_config(images, root / "bad2", freeze=("g_a",), max_steps=2))
+
+
+def test_snapshot_of_a_run_holds_its_ema_weights_and_leaves_the_run_alone(workdir, reference_run, tmp_path):
+    root, images = workdir
+    ckpt = (reference_run / "ckpt.pt").read_bytes()
+    snap = T.snapshot_final(reference_run, tmp_path / "snap.pt")
+    model, saved = load_checkpoint(snap, calibrated=False)
+    final, _ = load_checkpoint(reference_run / "final.pt", calibrated=False)
+    # the run finished, so its last ckpt.pt and final.pt hold the same EMA weights
+    for (k, a), b in zip(model.state_dict().items(), final.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert saved["step"] == STEPS and (reference_run / "ckpt.pt").read_bytes() == ckpt
+    with pytest.raises(ValueError, match="own final.pt"):
+        T.snapshot_final(reference_run, reference_run / "final.pt")

@@ -1,0 +1,255 @@
+"""Function-preserving widening of a trained model's latent: M → M' > M channels.
+
+A model whose latent width M caps its quality (``y`` keeps M numbers per 16×16×3 block
+of pixels, see notebook 01's ceiling figure) need not be retrained from scratch to get a
+wider latent: the trained weights are copied into a wider network whose new parts start
+so that the wider network computes *exactly* the same function, and training goes on
+from there (the "Net2Net" idea, Chen, Goodfellow, Shlens, ICLR 2016, applied to
+mbt2018's latent).
+
+How each new piece starts (``old`` = the trained weights, copied into the leading block):
+
+    y' = [y, 0]                g_a's new output filters and biases are 0
+    g_s(y'):  new input rows 0 (ŷ's new channels are read with weight 0; during training
+              they carry only the uniform noise u, so x̂ is unchanged there too)
+    hidden units of h_s, of the context model and of the entropy-parameters network:
+              new units get a fresh random init on their input side and weight 0 on their
+              output side (the next layer's new input columns), so they compute something
+              — their outgoing weights get gradients at once — but contribute nothing yet
+    entropy parameters (scales, means) of the new channels: weights and biases 0, so
+              μ = 0 (ŷ = round(0 − μ) + μ = 0 exactly) and σ = the lower bound 0.11:
+              a zero latent costs ~1e-5 bits
+    gain units (variable rate): each level's new channels start at the mean log-gain of
+              that level's trained channels
+
+so ``widened(x) == model(x)`` in evaluation (tested: same x̂, same bits up to ~1e-5 bit
+per new latent), and in training the first step sees the same loss. The new channels
+then learn because the noise on them reaches g_s's (zero) input rows, whose gradient is
+δ·u ≠ 0, and once those rows are non-zero the distortion reaches g_a's new filters.
+
+Only the latent width M is widened (N, the width of the transforms' hidden layers and of
+z, is kept: its GDN layers would need their reparametrised γ split as well). Supported:
+the joint model ``mbt2018`` (any context size), fixed- or variable-rate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from nic_lib.models import registry, variable_rate
+
+__all__ = ["widen_latent", "add_levels", "WIDENABLE"]
+
+#: Registry keys whose latent can be widened by :func:`widen_latent`.
+WIDENABLE = ("mbt2018",)
+
+
+def _prefix(old: int, new: int) -> Tensor:
+    """Old channel i sits at new position i (hidden units and y)."""
+    return torch.arange(old)
+
+
+def _halves(old: int, new: int) -> Tensor:
+    """A tensor made of two equal blocks [a (old/2), b (old/2)] → [a, new, b, new]:
+    (scales, means) of the Gaussian, or (hyperprior features, context features)."""
+    h_old, h_new = old // 2, new // 2
+    return torch.cat([torch.arange(h_old), h_new + torch.arange(h_old)])
+
+
+# For each tensor whose shape depends on M: per dimension, (how old channels map into the
+# new ones, "in" | "out" | "zero-out"). "in": new positions along this dimension are 0 (a
+# new input must not change the output). "out": new output units keep the fresh random
+# init (hidden units). "zero-out": new outputs are 0 (y itself, and the parameters of y).
+_Y, _H, _P = "y", "hidden", "halves"
+_SPEC: dict[str, tuple[tuple[str | None, str | None], ...]] = {
+    # key: ((map, role) for dim 0, (map, role) for dim 1)
+    "g_a.6.weight": ((_Y, "zero-out"), (None, None)),
+    "g_a.6.bias": ((_Y, "zero-out"),),
+    "g_s.0.weight": ((_Y, "in"), (None, None)),  # ConvTranspose2d: (in, out, k, k)
+    "h_a.0.weight": ((None, None), (_Y, "in")),
+    "h_s.0.weight": ((None, None), (_H, "out")),  # ConvTranspose2d
+    "h_s.0.bias": ((_H, "out"),),
+    "h_s.2.weight": ((_H, "in"), (_H, "out")),  # ConvTranspose2d
+    "h_s.2.bias": ((_H, "out"),),
+    "h_s.4.weight": ((_H, "out"), (_H, "in")),
+    "h_s.4.bias": ((_H, "out"),),
+    "context_prediction.weight": ((_H, "out"), (_Y, "in")),
+    "context_prediction.bias": ((_H, "out"),),
+    # input = cat(h_s features (2M), context features (2M))
+    "entropy_parameters.0.weight": ((_H, "out"), (_P, "in")),
+    "entropy_parameters.0.bias": ((_H, "out"),),
+    "entropy_parameters.2.weight": ((_H, "out"), (_H, "in")),
+    "entropy_parameters.2.bias": ((_H, "out"),),
+    # output = cat(scales (M), means (M))
+    "entropy_parameters.4.weight": ((_P, "zero-out"), (_H, "in")),
+    "entropy_parameters.4.bias": ((_P, "zero-out"),),
+}
+_MAPS = {_Y: _prefix, _H: _prefix, _P: _halves}
+
+
+def _widen_tensor(old: Tensor, fresh: Tensor, spec) -> Tensor:
+    """The fresh tensor with the old one copied in and the new parts set by ``spec``."""
+    out = fresh.clone()
+    index = []
+    for dim, (kind, _) in enumerate(spec):
+        index.append(_MAPS[kind](old.shape[dim], fresh.shape[dim]) if kind
+                     else torch.arange(old.shape[dim]))
+    for dim, (kind, role) in enumerate(spec):
+        if role in ("in", "zero-out"):
+            new = torch.ones(fresh.shape[dim], dtype=torch.bool)
+            new[index[dim]] = False
+            out.index_fill_(dim, new.nonzero().squeeze(1), 0.0)
+    block = old.to(out.dtype)
+    # out[ix0, ix1, ...] = old, one dimension at a time
+    target = out
+    if len(index) == 1:
+        target[index[0]] = block
+    else:
+        rows = target[index[0]]  # a copy: write the columns, then put the rows back
+        rows[:, index[1]] = block
+        target[index[0]] = rows
+    return out
+
+
+@torch.no_grad()
+def widen_latent(model: nn.Module, config: dict, M: int, seed: int = 0
+                 ) -> tuple[nn.Module, dict]:
+    """A copy of ``model`` with M latent channels that computes the same function.
+
+    Args:
+        model: a trained ``mbt2018`` (fixed- or variable-rate), as
+            :func:`nic_lib.models.registry.load_checkpoint` returns it.
+        config: the checkpoint's config (``load_checkpoint(...)[1]["config"]``): the
+            widened model is built from it with the new M.
+        M: the new latent width, larger than the model's, even (the hyper-synthesis
+            has 3M/2 channels).
+        seed: seeds the random init of the new hidden units.
+
+    Returns:
+        ``(widened model, its config)``: the model in eval mode with its coder tables
+        built; the config is ``config`` with the new M.
+
+    Raises:
+        ValueError: a model that cannot be widened, or M not larger than the model's.
+    """
+    name = registry.model_name(model)
+    if name not in WIDENABLE:
+        raise ValueError(f"widen_latent supports {', '.join(WIDENABLE)}, not {name!r}")
+    old_M = int(model.M)
+    if M <= old_M or M % 2:
+        raise ValueError(f"the new latent width must be even and larger than {old_M}, got {M}")
+    config = {**config, "M": int(M)}
+    torch.manual_seed(seed)
+    wide = registry.build_model(name, **config)
+    fresh = wide.state_dict()
+    state = {}
+    for key, value in model.state_dict().items():
+        if key not in fresh or key.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")):
+            continue  # coder tables are rebuilt, the mask belongs to the new shape
+        if key in _SPEC:
+            state[key] = _widen_tensor(value, fresh[key], _SPEC[key])
+        elif key.endswith("log_gain"):  # (levels, M): new channels at the level's mean
+            g = fresh[key].clone()
+            g[:, :old_M] = value
+            g[:, old_M:] = value.mean(dim=1, keepdim=True)
+            state[key] = g
+        elif value.shape == fresh[key].shape:
+            state[key] = value
+        else:
+            raise ValueError(f"widen_latent: no rule for {key} {tuple(value.shape)} -> "
+                             f"{tuple(fresh[key].shape)}")
+    wide.load_state_dict({**fresh, **state}, strict=False)
+    wide.update(force=True)
+    return wide.eval(), config
+
+
+@torch.no_grad()
+def add_levels(model: nn.Module, config: dict, qualities) -> tuple[nn.Module, dict]:
+    """A copy of a variable-rate model with more rate levels; the trained ones unchanged.
+
+    The top of the rate range is where a wider latent pays, so a model trained on q1-q6
+    can go on training with q7, q8 added instead of starting over. Every trained level is
+    copied as it is (same x̂ and bits at those levels). A new level l with λ_l starts from
+    the gains of the nearest trained level n, moved along the per-channel log-gain step
+    that training learned between n and its neighbour m:
+
+        log γ_l = log γ_n + (log γ_n − log γ_m) · log(λ_l / λ_n) / log(λ_n / λ_m)
+
+    (the same for the decoder-side γ'), and a per-level hyperprior density (if the model
+    has them) starts as a copy of level n's.
+
+    Args:
+        model: a trained variable-rate model (``load_checkpoint(...)[0]``).
+        config: its config (``load_checkpoint(...)[1]["config"]``).
+        qualities: the qualities of the new model, a superset of the trained ones' (by λ
+            of the MSE quality table, :data:`nic_lib.models.registry.LAMBDA_MSE`).
+
+    Returns:
+        ``(model with the levels, its config)``, in eval mode with coder tables built.
+
+    Raises:
+        ValueError: not a variable-rate model, a trained level missing from
+            ``qualities``, an unknown quality, or a model with a single level.
+    """
+    old = variable_rate.rate_levels(model)
+    if len(old) < 2:
+        raise ValueError("add_levels needs a variable-rate model with at least two levels "
+                         "(train one with --qualities)")
+    if config.get("metric", "mse") != "mse":
+        raise ValueError(f"add_levels uses the MSE λ table; the model's metric is "
+                         f"{config.get('metric')!r}")
+    bad = [q for q in qualities if q not in registry.LAMBDA_MSE]
+    if bad:
+        raise ValueError(f"unknown qualities {bad}; known: {sorted(registry.LAMBDA_MSE)}")
+    lmbdas = sorted({registry.LAMBDA_MSE[q] for q in qualities})
+    missing = [lm for lm in old if not any(math.isclose(lm, v) for v in lmbdas)]
+    if missing:
+        raise ValueError(f"the new levels must keep every trained λ; missing {missing} "
+                         f"(the model's levels are {old})")
+    config = {**config, "lmbdas": lmbdas,
+              "qualities": sorted(q for q in registry.LAMBDA_MSE
+                                  if registry.LAMBDA_MSE[q] in lmbdas),
+              "reference_lmbda": float(model.reference_lmbda)}
+    name = registry.model_name(model)
+    new = registry.build_model(name, **config)
+    fresh = new.state_dict()
+    source = model.state_dict()
+    log_old = [math.log(v) for v in old]
+
+    def nearest(lm: float) -> tuple[int, int]:
+        """(index of the trained level nearest λ on a log scale, its inward neighbour)."""
+        n = min(range(len(old)), key=lambda i: abs(math.log(lm) - log_old[i]))
+        m = n - 1 if n == len(old) - 1 or (n > 0 and lm > old[n]) else n + 1
+        return n, m
+
+    state = {}
+    for key, value in fresh.items():
+        if key.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")):
+            continue
+        if key.endswith("log_gain"):
+            rows = []
+            for lm in lmbdas:
+                hit = [i for i, v in enumerate(old) if math.isclose(v, lm)]
+                if hit:
+                    rows.append(source[key][hit[0]])
+                    continue
+                n, m = nearest(lm)
+                step = (source[key][n] - source[key][m]) / (log_old[n] - log_old[m])
+                rows.append(source[key][n] + step * (math.log(lm) - log_old[n]))
+            state[key] = torch.stack(rows)
+        elif ".bottlenecks." in key:  # per-level hyperprior densities
+            head, level, tail = key.split(".bottlenecks.")[0], *key.split(".bottlenecks.")[1].split(".", 1)
+            lm = lmbdas[int(level)]
+            hit = [i for i, v in enumerate(old) if math.isclose(v, lm)]
+            i = hit[0] if hit else nearest(lm)[0]
+            state[key] = source[f"{head}.bottlenecks.{i}.{tail}"]
+        elif key in source and source[key].shape == value.shape:
+            state[key] = source[key]
+        else:
+            raise ValueError(f"add_levels: no rule for {key} {tuple(value.shape)}")
+    new.load_state_dict({**fresh, **state}, strict=False)
+    new.update(force=True)
+    return new.eval(), config

@@ -1,0 +1,135 @@
+"""Function-preserving widening of the latent (nic_lib.models.widen).
+
+The promise: the widened model computes the same reconstruction and (up to the ~1e-5 bit
+a zero latent costs) the same bits as the source, in evaluation and in the first training
+step, and its new channels can still learn.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nic_lib.models import build_model, variable_rate
+from nic_lib.models.widen import add_levels, widen_latent
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+LMBDAS = [0.0018, 0.0130, 0.0483]
+
+
+def _source(variable: bool = True, context_size: int = 5):
+    torch.manual_seed(0)
+    config = {"N": 8, "M": 12, "context_size": context_size}
+    if variable:
+        config.update(lmbdas=LMBDAS, reference_lmbda=0.013)
+    model = build_model("mbt2018", **config)
+    with torch.no_grad():  # a "trained" model: biases and scales away from their init
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.update(force=True)
+    return model.eval(), {"model": "mbt2018", **config}
+
+
+def _image(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 8, 8, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=64, mode="bicubic").clamp(0, 1)
+
+
+def _bits(out: dict) -> float:
+    return sum((-torch.log2(v)).sum().item() for v in out["likelihoods"].values())
+
+
+@pytest.mark.parametrize("context_size", [3, 5])
+def test_widened_model_reconstructs_and_rates_like_the_source(context_size):
+    source, config = _source(context_size=context_size)
+    wide, wide_config = widen_latent(source, config, 20)
+    assert wide.M == 20 and wide_config["M"] == 20
+    x = _image()
+    for level in range(len(LMBDAS)):
+        variable_rate.set_rate_level(source, level)
+        variable_rate.set_rate_level(wide, level)
+        with torch.no_grad():
+            a, b = source(x), wide(x)
+        assert torch.equal(a["x_hat"], b["x_hat"])
+        # 8 new channels x 16 latents at a scale of 0.11 cost about 1e-5 bit each
+        assert _bits(a) <= _bits(b) <= _bits(a) + 0.01
+
+
+def test_widened_model_codes_the_same_bytes_and_decodes_the_same_image():
+    source, config = _source()
+    wide, _ = widen_latent(source, config, 20)
+    x = _image(1)
+    a, b = source.compress(x), wide.compress(x)
+    assert a["strings"][1] == b["strings"][1]  # z: unchanged
+    assert sum(map(len, a["strings"][0])) == sum(map(len, b["strings"][0]))
+    x_a = source.decompress(a["strings"], a["shape"])["x_hat"]
+    x_b = wide.decompress(b["strings"], b["shape"])["x_hat"]
+    assert torch.equal(x_a, x_b)
+
+
+def test_first_training_step_sees_the_same_loss_and_new_channels_get_gradients():
+    source, config = _source(variable=False)
+    wide, _ = widen_latent(source, config, 20)
+    source.train(), wide.train()
+    x = _image(2)
+    # the training forward: ŷ = y + u. Same u on the old channels, any u on the new ones
+    y_a, y_b = source.g_a(x), wide.g_a(x)
+    assert torch.equal(y_b[:, 12:], torch.zeros_like(y_b[:, 12:]))
+    g = torch.Generator().manual_seed(5)
+    u = torch.rand(y_b.shape, generator=g) - 0.5
+    x_a = source.g_s(y_a + u[:, :12])
+    x_b = wide.g_s(y_b + u)
+    # g_s reads the new channels with zero weights: the noise on them changes nothing
+    torch.testing.assert_close(x_b, x_a, rtol=0, atol=1e-6)
+    d_b = torch.mean((x_b - x) ** 2)
+    d_b.backward()
+    grad = wide.g_s[0].weight.grad[12:]  # ConvTranspose2d: (in, out, k, k), new inputs
+    assert grad.abs().sum() > 0  # δ·u ≠ 0: the new channels start learning at once
+
+
+def test_added_levels_keep_the_trained_ones_and_extrapolate_the_learned_gain_step():
+    source, config = _source()  # levels q1, q4, q6 (λ 0.0018, 0.013, 0.0483)
+    grown, grown_config = add_levels(source, config, [1, 4, 6, 8])
+    assert variable_rate.rate_levels(grown) == [0.0018, 0.013, 0.0483, 0.18]
+    assert grown_config["qualities"] == [1, 4, 6, 8]
+    x = _image(3)
+    for level in range(3):
+        variable_rate.set_rate_level(source, level)
+        variable_rate.set_rate_level(grown, level)
+        with torch.no_grad():
+            assert torch.equal(source(x)["x_hat"], grown(x)["x_hat"])
+    for unit in ("gain", "inverse_gain"):
+        old = getattr(source, unit).log_gain.detach()
+        new = getattr(grown, unit).log_gain.detach()
+        step = (old[2] - old[1]) / math.log(0.0483 / 0.013)
+        torch.testing.assert_close(new[3], old[2] + step * math.log(0.18 / 0.0483))
+    # a level between two trained ones and below the lowest: interpolated, extrapolated
+    mid, _ = add_levels(source, config, [1, 2, 4, 6])
+    g = source.gain.log_gain.detach()
+    step = (g[1] - g[0]) / math.log(0.013 / 0.0018)
+    torch.testing.assert_close(mid.gain.log_gain.detach()[1], g[0] + step * math.log(0.0035 / 0.0018))
+    with pytest.raises(ValueError, match="keep every trained"):
+        add_levels(source, config, [1, 8])
+    fixed, fixed_config = _source(variable=False)
+    with pytest.raises(ValueError, match="variable-rate"):
+        add_levels(fixed, fixed_config, [1, 8])
+
+
+def _bits_tensor(out: dict) -> torch.Tensor:
+    return sum((-torch.log2(v)).sum() for v in out["likelihoods"].values())
+
+
+def test_widening_refuses_a_narrower_width_and_other_models():
+    source, config = _source()
+    with pytest.raises(ValueError, match="larger than 12"):
+        widen_latent(source, config, 12)
+    with pytest.raises(ValueError, match="even"):
+        widen_latent(source, config, 15)
+    torch.manual_seed(0)
+    other = build_model("mbt2018-mean", N=8, M=12)
+    with pytest.raises(ValueError, match="supports"):
+        widen_latent(other, {"model": "mbt2018-mean", "N": 8, "M": 12}, 20)
