@@ -312,3 +312,39 @@ def test_snapshot_of_a_run_holds_its_ema_weights_and_leaves_the_run_alone(workdi
     assert saved["step"] == STEPS and (reference_run / "ckpt.pt").read_bytes() == ckpt
     with pytest.raises(ValueError, match="own final.pt"):
         T.snapshot_final(reference_run, reference_run / "final.pt")
+
+
+@pytest.mark.parametrize("name", ["bmshj2018-factorized", "mbt2018"])
+def test_settle_quantiles_moves_only_the_coder_range(name):
+    from nic_lib.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, N=8, M=8).eval()
+    with torch.no_grad():  # a "trained" density: away from its initialisation
+        for n, p in model.named_parameters():
+            if "entropy_bottleneck" in n and not n.endswith("quantiles"):
+                p.add_(0.3 * torch.randn_like(p))
+    x = torch.rand(1, 3, 64, 64)
+
+    def noisy_likelihoods():  # training mode: y + u, the same u each time
+        model.train()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            out = model(x)["likelihoods"]
+        model.eval()
+        return out
+
+    before = noisy_likelihoods()
+    # after a forward pass: the masked context convolution masks its weight in place
+    weights = {n: p.clone() for n, p in model.named_parameters() if not n.endswith("quantiles")}
+    report = T.settle_quantiles(model)
+    assert report["aux_loss_after"] < 0.05 * report["aux_loss_before"]
+    after = noisy_likelihoods()  # the densities did not change
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=0)
+    for n, p in model.named_parameters():
+        if not n.endswith("quantiles"):
+            assert torch.equal(p, weights[n]), n
+        assert p.requires_grad  # flags restored
+    out = model.compress(x)  # the coder works with the rebuilt tables
+    assert model.decompress(out["strings"], out["shape"])["x_hat"].shape == x.shape
