@@ -1,0 +1,236 @@
+"""Train only the entropy model of a codec whose transforms are frozen, on cached latents.
+
+The ablation protocol of notebook 01 trains every entropy model of the paper (joint,
+mean-scale, scale-only, factorized, context-only, GMM, checkerboard, context 3/5/7) on the
+*same frozen* analysis/synthesis transforms and gain units. With g_a, g_s and the gains
+fixed, training sees ŷ = y + u with u ~ U(−½, ½), so the distortion does not depend on
+the entropy model, and the objective λ·D + R reduces to the rate of the same latents:
+
+    min_ψ  E_x E_u [ −log2 p_ψ(g_a(x) ⊙ γ_l + u) ] / pixels,     l cycling over the levels.
+
+So g_a need only run once per crop: this module computes y₀ = g_a(x) (before the gains)
+for a fixed set of crops, keeps them in memory, and trains on them. A step costs the
+entropy model alone: no g_a and no g_s per step, where ``python -m nic_lib.train --freeze
+...`` still runs both forward. At M = 192 the entropy model (hyper-synthesis, 5×5 context,
+entropy parameters) costs about as much as the two transforms per crop, so this roughly
+halves a step rather than removing it (4.4 steps/s for the joint model on one thread of a
+loaded 2-core machine; ``python -m nic_lib.train --freeze``: 4.1 steps/s, less loaded).
+The frozen transforms are bypassed while training (g_a passes
+y₀ through, its gain hook still applies γ_l; g_s is not run); they are restored before
+anything is evaluated or saved.
+
+    python -m nic_lib.train_entropy --model mbt2018-gmm --transforms RUN/final.pt \\
+        --qualities 1 2 3 4 5 6 --steps 20000 --out-dir ~/nic-runs/cpu-profile/ablate-mbt2018-gmm
+
+The run folder gets ``config.json``, ``log.csv`` (step, lr, bpp, aux loss), ``eval.csv``
+(every level on the same evaluation crops as ``nic_lib.train``, real transforms) and
+``final.pt`` (registry format, loadable with ``nic_lib.models.load_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nic_lib import fileio
+from nic_lib import train as T
+from nic_lib.models import registry, variable_rate
+
+#: Modules taken from the transforms checkpoint and frozen.
+TRANSFORMS = ("g_a", "g_s", "gain", "inverse_gain")
+#: Crops whose latents are cached: 16,384 × 192 × 8 × 8 float32 ≈ 0.8 GB at M = 192.
+DEFAULT_CROPS = 16384
+#: Crops per g_a call while caching.
+CACHE_BATCH = 64
+
+
+@dataclasses.dataclass
+class EntropyConfig:
+    """Every knob of an entropy-model run (saved in config.json and final.pt)."""
+
+    model: str
+    transforms: str
+    qualities: tuple[int, ...]
+    out_dir: str
+    context_size: int | None = None
+    crops: int = DEFAULT_CROPS
+    crop: int = 128
+    batch_size: int = 8
+    steps: int = 20000
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    aux_lr: float = T.DEFAULT_AUX_LR
+    clip_grad_norm: float = 1.0
+    prefit_densities: int = 0
+    data: tuple[str, ...] = (T.DEFAULT_DATA,)
+    seed: int = 0
+    threads: int = 1
+    log_every: int = 100
+    eval_images: int = 4
+    eval_crop: int = 256
+
+    def train_config(self, N: int, M: int) -> T.TrainConfig:
+        """The nic_lib.train configuration this run corresponds to (model, schedule)."""
+        return T.TrainConfig(
+            model=self.model, N=N, M=M, qualities=tuple(self.qualities),
+            context_size=self.context_size, init_from=self.transforms,
+            init_only=TRANSFORMS, freeze=TRANSFORMS, data=tuple(self.data), crop=self.crop,
+            batch_size=self.batch_size, lr=self.lr, aux_lr=self.aux_lr,
+            warmup_steps=self.warmup_steps, lr_schedule="cosine", lr_decay_steps=self.steps,
+            min_lr_ratio=self.min_lr_ratio, max_steps=self.steps, seed=self.seed,
+            clip_grad_norm=self.clip_grad_norm, eval_images=self.eval_images,
+            eval_crop=self.eval_crop, out_dir=self.out_dir, threads=self.threads,
+            progress=False, ema=0.0)
+
+
+@contextlib.contextmanager
+def transforms_bypassed(model: torch.nn.Module):
+    """While inside: ``model(y0)`` runs the entropy model on y₀ ⊙ γ_level; g_s is skipped.
+
+    g_a's forward becomes the identity (its forward hook still multiplies by the level's
+    gain); g_s's forward returns a zero image of the right shape without computing
+    anything (the distortion is constant when g_s is frozen, and is not used).
+    """
+    g_a, g_s = model.g_a, model.g_s
+    g_a.forward = lambda y: y
+    g_s.forward = lambda y: y.new_zeros(y.shape[0], 3, 16 * y.shape[2], 16 * y.shape[3])
+    try:
+        yield model
+    finally:
+        del g_a.forward, g_s.forward  # back to the class's forward
+
+
+@torch.no_grad()
+def cache_latents(model: torch.nn.Module, sampler: T.CropSampler, count: int) -> torch.Tensor:
+    """y₀ = g_a(x) before the gain units, for ``count`` crops of the sampler's seeded stream.
+
+    Returns:
+        float32 (count, M, crop/16, crop/16).
+    """
+    out = []
+    steps = math.ceil(count / sampler.global_batch)
+    for step in range(steps):
+        x = torch.from_numpy(sampler.batch(step)).permute(0, 3, 1, 2).float().div_(255)
+        # calling .forward directly skips the module's hooks: no gain applied
+        out.append(model.g_a.forward(x))
+    return torch.cat(out)[:count].contiguous()
+
+
+def train_entropy(cfg: EntropyConfig) -> Path:
+    """Run: cache latents, train the entropy model on them, evaluate, save final.pt."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    run_dir = Path(cfg.out_dir).expanduser()
+    if (run_dir / "final.pt").exists():
+        raise FileExistsError(f"{run_dir / 'final.pt'} exists: this run is finished; "
+                              "choose another --out-dir or delete the folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _, source = registry.load_checkpoint(cfg.transforms, calibrated=False)
+    N, M = int(source["config"]["N"]), int(source["config"]["M"])
+    tcfg = cfg.train_config(N, M)
+    model = T.build_model(tcfg)
+    warm = T.warm_start(model, cfg.transforms, only=TRANSFORMS)
+    named = dict(model.named_parameters())
+    for n, p in named.items():
+        if T._under(n, TRANSFORMS):
+            p.requires_grad_(False)
+    aux_names = [n for n in named if n.endswith(".quantiles")]
+    params = [p for n, p in named.items() if p.requires_grad and n not in aux_names]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    aux_optimizer = (torch.optim.Adam([named[n] for n in aux_names], lr=cfg.aux_lr)
+                     if aux_names else None)
+    lmbdas = T.rate_lambdas(tcfg)
+    fileio.atomic_write_text(run_dir / "config.json", json.dumps(
+        {"config": dataclasses.asdict(cfg), "train_config": dataclasses.asdict(tcfg),
+         "resolved": {"N": N, "M": M, "lmbdas": lmbdas, "warm_start": warm,
+                      "trainable_parameters": sum(p.numel() for p in params),
+                      "torch": str(torch.__version__)}}, indent=1, default=str))
+
+    t0 = time.time()
+    pool = T.load_pool(T.training_files(cfg.data))
+    model.train()
+    y0 = cache_latents(model, T.CropSampler(pool, cfg.crop, CACHE_BATCH, cfg.seed), cfg.crops)
+    cache_s = time.time() - t0
+    pixels = cfg.batch_size * cfg.crop * cfg.crop
+    prefit = None
+    with transforms_bypassed(model):
+        if cfg.prefit_densities:
+            prefit = T.prefit_densities(model, y0[:T.PREFIT_CROPS], cfg.prefit_densities)
+        log_rows, acc, t1 = [], np.zeros(3), time.time()
+        for step in range(cfg.steps):
+            lr = T.learning_rate(step, tcfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            variable_rate.set_rate_level(model, variable_rate.level_for_step(step, len(lmbdas)))
+            rows = np.random.default_rng([cfg.seed, step]).integers(0, len(y0), cfg.batch_size)
+            out = model(y0[torch.from_numpy(rows)])
+            # bpp = Σ −log2 p(ŷ, ẑ) / pixels of the crops
+            bpp = sum(-torch.log2(v).sum() for v in out["likelihoods"].values()) / pixels
+            optimizer.zero_grad(set_to_none=True)
+            bpp.backward()
+            if cfg.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+            optimizer.step()
+            aux = model.aux_loss() if aux_optimizer else torch.zeros(())
+            if aux_optimizer:
+                aux_optimizer.zero_grad(set_to_none=True)
+                aux.backward()
+                aux_optimizer.step()
+            acc += (bpp.item(), aux.item(), 1)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                log_rows.append({"step": step + 1, "wall_s": round(time.time() - t1, 3), "lr": lr,
+                                 "bpp": acc[0] / acc[2], "aux_loss": acc[1] / acc[2]})
+                acc[:] = 0
+                fileio.atomic_write_text(run_dir / "log.csv", _csv(log_rows))
+    model.eval()
+    evals = []
+    images = T.load_eval_images(tcfg)
+    for level, (q, lm) in enumerate(zip(cfg.qualities, lmbdas)):
+        variable_rate.set_rate_level(model, level)
+        r = T.evaluate(model, images, lm, "mse", torch.device("cpu"))
+        evals.append({"step": cfg.steps, "quality": q, "lmbda": lm, **r})
+    fileio.atomic_write_text(run_dir / "eval.csv", _csv(evals))
+    T.save_final(model, run_dir / "final.pt", tcfg, {
+        "step": cfg.steps, "train_info": {"cache_s": cache_s, "train_s": time.time() - t1,
+                                          "cached_crops": len(y0), "prefit": prefit,
+                                          "protocol": "nic_lib.train_entropy"}})
+    return run_dir
+
+
+def _csv(rows: list[dict]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(rows).to_csv(index=False)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    d = EntropyConfig(model="", transforms="", qualities=(), out_dir="")
+    p.add_argument("--model", required=True, choices=registry.available_models())
+    p.add_argument("--transforms", required=True,
+                   help="registry checkpoint whose g_a, g_s and gains are taken and frozen")
+    p.add_argument("--qualities", type=int, nargs="+", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--context-size", type=int)
+    for name in ("crops", "crop", "batch_size", "steps", "warmup_steps", "prefit_densities",
+                 "seed", "threads", "log_every", "eval_images", "eval_crop"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    for name in ("lr", "min_lr_ratio", "aux_lr", "clip_grad_norm"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--data", nargs="+", default=list(d.data))
+    args = vars(p.parse_args(argv))
+    args["qualities"], args["data"] = tuple(args["qualities"]), tuple(args["data"])
+    return train_entropy(EntropyConfig(**args))
+
+
+if __name__ == "__main__":
+    print(main())

@@ -1,0 +1,71 @@
+"""nic_lib.train_entropy: entropy models trained on cached latents of frozen transforms."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from nic_lib import train_entropy as TE
+from nic_lib.models import build_model, load_checkpoint, save_checkpoint, variable_rate
+
+from test_train import _synthetic_images, needs_kodak  # noqa: F401  (shared helpers)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+LMBDAS = [0.0018, 0.0130, 0.0483]  # qualities 1, 4, 6
+
+
+def _transforms(tmp_path):
+    torch.manual_seed(0)
+    config = {"N": 8, "M": 16, "lmbdas": LMBDAS, "reference_lmbda": 0.013}
+    model = build_model("mbt2018", **config)
+    model.update(force=True)
+    path = tmp_path / "transforms.pt"
+    save_checkpoint(model, path, {"model": "mbt2018", **config})
+    return path
+
+
+@pytest.mark.parametrize("name", ["mbt2018", "mbt2018-checkerboard", "bmshj2018-factorized"])
+def test_bypassed_transforms_give_the_entropy_model_the_same_latents(name):
+    torch.manual_seed(0)
+    model = build_model(name, N=8, M=16, lmbdas=LMBDAS, reference_lmbda=0.013).eval()
+    model.update(force=True)
+    variable_rate.set_rate_level(model, 1)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        real = model(x)["likelihoods"]
+        y0 = model.g_a.forward(x)  # no hooks: before the gain
+        with TE.transforms_bypassed(model):
+            cached = model(y0)
+        assert cached["x_hat"].shape == x.shape and not cached["x_hat"].any()
+        for key in real:
+            torch.testing.assert_close(cached["likelihoods"][key], real[key], rtol=0, atol=0)
+        # restored: the real transforms run again
+        assert model(x)["x_hat"].any()
+
+
+@needs_kodak
+def test_a_tiny_run_trains_the_entropy_model_and_leaves_the_transforms(tmp_path, monkeypatch):
+    monkeypatch.setenv("NIC_CACHE_DIR", str(tmp_path / "cache"))
+    images = _synthetic_images(tmp_path / "images", count=4, size=96)
+    source = _transforms(tmp_path)
+    cfg = TE.EntropyConfig(model="mbt2018-mean", transforms=str(source), qualities=(1, 4, 6),
+                           out_dir=str(tmp_path / "run"), crops=32, crop=64, steps=60,
+                           warmup_steps=5, log_every=20, eval_images=1, eval_crop=64,
+                           data=(str(images),))
+    run = TE.train_entropy(cfg)
+    with open(run / "log.csv", newline="") as f:
+        bpp = [float(r["bpp"]) for r in csv.DictReader(f)]
+    assert len(bpp) == 3 and bpp[-1] < bpp[0]
+    with open(run / "eval.csv", newline="") as f:
+        assert [int(r["quality"]) for r in csv.DictReader(f)] == [1, 4, 6]
+    trained, ckpt = load_checkpoint(run / "final.pt", calibrated=False)
+    before, _ = load_checkpoint(source, calibrated=False)
+    ref = before.state_dict()
+    for key, value in trained.state_dict().items():
+        if key.startswith(TE.TRANSFORMS):
+            assert torch.equal(value, ref[key]), key
+    assert ckpt["config"]["model"] == "mbt2018-mean"
+    with pytest.raises(FileExistsError, match="finished"):
+        TE.train_entropy(cfg)
