@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -78,7 +79,9 @@ def test_progress_lines_estimate_what_is_left_from_the_last_run(tmp_path):
     assert "cell 4/4 (The long cell) running" in first  # a line while the long cell runs...
     assert "sweep:" in first  # ...with the progress bar it printed
     assert "[1/1] 01_loop: expected" in second and "last run here" in second
-    assert "cell 4/4 (The long cell) started, expected 2 s" in second
+    # the loop sleeps 2 s; the expectation is the first run's measured time, which a loaded
+    # machine stretches: check the line, not the number
+    assert re.search(r"cell 4/4 \(The long cell\) started, expected \d+ s", second), second
     assert "left here" in second
 
 
