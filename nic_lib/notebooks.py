@@ -113,6 +113,9 @@ MEASURED_SECONDS = {
         "06_appendix_engineering": 11,  # 2026-12-06 (reads the benchmarks' tables)
     },
 }
+#: Matplotlib backend of the kernels that execute notebooks: inline, so that the executed
+#: notebook holds its figures whatever MPLBACKEND the calling shell sets (run_notebook).
+KERNEL_MPL_BACKEND = "module://matplotlib_inline.backend_inline"
 #: While a cell runs, a progress line every this many seconds.
 HEARTBEAT_S = 60.0
 #: Cells expected to take at least this long get a line when they start; shorter ones only
@@ -281,6 +284,11 @@ def run_notebook(
         nbformat.write(nb, f)
 
     logger.info("running %s (profile %s) -> %s", path.name, profile, executed_path)
+    # The kernel inherits this process's environment: a caller that selects a headless
+    # backend (CI exports MPLBACKEND=Agg) would leave the executed notebook without its
+    # figures. The kernel always draws inline; scripts of this process keep their backend.
+    backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = KERNEL_MPL_BACKEND
     try:
         papermill.execute_notebook(
             input_path,
@@ -302,6 +310,11 @@ def run_notebook(
             raise
         _replace_if_exists(running_path, executed_path)
         raise _execution_error(path, params_index, cell_index, type(err).__name__, str(err), executed_path) from err
+    finally:
+        if backend is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = backend
     os.replace(running_path, executed_path)
     return executed_path
 

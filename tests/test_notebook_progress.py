@@ -102,7 +102,7 @@ def test_control_c_stops_the_run_and_prints_the_command_that_goes_on(tmp_path):
             assert process.poll() is None, "".join(seen)
     time.sleep(3)  # inside the long cell
     os.kill(process.pid, signal.SIGINT)  # what Control-C sends
-    assert process.wait(timeout=60) == 130
+    assert process.wait(timeout=300) == 130  # the kernel shuts down first: slow on a loaded machine
     time.sleep(0.5)
     while not lines.empty():
         seen.append(lines.get())

@@ -4,6 +4,7 @@ Tiny py:percent notebooks are written into a temporary folder; each kernel start
 few seconds, so executions are shared between tests through module-scoped fixtures.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -194,3 +195,15 @@ def test_list_notebooks_unknown_name_lists_available(tmp_path):
 )
 def test_parameter_values_are_read_as_yaml(text, value):
     assert parse_parameter_value(text) == value
+
+
+def test_executed_notebook_keeps_its_figure_when_the_shell_selects_agg(tmp_path, monkeypatch):
+    """CI exports MPLBACKEND=Agg; the kernel must still draw inline (the site shows the figure)."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    source = tmp_path / "01_fig.py"
+    source.write_text('# %% tags=["parameters"]\nPROFILE = "cpu"\n\n'
+                      "# %%\nimport matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.show()\n")
+    executed = run_notebook(source, "smoke", out_dir=tmp_path / "out", log_output=False)
+    outputs = [o for c in nbformat.read(executed, as_version=4).cells for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert os.environ["MPLBACKEND"] == "Agg"  # this process's setting is restored
