@@ -30,16 +30,19 @@ paper's protocol (one full end-to-end training per model, where the transforms a
 their entropy model): it isolates what the paper's comparison mixes, at a budget a CPU
 affords.
 
-Outputs: runs in ``runs/cpu-profile/<stage>/`` (git-ignored), then for each shipped model
-``checkpoints/<name>/vr.pt`` (or ``vr-ctx<k>.pt``) with convolution weights stored in
-float16, beside the run's ``config.json``, ``log.csv`` and ``eval.csv`` (copied under the
-same stem); the logs of stages 1-2 go to ``checkpoints/stages/``. A stage whose ``final.pt`` exists is skipped, so the script resumes after an
-interruption (an interrupted stage restarts with ``--resume``).
+Outputs: runs in ``$NIC_RUNS_DIR/cpu-profile/<stage>/`` (default ``~/nic-runs``, outside
+the repository: they hold optimizer state), derived checkpoints beside them as
+``<name>.pt``; a stage that ships a model writes it to ``checkpoints/`` (convolution weights
+in float16) beside the run's ``config.json``, ``log.csv`` and ``eval.csv`` (copied under
+the same stem); the other stages' records go to ``checkpoints/stages/``. A stage whose
+``final.pt`` exists is skipped, and so is everything before the latest finished stage of a
+chain, so the script resumes after an interruption (an interrupted stage restarts with
+``--resume``); ``--ship-only`` ships an unfinished run's current EMA weights.
 
 Usage::
 
     python scripts/train_cpu_profile.py                 # everything that is missing
-    python scripts/train_cpu_profile.py --only mbt2018-gmm   # one shipped model (+ stages it needs)
+    python scripts/train_cpu_profile.py --only ablate-mbt2018-gmm   # one stage (+ stages it needs)
     python scripts/train_cpu_profile.py --list          # the stages and their commands
 """
 
