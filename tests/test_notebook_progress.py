@@ -6,6 +6,7 @@ Tiny notebooks in a temporary folder; each run starts a kernel (a few seconds).
 from __future__ import annotations
 
 import io
+import json
 import os
 import queue
 import re
@@ -85,6 +86,17 @@ def test_progress_lines_estimate_what_is_left_from_the_last_run(tmp_path):
     assert "left here" in second
 
 
+def _long_cell_running(path) -> bool:
+    """True once papermill has marked the notebook's tqdm cell as running."""
+    try:
+        nb = json.loads(path.read_text())
+    except (OSError, ValueError):  # not written yet, or caught mid-write
+        return False
+    return any("tqdm" in "".join(c.get("source", "")) and
+               c.get("metadata", {}).get("papermill", {}).get("status") == "running"
+               for c in nb.get("cells", []))
+
+
 @pytest.mark.slow
 def test_control_c_stops_the_run_and_prints_the_command_that_goes_on(tmp_path):
     (tmp_path / "01_slow.py").write_text(LOOP)
@@ -93,17 +105,25 @@ def test_control_c_stops_the_run_and_prints_the_command_that_goes_on(tmp_path):
                "--profile", "smoke", "-p", "SECONDS", "120", "--out", str(tmp_path / "out")]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True)
+    reader.start()
     seen, deadline = [], time.monotonic() + 120
     while time.monotonic() < deadline and not any("Executing notebook with kernel" in line for line in seen):
         try:
             seen.append(lines.get(timeout=1))
         except queue.Empty:
             assert process.poll() is None, "".join(seen)
-    time.sleep(3)  # inside the long cell
+    # wait until the long cell runs (papermill saves the notebook as each cell starts): a
+    # Control-C while the kernel is still starting is another case (on a loaded machine
+    # that took longer than a fixed 3 s, and the run went on to the end)
+    running, deadline = tmp_path / "out" / "01_slow.running.ipynb", time.monotonic() + 120
+    while time.monotonic() < deadline and not _long_cell_running(running):
+        assert process.poll() is None, "".join(seen)
+        time.sleep(0.5)
+    time.sleep(1)
     os.kill(process.pid, signal.SIGINT)  # what Control-C sends
     assert process.wait(timeout=300) == 130  # the kernel shuts down first: slow on a loaded machine
-    time.sleep(0.5)
+    reader.join(timeout=60)  # every line of stderr, up to its end
     while not lines.empty():
         seen.append(lines.get())
     text = "".join(seen)
