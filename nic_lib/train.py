@@ -1279,7 +1279,7 @@ def _tail_gradient_likelihood(self, inputs: torch.Tensor, scales: torch.Tensor,
     return torch.where(log_p > torch.log(floor), torch.exp(log_p), below)
 
 
-def _check(cfg: TrainConfig, world: int) -> None:
+def _check(cfg: TrainConfig, world: int, resuming: bool = False) -> None:
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} is the global batch and must divide "
                          f"by the {world} ranks; pass a multiple of {world}")
@@ -1307,7 +1307,8 @@ def _check(cfg: TrainConfig, world: int) -> None:
                          "it needs a variable-rate run (--qualities)")
     if (cfg.init_only or cfg.freeze) and cfg.init_from is None:
         raise ValueError("--init-only and --freeze act on a warm start: give --init-from too")
-    if cfg.init_from is not None and not Path(cfg.init_from).is_file():
+    # a resumed run restores its weights from ckpt.pt: its warm-start source may be gone
+    if cfg.init_from is not None and not resuming and not Path(cfg.init_from).is_file():
         raise ValueError(f"--init-from {cfg.init_from}: no such file (give a run's final.pt "
                          "or ckpt.pt)")
 
@@ -1354,7 +1355,7 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
         # at the final learning rate instead of re-stretching the schedule
         cfg = dataclasses.replace(cfg, lr_decay_steps=cfg.max_steps)
     rank, world, device = _setup_distributed(cfg)
-    _check(cfg, world)
+    _check(cfg, world, resuming=state is not None)
     master = rank == 0
     # one compute thread per core, cores shared between the ranks of this machine
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))

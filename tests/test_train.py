@@ -348,3 +348,15 @@ def test_settle_quantiles_moves_only_the_coder_range(name):
         assert p.requires_grad  # flags restored
     out = model.compress(x)  # the coder works with the rebuilt tables
     assert model.decompress(out["strings"], out["shape"])["x_hat"].shape == x.shape
+
+
+def test_resume_does_not_need_the_warm_start_source(workdir, reference_run, tmp_path):
+    """A long run resumes from its ckpt.pt even when the file it was warm-started from moved."""
+    root, images = workdir
+    source = tmp_path / "source.pt"
+    source.write_bytes((reference_run / "final.pt").read_bytes())
+    cfg = _config(images, root / "warm-resume", init_from=str(source), max_steps=10, ckpt_every=5)
+    run = T.train(cfg)
+    source.unlink()
+    resumed = T.train(T.TrainConfig(), resume=run, overrides={"max_steps": 15})
+    assert int(_log(resumed)[-1][0]) == 15
