@@ -1,12 +1,16 @@
-"""Grow a trained model without changing what it computes: a wider latent, more levels.
+"""Grow a trained model without changing what it computes: wider layers, more levels.
 
     python scripts/widen_checkpoint.py checkpoints/mbt2018/vr-5h.pt --M 192 --out ~/nic-runs/widened/m192.pt
     python scripts/widen_checkpoint.py ~/nic-runs/mbt2018-M192-widened --qualities 1 2 3 4 5 6 7 8 \\
         --out ~/nic-runs/widened/m192-q8.pt
+    python scripts/widen_checkpoint.py ~/nic-runs/cpu-profile/m192-q8 --N 96 \\
+        --out ~/nic-runs/cpu-profile/n96-init.pt
     python -m nic_lib.train --init-from ~/nic-runs/widened/m192.pt --M 192 ...   # train on
 
 ``--M``: the new latent channels start at zero and every new weight that reads them is
-zero (:func:`nic_lib.models.widen.widen_latent`). ``--qualities``: rate levels are added
+zero (:func:`nic_lib.models.widen.widen_latent`). ``--N``: the transforms' hidden
+layers and z get new units that start at zero, read by fresh weights
+(:func:`nic_lib.models.widen.widen_hidden`). ``--qualities``: rate levels are added
 to a variable-rate model, the trained ones copied and the new ones extrapolated from the
 learned gains (:func:`nic_lib.models.widen.add_levels`). The source is a registry
 checkpoint or a run folder (its last ``ckpt.pt``, EMA weights, via
@@ -27,7 +31,7 @@ import torch
 
 from nic_lib import data, train
 from nic_lib.models import registry, variable_rate
-from nic_lib.models.widen import add_levels, widen_latent
+from nic_lib.models.widen import add_levels, widen_hidden, widen_latent
 
 
 def _load(source: Path):
@@ -44,13 +48,15 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("source", type=Path,
                    help="a registry checkpoint (final.pt, a shipped .pt) or a run folder")
     p.add_argument("--M", type=int, help="new latent width (even, > the source's)")
+    p.add_argument("--N", type=int, help="new hidden width of the transforms and z (> the source's)")
     p.add_argument("--qualities", type=int, nargs="+",
                    help="qualities of the grown variable-rate model (a superset of its own)")
     p.add_argument("--out", type=Path, required=True, help="where to write the grown checkpoint")
     p.add_argument("--seed", type=int, default=0, help="init of the new hidden units")
     args = p.parse_args(argv)
-    if args.M is None and args.qualities is None:
-        p.error("nothing to do: give --M (wider latent), --qualities (more levels) or both")
+    if args.M is None and args.N is None and args.qualities is None:
+        p.error("nothing to do: give --M (wider latent), --N (wider hidden layers), "
+                "--qualities (more levels), or several")
     source = args.source.expanduser()
     out = args.out.expanduser()
     if out.resolve() == source.resolve() or (source.is_dir() and out.parent.resolve() == source.resolve()):
@@ -59,6 +65,8 @@ def main(argv: list[str] | None = None) -> Path:
     grown, config = model, dict(ckpt["config"])
     if args.M is not None:
         grown, config = widen_latent(grown, config, args.M, seed=args.seed)
+    if args.N is not None:
+        grown, config = widen_hidden(grown, config, args.N, seed=args.seed)
     if args.qualities is not None:
         grown, config = add_levels(grown, config, args.qualities)
     # the promise, checked: same reconstruction at every trained level on a Kodak crop
@@ -77,8 +85,8 @@ def main(argv: list[str] | None = None) -> Path:
                      "nothing written")
     config.pop("train_config", None)
     registry.save_checkpoint(grown, out, config, extra={
-        "grown_from": str(source), "grown_from_M": int(model.M), "grown_from_lmbdas": old})
-    print(f"{source} (M={model.M}, {len(old)} levels) -> {out} (M={grown.M}, {len(new)} "
+        "grown_from": str(source), "grown_from_M": int(model.M), "grown_from_N": int(model.N), "grown_from_lmbdas": old})
+    print(f"{source} (N={model.N}, M={model.M}, {len(old)} levels) -> {out} (N={grown.N}, M={grown.M}, {len(new)} "
           f"levels): same reconstruction at the {max(1, len(old))} trained level(s)")
     return out
 

@@ -1,4 +1,4 @@
-"""Function-preserving widening of the latent (nic_lib.models.widen).
+"""Function-preserving widening of the latent and hidden layers (nic_lib.models.widen).
 
 The promise: the widened model computes the same reconstruction and (up to the ~1e-5 bit
 a zero latent costs) the same bits as the source, in evaluation and in the first training
@@ -13,18 +13,20 @@ import pytest
 import torch
 
 from nic_lib.models import build_model, variable_rate
-from nic_lib.models.widen import add_levels, widen_latent
+from nic_lib.models.widen import add_levels, widen_hidden, widen_latent
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 LMBDAS = [0.0018, 0.0130, 0.0483]
 
 
-def _source(variable: bool = True, context_size: int = 5):
+def _source(variable: bool = True, context_size: int = 5, per_level: bool = False):
     torch.manual_seed(0)
     config = {"N": 8, "M": 12, "context_size": context_size}
     if variable:
         config.update(lmbdas=LMBDAS, reference_lmbda=0.013)
+    if per_level:
+        config.update(per_level_hyper_density=True)
     model = build_model("mbt2018", **config)
     with torch.no_grad():  # a "trained" model: biases and scales away from their init
         for p in model.parameters():
@@ -133,3 +135,75 @@ def test_widening_refuses_a_narrower_width_and_other_models():
     other = build_model("mbt2018-mean", N=8, M=12)
     with pytest.raises(ValueError, match="supports"):
         widen_latent(other, {"model": "mbt2018-mean", "N": 8, "M": 12}, 20)
+
+
+@pytest.mark.parametrize("per_level", [False, True])
+def test_hidden_widened_model_reconstructs_and_rates_like_the_source(per_level):
+    source, config = _source(per_level=per_level)
+    wide, wide_config = widen_hidden(source, config, 13)
+    assert wide.N == 13 and wide_config["N"] == 13 and wide.M == source.M
+    x = _image(4)
+    for level in range(len(LMBDAS)):
+        variable_rate.set_rate_level(source, level)
+        variable_rate.set_rate_level(wide, level)
+        with torch.no_grad():
+            a, b = source(x), wide(x)
+            z = wide.h_a(wide.g_a(x))
+        assert torch.equal(z[:, 8:], torch.zeros_like(z[:, 8:]))  # z's new channels are 0
+        torch.testing.assert_close(b["x_hat"], a["x_hat"], rtol=0, atol=1e-6)
+        bits_a = {k: (-torch.log2(v)).sum().item() for k, v in a["likelihoods"].items()}
+        bits_b = {k: (-torch.log2(v)).sum().item() for k, v in b["likelihoods"].items()}
+        assert bits_b["y"] == pytest.approx(bits_a["y"], abs=1e-3)
+        # each of the 5 new z channels costs, at every position, what the most peaked
+        # trained density costs at its median (z = 0 sits at the re-centred median)
+        eb = source.entropy_bottleneck
+        if per_level:
+            eb = eb.bottlenecks[level]
+        with torch.no_grad():
+            peak = eb._likelihood(eb.quantiles[:, :, 1:2])[0].max().clamp_min(1e-9)
+        expected = 5 * z.shape[-2] * z.shape[-1] * -math.log2(peak.item())
+        assert bits_b["z"] - bits_a["z"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+    # real bitstreams: the same y bytes, the same decoded image
+    variable_rate.set_rate_level(source, 1)
+    variable_rate.set_rate_level(wide, 1)
+    sa, sb = source.compress(x), wide.compress(x)
+    assert sa["strings"][0] == sb["strings"][0]
+    x_a = source.decompress(sa["strings"], sa["shape"])["x_hat"]
+    x_b = wide.decompress(sb["strings"], sb["shape"])["x_hat"]
+    torch.testing.assert_close(x_b, x_a, rtol=0, atol=1e-6)
+
+
+def test_hidden_widening_new_units_start_at_zero_and_get_gradients():
+    source, config = _source(variable=False)
+    wide, _ = widen_hidden(source, config, 13)
+    wide.train()
+    x = _image(5)
+    out = wide(x)
+    loss = torch.mean((out["x_hat"] - x) ** 2) + sum(
+        (-torch.log2(v)).sum() for v in out["likelihoods"].values()) / x.numel()
+    loss.backward()
+    # new units' filters are 0 and learn at once (their readers are random, or see noise)
+    for conv in (wide.g_a[0], wide.g_a[2], wide.h_a[4]):
+        assert torch.equal(conv.weight[8:], torch.zeros_like(conv.weight[8:]))
+        assert conv.weight.grad[8:].abs().sum() > 0
+    assert torch.equal(wide.g_s[2].weight[:, 8:], torch.zeros_like(wide.g_s[2].weight[:, 8:]))
+    assert wide.g_s[2].weight.grad[:, 8:].abs().sum() > 0  # ConvTranspose2d: (in, out, ...)
+    assert torch.equal(wide.h_s[0].weight[8:], torch.zeros_like(wide.h_s[0].weight[8:]))
+    assert wide.h_s[0].weight.grad[8:].abs().sum() > 0  # δ·(0 + u): z's noise reaches it
+    # GDN of the new units: GDN's own init (β = 1, γ = 0.1 on the diagonal), old block kept
+    gdn_old, gdn_new = source.g_a[1], wide.g_a[1]
+    torch.testing.assert_close(gdn_new.gamma_reparam(gdn_new.gamma)[:8, :8],
+                               gdn_old.gamma_reparam(gdn_old.gamma))
+    torch.testing.assert_close(gdn_new.gamma_reparam(gdn_new.gamma)[8:, 8:],
+                               0.1 * torch.eye(5), atol=1e-6, rtol=0)
+    assert torch.all(gdn_new.gamma_reparam(gdn_new.gamma)[:8, 8:] == 0)
+
+
+def test_hidden_widening_refuses_a_narrower_width_and_other_models():
+    source, config = _source()
+    with pytest.raises(ValueError, match="larger than 8"):
+        widen_hidden(source, config, 8)
+    torch.manual_seed(0)
+    other = build_model("mbt2018-mean", N=8, M=12)
+    with pytest.raises(ValueError, match="supports"):
+        widen_hidden(other, {"model": "mbt2018-mean", "N": 8, "M": 12}, 16)

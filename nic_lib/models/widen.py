@@ -27,9 +27,27 @@ per new latent), and in training the first step sees the same loss. The new chan
 then learn because the noise on them reaches g_s's (zero) input rows, whose gradient is
 δ·u ≠ 0, and once those rows are non-zero the distortion reaches g_a's new filters.
 
-Only the latent width M is widened (N, the width of the transforms' hidden layers and of
-z, is kept: its GDN layers would need their reparametrised γ split as well). Supported:
-the joint model ``mbt2018`` (any context size), fixed- or variable-rate.
+:func:`widen_hidden` does the same for N, the width of the transforms' hidden layers
+and of z (the second lever once M no longer binds: notebook 01's ceiling figure):
+
+    every layer with N outputs: its new output filters and biases are 0, so the new
+              hidden units (and z's new channels) are exactly 0 — in training too, since
+              only y and z get noise
+    every layer that reads N inputs: the new input columns keep a fresh random init
+              (they multiply zeros, so they change nothing, and they give the new units'
+              zero filters a gradient at once: δ_new = Wᵀ_new δ_next ≠ 0)
+    GDN / inverse GDN: the new units get GDN's own init (β = 1, γ = 0.1·I); the old
+              block of γ is copied and γ between old and new units is 0 (a new unit's
+              input is 0, so the old units' normalisation is unchanged either way)
+    h_s reads z's new channels with weight 0 (z̃ = 0 + u in training, so a random weight
+              would add noise to the hyperprior); the gradient δ·u makes them learn
+    entropy bottleneck of z's new channels: a copy of the trained channel whose density
+              is most peaked at its median, re-centred at 0 (b₀ ← b₀ + softplus(H₀)·m,
+              quantiles − m), so a z channel that is always 0 costs almost nothing
+
+so again ``widened(x) == model(x)``: the same x̂ and, up to the new z channels' cost, the
+same bits. Supported: the joint model ``mbt2018`` (any context size), fixed- or
+variable-rate (with one z density or one per level).
 """
 
 from __future__ import annotations
@@ -37,11 +55,12 @@ from __future__ import annotations
 import math
 
 import torch
+from compressai.entropy_models import EntropyBottleneck
 from torch import Tensor, nn
 
 from nic_lib.models import registry, variable_rate
 
-__all__ = ["widen_latent", "add_levels", "WIDENABLE"]
+__all__ = ["widen_latent", "widen_hidden", "add_levels", "WIDENABLE"]
 
 #: Registry keys whose latent can be widened by :func:`widen_latent`.
 WIDENABLE = ("mbt2018",)
@@ -98,7 +117,7 @@ def _widen_tensor(old: Tensor, fresh: Tensor, spec) -> Tensor:
         index.append(_MAPS[kind](old.shape[dim], fresh.shape[dim]) if kind
                      else torch.arange(old.shape[dim]))
     for dim, (kind, role) in enumerate(spec):
-        if role in ("in", "zero-out"):
+        if role in ("in", "zero-out"):  # "fresh": the new parts keep the fresh init
             new = torch.ones(fresh.shape[dim], dtype=torch.bool)
             new[index[dim]] = False
             out.index_fill_(dim, new.nonzero().squeeze(1), 0.0)
@@ -162,6 +181,102 @@ def widen_latent(model: nn.Module, config: dict, M: int, seed: int = 0
             raise ValueError(f"widen_latent: no rule for {key} {tuple(value.shape)} -> "
                              f"{tuple(fresh[key].shape)}")
     wide.load_state_dict({**fresh, **state}, strict=False)
+    wide.update(force=True)
+    return wide.eval(), config
+
+
+# How every tensor whose shape depends on N maps (same notation as _SPEC; "fresh": the new
+# parts keep the wider network's own init). ConvTranspose2d weights are (in, out, k, k).
+_OUT, _IN, _NEW = (_H, "zero-out"), (_H, "fresh"), (_H, "fresh")
+_N_SPEC: dict[str, tuple] = {
+    "g_a.0.weight": (_OUT, (None, None)), "g_a.0.bias": (_OUT,),
+    "g_a.2.weight": (_OUT, _IN), "g_a.2.bias": (_OUT,),
+    "g_a.4.weight": (_OUT, _IN), "g_a.4.bias": (_OUT,),
+    "g_a.6.weight": ((None, None), _IN),
+    "g_s.0.weight": ((None, None), _OUT), "g_s.0.bias": (_OUT,),
+    "g_s.2.weight": (_IN, _OUT), "g_s.2.bias": (_OUT,),
+    "g_s.4.weight": (_IN, _OUT), "g_s.4.bias": (_OUT,),
+    "g_s.6.weight": (_IN, (None, None)),
+    "h_a.0.weight": (_OUT, (None, None)), "h_a.0.bias": (_OUT,),
+    "h_a.2.weight": (_OUT, _IN), "h_a.2.bias": (_OUT,),
+    "h_a.4.weight": (_OUT, _IN), "h_a.4.bias": (_OUT,),  # z itself
+    "h_s.0.weight": ((_H, "in"), (None, None)),  # reads z: new inputs 0
+    **{f"{t}.{i}.{p}": (_NEW,) * (1 if p == "beta" else 2)  # GDN layers
+       for t in ("g_a", "g_s") for i in (1, 3, 5) for p in ("beta", "gamma")},
+}
+
+
+def _is_density(key: str) -> bool:
+    return key.startswith("entropy_bottleneck.")
+
+
+@torch.no_grad()
+def _recentred_densities(old: EntropyBottleneck, new: EntropyBottleneck) -> None:
+    """Copy ``old``'s densities into ``new``'s leading channels; every new channel gets
+    the most peaked old density, moved so that its median is 0."""
+    n = old.channels
+    medians = old.quantiles[:, :, 1:2]  # (C, 1, 1)
+    peak = old._likelihood(medians)[0].reshape(n)
+    donor = int(torch.argmax(peak))
+    m = float(medians[donor].item())
+    for name, p_new in new.named_parameters():
+        p_old = dict(old.named_parameters())[name]
+        p_new[:n] = p_old
+        value = p_old[donor].clone()
+        if name == "quantiles":
+            value -= m
+        elif name == "biases.0":  # logits₀ = softplus(H₀)(x + m) + b₀
+            value += torch.nn.functional.softplus(old.matrices[0][donor]) * m
+        p_new[n:] = value
+
+
+@torch.no_grad()
+def widen_hidden(model: nn.Module, config: dict, N: int, seed: int = 0
+                 ) -> tuple[nn.Module, dict]:
+    """A copy of ``model`` with N hidden channels (transforms and z) that computes the
+    same function (the rules are in the module docstring).
+
+    Args:
+        model: a trained ``mbt2018`` (fixed- or variable-rate), as
+            :func:`nic_lib.models.registry.load_checkpoint` returns it.
+        config: the checkpoint's config: the widened model is built from it with the new N.
+        N: the new hidden width, larger than the model's.
+        seed: seeds the fresh init of the new input columns.
+
+    Returns:
+        ``(widened model, its config)``: in eval mode, coder tables built.
+
+    Raises:
+        ValueError: a model that cannot be widened, or N not larger than the model's.
+    """
+    name = registry.model_name(model)
+    if name not in WIDENABLE:
+        raise ValueError(f"widen_hidden supports {', '.join(WIDENABLE)}, not {name!r}")
+    old_N = int(model.N)
+    if N <= old_N:
+        raise ValueError(f"the new hidden width must be larger than {old_N}, got {N}")
+    config = {**config, "N": int(N)}
+    torch.manual_seed(seed)
+    wide = registry.build_model(name, **config)
+    fresh = wide.state_dict()
+    state = {}
+    for key, value in model.state_dict().items():
+        if key not in fresh or key.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")):
+            continue
+        if key in _N_SPEC:
+            state[key] = _widen_tensor(value, fresh[key], _N_SPEC[key])
+        elif _is_density(key) and value.shape != fresh[key].shape:
+            continue  # below, module by module
+        elif value.shape == fresh[key].shape:
+            state[key] = value
+        else:
+            raise ValueError(f"widen_hidden: no rule for {key} {tuple(value.shape)} -> "
+                             f"{tuple(fresh[key].shape)}")
+    wide.load_state_dict({**fresh, **state}, strict=False)
+    olds = {k: m for k, m in model.named_modules() if isinstance(m, EntropyBottleneck)}
+    for key, module in wide.named_modules():
+        if isinstance(module, EntropyBottleneck) and module.channels != olds[key].channels:
+            _recentred_densities(olds[key], module)
     wide.update(force=True)
     return wide.eval(), config
 
