@@ -35,12 +35,14 @@ from nic_lib.models.widen import add_levels, widen_hidden, widen_latent
 
 
 def _load(source: Path):
-    """(model, checkpoint) of a registry checkpoint or of a run folder's ckpt.pt."""
+    """(model, checkpoint, training step or None) of a registry checkpoint or of a run
+    folder's ckpt.pt."""
     if source.is_dir():
+        step = int(torch.load(source / "ckpt.pt", map_location="cpu", weights_only=False)["step"])
         with tempfile.TemporaryDirectory() as tmp:
             snap = train.snapshot_final(source, Path(tmp) / "snapshot.pt")
-            return registry.load_checkpoint(snap, calibrated=False)
-    return registry.load_checkpoint(source, calibrated=False)
+            return (*registry.load_checkpoint(snap, calibrated=False), step)
+    return (*registry.load_checkpoint(source, calibrated=False), None)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> Path:
     out = args.out.expanduser()
     if out.resolve() == source.resolve() or (source.is_dir() and out.parent.resolve() == source.resolve()):
         p.error("--out is the source (or inside its run folder); write the grown model elsewhere")
-    model, ckpt = _load(source)
+    model, ckpt, step = _load(source)
     grown, config = model, dict(ckpt["config"])
     if args.M is not None:
         grown, config = widen_latent(grown, config, args.M, seed=args.seed)
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> Path:
                      "nothing written")
     config.pop("train_config", None)
     registry.save_checkpoint(grown, out, config, extra={
-        "grown_from": str(source), "grown_from_M": int(model.M), "grown_from_N": int(model.N), "grown_from_lmbdas": old})
+        "grown_from": str(source), "grown_from_step": step, "grown_from_M": int(model.M), "grown_from_N": int(model.N), "grown_from_lmbdas": old})
     print(f"{source} (N={model.N}, M={model.M}, {len(old)} levels) -> {out} (N={grown.N}, M={grown.M}, {len(new)} "
           f"levels): same reconstruction at the {max(1, len(old))} trained level(s)")
     return out

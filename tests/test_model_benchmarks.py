@@ -1,0 +1,70 @@
+"""Pure functions of the model benchmarks: benchmarks/widen_lever.py and kodak_rd.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from benchmark_modules import load_benchmark
+
+widen_lever = load_benchmark("widen_lever")
+kodak_rd = load_benchmark("kodak_rd")
+
+
+def test_fork_schedule_continues_the_controls_cosine_to_the_same_floor():
+    log = pd.DataFrame({"step": [16490, 16500, 16510], "lr": [1.7e-4, 1.69e-4, 1.68e-4]})
+    config = {"lr_schedule": "cosine", "max_steps": 60000, "lr": 2e-4, "min_lr_ratio": 0.05}
+    s = widen_lever.fork_schedule(log, config, 16500)
+    assert s["steps"] == 43500 and s["lr"] == pytest.approx(1.69e-4)
+    assert s["lr"] * s["min_lr_ratio"] == pytest.approx(2e-4 * 0.05)  # same absolute floor
+    with pytest.raises(ValueError, match="nothing left"):
+        widen_lever.fork_schedule(log, config, 60000)
+    with pytest.raises(ValueError, match="cosine"):
+        widen_lever.fork_schedule(log, {**config, "lr_schedule": "step"}, 16500)
+
+
+def _run(tmp_path, name, steps, ips):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"batch_size": 8}}))
+    log = [{"step": s, "wall_s": s / 2.0, "images_per_s": ips} for s in steps]
+    pd.DataFrame(log).to_csv(run / "log.csv", index=False)
+    ev = [{"step": s, "wall_s": s / 2.0, "quality": q, "psnr": 30 + q + s / 1e4,
+           "bpp": 0.1 * q, "weights": w} for s in steps[::2] for q in (1, 2, 3) for w in ("model", "ema")]
+    pd.DataFrame(ev).to_csv(run / "eval.csv", index=False)
+    return run
+
+
+def test_clock_counts_cpu_hours_from_throughput_and_keeps_ema_rows(tmp_path):
+    run = _run(tmp_path, "control", list(range(1000, 5001, 500)), ips=20.0)
+    ev = widen_lever._clock(run, 2000)
+    assert set(ev.weights) == {"ema"} and ev.step.min() == 2000
+    # 2,000 steps of batch 8 at 20 images/s = 800 s
+    row = ev[ev.step == 4000].iloc[0]
+    assert row.hours == pytest.approx(2000 * 8 / 20 / 3600)
+
+
+def test_clock_ignores_the_rows_a_resumed_run_logged_twice(tmp_path):
+    steps = list(range(500, 3001, 500))
+    run = _run(tmp_path, "fork", steps, ips=10.0)
+    log = pd.read_csv(run / "log.csv")
+    stale = log.assign(images_per_s=1e6)  # an older, interrupted pass over the same steps
+    pd.concat([stale, log]).to_csv(run / "log.csv", index=False)
+    ev = widen_lever._clock(run, None)
+    assert ev.images_per_s.iloc[0] == pytest.approx(10.0)
+
+
+def test_j2k_coverage_is_the_shared_share_of_the_psnr_range():
+    j2k = pd.DataFrame({"bpp": [0.1, 1.0], "psnr_rgb": [26.0, 36.0]})
+    # interpolation is in log bpp: ends at 26 and 36 dB
+    full = pd.DataFrame({"psnr_rgb": [25.0, 37.0]})
+    half = pd.DataFrame({"psnr_rgb": [31.0, 40.0]})
+    none = pd.DataFrame({"psnr_rgb": [37.0, 40.0]})
+    assert kodak_rd.j2k_coverage(full, j2k) == pytest.approx(1.0)
+    assert kodak_rd.j2k_coverage(half, j2k) == pytest.approx(0.5)
+    assert kodak_rd.j2k_coverage(none, j2k) == 0.0
+    mid = pd.DataFrame({"bpp": [np.sqrt(0.1)], "psnr_rgb": [31.0]})
+    j3 = pd.concat([j2k, mid]).sort_values("bpp")
+    assert kodak_rd.j2k_coverage(pd.DataFrame({"psnr_rgb": [26.0, 31.0]}), j3) == pytest.approx(0.5)
