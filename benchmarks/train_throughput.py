@@ -9,6 +9,8 @@ For each width (N, M) and crop size, two loops train the same
 - ``ours``: ``python -m nic_lib.train`` with its defaults (decoded uint8 pool cropped in a
   background thread, channels-last, OpenMP defaults), reading images/s from its
   log.csv.
+- ``ours-bf16`` (with ``--variants``): the same with ``--precision bf16`` (the networks'
+  forward under bfloat16 autocast, :func:`nic_lib.train.reduced_precision`).
 
 Each measurement runs in a fresh subprocess (so OpenMP settings and caches do not leak
 between them), the variants alternate (so a change in machine load hits both), and
@@ -18,6 +20,8 @@ with the 1-minute load average before each run) and prints ours / plain.
 
     nice python benchmarks/train_throughput.py                  # ~3-6 minutes on 2 cores
     python benchmarks/train_throughput.py --widths 64,96 --crops 128 --steps 3   # quick
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --widths 64,192 96,192 --crops 128 \
+        --variants ours ours-bf16 --repeats 2    # the bf16 lever, one thread
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ DEFAULT_STEPS = 5
 #: would only oversubscribe two cores).
 DEFAULT_PLAIN_WORKERS = min(2, os.cpu_count() or 1)
 VARIANTS = ("plain", "ours")
+#: Every loop --variants can time.
+ALL_VARIANTS = ("plain", "ours", "ours-bf16")
 COLUMNS = ("variant", "N", "M", "crop", "batch", "repeat", "images_per_s", "steps",
            "load_avg_1min")
 
@@ -116,11 +122,13 @@ def plain_worker(N: int, M: int, crop: int, batch: int, warmup: int, steps: int,
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ours(N: int, M: int, crop: int, batch: int, warmup: int, steps: int) -> float:
+def ours(N: int, M: int, crop: int, batch: int, warmup: int, steps: int,
+         precision: str = "fp32") -> float:
     """Images/s of ``python -m nic_lib.train`` (a subprocess), read from its log.csv.
 
     Args:
         N, M, crop, batch, warmup, steps: as :func:`plain_worker`.
+        precision: ``--precision`` of the run.
 
     Returns:
         Training images per second over the steps after ``warmup`` (sum of images over sum
@@ -130,7 +138,7 @@ def ours(N: int, M: int, crop: int, batch: int, warmup: int, steps: int) -> floa
         cmd = [sys.executable, "-m", "nic_lib.train", "--model", "mbt2018", "--N", str(N),
                "--M", str(M), "--crop", str(crop), "--batch-size", str(batch),
                "--max-steps", str(warmup + steps), "--log-every", "1", "--eval-every", "0",
-               "--ckpt-every", "0", "--no-progress", "--out-dir", tmp]
+               "--ckpt-every", "0", "--no-progress", "--precision", precision, "--out-dir", tmp]
         subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         with open(Path(tmp) / "log.csv", newline="") as f:
             rows = [r for r in csv.DictReader(f) if int(r["step"]) > warmup]
@@ -164,6 +172,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--repeats", type=int, default=1, help="alternating repeats of each pair")
     p.add_argument("--plain-workers", type=int, default=DEFAULT_PLAIN_WORKERS)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--variants", nargs="+", choices=ALL_VARIANTS, default=list(VARIANTS),
+                   help="loops to time (default: plain ours)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:  # inside the fresh interpreter of one plain measurement
@@ -176,28 +186,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
         N, M = (int(v) for v in widths.split(","))
         for crop in args.crops:
             for repeat in range(args.repeats):
-                order = VARIANTS if repeat % 2 == 0 else VARIANTS[::-1]
+                order = args.variants if repeat % 2 == 0 else args.variants[::-1]
                 for variant in order:
                     load = os.getloadavg()[0]
                     if variant == "plain":
                         ips = _plain(N, M, crop, args.batch, args.warmup, args.steps,
                                      args.plain_workers)
                     else:
-                        ips = ours(N, M, crop, args.batch, args.warmup, args.steps)
+                        ips = ours(N, M, crop, args.batch, args.warmup, args.steps,
+                                   "bf16" if variant == "ours-bf16" else "fp32")
                     rows.append({"variant": variant, "N": N, "M": M, "crop": crop,
                                  "batch": args.batch, "repeat": repeat, "images_per_s": ips,
                                  "steps": args.steps, "load_avg_1min": load})
-                    print(f"{variant:5s} N={N:3d} M={M:3d} crop={crop:3d}: {ips:7.2f} img/s "
+                    print(f"{variant:9s} N={N:3d} M={M:3d} crop={crop:3d}: {ips:7.2f} img/s "
                           f"(load {load:.2f})", flush=True)
                     _write(rows, args.out)
-    print(f"\nours / plain (geometric mean over repeats), table: {args.out}")
+    base = args.variants[0]
+    print(f"\nagainst {base} (geometric mean over repeats), table: {args.out}")
     for widths in args.widths:
         N, M = (int(v) for v in widths.split(","))
         for crop in args.crops:
             ips = {v: _gmean([r["images_per_s"] for r in rows
                               if (r["variant"], r["N"], r["M"], r["crop"]) == (v, N, M, crop)])
-                   for v in VARIANTS}
-            print(f"  N={N:3d} M={M:3d} crop={crop:3d}: {ips['ours'] / ips['plain']:.2f}x")
+                   for v in args.variants}
+            ratios = ", ".join(f"{v} {ips[v] / ips[base]:.2f}x" for v in args.variants[1:])
+            print(f"  N={N:3d} M={M:3d} crop={crop:3d}: {ratios}")
     return rows
 
 
