@@ -1298,8 +1298,9 @@ def reduced_precision(model: torch.nn.Module, precision: str = "fp32", device_ty
     under ``torch.autocast(bfloat16)`` (convolutions in bfloat16), and each network's output
     is cast back to float32, so that the densities of y and z, the likelihoods, the bits and
     the distortion are computed exactly as in fp32. On a CPU with AMX or AVX512-BF16
-    (oneDNN) this made a training step of mbt2018 (N = 64, M = 192, 128² crops, batch 8,
-    one thread) 2.7× faster (``benchmarks/train_throughput.py --precision``). Used for the
+    (oneDNN) a training step of mbt2018 (128² crops, batch 8, one thread) is 2.0× faster at
+    N = 64, M = 192 and 2.5× at N = 96 (``benchmarks/precision_throughput.py``: 0.39 → 0.19
+    and 0.58 → 0.23 s/step, alternating in one process on a loaded machine). Used for the
     training forward only: evaluation, ``update()`` and the entropy coder never see it.
 
     Implemented with a forward pre-hook (enter autocast) and a forward hook (leave it, cast
