@@ -20,6 +20,19 @@ several integers as a trained model's does. Writes
     nice -n 19 python benchmarks/decode_speed.py                      # cpu widths
     python benchmarks/decode_speed.py --checkpoint checkpoints/mbt2018/vr.pt --floor-checkpoint checkpoints/mbt2018-mean/vr.pt
     nice -n 19 python benchmarks/decode_speed.py --N 192 --M 192      # the paper's widths
+
+``--scaling`` measures, instead, how decoding grows with the image (issue 32), each case
+in its own process so that its peak RSS (``ru_maxrss``) is its own: ``.nic`` files of a
+high-resolution photo scaled to 0.4, 4 and 16 MP (resized by 1.6x, then mirrored to the
+size: detail of a real photo at every size) are decoded with ``nic_lib.container``
+(tiled transforms, default budget) by the joint model and by the mean-scale model with
+the same transforms; and two decompression bombs: kodim23's file with its header forged
+to announce 4096x4096 (the issue's case) and the format's maximum, 8192x4096. Writes
+``build/results/benchmarks/decode_scaling.{csv,json}`` (time, CPU time, peak RSS, the
+budget's estimate, per case)::
+
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/decode_speed.py --scaling --threads 1 \
+        --checkpoint checkpoints/mbt2018/m192.pt
 """
 
 from __future__ import annotations
@@ -29,14 +42,21 @@ import csv
 import io
 import json
 import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from compressai.models import JointAutoregressiveHierarchicalPriors as CompressAIJoint
 from compressai.models import MeanScaleHyperprior
 
-from nic_lib import data, fileio
+from nic_lib import container, data, fileio
 from nic_lib.models import build_model, load_checkpoint
 from nic_lib.models.variable_rate import (is_variable_rate, make_variable_rate, rate_levels,
                                           set_rate_level)
@@ -62,6 +82,8 @@ PSNR_AGREEMENT_DB = 0.05
 DEFAULT_QUALITY = 4
 #: Seed of the random weights.
 SEED = 0
+#: Tile memory that puts any image in one tile (the round-trip checks read g_s's input).
+ONE_TILE = 1 << 40
 COLUMNS = ("variant", "decode_s", "decode_cpu_s", "encode_s", "speedup_vs_compressai",
            "ratio_to_mean_scale", "cpu_speedup_vs_compressai", "cpu_ratio_to_mean_scale",
            "bytes", "bpp", "psnr_db", "roundtrip_ok", "network_calls",
@@ -189,12 +211,20 @@ def measure(args) -> tuple[list[dict], str]:
         hook = model.g_s.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()),
                                                    prepend=True)
         decode_s, out = timed(lambda: model.decompress(coded["strings"], coded["shape"]), repeats)
+        # the check: g_s in one tile, so the hook sees the whole decoded latent (tiles
+        # give the one-tile output bit for bit: tests/test_tiling.py)
+        model.tile_memory = ONE_TILE
+        check = model.decompress(coded["strings"], coded["shape"])
+        del model.tile_memory
         hook.remove()
-        ok = torch.equal(seen[-1], coded["y_hat"]) and torch.equal(
+        ok_tiles = torch.equal(check["x_hat"], out["x_hat"])
+        ok = ok_tiles and torch.equal(seen[-1], coded["y_hat"]) and torch.equal(
             out["x_hat"], model.synthesize(coded["y_hat"]))  # the encoder's own x_hat
         if order == "wavefront":  # the decoder on one thread: the same y_hat
             torch.set_num_threads(1)
+            model.tile_memory = ONE_TILE
             model.decompress(coded["strings"], coded["shape"])
+            del model.tile_memory
             ok = ok and torch.equal(seen[-1], coded["y_hat"])
             torch.set_num_threads(args.threads)
         latents[order] = coded["y_hat"]
@@ -237,11 +267,145 @@ def measure(args) -> tuple[list[dict], str]:
     return rows, weights
 
 
-def write(rows: list[dict], out: Path) -> None:
+# --------------------------------------------------------------------------------------
+# --scaling: time and peak memory against image size, decompression bombs
+# --------------------------------------------------------------------------------------
+
+#: Sizes of the scaling run (height, width): ~0.4, 4 and 16 MP.
+SCALING_SIZES = ((512, 768), (2048, 2048), (4096, 4096))
+#: The high-resolution photo the scaled images come from (photos-hr, ~1.2 MP).
+SCALING_PHOTO = "001"
+#: Upscaling of the photo before mirroring it to size (keeps a photo's detail per pixel).
+SCALING_UPSCALE = 1.6
+#: The bombs: kodim23's file announcing the issue's 4096x4096 and the format's maximum.
+BOMBS = {"bomb-4096x4096": (4096, 4096), "bomb-max-8192x4096": (4096, 8192)}
+#: Raised budget (MiB) under which the maximum-size bomb is decoded too (the default
+#: budget refuses it).
+RAISED_BUDGET_MB = 1300
+SCALING_COLUMNS = ("case", "model", "height", "width", "megapixels", "budget_mb", "decode_s",
+                   "decode_cpu_s", "s_per_mp", "peak_rss_mb", "rss_before_decode_mb",
+                   "budget_estimate_mb", "outcome", "threads", "weights")
+
+
+def scaled_photo(height: int, width: int) -> np.ndarray:
+    """The scaling photo resized by :data:`SCALING_UPSCALE`, mirrored to height x width."""
+    from PIL import Image
+
+    path = next(p for p in data.list_images("photos-hr") if p.stem == SCALING_PHOTO)
+    img = Image.fromarray(data.load_image(path))
+    img = np.asarray(img.resize((round(img.width * SCALING_UPSCALE),
+                                 round(img.height * SCALING_UPSCALE)), Image.BICUBIC))
+    reps = (-(-height // img.shape[0]), -(-width // img.shape[1]))
+    tiles = [[img[:, ::1 - 2 * (j % 2)] for j in range(reps[1])] for _ in range(reps[0])]
+    rows = [np.concatenate(r, axis=1)[::1 - 2 * (i % 2)] for i, r in enumerate(tiles)]
+    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:height, :width])
+
+
+def _scaling_models(args) -> dict[str, torch.nn.Module]:
+    """The joint model and the mean-scale model with its transforms (our tiled class)."""
+    from nic_lib.models import registry
+
+    model, _ = our_model(args)
+    floor = _same_rate(registry.build_model("mbt2018-mean", N=model.N, M=model.M), model)
+    floor.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if k in floor.state_dict()}, strict=False)
+    floor.update(force=True)
+    return {"mbt2018": model, "mbt2018-mean": floor.eval()}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def scaling_worker(args) -> dict:
+    """One case in this process: encode (``--encode``) or decode a .nic file."""
+    torch.set_num_threads(args.threads)
+    model = _scaling_models(args)[args.model_key]
+    if args.encode:
+        h, w = args.encode
+        img = scaled_photo(h, w) if args.image != "kodim23" else data.load_image(
+            next(p for p in data.list_images("kodak") if p.stem == "kodim23"))
+        payload = container.encode_image(model, img, args.model_key, args.quality, "cpu")
+        fileio.atomic_write_bytes(Path(args.worker), payload)
+        return {"bytes": len(payload), "peak_rss_mb": _rss_mb()}
+    payload = Path(args.worker).read_bytes()
+    header = container.read_header(payload)
+    before = _rss_mb()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    try:
+        img = container.decode_image(payload, model, max_memory=args.max_memory_mb * 2**20)
+        outcome = f"decoded {img.shape[1]}x{img.shape[0]}"
+    except container.NicBudgetError as exc:
+        outcome = f"refused: {exc}"
+    return {"decode_s": time.perf_counter() - start, "decode_cpu_s": time.process_time() - start_cpu,
+            "peak_rss_mb": _rss_mb(), "rss_before_decode_mb": before,
+            "budget_estimate_mb": container.decode_memory_bytes(header, model) / 2**20,
+            "outcome": outcome}
+
+
+def _run_worker(args, path: Path, model_key: str, encode: tuple[int, int] | None = None,
+                image: str = "photo", budget_mb: int = container.DEFAULT_MAX_MEMORY // 2**20) -> dict:
+    command = [sys.executable, __file__, "--scaling", "--worker", str(path), "--model-key",
+               model_key, "--threads", str(args.threads), "--quality", str(args.quality),
+               "--max-memory-mb", str(budget_mb),
+               "--image", image, "--N", str(args.N), "--M", str(args.M),
+               "--latent-gain", str(args.latent_gain)]
+    if args.checkpoint:
+        command += ["--checkpoint", args.checkpoint]
+    if encode:
+        command += ["--encode", *map(str, encode)]
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    if done.returncode:
+        raise SystemExit(f"worker {' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def scaling(args) -> list[dict]:
+    """Every case of ``--scaling``, each in a fresh process; returns the rows."""
+    rows = []
+    weights = f"checkpoint {args.checkpoint} q{args.quality}" if args.checkpoint else "random-init"
+    with tempfile.TemporaryDirectory(dir=args.out.parent) as tmp:
+        default = container.DEFAULT_MAX_MEMORY // 2**20
+        cases = [(f"photo-{h}x{w}", key, (h, w), "photo", default)
+                 for h, w in SCALING_SIZES for key in ("mbt2018", "mbt2018-mean")]
+        cases += [(name, "mbt2018", size, "kodim23", default) for name, size in BOMBS.items()]
+        cases.append(("bomb-max-8192x4096", "mbt2018", BOMBS["bomb-max-8192x4096"], "kodim23",
+                      RAISED_BUDGET_MB))
+        for case, key, (h, w), image, budget_mb in cases:
+            path = Path(tmp) / f"{case}-{key}.nic"
+            encoded = _run_worker(args, path, key, (512, 768) if image == "kodim23" else (h, w),
+                                  image)
+            if image == "kodim23":  # the bomb: a valid file announcing (h, w)
+                forged = load_benchmark_fuzz().forge_size(path.read_bytes(), h, w)
+                fileio.atomic_write_bytes(path, forged)
+            r = _run_worker(args, path, key, budget_mb=budget_mb)
+            rows.append({"case": case, "model": key, "height": h, "width": w,
+                         "megapixels": h * w / 1e6, "budget_mb": budget_mb, **r,
+                         "s_per_mp": r["decode_s"] / (h * w / 1e6),
+                         "threads": args.threads, "weights": weights})
+            print(f"{case:22} {key:13} budget {budget_mb:5d} MiB {r['decode_s']:7.2f} s ({r['decode_cpu_s']:7.2f} CPU s) "
+                  f"peak RSS {r['peak_rss_mb']:6.0f} MB (estimate {r['budget_estimate_mb']:5.0f}"
+                  f" MB + {r['rss_before_decode_mb']:4.0f} before), encoder peak "
+                  f"{encoded['peak_rss_mb']:5.0f} MB: {r['outcome'][:60]}", flush=True)
+    return rows
+
+
+def load_benchmark_fuzz():
+    """benchmarks/fuzz_nic.py as a module (its forge_size makes the bombs)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fuzz_nic", Path(__file__).with_name("fuzz_nic.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write(rows: list[dict], out: Path, columns=COLUMNS) -> None:
     """Write ``out``.csv and ``out``.json atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
     fileio.atomic_write_text(out.with_suffix(".csv"), buffer.getvalue())
@@ -265,7 +429,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="quality of a variable-rate checkpoint (default %(default)s)")
     parser.add_argument("--latent-gain", type=float, default=DEFAULT_LATENT_GAIN)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="path without suffix")
+    parser.add_argument("--scaling", action="store_true", help="time and peak RSS against "
+                        "image size (0.4, 4, 16 MP) and of two decompression bombs")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # one --scaling case: .nic path
+    parser.add_argument("--model-key", default="mbt2018", help=argparse.SUPPRESS)
+    parser.add_argument("--encode", type=int, nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--max-memory-mb", type=int, default=container.DEFAULT_MAX_MEMORY // 2**20,
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.scaling and args.worker:
+        print(json.dumps(scaling_worker(args)))
+        return 0
+    if args.scaling:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        out = args.out.with_name("decode_scaling")
+        rows = scaling(args)
+        write(rows, out, SCALING_COLUMNS)
+        print(f"written: {out.with_suffix('.csv')} and .json")
+        return 0
 
     rows, weights = measure(args)
     write(rows, args.out)

@@ -16,7 +16,13 @@ Mutation kinds (:data:`KINDS`), drawn with a seeded RNG:
 - ``insert`` / ``delete``: bytes inserted or deleted anywhere;
 - ``forged-*``: the same mutations with the CRC recomputed, so they reach the deeper
   checks; ``forged-stream`` rewrites a stream (flip, cut, extend, replace) and re-packs
-  with correct lengths and CRC, so the model's entropy decoder sees garbage.
+  with correct lengths and CRC, so the model's entropy decoder sees garbage;
+- ``forged-large``: decompression bombs. The header is rewritten to announce a larger
+  image (padding and latent shape made consistent, CRC recomputed, streams kept), of
+  log-uniform pixel count up to the format's maximum, sometimes exactly the maximum or
+  a side beyond :data:`~nic_lib.container.MAX_IMAGE_SIDE`. Every decode runs within
+  :data:`FUZZ_MAX_MEMORY`: a bomb must be refused up front (``NicBudgetError``) when
+  :func:`~nic_lib.container.decode_memory_bytes` exceeds it, and decode otherwise.
 
 The models are tiny and untrained (N=8, M=12): what is fuzzed is the reader and the
 decoding path, which do not depend on the weights' quality.
@@ -28,6 +34,7 @@ import argparse
 import collections
 import contextlib
 import signal
+import struct
 import sys
 import time
 import zlib
@@ -50,9 +57,14 @@ MODELS = ("mbt2018-mean", "mbt2018")
 #: Mutation kinds, drawn uniformly.
 KINDS = ("empty", "random", "truncate", "bitflip", "byteset", "insert", "delete",
          "forged-bitflip", "forged-byteset", "forged-insert", "forged-delete",
-         "forged-stream")
+         "forged-stream", "forged-large")
 #: Outcome label of a mutant that decoded to an image of its header's size.
 DECODED = "decoded"
+#: Working-memory budget of every fuzzed decode: images up to ~1 MP decode (in well
+#: under a second at the tiny widths), larger bombs must be refused.
+FUZZ_MAX_MEMORY = 64 * 2**20
+#: Fraction of forged-large mutants announcing exactly the format's maximum image.
+MAX_SIZE_SHARE = 0.25
 
 
 def tiny_model(name: str, seed: int = 0) -> torch.nn.Module:
@@ -126,6 +138,46 @@ def _forged_stream(data: bytes, rng: np.random.Generator) -> bytes:
     return container.pack(header, streams)
 
 
+def forge_size(data: bytes, height: int, width: int) -> bytes:
+    """A valid file's header rewritten to announce a height x width image, CRC fixed.
+
+    The padding and latent shape are made consistent with the new size (the ratio of
+    coded size to latent shape is kept), so only the budget stands between the file
+    and a decoder allocating for the announced image. A side beyond the format's
+    limit is written as it is (the reader must refuse it).
+
+    Args:
+        data: a valid .nic file.
+        height, width: the size to announce, 1..65535.
+
+    Returns:
+        The forged file's bytes.
+    """
+    header, streams = container.unpack(data)
+    ratio = header.padded_height // header.latent_shape[0]
+    pad_b, pad_r = (-height) % ratio, (-width) % ratio
+    fields = (height, width, pad_b, pad_r, (height + pad_b) // ratio, (width + pad_r) // ratio)
+    # offset of the fixed tail: magic, version, name, quality, profile, fingerprint
+    start = (len(container.MAGIC) + 2 + len(header.model) + 2 + len(header.profile)
+             + container.FINGERPRINT_BYTES)
+    tail = struct.pack(">HHBBHH", *fields)
+    return _fix_crc(data[:start] + tail + data[start + len(tail):])
+
+
+def _forged_large(data: bytes, rng: np.random.Generator) -> bytes:
+    """A bomb: the format's largest image, a random large one, or a side over the limit."""
+    side, most = container.MAX_IMAGE_SIDE, container.MAX_IMAGE_PIXELS
+    draw = rng.random()
+    if draw < MAX_SIZE_SHARE:
+        height = int(rng.choice([most // side, most // 4096, most // 8192, side]))
+        return forge_size(data, height, most // height)
+    if draw < MAX_SIZE_SHARE + 0.1:  # beyond the format: the reader refuses it
+        return forge_size(data, int(rng.integers(side + 1, 1 << 16)), int(rng.integers(1, 64)))
+    pixels = np.exp(rng.uniform(np.log(IMAGE_SIDE**2), np.log(most)))
+    height = int(np.clip(np.exp(rng.uniform(np.log(pixels / side), np.log(side))), 1, side))
+    return forge_size(data, height, int(np.clip(pixels // height, 1, side)))
+
+
 def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
     """One mutant of a valid file.
 
@@ -147,6 +199,8 @@ def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
         return data[: int(rng.integers(len(data)))]
     if kind == "forged-stream":
         return _forged_stream(data, rng)
+    if kind == "forged-large":
+        return _forged_large(data, rng)
     if kind.startswith("forged-"):
         return _fix_crc(_raw_mutation(kind.removeprefix("forged-"), data, rng))
     return _raw_mutation(kind, data, rng)
@@ -188,27 +242,36 @@ def time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def classify(data: bytes, model: torch.nn.Module, timeout_s: int = DECODE_TIMEOUT_S) -> str:
-    """Decode one mutant and name the outcome.
+def classify(data: bytes, model: torch.nn.Module, timeout_s: int = DECODE_TIMEOUT_S,
+             max_memory: int = FUZZ_MAX_MEMORY) -> str:
+    """Decode one mutant within a budget and name the outcome.
 
     Args:
         data: candidate file bytes.
         model: the model of the valid file it came from.
         timeout_s: hang bound.
+        max_memory: the decode's working-memory budget (bytes).
 
     Returns:
         :data:`DECODED` or the :class:`~nic_lib.container.NicError` subclass name.
 
     Raises:
-        AssertionError: the decoded image does not have the header's size.
+        AssertionError: the decoded image does not have the header's size, a file
+            within the budget was refused for it, or one beyond it was not.
         Anything else the decoder raised (a bug): TimeoutError for a hang.
     """
     with time_limit(timeout_s):
         try:
-            img = container.decode_image(data, model)
+            img = container.decode_image(data, model, max_memory=max_memory)
+        except container.NicBudgetError:
+            need = container.decode_memory_bytes(container.read_header(data), model)
+            assert need > max_memory, f"refused at {need} B, within the budget {max_memory} B"
+            return container.NicBudgetError.__name__
         except container.NicError as exc:
             return type(exc).__name__
     header = container.read_header(data)
+    need = container.decode_memory_bytes(header, model)
+    assert need <= max_memory, f"decoded although it needs {need} B > budget {max_memory} B"
     assert img.shape == (header.height, header.width, 3) and img.dtype == np.uint8, (
         f"decoded {img.shape} {img.dtype}, header says {header.height}x{header.width}")
     return DECODED

@@ -3,14 +3,17 @@
 ::
 
     nic compress IN.png OUT.nic --model mbt2018 --quality 3 [--profile cpu] [--force]
-    nic decompress IN.nic OUT.png [--profile cpu] [--force]
+    nic decompress IN.nic OUT.png [--profile cpu] [--force] [--max-pixels N] [--max-memory-mb MB]
     nic info IN.nic
 
 Models come from :func:`nic_lib.models.get_model` (``--profile cpu``: this project's
 checkpoints under ``checkpoints/`` or ``$NIC_CHECKPOINT_DIR``; ``full``: CompressAI's
 published weights). ``decompress`` loads the model, quality and profile the file names.
 Outputs are written atomically; an existing output is kept unless ``--force``; an
-output path that is the input is always refused.
+output path that is the input is always refused. ``decompress`` works within a budget
+(:func:`nic_lib.container.decode_image`): a file whose header announces more pixels than
+``--max-pixels`` or a decode needing more working memory than ``--max-memory-mb`` is
+refused before anything is allocated (defaults: the format's 33.5 MP, 1024 MiB).
 
 From Python, :func:`compress_file` / :func:`decompress_file` do the same and raise;
 :func:`main` takes an argument list (``main(["info", "x.nic"])``) and returns the exit
@@ -145,6 +148,8 @@ def decompress_file(
     dst: str | os.PathLike,
     profile: str | None = None,
     force: bool = False,
+    max_pixels: int = container.DEFAULT_MAX_PIXELS,
+    max_memory: int | None = container.DEFAULT_MAX_MEMORY,
 ) -> container.NicHeader:
     """Decompress a .nic file to an image file (format from its extension, e.g. PNG).
 
@@ -154,13 +159,15 @@ def decompress_file(
         profile: weights profile to load; ``None`` uses the one recorded in the file
             (``cpu`` if none is).
         force: overwrite ``dst`` if it exists.
+        max_pixels, max_memory: the decode's budget (see
+            :func:`nic_lib.container.decode_image`).
 
     Returns:
         The file's header.
 
     Raises:
         NicCliError: missing input, output exists or is the input, unknown extension.
-        NicError: bad file or model mismatch (:mod:`nic_lib.container`).
+        NicError: bad file, model mismatch or beyond the budget (:mod:`nic_lib.container`).
         CheckpointError, PretrainedWeightsUnavailableError: the model cannot be loaded.
     """
     src, dst = Path(src), Path(dst)
@@ -170,11 +177,22 @@ def decompress_file(
     payload = _read_nic(src)
     header = container.read_header(payload)
     img = container.decode_image(payload, _model_loader(profile or header.profile
-                                                        or DEFAULT_PROFILE))
+                                                        or DEFAULT_PROFILE),
+                                 max_pixels=max_pixels, max_memory=max_memory)
     with fileio.atomic_path(dst) as tmp:
         Image.fromarray(img, "RGB").save(tmp, format=Image.registered_extensions()[
             dst.suffix.lower()])
     return header
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -196,6 +214,13 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--profile", default=None, choices=("cpu", "full"),
                      help="weights to load (default: the profile recorded in the file)")
     dec.add_argument("--force", action="store_true", help="overwrite the output")
+    dec.add_argument("--max-pixels", type=_positive_int, default=container.DEFAULT_MAX_PIXELS,
+                     help="refuse files announcing a larger image (default %(default)s, "
+                     "the format's limit)")
+    dec.add_argument("--max-memory-mb", type=_positive_int,
+                     default=container.DEFAULT_MAX_MEMORY // 2**20,
+                     help="refuse files whose decoding needs more working memory, MiB "
+                     "(default %(default)s: the process stays under 2 GB)")
     info = sub.add_parser("info", help="print a .nic file's header and bpp")
     info.add_argument("input", type=Path, help=".nic file")
     kodak_c = sub.add_parser("kodak-c", add_help=False,
@@ -212,7 +237,8 @@ def _run(args: argparse.Namespace) -> None:
         print(f"{args.output}: {h.file_bytes} bytes, {h.bpp:.4f} bpp "
               f"({h.width}x{h.height}, {h.model} q{h.quality})")
     elif args.command == "decompress":
-        h = decompress_file(args.input, args.output, args.profile, args.force)
+        h = decompress_file(args.input, args.output, args.profile, args.force,
+                            args.max_pixels, args.max_memory_mb * 2**20)
         print(f"{args.output}: {h.width}x{h.height} from {h.model} q{h.quality}")
     else:
         header = container.read_header(_read_nic(args.input))

@@ -42,6 +42,16 @@ still wrong (made by hand to pass the CRC) decodes to garbage of the right size 
 raises :class:`NicDecodeError`; it cannot hang or read outside its buffers (see
 :func:`_guarded`).
 
+Decoding has a budget. A header of a few hundred bytes may announce the format's largest
+image (:data:`MAX_IMAGE_PIXELS`), and the model would allocate for it whatever the
+streams hold. :func:`decode_image` therefore states up front how many pixels
+(``max_pixels``) and how much working memory (``max_memory``, bytes, estimated by
+:func:`decode_memory_bytes` before anything is allocated) it will spend, and refuses a
+file that asks for more (:class:`NicBudgetError`, naming ``nic decompress``'s
+``--max-pixels`` / ``--max-memory-mb``). The models of :mod:`nic_lib.models.google` run
+their transforms in tiles (:mod:`nic_lib.models.tiling`), so at the default budget the
+largest image the format allows decodes in it.
+
 Every error is a :class:`NicError` (a ``ValueError``); messages name the cause and the
 fix. Typical use::
 
@@ -74,6 +84,9 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_SIDE",
     "MAX_STREAMS",
+    "DEFAULT_MAX_MEMORY",
+    "DEFAULT_MAX_PIXELS",
+    "NicBudgetError",
     "NicDecodeError",
     "NicError",
     "NicFormatError",
@@ -85,6 +98,7 @@ __all__ = [
     "check_model",
     "crop_to_image",
     "decode_image",
+    "decode_memory_bytes",
     "encode_image",
     "pack",
     "pad_image",
@@ -112,6 +126,17 @@ MAX_IMAGE_SIDE = 16384
 MAX_IMAGE_PIXELS = 1 << 25
 #: Most streams a file may hold: models return 1 (y) or 2 (y, z); room for a few more.
 MAX_STREAMS = 8
+#: Default pixel budget of a decode: the format's own limit; the memory budget below is
+#: the one that binds for wide models.
+DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
+#: Default working-memory budget of a decode, bytes: 1 GiB keeps a decoding process under
+#: 2 GB with the ~0.9 GB that Python, PyTorch (0.5), CompressAI (0.3) and a model take
+#: (measured). A 16 MP image at the shipped widths (mbt2018 N=64, M=192) needs ~0.75 GB;
+#: the format's largest (33.5 MP) ~1.2 GB, so it is refused unless the budget is raised
+#: (then measured: 1.87 GB peak RSS; benchmarks/decode_speed.py --scaling).
+DEFAULT_MAX_MEMORY = 2**30
+#: Rows of the decoded image converted to uint8 at a time (bounds the temporaries).
+_CROP_BAND_ROWS = 256
 #: Bytes of the weights fingerprint (first 16 of a SHA-256: 2^-128 collision odds).
 FINGERPRINT_BYTES = 16
 #: Width of a name field's characters: registry keys and profile names.
@@ -148,6 +173,10 @@ class NicDecodeError(NicError):
 
 class NicImageSizeError(NicError):
     """An image is empty or beyond :data:`MAX_IMAGE_SIDE` / :data:`MAX_IMAGE_PIXELS`."""
+
+
+class NicBudgetError(NicError):
+    """A valid file whose decoding needs more pixels or memory than the decode's budget."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,9 +320,13 @@ def crop_to_image(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
     Returns:
         (height, width, 3) uint8 RGB, rounded from x_hat * 255.
     """
-    x = torch.nan_to_num(x_hat[0, :, :height, :width].detach().float().cpu(), nan=0.0)
-    # v8 = round(255 * clamp(x, 0, 1))
-    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy().copy()
+    out = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, _CROP_BAND_ROWS):  # in bands: temporaries stay small
+        bottom = min(top + _CROP_BAND_ROWS, height)
+        x = torch.nan_to_num(x_hat[0, :, top:bottom, :width].detach().float().cpu(), nan=0.0)
+        # v8 = round(255 * clamp(x, 0, 1))
+        out[top:bottom] = (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return out
 
 
 def _coding_settings(model: nn.Module) -> dict[str, object]:
@@ -665,6 +698,16 @@ def check_model(header: NicHeader, model: nn.Module, quality: int | None = None)
             "downsampling factor); the file is corrupt or from another model")
 
 
+def _guard_bytes(stream_length: int, header: NicHeader, model: nn.Module) -> int:
+    """Zero bytes :func:`_guarded` appends to a stream of this length."""
+    channels = max(int(getattr(model, "M", 0) or 0), int(getattr(model, "N", 0) or 0))
+    channels = channels or _DEFAULT_MAX_CHANNELS
+    # symbols <= channels * coded pixels / stride^2 (the densest latent, y)
+    symbols = channels * header.padded_height * header.padded_width // _LATENT_STRIDE**2
+    # guard = 4 bytes per symbol + 16 per stream byte + slack for the initial state
+    return 4 * symbols + 16 * stream_length + 64
+
+
 def _guarded(stream: bytes, header: NicHeader, model: nn.Module) -> bytes:
     """The stream followed by enough zero bytes that no decode can read past it.
 
@@ -675,12 +718,7 @@ def _guarded(stream: bytes, header: NicHeader, model: nn.Module) -> bytes:
     stream byte through the escape (bypass) code. Zeros end every bypass run, so the
     guard below bounds the read; it is not an optimization, it is memory safety.
     """
-    channels = max(int(getattr(model, "M", 0) or 0), int(getattr(model, "N", 0) or 0))
-    channels = channels or _DEFAULT_MAX_CHANNELS
-    # symbols <= channels * coded pixels / stride^2 (the densest latent, y)
-    symbols = channels * header.padded_height * header.padded_width // _LATENT_STRIDE**2
-    # guard = 4 bytes per symbol + 16 per stream byte + slack for the initial state
-    return stream + bytes(4 * symbols + 16 * len(stream) + 64)
+    return stream + bytes(_guard_bytes(len(stream), header, model))
 
 
 def _for_version(header: NicHeader, model: nn.Module) -> nn.Module:
@@ -696,29 +734,132 @@ def _for_version(header: NicHeader, model: nn.Module) -> nn.Module:
     return legacy
 
 
+#: Bytes per y symbol a whole-latent Gaussian coder (CompressAI's, in the hyperprior
+#: models) holds while decoding: means and scales (2 x 4), indexes (4, and 4 for their
+#: int copy), decoded symbols (4) and y_hat (4) as tensors, and the indexes and symbols
+#: as Python lists (8 B per reference, up to 32 B per int object outside -5..256).
+_WHOLE_LATENT_CODER_BYTES = 2 * 4 + 4 + 4 + 4 + 4 + 2 * 8 + 32
+#: Bytes per y symbol of the wavefront coder (models with a context model): hyperprior
+#: features 2M float64 (16), the y_hat buffer float64 (8) and its float32 copy (4).
+_WAVEFRONT_CODER_BYTES = 2 * 8 + 8 + 4
+#: Working memory per coded pixel assumed for a model whose g_s is not a tileable chain.
+_UNKNOWN_MODEL_BYTES_PER_PIXEL = 512
+
+
+def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
+    """Upper bound of the working memory :func:`decode_image` needs for a file.
+
+    Computed from the header and the model's widths alone, before anything is
+    allocated. With P coded pixels, L = P / 256 positions of y and M its channels:
+
+        streams + their guards (:func:`_guarded`)
+        + max( entropy decoding:  M L x (28 B wavefront coder | 80 B whole-latent coder)
+                                  + 2 tiles of h_s,
+               synthesis:         y_hat float32 (4 M L) + x_hat float32 (12 P) + 2 tiles of g_s,
+               conversion:        x_hat (12 P) + the uint8 image (3 H W) + one band )
+
+    Two tiles: the one being computed and, measured, up to as much again in the GEMM
+    path's buffers and the allocator's free lists (one tile alone underestimated the
+    peak RSS of a 4 and a 16 MP decode by 46 and 71 MB).
+
+    A tile is what :func:`nic_lib.models.tiling.tile_memory_bytes` gives for the tile
+    side the tiled models (those with ``tile_memory``, :mod:`nic_lib.models.google`)
+    pick, at most the image; another model's g_s counts as one tile of the whole image.
+    Not counted: the model's weights and the interpreter (~0.5 GB together, the reason
+    the default budget is 1 GiB).
+
+    Args:
+        header: the file's header.
+        model: the model that will decode it.
+
+    Returns:
+        Bytes.
+    """
+    from nic_lib.models import tiling
+
+    pixels = header.padded_height * header.padded_width
+    symbols = int(getattr(model, "M", 0) or _DEFAULT_MAX_CHANNELS) * pixels // _LATENT_STRIDE**2
+    streams = sum(n + _guard_bytes(n, header, model) for n in header.stream_lengths)
+    per_symbol = (_WAVEFRONT_CODER_BYTES if hasattr(model, "_decode_positions")
+                  else _WHOLE_LATENT_CODER_BYTES)
+    channels = int(getattr(model, "M", 0) or _DEFAULT_MAX_CHANNELS)
+    side = -(-max(header.padded_height, header.padded_width) // _LATENT_STRIDE)
+    budget = getattr(model, "tile_memory", None)
+    try:
+        tiles = []
+        for module, width, dtype, scale in ((model.g_s, channels, torch.float32, 1),
+                                            (getattr(model, "h_s", None), 0, torch.float64, 4)):
+            if module is None:
+                continue
+            width = width or int(getattr(model, "N", 0) or _DEFAULT_MAX_CHANNELS)
+            coarse = -(-side // scale)
+            if budget is not None:  # the tiled models' tile, never more than the image
+                coarse = min(coarse, tiling.tile_for_memory(module, width, dtype, budget))
+            tiles.append(tiling.tile_memory_bytes(module, width, coarse, dtype))
+        tile = 2 * max(tiles)
+    except (AttributeError, ValueError):  # no g_s, or not a chain tiling understands
+        tile = _UNKNOWN_MODEL_BYTES_PER_PIXEL * pixels
+    x_hat = 3 * 4 * pixels
+    band = 3 * 4 * 4 * _CROP_BAND_ROWS * header.padded_width
+    phases = (per_symbol * symbols + tile,
+              4 * symbols + x_hat + tile,
+              x_hat + 3 * header.height * header.width + band)
+    return int(streams + max(phases))
+
+
+def _check_budget(header: NicHeader, max_pixels: int, max_memory: int | None,
+                  model: nn.Module | None = None) -> None:
+    """Refuse a file beyond the decode budget (pixels without a model, then memory)."""
+    size = (f"a {header.width}x{header.height} image "
+            f"({header.height * header.width / 1e6:.1f} MP)")
+    trust = "if you trust the file and have the memory"
+    if header.height * header.width > max_pixels:
+        raise NicBudgetError(
+            f"file announces {size}, more than this decode's budget of {max_pixels} pixels; "
+            f"{trust}, raise it: `nic decompress --max-pixels N` "
+            "(decode_image(..., max_pixels=N))")
+    if model is not None and max_memory is not None:
+        need = decode_memory_bytes(header, model)
+        if need > max_memory:
+            raise NicBudgetError(
+                f"file announces {size} whose decoding with {header.model} needs about "
+                f"{need / 2**20:.0f} MiB, more than this decode's budget of "
+                f"{max_memory / 2**20:.0f} MiB; {trust}, raise it: "
+                f"`nic decompress --max-memory-mb {-(-need // 2**20)}` "
+                "(decode_image(..., max_memory=bytes))")
+
+
 def decode_image(
-    data: bytes, model: ModelOrLoader, quality: int | None = None
+    data: bytes, model: ModelOrLoader, quality: int | None = None, *,
+    max_pixels: int = DEFAULT_MAX_PIXELS, max_memory: int | None = DEFAULT_MAX_MEMORY,
 ) -> np.ndarray:
-    """Decompress the bytes of a .nic file to the uint8 image.
+    """Decompress the bytes of a .nic file to the uint8 image, within a budget.
 
     Args:
         data: the whole file.
         model: the model that made it, or a loader ``(name, quality) -> model`` called
             with the header's fields (e.g. ``lambda n, q: get_model(n, q, "cpu")``).
         quality: with a model, the quality it was loaded at, checked against the file.
+        max_pixels: largest image (H * W) this decode accepts; checked before the
+            model is loaded.
+        max_memory: largest working memory in bytes (:func:`decode_memory_bytes`),
+            checked before decoding allocates anything; None: no memory limit.
 
     Returns:
         (H, W, 3) uint8 RGB of the header's size.
 
     Raises:
         NicFormatError, NicVersionError: as :func:`unpack`.
+        NicBudgetError: the header asks for more pixels or memory than the budget.
         NicModelMismatchError: as :func:`check_model`.
         NicDecodeError: the model failed on the streams, or returned the wrong size.
         Whatever the loader raises (e.g. ``CheckpointNotFoundError``).
     """
     header, streams = unpack(data)
+    _check_budget(header, max_pixels, None)
     model = _for_version(header, _resolve_model(header, model))
     check_model(header, model, quality)
+    _check_budget(header, max_pixels, max_memory, model)
     strings = [[_guarded(s, header, model)] for s in streams]
     expected = (1, 3, header.padded_height, header.padded_width)
     try:

@@ -203,3 +203,30 @@ def test_kodak_c_subcommand_forwards_to_the_corruption_builder(tmp_path):
                      "--severities", "1", "--workers", "1", "--quiet"])
     assert code == 0
     assert len(list(out.rglob("*.png"))) == 1
+
+
+def _forged_large(nic_file, height: int, width: int):
+    """Rewrite the file's header to announce a larger image (padding, latent shape, CRC)."""
+    header, streams = container.unpack(nic_file.read_bytes())
+    ratio = header.padded_height // header.latent_shape[0]
+    pad_b, pad_r = (-height) % ratio, (-width) % ratio
+    forged = container.NicHeader(header.model, header.quality, header.profile,
+                                 header.fingerprint, height, width, pad_b, pad_r,
+                                 ((height + pad_b) // ratio, (width + pad_r) // ratio))
+    nic_file.write_bytes(container.pack(forged, streams))
+    return nic_file
+
+
+@pytest.mark.parametrize("flag, value", [("--max-pixels", 1_000_000), ("--max-memory-mb", 64)])
+def test_decompression_bomb_is_refused_naming_the_flag(capsys, tmp_path, nic_file, flag, value):
+    bomb = _forged_large(nic_file, 4096, 4096)
+    code, _, err = _run(capsys, "decompress", bomb, tmp_path / "out.png", flag, value)
+    _assert_user_error(code, err, "4096x4096", flag)
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_budget_flags_reject_non_positive_values(capsys, tmp_path, nic_file):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["decompress", str(nic_file), str(tmp_path / "o.png"), "--max-memory-mb", "0"])
+    assert info.value.code == 2
+    assert "positive whole number" in capsys.readouterr().err

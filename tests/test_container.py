@@ -201,3 +201,75 @@ def test_forged_streams_decode_to_the_header_size_or_raise_nic_errors(models, va
         except container.NicDecodeError:
             continue
         assert img.shape == (64, 64, 3)
+
+
+# --------------------------------------------------------------------------------------
+# The decode budget
+# --------------------------------------------------------------------------------------
+
+
+def _announcing(data: bytes, height: int, width: int) -> bytes:
+    """The file with its header rewritten to announce height x width (CRC fixed)."""
+    header, streams = container.unpack(data)
+    ratio = header.padded_height // header.latent_shape[0]
+    pad_b, pad_r = (-height) % ratio, (-width) % ratio
+    forged = dataclasses.replace(header, height=height, width=width, pad_bottom=pad_b,
+                                 pad_right=pad_r, latent_shape=((height + pad_b) // ratio,
+                                                                (width + pad_r) // ratio))
+    return container.pack(forged, streams)
+
+
+def test_header_over_the_pixel_budget_is_refused_before_the_model_loads(valid):
+    bomb = _announcing(valid, 4096, 4096)
+    with pytest.raises(container.NicBudgetError, match="--max-pixels"):
+        container.decode_image(bomb, lambda name, q: pytest.fail("loader called"),
+                               max_pixels=4096 * 4095)
+
+
+def test_header_over_the_memory_budget_is_refused_before_decoding(models, valid):
+    model = copy.deepcopy(models["mbt2018-mean"])
+    model.decompress = None  # decoding would fail loudly: the budget must come first
+    bomb = _announcing(valid, 4096, 4096)
+    need = container.decode_memory_bytes(container.read_header(bomb), model)
+    with pytest.raises(container.NicBudgetError, match="--max-memory-mb") as info:
+        container.decode_image(bomb, model, max_memory=need - 1)
+    assert f"--max-memory-mb {-(-need // 2**20)}" in str(info.value)
+
+
+def test_file_within_a_tight_budget_decodes(models, valid):
+    header = container.read_header(valid)
+    need = container.decode_memory_bytes(header, models["mbt2018-mean"])
+    img = container.decode_image(valid, models["mbt2018-mean"], max_memory=need,
+                                 max_pixels=64 * 64)
+    assert img.shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("name", ["mbt2018-mean", "mbt2018"])
+def test_memory_estimate_grows_with_the_announced_image(models, valid, name):
+    sizes = [(64, 64), (512, 768), (2048, 2048), (4096, 8192)]
+    needs = [container.decode_memory_bytes(container.read_header(_announcing(valid, h, w)),
+                                           models[name]) for h, w in sizes]
+    assert needs == sorted(needs) and needs[-1] > 12 * 4096 * 8192  # x_hat alone is 12 B/px
+
+
+def test_default_budget_takes_16_mp_and_refuses_the_largest_image_at_shipped_widths():
+    # mbt2018 at the shipped main model's widths (N=64, M=192), untrained: only the
+    # widths enter the estimate
+    model = registry.build_model("mbt2018", N=64, M=192)
+
+    def header(height, width):
+        return container.NicHeader("mbt2018", 1, "cpu", bytes(16), height, width, 0, 0,
+                                   (height // 64, width // 64), (10_000, 1_000))
+
+    assert container.decode_memory_bytes(header(4096, 4096), model) <= container.DEFAULT_MAX_MEMORY
+    largest = header(4096, 8192)
+    assert largest.height * largest.width == container.MAX_IMAGE_PIXELS
+    assert container.decode_memory_bytes(largest, model) > container.DEFAULT_MAX_MEMORY
+
+
+def test_crop_in_bands_equals_one_conversion():
+    x = torch.rand(1, 3, 600, 40) * 1.2 - 0.1
+    x[0, 0, 5, 5] = float("nan")
+    expected = (torch.nan_to_num(x[0], nan=0.0).clamp(0, 1) * 255).round().to(torch.uint8)
+    np.testing.assert_array_equal(container.crop_to_image(x, 599, 37),
+                                  expected.permute(1, 2, 0).numpy()[:599, :37])

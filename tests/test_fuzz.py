@@ -1,5 +1,8 @@
 """Fuzzing the .nic reader: every mutant decodes to its header's size or raises a NicError.
 
+Decompression bombs (forged headers announcing large images) are decoded within a budget:
+refused up front when their estimated memory exceeds it, decoded when it does not.
+
 The generator and the per-decode hang bound live in ``benchmarks/fuzz_nic.py`` (which
 runs thousands of cases); this test runs a few hundred per model, including every
 truncation of the file, so it stays fast.
@@ -43,7 +46,10 @@ def test_mutants_decode_to_header_size_or_raise_nic_errors(name):
     assert outcomes["NicFormatError"] > 0 and set(outcomes) <= {
         fuzz_nic.DECODED, *(c.__name__ for c in (
             container.NicFormatError, container.NicVersionError,
-            container.NicModelMismatchError, container.NicDecodeError))}
+            container.NicModelMismatchError, container.NicDecodeError,
+            container.NicBudgetError))}
+    # the forged large headers (decompression bombs) reach the budget check
+    assert outcomes["NicBudgetError"] > 0
 
 
 def test_every_mutation_kind_changes_the_file():
@@ -51,3 +57,41 @@ def test_every_mutation_kind_changes_the_file():
     valid = fuzz_nic.valid_file(model)
     for kind, mutant in fuzz_nic.mutants(valid, len(fuzz_nic.KINDS), SEED):
         assert mutant != valid, kind
+
+
+@pytest.mark.parametrize("name", fuzz_nic.MODELS)
+def test_forged_maximum_size_header_is_refused_by_the_budget(name):
+    model = fuzz_nic.tiny_model(name)
+    valid = fuzz_nic.valid_file(model)
+    side, most = container.MAX_IMAGE_SIDE, container.MAX_IMAGE_PIXELS
+    for height in (most // side, 4096, side):
+        bomb = fuzz_nic.forge_size(valid, height, most // height)
+        assert container.read_header(bomb).height * container.read_header(bomb).width == most
+        assert fuzz_nic.classify(bomb, model) == "NicBudgetError"
+    over = fuzz_nic.forge_size(valid, side + 1, 16)
+    assert fuzz_nic.classify(over, model) == "NicFormatError"
+
+
+def test_forged_header_within_the_budget_decodes_to_its_size():
+    model = fuzz_nic.tiny_model("mbt2018")
+    forged = fuzz_nic.forge_size(fuzz_nic.valid_file(model), 200, 330)
+    assert fuzz_nic.classify(forged, model) == fuzz_nic.DECODED
+
+
+def test_bombs_are_part_of_the_fuzzing():
+    model = fuzz_nic.tiny_model("mbt2018")
+    valid = fuzz_nic.valid_file(model)
+    kinds = collections.Counter(kind for kind, _ in fuzz_nic.mutants(valid, 400, SEED))
+    assert kinds["forged-large"] > 0
+    sizes = [container.read_header(m).height * container.read_header(m).width
+             for kind, m in fuzz_nic.mutants(valid, 400, SEED)
+             if kind == "forged-large" and _parses(m)]  # a side over the limit does not
+    assert max(sizes) == container.MAX_IMAGE_PIXELS and min(sizes) < 2**20
+
+
+def _parses(data: bytes) -> bool:
+    try:
+        container.read_header(data)
+    except container.NicFormatError:
+        return False
+    return True

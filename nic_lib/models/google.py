@@ -65,7 +65,7 @@ from compressai.models.google import FactorizedPrior
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from . import tables
+from . import tables, tiling
 from .registry import register_model
 
 __all__ = [
@@ -159,11 +159,15 @@ CODING_DTYPE = torch.float64
 #: which keeps it within the 1e-4 the tests allow against the float32 forward pass).
 PARAMETER_GRID = 2.0**-16
 
-#: dtype of g_s when decoding (and for the encoder's reconstruction, ``synthesize``):
-#: float32 transposed convolutions differ in their last bits with the thread count, which
-#: moved a few pixels of kodim01 by one level between 1 and 2 threads (mbt2018 cpu q1);
-#: in float64 the outputs were bit-identical, for about 2x the synthesis time.
-SYNTHESIS_DTYPE = torch.float64
+#: dtype of g_s when decoding (and for the encoder's reconstruction, ``synthesize``).
+#: What broke cross-thread exactness was not float32 but oneDNN: its float32 transposed
+#: convolutions change their last bits with the thread count (kodim01, m192 q4: 603k of
+#: 1.2M outputs differ between 1 and 2 threads, 7 pixels by one level). PyTorch's im2col
+#: + MKL GEMM path in float32 gave bit-identical outputs on 1 and 2 threads, as float64
+#: did, at 0.27 s instead of 0.68 s and half the memory
+#: (``benchmarks/determinism.py --synthesis`` measures it per layer over Kodak x
+#: qualities). So g_s runs in float32 under ``tiling.deterministic_convolutions``.
+SYNTHESIS_DTYPE = torch.float32
 
 #: Threads of the coder's per-wavefront products: at most ~H/a positions each, too small
 #: to split, and on a busy machine every parallel region waits for the slowest thread
@@ -390,7 +394,44 @@ def snap_to_grid(values: Tensor, grid: float = PARAMETER_GRID) -> Tensor:
     return torch.round(values / grid) * grid
 
 
-class _SerialContextCoding:
+class _TiledTransforms:
+    """g_a, h_a, h_s and g_s applied tile by tile (:mod:`nic_lib.models.tiling`): the
+    working memory of a transform is one tile's, whatever the image size, and the
+    output is bit for bit the whole-image computation on the deterministic GEMM path
+    (the same for any tile size and thread count)."""
+
+    #: Working memory of one tile of a transform, bytes (see tiling.tile_for_memory).
+    tile_memory: int = tiling.DEFAULT_TILE_MEMORY
+
+    def _tiled(self, module: nn.Module, x: Tensor, tile: int | None = None) -> Tensor:
+        if tile is None:
+            tile = tiling.tile_for_memory(module, x.shape[1], x.dtype, self.tile_memory)
+        return tiling.run_tiled(module, x, tile)
+
+    def _analyze(self, x: Tensor, tile: int | None = None) -> Tensor:
+        """y = g_a(x), in tiles."""
+        return self._tiled(self.g_a, x, tile)
+
+    @torch.no_grad()
+    def synthesize(self, y_hat: Tensor, tile: int | None = None) -> Tensor:
+        """The decoded image of coded latents: ``g_s(y_hat)`` clamped to [0, 1], in tiles.
+
+        What ``decompress`` returns, and the encoder's own reconstruction of
+        ``compress(x, return_y_hat=True)["y_hat"]``, bit for bit whatever the thread
+        count and the tile side (see :data:`SYNTHESIS_DTYPE`).
+
+        Args:
+            y_hat: (B, M, h, w) latents.
+            tile: tile side in latents; default the largest within ``tile_memory``.
+
+        Returns:
+            (B, 3, 16h, 16w) in y_hat's dtype.
+        """
+        x_hat = self._tiled(self.g_s, y_hat.to(SYNTHESIS_DTYPE), tile)
+        return x_hat.clamp_(0, 1).to(y_hat.dtype)
+
+
+class _SerialContextCoding(_TiledTransforms):
     r"""Entropy coding of y with a k x k masked-convolution context model.
 
     Written here because CompressAI's ``_compress_ar``/``_decompress_ar`` are tied to
@@ -438,19 +479,6 @@ class _SerialContextCoding:
 
     context_prediction: MaskedConv2d
     entropy_parameters: nn.Module
-
-    @torch.no_grad()
-    def synthesize(self, y_hat: Tensor) -> Tensor:
-        """The decoded image of coded latents: ``g_s(y_hat)`` in float64, clamped to [0, 1].
-
-        What ``decompress`` returns, and the encoder's own reconstruction of
-        ``compress(x, return_y_hat=True)["y_hat"]``, bit for bit whatever the thread
-        count (see :data:`SYNTHESIS_DTYPE`).
-        """
-        params = {k: v.to(SYNTHESIS_DTYPE) if v.is_floating_point() else v
-                  for k, v in self.g_s.state_dict().items()}
-        x_hat = torch.func.functional_call(self.g_s, params, (y_hat.to(SYNTHESIS_DTYPE),))
-        return x_hat.clamp_(0, 1).to(y_hat.dtype)
 
     #: "wavefront" or "raster"; set per instance to compare (see CODING_ORDERS).
     coding_order: str = DEFAULT_CODING_ORDER
@@ -508,8 +536,38 @@ class _SerialContextCoding:
         return copy.deepcopy(module).to(CODING_DTYPE)
 
     def _hyper_features(self, z_hat: Tensor) -> Tensor:
-        """h_s(z_hat) in float64, as both coder sides compute it."""
-        return self._coding_copy(self.h_s)(z_hat.to(CODING_DTYPE))
+        """h_s(z_hat) in float64, as both coder sides compute it, in tiles."""
+        return self._tiled(self._coding_copy(self.h_s), z_hat.to(CODING_DTYPE))
+
+    @staticmethod
+    def _pointwise_path(module: nn.Module):
+        """A float64 function (L, C_in) -> (L, C_out) computing a network of 1x1
+        convolutions and leaky ReLUs (the entropy parameters) as matrix products.
+
+        A 1x1 convolution of L positions is the product of an (L, C_in) matrix with the
+        kernel; as ``addmm`` it runs ~5x faster than ``conv2d`` on (L, C_in, 1, 1) in
+        float64 (L = 16, C_in = 768). Other networks run as their float64 copy.
+        """
+        layers = list(module) if isinstance(module, nn.Sequential) else [module]
+        plain = all(
+            (type(l) is nn.Conv2d and l.kernel_size == (1, 1) and l.groups == 1
+             and l.stride == (1, 1) and l.padding == (0, 0) and l.bias is not None)
+            or type(l) is nn.LeakyReLU for l in layers)
+        if not plain:
+            network = _SerialContextCoding._coding_copy(module)
+            return lambda h: network(h[:, :, None, None]).flatten(1)
+        steps = [(l.weight[:, :, 0, 0].T.to(CODING_DTYPE).contiguous(), l.bias.to(CODING_DTYPE))
+                 if isinstance(l, nn.Conv2d) else l.negative_slope for l in layers]
+
+        def apply(h: Tensor) -> Tensor:
+            for step in steps:
+                if isinstance(step, tuple):  # h W^T + b: the 1x1 convolution
+                    h = torch.addmm(step[1], h, step[0])
+                else:
+                    h = nn.functional.leaky_relu(h, step)
+            return h
+
+        return apply
 
     def _parameter_path(self, side: Tensor | None):
         """A function (y_hat buffer, rows, cols) -> entropy parameters (L, C), float64.
@@ -523,7 +581,7 @@ class _SerialContextCoding:
         weight = conv.weight[:, :, dy, dx].to(CODING_DTYPE)  # (2M, M, n)
         weight = weight.reshape(weight.shape[0], -1).T.contiguous()  # (M n, 2M)
         bias = conv.bias.to(CODING_DTYPE)
-        entropy_parameters = self._coding_copy(self.entropy_parameters)
+        entropy_parameters = self._pointwise_path(self.entropy_parameters)
         dy, dx = dy.to(weight.device), dx.to(weight.device)
 
         def params_at(y_hat: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
@@ -535,7 +593,7 @@ class _SerialContextCoding:
             if side is not None:
                 # Same order as CompressAI's mbt2018: hyperprior features first.
                 ctx = torch.cat((side[:, rows, cols].T, ctx), dim=1)
-            return entropy_parameters(ctx[:, :, None, None]).flatten(1)
+            return entropy_parameters(ctx)
 
         return params_at
 
@@ -606,7 +664,9 @@ class _SerialContextCoding:
             self._decompress_ar(s, None if side is None else side[i : i + 1], height, width)
             for i, s in enumerate(strings)
         ]
-        return torch.cat(y_hat).to(self.context_prediction.weight.dtype)
+        dtype = self.context_prediction.weight.dtype
+        # one image: convert without a float64 copy of the whole latent (cat copies)
+        return y_hat[0].to(dtype) if len(y_hat) == 1 else torch.cat(y_hat).to(dtype)
 
     # Hooks: Gaussian coding with CompressAI's scale tables by default.
 
@@ -679,9 +739,40 @@ class ScaleHyperprior(_FineScaleTable, _compressai_google.ScaleHyperprior):
 
 
 @register_model("mbt2018-mean")
-class MeanScaleHyperprior(_FineScaleTable, _compressai_google.MeanScaleHyperprior):
+class MeanScaleHyperprior(_FineScaleTable, _TiledTransforms,
+                          _compressai_google.MeanScaleHyperprior):
     """CompressAI's mean-scale hyperprior (Minnen et al. 2018, the paper's "hyperprior"
-    with means), coded with this project's 256-scale table (:class:`_FineScaleTable`)."""
+    with means), coded with this project's 256-scale table (:class:`_FineScaleTable`).
+
+    ``compress``/``decompress`` are CompressAI's with every transform applied in tiles on
+    the deterministic GEMM path (:class:`_TiledTransforms`): memory bounded by a tile,
+    and h_s gives the decoder the encoder's scales and means bit for bit whatever the
+    thread counts of the two sides (oneDNN's float32 h_s does not promise that).
+    """
+
+    @torch.no_grad()
+    def compress(self, x: Tensor) -> dict:
+        """Encode images to ``{"strings": [y_strings, z_strings], "shape": z size}``."""
+        y = self._analyze(x)
+        z = self._tiled(self.h_a, y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        scales_hat, means_hat = self._tiled(self.h_s, z_hat).chunk(2, 1)
+        indexes = self.gaussian_conditional.build_indexes(scales_hat)
+        y_strings = self.gaussian_conditional.compress(y, indexes, means=means_hat)
+        return {"strings": [y_strings, z_strings], "shape": z.size()[-2:]}
+
+    @torch.no_grad()
+    def decompress(self, strings: list, shape) -> dict:
+        """Decode ``compress``'s output to ``{"x_hat"}`` (clamped to [0, 1])."""
+        if not (isinstance(strings, list) and len(strings) == 2):
+            raise ValueError("expected strings = [y_strings, z_strings] from compress()")
+        z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
+        scales_hat, means_hat = self._tiled(self.h_s, z_hat).chunk(2, 1)
+        indexes = self.gaussian_conditional.build_indexes(scales_hat)
+        y_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means_hat)
+        del scales_hat, means_hat, indexes
+        return {"x_hat": self.synthesize(y_hat)}
 
 
 @register_model("mbt2018")
@@ -760,8 +851,8 @@ class JointAutoregressiveHierarchicalPriors(
         Returns:
             The dict above (y strings coded in ``self.coding_order``).
         """
-        y = self.g_a(x)
-        z = self.h_a(y)
+        y = self._analyze(x)
+        z = self._tiled(self.h_a, y)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
         y_strings, y_hat = self._compress_latents(y, self._hyper_features(z_hat))
@@ -861,7 +952,7 @@ class ContextOnlyPrior(_FineScaleTable, _SerialContextCoding, CompressionModel):
         Returns:
             The dict above (y strings coded in ``self.coding_order``).
         """
-        y = self.g_a(x)
+        y = self._analyze(x)
         y_strings, y_hat = self._compress_latents(y, None)
         out = {"strings": [y_strings], "shape": y.size()[-2:]}
         return {**out, "y_hat": y_hat} if return_y_hat else out
