@@ -4,6 +4,8 @@
 #   make test      create the environment if needed, run unit tests + a smoke run of every notebook,
 #                  then verify notebook 04 (cpu profile) against its committed tables
 #   make smoke     only the smoke execution of every notebook (what CI runs after the unit tests)
+#   make smoke-full  every notebook's full profile (published weights) at smoke size, against the
+#                  stand-in zoo on a loopback server: no internet (part of `make test` too)
 #   make verify NB=04   re-execute notebooks (cpu profile, caches bypassed) into build/verify/ and compare
 #                  their tables with paper_figures/ within the declared tolerances; fails on drift (all without NB)
 #   make lab       JupyterLab on notebooks/, printing its URL; a double click on NN_*.py opens a notebook
@@ -24,7 +26,7 @@ NB ?=
 VERIFY_IN_TEST ?= 04
 ARGS ?=
 
-.PHONY: env test smoke figures notebook lab site sync clean
+.PHONY: env test smoke smoke-full figures notebook lab site sync clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +43,10 @@ test: env
 
 smoke: env
 	$(PY) -m nic_lib.notebooks run --profile smoke
+
+.PHONY: smoke-full
+smoke-full: env
+	$(PY) -m pytest tests/test_notebooks_full.py tests/test_zoo.py
 
 figures: env
 	$(PY) -m nic_lib.notebooks run $(NB) --profile cpu $(ARGS); status=$$?; $(PY) -m nic_lib.site build; exit $$status

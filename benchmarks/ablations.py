@@ -82,9 +82,9 @@ def settled(run: Path) -> tuple[Path, dict]:
     return path, report
 
 
-def sweep(path: Path, label: str, images) -> pd.DataFrame:
+def sweep(path: Path, label: str, images, device: str = "cpu") -> pd.DataFrame:
     """Code the images at every level of a checkpoint; one row per image and level."""
-    models = neural.quality_models(path)
+    models = neural.quality_models(path, device=device)
     return neural.rate_sweep(images, {label: models}, decode=False, progress=False)
 
 
@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=24, help="first N Kodak images (default all)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda: where the networks run (default auto: a GPU when present)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = registry.resolve_device(args.device)
     runs = sorted(r for r in runs_dir().glob("ablate-*") if (r / "final.pt").is_file())
     if not any(r.name == JOINT for r in runs):
         sys.exit(f"no {runs_dir() / JOINT / 'final.pt'}: train the ablations first "
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         if fresh and cache.is_file() and cache.stat().st_mtime > path.stat().st_mtime:
             df = pd.read_csv(cache)
         else:
-            df = sweep(path, run.name, images)
+            df = sweep(path, run.name, images, device)
             fileio.atomic_write_text(cache, df.to_csv(index=False))
         print(f"{run.name}: {len(df)} codings; aux loss {aux[run.name]['aux_loss_before']:.1f} "
               f"-> {aux[run.name]['aux_loss_after']:.3f}", flush=True)

@@ -14,6 +14,12 @@ alike. Two extra columns keep the learned codec honest:
 
 Images are padded to the model's downsampling factor by edge replication (the padded
 pixels are coded, the metrics use the original crop), as CompressAI's evaluation does.
+
+Every function runs on the device its model sits on (``get_model(..., device=DEVICE)``;
+:func:`nic_lib.models.default_device` picks a GPU when there is one): the image goes
+there, the results come back to the CPU. Where the coder's parameters are computed, and why
+that keeps a bitstream decodable on another device, is :mod:`nic_lib.models.google`'s
+business; ``tests/test_device.py`` states the property.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ __all__ = [
     "estimated_bits_by_part",
     "from_tensor",
     "latent_statistics",
+    "model_device",
     "pad_to",
     "quality_models",
     "rate_sweep",
@@ -77,6 +84,17 @@ def pad_to(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 def _factor(model: torch.nn.Module) -> int:
     return int(getattr(model, "downsampling_factor", 64))
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's parameters (CPU for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _model_input(model: torch.nn.Module, img: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> (1, 3, H', W') on the model's device, padded to its factor."""
+    return pad_to(to_tensor(img).to(model_device(model)), _factor(model))
 
 
 def _estimate_likelihoods(model: torch.nn.Module, x: torch.Tensor,
@@ -119,7 +137,7 @@ def code_image(model: torch.nn.Module, img: np.ndarray, decode: bool = True) -> 
         coder's latents (``coded_likelihoods``), every other model's ``forward``.
     """
     h, w = img.shape[:2]
-    x = pad_to(to_tensor(img), _factor(model))
+    x = _model_input(model, img)
     # the raster context models can hand back the encoder's own latents, which their
     # decoder reproduces bit for bit (tests/test_wavefront.py)
     gives_y_hat = "return_y_hat" in inspect.signature(model.compress).parameters
@@ -203,7 +221,7 @@ def latent_statistics(model: torch.nn.Module, img: np.ndarray) -> dict[str, np.n
         ``{"bits": (M, h, w) −log2 p(ŷ), "y_hat": (M, h, w)}`` plus, when the model
         predicts them, ``"scales"`` and ``"means"`` (M, h, w).
     """
-    x = pad_to(to_tensor(img), _factor(model))
+    x = _model_input(model, img)
     captured: dict[str, torch.Tensor] = {}
     gc = getattr(model, "gaussian_conditional", None)
     handle = None
@@ -223,12 +241,12 @@ def latent_statistics(model: torch.nn.Module, img: np.ndarray) -> dict[str, np.n
         if handle is not None:
             handle.remove()
     likelihoods = captured.get("likelihoods", out["likelihoods"]["y"])
-    result = {"bits": (-torch.log2(likelihoods))[0].numpy()}
+    result = {"bits": (-torch.log2(likelihoods))[0].cpu().numpy()}
     if "y_hat" in captured:
-        result["y_hat"] = captured["y_hat"][0].numpy()
+        result["y_hat"] = captured["y_hat"][0].cpu().numpy()
     for key in ("scales", "means"):
         if key in captured:
-            result[key] = captured[key][0].numpy()
+            result[key] = captured[key][0].cpu().numpy()
     return result
 
 
@@ -261,7 +279,7 @@ def tail_bits(model: torch.nn.Module, img: np.ndarray, threshold: float = TAIL_B
         floor 1e-9)}``.
     """
     h, w = img.shape[:2]
-    likelihoods, _ = _estimate_likelihoods(model, pad_to(to_tensor(img), _factor(model)))
+    likelihoods, _ = _estimate_likelihoods(model, _model_input(model, img))
     bits = torch.cat([-torch.log2(v).reshape(-1) for v in likelihoods.values()])
     tail = bits > threshold
     total = float(bits.sum())
@@ -285,7 +303,7 @@ def estimated_bits_by_part(model: torch.nn.Module, img: np.ndarray) -> dict[str,
         ``{part: bits}``, e.g. ``{"y": ..., "z": ...}`` (``{"y": ...}`` for a model without
         side information).
     """
-    likelihoods, _ = _estimate_likelihoods(model, pad_to(to_tensor(img), _factor(model)))
+    likelihoods, _ = _estimate_likelihoods(model, _model_input(model, img))
     return {part: float(-torch.log2(v).sum()) for part, v in likelihoods.items()}
 
 
@@ -296,13 +314,15 @@ def bits_by_latent(stats: Mapping[str, np.ndarray], reduce: str = "sum") -> np.n
 
 
 
-def quality_models(source, qualities: Sequence[int] | None = None) -> dict[int, torch.nn.Module]:
+def quality_models(source, qualities: Sequence[int] | None = None,
+                   device: str | torch.device = "cpu") -> dict[int, torch.nn.Module]:
     """One model per quality from a variable-rate checkpoint (each a copy at its level).
 
     Args:
         source: a checkpoint path (e.g. ``checkpoints/mbt2018/vr-ctx3.pt``) or a model key,
             which reads the cpu profile's ``checkpoints/<key>/vr.pt``.
         qualities: the qualities wanted; default every quality the checkpoint holds.
+        device: where to put the models (their coder tables are built on the CPU first).
 
     Returns:
         ``{quality: model}`` in eval mode with coder tables built.
@@ -327,7 +347,7 @@ def quality_models(source, qualities: Sequence[int] | None = None) -> dict[int, 
     missing = [q for q in wanted if q not in held]
     if missing:
         raise ValueError(f"{path} holds qualities {held}; {missing} are not among them")
-    return {q: variable_rate.set_rate_level(copy.deepcopy(model), held.index(q)) for q in wanted}
+    return {q: variable_rate.set_rate_level(copy.deepcopy(model), held.index(q)).to(device) for q in wanted}
 
 
 def checkpoint_digest(path) -> str:

@@ -72,7 +72,10 @@ NOTEBOOK_GLOB = "[0-9][0-9]_*.py"
 #: The text format of the sources (see jupytext.toml).
 SOURCE_FORMAT = "py:percent"
 #: smoke: seconds, tiny data, for CI; cpu: the committed figures, a laptop in minutes to
-#: hours; full: the papers' settings, needs a GPU.
+#: hours; full: CompressAI's published weights where the zoo has them (downloaded once,
+#: hash-checked: nic_lib.models.zoo), best on a GPU. Every notebook also takes ``-p SMOKE
+#: true``: smoke sizes with the profile's models (CI runs ``full`` so, against the stand-in
+#: zoo of nic_lib.testing.standin_zoo: tests/test_notebooks_full.py).
 PROFILES = ("smoke", "cpu", "full")
 #: The profile whose figures are committed, so running a notebook "as is" reproduces them.
 DEFAULT_PROFILE = COMMITTED_PROFILE

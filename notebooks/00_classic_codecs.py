@@ -46,7 +46,8 @@ from IPython.display import Markdown, display
 from nic_lib import cache, codecs, data, metrics, plotting, rd, reproduce
 
 # %% tags=["parameters"]
-PROFILE = "cpu"  # smoke: tiny embedded images for CI; cpu: all 24 Kodak images (committed figures); full: same as cpu
+PROFILE = "cpu"  # smoke: tiny embedded images for CI; cpu: all 24 Kodak images (committed figures); full: same as cpu (no learned codec here)
+SMOKE = None  # None -> PROFILE == "smoke"; True: smoke sizes with this profile's models (CI runs PROFILE=full so, against a stand-in zoo)
 DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke, no files needed); any nic_lib.data dataset name
 N_IMAGES = None  # None -> every image of the dataset (smoke: 2); an int takes the first N
 CODECS = ["jpeg", "webp", "jpeg2000", "avif"]  # Pillow codecs; "bpg"/"vtm" are added when their binaries are on PATH
@@ -61,15 +62,16 @@ REFRESH = False  # True recomputes the cached rate sweep
 
 # %%
 NOTEBOOK = "00_classic_codecs"
-dataset = DATASET or ("sample" if PROFILE == "smoke" else "kodak")
-n_images = N_IMAGES if N_IMAGES is not None else (2 if PROFILE == "smoke" else None)
+smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
+dataset = DATASET or ("sample" if smoke else "kodak")
+n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
 available = codecs.available_codecs()  # looks for bpg/vtm programs on PATH: ask once
 codec_names = [c for c in CODECS if c in available] + [c for c in ("bpg", "vtm") if c in available and c not in CODECS]
 skipped = [c for c in CODECS if c not in codec_names]
 if skipped:
     print(f"skipping codecs not available on this machine: {skipped}")
 sweep_settings = {n: list((SETTINGS or {}).get(n, codecs.get_codec(n).settings)) for n in codec_names}
-if SETTINGS is None and PROFILE == "smoke":
+if SETTINGS is None and smoke:
     # four settings per codec (the minimum for a BD-rate), spread over its default sweep
     for name, full_sweep in sweep_settings.items():
         sweep_settings[name] = [full_sweep[i] for i in np.linspace(0, len(full_sweep) - 1, 4).round().astype(int)]

@@ -41,8 +41,12 @@
 # paper's (their widths are printed in section 1), trained on this project's 2-core CPU
 # machine in hours, not GPU-days as in the paper. How they were trained, and what that
 # protocol implies for the comparisons, is in *Training* below; the gap to the GPU-trained
-# published model is reported, not hidden. What the project had to build to make such
-# models code honestly (scale calibration, the tail gradient, the training-recipe
+# published model is reported, not hidden. With `PROFILE = "full"` the factorized,
+# hyperprior, mean-scale and joint models are CompressAI's published weights instead; the
+# ablations the zoo does not serve (context-only, GMM, checkerboard, context sizes 3 and 7,
+# the joint model trained longer) stay this project's cpu models, labelled `(cpu)`, and are
+# compared with the cpu joint model, `mbt2018 (cpu)`, which shares their transforms.
+# What the project had to build to make such models code honestly (scale calibration, the tail gradient, the training-recipe
 # benchmark, training past the budget) is in the appendix, notebook 06.
 
 # %%
@@ -59,16 +63,18 @@ from matplotlib.colors import ListedColormap
 from scipy import stats
 
 from nic_lib import cache, capacity, claims, codecs, data, neural, plotting, rd, reproduce
-from nic_lib.models import google, registry
+from nic_lib.models import google, registry, zoo
 
 # %% tags=["parameters"]
-PROFILE = "cpu"  # smoke: 2 Kodak centre crops (CI); cpu: all 24 Kodak images (committed figures); full: CompressAI's published weights (internet once)
+PROFILE = "cpu"  # smoke: 2 Kodak centre crops (CI); cpu: all 24 Kodak images (committed figures); full: CompressAI's published weights (internet once), cpu models where the zoo has none
+SMOKE = None  # None -> PROFILE == "smoke"; True: smoke sizes with this profile's models (CI runs PROFILE=full so, against a stand-in zoo)
+DEVICE = None  # None -> "cuda" when PyTorch sees a GPU, else "cpu": where the networks run
 DATASET = None  # None -> "kodak"; any nic_lib.data dataset name
 N_IMAGES = None  # None -> every image (smoke: 2)
 CROP = None  # None -> whole images (smoke: 256x256 centre crops, to stay fast in CI)
 MODELS = ["mbt2018", "mbt2018-mean", "bmshj2018-hyperprior", "bmshj2018-factorized", "mbt2018-context", "mbt2018-gmm", "mbt2018-checkerboard"]  # registry keys to evaluate
-CONTEXT_VARIANTS = {"mbt2018-ctx3": "mbt2018/vr-ctx3.pt", "mbt2018-ctx7": "mbt2018/vr-ctx7.pt"}  # context-size ablation: label -> checkpoint under checkpoints/ (cpu profile only)
-EXTENDED = {"mbt2018-extended": "mbt2018/vr-extended.pt", "mbt2018-5h": "mbt2018/vr-5h.pt", "mbt2018-m192": "mbt2018/m192.pt"}  # the joint model trained longer: issue 8 (2 h more, then 5 h in all), and issue 25 (widened to M = 192 and trained on; scripts/train_cpu_profile.py); not part of the equal-budget ablations (cpu profile only)
+CONTEXT_VARIANTS = {"mbt2018-ctx3": "mbt2018/vr-ctx3.pt", "mbt2018-ctx7": "mbt2018/vr-ctx7.pt"}  # context-size ablation: label -> checkpoint under checkpoints/ (cpu models in both profiles: the zoo has context 5 only)
+EXTENDED = {"mbt2018-extended": "mbt2018/vr-extended.pt", "mbt2018-5h": "mbt2018/vr-5h.pt", "mbt2018-m192": "mbt2018/m192.pt"}  # the joint model trained longer: issue 8 (2 h more, then 5 h in all), and issue 25 (widened to M = 192 and trained on; scripts/train_cpu_profile.py); not part of the equal-budget ablations (cpu models in both profiles)
 PCA_K = [24, 48, 96, 144, 192, 256, 320]  # latent channels per 16x16x3 block for the PCA bound of section 2b
 QUALITIES = [1, 2, 3, 4, 5, 6]  # λ = 0.0018 ... 0.0483 (the quality table of nic_lib.models.LAMBDA_MSE)
 CLASSIC = ["jpeg", "webp", "jpeg2000", "avif"]  # baselines, configured as in notebook 00
@@ -83,10 +89,22 @@ REFRESH = False  # True recomputes the cached sweeps
 # %%
 NOTEBOOK = "01_mbt2018"
 dataset = DATASET or "kodak"
-n_images = N_IMAGES if N_IMAGES is not None else (2 if PROFILE == "smoke" else None)
-crop = CROP if CROP is not None else (256 if PROFILE == "smoke" else None)
-decode_images = DECODE_IMAGES if DECODE_IMAGES is not None else (True if PROFILE == "smoke" else 4)
+smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
+n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
+crop = CROP if CROP is not None else (256 if smoke else None)
+decode_images = DECODE_IMAGES if DECODE_IMAGES is not None else (True if smoke else 4)
 model_profile = "full" if PROFILE == "full" else "cpu"
+device = registry.resolve_device(DEVICE)
+# models the zoo lacks stay cpu models; in the full profile their labels say so
+ZOO_SERVES = set(registry.ZOO_FUNCTIONS) if model_profile == "full" else set()
+
+
+def label_of(name):
+    """The table label of a model: `mbt2018-context (cpu)` where a cpu model stands in."""
+    return name if model_profile == "cpu" or name in ZOO_SERVES else f"{name} (cpu)"
+
+
+cpu_joint = "mbt2018" if model_profile == "cpu" else "mbt2018 (cpu)"  # the joint model sharing the cpu models' transforms
 results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
 plotting.set_style()
 fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
@@ -103,7 +121,7 @@ def centre_crop(img, side):
 images = data.load_images(dataset, limit=n_images)
 if crop:
     images = [(name, centre_crop(img, crop)) for name, img in images]
-print(f"profile={PROFILE}  dataset={dataset}  images={len(images)}  crop={crop}  models from profile={model_profile}")
+print(f"profile={PROFILE}  dataset={dataset}  images={len(images)}  crop={crop}  models from profile={model_profile}  device={device}")
 print(f"figures -> {fig_dir}")
 
 # %% [markdown]
@@ -230,35 +248,48 @@ plt.show()
 # `cpu` profile: one variable-rate checkpoint per model, `checkpoints/<model>/vr.pt`,
 # serving qualities 1–6 (see *Training*); `bmshj2018-hyperprior` and `mbt2018-mean` also
 # load their scale calibration, `vr.calibration.json` (appendix, notebook 06). `full`:
-# CompressAI's published weights (one network per quality; ablations without published
-# weights are skipped). A model whose checkpoint is missing is skipped with the command
-# that trains it.
+# CompressAI's published weights, one network per quality, downloaded once and hash-checked
+# (`nic_lib.models.zoo`), for the four models the zoo serves; every other model is the cpu
+# one, labelled `(cpu)`, and so is the cpu joint model `mbt2018 (cpu)`, the baseline of the
+# ablations and of the latent maps (same transforms). A model whose checkpoint is missing
+# is skipped with the command that trains it.
 
 # %%
-def load_family(label, source):
-    """{quality: model} and a cache key (checkpoint digest), or None with a notice."""
+def load_family(label, source, zoo_model=False):
+    """{quality: model} and a cache key (checkpoint or zoo-file digest), or None with a notice."""
     try:
-        if model_profile == "cpu":
-            path = Path(source) if str(source).endswith(".pt") else registry.variable_rate_checkpoint_path(source)
-            return neural.quality_models(path, QUALITIES), neural.checkpoint_digest(path)
-        return {q: registry.get_model(source, q, profile="full") for q in QUALITIES}, f"zoo-{source}"
+        if zoo_model:
+            return ({q: registry.get_model(source, q, profile="full", device=device) for q in QUALITIES},
+                    zoo.weights_digest(source, QUALITIES))
+        path = Path(source) if str(source).endswith(".pt") else registry.variable_rate_checkpoint_path(source)
+        return neural.quality_models(path, QUALITIES, device=device), neural.checkpoint_digest(path)
     except (registry.CheckpointNotFoundError, registry.PretrainedWeightsUnavailableError, ValueError) as err:
         print(f"skipping {label}: {str(err).splitlines()[0]}")
         skipped_models.append(label)
         return None
 
 
+# label -> checkpoint of every cpu model used here (its training logs sit beside it)
+cpu_sources = {label_of(name): registry.variable_rate_checkpoint_path(name) for name in MODELS if name not in ZOO_SERVES}
+if model_profile == "full":
+    cpu_sources = {cpu_joint: registry.variable_rate_checkpoint_path("mbt2018"),
+                   "mbt2018-mean (cpu)": registry.variable_rate_checkpoint_path("mbt2018-mean"), **cpu_sources}
+cpu_sources.update({label_of(label): registry.checkpoint_dir() / rel for label, rel in {**CONTEXT_VARIANTS, **EXTENDED}.items()})
 families, skipped_models = {}, []
 for name in MODELS:
-    loaded = load_family(name, name)
-    if loaded:
-        families[name] = loaded
-if model_profile == "cpu":
-    for label, rel in {**CONTEXT_VARIANTS, **EXTENDED}.items():
-        loaded = load_family(label, registry.checkpoint_dir() / rel)
+    if name in ZOO_SERVES:
+        loaded = load_family(name, name, zoo_model=True)
         if loaded:
-            families[label] = loaded
-print(f"evaluating {list(families)} at qualities {QUALITIES}")
+            families[name] = loaded
+for label, path in cpu_sources.items():
+    loaded = load_family(label, path)
+    if loaded:
+        families[label] = loaded
+zoo_labels = [m for m in families if m in ZOO_SERVES]
+print(f"evaluating {list(families)} at qualities {QUALITIES} on {device}")
+if model_profile == "full":
+    print(f"CompressAI's published weights: {zoo_labels or 'none'}; this project's cpu models (no published weights, "
+          f"or the ablations' baseline): {[m for m in families if m not in ZOO_SERVES]}")
 
 # %% [markdown]
 # ### 2b. How much a latent of width M can hold
@@ -279,7 +310,7 @@ print(f"evaluating {list(families)} at qualities {QUALITIES}")
 
 # %%
 pca = capacity.pca_bound([img for _, img in images], PCA_K)
-joint_labels = [lab for lab in ["mbt2018", *EXTENDED] if lab in families]
+joint_labels = list(dict.fromkeys(lab for lab in ["mbt2018", cpu_joint, *map(label_of, EXTENDED)] if lab in families))
 ceiling_rows = []
 for label in joint_labels:
     top = max(families[label][0])
@@ -315,49 +346,53 @@ display(ceilings.round(2))
 #
 # Caveat of this project's protocol: all ablations share the joint model's transforms
 # (see *Training*), so the maps compare entropy models on nearly the same latents, which
-# is what makes them comparable pixel by pixel.
+# is what makes them comparable pixel by pixel. That holds for this project's cpu models
+# only: the zoo's mean-scale and joint models were trained separately, so channel c of one
+# is not channel c of the other. So in the `full` profile too the maps are drawn from the
+# cpu pair, `mbt2018-mean (cpu)` and `mbt2018 (cpu)`.
 
 # %%
 map_name = MAP_IMAGE if MAP_IMAGE in dict(images) else images[0][0]
 map_img = dict(images)[map_name]
-map_models = [m for m in ("mbt2018-mean", "mbt2018") if m in families and MAP_QUALITY in families[m][0]]
+map_mean, map_joint = ("mbt2018-mean", "mbt2018") if model_profile == "cpu" else ("mbt2018-mean (cpu)", cpu_joint)
+map_models = [m for m in (map_mean, map_joint) if m in families and MAP_QUALITY in families[m][0]]
 if len(map_models) == 2:
     stats_ = {m: neural.latent_statistics(families[m][0][MAP_QUALITY], map_img) for m in map_models}
-    channel = int(np.argmax((stats_["mbt2018"]["y_hat"] ** 2).sum(axis=(1, 2))))
+    channel = int(np.argmax((stats_[map_joint]["y_hat"] ** 2).sum(axis=(1, 2))))
     bits = {m: neural.bits_by_latent(stats_[m]) for m in map_models}
-    saved = bits["mbt2018-mean"] - bits["mbt2018"]
+    saved = bits[map_mean] - bits[map_joint]
     log_sigma = {m: np.log2(stats_[m]["scales"][channel]) for m in map_models}
-    sigma_ratio = float(np.median(2 ** (log_sigma["mbt2018-mean"] - log_sigma["mbt2018"])))
+    sigma_ratio = float(np.median(2 ** (log_sigma[map_mean] - log_sigma[map_joint])))
     s_lo, s_hi = plotting.data_limits(np.concatenate([v.ravel() for v in log_sigma.values()]), margin=0)
-    y_lim = np.abs(stats_["mbt2018"]["y_hat"][channel]).max()
+    y_lim = np.abs(stats_[map_joint]["y_hat"][channel]).max()
     save_lim = np.abs(saved).max()
     fig, axes = plt.subplots(2, 3, figsize=(15, 7), layout="constrained")
     axes[0, 0].imshow(map_img)
     axes[0, 0].set_title(map_name)
-    im = axes[0, 1].imshow(stats_["mbt2018"]["y_hat"][channel], cmap="RdBu_r", vmin=-y_lim, vmax=y_lim)
+    im = axes[0, 1].imshow(stats_[map_joint]["y_hat"][channel], cmap="RdBu_r", vmin=-y_lim, vmax=y_lim)
     axes[0, 1].set_title(f"ŷ, channel {channel} (joint model)")
     fig.colorbar(im, ax=axes[0, 1], shrink=0.8)
-    im = axes[0, 2].imshow(bits["mbt2018"], cmap="viridis")
-    axes[0, 2].set_title(f"bits per position, joint model\n({bits['mbt2018'].sum() / 8 / 1024:.1f} KiB in all)")
+    im = axes[0, 2].imshow(bits[map_joint], cmap="viridis")
+    axes[0, 2].set_title(f"bits per position, joint model\n({bits[map_joint].sum() / 8 / 1024:.1f} KiB in all)")
     fig.colorbar(im, ax=axes[0, 2], shrink=0.8, label="bits")
-    for ax, m, what in ((axes[1, 0], "mbt2018-mean", "hyperprior only"), (axes[1, 1], "mbt2018", "hyperprior + context")):
+    for ax, m, what in ((axes[1, 0], map_mean, "hyperprior only"), (axes[1, 1], map_joint, "hyperprior + context")):
         im = ax.imshow(log_sigma[m], cmap="magma", vmin=s_lo, vmax=s_hi)
         ax.set_title(f"log2 σ, {what}\n({m})")
     fig.colorbar(im, ax=axes[1, :2].tolist(), shrink=0.8, label="log2 σ (one scale for both)")
     im = axes[1, 2].imshow(saved, cmap="RdBu_r", vmin=-save_lim, vmax=save_lim)
-    axes[1, 2].set_title(f"bits saved by the context\n({saved.sum() / bits['mbt2018-mean'].sum():.1%} of mean-scale's)")
+    axes[1, 2].set_title(f"bits saved by the context\n({saved.sum() / bits[map_mean].sum():.1%} of mean-scale's)")
     fig.colorbar(im, ax=axes[1, 2], shrink=0.8, label="bits")
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(f"quality {MAP_QUALITY}: what each entropy model predicts (median σ without the context: "
-                 f"{sigma_ratio:.1f}× the joint model's)")
+                 f"{sigma_ratio:.1f}× the joint model's)" + ("; cpu models: one pair of shared transforms" if model_profile == "full" else ""))
     plotting.save_figure(fig, "fig1_latent_maps")
     plt.show()
-    context_saving = float(saved.sum() / bits["mbt2018-mean"].sum())
+    context_saving = float(saved.sum() / bits[map_mean].sum())
     share_edges = float(np.clip(saved, 0, None)[saved > np.quantile(saved, 0.9)].sum() / max(np.clip(saved, 0, None).sum(), 1e-9))
 else:
     context_saving = share_edges = sigma_ratio = float("nan")
-    print("latent maps need mbt2018-mean and mbt2018 at MAP_QUALITY; skipped")
+    print(f"latent maps need {map_mean} and {map_joint} at MAP_QUALITY; skipped")
 
 # %% [markdown]
 # ## 4. Training: the objective and this project's protocol
@@ -401,7 +436,9 @@ def read_stage_logs():
         ev = stage_dir.with_name(f"{stage}.eval.csv")
         out[stage] = (pd.read_csv(stage_dir), pd.read_csv(ev) if ev.is_file() else None)
     for name in families:
-        path = registry.checkpoint_dir() / ({**CONTEXT_VARIANTS, **EXTENDED}.get(name, f"{name}/vr.pt"))
+        if name not in cpu_sources:  # published weights: no training log here
+            continue
+        path = Path(cpu_sources[name])
         log = path.with_name(f"{path.stem}.log.csv")
         ev = path.with_name(f"{path.stem}.eval.csv")
         if log.is_file():
@@ -409,9 +446,9 @@ def read_stage_logs():
     return out
 
 
-logs = read_stage_logs() if model_profile == "cpu" else {}
+logs = read_stage_logs()  # the cpu models' (in the full profile: of the ones standing in)
 shared_stages = [s for s in ("base", "mbt2018-vr") if s in logs]
-last_stages = [m for m in logs if m not in shared_stages and m not in EXTENDED]
+last_stages = [m for m in logs if m not in shared_stages and m not in map(label_of, EXTENDED)]
 if logs:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), layout="constrained")
     offset = 0.0
@@ -438,7 +475,7 @@ if logs:
                                 "images/s (median)": l["images_per_s"].median()} for s, (l, _) in logs.items()])
     display(throughput.round(2).style.hide(axis="index"))
 else:
-    print("no shipped training logs found (cpu profile not trained yet, or profile=full)")
+    print("no shipped training logs found (cpu profile not trained yet)")
 
 # %% [markdown]
 # ## 5. Rate–distortion on Kodak: every variant, the classic codecs, the published curves
@@ -454,13 +491,15 @@ t0 = time.perf_counter()
 learned_parts = []
 for label, (family, digest) in families.items():
     # one cached table per model: retraining or adding one model recomputes only that one
-    learned_parts.append(neural.cached_rate_sweep(results_dir, label, family, digest, images,
-                                                  {"dataset": dataset, "crop": crop, "qualities": QUALITIES},
+    context = {"dataset": dataset, "crop": crop, "qualities": QUALITIES}
+    if device.type != "cpu":  # float32 networks differ in their last bits between devices
+        context["device"] = device.type
+    learned_parts.append(neural.cached_rate_sweep(results_dir, label, family, digest, images, context,
                                                   decode=decode_images, refresh=REFRESH))
 learned = pd.concat(learned_parts, ignore_index=True) if learned_parts else pd.DataFrame(columns=list(neural.SWEEP_COLUMNS))
 print(f"learned codecs: {len(learned)} rows ({time.perf_counter() - t0:.1f} s)")
 classic_settings = {n: list(codecs.get_codec(n).settings) for n in CLASSIC}
-if PROFILE == "smoke":
+if smoke:
     classic_settings = {n: [s[i] for i in np.linspace(0, len(s) - 1, 5).round().astype(int)] for n, s in classic_settings.items()}
 classic_key = {"dataset": dataset, "images": image_key, "settings": classic_settings,
                "codecs": {n: codecs.get_codec(n).description for n in CLASSIC}}
@@ -488,10 +527,12 @@ curves[curves["codec"].isin(list(families))].round(4).head(12)
 # %%
 full_kodak = dataset == "kodak" and not crop and len(images) == len(data.get_spec("kodak").files)
 PUBLISHED = ["paper-mbt2018", "compressai-bmshj2018-hyperprior", "jpeg2000-ffmpeg"]  # the paper's curve, its hyperprior baseline, and JPEG 2000 as published
-main_models = [m for m in ("mbt2018", *EXTENDED, "mbt2018-mean", "bmshj2018-hyperprior", "bmshj2018-factorized", "mbt2018-context") if m in families]
+main_models = list(dict.fromkeys(m for m in ("mbt2018", cpu_joint, *map(label_of, EXTENDED), "mbt2018-mean", "bmshj2018-hyperprior",
+                                               "bmshj2018-factorized", label_of("mbt2018-context")) if m in families))
+family_title = "this project's mbt2018 family" if model_profile == "cpu" else "published weights and cpu models (cpu)"
 rd_panels = {"classic codecs and published curves": CLASSIC + ["mbt2018"],
-             "this project's mbt2018 family": main_models + [REFERENCE]}
-rd_focus = {"this project's mbt2018 family": main_models}  # JPEG 2000 there is a reference, clipped to the family's range
+             family_title: main_models + [REFERENCE]}
+rd_focus = {family_title: main_models}  # JPEG 2000 there is a reference, clipped to the family's range
 fig = rd.plot_rd_panels(curves, rd_panels, y="psnr_rgb", limits_from=rd_focus,
                         anchors={"classic codecs and published curves": PUBLISHED} if full_kodak else None)
 fig.suptitle(f"{dataset}{' crops' if crop else ''}: {len(images)} images, PSNR-RGB, bpp of real bitstreams"
@@ -535,10 +576,17 @@ if not bd_vs_classic.empty:
     display(bd_vs_classic.pivot_table(index="codec", columns="reference", values="bd_rate_percent").round(1))
 
 # %%
-if "mbt2018" in families:
-    bd_vs_joint = rd.bd_rate_table(curves[curves["codec"].isin(learned_names)], reference="mbt2018")
+# each model against the joint model of its own kind: published against published, cpu
+# models against the cpu joint model (the same transforms)
+groups = {"mbt2018": [m for m in learned_names if m in ZOO_SERVES or model_profile == "cpu"]}
+if model_profile == "full":
+    groups[cpu_joint] = [m for m in learned_names if m not in ZOO_SERVES]
+bd_parts = [rd.bd_rate_table(curves[curves["codec"].isin(members)], reference=joint)
+            for joint, members in groups.items() if joint in members]
+if bd_parts:
+    bd_vs_joint = pd.concat(bd_parts, ignore_index=True)
     reproduce.save_table(bd_vs_joint, fig_dir / "bd_rate_vs_joint.csv", floats=reproduce.DERIVED)
-    display(bd_vs_joint[["codec", "bd_rate_percent", "bd_distortion", "overlap", "note"]].round(2).style.hide(axis="index"))
+    display(bd_vs_joint[["codec", "reference", "bd_rate_percent", "bd_distortion", "overlap", "note"]].round(2).style.hide(axis="index"))
 else:
     bd_vs_joint = pd.DataFrame()
 
@@ -554,22 +602,23 @@ else:
 # joint model, with its value written beside the bar.
 
 # %%
-ablation_models = [m for m in ("mbt2018-ctx3", "mbt2018-ctx7", "mbt2018-gmm", "mbt2018-checkerboard", "mbt2018-context")
-                   if m in families]
-if ablation_models and "mbt2018" in families:
-    joint = curves[curves["codec"] == "mbt2018"]
+ablation_models = [label_of(m) for m in ("mbt2018-ctx3", "mbt2018-ctx7", "mbt2018-gmm", "mbt2018-checkerboard", "mbt2018-context")
+                   if label_of(m) in families]
+if ablation_models and cpu_joint in families:
+    joint = curves[curves["codec"] == cpu_joint]
     diff = curves[curves["codec"].isin(ablation_models)].copy()
     diff["psnr_minus_joint"] = rd.quality_gap_at_rate(joint["bpp"], joint["psnr_rgb"], diff["bpp"], diff["psnr_rgb"])
     fig, axes = plt.subplots(1, 2, figsize=(14, 5), layout="constrained")
     sns.lineplot(data=diff, x="bpp", y="psnr_minus_joint", hue="codec", style="codec", estimator=None, sort=True,
                  palette=plotting.codec_palette(ablation_models), markers=plotting.codec_markers(ablation_models),
                  dashes=False, ax=axes[0])
-    axes[0].axhline(0, color=plotting.codec_style("mbt2018")["color"], lw=1.2, label="mbt2018 (5×5, Gaussian)")
+    axes[0].axhline(0, color=plotting.codec_style("mbt2018")["color"], lw=1.2, label=f"{cpu_joint} (5×5, Gaussian)")
     axes[0].set(xlabel=rd.AXIS_LABELS["bpp"], ylabel="PSNR − joint model at the same bpp (dB)",
                 title="each variant against the joint model")
     axes[0].legend(fontsize=8)
     if not bd_vs_joint.empty:
-        sub = bd_vs_joint[~bd_vs_joint["codec"].isin(["mbt2018", *EXTENDED])].dropna(subset=["bd_rate_percent"])
+        sub = bd_vs_joint[(bd_vs_joint["reference"] == cpu_joint)
+                          & ~bd_vs_joint["codec"].isin([cpu_joint, *map(label_of, EXTENDED)])].dropna(subset=["bd_rate_percent"])
         sub = sub.sort_values("bd_rate_percent")
         sns.barplot(data=sub, y="codec", x="bd_rate_percent", hue="codec", palette=plotting.codec_palette(sub["codec"]),
                     legend=False, ax=axes[1])
@@ -577,7 +626,7 @@ if ablation_models and "mbt2018" in families:
             axes[1].text(value, i, f" {value:+.1f}%", va="center", ha="left" if value >= 0 else "right", fontsize=9)
         axes[1].axvline(0, color="k", lw=0.8)
         plotting.limit_axes(axes[1], x=np.r_[sub["bd_rate_percent"], 0.0], margin=0.15)
-        axes[1].set(xlabel="BD-rate vs mbt2018 (5×5, Gaussian), %  (negative = fewer bits)", ylabel="",
+        axes[1].set(xlabel=f"BD-rate vs {cpu_joint} (5×5, Gaussian), %  (negative = fewer bits)", ylabel="",
                     title="every variant against the joint model")
     plotting.save_figure(fig, "fig4_ablations")
     plt.show()
@@ -591,7 +640,7 @@ if ablation_models and "mbt2018" in families:
 # of the coded symbols) spent on z, at every quality.
 
 # %%
-z_models = {m: families[m] for m in MODELS if m in families}
+z_models = {label_of(m): families[label_of(m)] for m in MODELS if label_of(m) in families}
 
 
 def compute_z_share():
@@ -716,9 +765,9 @@ def j2k_curve(imgs):
 
 
 curve_parts = []
-if logs and model_profile == "cpu":
+if logs:
     # stage 1 was evaluated on all 24 Kodak images (smoke: the first 4, an approximation)
-    kodak_all = data.load_images("kodak", limit=4 if PROFILE == "smoke" else 24)
+    kodak_all = data.load_images("kodak", limit=4 if smoke else 24)
     j2k_full = cache.cached_table(results_dir / "j2k_full_kodak.csv", {"images": [n for n, _ in kodak_all]},
                                   lambda: codecs.rate_sweep(kodak_all, ["jpeg2000"], progress=False), refresh=REFRESH,
                                   data=kodak_all, models=None)
@@ -728,7 +777,7 @@ if logs and model_profile == "cpu":
     lx, ly = j2k_curve(crops4)
     curve_crops = (np.exp(lx), ly)
     offset = 0.0
-    for stage in ["base", "mbt2018-vr", "mbt2018"]:
+    for stage in ["base", "mbt2018-vr", cpu_joint]:
         if stage not in logs or logs[stage][1] is None:
             continue
         log, ev = logs[stage]
@@ -777,19 +826,20 @@ display(Markdown(claims.to_markdown(claims_table)))
 # %%
 lines = []
 if not bd_vs_classic.empty:
-    joint_rows = bd_vs_classic[bd_vs_classic["codec"].isin(["mbt2018", *EXTENDED])]
+    joint_rows = bd_vs_classic[bd_vs_classic["codec"].isin(["mbt2018", cpu_joint, *map(label_of, EXTENDED)])]
     for _, row in joint_rows.iterrows():
         if np.isfinite(row["bd_rate_percent"]):
             verb = "fewer" if row["bd_rate_percent"] < 0 else "more"
-            lines.append(f"- **{row['codec']} ({model_profile} profile)** needs {abs(row['bd_rate_percent']):.1f}% {verb} bits than **{row['reference']}** "
+            source = "CompressAI's published weights" if row["codec"] in ZOO_SERVES else "cpu profile"
+            lines.append(f"- **{row['codec']} ({source})** needs {abs(row['bd_rate_percent']):.1f}% {verb} bits than **{row['reference']}** "
                          f"for the same PSNR (BD-rate; overlap {row['overlap']:.0%}).")
         else:
             lines.append(f"- {row['codec']} vs {row['reference']}: no BD-rate ({row['note']}).")
 if not bd_vs_joint.empty:
-    worse = bd_vs_joint[(bd_vs_joint["codec"] != "mbt2018") & np.isfinite(bd_vs_joint["bd_rate_percent"])]
+    worse = bd_vs_joint[(bd_vs_joint["codec"] != bd_vs_joint["reference"]) & np.isfinite(bd_vs_joint["bd_rate_percent"])]
     for _, row in worse.sort_values("bd_rate_percent").iterrows():
         rel = "more" if row["bd_rate_percent"] > 0 else "fewer"
-        lines.append(f"- {row['codec']}: {abs(row['bd_rate_percent']):.1f}% {rel} bits than the joint model.")
+        lines.append(f"- {row['codec']}: {abs(row['bd_rate_percent']):.1f}% {rel} bits than the joint model ({row['reference']}).")
 if np.isfinite(context_saving):
     lines.append(f"- On {map_name} at quality {MAP_QUALITY}, the context saves {context_saving:.1%} of the mean-scale model's bits; "
                  f"the top 10% of positions hold {share_edges:.0%} of the savings (edges and textures in the map); without "
@@ -823,6 +873,9 @@ if len(learning):
                   if last["levels"] > 1 else "one rate level")
         lines.append(f"- Learning curve ({where}): after {last['hours']:.2f} h of training (stage {last['stage']}), "
                      f"{last['gap_db']:+.2f} dB from JPEG 2000 at equal bpp ({levels}).")
+if model_profile == "full":
+    lines.append(f"- Published weights (CompressAI's zoo): {', '.join(zoo_labels) or 'none'}. This project's cpu models, "
+                 f"where the zoo has none and as the ablations' baseline: {', '.join(m for m in families if m not in ZOO_SERVES) or 'none'}.")
 if skipped_models:
     lines.append(f"- Not evaluated (no checkpoint in this profile): {', '.join(skipped_models)}.")
 if not lines:

@@ -52,19 +52,20 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from nic_lib import bench, cache, claims, codecs, corruptions, plotting, reproduce
-from nic_lib.models import CheckpointError, get_model
+from nic_lib.models import CheckpointError, get_model, zoo
 
 # %% tags=["parameters"]
-PROFILE = "cpu"  # smoke: 2 small embedded images, 3 corruptions, CI; cpu: full Kodak-C (committed figures); full: same, plus published NIC weights
+PROFILE = "cpu"  # smoke: 2 small embedded images, 3 corruptions, CI; cpu: full Kodak-C (committed figures); full: same, with every NIC variant of CompressAI's zoo (published weights)
+SMOKE = None  # None -> PROFILE == "smoke"; True: smoke sizes with this profile's models (CI runs PROFILE=full so, against a stand-in zoo)
 DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke: needs no data files)
 N_IMAGES = None  # None -> every image (smoke: 2); an int takes the first N
 CORRUPTIONS = None  # None -> all 15 (smoke: fog, pixelate, gaussian_noise: one per frequency group)
 SEVERITIES = None  # None -> 1..5 (smoke: 1, 5)
 CODECS = None  # None -> jpeg, webp, jpeg2000, avif (AVIF at speed 6, see nic_lib.bench; smoke leaves out AVIF, the slowest)
 SETTINGS = None  # None -> nic_lib.bench.GRID_SETTINGS (6 rate points each; smoke: 4, the least a BD metric takes)
-NIC_MODELS = None  # None -> ["mbt2018"] (smoke: [] — the NIC path is tested in tests/test_bench.py); included only if checkpoints exist
+NIC_MODELS = None  # None -> ["mbt2018"] (cpu), every zoo variant of ZOO_VARIANTS (full), [] (smoke — the NIC path is tested in tests/test_bench.py); included only if their weights load
 NIC_QUALITIES = [1, 2, 3, 4, 5, 6]  # one checkpoint per quality = one rate point each
-NIC_PROFILE = None  # None -> "full" for PROFILE=full (CompressAI's published weights), else "cpu" (this project's checkpoints)
+NIC_PROFILE = None  # None -> "full" for PROFILE=full (CompressAI's published weights, nic_lib.models.zoo), else "cpu" (this project's checkpoints)
 NIC_RATE = "likelihood"  # "likelihood": fast, used only after the grid checks it within 2% of real bitstreams; "bitstream": exact
 WITH_MS_SSIM = None  # None -> True (smoke: False; MS-SSIM costs ~100x a PSNR)
 REFERENCE = "jpeg2000"  # the classic anchor of the comparisons (the reference code's)
@@ -82,7 +83,12 @@ REFRESH = False  # True recomputes the grid
 
 # %%
 NOTEBOOK = "02_ood_benchmark"
-smoke = PROFILE == "smoke"
+smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
+# the OOD paper's NIC variants that CompressAI 1.2.8 serves (nic_lib.models.zoo.ZOO; no ELIC,
+# no checkerboard weights there): scale and mean-scale hyperprior, joint, Cheng 2020's two,
+# and the variable-rate versions of the first three
+ZOO_VARIANTS = ["bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn",
+                "bmshj2018-hyperprior-vbr", "mbt2018-mean-vbr", "mbt2018-vbr"]
 dataset = DATASET or ("sample" if smoke else "kodak")
 n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
 corruption_names = list(CORRUPTIONS or (["fog", "pixelate", "gaussian_noise"] if smoke else corruptions.CORRUPTIONS))
@@ -90,8 +96,8 @@ severities = list(SEVERITIES or ([1, 5] if smoke else corruptions.SEVERITIES))
 codec_request = CODECS or (["jpeg", "webp", "jpeg2000"] if smoke else ["jpeg", "webp", "jpeg2000", "avif"])
 gallery_crop = GALLERY_CROP or (160 if smoke else 256)
 with_ms_ssim = WITH_MS_SSIM if WITH_MS_SSIM is not None else not smoke
-nic_names = NIC_MODELS if NIC_MODELS is not None else ([] if smoke else ["mbt2018"])
 nic_profile = NIC_PROFILE or ("full" if PROFILE == "full" else "cpu")
+nic_names = NIC_MODELS if NIC_MODELS is not None else (ZOO_VARIANTS if nic_profile == "full" else [] if smoke else ["mbt2018"])
 workers = WORKERS or (1 if smoke else corruptions.DEFAULT_WORKERS)
 available = codecs.available_codecs()
 codec_names = [c for c in codec_request if c in available]
@@ -112,13 +118,21 @@ print(f"figures -> {fig_dir}")
 #
 # This project's small CPU-trained models are loaded from `checkpoints/`; a model without a
 # checkpoint is left out with a notice naming the command that trains it, so this notebook
-# runs before training finishes and picks the models up afterwards.
+# runs before training finishes and picks the models up afterwards. Under `full` the grid
+# holds every NIC variant of CompressAI 1.2.8's zoo that the OOD paper compares: the scale
+# hyperprior, mean-scale and joint models (one network per quality), Cheng et al. 2020's
+# anchor and attention models (qualities 1-6), and the variable-rate versions of the first
+# three (one network, a gain per level). The zoo has no ELIC and no checkerboard weights.
+# The grid's NIC codecs run on the CPU (`nic_lib.bench.NicCodec` builds its inputs there).
 
 # %%
 nic_codecs = []
 for name in nic_names:
     try:
-        models = {q: get_model(name, q, profile=nic_profile) for q in NIC_QUALITIES}
+        if nic_profile == "full":  # every zoo model, registered here or not (cheng2020, *-vbr)
+            models = {q: zoo.load_zoo_model(name, q) for q in NIC_QUALITIES if q in zoo.ZOO[name].qualities}
+        else:
+            models = {q: get_model(name, q, profile=nic_profile) for q in NIC_QUALITIES}
     except (CheckpointError, RuntimeError, ValueError) as err:
         print(f"NOTICE: {name} left out of the grid: {err}")
         continue
@@ -328,7 +342,8 @@ d_in = deltas["psnr_vs_input"].copy()
 d_in["group"] = d_in["corruption"].map(corruptions.FREQUENCY_GROUP)
 by_severity = d_in[d_in["corruption"] != bench.CLEAN].groupby(["group", "severity", "codec"], as_index=False)["delta_db"].mean()
 clean_rows = d_in[d_in["corruption"] == bench.CLEAN]
-by_severity = pd.concat([by_severity] + [clean_rows.assign(group=g)[["group", "severity", "codec", "delta_db"]] for g in groups])
+by_severity = pd.concat([by_severity] + [clean_rows.assign(group=g)[["group", "severity", "codec", "delta_db"]] for g in groups],
+                        ignore_index=True)  # one label per row: seaborn refuses repeated index labels (several NIC codecs)
 fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), sharey=True, squeeze=False)
 for ax, group in zip(axes[0], groups):
     sns.lineplot(data=by_severity[by_severity["group"] == group], x="severity", y="delta_db", hue="codec",

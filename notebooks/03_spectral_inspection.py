@@ -50,14 +50,16 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from nic_lib import cache, claims, corruptions, data, plotting, reproduce, spectral
-from nic_lib.models import CheckpointNotFoundError, get_model
+from nic_lib.models import CheckpointNotFoundError, PretrainedWeightsUnavailableError, get_model, resolve_device
 
 # %% tags=["parameters"]
-PROFILE = "cpu"  # smoke: 2 small crops, 3 corruptions, 8x8 heat map (CI, < 2 min); cpu: 24 Kodak images, all 15 corruptions
+PROFILE = "cpu"  # smoke: 2 small crops, 3 corruptions, 8x8 heat map (CI, < 2 min); cpu: 24 Kodak images, all 15 corruptions; full: as cpu, with CompressAI's published weights for NIC_MODELS
+SMOKE = None  # None -> PROFILE == "smoke"; True: smoke sizes with this profile's models (CI runs PROFILE=full so, against a stand-in zoo)
+DEVICE = None  # None -> "cuda" when PyTorch sees a GPU, else "cpu": where the networks run
 DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke); any nic_lib.data dataset name
 N_IMAGES = None  # None -> every image (smoke: 2)
 CROP = None  # None -> whole landscape images (smoke: 128-px centre crops); an int takes centred square crops
-NIC_MODELS = [["mbt2018", 3], ["bmshj2018-hyperprior", 3]]  # [model, quality] of cpu-profile checkpoints, used when trained
+NIC_MODELS = [["mbt2018", 3], ["bmshj2018-hyperprior", 3]]  # [model, quality]: cpu-profile checkpoints (used when trained), or the zoo's under full
 TARGET_BPP = 0.5  # rate of the classic codecs when no NIC model is found (else each image is matched to the NIC's bpp)
 CLASSIC = ["jpeg2000", "jpeg"]  # classic codecs: JPEG 2000 (the paper's classic anchor) and JPEG (block DCT)
 CORRUPTIONS = None  # None -> all 15 (smoke: one per frequency group: fog, defocus_blur, gaussian_noise)
@@ -73,7 +75,9 @@ RESULTS_DIR = None  # None -> build/results/<profile>/03_spectral_inspection
 
 # %%
 NOTEBOOK = "03_spectral_inspection"
-smoke = PROFILE == "smoke"
+smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
+model_profile = "full" if PROFILE == "full" else "cpu"
+device = resolve_device(DEVICE)
 dataset = DATASET or ("sample" if smoke else "kodak")
 n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
 crop = CROP if CROP is not None else (128 if smoke else None)
@@ -99,12 +103,14 @@ names, images = [names[i] for i in keep], [images[i] for i in keep]
 nic = {}
 for model_name, quality in NIC_MODELS:
     try:
-        nic[f"{model_name}-q{quality}"] = spectral.nic_codec(get_model(model_name, quality, profile="cpu"))
+        nic[f"{model_name}-q{quality}"] = spectral.nic_codec(get_model(model_name, quality, profile=model_profile), device=device)
     except CheckpointNotFoundError:
         print(f"NIC model {model_name} q{quality} not trained yet: train it with "
               f"`python -m nic_lib.train --model {model_name} --quality {quality} --profile cpu`; left out")
+    except PretrainedWeightsUnavailableError as err:
+        print(f"NIC model {model_name} q{quality}: no published weights ({str(err).splitlines()[0]}); left out")
 print(f"profile={PROFILE} dataset={dataset} images={len(images)} of {shape[:2]} corruptions={corruption_names} "
-      f"severity={SEVERITY} NIC={list(nic) or 'none'}")
+      f"severity={SEVERITY} NIC={list(nic) or 'none'} ({'published weights' if model_profile == 'full' else 'cpu profile'}, on {device})")
 print(f"figures -> {fig_dir}")
 
 # %% [markdown]

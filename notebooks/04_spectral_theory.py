@@ -43,10 +43,11 @@ import torch
 from IPython.display import Markdown, display
 
 from nic_lib import data, metrics, plotting, reproduce, spectral, theory
-from nic_lib.models import CheckpointNotFoundError, get_model
+from nic_lib.models import CheckpointNotFoundError, PretrainedWeightsUnavailableError, get_model, resolve_device
 
 # %% tags=["parameters"]
-PROFILE = "cpu"  # smoke: 2 small images, short toy training (CI, < 2 min); cpu: 24 Kodak images, toy codecs to convergence
+PROFILE = "cpu"  # smoke: 2 small images, short toy training (CI, < 2 min); cpu: 24 Kodak images, toy codecs to convergence; full: as cpu, the NIC model with published weights
+SMOKE = None  # None -> PROFILE == "smoke"; True: smoke sizes with this profile's models (CI runs PROFILE=full so, against a stand-in zoo)
 DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke); images for the power-law fit and the measured spectra
 N_IMAGES = None  # None -> every image (smoke: 2)
 CROP = None  # None -> whole landscape images (smoke: 128-px centre crops)
@@ -62,13 +63,16 @@ TOY_LMBDA = 4.0  # rate-distortion trade-off of the toy codecs; predicts theta o
 TOY_STEPS = None  # None -> 1000 (cpu) or 100 (smoke) training steps
 TOY_NONLINEAR = True  # also train the small MLP codec
 CODEC_BPP = 0.5  # rate of JPEG 2000 for the measured-vs-predicted error spectra
-NIC_MODEL = ["mbt2018", 3]  # cpu-profile checkpoint used when trained
+NIC_MODEL = ["mbt2018", 3]  # cpu-profile checkpoint used when trained (full: CompressAI's published weights)
+DEVICE = None  # None -> "cuda" when PyTorch sees a GPU, else "cpu": where the networks run
 SEED = 0  # toy data and training
 FIGURE_DIR = None  # None -> paper_figures/04_spectral_theory for cpu, build/figures/<profile>/... otherwise
 
 # %%
 NOTEBOOK = "04_spectral_theory"
-smoke = PROFILE == "smoke"
+smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
+model_profile = "full" if PROFILE == "full" else "cpu"
+device = resolve_device(DEVICE)
 dataset = DATASET or ("sample" if smoke else "kodak")
 n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
 crop = CROP if CROP is not None else (128 if smoke else None)
@@ -304,8 +308,10 @@ plt.show()
 # %%
 measured = {"jpeg2000": spectral.classic_codec("jpeg2000", setting=CODEC_BPP)}
 try:
-    measured[f"{NIC_MODEL[0]}-q{NIC_MODEL[1]}"] = spectral.nic_codec(get_model(NIC_MODEL[0], NIC_MODEL[1], profile="cpu"))
-except CheckpointNotFoundError:
+    measured[f"{NIC_MODEL[0]}-q{NIC_MODEL[1]}"] = spectral.nic_codec(get_model(NIC_MODEL[0], NIC_MODEL[1], profile=model_profile),
+                                                                     device=device)
+    print(f"NIC: {NIC_MODEL[0]} q{NIC_MODEL[1]}, {'published weights' if model_profile == 'full' else 'cpu profile'}, on {device}")
+except (CheckpointNotFoundError, PretrainedWeightsUnavailableError):
     print(f"no trained {NIC_MODEL[0]} q{NIC_MODEL[1]}: NIC spectra are left out (train with "
           f"`python -m nic_lib.train --model {NIC_MODEL[0]} --quality {NIC_MODEL[1]} --profile cpu`); "
           "section 5's learned toy codecs stand in for the learned-codec check")

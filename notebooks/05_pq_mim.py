@@ -58,7 +58,9 @@ from nic_lib import cache, claims, codecs, data, metrics, neural, perceptual, pl
 from nic_lib.models import pqmim, registry
 
 # %% tags=["parameters"]
-PROFILE = "cpu"  # smoke: trains a tiny model for a few hundred steps (CI); cpu: checkpoints/pqmim/*.pt (committed figures); full: same as cpu
+PROFILE = "cpu"  # smoke: trains a tiny model for a few hundred steps (CI); cpu: checkpoints/pqmim/*.pt (committed figures); full: same PQ-MIM models, mbt2018 with CompressAI's published weights
+SMOKE = None  # None -> PROFILE == "smoke"; True: smoke sizes with this profile's models (CI runs PROFILE=full so, against a stand-in zoo)
+DEVICE = None  # None -> "cuda" when PyTorch sees a GPU, else "cpu": where the mbt2018 comparison runs (PQ-MIM runs on the CPU)
 DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke: scikit-image photos, no files needed)
 N_IMAGES = None  # None -> every image (smoke: 2)
 STEPS = 10  # coding steps S (M2T: 8-12 is where gains saturate)
@@ -68,7 +70,7 @@ SMOKE_STEPS_A = 300  # smoke only: stage-A steps of the tiny model (a code check
 SMOKE_STEPS_B = 1200  # smoke only: stage-B steps of the tiny model (a few seconds each stage on the project's CPU)
 QUANTIZER_DIM = 32  # latent dimension D of the rate-point count (the models' default)
 J2K_SETTINGS = [0.05, 0.1, 0.15, 0.2, 0.3, 0.5]  # JPEG 2000 target bpp: the low rates PQ-MIM covers
-MBT_QUALITIES = [1, 2, 3, 4]  # mbt2018 cpu qualities drawn when their checkpoints exist
+MBT_QUALITIES = [1, 2, 3, 4]  # mbt2018 qualities drawn when their weights exist (cpu checkpoints; full: the zoo's)
 EXTREME_BYTES = 200  # byte budget of the extreme setting (the paper's ~200 bytes per image)
 GALLERY_IMAGE = None  # None -> "kodim23" when loaded, else the first image
 SMOKE_PERCEPTUAL_STEPS = 6  # smoke only: stage-C steps of the tiny model (a code check)
@@ -80,8 +82,11 @@ REFRESH = False  # True recomputes the cached tables
 
 # %%
 NOTEBOOK = "05_pq_mim"
-dataset = DATASET or ("sample" if PROFILE == "smoke" else "kodak")
-n_images = N_IMAGES if N_IMAGES is not None else (2 if PROFILE == "smoke" else None)
+smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
+model_profile = "full" if PROFILE == "full" else "cpu"
+device = registry.resolve_device(DEVICE)
+dataset = DATASET or ("sample" if smoke else "kodak")
+n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
 results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
 ckpt_dir = Path(CHECKPOINT_DIR) if CHECKPOINT_DIR else pqmim.checkpoint_dir()
 plotting.set_style()
@@ -101,7 +106,7 @@ print(f"figures -> {fig_dir}")
 # only to run every cell of this notebook; none of its numbers say anything about PQ-MIM.
 
 # %%
-if PROFILE == "smoke":
+if smoke:
     run = train_pqmim.train(train_pqmim.PQMIMTrainConfig(
         N=16, latent_dim=8, M=2, K=16, width=32, layers=1, heads=2, data=("sample",), crop=64,
         batch_size=4, steps_a=SMOKE_STEPS_A, steps_b=SMOKE_STEPS_B, warmup_steps=5, lr_a=2e-3, lr_b=2e-3,
@@ -121,7 +126,7 @@ else:
 models, trained = {}, {}
 for path in paths:
     model, ckpt = pqmim.load_pqmim(path)
-    label = f"pq-mim M{model.M} K{model.K}" + (" (smoke)" if PROFILE == "smoke" else "")
+    label = f"pq-mim M{model.M} K{model.K}" + (" (smoke)" if smoke else "")
     models[label] = model
     # how stage B was trained (a checkpoint saved before the mask_law setting used cosine)
     tc = ckpt.get("train_config", {})
@@ -406,14 +411,18 @@ except ValueError as err:  # a setting outside the codec's range
 mbt = {}
 for q in MBT_QUALITIES:
     try:
-        mbt[q] = registry.get_model("mbt2018", q, profile="cpu")
+        mbt[q] = registry.get_model("mbt2018", q, profile=model_profile, device=device)
     except registry.CheckpointNotFoundError as err:
         print(f"mbt2018 cpu q{q} not drawn: {str(err).splitlines()[0]} "
               f"(train it with `python -m nic_lib.train --model mbt2018 --quality {q}`)")
+    except registry.PretrainedWeightsUnavailableError as err:
+        print(f"mbt2018 q{q} (published weights) not drawn: {str(err).splitlines()[0]}")
+mbt_label = "mbt2018 (cpu)" if model_profile == "cpu" else "mbt2018"  # full: CompressAI's published weights
 learned = pd.DataFrame()
 if mbt:
-    learned = cache.cached_table(results_dir / "mbt2018_cpu.csv", {**j2k_key, "qualities": sorted(mbt)},
-                                 lambda: neural.rate_sweep(images, {"mbt2018 (cpu)": mbt}, progress=False), refresh=REFRESH,
+    learned = cache.cached_table(results_dir / ("mbt2018_cpu.csv" if model_profile == "cpu" else "mbt2018_zoo.csv"),
+                                 {**j2k_key, "qualities": sorted(mbt)},
+                                 lambda: neural.rate_sweep(images, {mbt_label: mbt}, progress=False), refresh=REFRESH,
                                  data=images, models=mbt)
 # one PQ-MIM curve: each (M, K) checkpoint is one rate point of it
 pq_points = codes_table.assign(setting=codes_table["codec"], codec=f"pq-mim (S={STEPS})")
@@ -480,7 +489,7 @@ hybrid[["transmit_steps", "bytes", "bpp", "psnr_rgb", "within_budget"]]
 # quality whose mean bpp is closest to the PQ-MIM stream's: matched bpp.
 
 # %%
-if PROFILE == "smoke":
+if smoke:
     smoke_c = results_dir / "smoke-run-c"
     shutil.rmtree(smoke_c, ignore_errors=True)  # this notebook's own scratch run
     run_c = train_pqmim.train_perceptual(train_pqmim.PerceptualTrainConfig(
@@ -491,7 +500,7 @@ if PROFILE == "smoke":
 else:
     pairs = train_pqmim.perceptual_pairs(ckpt_dir)
 extractor = None
-if INCEPTION_FEATURES and PROFILE != "smoke":
+if INCEPTION_FEATURES and not smoke:
     try:
         extractor = perceptual.inception_extractor()
     except perceptual.ExtractorUnavailableError as err:
@@ -592,7 +601,7 @@ display(Markdown(claims.to_markdown(claims_table)))
 
 # %%
 lines = []
-if PROFILE == "smoke":
+if smoke:
     lines.append(f"- **Smoke run**: the model was trained for {SMOKE_STEPS_A} + {SMOKE_STEPS_B} steps (stages A + B) on "
                  "4 sample photos; the numbers below test the code path and say nothing about PQ-MIM.")
 vq = rate_points.loc["VQ", "distinct_rates"] if "VQ" in rate_points.index else 0

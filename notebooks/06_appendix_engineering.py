@@ -51,7 +51,9 @@ from nic_lib import cache, data, neural, plotting, reproduce
 from nic_lib.models import calibration, registry
 
 # %% tags=["parameters"]
-PROFILE = "cpu"  # smoke: tail bits on a 128-px crop (CI); cpu: on a whole Kodak image (committed figures); full: as cpu
+PROFILE = "cpu"  # smoke: tail bits on a 128-px crop (CI); cpu: on a whole Kodak image (committed figures); full: as cpu (this appendix is about the cpu models)
+SMOKE = None  # None -> PROFILE == "smoke"; True: smoke sizes with this profile's models (CI runs PROFILE=full so, against a stand-in zoo)
+DEVICE = None  # None -> "cuda" when PyTorch sees a GPU, else "cpu": where the networks run
 MODELS = ["mbt2018", "mbt2018-mean", "bmshj2018-hyperprior", "bmshj2018-factorized", "mbt2018-context", "mbt2018-gmm", "mbt2018-checkerboard"]  # cpu-profile checkpoints whose tail bits are measured
 TAIL_IMAGE = None  # None -> the first Kodak image; any Kodak image name
 TAIL_CROP = None  # None -> the whole image (smoke: a 128-px centre crop)
@@ -62,7 +64,8 @@ REFRESH = False  # True recomputes the cached tables
 
 # %%
 NOTEBOOK = "06_appendix_engineering"
-smoke = PROFILE == "smoke"
+smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
+device = registry.resolve_device(DEVICE)
 tail_crop = TAIL_CROP if TAIL_CROP is not None else (128 if smoke else None)
 bench_dir = Path(BENCHMARK_DIR) if BENCHMARK_DIR else plotting.BUILD_DIR / "results" / "benchmarks"
 committed_dir = plotting.PAPER_FIGURES / NOTEBOOK  # the last cpu run's copies of the benchmark tables
@@ -122,7 +125,7 @@ def compute_tail_table():
     rows = []
     for name in MODELS:
         path = registry.variable_rate_checkpoint_path(name)
-        models = neural.quality_models(path)
+        models = neural.quality_models(path, device=device)
         for q in (min(models), max(models)):
             rows.append({"codec": name, "quality": q, **neural.tail_bits(models[q], tail_img)})
     return pd.DataFrame(rows)

@@ -15,13 +15,11 @@ One place answers "which network is quality q of model X, and where are its weig
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import pickle
-import socket
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from compressai.entropy_models import EntropyModel
@@ -29,7 +27,8 @@ from torch import nn
 
 from nic_lib import fileio
 
-from . import calibration, tables, variable_rate
+from . import calibration, tables, variable_rate, zoo
+from .zoo import PretrainedWeightsUnavailableError, ZooHashMismatchError
 
 __all__ = [
     "CPU_PROFILE_WIDTHS",
@@ -40,15 +39,18 @@ __all__ = [
     "LAMBDA_MSE",
     "MODELS",
     "PretrainedWeightsUnavailableError",
+    "ZooHashMismatchError",
     "available_models",
     "build_model",
     "checkpoint_dir",
     "checkpoint_path",
     "default_config",
+    "default_device",
     "get_model",
     "load_checkpoint",
     "model_name",
     "register_model",
+    "resolve_device",
     "save_checkpoint",
     "variable_rate_checkpoint_path",
     "widths",
@@ -170,7 +172,9 @@ FULL_WIDTHS: dict[str, dict[int, tuple[int, int]]] = {
 #: 2-core budget of a few hours can train (scripts/train_cpu_profile.py).
 CPU_PROFILE_WIDTHS: tuple[int, int] = (64, 96)
 
-#: Our key -> CompressAI zoo function (``compressai.zoo.<fn>``) with published weights.
+#: Our key -> CompressAI zoo function (``compressai.zoo.<fn>``) with published weights;
+#: the whole zoo, cheng2020 and the variable-rate models included, is
+#: :data:`nic_lib.models.zoo.ZOO`.
 ZOO_FUNCTIONS: dict[str, str] = {
     "bmshj2018-factorized": "bmshj2018_factorized",
     "bmshj2018-hyperprior": "bmshj2018_hyperprior",
@@ -181,9 +185,8 @@ ZOO_FUNCTIONS: dict[str, str] = {
 #: Profiles: "cpu" = this project's own small models, "full" = CompressAI's zoo.
 PROFILES = ("cpu", "full")
 
-#: Seconds a socket may stay silent while the zoo downloads weights, so an offline
-#: machine behind a black-holing firewall fails within a minute instead of hanging.
-DOWNLOAD_TIMEOUT_S = 30.0
+#: Seconds a socket may stay silent while the zoo downloads weights (nic_lib.models.zoo).
+DOWNLOAD_TIMEOUT_S = zoo.DOWNLOAD_TIMEOUT_S
 
 #: Metric the quality tables and zoo weights refer to.
 METRIC = "mse"
@@ -343,10 +346,6 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint does not match the architecture or model it is loaded as."""
-
-
-class PretrainedWeightsUnavailableError(RuntimeError):
-    """The "full" profile's published weights could not be obtained."""
 
 
 def checkpoint_dir() -> Path:
@@ -652,41 +651,25 @@ def load_checkpoint(
 # --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    """Temporarily set the default socket timeout (urllib, hence torch.hub, uses it)."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
+def default_device() -> str:
+    """``"cuda"`` when PyTorch sees a GPU, else ``"cpu"``: the default of every ``--device``
+    and ``DEVICE`` knob (networks run there; see :mod:`nic_lib.neural` for the coder)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _zoo_model(name: str, quality: int) -> nn.Module:
-    """CompressAI's published model as our registered class (eval mode, CPU)."""
-    import compressai.zoo
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"`` -> :func:`default_device`; anything else as given.
 
-    fn = getattr(compressai.zoo, ZOO_FUNCTIONS[name])
-    try:
-        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-            zoo = fn(quality, metric=METRIC, pretrained=True, progress=False)
-    except (OSError, RuntimeError) as exc:
-        raise PretrainedWeightsUnavailableError(
-            f"profile='full' needs CompressAI's published weights for {name} q{quality}: "
-            "they are downloaded from the internet once (compressai.s3.amazonaws.com) "
-            f"into the torch hub cache {torch.hub.get_dir()}/checkpoints, and that "
-            f"failed ({type(exc).__name__}: {exc}). Connect to the internet, or copy the "
-            "zoo files into that folder (set TORCH_HOME to move it), or use "
-            f"profile='cpu' (this project's own checkpoints under {checkpoint_dir()})."
-        ) from exc
-    cls = MODELS[name]
-    if type(zoo) is cls:
-        return zoo
-    # Our subclass (e.g. mbt2018 with a configurable context size) takes the same keys.
-    model = cls(N=zoo.N, M=zoo.M)
-    model.load_state_dict(zoo.state_dict())
-    return model
+    Raises:
+        ValueError: a CUDA device was asked for on a machine without one.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device(default_device())
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for, but PyTorch sees no GPU here; "
+                         "use device='cpu' (or 'auto', which picks a GPU only when there is one)")
+    return device
 
 
 def get_model(
@@ -716,7 +699,8 @@ def get_model(
     Raises:
         KeyError: unknown model. ValueError: bad quality or profile; ``"full"`` with
             ``pretrained=True`` for an ablation that has no published weights.
-        PretrainedWeightsUnavailableError: the zoo download failed (offline machine).
+        PretrainedWeightsUnavailableError: the zoo download failed (offline machine);
+            ZooHashMismatchError when the file's digest is not the one its name promises.
         CheckpointNotFoundError: the "cpu" checkpoint has not been trained yet.
         CheckpointMismatchError: the checkpoint is for another model or quality, or its
             weights do not fit the architecture.
@@ -735,10 +719,8 @@ def get_model(
                 f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu`, "
                 "or pretrained=False for an untrained full-width model"
             )
-        model = _zoo_model(name, quality)
-        if _tables_missing(model):
-            model.update(force=True)
-        return model.to(device).eval()
+        # download once into torch.hub's cache, hash checked (nic_lib.models.zoo)
+        return zoo.load_zoo_model(name, quality, device=device)
 
     path, vr_path = checkpoint_path(name, quality), variable_rate_checkpoint_path(name)
     if not path.is_file() and vr_path.is_file():

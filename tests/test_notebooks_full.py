@@ -1,0 +1,96 @@
+"""Every notebook's ``full`` path, at smoke size, against the stand-in zoo (no internet).
+
+The stand-in (:mod:`nic_lib.testing.standin_zoo`) serves state dicts of the zoo's
+architectures with random weights, named and hashed as CompressAI names its files, from a
+loopback HTTP server; ``$NIC_ZOO_URLS`` points the zoo there and ``$TORCH_HOME`` at a
+fresh cache, so each run goes through download, hash check, cache and load. The kernels
+that papermill starts inherit this process's environment. Deselect with ``-m "not notebook"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nic_lib.models import zoo
+from nic_lib.notebooks import list_notebooks, run_notebook
+from nic_lib.plotting import PAPER_FIGURES
+from nic_lib.testing import standin_zoo
+
+from test_notebooks_smoke import SMOKE_CELL_TIMEOUT_S, snapshot
+
+#: Smoke sizes per notebook on top of SMOKE=True: the least that still runs every cell
+#: of the full path. 02: real bitstreams (the stand-in's random weights are no entropy
+#: model the 2% likelihood check could pass) on one image, three qualities.
+PARAMETERS = {
+    "02_ood_benchmark": {"NIC_RATE": "bitstream", "N_IMAGES": 1, "NIC_QUALITIES": [1, 3, 6]},
+}
+#: Notebooks whose full path downloads zoo weights: the files each must have fetched.
+EXPECTED_DOWNLOADS = {
+    "01_mbt2018": ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018"],
+    "02_ood_benchmark": ["bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn",
+                         "bmshj2018-hyperprior-vbr", "mbt2018-mean-vbr", "mbt2018-vbr"],
+    "03_spectral_inspection": ["mbt2018", "bmshj2018-hyperprior"],
+    "04_spectral_theory": ["mbt2018"],
+    "05_pq_mim": ["mbt2018"],
+}
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    root = tmp_path_factory.mktemp("full-profile")
+    with standin_zoo.serve(root / "zoo") as served:
+        saved = {k: os.environ.get(k) for k in (zoo.ZOO_URLS_ENV, "TORCH_HOME")}
+        os.environ[zoo.ZOO_URLS_ENV] = str(served.manifest)
+        os.environ["TORCH_HOME"] = str(root / "torch-home")
+        try:
+            yield served
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def _outputs(executed: Path) -> str:
+    nb = nbformat.read(executed, as_version=4)
+    return "\n".join(json.dumps(o) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+#: Known failures of the full path with the stand-in (strict: a fix makes the test fail
+#: until the mark goes). 01: the stand-in's random decoders give RD curves whose PSNR does
+#: not rise with rate, which rd.bd_rate_table rejects; the stand-in needs decoders that
+#: invert their encoders (issue 29, open).
+KNOWN_FAILURES = {"01_mbt2018": "stand-in RD curves do not rise with rate: BD-rate refuses them"}
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.parametrize("source", [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[p.stem]))
+                                    if p.stem in KNOWN_FAILURES else p for p in list_notebooks()], ids=lambda p: p.stem)
+def test_notebook_runs_its_full_path_against_the_standin_zoo(source, standin, tmp_path):
+    before = snapshot(PAPER_FIGURES)
+    figures = tmp_path / "figures"
+    parameters = {"SMOKE": True, "FIGURE_DIR": str(figures), **PARAMETERS.get(source.stem, {})}
+    if "RESULTS_DIR =" in source.read_text():
+        parameters["RESULTS_DIR"] = str(tmp_path / "results")
+    served_before = len(standin.requests)
+    executed = run_notebook(source, profile="full", parameters=parameters, out_dir=tmp_path,
+                            timeout=SMOKE_CELL_TIMEOUT_S)
+    assert snapshot(PAPER_FIGURES) == before, "a full-profile run wrote into paper_figures/"
+    assert list(figures.rglob("*.png")) or list(figures.rglob("*.svg")), f"{source.stem} produced no figure"
+    cache = zoo.cache_dir()
+    for key in EXPECTED_DOWNLOADS.get(source.stem, []):
+        names = standin.names[key][zoo.METRIC]
+        names = [names] if isinstance(names, str) else list(names.values())
+        assert any((cache / n).is_file() for n in names), f"{source.stem} did not load {key} from the zoo"
+    if source.stem not in EXPECTED_DOWNLOADS:
+        assert len(standin.requests) == served_before, f"{source.stem} has no zoo model but downloaded one"
+    if source.stem == "01_mbt2018":
+        text = _outputs(executed)
+        assert "CompressAI's published weights" in text and "mbt2018-context (cpu)" in text
