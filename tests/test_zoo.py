@@ -1,11 +1,13 @@
 """The ``full`` profile's download path, against the stand-in zoo on a loopback server:
-download, hash check, cache, load; a corrupt download is refused and not cached."""
+download, hash check, cache, load; a corrupt download is refused and not cached. And the
+stand-in's designed codecs behave as codecs: rate and PSNR rise with the quality."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,3 +142,65 @@ def test_without_override_the_urls_are_compressais(monkeypatch):
     assert zoo.hash_prefix("mbt2018-3-22901978.pth.tar") == "22901978"
     with pytest.raises(PretrainedWeightsUnavailableError, match="qualities"):
         zoo.zoo_url("cheng2020-anchor", 7)
+
+
+def _kodak_crop(side: int = 128) -> np.ndarray:
+    from nic_lib import data
+
+    try:
+        _, pixels = data.load_images("kodak", limit=1)[0]
+    except data.DatasetNotFoundError as err:
+        pytest.skip(f"Kodak not found ({err})")
+    top, left = (pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2
+    return pixels[top : top + side, left : left + side].copy()
+
+
+@pytest.fixture(scope="module")
+def standin_rd(standin, tmp_path_factory):
+    """bpp, estimated bpp and PSNR of the stand-in codecs on a Kodak crop, qualities 1-6."""
+    from nic_lib import neural
+
+    img = _kodak_crop()
+    folder = tmp_path_factory.mktemp("standin-rd-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(zoo.ZOO_URLS_ENV, str(standin.manifest))
+        curves = {}
+        for key in standin_zoo.CODEC_KEYS:
+            rows = []
+            for quality in range(1, 7):
+                out = neural.code_image(zoo.load_zoo_model(key, quality, folder=folder), img)
+                mse = np.mean((out["x_hat"].astype(np.float64) - img) ** 2)
+                rows.append((out["bpp"], out["bpp_est"], 10 * np.log10(255.0**2 / mse)))
+            curves[key] = np.array(rows)
+    return curves
+
+
+@pytest.mark.parametrize("key", standin_zoo.CODEC_KEYS)
+def test_standin_codecs_spend_more_bits_for_a_better_picture_at_each_quality(standin_rd, key):
+    from nic_lib import rd
+
+    bpp, bpp_est, psnr = standin_rd[key].T
+    assert (np.diff(bpp) > 0).all() and (np.diff(psnr) > 0).all(), standin_rd[key]
+    assert psnr[0] > 15 and psnr[-1] - psnr[0] > 3  # a codec's range, not noise
+    assert rd.bd_rate(bpp, psnr, bpp * 1.1, psnr) == pytest.approx(10.0, abs=0.5)  # BD-rate accepts the curve
+    # the designed densities are the coder's: real bits within 5% of the estimate, plus
+    # the rANS streams' few bytes of overhead (which dominate at q1: ~6 of 48 bytes)
+    pixels = 128 * 128
+    assert (np.abs(bpp - bpp_est) <= 0.05 * bpp_est + 16 * 8 / pixels).all(), bpp / bpp_est
+
+
+def test_standin_joint_model_uses_its_context(standin_rd):
+    # the joint model predicts means from the left neighbour: fewer bits than mean-scale
+    assert (standin_rd["mbt2018"][:, 0] < standin_rd["mbt2018-mean"][:, 0]).all()
+
+
+def test_standin_decoder_is_the_adjoint_of_the_encoder(use_standin):
+    # g_s(g_a(.)) of the stand-in codec is an orthogonal projection: applying it twice
+    # changes nothing, and it keeps the part of an image it projects on
+    model = zoo.load_zoo_model("bmshj2018-factorized", 3)
+    x = torch.from_numpy(_kodak_crop(64)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        once = model.g_s(model.g_a(x))
+        twice = model.g_s(model.g_a(once))
+    assert torch.allclose(once, twice, atol=1e-5)
+    assert float(((once - x) ** 2).mean()) < 0.01  # >20 dB: it keeps the image's coarse part
