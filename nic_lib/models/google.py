@@ -169,6 +169,13 @@ PARAMETER_GRID = 2.0**-16
 #: qualities). So g_s runs in float32 under ``tiling.deterministic_convolutions``.
 SYNTHESIS_DTYPE = torch.float32
 
+#: Where the coder's parameter path runs (h_s, context model, entropy parameters, the
+#: Gaussian coder's table indexes), whatever the model's device: the CPU, so that a file
+#: encoded with the model on a GPU decodes with it on the CPU and vice versa (a GPU's
+#: convolutions sum in other orders than the CPU's, and one scale on the other side of a
+#: table edge derails rANS). The transforms g_a and g_s stay on the model's device.
+CODING_DEVICE = torch.device("cpu")
+
 #: Threads of the coder's per-wavefront products: at most ~H/a positions each, too small
 #: to split, and on a busy machine every parallel region waits for the slowest thread
 #: (kodim01, N=64, M=96, 2-core machine under load: 0.6 s CPU to decode on 1 thread,
@@ -532,12 +539,12 @@ class _SerialContextCoding(_TiledTransforms):
 
     @staticmethod
     def _coding_copy(module: nn.Module) -> nn.Module:
-        """A float64 copy of a network for the coder's parameter path."""
-        return copy.deepcopy(module).to(CODING_DTYPE)
+        """A float64 copy of a network on ``CODING_DEVICE`` for the coder's parameter path."""
+        return copy.deepcopy(module).to(device=CODING_DEVICE, dtype=CODING_DTYPE)
 
     def _hyper_features(self, z_hat: Tensor) -> Tensor:
-        """h_s(z_hat) in float64, as both coder sides compute it, in tiles."""
-        return self._tiled(self._coding_copy(self.h_s), z_hat.to(CODING_DTYPE))
+        """h_s(z_hat) in float64 on ``CODING_DEVICE``, as both coder sides compute it, in tiles."""
+        return self._tiled(self._coding_copy(self.h_s), z_hat.to(CODING_DEVICE, CODING_DTYPE))
 
     @staticmethod
     def _pointwise_path(module: nn.Module):
@@ -556,7 +563,8 @@ class _SerialContextCoding(_TiledTransforms):
         if not plain:
             network = _SerialContextCoding._coding_copy(module)
             return lambda h: network(h[:, :, None, None]).flatten(1)
-        steps = [(l.weight[:, :, 0, 0].T.to(CODING_DTYPE).contiguous(), l.bias.to(CODING_DTYPE))
+        steps = [(l.weight[:, :, 0, 0].T.to(CODING_DEVICE, CODING_DTYPE).contiguous(),
+                  l.bias.to(CODING_DEVICE, CODING_DTYPE))
                  if isinstance(l, nn.Conv2d) else l.negative_slope for l in layers]
 
         def apply(h: Tensor) -> Tensor:
@@ -570,7 +578,8 @@ class _SerialContextCoding(_TiledTransforms):
         return apply
 
     def _parameter_path(self, side: Tensor | None):
-        """A function (y_hat buffer, rows, cols) -> entropy parameters (L, C), float64.
+        """A function (y_hat buffer, rows, cols) -> entropy parameters (L, C), float64, on
+        ``CODING_DEVICE``.
 
         ``side`` is one image's hyperprior features (2M, H, W) or None. The buffer is
         y_hat (M, H + 2p, W + 2p), zero-padded by p = k // 2.
@@ -578,11 +587,11 @@ class _SerialContextCoding(_TiledTransforms):
         conv = self.context_prediction
         # Window offsets the mask keeps (the causal half), e.g. 12 of 25 for 5x5.
         dy, dx = conv.mask[0, 0].nonzero(as_tuple=True)
-        weight = conv.weight[:, :, dy, dx].to(CODING_DTYPE)  # (2M, M, n)
+        weight = conv.weight[:, :, dy, dx].to(CODING_DEVICE, CODING_DTYPE)  # (2M, M, n)
         weight = weight.reshape(weight.shape[0], -1).T.contiguous()  # (M n, 2M)
-        bias = conv.bias.to(CODING_DTYPE)
+        bias = conv.bias.to(CODING_DEVICE, CODING_DTYPE)
         entropy_parameters = self._pointwise_path(self.entropy_parameters)
-        dy, dx = dy.to(weight.device), dx.to(weight.device)
+        dy, dx = dy.to(CODING_DEVICE), dx.to(CODING_DEVICE)
 
         def params_at(y_hat: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
             # patch[l, c, n] = y_hat[c, rows[l] + dy[n], cols[l] + dx[n]]
@@ -601,12 +610,12 @@ class _SerialContextCoding(_TiledTransforms):
         """Walk the coding schedule; ``code(rows, cols, params) -> y_hat (L, M)``.
 
         Returns:
-            y_hat (1, M, height, width), float64.
+            y_hat (1, M, height, width), float64, on ``CODING_DEVICE``.
         """
         k = self.context_prediction.kernel_size[0]
         pad = k // 2
         m = self.context_prediction.in_channels
-        device = self.context_prediction.weight.device
+        device = CODING_DEVICE
         y_hat = torch.zeros((m, height + 2 * pad, width + 2 * pad), dtype=CODING_DTYPE,
                             device=device)  # fmt: skip
         params_at = self._parameter_path(None if side is None else side[0])
@@ -622,8 +631,9 @@ class _SerialContextCoding(_TiledTransforms):
         return y_hat[None, :, pad : pad + height, pad : pad + width]
 
     def _compress_ar(self, y: Tensor, side: Tensor | None) -> tuple[bytes, Tensor]:
-        """Code one image's y (1, M, H, W); returns (rANS string, y_hat float64)."""
-        y64 = y[0].to(CODING_DTYPE)
+        """Code one image's y (1, M, H, W); returns (rANS string, y_hat float64 on
+        ``CODING_DEVICE``)."""
+        y64 = y[0].to(CODING_DEVICE, CODING_DTYPE)
         encoder = BufferedRansEncoder()
         state = self._start_coding()
         y_hat = self._code_latents(
@@ -645,28 +655,31 @@ class _SerialContextCoding(_TiledTransforms):
         )  # fmt: skip
 
     def _compress_latents(self, y: Tensor, side: Tensor | None) -> tuple[list[bytes], Tensor]:
-        """Code a batch of y (B, M, H, W): (one rANS string per image, y_hat in y's dtype)."""
+        """Code a batch of y (B, M, H, W): (one rANS string per image, y_hat in y's dtype
+        and on y's device)."""
         coded = [
             self._compress_ar(y[i : i + 1], None if side is None else side[i : i + 1])
             for i in range(len(y))
         ]
-        return [string for string, _ in coded], torch.cat([y_hat for _, y_hat in coded]).to(y.dtype)
+        y_hat = torch.cat([y_hat for _, y_hat in coded])
+        return [string for string, _ in coded], y_hat.to(device=y.device, dtype=y.dtype)
 
     def _decompress_latents(
         self, strings: list, side: Tensor | None, height: int | None = None,
         width: int | None = None,
     ) -> Tensor:  # fmt: skip
-        """Decode one string per image to y_hat (B, M, H, W), float32; the size comes from
-        ``side`` when there is one."""
+        """Decode one string per image to y_hat (B, M, H, W) in the model's dtype, on its
+        device (for g_s); the size comes from ``side`` when there is one."""
         if side is not None:
             height, width = side.shape[-2:]
         y_hat = [
             self._decompress_ar(s, None if side is None else side[i : i + 1], height, width)
             for i, s in enumerate(strings)
         ]
-        dtype = self.context_prediction.weight.dtype
+        weight = self.context_prediction.weight
         # one image: convert without a float64 copy of the whole latent (cat copies)
-        return y_hat[0].to(dtype) if len(y_hat) == 1 else torch.cat(y_hat).to(dtype)
+        y_hat = y_hat[0] if len(y_hat) == 1 else torch.cat(y_hat)
+        return y_hat.to(device=weight.device, dtype=weight.dtype)
 
     # Hooks: Gaussian coding with CompressAI's scale tables by default.
 
@@ -678,7 +691,7 @@ class _SerialContextCoding(_TiledTransforms):
             "cdfs": [row[:n] for row, n in zip(gc.quantized_cdf.tolist(), lengths)],
             "lengths": lengths,
             "offsets": gc.offset.tolist(),
-            "scale_edges": gc.scale_table[:-1].to(CODING_DTYPE).contiguous(),
+            "scale_edges": gc.scale_table[:-1].to(CODING_DEVICE, CODING_DTYPE).contiguous(),
             "symbols": [],
             "indexes": [],
         }
@@ -730,12 +743,55 @@ class _SerialContextCoding(_TiledTransforms):
 # CompressAI's models, registered under the paper keys
 # ======================================================================================
 
+
+def _on_coding_device(module: nn.Module) -> nn.Module:
+    """``module`` itself when it is on ``CODING_DEVICE`` (nothing copied, nothing changed
+    on a CPU-only machine), else a copy there: the hyperpriors' h_s and Gaussian coder,
+    so that their scale indexes are the CPU's whatever device the model runs on."""
+    if all(t.device == CODING_DEVICE for t in (*module.parameters(), *module.buffers())):
+        return module
+    return copy.deepcopy(module).to(CODING_DEVICE)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    """Where the model's synthesis transform runs (its decoded latents go there)."""
+    return next(model.g_s.parameters()).device
+
+
 register_model("bmshj2018-factorized")(FactorizedPrior)
 
 @register_model("bmshj2018-hyperprior")
 class ScaleHyperprior(_FineScaleTable, _compressai_google.ScaleHyperprior):
     """CompressAI's scale hyperprior (Ballé et al., ICLR 2018), coded with this
-    project's 256-scale table (:class:`_FineScaleTable`)."""
+    project's 256-scale table (:class:`_FineScaleTable`).
+
+    ``compress``/``decompress`` are CompressAI's with h_s, the scale indexes and the
+    Gaussian coder on ``CODING_DEVICE`` (the CPU) whatever the model's device, so a
+    file written with the model on a GPU decodes on the CPU and vice versa.
+    """
+
+    @torch.no_grad()
+    def compress(self, x: Tensor) -> dict:
+        """Encode images to ``{"strings": [y_strings, z_strings], "shape": z size}``."""
+        y = self.g_a(x)
+        z = self.h_a(torch.abs(y))
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        scales_hat = _on_coding_device(self.h_s)(z_hat.to(CODING_DEVICE))
+        gc = _on_coding_device(self.gaussian_conditional)
+        y_strings = gc.compress(y.to(CODING_DEVICE), gc.build_indexes(scales_hat))
+        return {"strings": [y_strings, z_strings], "shape": z.size()[-2:]}
+
+    @torch.no_grad()
+    def decompress(self, strings: list, shape) -> dict:
+        """Decode ``compress``'s output to ``{"x_hat"}`` (clamped to [0, 1])."""
+        if not (isinstance(strings, list) and len(strings) == 2):
+            raise ValueError("expected strings = [y_strings, z_strings] from compress()")
+        z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
+        scales_hat = _on_coding_device(self.h_s)(z_hat.to(CODING_DEVICE))
+        gc = _on_coding_device(self.gaussian_conditional)
+        y_hat = gc.decompress(strings[0], gc.build_indexes(scales_hat), z_hat.dtype)
+        return {"x_hat": self.g_s(y_hat.to(_model_device(self))).clamp_(0, 1)}
 
 
 @register_model("mbt2018-mean")
@@ -747,8 +803,16 @@ class MeanScaleHyperprior(_FineScaleTable, _TiledTransforms,
     ``compress``/``decompress`` are CompressAI's with every transform applied in tiles on
     the deterministic GEMM path (:class:`_TiledTransforms`): memory bounded by a tile,
     and h_s gives the decoder the encoder's scales and means bit for bit whatever the
-    thread counts of the two sides (oneDNN's float32 h_s does not promise that).
+    thread counts of the two sides (oneDNN's float32 h_s does not promise that). h_s,
+    the scale indexes and the Gaussian coder run on ``CODING_DEVICE`` (the CPU) whatever
+    the model's device, so a file written on a GPU decodes on the CPU and vice versa.
     """
+
+    def _coder_parameters(self, z_hat: Tensor):
+        """(Gaussian coder, scale indexes, means) on ``CODING_DEVICE`` from z_hat."""
+        scales_hat, means_hat = self._tiled(_on_coding_device(self.h_s), z_hat.to(CODING_DEVICE)).chunk(2, 1)
+        gc = _on_coding_device(self.gaussian_conditional)
+        return gc, gc.build_indexes(scales_hat), means_hat
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict:
@@ -757,9 +821,8 @@ class MeanScaleHyperprior(_FineScaleTable, _TiledTransforms,
         z = self._tiled(self.h_a, y)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
-        scales_hat, means_hat = self._tiled(self.h_s, z_hat).chunk(2, 1)
-        indexes = self.gaussian_conditional.build_indexes(scales_hat)
-        y_strings = self.gaussian_conditional.compress(y, indexes, means=means_hat)
+        gc, indexes, means_hat = self._coder_parameters(z_hat)
+        y_strings = gc.compress(y.to(CODING_DEVICE), indexes, means=means_hat)
         return {"strings": [y_strings, z_strings], "shape": z.size()[-2:]}
 
     @torch.no_grad()
@@ -768,11 +831,10 @@ class MeanScaleHyperprior(_FineScaleTable, _TiledTransforms,
         if not (isinstance(strings, list) and len(strings) == 2):
             raise ValueError("expected strings = [y_strings, z_strings] from compress()")
         z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
-        scales_hat, means_hat = self._tiled(self.h_s, z_hat).chunk(2, 1)
-        indexes = self.gaussian_conditional.build_indexes(scales_hat)
-        y_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means_hat)
-        del scales_hat, means_hat, indexes
-        return {"x_hat": self.synthesize(y_hat)}
+        gc, indexes, means_hat = self._coder_parameters(z_hat)
+        y_hat = gc.decompress(strings[0], indexes, means=means_hat)
+        del means_hat, indexes
+        return {"x_hat": self.synthesize(y_hat.to(_model_device(self)))}
 
 
 @register_model("mbt2018")
