@@ -310,9 +310,10 @@ class NicCodec:
 
         out, shared_y = [], {}
         with torch.no_grad():
-            x = self._input(img).contiguous(memory_format=torch.channels_last)
+            x_cpu = self._input(img).contiguous(memory_format=torch.channels_last)
             for setting in self.settings:
                 model = self.models[setting]
+                x = x_cpu.to(_model_device(model))  # no copy when it is there already
                 group = self._analysis_groups().get(setting)
                 if group is None:
                     with _channels_last(model):
@@ -357,7 +358,7 @@ class NicCodec:
         out = model(x)
         # bits = sum over latents of -log2 p(latent)
         bits = float(sum(-torch.log2(v).sum() for v in out["likelihoods"].values()))
-        rec = out["x_hat"][..., :h, :w].clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).numpy()
+        rec = out["x_hat"][..., :h, :w].clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
         # bpp = bits / (H * W) of the original, unpadded image
         return np.ascontiguousarray(rec), bits / (h * w), "likelihood"
 
@@ -371,7 +372,8 @@ class NicCodec:
 
         h, w = img.shape[:2]
         with torch.no_grad():
-            enc = self.models[setting].compress(self._input(img))
+            model = self.models[setting]
+            enc = model.compress(self._input(img).to(_model_device(model)))
         # bpp = bits / (H · W) of the original, unpadded image
         return _stream_bits(enc) / (h * w)
 
@@ -392,15 +394,22 @@ class NicCodec:
         model = self.models[setting]
         h, w = img.shape[:2]
         with torch.no_grad():
-            x = self._input(img)
+            x = self._input(img).to(_model_device(model))  # the networks run where the model is
             if rate == "likelihood":
                 return self._likelihood_code(model, x, (h, w))
             enc = model.compress(x)
             bits = _stream_bits(enc)
             x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
-        rec = x_hat[..., :h, :w].clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).numpy()
+        rec = x_hat[..., :h, :w].clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
         # bpp = bits / (H * W) of the original, unpadded image
         return np.ascontiguousarray(rec), bits / (h * w), rate
+
+
+def _model_device(model):
+    """Where a model's networks run (:func:`nic_lib.neural.model_device`)."""
+    from nic_lib.neural import model_device
+
+    return model_device(model)
 
 
 def _stream_bits(enc: dict) -> float:

@@ -52,18 +52,19 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from nic_lib import bench, cache, claims, codecs, corruptions, plotting, reproduce
-from nic_lib.models import CheckpointError, get_model, zoo
+from nic_lib.models import CheckpointError, get_model, resolve_device, zoo
 
 # %% tags=["parameters"]
 PROFILE = "cpu"  # smoke: 2 small embedded images, 3 corruptions, CI; cpu: full Kodak-C (committed figures); full: same, with every NIC variant of CompressAI's zoo (published weights)
 SMOKE = None  # None -> PROFILE == "smoke"; True: smoke sizes with this profile's models (CI runs PROFILE=full so, against a stand-in zoo)
+DEVICE = None  # None -> "cuda" when PyTorch sees a GPU, else "cpu": where the grid's NIC networks run (their entropy coders compute the coding parameters on the CPU either way, so the bitstreams do not depend on it)
 DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke: needs no data files)
 N_IMAGES = None  # None -> every image (smoke: 2); an int takes the first N
 CORRUPTIONS = None  # None -> all 15 (smoke: fog, pixelate, gaussian_noise: one per frequency group)
 SEVERITIES = None  # None -> 1..5 (smoke: 1, 5)
 CODECS = None  # None -> jpeg, webp, jpeg2000, avif (AVIF at speed 6, see nic_lib.bench; smoke leaves out AVIF, the slowest)
 SETTINGS = None  # None -> nic_lib.bench.GRID_SETTINGS (6 rate points each; smoke: 4, the least a BD metric takes)
-NIC_MODELS = None  # None -> ["mbt2018"] (cpu), every zoo variant of ZOO_VARIANTS (full), [] (smoke — the NIC path is tested in tests/test_bench.py); included only if their weights load
+NIC_MODELS = None  # None -> ["mbt2018"] (cpu), every zoo variant of ZOO_VARIANTS (full), [] (smoke — the NIC path is tested in tests/test_bench.py); included only if their weights load. CI's smoke-size full run (tests/test_notebooks_full.py) passes 3 of the 8 zoo variants, one per kind of model; tests/test_zoo.py round-trips every zoo model
 NIC_QUALITIES = [1, 2, 3, 4, 5, 6]  # one checkpoint per quality = one rate point each
 NIC_PROFILE = None  # None -> "full" for PROFILE=full (CompressAI's published weights, nic_lib.models.zoo), else "cpu" (this project's checkpoints)
 NIC_RATE = "likelihood"  # "likelihood": fast, used only after the grid checks it within 2% of real bitstreams; "bitstream": exact
@@ -97,6 +98,7 @@ codec_request = CODECS or (["jpeg", "webp", "jpeg2000"] if smoke else ["jpeg", "
 gallery_crop = GALLERY_CROP or (160 if smoke else 256)
 with_ms_ssim = WITH_MS_SSIM if WITH_MS_SSIM is not None else not smoke
 nic_profile = NIC_PROFILE or ("full" if PROFILE == "full" else "cpu")
+device = resolve_device(DEVICE)
 nic_names = NIC_MODELS if NIC_MODELS is not None else (ZOO_VARIANTS if nic_profile == "full" else [] if smoke else ["mbt2018"])
 workers = WORKERS or (1 if smoke else corruptions.DEFAULT_WORKERS)
 available = codecs.available_codecs()
@@ -110,7 +112,7 @@ results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "result
 plotting.set_style()
 fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
 print(f"profile={PROFILE}  dataset={dataset}  images={n_images or 'all'}  corruptions={len(corruption_names)}  "
-      f"severities={severities}  codecs={codec_names}")
+      f"severities={severities}  codecs={codec_names}  NIC device={device}")
 print(f"figures -> {fig_dir}")
 
 # %% [markdown]
@@ -123,16 +125,19 @@ print(f"figures -> {fig_dir}")
 # hyperprior, mean-scale and joint models (one network per quality), Cheng et al. 2020's
 # anchor and attention models (qualities 1-6), and the variable-rate versions of the first
 # three (one network, a gain per level). The zoo has no ELIC and no checkerboard weights.
-# The grid's NIC codecs run on the CPU (`nic_lib.bench.NicCodec` builds its inputs there).
+# The grid's NIC networks run on `DEVICE` (a GPU when there is one; `nic_lib.bench.NicCodec`
+# sends its inputs where the model is); their entropy coders compute the coding parameters
+# on the CPU either way (`nic_lib.models.google.CODING_DEVICE`), so a bitstream does not
+# depend on the device.
 
 # %%
 nic_codecs = []
 for name in nic_names:
     try:
         if nic_profile == "full":  # every zoo model, registered here or not (cheng2020, *-vbr)
-            models = {q: zoo.load_zoo_model(name, q) for q in NIC_QUALITIES if q in zoo.ZOO[name].qualities}
+            models = {q: zoo.load_zoo_model(name, q, device=device) for q in NIC_QUALITIES if q in zoo.ZOO[name].qualities}
         else:
-            models = {q: get_model(name, q, profile=nic_profile) for q in NIC_QUALITIES}
+            models = {q: get_model(name, q, profile=nic_profile, device=device) for q in NIC_QUALITIES}
     except (CheckpointError, RuntimeError, ValueError) as err:
         print(f"NOTICE: {name} left out of the grid: {err}")
         continue
