@@ -79,7 +79,7 @@ def test_the_default_device_is_a_gpu_when_there_is_one():
 #: change a byte on a CPU-only machine. A deliberate change to a coder, the checkpoints,
 #: or a PyTorch/CompressAI upgrade that changes float32 convolutions can change them:
 #: then check a round trip and cross-device decoding, and pin the new digests.
-PINNED_BITSTREAMS = {
+PINNED_BITSTREAMS = {  # pinned on torch 2.14.1, CPU capability AVX512 (PINNED_ON)
     "bmshj2018-factorized": "5cb94f53649b3265",
     "bmshj2018-hyperprior": "f74ce403cbd9207f",
     "mbt2018-mean": "448d32bec27534d7",
@@ -90,9 +90,19 @@ PINNED_BITSTREAMS = {
 }
 
 
+#: Where the digests were pinned: float32 convolutions (MKL/oneDNN) take other code paths
+#: on other instruction sets and torch versions, whose last bits, hence bytes, may differ.
+PINNED_ON = ("2.14.1", "AVX512")
+
+
 @pytest.mark.parametrize("name", list(PINNED_BITSTREAMS))
 def test_cpu_bitstreams_are_the_pinned_ones(name, one_thread):
     import hashlib
+
+    here = (torch.__version__.split("+")[0], torch.backends.cpu.get_cpu_capability())
+    if here != PINNED_ON:
+        pytest.skip(f"digests pinned on torch {PINNED_ON[0]} / {PINNED_ON[1]}; this is "
+                    f"{here[0]} / {here[1]} (round trips are checked by the other tests)")
 
     from nic_lib import data
     from nic_lib.models import get_model
