@@ -107,6 +107,9 @@ _SPEC: dict[str, tuple[tuple[str | None, str | None], ...]] = {
     "entropy_parameters.4.bias": ((_P, "zero-out"),),
 }
 _MAPS = {_Y: _prefix, _H: _prefix, _P: _halves}
+#: State-dict entries that are not copied: the coder tables (rebuilt by ``update()``) and
+#: the context model's mask (it belongs to the new shape).
+_REBUILT = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")
 
 
 def _widen_tensor(old: Tensor, fresh: Tensor, spec) -> Tensor:
@@ -166,7 +169,7 @@ def widen_latent(model: nn.Module, config: dict, M: int, seed: int = 0
     fresh = wide.state_dict()
     state = {}
     for key, value in model.state_dict().items():
-        if key not in fresh or key.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")):
+        if key not in fresh or key.endswith(_REBUILT):
             continue  # coder tables are rebuilt, the mask belongs to the new shape
         if key in _SPEC:
             state[key] = _widen_tensor(value, fresh[key], _SPEC[key])
@@ -261,7 +264,7 @@ def widen_hidden(model: nn.Module, config: dict, N: int, seed: int = 0
     fresh = wide.state_dict()
     state = {}
     for key, value in model.state_dict().items():
-        if key not in fresh or key.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")):
+        if key not in fresh or key.endswith(_REBUILT):
             continue
         if key in _N_SPEC:
             state[key] = _widen_tensor(value, fresh[key], _N_SPEC[key])
@@ -342,7 +345,7 @@ def add_levels(model: nn.Module, config: dict, qualities) -> tuple[nn.Module, di
 
     state = {}
     for key, value in fresh.items():
-        if key.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table", ".mask")):
+        if key.endswith(_REBUILT):
             continue
         if key.endswith("log_gain"):
             rows = []
