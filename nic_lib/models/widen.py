@@ -136,6 +136,44 @@ def _widen_tensor(old: Tensor, fresh: Tensor, spec) -> Tensor:
     return out
 
 
+_SKIP = object()  # a rule's answer: leave this entry out (it is set some other way)
+
+
+def _check_widenable(model: nn.Module, caller: str) -> str:
+    name = registry.model_name(model)
+    if name not in WIDENABLE:
+        raise ValueError(f"{caller} supports {', '.join(WIDENABLE)}, not {name!r}")
+    return name
+
+
+def _wider_model(model: nn.Module, name: str, config: dict, seed: int, spec: dict,
+                 rule, caller: str) -> nn.Module:
+    """A model built from ``config`` (seeded) holding ``model``'s tensors: those in ``spec``
+    widened by :func:`_widen_tensor`, the others by ``rule(key, old, fresh)`` (a tensor,
+    :data:`_SKIP`, or None for "copy, the shapes must agree"); coder tables rebuilt later."""
+    torch.manual_seed(seed)
+    wide = registry.build_model(name, **config)
+    fresh = wide.state_dict()
+    state = {}
+    for key, value in model.state_dict().items():
+        if key not in fresh or key.endswith(_REBUILT):
+            continue  # coder tables are rebuilt, the mask belongs to the new shape
+        if key in spec:
+            state[key] = _widen_tensor(value, fresh[key], spec[key])
+            continue
+        out = rule(key, value, fresh[key])
+        if out is _SKIP:
+            continue
+        if out is None:
+            if value.shape != fresh[key].shape:
+                raise ValueError(f"{caller}: no rule for {key} {tuple(value.shape)} -> "
+                                 f"{tuple(fresh[key].shape)}")
+            out = value
+        state[key] = out
+    wide.load_state_dict({**fresh, **state}, strict=False)
+    return wide
+
+
 @torch.no_grad()
 def widen_latent(model: nn.Module, config: dict, M: int, seed: int = 0
                  ) -> tuple[nn.Module, dict]:
@@ -157,33 +195,21 @@ def widen_latent(model: nn.Module, config: dict, M: int, seed: int = 0
     Raises:
         ValueError: a model that cannot be widened, or M not larger than the model's.
     """
-    name = registry.model_name(model)
-    if name not in WIDENABLE:
-        raise ValueError(f"widen_latent supports {', '.join(WIDENABLE)}, not {name!r}")
+    name = _check_widenable(model, "widen_latent")
     old_M = int(model.M)
     if M <= old_M or M % 2:
         raise ValueError(f"the new latent width must be even and larger than {old_M}, got {M}")
     config = {**config, "M": int(M)}
-    torch.manual_seed(seed)
-    wide = registry.build_model(name, **config)
-    fresh = wide.state_dict()
-    state = {}
-    for key, value in model.state_dict().items():
-        if key not in fresh or key.endswith(_REBUILT):
-            continue  # coder tables are rebuilt, the mask belongs to the new shape
-        if key in _SPEC:
-            state[key] = _widen_tensor(value, fresh[key], _SPEC[key])
-        elif key.endswith("log_gain"):  # (levels, M): new channels at the level's mean
-            g = fresh[key].clone()
-            g[:, :old_M] = value
-            g[:, old_M:] = value.mean(dim=1, keepdim=True)
-            state[key] = g
-        elif value.shape == fresh[key].shape:
-            state[key] = value
-        else:
-            raise ValueError(f"widen_latent: no rule for {key} {tuple(value.shape)} -> "
-                             f"{tuple(fresh[key].shape)}")
-    wide.load_state_dict({**fresh, **state}, strict=False)
+
+    def gains(key, value, fresh):
+        if not key.endswith("log_gain"):
+            return None
+        g = fresh.clone()  # (levels, M): new channels at the level's mean
+        g[:, :old_M] = value
+        g[:, old_M:] = value.mean(dim=1, keepdim=True)
+        return g
+
+    wide = _wider_model(model, name, config, seed, _SPEC, gains, "widen_latent")
     wide.update(force=True)
     return wide.eval(), config
 
@@ -252,30 +278,16 @@ def widen_hidden(model: nn.Module, config: dict, N: int, seed: int = 0
     Raises:
         ValueError: a model that cannot be widened, or N not larger than the model's.
     """
-    name = registry.model_name(model)
-    if name not in WIDENABLE:
-        raise ValueError(f"widen_hidden supports {', '.join(WIDENABLE)}, not {name!r}")
+    name = _check_widenable(model, "widen_hidden")
     old_N = int(model.N)
     if N <= old_N:
         raise ValueError(f"the new hidden width must be larger than {old_N}, got {N}")
     config = {**config, "N": int(N)}
-    torch.manual_seed(seed)
-    wide = registry.build_model(name, **config)
-    fresh = wide.state_dict()
-    state = {}
-    for key, value in model.state_dict().items():
-        if key not in fresh or key.endswith(_REBUILT):
-            continue
-        if key in _N_SPEC:
-            state[key] = _widen_tensor(value, fresh[key], _N_SPEC[key])
-        elif _is_density(key) and value.shape != fresh[key].shape:
-            continue  # below, module by module
-        elif value.shape == fresh[key].shape:
-            state[key] = value
-        else:
-            raise ValueError(f"widen_hidden: no rule for {key} {tuple(value.shape)} -> "
-                             f"{tuple(fresh[key].shape)}")
-    wide.load_state_dict({**fresh, **state}, strict=False)
+
+    def densities(key, value, fresh):  # z's densities: below, module by module
+        return _SKIP if _is_density(key) and value.shape != fresh.shape else None
+
+    wide = _wider_model(model, name, config, seed, _N_SPEC, densities, "widen_hidden")
     olds = {k: m for k, m in model.named_modules() if isinstance(m, EntropyBottleneck)}
     for key, module in wide.named_modules():
         if isinstance(module, EntropyBottleneck) and module.channels != olds[key].channels:
