@@ -1,7 +1,7 @@
 """Retrain the shipped "cpu" profile checkpoints: ``python scripts/train_cpu_profile.py``.
 
 The budget is this project's 2-core CPU, so the cpu profile is trained in stages that
-share work (every number below is a flag of ``python -m nic_lib.train``). Two generations:
+share work (every number below is a flag of ``python -m nic_lib.train``). Three generations:
 
 *M = 96 (the transforms' history).* ``base`` (fixed rate, λ = 0.013, 10,000 steps) →
 ``mbt2018-vr`` (gain units, qualities 1-6, 45 min) → ``m96-extended`` (120 min) →
@@ -17,6 +17,12 @@ from 2e-4 (the run was stopped there to branch) → ``m192-q8``: levels q7, q8 a
 trained on with a 60,000-step cosine from 2e-4; shipped as ``checkpoints/mbt2018/m192.pt``,
 the EMA weights of wherever the run has got to (it spans sessions: resume it, then
 ``--ship-only``).
+
+*N = 96 (the main line).* At N = 64 the transforms bind (issue 25), so ``n96`` forks
+m192-q8 at step 16,500 (``m192-q8-fork`` re-runs it to there), widens the hidden width to
+N = 96 function-preservingly (:func:`nic_lib.models.widen.widen_hidden`) and trains on with
+m192-q8's remaining schedule in bfloat16 autocast; shipped as ``checkpoints/mbt2018/n96.pt``
+(EMA snapshot; resume and ``--ship-only`` as for m192-q8).
 
 *The ablation protocol* (``ablate-*``, notebook 01): every entropy model of the paper's
 ablations — the joint model itself, mean-scale, scale-only, factorized, context-only,
@@ -111,6 +117,8 @@ _M192 = ["--model", "mbt2018", "--N", "64", "--M", str(M_WIDE), "--crop", "128",
 #: Steps of m192-vr: the widened run was planned as a 48,000-step cosine and stopped at
 #: step 24,670 to branch into m192-q8 (and the ablations), so it is re-run as exactly that.
 M192_VR_STEPS, M192_VR_HORIZON = 24670, 48000
+#: Steps (and cosine horizon) of m192-q8.
+M192_Q8_STEPS = 60000
 #: Derived checkpoints (no training): made by scripts/widen_checkpoint.py from a stage's
 #: final.pt, checked to reconstruct every trained level as before.
 DERIVED = {
@@ -122,8 +130,35 @@ STAGES["m192-vr"] = ("m192-widened", [
     "--lr-decay-steps", str(M192_VR_HORIZON), "--init-from", str(RUNS / "m192-widened.pt")],
     None)
 STAGES["m192-q8"] = ("m192-q8-init", [
-    *_M192, "--qualities", *QUALITIES_WIDE, "--max-steps", "60000",
+    *_M192, "--qualities", *QUALITIES_WIDE, "--max-steps", str(M192_Q8_STEPS),
     "--init-from", str(RUNS / "m192-q8-init.pt")], "mbt2018/m192.pt")
+
+#: The hidden width of the main line (issue 25). At N = 64 the transforms bind: the
+#: autoencoder alone plateaus at 34.65 dB (benchmarks/ae_ceiling_probe.py), and m192-q8's top
+#: level sits 0.23 dB under it. ``n96`` is m192-q8 forked at step 16,500 and widened to
+#: N = 96 without changing what it computes (:func:`nic_lib.models.widen.widen_hidden`),
+#: then trained on with m192-q8's *remaining* schedule (the learning rate m192-q8 had at
+#: 16,500, cosine over its 43,500 remaining steps to the same floor; benchmarks/
+#: widen_lever.py ``fork``) in bfloat16 autocast (``--precision bf16``: 2.5x the steps per
+#: core-second at N = 96, +0.87% BD per step vs float32). At its step 8,000 it was level with
+#: m192-q8 at 26,000 for about half the CPU (README), so it is the main line, shipped as
+#: ``checkpoints/mbt2018/n96.pt`` (EMA snapshot of wherever the run has got to).
+N_WIDE = 96
+#: The step of m192-q8 the fork starts from; ``m192-q8-fork`` re-runs m192-q8 up to it (the
+#: same schedule, stopped there).
+FORK_STEP = 16500
+STAGES["m192-q8-fork"] = ("m192-q8-init", [
+    *_M192, "--qualities", *QUALITIES_WIDE, "--max-steps", str(FORK_STEP),
+    "--lr-decay-steps", str(M192_Q8_STEPS), "--init-from", str(RUNS / "m192-q8-init.pt")], None)
+DERIVED["n96-init"] = ("m192-q8-fork", ["--N", str(N_WIDE)])
+STAGES["n96"] = ("n96-init", [
+    "--model", "mbt2018", "--N", str(N_WIDE), "--M", str(M_WIDE), "--qualities", *QUALITIES_WIDE,
+    "--crop", "128", "--batch-size", "8", "--no-progress", "--schedule-clock", "steps",
+    # m192-q8's rate at step 16,500 and its floor (2e-4 x 0.05 = 1e-5 = 1.65e-4 x 0.0606)
+    "--lr", "1.65e-4", "--warmup-steps", "200", "--lr-decay-steps", str(M192_Q8_STEPS - FORK_STEP),
+    "--max-steps", str(M192_Q8_STEPS - FORK_STEP), "--min-lr-ratio", "0.0606", "--ema", "0.999",
+    "--eval-every", "2000", "--eval-images", "4", "--eval-crop", "256", "--precision", "bf16",
+    "--threads", "1", "--init-from", str(RUNS / "n96-init.pt")], "mbt2018/n96.pt")
 
 #: The ablation protocol: same frozen transforms (m192-vr's), fresh entropy model, the
 #: same steps and learning rate for every entropy model. ABLATION_STEPS: ~2,000 steps ran
