@@ -68,3 +68,46 @@ def test_j2k_coverage_is_the_shared_share_of_the_psnr_range():
     mid = pd.DataFrame({"bpp": [np.sqrt(0.1)], "psnr_rgb": [31.0]})
     j3 = pd.concat([j2k, mid]).sort_values("bpp")
     assert kodak_rd.j2k_coverage(pd.DataFrame({"psnr_rgb": [26.0, 31.0]}), j3) == pytest.approx(0.5)
+
+
+pqmim_ae_curve = load_benchmark("pqmim_ae_curve")
+
+
+def _tiny_pqmim():
+    import torch
+
+    from nic_lib.models import pqmim
+
+    torch.manual_seed(0)
+    return pqmim.PQMIM(N=8, latent_dim=4, M=2, K=4, width=16, layers=1, heads=2)
+
+
+def test_pqmim_ae_curve_reads_run_states_and_exports_and_replaces_rows(tmp_path):
+    import torch
+
+    from nic_lib.models import pqmim
+
+    model = _tiny_pqmim()
+    export = pqmim.save_pqmim(model, tmp_path / "export.pt", {"train_config": {"steps_a": 7}})
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = {**model.architecture(), "steps_a": 9}
+    torch.save({"format": "x", "config": cfg, "stage": "a", "step": 3,
+                "model": model.state_dict()}, run / "ckpt.pt")
+    m, stage, step = pqmim_ae_curve.load(run)
+    assert (stage, step) == ("a", 3)
+    torch.save({"format": "x", "config": cfg, "stage": "b", "step": 5,
+                "model": model.state_dict()}, run / "ckpt.pt")
+    assert pqmim_ae_curve.load(run)[1:] == ("b", 9)  # stage B: the autoencoder of stage A's end
+    assert pqmim_ae_curve.load(export)[1:] == ("export", 7)
+    # the reconstruction through the quantizer, on an image that is not a multiple of 16
+    img = (np.arange(20 * 36 * 3) % 251).astype(np.uint8).reshape(20, 36, 3)
+    psnr = pqmim_ae_curve.autoencoder_psnr(m, [img])
+    assert np.isfinite(psnr) and 0 < psnr < 60
+    out = tmp_path / "out"
+    pqmim_ae_curve.main([str(export), "--images", "1", "--out", str(out)])
+    t = pqmim_ae_curve.main([str(export), "--images", "1", "--out", str(out)])
+    assert len(t) == 1 and t.bpp_fixed.iloc[0] == pytest.approx(2 * 2 / 256)  # M log2 K / 16²
+    assert (out / "curve.png").is_file()
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        pqmim_ae_curve.main([str(tmp_path / "missing"), "--out", str(out)])
