@@ -15,8 +15,13 @@ the curve:
 
     python benchmarks/pqmim_ae_curve.py ~/nic-runs/pqmim/M4-K256-a30k checkpoints/pqmim/M4-K256.pt
 
+It also measures issue 31's colour shift on the same reconstructions: each image's colour
+cast (the length of its mean error colour) and chroma ratio (saturation of x̂ over x); see
+:func:`autoencoder_stats`.
+
 Output: ``build/benchmarks/pqmim_ae_curve/curve.csv`` (``source, stage, step, images,
-psnr, bpp_fixed``; a row of the same source and step is replaced) and ``curve.png``.
+psnr, bpp_fixed, cast, chroma_ratio, cast_worst, worst, worst_rgb``; a row of the same
+source and step is replaced) and ``curve.png``.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from nic_lib.models import pqmim
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "benchmarks" / "pqmim_ae_curve"
-COLUMNS = ["source", "stage", "step", "images", "psnr", "bpp_fixed"]
+COLUMNS = ["source", "stage", "step", "images", "psnr", "bpp_fixed", "cast", "chroma_ratio",
+           "cast_worst", "worst", "worst_rgb"]
 
 
 def load(source: Path) -> tuple[pqmim.PQMIM, str, int]:
@@ -59,16 +65,41 @@ def load(source: Path) -> tuple[pqmim.PQMIM, str, int]:
     return model.eval(), str(state["stage"]), step
 
 
+def chroma(img: np.ndarray) -> float:
+    """Mean over pixels of max(R, G, B) − min(R, G, B): how colourful an image is."""
+    a = img.astype(np.float64)
+    return float((a.max(-1) - a.min(-1)).mean())
+
+
 @torch.no_grad()
-def autoencoder_psnr(model: pqmim.PQMIM, images: list[np.ndarray]) -> float:
-    """Mean over images of PSNR(x, g_s(PQ(g_a(x)))) (uint8 output, replicate padding to 16)."""
-    out = []
-    for img in images:
+def autoencoder_stats(model: pqmim.PQMIM, images: dict[str, np.ndarray]) -> dict:
+    """Reconstruction x̂ = g_s(PQ(g_a(x))) of each image (uint8, replicate padding to 16).
+
+    The colour measures (issue 31: the macaw turning orange): an image's *cast* is the
+    length of its mean error colour, ‖mean over pixels of (x̂ − x)‖₂ over (R, G, B) in grey
+    levels (0 when errors cancel on average; a tinted image has a large one); its
+    *chroma ratio* is :func:`chroma` of x̂ over that of x (below 1: washed-out colours).
+
+    Returns:
+        Means over images of ``psnr`` (dB), ``cast`` and ``chroma_ratio``; the largest cast
+        (``cast_worst``), its image (``worst``) and that image's mean error colour
+        (``worst_rgb``, "ΔR/ΔG/ΔB").
+    """
+    rows = []
+    for name, img in images.items():
         h, w = img.shape[:2]
         x = neural.pad_to(neural.to_tensor(img), pqmim.DOWNSAMPLING)
-        x_hat = model.decode_codes_to_image(model.codes(x))[..., :h, :w]
-        out.append(metrics.psnr(img, neural.from_tensor(x_hat)))
-    return float(np.mean(out))
+        x_hat = neural.from_tensor(model.decode_codes_to_image(model.codes(x))[..., :h, :w])
+        bias = (x_hat.astype(np.float64) - img).reshape(-1, 3).mean(0)
+        rows.append({"image": name, "psnr": metrics.psnr(img, x_hat),
+                     "cast": float(np.linalg.norm(bias)), "bias": bias,
+                     "chroma_ratio": chroma(x_hat) / max(chroma(img), 1e-9)})
+    worst = max(rows, key=lambda r: r["cast"])
+    return {"psnr": float(np.mean([r["psnr"] for r in rows])),
+            "cast": float(np.mean([r["cast"] for r in rows])),
+            "chroma_ratio": float(np.mean([r["chroma_ratio"] for r in rows])),
+            "cast_worst": worst["cast"], "worst": worst["image"],
+            "worst_rgb": "/".join(f"{b:+.1f}" for b in worst["bias"])}
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -85,15 +116,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             raise SystemExit(f"{source}: no checkpoint at {file}; pass a PQ-MIM run folder "
                              "(holding ckpt.pt; a new run writes its first at step 500) or a "
                              "checkpoint file")
-    images = [img for _, img in data.load_images("kodak", limit=args.images)]
+    images = dict(data.load_images("kodak", limit=args.images))
     rows = []
     for source in args.sources:
         model, stage, step = load(source.expanduser())
-        psnr = autoencoder_psnr(model, images)
+        stats = autoencoder_stats(model, images)
         bpp = model.M * math.log2(model.K) / pqmim.DOWNSAMPLING ** 2
         rows.append({"source": str(source), "stage": stage, "step": step,
-                     "images": len(images), "psnr": psnr, "bpp_fixed": bpp})
-        print(f"{source}: stage {stage}, step {step}: {psnr:.2f} dB at {bpp:.4f} bpp (fixed length)",
+                     "images": len(images), "bpp_fixed": bpp, **stats})
+        print(f"{source}: stage {stage}, step {step}: {stats['psnr']:.2f} dB at {bpp:.4f} bpp "
+              f"(fixed length); colour cast {stats['cast']:.2f} grey levels (worst {stats['worst']}: "
+              f"ΔRGB {stats['worst_rgb']}), chroma ×{stats['chroma_ratio']:.2f}",
               flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     csv = args.out / "curve.csv"

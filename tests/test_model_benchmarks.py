@@ -102,8 +102,9 @@ def test_pqmim_ae_curve_reads_run_states_and_exports_and_replaces_rows(tmp_path)
     assert pqmim_ae_curve.load(export)[1:] == ("export", 7)
     # the reconstruction through the quantizer, on an image that is not a multiple of 16
     img = (np.arange(20 * 36 * 3) % 251).astype(np.uint8).reshape(20, 36, 3)
-    psnr = pqmim_ae_curve.autoencoder_psnr(m, [img])
-    assert np.isfinite(psnr) and 0 < psnr < 60
+    stats = pqmim_ae_curve.autoencoder_stats(m, {"a": img, "b": img[:, ::-1].copy()})
+    assert np.isfinite(stats["psnr"]) and 0 < stats["psnr"] < 60
+    assert stats["worst"] in {"a", "b"} and stats["cast_worst"] >= stats["cast"] >= 0
     out = tmp_path / "out"
     pqmim_ae_curve.main([str(export), "--images", "1", "--out", str(out)])
     t = pqmim_ae_curve.main([str(export), "--images", "1", "--out", str(out)])
@@ -111,3 +112,30 @@ def test_pqmim_ae_curve_reads_run_states_and_exports_and_replaces_rows(tmp_path)
     assert (out / "curve.png").is_file()
     with pytest.raises(SystemExit, match="no checkpoint"):
         pqmim_ae_curve.main([str(tmp_path / "missing"), "--out", str(out)])
+
+
+def test_chroma_and_colour_bias_measure_a_cast_and_a_loss_of_saturation():
+    grey = np.full((4, 4, 3), 100, np.uint8)
+    assert pqmim_ae_curve.chroma(grey) == 0
+    img = np.zeros((2, 2, 3), np.uint8)
+    img[..., 0] = 200  # pure red: chroma 200
+    assert pqmim_ae_curve.chroma(img) == 200
+    half = img // 2
+    assert pqmim_ae_curve.chroma(half) / pqmim_ae_curve.chroma(img) == 0.5
+
+
+def test_colour_cast_is_the_length_of_the_mean_error_colour(monkeypatch):
+    import torch
+
+    img = np.full((16, 16, 3), 100, np.uint8)
+    tinted = img.astype(np.int16) + np.array([3, -4, 0])  # mean error colour (3, -4, 0): length 5
+
+    class Fixed(torch.nn.Module):
+        def codes(self, x):
+            return x
+
+        def decode_codes_to_image(self, codes):
+            return torch.from_numpy(tinted.astype(np.float32) / 255).permute(2, 0, 1)[None]
+
+    s = pqmim_ae_curve.autoencoder_stats(Fixed(), {"grey": img})
+    assert s["cast"] == pytest.approx(5, abs=0.02) and s["worst_rgb"] == "+3.0/-4.0/+0.0"
