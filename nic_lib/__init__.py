@@ -11,7 +11,8 @@ Modules (see README, "How the code is organised"):
 - ``cache``: tidy result tables on disk, recomputed when their inputs change.
 - ``notebooks``: jupytext -> papermill runner with profiles.
 - ``models``: the mbt2018 family and ablations on CompressAI; registry, profiles, checkpoints.
-- ``train``: one training loop for every learned model.
+- ``training``: one training loop for every learned model (config, data, loss, recipes, runs);
+  ``train`` is its command line, ``python -m nic_lib.train``.
 """
 
 __version__ = "0.1.0"

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from nic_lib import fileio
-from nic_lib import train as T
+from nic_lib import training as T
 from nic_lib.models import registry, variable_rate
 
 #: Modules taken from the transforms checkpoint and frozen.
@@ -141,7 +141,7 @@ def train_entropy(cfg: EntropyConfig) -> Path:
     warm = T.warm_start(model, cfg.transforms, only=TRANSFORMS)
     named = dict(model.named_parameters())
     for n, p in named.items():
-        if T._under(n, TRANSFORMS):
+        if T.under_prefixes(n, TRANSFORMS):
             p.requires_grad_(False)
     aux_names = [n for n in named if n.endswith(".quantiles")]
     params = [p for n, p in named.items() if p.requires_grad and n not in aux_names]

@@ -34,9 +34,10 @@ What the stages do (stage B starts when stage A has finished its steps or minute
        L_G = MSE(x_hat, x) [+ w_ms (1 − MS-SSIM)] + w_adv · L_adv(D(x_hat))   (g_s only)
        L_D = GAN loss of D(x) vs D(sg(x_hat))                                   (D only)
 
-Training data and crops come from :mod:`nic_lib.train` (:func:`~nic_lib.train.training_files`
-refuses evaluation sets, :func:`~nic_lib.train.load_pool` decodes once into a cached pool,
-:class:`~nic_lib.train.CropSampler` gives crops that depend only on (seed, step)). Every
+Training data and crops come from :mod:`nic_lib.training`
+(:func:`~nic_lib.training.training_files` refuses evaluation sets,
+:func:`~nic_lib.training.load_pool` decodes once into a cached pool,
+:class:`~nic_lib.training.CropSampler` gives crops that depend only on (seed, step)). Every
 other random draw (codebook initialisation, dead-code restarts, masks) comes from a
 generator seeded by (seed, stage, step), so a resumed run is identical to an uninterrupted
 one and ``ckpt.pt`` needs no RNG state.
@@ -73,7 +74,7 @@ import torch
 import torch.nn.functional as F
 
 from nic_lib import fileio, perceptual
-from nic_lib import train as base
+from nic_lib import training as base
 from nic_lib.models import pqmim
 
 # ---------------------------------------------------------------------------------------
@@ -441,7 +442,7 @@ class CodeMapSampler:
     def __init__(self, model: pqmim.PQMIM, pool, crop: int, batch: int, seed: int):
         """Args:
             model: the frozen autoencoder (eval mode).
-            pool: decoded training images (:func:`nic_lib.train.load_pool`).
+            pool: decoded training images (:func:`nic_lib.training.load_pool`).
             crop: window side in pixels (multiple of 16).
             batch: windows per step.
             seed: run seed.

@@ -17,6 +17,7 @@ from PIL import Image
 
 from nic_lib import train as T
 from nic_lib.models import (
+    LAMBDA_MSE,
     CheckpointNotFoundError,
     build_model,
     default_config,
@@ -230,7 +231,7 @@ def test_variable_rate_training_run_learns_every_level(tmp_path, monkeypatch):
     run = T.train(cfg)
     model, checkpoint = load_checkpoint(run / "final.pt")
     assert checkpoint["config"]["qualities"] == [1, 4]
-    assert checkpoint["config"]["lmbdas"] == [T.registry.LAMBDA_MSE[1], T.registry.LAMBDA_MSE[4]]
+    assert checkpoint["config"]["lmbdas"] == [LAMBDA_MSE[1], LAMBDA_MSE[4]]
     with open(run / "log.csv", newline="") as f:
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
     assert losses[-1] < losses[0]
@@ -244,11 +245,11 @@ def test_variable_rate_training_run_learns_every_level(tmp_path, monkeypatch):
 
 def test_variable_rate_flags_are_checked(tmp_path):
     with pytest.raises(ValueError, match="distinct qualities"):
-        T._check(T.TrainConfig(qualities=(1, 1)), 1)
+        T.check_config(T.TrainConfig(qualities=(1, 1)), 1)
     with pytest.raises(ValueError, match="drop one"):
-        T._check(T.TrainConfig(qualities=(1, 2), lmbda=0.01), 1)
+        T.check_config(T.TrainConfig(qualities=(1, 2), lmbda=0.01), 1)
     with pytest.raises(ValueError, match="no such file"):
-        T._check(T.TrainConfig(init_from=str(tmp_path / "none.pt")), 1)
+        T.check_config(T.TrainConfig(init_from=str(tmp_path / "none.pt")), 1)
     with pytest.raises(ValueError, match="no context model"):
         T.model_config(T.TrainConfig(model="mbt2018-mean", context_size=3))
     assert T.model_config(T.TrainConfig(model="mbt2018", context_size=7))["context_size"] == 7
@@ -368,7 +369,7 @@ def test_per_level_hyper_density_is_refused_where_there_is_no_hyperprior():
         make_variable_rate(build_model("bmshj2018-factorized", **config), LMBDAS,
                            per_level_hyper_density=True)
     with pytest.raises(ValueError, match="needs a variable-rate run"):
-        T._check(T.TrainConfig(model="bmshj2018-hyperprior", per_level_hyper_density=True), 1)
+        T.check_config(T.TrainConfig(model="bmshj2018-hyperprior", per_level_hyper_density=True), 1)
 
 
 def test_warm_start_copies_a_shared_hyperprior_density_into_every_level(tmp_path):

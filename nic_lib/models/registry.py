@@ -148,6 +148,19 @@ LAMBDA_MSE: dict[int, float] = {
     8: 0.1800,
 }
 
+#: Rate-distortion trade-off for MS-SSIM training, L = R + lambda * (1 - MS-SSIM), per
+#: quality (CompressAI's zoo values for its MS-SSIM weights).
+LAMBDA_MSSSIM: dict[int, float] = {
+    1: 2.40,
+    2: 4.58,
+    3: 8.73,
+    4: 16.64,
+    5: 31.73,
+    6: 60.50,
+    7: 115.37,
+    8: 220.00,
+}
+
 _LOW, _HIGH = (128, 192), (192, 320)  # bmshj2018 / mbt2018-mean widths (N, M)
 _JOINT_LOW, _JOINT_HIGH = (192, 192), (192, 320)  # mbt2018 widths (N, M)
 _MBT2018_WIDTHS = {q: _JOINT_LOW if q <= 4 else _JOINT_HIGH for q in QUALITIES}

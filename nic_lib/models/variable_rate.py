@@ -136,6 +136,22 @@ class LeveledEntropyBottleneck(nn.Module):
         return self._current().decompress(*args, **kwargs)
 
 
+def default_reference_lmbda(lmbdas: Sequence[float]) -> float:
+    """The λ whose gain starts at 1 when none is given: the levels' geometric mean.
+
+    The middle of the range on a log scale, so the initial gains spread symmetrically,
+
+        λ_ref = exp( (1/L) Σ_l log λ_l ) .
+
+    Args:
+        lmbdas: λ of each level (positive).
+
+    Returns:
+        λ_ref.
+    """
+    return math.exp(sum(math.log(v) for v in lmbdas) / len(lmbdas))
+
+
 def make_variable_rate(model: nn.Module, lmbdas: Sequence[float],
                        reference_lmbda: float | None = None,
                        per_level_hyper_density: bool = False) -> nn.Module:
@@ -166,7 +182,7 @@ def make_variable_rate(model: nn.Module, lmbdas: Sequence[float],
                          "model of the mbt2018 family")
     lmbdas = [float(v) for v in lmbdas]
     if reference_lmbda is None:
-        reference_lmbda = math.exp(sum(math.log(v) for v in lmbdas) / len(lmbdas))
+        reference_lmbda = default_reference_lmbda(lmbdas)
     model.gain = GainUnit(model.M, lmbdas, reference_lmbda)
     model.inverse_gain = GainUnit(model.M, lmbdas, reference_lmbda, inverse=True)
     model.g_a.register_forward_hook(model.gain._scale_output)

@@ -1,0 +1,46 @@
+"""The learning-rate schedule: linear warm-up, then cosine, step decay or a constant rate.
+
+The schedule is a pure function of the step (and, with ``--schedule-clock time``, of the
+training seconds so far), so a resumed run continues it exactly; the loop sets the rate
+of every parameter group before each step.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .config import TrainConfig
+
+
+def learning_rate(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -> float:
+    """Learning rate of a step: linear warm-up, then cosine, step decay or constant.
+
+    Args:
+        step: 0-based step.
+        cfg: uses lr, warmup_steps, lr_schedule, lr_decay_steps (default max_steps),
+            min_lr_ratio, lr_milestones, lr_gamma, schedule_clock, max_minutes.
+        elapsed_s: training seconds so far (used by ``schedule_clock="time"``).
+
+    Returns:
+        The rate for that step.
+    """
+    if step < cfg.warmup_steps:
+        # lr_t = lr · (t + 1) / T_warmup
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    horizon = cfg.lr_decay_steps or cfg.max_steps
+    t_steps = (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps)
+    t_time = 0.0
+    if cfg.schedule_clock == "time" and cfg.max_minutes and elapsed_s is not None:
+        # progress on the wall clock, so a slower machine still ends the decay in time
+        t_time = elapsed_s / (60.0 * cfg.max_minutes)
+    if cfg.lr_schedule == "cosine":
+        t = min(1.0, max(t_steps, t_time))
+        lr_min = cfg.lr * cfg.min_lr_ratio
+        # lr_t = lr_min + ½ (lr − lr_min)(1 + cos(π t)),  t = progress after warm-up in [0, 1]
+        return lr_min + 0.5 * (cfg.lr - lr_min) * (1.0 + math.cos(math.pi * t))
+    if cfg.lr_schedule == "step":
+        passed = sum(max(step / horizon, t_time) >= m for m in cfg.lr_milestones)
+        # lr_t = lr · γ^(number of milestones passed)
+        return cfg.lr * cfg.lr_gamma**passed
+    return cfg.lr
+
