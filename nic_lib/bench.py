@@ -406,8 +406,9 @@ class NicCodec:
 
 
 def _model_device(model):
-    """Where a model's networks run (:func:`nic_lib.neural.model_device`)."""
-    from nic_lib.neural import model_device
+    """Where a model's networks run (:func:`nic_lib.coding.model_device`; imported here:
+    this module loads torch only for NIC models)."""
+    from nic_lib.coding import model_device
 
     return model_device(model)
 

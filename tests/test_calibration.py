@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from nic_lib import container, data, neural
+from nic_lib import coding, container, data, neural
 from nic_lib.models import (
     CheckpointMismatchError,
     build_model,
@@ -58,7 +58,7 @@ def image(seed: int = 0, side: int = 64) -> np.ndarray:
 
 def y_bits(model: torch.nn.Module, img: np.ndarray) -> float:
     with torch.no_grad():
-        lik = model(neural.pad_to(neural.to_tensor(img), 64))["likelihoods"]["y"]
+        lik = model(coding.pad_to(coding.to_tensor(img), 64))["likelihoods"]["y"]
     return float(-torch.log2(lik).sum())
 
 

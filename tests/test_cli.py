@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nic_lib import cli, container, data
+from nic_lib import cli, coding, container, data
 from nic_lib.models import get_model, registry
 
 TINY = {"N": 8, "M": 12}  # widths that keep a 64x64 decode in milliseconds
@@ -68,9 +68,9 @@ def test_cli_roundtrip_equals_model_reconstruction(capsys, tmp_path, rgb_png, na
     assert _run(capsys, "decompress", nic, out_png)[0] == 0
     model = get_model(name, 1, "cpu")
     img = data.load_image(rgb_png)
-    x, _ = container.pad_image(img, model.downsampling_factor)
+    x, _ = coding.pad_image(img, model.downsampling_factor)
     coded = model.compress(x)
-    expected = container.crop_to_image(model.decompress(coded["strings"], coded["shape"])["x_hat"],
+    expected = coding.crop_to_image(model.decompress(coded["strings"], coded["shape"])["x_hat"],
                                        *img.shape[:2])
     np.testing.assert_array_equal(data.load_image(out_png), expected)
 

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from nic_lib import fileio
+from nic_lib import coding, fileio
 
 from . import variable_rate
 
@@ -188,8 +188,6 @@ def fit_scale_calibration(model: nn.Module, images, factors: Sequence[float] = F
     Raises:
         ValueError: unsupported model, or 1.0 missing from ``factors``.
     """
-    from nic_lib import neural
-
     if not supports_calibration(model):
         raise ValueError(f"{type(model).__name__} cannot be calibrated (see "
                          "nic_lib.models.calibration)")
@@ -222,7 +220,7 @@ def fit_scale_calibration(model: nn.Module, images, factors: Sequence[float] = F
             captured.clear()
             capturing[0] = True
             for _, img in images:
-                model(neural.pad_to(neural.to_tensor(img), 64).to(device))
+                model(coding.pad_to(coding.to_tensor(img), 64).to(device))
             capturing[0] = False
             for c in factors:
                 # bits(c) = Σ −log2 P(ŷ | c σ, μ)  (CompressAI's likelihood, floor included)

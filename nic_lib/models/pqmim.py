@@ -55,7 +55,7 @@ from compressai.layers import ResidualBlock
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from nic_lib import fileio
+from nic_lib import coding, fileio
 from nic_lib.models import registry
 
 __all__ = [
@@ -1009,10 +1009,8 @@ def code_image(model: PQMIM, img: np.ndarray, steps: int = DEFAULT_STEPS,
         "bpp_independent", "bpp_fixed", "bits_per_step", "radius", "x_hat" (uint8), "exact"
         (decoded codes == encoded codes, for full transmission)}``.
     """
-    from nic_lib import neural
-
     h, w = img.shape[:2]
-    x = neural.pad_to(neural.to_tensor(img), DOWNSAMPLING)
+    x = coding.pad_to(coding.to_tensor(img), DOWNSAMPLING)
     device = next(model.parameters()).device
     out = model.compress(x.to(device), steps, transmit_steps, radius)
     dec = model.decompress(out["strings"], temperature=temperature, seed=seed)
@@ -1024,7 +1022,7 @@ def code_image(model: PQMIM, img: np.ndarray, steps: int = DEFAULT_STEPS,
             "bpp_fixed": fixed_length_bits(codes, model.K) / pixels,
             "bits_per_step": out["bits_per_step"],
             "radius": out["radius"],
-            "x_hat": neural.from_tensor(dec["x_hat"][..., :h, :w].cpu()),
+            "x_hat": coding.from_tensor(dec["x_hat"][..., :h, :w].cpu()),
             "exact": bool(torch.equal(dec["codes"], codes))}
 
 
@@ -1089,12 +1087,10 @@ def tune_attention_radius(model: PQMIM, images, steps: int = DEFAULT_STEPS,
         radius and coding step; a step's bits do not depend on the radius of other steps,
         since the visible codes are the true ones whatever the radius).
     """
-    from nic_lib import neural
-
     device = next(model.parameters()).device
     rows = []
     for name, img in images:
-        codes = model.codes(neural.pad_to(neural.to_tensor(img), DOWNSAMPLING).to(device))[0]
+        codes = model.codes(coding.pad_to(coding.to_tensor(img), DOWNSAMPLING).to(device))[0]
         for r in candidates:
             for s, bits in enumerate(bits_per_step(model.entropy_model, codes, steps, int(r)), 1):
                 rows.append({"image": name, "radius": int(r), "step": s, "bits": bits,
