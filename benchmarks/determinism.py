@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from nic_lib import cache, coding, data
-from nic_lib.models import registry, tiling
+from nic_lib.models import hub, tiling
 from nic_lib.models.variable_rate import set_rate_level
 
 REPO = Path(__file__).resolve().parent.parent
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     images = data.load_images("kodak", limit=args.images)
     for quality in args.qualities:
-        model = registry.get_model(args.model, quality, profile="cpu")
+        model = hub.get_model(args.model, quality, profile="cpu")
         for name, img in images:
             x = coding.pad_to(coding.to_tensor(img), model.downsampling_factor)
             for enc, dec in ((a, b), (b, a)):

@@ -277,10 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # CompressAI's import emits torch.jit deprecation notices meant for developers.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.showwarning = _show_warning
-        from nic_lib.models import registry
+        from nic_lib.models import checkpoints, zoo
 
-        user_errors = (NicCliError, container.NicError, registry.CheckpointError,
-                       registry.PretrainedWeightsUnavailableError, KeyError, ValueError,
+        user_errors = (NicCliError, container.NicError, checkpoints.CheckpointError,
+                       zoo.PretrainedWeightsUnavailableError, KeyError, ValueError,
                        OSError)
         try:
             _run(args)

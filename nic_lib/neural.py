@@ -15,7 +15,9 @@ alike. Two extra columns keep the learned codec honest:
 Images are padded to the model's downsampling factor by edge replication (the padded
 pixels are coded, the metrics use the original crop), as CompressAI's evaluation does:
 :mod:`nic_lib.coding` holds that rule (its ``to_tensor`` and ``pad_to`` are re-exported
-here while notebook 05 calls them as ``neural.<name>``).
+here while notebook 05 calls them as ``neural.<name>``; :func:`checkpoint_digest`, now
+:mod:`nic_lib.models.checkpoints`'s, while notebook 01 and
+``benchmarks/training_extension.py`` do).
 
 Every function runs on the device its model sits on (``get_model(..., device=DEVICE)``;
 :func:`nic_lib.models.default_device` picks a GPU when there is one): the image goes
@@ -26,10 +28,12 @@ business; ``tests/test_device.py`` states the property.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,7 +43,8 @@ from tqdm.auto import tqdm
 
 from nic_lib import metrics
 from nic_lib.coding import from_tensor, model_input, pad_to, to_tensor
-from nic_lib.models import tables
+from nic_lib.models import checkpoints, hub, tables, variable_rate
+from nic_lib.models.checkpoints import checkpoint_digest
 
 __all__ = [
     "SWEEP_COLUMNS",
@@ -297,42 +302,18 @@ def quality_models(source, qualities: Sequence[int] | None = None,
         CheckpointNotFoundError: a model key without a variable-rate checkpoint.
         ValueError: a quality the checkpoint does not hold.
     """
-    import copy
-    from pathlib import Path
-
-    from nic_lib.models import registry, variable_rate
-
-    path = Path(source) if str(source).endswith(".pt") else registry.variable_rate_checkpoint_path(source)
+    path = Path(source) if str(source).endswith(".pt") else hub.variable_rate_checkpoint_path(source)
     if not path.is_file():
-        raise registry.CheckpointNotFoundError(
+        raise checkpoints.CheckpointNotFoundError(
             f"no variable-rate checkpoint at {path}; train the cpu profile with "
             "`python scripts/train_cpu_profile.py` (see README)")
-    model, checkpoint = registry.load_checkpoint(path)
+    model, checkpoint = checkpoints.load_checkpoint(path)
     held = list(checkpoint["config"].get("qualities") or [])
     wanted = list(qualities) if qualities is not None else held
     missing = [q for q in wanted if q not in held]
     if missing:
         raise ValueError(f"{path} holds qualities {held}; {missing} are not among them")
     return {q: variable_rate.set_rate_level(copy.deepcopy(model), held.index(q)).to(device) for q in wanted}
-
-
-def checkpoint_digest(path) -> str:
-    """First 16 hex digits of a checkpoint's SHA-256: the cache key of results computed from it.
-
-    The checkpoint's scale calibration (``<name>.calibration.json``, applied when it is
-    loaded: :mod:`nic_lib.models.calibration`) is hashed with it when there is one, so
-    results are recomputed when the calibration changes.
-    """
-    import hashlib
-    from pathlib import Path
-
-    from nic_lib.models import calibration
-
-    digest = hashlib.sha256(Path(path).read_bytes())
-    sidecar = calibration.calibration_path(path)
-    if sidecar.is_file():
-        digest.update(sidecar.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def cached_rate_sweep(

@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 
 from nic_lib import container, data
-from nic_lib.models import registry
+from nic_lib.models import hub, registry
 
 #: Where the vectors live.
 VECTOR_DIR = Path(__file__).resolve().parents[1] / "tests" / "vectors"
@@ -60,7 +60,7 @@ def shipped_models() -> list[tuple[str, list[int]]]:
     """
     out = []
     for name in registry.available_models():
-        path = registry.variable_rate_checkpoint_path(name)
+        path = hub.variable_rate_checkpoint_path(name)
         if path.is_file():
             config = json.loads(path.with_suffix(".config.json").read_text())["config"]
             qualities = sorted(config["qualities"])
@@ -93,7 +93,7 @@ def make_vectors() -> tuple[dict, dict[str, bytes]]:
     files = {}
     for name, qualities in shipped_models():
         for quality in qualities:
-            model = registry.get_model(name, quality, PROFILE)
+            model = hub.get_model(name, quality, PROFILE)
             payload = container.encode_image(model, img, name, quality, PROFILE)
             decoded = container.decode_image(payload, model, quality)
             file = f"{name}-q{quality}.nic"

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from nic_lib import cli, coding, container, data
-from nic_lib.models import get_model, registry
+from nic_lib.models import get_model, hub, registry
+from nic_lib.models.checkpoints import save_checkpoint
 
 TINY = {"N": 8, "M": 12}  # widths that keep a 64x64 decode in milliseconds
 MODELS = ("mbt2018-mean", "mbt2018")
@@ -22,7 +23,7 @@ def _save_tiny(name: str, quality: int, seed: int) -> None:
     config.update(TINY)
     model = registry.build_model(name, **config)
     model.update(force=True)
-    registry.save_checkpoint(model, registry.checkpoint_path(name, quality), config)
+    save_checkpoint(model, hub.checkpoint_path(name, quality), config)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,7 +31,7 @@ def checkpoints(tmp_path_factory):
     """Tiny q1 checkpoints of both models under $NIC_CHECKPOINT_DIR."""
     folder = tmp_path_factory.mktemp("checkpoints")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(registry.CHECKPOINT_DIR_ENV, str(folder))
+        mp.setenv(hub.CHECKPOINT_DIR_ENV, str(folder))
         for name in MODELS:
             _save_tiny(name, 1, seed=0)
         yield folder

@@ -56,7 +56,7 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from nic_lib import coding, fileio
-from nic_lib.models import registry
+from nic_lib.models import hub
 
 __all__ = [
     "MASK_LAWS",
@@ -1198,8 +1198,8 @@ def read_radius(checkpoint: str | os.PathLike) -> int:
 
 
 def checkpoint_dir() -> Path:
-    """``<registry.checkpoint_dir()>/pqmim`` (``$NIC_CHECKPOINT_DIR`` moves the root)."""
-    return registry.checkpoint_dir() / "pqmim"
+    """``<hub.checkpoint_dir()>/pqmim`` (``$NIC_CHECKPOINT_DIR`` moves the root)."""
+    return hub.checkpoint_dir() / "pqmim"
 
 
 def default_checkpoint_path(M: int, K: int) -> Path:
