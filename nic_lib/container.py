@@ -77,6 +77,7 @@ import torch
 from torch import nn
 
 from nic_lib import coding
+from nic_lib.errors import NicReproError
 
 __all__ = [
     "FORMAT_HISTORY",
@@ -148,8 +149,9 @@ _U32 = struct.Struct(">I")
 _FIXED_TAIL = struct.Struct(">HHBBHHB")  # H, W, pad_bottom, pad_right, h, w, S
 
 
-class NicError(ValueError):
-    """Base class of every error this module raises for a bad file or a wrong model."""
+class NicError(NicReproError, ValueError):
+    """Base class of every error this module raises for a bad file or a wrong model (a
+    :class:`nic_lib.errors.NicReproError`: the user's to fix)."""
 
 
 class NicFormatError(NicError):

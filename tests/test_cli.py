@@ -196,6 +196,49 @@ def test_missing_checkpoint_names_the_training_command(capsys, tmp_path, rgb_png
     _assert_user_error(code, err, "python -m nic_lib.train")
 
 
+@pytest.mark.parametrize("flags,words", [
+    (["--model", "no-such-model"], ["unknown model 'no-such-model'", "available"]),
+    (["--model", "mbt2018-mean", "--quality", "9"], ["quality must be one of"]),
+    (["--model", "mbt2018-context", "--profile", "full"], ["without published weights"]),
+])
+def test_unknown_model_or_setting_is_a_one_line_user_error(capsys, tmp_path, rgb_png, flags, words):
+    code, _, err = _run(capsys, "compress", rgb_png, tmp_path / "x.nic", *flags)
+    _assert_user_error(code, err, *words)
+    assert not (tmp_path / "x.nic").exists()
+
+
+@pytest.mark.parametrize("bug", [KeyError("state_dict"), ValueError("bad shape"),
+                                 OSError("disk on fire")], ids=["KeyError", "ValueError", "OSError"])
+def test_a_library_bug_keeps_its_traceback(monkeypatch, capsys, tmp_path, rgb_png, bug):
+    # the library's KeyError / ValueError / OSError are not the user's to fix: they must
+    # reach the developer with their traceback, not become a one-line "user error"
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(container, "encode_image", broken)
+    with pytest.raises(type(bug)) as info:
+        cli.main(["compress", str(rgb_png), str(tmp_path / "x.nic"), "--model", "mbt2018-mean",
+                  "--quality", "1"])
+    assert info.value is bug
+    assert "nic: error" not in capsys.readouterr().err
+
+
+def test_every_user_facing_error_is_the_projects_own():
+    from nic_lib.errors import NicReproError
+    from nic_lib.models import checkpoints, registry, zoo
+
+    for cls in (cli.NicCliError, container.NicError, container.NicBudgetError,
+                checkpoints.CheckpointError, checkpoints.CheckpointNotFoundError,
+                zoo.PretrainedWeightsUnavailableError, registry.UnknownModelError,
+                registry.ModelSettingError, data.ImageLoadError, data.DatasetNotFoundError):
+        assert issubclass(cls, NicReproError), cls
+    # and keep the built-in bases callers catch today
+    assert issubclass(container.NicError, ValueError)
+    assert issubclass(checkpoints.CheckpointNotFoundError, FileNotFoundError)
+    assert issubclass(registry.UnknownModelError, KeyError)
+    assert issubclass(zoo.PretrainedWeightsUnavailableError, RuntimeError)
+
+
 def test_kodak_c_subcommand_forwards_to_the_corruption_builder(tmp_path):
     from nic_lib import cli
 

@@ -26,6 +26,7 @@ from compressai.entropy_models import EntropyModel
 from torch import nn
 
 from nic_lib import fileio
+from nic_lib.errors import NicReproError
 
 from . import calibration, tables, variable_rate
 from .registry import MODELS, _architecture_of, available_models, build_model, model_name
@@ -55,7 +56,7 @@ _RESIZABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 _STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16,
                    "bfloat16": torch.bfloat16}
 
-class CheckpointError(ValueError):
+class CheckpointError(NicReproError, ValueError):
     """A checkpoint file cannot be used (not a nic-repro checkpoint, unsafe pickle...)."""
 
 

@@ -20,7 +20,15 @@ from torch import nn
 
 from . import variable_rate, zoo
 from .checkpoints import CheckpointMismatchError, CheckpointNotFoundError, load_checkpoint
-from .registry import ZOO_FUNCTIONS, _check_profile, _check_quality, _model_class, build_model, widths
+from .registry import (
+    ZOO_FUNCTIONS,
+    ModelSettingError,
+    _check_profile,
+    _check_quality,
+    _model_class,
+    build_model,
+    widths,
+)
 
 __all__ = [
     "checkpoint_dir",
@@ -123,8 +131,9 @@ def get_model(
         The model; in eval mode with coder tables built when ``pretrained``.
 
     Raises:
-        KeyError: unknown model. ValueError: bad quality or profile; ``"full"`` with
-            ``pretrained=True`` for an ablation that has no published weights.
+        UnknownModelError (a KeyError): unknown model. ModelSettingError (a ValueError):
+            bad quality or profile; ``"full"`` with ``pretrained=True`` for an ablation
+            that has no published weights.
         PretrainedWeightsUnavailableError: the zoo download failed (offline machine);
             ZooHashMismatchError when the file's digest is not the one its name promises.
         CheckpointNotFoundError: the "cpu" checkpoint has not been trained yet.
@@ -139,7 +148,7 @@ def get_model(
         return build_model(name, N=n, M=m).to(device)
     if profile == "full":
         if name not in ZOO_FUNCTIONS:
-            raise ValueError(
+            raise ModelSettingError(
                 f"{name!r} is an ablation without published weights (CompressAI's zoo has "
                 f"{', '.join(ZOO_FUNCTIONS)}); use profile='cpu' with a checkpoint from "
                 f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu`, "

@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 from torch import nn
 
+from nic_lib.errors import NicReproError
+
 from . import variable_rate
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "FULL_WIDTHS",
     "LAMBDA_MSE",
     "MODELS",
+    "ModelSettingError",
+    "UnknownModelError",
     "available_models",
     "build_model",
     "default_config",
@@ -41,6 +45,14 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------
+
+class UnknownModelError(NicReproError, KeyError):
+    """A model key that no class is registered under."""
+
+
+class ModelSettingError(NicReproError, ValueError):
+    """A quality, profile or configuration that the registry cannot give a model."""
+
 
 #: Paper key -> model class. Filled by ``@register_model`` in ``nic_lib.models.google``.
 MODELS: dict[str, type[nn.Module]] = {}
@@ -82,7 +94,7 @@ def available_models() -> list[str]:
 
 def _model_class(name: str) -> type[nn.Module]:
     if name not in MODELS:
-        raise KeyError(
+        raise UnknownModelError(
             f"unknown model {name!r}; available: {', '.join(available_models())} "
             "(new models register themselves with @register_model in nic_lib/models/)"
         )
@@ -173,13 +185,13 @@ METRIC = "mse"
 
 def _check_quality(quality: int) -> int:
     if int(quality) not in QUALITIES:
-        raise ValueError(f"quality must be one of {QUALITIES}, got {quality!r}")
+        raise ModelSettingError(f"quality must be one of {QUALITIES}, got {quality!r}")
     return int(quality)
 
 
 def _check_profile(profile: str) -> str:
     if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        raise ModelSettingError(f"profile must be one of {PROFILES}, got {profile!r}")
     return profile
 
 
@@ -196,7 +208,8 @@ def widths(name: str, quality: int, profile: str = "cpu") -> tuple[int, int]:
         ``(N, M)``.
 
     Raises:
-        KeyError: unknown model. ValueError: bad quality or profile.
+        UnknownModelError (a KeyError): unknown model. ModelSettingError (a ValueError):
+            bad quality or profile.
     """
     _model_class(name)
     quality = _check_quality(quality)
@@ -229,7 +242,8 @@ def default_config(name: str, quality: int, profile: str = "cpu") -> dict[str, A
         training module can extend it and :func:`save_checkpoint` can store it.
 
     Raises:
-        KeyError: unknown model. ValueError: bad quality or profile.
+        UnknownModelError (a KeyError): unknown model. ModelSettingError (a ValueError):
+            bad quality or profile.
     """
     cls = _model_class(name)
     n, m = widths(name, quality, profile)
@@ -261,7 +275,8 @@ def build_model(name: str, **config: Any) -> nn.Module:
         A freshly initialised model (train mode, entropy-coder tables not built yet).
 
     Raises:
-        KeyError: unknown model. ValueError: a required width is missing.
+        UnknownModelError (a KeyError): unknown model. ModelSettingError (a ValueError):
+            a required width is missing.
     """
     cls = _model_class(name)
     params = _architecture_parameters(cls)
@@ -269,7 +284,7 @@ def build_model(name: str, **config: Any) -> nn.Module:
         k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in config
     ]
     if missing:
-        raise ValueError(
+        raise ModelSettingError(
             f"config for {name!r} lacks {missing}; start from "
             f"nic_lib.models.default_config({name!r}, quality, profile)"
         )

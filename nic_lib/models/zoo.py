@@ -53,6 +53,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from nic_lib.errors import NicReproError
+
 from .registry import MODELS
 
 __all__ = [
@@ -122,7 +124,7 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
-class PretrainedWeightsUnavailableError(RuntimeError):
+class PretrainedWeightsUnavailableError(NicReproError, RuntimeError):
     """Published weights could not be obtained (offline, bad mirror, unknown model)."""
 
 
