@@ -330,6 +330,7 @@ class NicCodec:
         """setting -> hash of its variable-rate model's ``g_a`` weights (absent: not shareable)."""
         cached = getattr(self, "_groups", None)
         if cached is None:
+            # imported here, like torch: a classic-codec grid never loads the models
             from nic_lib.models.variable_rate import is_variable_rate
 
             cached = {}
@@ -963,7 +964,7 @@ def nic_codecs_from_checkpoints(specs: Sequence[str], rate: str = "bitstream", p
         nic_lib.models.CheckpointNotFoundError: a checkpoint is missing (the message gives the
             training command).
     """
-    from nic_lib.models import get_model
+    from nic_lib.models import get_model  # here: a classic-codec grid never loads the models
 
     out = []
     for spec in specs:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nic_lib import container, data, fileio
+from nic_lib import container, corruptions, data, fileio
 from nic_lib.errors import NicReproError
 
 __all__ = ["EXIT_OK", "EXIT_USER_ERROR", "NicCliError", "USER_ERRORS", "compress_file",
@@ -279,8 +279,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["kodak-c"]:
-        from nic_lib import corruptions
-
         # the corruption builder has its own options, progress bar and error messages
         return corruptions.main(["build", "kodak", *argv[1:]])
     args = _parser().parse_args(argv)

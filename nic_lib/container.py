@@ -79,6 +79,12 @@ from torch import nn
 from nic_lib import coding
 from nic_lib.errors import NicReproError
 
+# nic_lib.models is imported inside the functions that need a model (registry names,
+# calibration, tables, tiling): importing that package loads every model class and
+# CompressAI's, which more than doubles the start of `nic info`, whose header reading
+# needs none of them. There is no import cycle behind it (nic_lib.models never imports
+# this module).
+
 __all__ = [
     "FORMAT_HISTORY",
     "FORMAT_VERSION",
@@ -293,7 +299,7 @@ def _coding_settings(model: nn.Module) -> dict[str, object]:
     level = getattr(getattr(model, "gain", None), "level", None)
     if isinstance(level, int):
         settings["rate_level"] = level
-    from nic_lib.models import calibration
+    from nic_lib.models import calibration  # inside: see the note at the imports
 
     factor = calibration.calibration_factor(model)
     if factor != 1.0:  # σ' = c σ changes every Gaussian table index
@@ -562,7 +568,7 @@ def encode_image(
         KeyError: ``model_name`` is None and the model is not registered.
     """
     if model_name is None:
-        from nic_lib.models import registry  # only names are needed from it
+        from nic_lib.models import registry  # inside: see the note at the imports
 
         model_name = registry.model_name(model)
     if isinstance(img, np.ndarray) and img.ndim == 3:
@@ -591,7 +597,7 @@ def encode_image(
 def _resolve_model(header: NicHeader, model: ModelOrLoader) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
-    from nic_lib.models import registry
+    from nic_lib.models import registry  # inside: see the note at the imports
 
     if header.model not in registry.MODELS:
         raise NicModelMismatchError(
@@ -613,7 +619,7 @@ def check_model(header: NicHeader, model: nn.Module, quality: int | None = None)
         NicModelMismatchError: other model class, quality, weights, coder settings, or a
             downsampling factor that does not match the file's padding and latent shape.
     """
-    from nic_lib.models import registry
+    from nic_lib.models import registry  # inside: see the note at the imports
 
     try:
         name = registry.model_name(model)
@@ -676,7 +682,7 @@ def _for_version(header: NicHeader, model: nn.Module) -> nn.Module:
     """The model as the file's format version codes: a version-1 file was written with
     CompressAI's 64-scale table, so it is decoded by a copy of the model whose Gaussian
     coders have that table (the caller's model is left as it is)."""
-    from nic_lib.models import tables
+    from nic_lib.models import tables  # inside: see the note at the imports
 
     if header.version >= 2 or tables.scale_table_matches(model, tables.legacy_scale_table()):
         return model
@@ -726,7 +732,7 @@ def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
     Returns:
         Bytes.
     """
-    from nic_lib.models import tiling
+    from nic_lib.models import tiling  # inside: see the note at the imports
 
     pixels = header.padded_height * header.padded_width
     symbols = int(getattr(model, "M", 0) or _DEFAULT_MAX_CHANNELS) * pixels // _LATENT_STRIDE**2

@@ -41,7 +41,7 @@ import torch
 from compressai.models.google import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from tqdm.auto import tqdm
 
-from nic_lib import metrics
+from nic_lib import cache, metrics
 from nic_lib.coding import from_tensor, model_input, pad_to, to_tensor
 from nic_lib.models import checkpoints, hub, tables, variable_rate
 from nic_lib.models.checkpoints import checkpoint_digest
@@ -345,10 +345,6 @@ def cached_rate_sweep(
     Returns:
         The table (:data:`SWEEP_COLUMNS`).
     """
-    from pathlib import Path
-
-    from nic_lib import cache
-
     key = {**dict(context), "images": [name for name, _ in images], "decode_images": decode,
            "model": label, "checkpoint": digest}
     if any(hasattr(m, "coded_likelihoods") for m in family.values()):

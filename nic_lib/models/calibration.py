@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from nic_lib import coding, fileio
+from nic_lib import coding, data, fileio
 
 from . import variable_rate
 
@@ -260,8 +260,6 @@ def save_calibration(checkpoint: str | os.PathLike, table: pd.DataFrame, **info:
         level, 1 − bits(c)/bits(1) on the fitting images), ``"checkpoint_sha256"``,
         ``"bits_by_factor"`` (per level: factor -> bits), **info}``.
     """
-    from nic_lib import data
-
     factors = best_factors(table)
     saving, by_factor = [], {}
     for (level, t), c in zip(table.groupby("level"), factors):
@@ -284,8 +282,6 @@ def read_calibration(checkpoint: str | os.PathLike) -> list[float] | None:
     Raises:
         ValueError: the record is not what ``scripts/calibrate_scales.py`` writes.
     """
-    from nic_lib import data
-
     path = calibration_path(checkpoint)
     if not path.is_file():
         return None

@@ -55,7 +55,7 @@ from compressai.layers import ResidualBlock
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from nic_lib import coding, fileio
+from nic_lib import coding, data, fileio, metrics
 from nic_lib.models import hub
 
 __all__ = [
@@ -1047,8 +1047,6 @@ def rate_table(models: dict[str, PQMIM], images, steps: int = DEFAULT_STEPS,
     Returns:
         DataFrame with :data:`RATE_COLUMNS` (``setting`` = transmitted steps, S when all).
     """
-    from nic_lib import metrics
-
     rows = []
     for label, model in models.items():
         for s in transmit_steps:
@@ -1131,8 +1129,6 @@ def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info
     Raises:
         ValueError: the table lacks radius 0.
     """
-    from nic_lib import data
-
     totals = table.groupby("radius")["bits"].sum()
     if GLOBAL_ATTENTION not in totals.index:
         raise ValueError("the tuning table lacks radius 0 (global attention), the reference")
@@ -1152,8 +1148,6 @@ def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info
 
 def radius_is_current(checkpoint: str | os.PathLike) -> bool:
     """Whether the checkpoint has a ``.radius.json`` tuned on this very file (same SHA-256)."""
-    from nic_lib import data
-
     path = radius_path(checkpoint)
     if not path.is_file():
         return False
@@ -1187,8 +1181,6 @@ def read_radius(checkpoint: str | os.PathLike) -> int:
     if isinstance(radius, bool) or not isinstance(radius, int) or not 0 <= radius <= 255:
         raise ValueError(f"{path}: radius must be an integer in 0..255, got {radius!r}; rewrite "
                          "it with `python scripts/tune_pqmim_radius.py`")
-    from nic_lib import data
-
     tuned_on = record.get("checkpoint_sha256")
     if tuned_on is not None and tuned_on != data.file_sha256(checkpoint):
         warnings.warn(f"{path} was tuned on another version of {Path(checkpoint).name}; its "
