@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from nic_lib import data, fileio, neural, rd, train
-from nic_lib.models import registry
+from nic_lib.models import checkpoints, hub
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "benchmarks" / "ablations"
@@ -75,10 +75,10 @@ def settled(run: Path) -> tuple[Path, dict]:
     would be wrong, and values outside it escaped at a cost the likelihood does not show.
     Each model gets the same fix before it codes anything.
     """
-    model, ckpt = registry.load_checkpoint(run / "final.pt", calibrated=False)
+    model, ckpt = checkpoints.load_checkpoint(run / "final.pt", calibrated=False)
     report = train.settle_quantiles(model)
     path = OUT / f"{run.name}.settled.pt"
-    registry.save_checkpoint(model, path, ckpt["config"], extra={"settled_quantiles": report})
+    checkpoints.save_checkpoint(model, path, ckpt["config"], extra={"settled_quantiles": report})
     return path, report
 
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument("--device", default="auto", help="auto|cpu|cuda: where the networks run (default auto: a GPU when present)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = registry.resolve_device(args.device)
+    device = hub.resolve_device(args.device)
     runs = sorted(r for r in runs_dir().glob("ablate-*") if (r / "final.pt").is_file())
     if not any(r.name == JOINT for r in runs):
         sys.exit(f"no {runs_dir() / JOINT / 'final.pt'}: train the ablations first "
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         path = OUT / f"{run.name}.settled.pt"
         fresh = path.is_file() and path.stat().st_mtime > (run / "final.pt").stat().st_mtime
         if fresh:
-            aux[run.name] = registry.load_checkpoint(path, calibrated=False)[1]["settled_quantiles"]
+            aux[run.name] = checkpoints.load_checkpoint(path, calibrated=False)[1]["settled_quantiles"]
         else:
             path, aux[run.name] = settled(run)
         if fresh and cache.is_file() and cache.stat().st_mtime > path.stat().st_mtime:
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "overlap_vs_jpeg2000": vs_j2k.overlap,
         "real_vs_estimated_bits_worst_percent": gap,
     }).drop(index="jpeg2000", errors="ignore").reset_index(names="model")
-    cfg = {r.name: registry.load_checkpoint(r / "final.pt", calibrated=False)[1].get("step")
+    cfg = {r.name: checkpoints.load_checkpoint(r / "final.pt", calibrated=False)[1].get("step")
            for r in runs}
     table["steps"] = table.model.map(cfg)
     table["aux_loss_trained"] = table.model.map({k: v["aux_loss_before"] for k, v in aux.items()})

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from nic_lib import capacity, data, fileio, train
-from nic_lib.models import registry, variable_rate
+from nic_lib.models import checkpoints, variable_rate
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "benchmarks" / "ae_ceiling_probe.csv"
@@ -37,7 +37,7 @@ OUT = REPO / "build" / "benchmarks" / "ae_ceiling_probe.csv"
 def probe(checkpoint: Path, steps: int, lr: float, every: int, seed: int = 0) -> pd.DataFrame:
     """Ceiling (dB, first 6 Kodak images, top level) before and every ``every`` steps."""
     torch.manual_seed(seed)
-    model, _ = registry.load_checkpoint(checkpoint, calibrated=False)
+    model, _ = checkpoints.load_checkpoint(checkpoint, calibrated=False)
     model = model.float()
     top = len(variable_rate.rate_levels(model)) - 1
     kodak = data.load_images("kodak", limit=6)

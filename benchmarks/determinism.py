@@ -32,8 +32,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from nic_lib import cache, data, neural
-from nic_lib.models import registry, tiling
+from nic_lib import cache, coding, data
+from nic_lib.models import hub, tiling
 from nic_lib.models.variable_rate import set_rate_level
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,7 +128,7 @@ def synthesis_main(args) -> int:
     for quality in args.qualities:
         model = set_rate_level(copy.deepcopy(base), held.index(quality)).eval() if held else base
         for name, img in images:
-            x = neural.pad_to(neural.to_tensor(img), model.downsampling_factor)
+            x = coding.pad_to(coding.to_tensor(img), model.downsampling_factor)
             torch.set_num_threads(1)
             y_hat = model.compress(x, return_y_hat=True)["y_hat"]
             for r in synthesis_rows(model, y_hat, tuple(args.threads)):
@@ -167,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     images = data.load_images("kodak", limit=args.images)
     for quality in args.qualities:
-        model = registry.get_model(args.model, quality, profile="cpu")
+        model = hub.get_model(args.model, quality, profile="cpu")
         for name, img in images:
-            x = neural.pad_to(neural.to_tensor(img), model.downsampling_factor)
+            x = coding.pad_to(coding.to_tensor(img), model.downsampling_factor)
             for enc, dec in ((a, b), (b, a)):
                 rows.append({"model": args.model, "quality": quality, "image": name,
                              "encode_threads": enc, "decode_threads": dec,

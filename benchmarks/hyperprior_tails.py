@@ -40,7 +40,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nic_lib import cache, data, neural, plotting  # noqa: E402
+from nic_lib import cache, coding, data, neural, plotting  # noqa: E402
 
 FLOOR = 1.01e-9  # CompressAI's likelihood lower bound 1e-9, with room for rounding
 
@@ -58,7 +58,7 @@ def scale_stats(model: torch.nn.Module, img) -> dict:
         over ``TAIL_BITS``), "z_latents", "z_at_floor"}``. The likelihoods are the eval-mode
         ``forward``'s, the same as ``nic_lib.neural.code_image``'s ``bpp_est``.
     """
-    x = neural.pad_to(neural.to_tensor(img), 64)
+    x = coding.pad_to(coding.to_tensor(img), 64)
     with torch.no_grad():
         y = model.g_a(x)  # the gain unit's hook scales y for variable-rate models
         z_hat, z_lik = model.entropy_bottleneck(model.h_a(torch.abs(y)), training=False)

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from nic_lib import capacity, data, fileio, neural, rd, train
-from nic_lib.models import registry
+from nic_lib.models import checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "benchmarks" / "kodak_rd"
@@ -79,7 +79,7 @@ def measure(source: Path, images, decode: int) -> tuple[pd.DataFrame, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path, info = _resolve(source, Path(tmp))
         models = neural.quality_models(path)
-        model, ck = registry.load_checkpoint(path, calibrated=False)
+        model, ck = checkpoints.load_checkpoint(path, calibrated=False)
     points = neural.rate_sweep(images, {label: models}, decode=decode, progress=True)
     curve = points.groupby(["codec", "setting"], as_index=False)[["bpp", "bpp_est", "psnr_rgb"]].mean()
     classic = pd.read_csv(CLASSIC)

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nic_lib import data, fileio, metrics, neural
+from nic_lib import coding, data, fileio, metrics
 from nic_lib.models import pqmim
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,8 +88,8 @@ def autoencoder_stats(model: pqmim.PQMIM, images: dict[str, np.ndarray]) -> dict
     rows = []
     for name, img in images.items():
         h, w = img.shape[:2]
-        x = neural.pad_to(neural.to_tensor(img), pqmim.DOWNSAMPLING)
-        x_hat = neural.from_tensor(model.decode_codes_to_image(model.codes(x))[..., :h, :w])
+        x = coding.pad_to(coding.to_tensor(img), pqmim.DOWNSAMPLING)
+        x_hat = coding.from_tensor(model.decode_codes_to_image(model.codes(x))[..., :h, :w])
         bias = (x_hat.astype(np.float64) - img).reshape(-1, 3).mean(0)
         rows.append({"image": name, "psnr": metrics.psnr(img, x_hat),
                      "cast": float(np.linalg.norm(bias)), "bias": bias,

@@ -172,7 +172,7 @@ def start_evaluation(init: Path, cache_path: Path) -> pd.DataFrame:
     import torch
 
     from nic_lib import neural, train
-    from nic_lib.models import registry, variable_rate
+    from nic_lib.models import checkpoints, variable_rate
 
     key = {"checkpoint": neural.checkpoint_digest(init), "images": lc.EVAL_IMAGES,
            "crop": lc.EVAL_CROP}
@@ -180,7 +180,7 @@ def start_evaluation(init: Path, cache_path: Path) -> pd.DataFrame:
     images = train.load_eval_images(cfg)
 
     def compute() -> pd.DataFrame:
-        model, _ = registry.load_checkpoint(init)
+        model, _ = checkpoints.load_checkpoint(init)
         rows = []
         for level, lmbda in enumerate(variable_rate.rate_levels(model)):
             variable_rate.set_rate_level(model, level)

@@ -142,11 +142,11 @@ def report(control: Path, fork_run: Path, fork_step: int | None = None) -> pd.Da
     import matplotlib.pyplot as plt
 
     from nic_lib import capacity, data, fileio, train
-    from nic_lib.models import registry, variable_rate
+    from nic_lib.models import checkpoints, variable_rate
 
     if fork_step is None:
         init = Path(json.loads((fork_run / "config.json").read_text())["config"]["init_from"])
-        fork_step = registry.load_checkpoint(init, calibrated=False)[1].get("grown_from_step")
+        fork_step = checkpoints.load_checkpoint(init, calibrated=False)[1].get("grown_from_step")
         if fork_step is None:
             sys.exit(f"{init} does not record the control step it was grown from; give --fork-step")
     start_step = int(fork_step)
@@ -167,7 +167,7 @@ def report(control: Path, fork_run: Path, fork_step: int | None = None) -> pd.Da
     for name, run in (("control", control), ("fork", fork_run)):
         with tempfile.TemporaryDirectory() as tmp:
             snap = train.snapshot_final(run, Path(tmp) / "snap.pt")
-            model, ck = registry.load_checkpoint(snap, calibrated=False)
+            model, ck = checkpoints.load_checkpoint(snap, calibrated=False)
         top = len(variable_rate.rate_levels(model)) - 1
         ev = curves[curves.run == name]
         last = ev[ev.step == ev.step.max()]

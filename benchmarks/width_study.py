@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from nic_lib import capacity, data, fileio
-from nic_lib.models import registry, variable_rate
+from nic_lib.models import checkpoints, variable_rate
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "benchmarks" / "width_study"
@@ -129,7 +129,7 @@ def report(widths: list[tuple[int, int]]) -> None:
                "steps": int(log.step.max()), "hours": float(log.wall_s.max() / 3600)}
         final = run / "final.pt"
         if final.is_file():
-            model, _ = registry.load_checkpoint(final, calibrated=False)
+            model, _ = checkpoints.load_checkpoint(final, calibrated=False)
             top = len(variable_rate.rate_levels(model)) - 1
             row["ceiling_psnr_top"] = capacity.autoencoder_ceiling(model, images, top)
         last = ev[ev.step == ev.step.max()]

@@ -330,6 +330,7 @@ class NicCodec:
         """setting -> hash of its variable-rate model's ``g_a`` weights (absent: not shareable)."""
         cached = getattr(self, "_groups", None)
         if cached is None:
+            # imported here, like torch: a classic-codec grid never loads the models
             from nic_lib.models.variable_rate import is_variable_rate
 
             cached = {}
@@ -406,8 +407,9 @@ class NicCodec:
 
 
 def _model_device(model):
-    """Where a model's networks run (:func:`nic_lib.neural.model_device`)."""
-    from nic_lib.neural import model_device
+    """Where a model's networks run (:func:`nic_lib.coding.model_device`; imported here:
+    this module loads torch only for NIC models)."""
+    from nic_lib.coding import model_device
 
     return model_device(model)
 
@@ -962,7 +964,7 @@ def nic_codecs_from_checkpoints(specs: Sequence[str], rate: str = "bitstream", p
         nic_lib.models.CheckpointNotFoundError: a checkpoint is missing (the message gives the
             training command).
     """
-    from nic_lib.models import get_model
+    from nic_lib.models import get_model  # here: a classic-codec grid never loads the models
 
     out = []
     for spec in specs:

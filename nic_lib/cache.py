@@ -168,7 +168,7 @@ def model_digests(models: Any) -> Any:
         models: ``None``; a checkpoint path (its bytes and those of its sidecars
             ``<stem>.*.json`` beside it, e.g. a scale calibration or an attention radius,
             which change what loading it gives); a string that is not a file (taken as a
-            digest, e.g. :func:`nic_lib.neural.checkpoint_digest`); an object with a
+            digest, e.g. :func:`nic_lib.models.checkpoints.checkpoint_digest`); an object with a
             ``state_dict()`` (its tensors); or a mapping or list of these.
 
     Returns:

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from nic_lib import metrics
+from nic_lib.models import variable_rate
 
 __all__ = ["pca_bound", "autoencoder_ceiling"]
 
@@ -97,8 +98,6 @@ def autoencoder_ceiling(model: torch.nn.Module, images: Iterable[tuple[str, np.n
     Returns:
         Mean PSNR in dB over the images, of the reconstruction rounded to 8 bits.
     """
-    from nic_lib.models import variable_rate
-
     if level is not None:
         variable_rate.set_rate_level(model, level)
     was_training = model.training

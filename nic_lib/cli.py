@@ -17,8 +17,9 @@ refused before anything is allocated (defaults: the format's 33.5 MP, 1024 MiB).
 
 From Python, :func:`compress_file` / :func:`decompress_file` do the same and raise;
 :func:`main` takes an argument list (``main(["info", "x.nic"])``) and returns the exit
-status. User errors (bad or missing files, wrong model, no checkpoint) print one line
-``nic: error: ...`` to stderr and exit with :data:`EXIT_USER_ERROR`, no traceback.
+status. User errors (bad or missing files, wrong model, no checkpoint: :data:`USER_ERRORS`)
+print one line ``nic: error: ...`` to stderr and exit with :data:`EXIT_USER_ERROR`, no
+traceback; any other exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nic_lib import container, data, fileio
+from nic_lib import container, corruptions, data, fileio
+from nic_lib.errors import NicReproError
 
-__all__ = ["EXIT_OK", "EXIT_USER_ERROR", "NicCliError", "compress_file", "decompress_file",
-           "main"]
+__all__ = ["EXIT_OK", "EXIT_USER_ERROR", "NicCliError", "USER_ERRORS", "compress_file",
+           "decompress_file", "main"]
 
 #: Exit status of a successful command.
 EXIT_OK = 0
@@ -50,8 +52,14 @@ DEFAULT_QUALITY = 3
 DEFAULT_PROFILE = "cpu"
 
 
-class NicCliError(Exception):
+class NicCliError(NicReproError):
     """A user error the command line reports in one line (cause and fix)."""
+
+
+#: What the command line reports as one line: the project's own errors, which name the
+#: cause and the fix (:mod:`nic_lib.errors`), and the OS refusing the user's own paths.
+#: Anything else is a bug in nic-repro or a library, and keeps its traceback.
+USER_ERRORS = (NicReproError, FileNotFoundError, PermissionError)
 
 
 def _check_paths(src: Path, dst: Path, force: bool) -> None:
@@ -120,8 +128,8 @@ def compress_file(
     Raises:
         NicCliError: missing input, output exists or is the input, not an image.
         NicImageSizeError: the image is beyond the format's limits.
-        KeyError, ValueError, CheckpointError: from ``get_model`` (unknown model, bad
-            quality, checkpoint not trained yet).
+        UnknownModelError, ModelSettingError, CheckpointError: from ``get_model`` (unknown
+            model, bad quality, checkpoint not trained yet).
     """
     src, dst = Path(src), Path(dst)
     _check_paths(src, dst, force)
@@ -263,13 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name; ``None`` reads ``sys.argv[1:]``.
 
     Returns:
-        :data:`EXIT_OK`, or :data:`EXIT_USER_ERROR` after printing one line to stderr.
-        Bad arguments exit through argparse (status 2).
+        :data:`EXIT_OK`, or :data:`EXIT_USER_ERROR` after printing one line to stderr
+        (:data:`USER_ERRORS`). Bad arguments exit through argparse (status 2).
+
+    Raises:
+        Anything that is not a user error: a bug keeps its traceback.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["kodak-c"]:
-        from nic_lib import corruptions
-
         # the corruption builder has its own options, progress bar and error messages
         return corruptions.main(["build", "kodak", *argv[1:]])
     args = _parser().parse_args(argv)
@@ -277,14 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # CompressAI's import emits torch.jit deprecation notices meant for developers.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.showwarning = _show_warning
-        from nic_lib.models import registry
-
-        user_errors = (NicCliError, container.NicError, registry.CheckpointError,
-                       registry.PretrainedWeightsUnavailableError, KeyError, ValueError,
-                       OSError)
         try:
             _run(args)
-        except user_errors as exc:
+        except USER_ERRORS as exc:
             print(f"nic: error: {_one_line(exc)}", file=sys.stderr)
             return EXIT_USER_ERROR
     return EXIT_OK

@@ -31,7 +31,7 @@ sum         bytes        the streams, concatenated in ``strings`` order
 
 The image is padded on the bottom and right to multiples of the model's
 ``downsampling_factor`` by repeating its last row and column ("replicate"), coded, and
-cropped back after decoding.
+cropped back after decoding (:mod:`nic_lib.coding`, the learned codecs' one rule).
 
 Reading is strict and bounded: every length is checked against the bytes that remain
 before anything is sliced, sizes are capped by the constants below, and a wrong magic,
@@ -74,8 +74,16 @@ from typing import Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from nic_lib import coding
+from nic_lib.errors import NicReproError
+
+# nic_lib.models is imported inside the functions that need a model (registry names,
+# calibration, tables, tiling): importing that package loads every model class and
+# CompressAI's, which more than doubles the start of `nic info`, whose header reading
+# needs none of them. There is no import cycle behind it (nic_lib.models never imports
+# this module).
 
 __all__ = [
     "FORMAT_HISTORY",
@@ -96,12 +104,10 @@ __all__ = [
     "NicVersionError",
     "check_image_size",
     "check_model",
-    "crop_to_image",
     "decode_image",
     "decode_memory_bytes",
     "encode_image",
     "pack",
-    "pad_image",
     "read_header",
     "unpack",
     "weights_fingerprint",
@@ -135,8 +141,6 @@ DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
 #: the format's largest (33.5 MP) ~1.2 GB, so it is refused unless the budget is raised
 #: (then measured: 1.87 GB peak RSS; benchmarks/decode_speed.py --scaling).
 DEFAULT_MAX_MEMORY = 2**30
-#: Rows of the decoded image converted to uint8 at a time (bounds the temporaries).
-_CROP_BAND_ROWS = 256
 #: Bytes of the weights fingerprint (first 16 of a SHA-256: 2^-128 collision odds).
 FINGERPRINT_BYTES = 16
 #: Width of a name field's characters: registry keys and profile names.
@@ -151,8 +155,9 @@ _U32 = struct.Struct(">I")
 _FIXED_TAIL = struct.Struct(">HHBBHHB")  # H, W, pad_bottom, pad_right, h, w, S
 
 
-class NicError(ValueError):
-    """Base class of every error this module raises for a bad file or a wrong model."""
+class NicError(NicReproError, ValueError):
+    """Base class of every error this module raises for a bad file or a wrong model (a
+    :class:`nic_lib.errors.NicReproError`: the user's to fix)."""
 
 
 class NicFormatError(NicError):
@@ -276,57 +281,11 @@ def check_image_size(height: int, width: int, what: str = "image") -> None:
 
 def _factor(model: nn.Module) -> int:
     """The model's ``downsampling_factor`` (what padded sides must be multiples of)."""
-    factor = int(getattr(model, "downsampling_factor", 64))
+    factor = coding.downsampling_factor(model)
     if not 1 <= factor <= 256:
         raise ValueError(f"downsampling_factor {factor} is outside 1..256, the padding "
                          "fields' range; this model cannot be stored in a .nic file")
     return factor
-
-
-def pad_image(img: np.ndarray, factor: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Turn a uint8 image into the model's padded input.
-
-    Args:
-        img: (H, W, 3) uint8 RGB.
-        factor: pad H and W up to multiples of this (``model.downsampling_factor``).
-
-    Returns:
-        ``(x, (pad_bottom, pad_right))``: x is (1, 3, H + pad_bottom, W + pad_right)
-        float32 in [0, 1], padded by repeating the last row and column.
-
-    Raises:
-        ValueError: ``img`` is not (H, W, 3) uint8.
-    """
-    if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3
-            and img.shape[2] == 3):
-        raise ValueError("expected an (H, W, 3) uint8 RGB array (nic_lib.data.load_image "
-                         f"returns one), got {getattr(img, 'dtype', type(img))} "
-                         f"{getattr(img, 'shape', '')}")
-    height, width = img.shape[:2]
-    pad_bottom, pad_right = (-height) % factor, (-width) % factor
-    x = torch.from_numpy(np.array(img, order="C")).permute(2, 0, 1)[None].float() / 255.0
-    if pad_bottom or pad_right:
-        x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="replicate")
-    return x, (pad_bottom, pad_right)
-
-
-def crop_to_image(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """Turn a model's (1, 3, H', W') output into the uint8 image it stands for.
-
-    Args:
-        x_hat: decoder output in [0, 1] (NaN, which only garbage streams produce, -> 0).
-        height, width: the unpadded size; the top-left corner is kept.
-
-    Returns:
-        (height, width, 3) uint8 RGB, rounded from x_hat * 255.
-    """
-    out = np.empty((height, width, 3), np.uint8)
-    for top in range(0, height, _CROP_BAND_ROWS):  # in bands: temporaries stay small
-        bottom = min(top + _CROP_BAND_ROWS, height)
-        x = torch.nan_to_num(x_hat[0, :, top:bottom, :width].detach().float().cpu(), nan=0.0)
-        # v8 = round(255 * clamp(x, 0, 1))
-        out[top:bottom] = (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return out
 
 
 def _coding_settings(model: nn.Module) -> dict[str, object]:
@@ -340,7 +299,7 @@ def _coding_settings(model: nn.Module) -> dict[str, object]:
     level = getattr(getattr(model, "gain", None), "level", None)
     if isinstance(level, int):
         settings["rate_level"] = level
-    from nic_lib.models import calibration
+    from nic_lib.models import calibration  # inside: see the note at the imports
 
     factor = calibration.calibration_factor(model)
     if factor != 1.0:  # σ' = c σ changes every Gaussian table index
@@ -609,15 +568,13 @@ def encode_image(
         KeyError: ``model_name`` is None and the model is not registered.
     """
     if model_name is None:
-        from nic_lib.models import registry  # only names are needed from it
+        from nic_lib.models import registry  # inside: see the note at the imports
 
         model_name = registry.model_name(model)
     if isinstance(img, np.ndarray) and img.ndim == 3:
         check_image_size(img.shape[0], img.shape[1])
-    x, (pad_bottom, pad_right) = pad_image(img, _factor(model))
-    param = next(model.parameters(), None)
-    if param is not None:
-        x = x.to(param.device)
+    x, (pad_bottom, pad_right) = coding.pad_image(img, _factor(model))
+    x = x.to(coding.model_device(model))
     with torch.no_grad():
         out = model.compress(x)
     strings = out["strings"]
@@ -640,7 +597,7 @@ def encode_image(
 def _resolve_model(header: NicHeader, model: ModelOrLoader) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
-    from nic_lib.models import registry
+    from nic_lib.models import registry  # inside: see the note at the imports
 
     if header.model not in registry.MODELS:
         raise NicModelMismatchError(
@@ -662,7 +619,7 @@ def check_model(header: NicHeader, model: nn.Module, quality: int | None = None)
         NicModelMismatchError: other model class, quality, weights, coder settings, or a
             downsampling factor that does not match the file's padding and latent shape.
     """
-    from nic_lib.models import registry
+    from nic_lib.models import registry  # inside: see the note at the imports
 
     try:
         name = registry.model_name(model)
@@ -684,8 +641,8 @@ def check_model(header: NicHeader, model: nn.Module, quality: int | None = None)
             f"decode it with the exact checkpoint that encoded it ({where}; "
             "same coding_order and rate level), or re-encode the image")
     factor = _factor(model)
-    if (header.pad_bottom, header.pad_right) != ((-header.height) % factor,
-                                                 (-header.width) % factor):
+    if (header.pad_bottom, header.pad_right) != coding.padding(header.height, header.width,
+                                                               factor):
         raise NicModelMismatchError(
             f"file's padding ({header.pad_bottom}, {header.pad_right}) does not match this "
             f"model's downsampling factor {factor}; the file is corrupt or from another model")
@@ -725,7 +682,7 @@ def _for_version(header: NicHeader, model: nn.Module) -> nn.Module:
     """The model as the file's format version codes: a version-1 file was written with
     CompressAI's 64-scale table, so it is decoded by a copy of the model whose Gaussian
     coders have that table (the caller's model is left as it is)."""
-    from nic_lib.models import tables
+    from nic_lib.models import tables  # inside: see the note at the imports
 
     if header.version >= 2 or tables.scale_table_matches(model, tables.legacy_scale_table()):
         return model
@@ -775,7 +732,7 @@ def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
     Returns:
         Bytes.
     """
-    from nic_lib.models import tiling
+    from nic_lib.models import tiling  # inside: see the note at the imports
 
     pixels = header.padded_height * header.padded_width
     symbols = int(getattr(model, "M", 0) or _DEFAULT_MAX_CHANNELS) * pixels // _LATENT_STRIDE**2
@@ -800,7 +757,7 @@ def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
     except (AttributeError, ValueError):  # no g_s, or not a chain tiling understands
         tile = _UNKNOWN_MODEL_BYTES_PER_PIXEL * pixels
     x_hat = 3 * 4 * pixels
-    band = 3 * 4 * 4 * _CROP_BAND_ROWS * header.padded_width
+    band = 3 * 4 * 4 * coding.CROP_BAND_ROWS * header.padded_width
     phases = (per_symbol * symbols + tile,
               4 * symbols + x_hat + tile,
               x_hat + 3 * header.height * header.width + band)
@@ -876,4 +833,4 @@ def decode_image(
         raise NicDecodeError(
             f"{header.model} decoded a {tuple(getattr(x_hat, 'shape', ()))} tensor, the "
             f"file announces {expected}; the file is corrupt although its CRC matches")
-    return crop_to_image(x_hat, header.height, header.width)
+    return coding.crop_to_image(x_hat, header.height, header.width)

@@ -55,6 +55,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from nic_lib import fileio
+from nic_lib.errors import NicReproError
 
 #: Repository root: the folder holding the ``nic_lib`` package.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +85,7 @@ USER_AGENT = "nic-repro/0.1 (dataset download; Python urllib)"
 CHECKSUMS_RESOURCE = "checksums.json"
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(NicReproError, FileNotFoundError):
     """A dataset is in none of the places looked; the message lists them and the fix."""
 
 
@@ -92,15 +93,15 @@ class DatasetIncompleteError(DatasetNotFoundError):
     """A dataset folder exists but lacks files; the message names them and the fix."""
 
 
-class ChecksumError(OSError):
+class ChecksumError(NicReproError, OSError):
     """A downloaded file does not match its pinned SHA-256; the file was not kept."""
 
 
-class DownloadError(OSError):
+class DownloadError(NicReproError, OSError):
     """A download could not be fetched (network, proxy, missing file on the server)."""
 
 
-class ImageLoadError(OSError):
+class ImageLoadError(NicReproError, OSError):
     """A file exists but cannot be decoded as an image."""
 
 

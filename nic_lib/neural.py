@@ -13,7 +13,11 @@ alike. Two extra columns keep the learned codec honest:
   the model's own probabilities by more than a few bytes of rounding) and close to it.
 
 Images are padded to the model's downsampling factor by edge replication (the padded
-pixels are coded, the metrics use the original crop), as CompressAI's evaluation does.
+pixels are coded, the metrics use the original crop), as CompressAI's evaluation does:
+:mod:`nic_lib.coding` holds that rule (its ``to_tensor`` and ``pad_to`` are re-exported
+here while notebook 05 calls them as ``neural.<name>``; :func:`checkpoint_digest`, now
+:mod:`nic_lib.models.checkpoints`'s, while notebook 01 and
+``benchmarks/training_extension.py`` do).
 
 Every function runs on the device its model sits on (``get_model(..., device=DEVICE)``;
 :func:`nic_lib.models.default_device` picks a GPU when there is one): the image goes
@@ -24,21 +28,23 @@ business; ``tests/test_device.py`` states the property.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from compressai.models.google import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from tqdm.auto import tqdm
 
-from nic_lib import metrics
-from nic_lib.models import tables
-from nic_lib.codecs import check_image
+from nic_lib import cache, metrics
+from nic_lib.coding import from_tensor, model_input, pad_to, to_tensor
+from nic_lib.models import checkpoints, hub, tables, variable_rate
+from nic_lib.models.checkpoints import checkpoint_digest
 
 __all__ = [
     "SWEEP_COLUMNS",
@@ -47,9 +53,7 @@ __all__ = [
     "checkpoint_digest",
     "code_image",
     "estimated_bits_by_part",
-    "from_tensor",
     "latent_statistics",
-    "model_device",
     "pad_to",
     "quality_models",
     "rate_sweep",
@@ -62,39 +66,6 @@ FORWARD_IS_CODER = (FactorizedPrior, ScaleHyperprior, MeanScaleHyperprior)
 #: Columns of :func:`rate_sweep`: those of ``nic_lib.codecs.rate_sweep`` plus the estimate.
 SWEEP_COLUMNS = ("image", "codec", "setting", "bytes", "bpp", "bpp_est", "psnr_rgb",
                  "ms_ssim", "encode_s", "decode_s")
-
-
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float (1, 3, H, W) in [0, 1]."""
-    img = check_image(img)
-    return torch.tensor(img).permute(2, 0, 1)[None].float().div(255)  # copy: inputs may be read-only
-
-
-def from_tensor(x: torch.Tensor) -> np.ndarray:
-    """float (1, 3, H, W) in [0, 1] -> uint8 (H, W, 3), rounded to nearest."""
-    return x.clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
-
-
-def pad_to(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Pad (N, C, H, W) on the bottom/right to multiples of ``factor`` (edge replication)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % factor, (-w) % factor
-    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
-
-
-def _factor(model: torch.nn.Module) -> int:
-    return int(getattr(model, "downsampling_factor", 64))
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of a model's parameters (CPU for a model without any)."""
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def _model_input(model: torch.nn.Module, img: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> (1, 3, H', W') on the model's device, padded to its factor."""
-    return pad_to(to_tensor(img).to(model_device(model)), _factor(model))
 
 
 def _estimate_likelihoods(model: torch.nn.Module, x: torch.Tensor,
@@ -137,7 +108,7 @@ def code_image(model: torch.nn.Module, img: np.ndarray, decode: bool = True) -> 
         coder's latents (``coded_likelihoods``), every other model's ``forward``.
     """
     h, w = img.shape[:2]
-    x = _model_input(model, img)
+    x = model_input(model, img)
     # the raster context models can hand back the encoder's own latents, which their
     # decoder reproduces bit for bit (tests/test_wavefront.py)
     gives_y_hat = "return_y_hat" in inspect.signature(model.compress).parameters
@@ -221,7 +192,7 @@ def latent_statistics(model: torch.nn.Module, img: np.ndarray) -> dict[str, np.n
         ``{"bits": (M, h, w) −log2 p(ŷ), "y_hat": (M, h, w)}`` plus, when the model
         predicts them, ``"scales"`` and ``"means"`` (M, h, w).
     """
-    x = _model_input(model, img)
+    x = model_input(model, img)
     captured: dict[str, torch.Tensor] = {}
     gc = getattr(model, "gaussian_conditional", None)
     handle = None
@@ -279,7 +250,7 @@ def tail_bits(model: torch.nn.Module, img: np.ndarray, threshold: float = TAIL_B
         floor 1e-9)}``.
     """
     h, w = img.shape[:2]
-    likelihoods, _ = _estimate_likelihoods(model, _model_input(model, img))
+    likelihoods, _ = _estimate_likelihoods(model, model_input(model, img))
     bits = torch.cat([-torch.log2(v).reshape(-1) for v in likelihoods.values()])
     tail = bits > threshold
     total = float(bits.sum())
@@ -303,7 +274,7 @@ def estimated_bits_by_part(model: torch.nn.Module, img: np.ndarray) -> dict[str,
         ``{part: bits}``, e.g. ``{"y": ..., "z": ...}`` (``{"y": ...}`` for a model without
         side information).
     """
-    likelihoods, _ = _estimate_likelihoods(model, _model_input(model, img))
+    likelihoods, _ = _estimate_likelihoods(model, model_input(model, img))
     return {part: float(-torch.log2(v).sum()) for part, v in likelihoods.items()}
 
 
@@ -331,42 +302,18 @@ def quality_models(source, qualities: Sequence[int] | None = None,
         CheckpointNotFoundError: a model key without a variable-rate checkpoint.
         ValueError: a quality the checkpoint does not hold.
     """
-    import copy
-    from pathlib import Path
-
-    from nic_lib.models import registry, variable_rate
-
-    path = Path(source) if str(source).endswith(".pt") else registry.variable_rate_checkpoint_path(source)
+    path = Path(source) if str(source).endswith(".pt") else hub.variable_rate_checkpoint_path(source)
     if not path.is_file():
-        raise registry.CheckpointNotFoundError(
+        raise checkpoints.CheckpointNotFoundError(
             f"no variable-rate checkpoint at {path}; train the cpu profile with "
             "`python scripts/train_cpu_profile.py` (see README)")
-    model, checkpoint = registry.load_checkpoint(path)
+    model, checkpoint = checkpoints.load_checkpoint(path)
     held = list(checkpoint["config"].get("qualities") or [])
     wanted = list(qualities) if qualities is not None else held
     missing = [q for q in wanted if q not in held]
     if missing:
         raise ValueError(f"{path} holds qualities {held}; {missing} are not among them")
     return {q: variable_rate.set_rate_level(copy.deepcopy(model), held.index(q)).to(device) for q in wanted}
-
-
-def checkpoint_digest(path) -> str:
-    """First 16 hex digits of a checkpoint's SHA-256: the cache key of results computed from it.
-
-    The checkpoint's scale calibration (``<name>.calibration.json``, applied when it is
-    loaded: :mod:`nic_lib.models.calibration`) is hashed with it when there is one, so
-    results are recomputed when the calibration changes.
-    """
-    import hashlib
-    from pathlib import Path
-
-    from nic_lib.models import calibration
-
-    digest = hashlib.sha256(Path(path).read_bytes())
-    sidecar = calibration.calibration_path(path)
-    if sidecar.is_file():
-        digest.update(sidecar.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def cached_rate_sweep(
@@ -398,10 +345,6 @@ def cached_rate_sweep(
     Returns:
         The table (:data:`SWEEP_COLUMNS`).
     """
-    from pathlib import Path
-
-    from nic_lib import cache
-
     key = {**dict(context), "images": [name for name, _ in images], "decode_images": decode,
            "model": label, "checkpoint": digest}
     if any(hasattr(m, "coded_likelihoods") for m in family.values()):

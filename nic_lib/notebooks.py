@@ -45,9 +45,11 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -60,7 +62,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
-from nic_lib import fileio
+from nic_lib import fileio, reproduce
 from nic_lib.plotting import BUILD_DIR, COMMITTED_PROFILE, REPO_ROOT
 
 logger = logging.getLogger(__name__)
@@ -344,6 +346,91 @@ def sync_notebooks(names: list[str] | None = None) -> list[Path]:
         jupytext_cli(["--from", SOURCE_FORMAT, "--to", "ipynb", "--update", "--output", str(target), str(source)])
         written.append(target)
     return written
+
+
+def verify(names: Sequence[str] | None = None, scratch: str | os.PathLike | None = None, timeout: float | None = None,
+           committed_root: str | os.PathLike | None = None, notebook_dir: str | os.PathLike | None = None,
+           stream=None) -> int:
+    """Re-execute notebooks into a scratch folder and compare their tables with the committed ones
+    (:func:`nic_lib.reproduce.compare_folders`; ``make verify``).
+
+    Each notebook runs in the cpu profile with ``FIGURE_DIR=<scratch>/figures/<stem>``,
+    ``RESULTS_DIR=<scratch>/results/<stem>`` (both emptied first) and ``REFRESH=True``
+    where it declares them, so no cached result is read and nothing is written into the
+    committed folder. The committed folder is digested before and after the run; any
+    change to it is reported as a failure. The executed notebook goes to
+    ``<scratch>/notebooks/``; the report of each notebook is printed and also written to
+    ``<scratch>/<stem>.drift.txt``.
+
+    Args:
+        names: notebook stems, prefixes or paper keys (as ``run``); all notebooks when empty.
+        scratch: root of the scratch folders; default :data:`nic_lib.reproduce.DEFAULT_SCRATCH`.
+        timeout: seconds any single cell may run; ``None``: no limit.
+        committed_root: folder of the committed ``<stem>/`` folders; default :data:`nic_lib.reproduce.COMMITTED_ROOT`.
+        notebook_dir: folder of the notebook sources; default the repository's ``notebooks/``.
+        stream: where the report goes (stdout by default).
+
+    Returns:
+        The exit status: 0 when every table is within tolerance, 1 on drift or a failed
+        run.
+
+    Raises:
+        ValueError: a name that selects no notebook, or a notebook without a ``FIGURE_DIR``
+            parameter (it could only write into the committed folder).
+    """
+    stream = stream if stream is not None else sys.stdout
+    scratch = Path(scratch) if scratch is not None else reproduce.DEFAULT_SCRATCH
+    committed_root = Path(committed_root) if committed_root is not None else reproduce.COMMITTED_ROOT
+    kwargs = {"notebook_dir": Path(notebook_dir)} if notebook_dir is not None else {}
+    selected = list_notebooks(list(names or []), **kwargs)
+    declared = {path: _parameters_cell(jupytext.read(path, fmt=SOURCE_FORMAT), path)[1] for path in selected}
+    for path, params in declared.items():
+        if "FIGURE_DIR" not in params:
+            raise ValueError(f"{path.name} has no FIGURE_DIR parameter, so a verify run could only write into "
+                             f"{committed_root / path.stem}; add `FIGURE_DIR = None` to its parameters cell and "
+                             "pass it to plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR)")
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # the report, not every cell's output
+    summary = []
+    for path in selected:
+        stem = path.stem
+        committed, figures, results = committed_root / stem, scratch / "figures" / stem, scratch / "results" / stem
+        if scratch.resolve().is_relative_to(committed_root.resolve()):
+            raise ValueError(f"the scratch folder {scratch} lies inside the committed {committed_root}; choose another --scratch")
+        for folder in (figures, results):
+            shutil.rmtree(folder, ignore_errors=True)
+        values = {"FIGURE_DIR": str(figures.resolve()), "RESULTS_DIR": str(results.resolve()), "REFRESH": True}
+        parameters = {k: v for k, v in values.items() if k in declared[path]}
+        before = reproduce.tree_digest(committed, pattern="*")
+        print(f"{stem}: re-executing (profile {reproduce.VERIFY_PROFILE}, caches bypassed) into {reproduce.display_path(figures)} ...", file=stream, flush=True)
+        start = time.perf_counter()
+        try:
+            run_notebook(path, reproduce.VERIFY_PROFILE, parameters, scratch / "notebooks", timeout)
+            failure = None
+        except Exception as err:  # a failing cell or kernel: report it, go on with the others
+            failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        seconds = time.perf_counter() - start
+        touched = reproduce.tree_digest(committed, pattern="*") != before
+        if failure is not None:
+            text = f"  FAILED after {seconds:.0f} s: {failure}\n  (the executed notebook is in {reproduce.display_path(scratch / 'notebooks')})"
+            status = "FAILED"
+        else:
+            comparison = reproduce.compare_folders(committed, figures)
+            text = comparison.report()
+            status = "DRIFT" if comparison.drifted else "ok"
+        if touched:
+            text += f"\n  FAILED: the run changed files in {committed}; a notebook writes there despite FIGURE_DIR"
+            status = "FAILED"
+        print(f"{stem}: {status} ({seconds:.0f} s)\n{text}\n", file=stream, flush=True)
+        fileio.atomic_write_text(scratch / f"{stem}.drift.txt", f"{stem}: {status} ({seconds:.0f} s)\n{text}\n")
+        summary.append((stem, seconds, status))
+    width = max((len(s) for s, _, _ in summary), default=8)
+    print(f"{'notebook':<{width}}  {'seconds':>8}  verified against {reproduce.display_path(committed_root)}", file=stream)
+    for stem, seconds, status in summary:
+        print(f"{stem:<{width}}  {seconds:8.1f}  {status}", file=stream)
+    bad = [s for s, _, status in summary if status != "ok"]
+    print(f"{len(summary) - len(bad)} ok, {len(bad)} with drift or failed"
+          + (f"; reports in {reproduce.display_path(scratch)}/<notebook>.drift.txt" if bad else ""), file=stream)
+    return 1 if bad else 0
 
 
 @dataclass
@@ -788,11 +875,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--show-outputs", action="store_true", help="echo every cell's outputs (default: progress lines only)")
     sync = sub.add_parser("sync", help="write notebooks/<stem>.ipynb from the .py sources, for JupyterLab")
     sync.add_argument("names", nargs="*")
-    verify = sub.add_parser("verify", help="re-execute notebooks (cpu profile, no caches) into a scratch folder and "
+    verify_command = sub.add_parser("verify", help="re-execute notebooks (cpu profile, no caches) into a scratch folder and "
                             "compare their tables with paper_figures/ (nic_lib.reproduce); exit 1 on drift")
-    verify.add_argument("names", nargs="*", help="notebook stems, prefixes or papers (default: all)")
-    verify.add_argument("--scratch", type=Path, help="scratch folder (default: build/verify/)")
-    verify.add_argument("--timeout", type=float, help="seconds any single cell may run (default: no limit)")
+    verify_command.add_argument("names", nargs="*", help="notebook stems, prefixes or papers (default: all)")
+    verify_command.add_argument("--scratch", type=Path, help="scratch folder (default: build/verify/)")
+    verify_command.add_argument("--timeout", type=float, help="seconds any single cell may run (default: no limit)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -806,9 +893,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
             return 0
         if args.command == "verify":
-            from nic_lib import reproduce
-
-            return reproduce.verify(args.names, args.scratch, args.timeout)
+            return verify(args.names, args.scratch, args.timeout)
         return _run_command(args)
     except ValueError as err:  # bad selection or parameters: say why, no traceback
         print(f"error: {err}", file=sys.stderr)

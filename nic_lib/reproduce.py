@@ -11,7 +11,7 @@ beside the tables:
   project depends on;
 - ``code``: the git commit, and SHA-256 digests of ``nic_lib/`` and of the notebook source.
 
-``make verify NB=04`` (``python -m nic_lib.notebooks verify 04``; :func:`verify`) re-executes
+``make verify NB=04`` (``python -m nic_lib.notebooks verify 04``; :func:`nic_lib.notebooks.verify`) re-executes
 notebooks (cpu profile) into a scratch folder, ``build/verify/figures/<notebook>/``, with every
 result cache bypassed (``RESULTS_DIR`` in the scratch folder, ``REFRESH`` on), compares each
 regenerated table with the committed one (:func:`compare_folders`) and prints a drift report
@@ -29,8 +29,9 @@ Undeclared columns are exact when they hold integers, booleans or text, and
 :data:`DEFAULT_FLOAT` when they hold floats. Named tolerances with the evidence behind
 them: :data:`NETWORK`, :data:`MS_SSIM`, :data:`DERIVED`.
 
-This module imports nothing of the project but the leaf ``nic_lib.fileio`` (the command
-imports :mod:`nic_lib.notebooks` when it runs).
+This module imports nothing of the project but the leaf ``nic_lib.fileio``: notebooks
+import it to save their tables, and the ``verify`` command (:mod:`nic_lib.notebooks`, which
+runs the notebooks) imports it to compare them.
 """
 
 from __future__ import annotations
@@ -41,11 +42,9 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -58,12 +57,12 @@ from nic_lib import fileio
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Committed tables and figures, one folder per notebook.
 COMMITTED_ROOT = REPO_ROOT / "paper_figures"
-#: Where :func:`verify` re-executes notebooks: ``<root>/{figures,results}/<notebook>/``,
+#: Where :func:`nic_lib.notebooks.verify` re-executes notebooks: ``<root>/{figures,results}/<notebook>/``,
 #: the executed notebooks in ``<root>/notebooks/`` and the reports in ``<root>/<notebook>.drift.txt``.
 DEFAULT_SCRATCH = REPO_ROOT / "build" / "verify"
 #: The record beside each folder of committed tables.
 PROVENANCE_FILE = "provenance.json"
-#: The profile whose tables are committed, and the one :func:`verify` runs.
+#: The profile whose tables are committed, and the one :func:`nic_lib.notebooks.verify` runs.
 VERIFY_PROFILE = "cpu"
 #: Suffixes of the tables compared, and of the figures only reported (byte-identical or not).
 TABLE_SUFFIX = ".csv"
@@ -268,7 +267,7 @@ def code_provenance(notebook: str | None = None) -> dict:
     source = REPO_ROOT / "notebooks" / f"{notebook}.py" if notebook else None
     return {
         "git_commit": _git_commit(),
-        "nic_lib_sha256": _tree_digest(REPO_ROOT / "nic_lib"),
+        "nic_lib_sha256": tree_digest(REPO_ROOT / "nic_lib"),
         "notebook_sha256": hashlib.sha256(source.read_bytes()).hexdigest() if source and source.is_file() else None,
     }
 
@@ -441,7 +440,7 @@ class FolderComparison:
 
     def report(self) -> str:
         """The per-file drift report, as printed by :func:`verify`."""
-        lines = [f"  committed   {_display(self.committed)}", f"  regenerated {_display(self.regenerated)}"]
+        lines = [f"  committed   {display_path(self.committed)}", f"  regenerated {display_path(self.regenerated)}"]
         code, env = self.provenance["code"], self.provenance["environment"]
         lines.append("  code: " + ("same" if not code else "changed: " + "; ".join(code)))
         lines.append("  environment: " + ("same" if not env else "changed: " + "; ".join(env)))
@@ -502,95 +501,6 @@ def compare_folders(committed: str | os.PathLike, regenerated: str | os.PathLike
                             provenance_changes(old_record, new_record))
 
 
-# --------------------------------------------------------------------------- the command
-
-
-def verify(names: Sequence[str] | None = None, scratch: str | os.PathLike | None = None, timeout: float | None = None,
-           committed_root: str | os.PathLike | None = None, notebook_dir: str | os.PathLike | None = None,
-           stream=None) -> int:
-    """Re-execute notebooks into a scratch folder and compare their tables with the committed ones.
-
-    Each notebook runs in the cpu profile with ``FIGURE_DIR=<scratch>/figures/<stem>``,
-    ``RESULTS_DIR=<scratch>/results/<stem>`` (both emptied first) and ``REFRESH=True``
-    where it declares them, so no cached result is read and nothing is written into the
-    committed folder. The committed folder is digested before and after the run; any
-    change to it is reported as a failure. The executed notebook goes to
-    ``<scratch>/notebooks/``; the report of each notebook is printed and also written to
-    ``<scratch>/<stem>.drift.txt``.
-
-    Args:
-        names: notebook stems, prefixes or paper keys (as ``run``); all notebooks when empty.
-        scratch: root of the scratch folders; default :data:`DEFAULT_SCRATCH`.
-        timeout: seconds any single cell may run; ``None``: no limit.
-        committed_root: folder of the committed ``<stem>/`` folders; default :data:`COMMITTED_ROOT`.
-        notebook_dir: folder of the notebook sources; default the repository's ``notebooks/``.
-        stream: where the report goes (stdout by default).
-
-    Returns:
-        The exit status: 0 when every table is within tolerance, 1 on drift or a failed
-        run.
-
-    Raises:
-        ValueError: a name that selects no notebook, or a notebook without a ``FIGURE_DIR``
-            parameter (it could only write into the committed folder).
-    """
-    from nic_lib import notebooks  # the runner (papermill, jupytext): only when verifying
-
-    stream = stream if stream is not None else sys.stdout
-    scratch = Path(scratch) if scratch is not None else DEFAULT_SCRATCH
-    committed_root = Path(committed_root) if committed_root is not None else COMMITTED_ROOT
-    kwargs = {"notebook_dir": Path(notebook_dir)} if notebook_dir is not None else {}
-    selected = notebooks.list_notebooks(list(names or []), **kwargs)
-    declared = {path: _declared_parameters(path) for path in selected}
-    for path, params in declared.items():
-        if "FIGURE_DIR" not in params:
-            raise ValueError(f"{path.name} has no FIGURE_DIR parameter, so a verify run could only write into "
-                             f"{committed_root / path.stem}; add `FIGURE_DIR = None` to its parameters cell and "
-                             "pass it to plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR)")
-    logging.getLogger("papermill").setLevel(logging.WARNING)  # the report, not every cell's output
-    summary = []
-    for path in selected:
-        stem = path.stem
-        committed, figures, results = committed_root / stem, scratch / "figures" / stem, scratch / "results" / stem
-        if scratch.resolve().is_relative_to(committed_root.resolve()):
-            raise ValueError(f"the scratch folder {scratch} lies inside the committed {committed_root}; choose another --scratch")
-        for folder in (figures, results):
-            shutil.rmtree(folder, ignore_errors=True)
-        values = {"FIGURE_DIR": str(figures.resolve()), "RESULTS_DIR": str(results.resolve()), "REFRESH": True}
-        parameters = {k: v for k, v in values.items() if k in declared[path]}
-        before = _tree_digest(committed, pattern="*")
-        print(f"{stem}: re-executing (profile {VERIFY_PROFILE}, caches bypassed) into {_display(figures)} ...", file=stream, flush=True)
-        start = time.perf_counter()
-        try:
-            notebooks.run_notebook(path, VERIFY_PROFILE, parameters, scratch / "notebooks", timeout)
-            failure = None
-        except Exception as err:  # a failing cell or kernel: report it, go on with the others
-            failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        seconds = time.perf_counter() - start
-        touched = _tree_digest(committed, pattern="*") != before
-        if failure is not None:
-            text = f"  FAILED after {seconds:.0f} s: {failure}\n  (the executed notebook is in {_display(scratch / 'notebooks')})"
-            status = "FAILED"
-        else:
-            comparison = compare_folders(committed, figures)
-            text = comparison.report()
-            status = "DRIFT" if comparison.drifted else "ok"
-        if touched:
-            text += f"\n  FAILED: the run changed files in {committed}; a notebook writes there despite FIGURE_DIR"
-            status = "FAILED"
-        print(f"{stem}: {status} ({seconds:.0f} s)\n{text}\n", file=stream, flush=True)
-        fileio.atomic_write_text(scratch / f"{stem}.drift.txt", f"{stem}: {status} ({seconds:.0f} s)\n{text}\n")
-        summary.append((stem, seconds, status))
-    width = max((len(s) for s, _, _ in summary), default=8)
-    print(f"{'notebook':<{width}}  {'seconds':>8}  verified against {_display(committed_root)}", file=stream)
-    for stem, seconds, status in summary:
-        print(f"{stem:<{width}}  {seconds:8.1f}  {status}", file=stream)
-    bad = [s for s, _, status in summary if status != "ok"]
-    print(f"{len(summary) - len(bad)} ok, {len(bad)} with drift or failed"
-          + (f"; reports in {_display(scratch)}/<notebook>.drift.txt" if bad else ""), file=stream)
-    return 1 if bad else 0
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -603,15 +513,6 @@ def _declared(record: dict | None) -> dict[str, dict[str, Tolerance]]:
         except (KeyError, TypeError, ValueError):
             logger.warning("unreadable tolerances for %s in %s; the default rule applies", name, PROVENANCE_FILE)
     return out
-
-
-def _declared_parameters(path: Path) -> set[str]:
-    """Names assigned in a notebook's ``parameters`` cell."""
-    import jupytext
-
-    from nic_lib import notebooks
-
-    return notebooks._parameters_cell(jupytext.read(path, fmt=notebooks.SOURCE_FORMAT), path)[1]
 
 
 def _relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -633,7 +534,7 @@ def _row_label(df: pd.DataFrame, row: int) -> str:
     return " (" + ", ".join(f"{c}={df[c].iloc[row]}" for c in text) + ")" if text else ""
 
 
-def _tree_digest(folder: Path, pattern: str = "*.py") -> str | None:
+def tree_digest(folder: Path, pattern: str = "*.py") -> str | None:
     """SHA-256 over the relative names and bytes of the files under ``folder`` matching ``pattern``."""
     if not folder.is_dir():
         return None
@@ -697,7 +598,7 @@ def _short(value) -> str:
     return text[:12] if isinstance(value, str) and len(text) >= 40 and all(c in "0123456789abcdef" for c in text) else text
 
 
-def _display(path: Path) -> str:
+def display_path(path: Path) -> str:
     """``path`` relative to the repository when inside it."""
     path = Path(path)
     try:

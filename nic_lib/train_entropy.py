@@ -42,7 +42,7 @@ import torch
 
 from nic_lib import fileio
 from nic_lib import training as T
-from nic_lib.models import registry, variable_rate
+from nic_lib.models import checkpoints, registry, variable_rate
 
 #: Modules taken from the transforms checkpoint and frozen.
 TRANSFORMS = ("g_a", "g_s", "gain", "inverse_gain")
@@ -134,7 +134,7 @@ def train_entropy(cfg: EntropyConfig) -> Path:
         raise FileExistsError(f"{run_dir / 'final.pt'} exists: this run is finished; "
                               "choose another --out-dir or delete the folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    _, source = registry.load_checkpoint(cfg.transforms, calibrated=False)
+    _, source = checkpoints.load_checkpoint(cfg.transforms, calibrated=False)
     N, M = int(source["config"]["N"]), int(source["config"]["M"])
     tcfg = cfg.train_config(N, M)
     model = T.build_model(tcfg)

@@ -63,7 +63,7 @@ from matplotlib.colors import ListedColormap
 from scipy import stats
 
 from nic_lib import cache, capacity, claims, codecs, data, neural, plotting, rd, reproduce
-from nic_lib.models import google, registry, zoo
+from nic_lib.models import checkpoints, google, hub, registry, zoo
 
 # %% tags=["parameters"]
 PROFILE = "cpu"  # smoke: 2 Kodak centre crops (CI); cpu: all 24 Kodak images (committed figures); full: CompressAI's published weights (internet once), cpu models where the zoo has none
@@ -94,7 +94,7 @@ n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
 crop = CROP if CROP is not None else (256 if smoke else None)
 decode_images = DECODE_IMAGES if DECODE_IMAGES is not None else (True if smoke else 4)
 model_profile = "full" if PROFILE == "full" else "cpu"
-device = registry.resolve_device(DEVICE)
+device = hub.resolve_device(DEVICE)
 # models the zoo lacks stay cpu models; in the full profile their labels say so
 ZOO_SERVES = set(registry.ZOO_FUNCTIONS) if model_profile == "full" else set()
 
@@ -157,7 +157,7 @@ def trace_shapes(model, side_h=512, side_w=768):
     return pd.DataFrame(rows).drop_duplicates("part")
 
 
-arch_model = registry.get_model("mbt2018", 3, profile=model_profile, pretrained=False).eval()
+arch_model = hub.get_model("mbt2018", 3, profile=model_profile, pretrained=False).eval()
 shapes = trace_shapes(arch_model)
 display(shapes.style.hide(axis="index"))
 print(f"mbt2018 ({model_profile} profile): N={arch_model.N}, M={arch_model.M}, "
@@ -259,22 +259,22 @@ def load_family(label, source, zoo_model=False):
     """{quality: model} and a cache key (checkpoint or zoo-file digest), or None with a notice."""
     try:
         if zoo_model:
-            return ({q: registry.get_model(source, q, profile="full", device=device) for q in QUALITIES},
+            return ({q: hub.get_model(source, q, profile="full", device=device) for q in QUALITIES},
                     zoo.weights_digest(source, QUALITIES))
-        path = Path(source) if str(source).endswith(".pt") else registry.variable_rate_checkpoint_path(source)
+        path = Path(source) if str(source).endswith(".pt") else hub.variable_rate_checkpoint_path(source)
         return neural.quality_models(path, QUALITIES, device=device), neural.checkpoint_digest(path)
-    except (registry.CheckpointNotFoundError, registry.PretrainedWeightsUnavailableError, ValueError) as err:
+    except (checkpoints.CheckpointNotFoundError, zoo.PretrainedWeightsUnavailableError, ValueError) as err:
         print(f"skipping {label}: {str(err).splitlines()[0]}")
         skipped_models.append(label)
         return None
 
 
 # label -> checkpoint of every cpu model used here (its training logs sit beside it)
-cpu_sources = {label_of(name): registry.variable_rate_checkpoint_path(name) for name in MODELS if name not in ZOO_SERVES}
+cpu_sources = {label_of(name): hub.variable_rate_checkpoint_path(name) for name in MODELS if name not in ZOO_SERVES}
 if model_profile == "full":
-    cpu_sources = {cpu_joint: registry.variable_rate_checkpoint_path("mbt2018"),
-                   "mbt2018-mean (cpu)": registry.variable_rate_checkpoint_path("mbt2018-mean"), **cpu_sources}
-cpu_sources.update({label_of(label): registry.checkpoint_dir() / rel for label, rel in {**CONTEXT_VARIANTS, **EXTENDED}.items()})
+    cpu_sources = {cpu_joint: hub.variable_rate_checkpoint_path("mbt2018"),
+                   "mbt2018-mean (cpu)": hub.variable_rate_checkpoint_path("mbt2018-mean"), **cpu_sources}
+cpu_sources.update({label_of(label): hub.checkpoint_dir() / rel for label, rel in {**CONTEXT_VARIANTS, **EXTENDED}.items()})
 families, skipped_models = {}, []
 for name in MODELS:
     if name in ZOO_SERVES:
@@ -431,7 +431,7 @@ else:
 def read_stage_logs():
     """Training logs shipped beside the checkpoints: {stage: (log, eval)}."""
     out = {}
-    for stage_dir in sorted((registry.checkpoint_dir() / "stages").glob("*.log.csv")):
+    for stage_dir in sorted((hub.checkpoint_dir() / "stages").glob("*.log.csv")):
         stage = stage_dir.name.removesuffix(".log.csv")
         ev = stage_dir.with_name(f"{stage}.eval.csv")
         out[stage] = (pd.read_csv(stage_dir), pd.read_csv(ev) if ev.is_file() else None)

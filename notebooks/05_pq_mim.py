@@ -55,7 +55,7 @@ import torch
 from IPython.display import Markdown, display
 
 from nic_lib import cache, claims, codecs, data, metrics, neural, perceptual, plotting, rd, reproduce, train_pqmim
-from nic_lib.models import pqmim, registry
+from nic_lib.models import checkpoints, hub, pqmim, zoo
 
 # %% tags=["parameters"]
 PROFILE = "cpu"  # smoke: trains a tiny model for a few hundred steps (CI); cpu: checkpoints/pqmim/*.pt (committed figures); full: same PQ-MIM models, mbt2018 with CompressAI's published weights
@@ -84,7 +84,7 @@ REFRESH = False  # True recomputes the cached tables
 NOTEBOOK = "05_pq_mim"
 smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
 model_profile = "full" if PROFILE == "full" else "cpu"
-device = registry.resolve_device(DEVICE)
+device = hub.resolve_device(DEVICE)
 dataset = DATASET or ("sample" if smoke else "kodak")
 n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
 results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
@@ -411,11 +411,11 @@ except ValueError as err:  # a setting outside the codec's range
 mbt = {}
 for q in MBT_QUALITIES:
     try:
-        mbt[q] = registry.get_model("mbt2018", q, profile=model_profile, device=device)
-    except registry.CheckpointNotFoundError as err:
+        mbt[q] = hub.get_model("mbt2018", q, profile=model_profile, device=device)
+    except checkpoints.CheckpointNotFoundError as err:
         print(f"mbt2018 cpu q{q} not drawn: {str(err).splitlines()[0]} "
               f"(train it with `python -m nic_lib.train --model mbt2018 --quality {q}`)")
-    except registry.PretrainedWeightsUnavailableError as err:
+    except zoo.PretrainedWeightsUnavailableError as err:
         print(f"mbt2018 q{q} (published weights) not drawn: {str(err).splitlines()[0]}")
 mbt_label = "mbt2018 (cpu)" if model_profile == "cpu" else "mbt2018"  # full: CompressAI's published weights
 learned = pd.DataFrame()

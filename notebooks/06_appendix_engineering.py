@@ -48,7 +48,7 @@ import torch
 from IPython.display import Markdown, display
 
 from nic_lib import cache, data, neural, plotting, reproduce
-from nic_lib.models import calibration, registry
+from nic_lib.models import calibration, hub
 
 # %% tags=["parameters"]
 PROFILE = "cpu"  # smoke: tail bits on a 128-px crop (CI); cpu: on a whole Kodak image (committed figures); full: as cpu (this appendix is about the cpu models)
@@ -65,7 +65,7 @@ REFRESH = False  # True recomputes the cached tables
 # %%
 NOTEBOOK = "06_appendix_engineering"
 smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
-device = registry.resolve_device(DEVICE)
+device = hub.resolve_device(DEVICE)
 tail_crop = TAIL_CROP if TAIL_CROP is not None else (128 if smoke else None)
 bench_dir = Path(BENCHMARK_DIR) if BENCHMARK_DIR else plotting.BUILD_DIR / "results" / "benchmarks"
 committed_dir = plotting.PAPER_FIGURES / NOTEBOOK  # the last cpu run's copies of the benchmark tables
@@ -124,19 +124,19 @@ def benchmark_table(name, committed):
 def compute_tail_table():
     rows = []
     for name in MODELS:
-        path = registry.variable_rate_checkpoint_path(name)
+        path = hub.variable_rate_checkpoint_path(name)
         models = neural.quality_models(path, device=device)
         for q in (min(models), max(models)):
             rows.append({"codec": name, "quality": q, **neural.tail_bits(models[q], tail_img)})
     return pd.DataFrame(rows)
 
 
-available = [m for m in MODELS if registry.variable_rate_checkpoint_path(m).is_file()]
+available = [m for m in MODELS if hub.variable_rate_checkpoint_path(m).is_file()]
 if len(available) < len(MODELS):
     print(f"no checkpoint for {sorted(set(MODELS) - set(available))}: train them with "
           "`python scripts/train_cpu_profile.py`; left out")
 MODELS = available
-paths = {m: registry.variable_rate_checkpoint_path(m) for m in MODELS}
+paths = {m: hub.variable_rate_checkpoint_path(m) for m in MODELS}
 tail = cache.cached_table(results_dir / "tail_bits.csv", {"image": tail_name, "crop": tail_crop, "models": MODELS},
                           compute_tail_table, refresh=REFRESH, data=[(tail_name, tail_img)], models=paths)
 reproduce.save_table(tail, fig_dir / "tail_bits.csv", floats=reproduce.DERIVED)  # tolerances of `make verify`: float32 likelihoods

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from nic_lib import data
-from nic_lib.models import calibration, registry
+from nic_lib.models import calibration, checkpoints, hub
 
 #: Models whose checkpoints are fitted by default (the cpu profile's variable-rate files).
 DEFAULT_MODELS = ("bmshj2018-hyperprior", "mbt2018-mean")
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.images < 1:
         p.error("--images must be at least 1")
-    paths = args.checkpoint or [registry.variable_rate_checkpoint_path(m) for m in DEFAULT_MODELS]
+    paths = args.checkpoint or [hub.variable_rate_checkpoint_path(m) for m in DEFAULT_MODELS]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         sys.exit(f"no checkpoint at {', '.join(missing)}; train it first "
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     images = data.load_tuning_images(args.images)
     for path in paths:
         start = time.perf_counter()
-        model, ckpt = registry.load_checkpoint(path, calibrated=False)
+        model, ckpt = checkpoints.load_checkpoint(path, calibrated=False)
         if not calibration.supports_calibration(model):
             sys.exit(f"{path} holds {ckpt['model']!r}, which scale calibration does not cover "
                      "(see nic_lib.models.calibration)")

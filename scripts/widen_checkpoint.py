@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from nic_lib import data, train
-from nic_lib.models import registry, variable_rate
+from nic_lib.models import checkpoints, variable_rate
 from nic_lib.models.widen import add_levels, widen_hidden, widen_latent
 
 
@@ -41,8 +41,8 @@ def _load(source: Path):
         step = int(torch.load(source / "ckpt.pt", map_location="cpu", weights_only=False)["step"])
         with tempfile.TemporaryDirectory() as tmp:
             snap = train.snapshot_final(source, Path(tmp) / "snapshot.pt")
-            return (*registry.load_checkpoint(snap, calibrated=False), step)
-    return (*registry.load_checkpoint(source, calibrated=False), None)
+            return (*checkpoints.load_checkpoint(snap, calibrated=False), step)
+    return (*checkpoints.load_checkpoint(source, calibrated=False), None)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> Path:
             sys.exit(f"growing changed the reconstruction at level {level} by {diff:.2e}; "
                      "nothing written")
     config.pop("train_config", None)
-    registry.save_checkpoint(grown, out, config, extra={
+    checkpoints.save_checkpoint(grown, out, config, extra={
         "grown_from": str(source), "grown_from_step": step, "grown_from_M": int(model.M), "grown_from_N": int(model.N), "grown_from_lmbdas": old})
     print(f"{source} (N={model.N}, M={model.M}, {len(old)} levels) -> {out} (N={grown.N}, M={grown.M}, {len(new)} "
           f"levels): same reconstruction at the {max(1, len(old))} trained level(s)")

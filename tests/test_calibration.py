@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from nic_lib import container, data, neural
+from nic_lib import coding, container, data, neural
 from nic_lib.models import (
     CheckpointMismatchError,
     build_model,
+    checkpoint_digest,
     default_config,
     load_checkpoint,
     save_checkpoint,
@@ -58,7 +59,7 @@ def image(seed: int = 0, side: int = 64) -> np.ndarray:
 
 def y_bits(model: torch.nn.Module, img: np.ndarray) -> float:
     with torch.no_grad():
-        lik = model(neural.pad_to(neural.to_tensor(img), 64))["likelihoods"]["y"]
+        lik = model(coding.pad_to(coding.to_tensor(img), 64))["likelihoods"]["y"]
     return float(-torch.log2(lik).sum())
 
 
@@ -193,7 +194,7 @@ def test_malformed_or_mismatched_records_are_errors(saved):
 def test_the_calibration_is_part_of_the_cache_key_and_the_weights_fingerprint(saved):
     path, record = saved
     C.calibration_path(path).write_text(json.dumps({**record, "factors": [2.0, 1.0, 1.0]}))
-    with_record = neural.checkpoint_digest(path)
+    with_record = checkpoint_digest(path)
     model, _ = load_checkpoint(path)
     raw, _ = load_checkpoint(path, calibrated=False)
     set_rate_level(model, 0), set_rate_level(raw, 0)
@@ -204,7 +205,7 @@ def test_the_calibration_is_part_of_the_cache_key_and_the_weights_fingerprint(sa
     with pytest.raises(container.NicModelMismatchError):
         container.decode_image(data_, model)
     C.calibration_path(path).unlink()
-    assert neural.checkpoint_digest(path) != with_record
+    assert checkpoint_digest(path) != with_record
 
 
 def test_calibrate_script_fits_a_checkpoint(saved):

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nic_lib import cli, container, data
-from nic_lib.models import get_model, registry
+from nic_lib import cli, coding, container, data
+from nic_lib.models import get_model, hub, registry
+from nic_lib.models.checkpoints import save_checkpoint
 
 TINY = {"N": 8, "M": 12}  # widths that keep a 64x64 decode in milliseconds
 MODELS = ("mbt2018-mean", "mbt2018")
@@ -22,7 +23,7 @@ def _save_tiny(name: str, quality: int, seed: int) -> None:
     config.update(TINY)
     model = registry.build_model(name, **config)
     model.update(force=True)
-    registry.save_checkpoint(model, registry.checkpoint_path(name, quality), config)
+    save_checkpoint(model, hub.checkpoint_path(name, quality), config)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,7 +31,7 @@ def checkpoints(tmp_path_factory):
     """Tiny q1 checkpoints of both models under $NIC_CHECKPOINT_DIR."""
     folder = tmp_path_factory.mktemp("checkpoints")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(registry.CHECKPOINT_DIR_ENV, str(folder))
+        mp.setenv(hub.CHECKPOINT_DIR_ENV, str(folder))
         for name in MODELS:
             _save_tiny(name, 1, seed=0)
         yield folder
@@ -68,9 +69,9 @@ def test_cli_roundtrip_equals_model_reconstruction(capsys, tmp_path, rgb_png, na
     assert _run(capsys, "decompress", nic, out_png)[0] == 0
     model = get_model(name, 1, "cpu")
     img = data.load_image(rgb_png)
-    x, _ = container.pad_image(img, model.downsampling_factor)
+    x, _ = coding.pad_image(img, model.downsampling_factor)
     coded = model.compress(x)
-    expected = container.crop_to_image(model.decompress(coded["strings"], coded["shape"])["x_hat"],
+    expected = coding.crop_to_image(model.decompress(coded["strings"], coded["shape"])["x_hat"],
                                        *img.shape[:2])
     np.testing.assert_array_equal(data.load_image(out_png), expected)
 
@@ -193,6 +194,49 @@ def test_missing_checkpoint_names_the_training_command(capsys, tmp_path, rgb_png
     code, _, err = _run(capsys, "compress", rgb_png, tmp_path / "x.nic", "--model",
                         "mbt2018-mean", "--quality", 2)
     _assert_user_error(code, err, "python -m nic_lib.train")
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--model", "no-such-model"], ["unknown model 'no-such-model'", "available"]),
+    (["--model", "mbt2018-mean", "--quality", "9"], ["quality must be one of"]),
+    (["--model", "mbt2018-context", "--profile", "full"], ["without published weights"]),
+])
+def test_unknown_model_or_setting_is_a_one_line_user_error(capsys, tmp_path, rgb_png, flags, words):
+    code, _, err = _run(capsys, "compress", rgb_png, tmp_path / "x.nic", *flags)
+    _assert_user_error(code, err, *words)
+    assert not (tmp_path / "x.nic").exists()
+
+
+@pytest.mark.parametrize("bug", [KeyError("state_dict"), ValueError("bad shape"),
+                                 OSError("disk on fire")], ids=["KeyError", "ValueError", "OSError"])
+def test_a_library_bug_keeps_its_traceback(monkeypatch, capsys, tmp_path, rgb_png, bug):
+    # the library's KeyError / ValueError / OSError are not the user's to fix: they must
+    # reach the developer with their traceback, not become a one-line "user error"
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(container, "encode_image", broken)
+    with pytest.raises(type(bug)) as info:
+        cli.main(["compress", str(rgb_png), str(tmp_path / "x.nic"), "--model", "mbt2018-mean",
+                  "--quality", "1"])
+    assert info.value is bug
+    assert "nic: error" not in capsys.readouterr().err
+
+
+def test_every_user_facing_error_is_the_projects_own():
+    from nic_lib.errors import NicReproError
+    from nic_lib.models import checkpoints, registry, zoo
+
+    for cls in (cli.NicCliError, container.NicError, container.NicBudgetError,
+                checkpoints.CheckpointError, checkpoints.CheckpointNotFoundError,
+                zoo.PretrainedWeightsUnavailableError, registry.UnknownModelError,
+                registry.ModelSettingError, data.ImageLoadError, data.DatasetNotFoundError):
+        assert issubclass(cls, NicReproError), cls
+    # and keep the built-in bases callers catch today
+    assert issubclass(container.NicError, ValueError)
+    assert issubclass(checkpoints.CheckpointNotFoundError, FileNotFoundError)
+    assert issubclass(registry.UnknownModelError, KeyError)
+    assert issubclass(zoo.PretrainedWeightsUnavailableError, RuntimeError)
 
 
 def test_kodak_c_subcommand_forwards_to_the_corruption_builder(tmp_path):

@@ -106,7 +106,7 @@ def test_cpu_bitstreams_are_the_pinned_ones(name, one_thread):
 
     from nic_lib import data
     from nic_lib.models import get_model
-    from nic_lib.models.registry import CheckpointNotFoundError
+    from nic_lib.models.checkpoints import CheckpointNotFoundError
 
     try:
         _, pixels = data.load_images("kodak", limit=1)[0]

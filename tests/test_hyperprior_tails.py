@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from nic_lib.coding import pad_to, to_tensor
 from nic_lib.models.registry import build_model
 from benchmark_modules import load_benchmark
 
@@ -25,8 +26,6 @@ def _image():
 
 
 def test_estimate_matches_forward(model):
-    from nic_lib.neural import pad_to, to_tensor
-
     s = ht.scale_stats(model, _image())
     with torch.no_grad():
         out = model(pad_to(to_tensor(_image()), 64))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nic_lib import neural
+from nic_lib import coding, neural
 from nic_lib.models import build_model, default_config, save_checkpoint
 from nic_lib.models.variable_rate import rate_levels
 
@@ -31,14 +31,6 @@ def _image(h=40, w=70, seed=0):
     ys, xs = np.linspace(0, 3, h), np.linspace(0, 3, w)
     img = np.stack([np.interp(xs, range(4), coarse[int(y), :, c]) for y in ys for c in range(3)])
     return np.clip(img.reshape(h, 3, w).transpose(0, 2, 1), 0, 255).astype(np.uint8)
-
-
-def test_padding_keeps_the_original_pixels():
-    x = neural.to_tensor(_image())
-    padded = neural.pad_to(x, 64)
-    assert padded.shape[-2:] == (64, 128)
-    assert torch.equal(padded[..., :40, :70], x)
-    assert np.array_equal(neural.from_tensor(x), _image())
 
 
 @pytest.mark.parametrize("name", ["mbt2018-mean", "mbt2018"])
@@ -95,14 +87,14 @@ def test_latent_statistics_shapes_and_bits_match_the_likelihoods():
     stats = neural.latent_statistics(model, img)
     assert stats["bits"].shape == stats["scales"].shape == stats["means"].shape == (12, 4, 4)
     with torch.no_grad():
-        out = model(neural.to_tensor(img))
+        out = model(coding.to_tensor(img))
     expected = float(-torch.log2(out["likelihoods"]["y"]).sum())
     assert neural.bits_by_latent(stats).sum() == pytest.approx(expected, rel=1e-5)
 
 
 def test_decoded_image_equals_the_encoders_reconstruction_across_thread_counts():
     model = _model("mbt2018")
-    x = neural.pad_to(neural.to_tensor(_image(64, 128)), 64)
+    x = coding.pad_to(coding.to_tensor(_image(64, 128)), 64)
     torch.set_num_threads(2)
     try:
         coded = model.compress(x, return_y_hat=True)
@@ -165,7 +157,7 @@ def test_coded_likelihoods_are_those_of_the_coders_symbols(name):
     model = _model(name)
     with torch.no_grad():  # latents spread over several integers (untrained: all ~0)
         model.g_a[-1].weight.mul_(20)
-    x = neural.pad_to(neural.to_tensor(_image()), 64)
+    x = coding.pad_to(coding.to_tensor(_image()), 64)
     forward = model(x)["likelihoods"]
     before = forward["y"]
     coded = model.compress(x, return_y_hat=True)
@@ -195,7 +187,7 @@ def test_code_image_estimates_the_context_models_rate_from_the_coded_latents():
     model = _model("mbt2018-context")
     img = _image()
     r = neural.code_image(model, img, decode=False)
-    x = neural.pad_to(neural.to_tensor(img), model.downsampling_factor)
+    x = coding.pad_to(coding.to_tensor(img), model.downsampling_factor)
     y_hat = model.compress(x, return_y_hat=True)["y_hat"]
     bits = float(-torch.log2(model.coded_likelihoods(x, y_hat)["y"]).sum())
     assert r["bpp_est"] == pytest.approx(bits / (40 * 70), rel=1e-6)

@@ -179,7 +179,7 @@ def test_verify_passes_on_a_faithful_rerun_fails_on_an_edited_number_and_never_w
 
     def run():
         out = io.StringIO()
-        status = reproduce.verify(["07"], scratch, committed_root=committed_root, notebook_dir=nb_dir, stream=out)
+        status = notebooks.verify(["07"], scratch, committed_root=committed_root, notebook_dir=nb_dir, stream=out)
         return status, out.getvalue()
 
     status, report = run()

@@ -12,7 +12,7 @@ import torch
 from compressai.entropy_models import GaussianConditional
 
 from nic_lib import container
-from nic_lib.models import registry, tables
+from nic_lib.models import checkpoints, registry, tables
 
 TINY = {"N": 8, "M": 12}
 #: Registered models whose y is coded by a Gaussian conditional (the factorized prior
@@ -95,10 +95,10 @@ def test_checkpoint_with_the_old_table_loads_with_the_fine_one(tmp_path):
     model = _tiny("mbt2018-mean")
     tables.set_scale_table(model, tables.legacy_scale_table())  # as shipped before
     path = tmp_path / "old.pt"
-    registry.save_checkpoint(model, path, {"quality": 1})
+    checkpoints.save_checkpoint(model, path, {"quality": 1})
     stored = torch.load(path, weights_only=True)["state_dict"]
     assert stored["gaussian_conditional.scale_table"].shape == (64,)
-    loaded, _ = registry.load_checkpoint(path)
+    loaded, _ = checkpoints.load_checkpoint(path)
     assert tables.scale_table_matches(loaded, tables.scale_table())
     # the weights are the checkpoint's; only the coder's CDF table changed
     for key, value in stored.items():
@@ -107,7 +107,7 @@ def test_checkpoint_with_the_old_table_loads_with_the_fine_one(tmp_path):
     img = _image()
     data = container.encode_image(loaded, img, "mbt2018-mean", 1, "cpu")
     np.testing.assert_array_equal(container.decode_image(data, loaded), container.decode_image(
-        data, registry.load_checkpoint(path)[0]))
+        data, checkpoints.load_checkpoint(path)[0]))
 
 
 @pytest.mark.parametrize("name", ["mbt2018-mean", "mbt2018", "mbt2018-checkerboard"])
@@ -185,13 +185,13 @@ def test_update_builds_and_force_rebuilds_the_same_tables():
 
 def test_checkpoints_store_gaussian_cdfs_empty_and_load_rebuilds_them(tmp_path):
     model = _tiny("mbt2018-mean")
-    path = registry.save_checkpoint(model, tmp_path / "new.pt", {"quality": 1})
+    path = checkpoints.save_checkpoint(model, tmp_path / "new.pt", {"quality": 1})
     stored = torch.load(path, weights_only=True)["state_dict"]
     for name in ("_quantized_cdf", "_offset", "_cdf_length"):
         assert stored[f"gaussian_conditional.{name}"].numel() == 0
     assert torch.equal(stored["gaussian_conditional.scale_table"], tables.scale_table())
     assert stored["entropy_bottleneck._quantized_cdf"].numel() > 0  # depends on weights: kept
-    loaded, _ = registry.load_checkpoint(path)
+    loaded, _ = checkpoints.load_checkpoint(path)
     # the decoder rebuilds exactly the encoder's tables: same fingerprint, same image
     assert container.weights_fingerprint(loaded) == container.weights_fingerprint(model)
     img = _image(3)

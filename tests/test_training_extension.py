@@ -158,7 +158,7 @@ def test_train_flags_are_valid_for_nic_lib_train():
 def test_export_ships_the_final_model_with_its_logs(tmp_path):
     import torch
 
-    from nic_lib.models import registry
+    from nic_lib.models import checkpoints, registry
 
     torch.manual_seed(0)
     config = {**registry.default_config("mbt2018-mean", 1, "cpu"), "N": 8, "M": 12}
@@ -166,14 +166,14 @@ def test_export_ships_the_final_model_with_its_logs(tmp_path):
     model.update(force=True)
     run = tmp_path / "run"
     run.mkdir()
-    registry.save_checkpoint(model, run / "final.pt", {"quality": 1})
+    checkpoints.save_checkpoint(model, run / "final.pt", {"quality": 1})
     for name in ("config.json", "log.csv", "eval.csv"):
         (run / name).write_text(name)
     dest = te.export(run, tmp_path / "ship" / "vr-extended.pt")
-    shipped, ckpt = registry.load_checkpoint(dest)
+    shipped, ckpt = checkpoints.load_checkpoint(dest)
     assert ckpt["dtype"] == "float16" and ckpt["lineage"][0] == "checkpoints/mbt2018/vr.pt"
     again = te.export(run, tmp_path / "ship" / "vr-5h.pt", te.REPO / "checkpoints" / "mbt2018" / "vr-extended.pt")
-    assert registry.load_checkpoint(again)[1]["lineage"][0] == "checkpoints/mbt2018/vr-extended.pt"
+    assert checkpoints.load_checkpoint(again)[1]["lineage"][0] == "checkpoints/mbt2018/vr-extended.pt"
     assert (tmp_path / "ship" / "vr-extended.log.csv").read_text() == "log.csv"
     w = model.state_dict()["g_a.0.weight"]
     assert torch.allclose(shipped.state_dict()["g_a.0.weight"], w.half().float())

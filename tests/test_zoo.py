@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from nic_lib.models import get_model, zoo
-from nic_lib.models.registry import ZOO_FUNCTIONS, PretrainedWeightsUnavailableError, ZooHashMismatchError
+from nic_lib.models.registry import ZOO_FUNCTIONS
+from nic_lib.models.zoo import PretrainedWeightsUnavailableError, ZooHashMismatchError
 from nic_lib.testing import standin_zoo
 
 

@@ -3,7 +3,9 @@
 - ``google``: the mbt2018 family (Minnen, Ballé, Toderici 2018) and its ablations
   (factorized, hyperprior, mean-scale, context-only, joint, GMM, checkerboard).
 - ``registry``: paper keys, quality -> (N, M) / lambda tables, the "cpu" and "full"
-  profiles, checkpoint saving and loading.
+  profiles, ``build_model``.
+- ``checkpoints``: ``save_checkpoint`` / ``load_checkpoint``, one self-describing format.
+- ``hub``: ``get_model``, the "cpu" profile's checkpoints or CompressAI's zoo (``zoo``).
 
 Typical use::
 
@@ -13,8 +15,11 @@ Typical use::
     x_hat = model.decompress(out["strings"], out["shape"])["x_hat"]
 """
 
-from . import registry
-from .registry import *  # noqa: F403  the registry's public names: registry.__all__
+from . import checkpoints, hub, registry
+from .checkpoints import *  # noqa: F403  checkpoints.__all__
+from .hub import *  # noqa: F403  hub.__all__
+from .registry import *  # noqa: F403  registry.__all__
+from .zoo import PretrainedWeightsUnavailableError, ZooHashMismatchError
 
 # Importing the model modules registers their classes in MODELS.
 from . import google  # noqa: E402  isort: skip
@@ -28,10 +33,15 @@ from .google import (  # noqa: E402
     ScaleHyperprior,
 )
 
-#: The registry's names, the google module and its model classes (its building blocks,
-#: e.g. ``hyper_analysis``, are reached as ``nic_lib.models.google.<name>``).
+#: The public names of registry, checkpoints and hub, the zoo's errors, the google module
+#: and its model classes (its building blocks, e.g. ``hyper_analysis``, are reached as
+#: ``nic_lib.models.google.<name>``).
 __all__ = [
     *registry.__all__,
+    *checkpoints.__all__,
+    *hub.__all__,
+    "PretrainedWeightsUnavailableError",
+    "ZooHashMismatchError",
     "google",
     *(name for name in google.__all__ if isinstance(getattr(google, name), type)),
 ]

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from nic_lib import fileio
+from nic_lib import coding, data, fileio
 
 from . import variable_rate
 
@@ -188,8 +188,6 @@ def fit_scale_calibration(model: nn.Module, images, factors: Sequence[float] = F
     Raises:
         ValueError: unsupported model, or 1.0 missing from ``factors``.
     """
-    from nic_lib import neural
-
     if not supports_calibration(model):
         raise ValueError(f"{type(model).__name__} cannot be calibrated (see "
                          "nic_lib.models.calibration)")
@@ -222,7 +220,7 @@ def fit_scale_calibration(model: nn.Module, images, factors: Sequence[float] = F
             captured.clear()
             capturing[0] = True
             for _, img in images:
-                model(neural.pad_to(neural.to_tensor(img), 64).to(device))
+                model(coding.pad_to(coding.to_tensor(img), 64).to(device))
             capturing[0] = False
             for c in factors:
                 # bits(c) = Σ −log2 P(ŷ | c σ, μ)  (CompressAI's likelihood, floor included)
@@ -262,8 +260,6 @@ def save_calibration(checkpoint: str | os.PathLike, table: pd.DataFrame, **info:
         level, 1 − bits(c)/bits(1) on the fitting images), ``"checkpoint_sha256"``,
         ``"bits_by_factor"`` (per level: factor -> bits), **info}``.
     """
-    from nic_lib import data
-
     factors = best_factors(table)
     saving, by_factor = [], {}
     for (level, t), c in zip(table.groupby("level"), factors):
@@ -286,8 +282,6 @@ def read_calibration(checkpoint: str | os.PathLike) -> list[float] | None:
     Raises:
         ValueError: the record is not what ``scripts/calibrate_scales.py`` writes.
     """
-    from nic_lib import data
-
     path = calibration_path(checkpoint)
     if not path.is_file():
         return None

@@ -55,8 +55,8 @@ from compressai.layers import ResidualBlock
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from nic_lib import fileio
-from nic_lib.models import registry
+from nic_lib import coding, data, fileio, metrics
+from nic_lib.models import hub
 
 __all__ = [
     "MASK_LAWS",
@@ -1009,10 +1009,8 @@ def code_image(model: PQMIM, img: np.ndarray, steps: int = DEFAULT_STEPS,
         "bpp_independent", "bpp_fixed", "bits_per_step", "radius", "x_hat" (uint8), "exact"
         (decoded codes == encoded codes, for full transmission)}``.
     """
-    from nic_lib import neural
-
     h, w = img.shape[:2]
-    x = neural.pad_to(neural.to_tensor(img), DOWNSAMPLING)
+    x = coding.pad_to(coding.to_tensor(img), DOWNSAMPLING)
     device = next(model.parameters()).device
     out = model.compress(x.to(device), steps, transmit_steps, radius)
     dec = model.decompress(out["strings"], temperature=temperature, seed=seed)
@@ -1024,7 +1022,7 @@ def code_image(model: PQMIM, img: np.ndarray, steps: int = DEFAULT_STEPS,
             "bpp_fixed": fixed_length_bits(codes, model.K) / pixels,
             "bits_per_step": out["bits_per_step"],
             "radius": out["radius"],
-            "x_hat": neural.from_tensor(dec["x_hat"][..., :h, :w].cpu()),
+            "x_hat": coding.from_tensor(dec["x_hat"][..., :h, :w].cpu()),
             "exact": bool(torch.equal(dec["codes"], codes))}
 
 
@@ -1049,8 +1047,6 @@ def rate_table(models: dict[str, PQMIM], images, steps: int = DEFAULT_STEPS,
     Returns:
         DataFrame with :data:`RATE_COLUMNS` (``setting`` = transmitted steps, S when all).
     """
-    from nic_lib import metrics
-
     rows = []
     for label, model in models.items():
         for s in transmit_steps:
@@ -1089,12 +1085,10 @@ def tune_attention_radius(model: PQMIM, images, steps: int = DEFAULT_STEPS,
         radius and coding step; a step's bits do not depend on the radius of other steps,
         since the visible codes are the true ones whatever the radius).
     """
-    from nic_lib import neural
-
     device = next(model.parameters()).device
     rows = []
     for name, img in images:
-        codes = model.codes(neural.pad_to(neural.to_tensor(img), DOWNSAMPLING).to(device))[0]
+        codes = model.codes(coding.pad_to(coding.to_tensor(img), DOWNSAMPLING).to(device))[0]
         for r in candidates:
             for s, bits in enumerate(bits_per_step(model.entropy_model, codes, steps, int(r)), 1):
                 rows.append({"image": name, "radius": int(r), "step": s, "bits": bits,
@@ -1135,8 +1129,6 @@ def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info
     Raises:
         ValueError: the table lacks radius 0.
     """
-    from nic_lib import data
-
     totals = table.groupby("radius")["bits"].sum()
     if GLOBAL_ATTENTION not in totals.index:
         raise ValueError("the tuning table lacks radius 0 (global attention), the reference")
@@ -1156,8 +1148,6 @@ def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info
 
 def radius_is_current(checkpoint: str | os.PathLike) -> bool:
     """Whether the checkpoint has a ``.radius.json`` tuned on this very file (same SHA-256)."""
-    from nic_lib import data
-
     path = radius_path(checkpoint)
     if not path.is_file():
         return False
@@ -1191,8 +1181,6 @@ def read_radius(checkpoint: str | os.PathLike) -> int:
     if isinstance(radius, bool) or not isinstance(radius, int) or not 0 <= radius <= 255:
         raise ValueError(f"{path}: radius must be an integer in 0..255, got {radius!r}; rewrite "
                          "it with `python scripts/tune_pqmim_radius.py`")
-    from nic_lib import data
-
     tuned_on = record.get("checkpoint_sha256")
     if tuned_on is not None and tuned_on != data.file_sha256(checkpoint):
         warnings.warn(f"{path} was tuned on another version of {Path(checkpoint).name}; its "
@@ -1202,8 +1190,8 @@ def read_radius(checkpoint: str | os.PathLike) -> int:
 
 
 def checkpoint_dir() -> Path:
-    """``<registry.checkpoint_dir()>/pqmim`` (``$NIC_CHECKPOINT_DIR`` moves the root)."""
-    return registry.checkpoint_dir() / "pqmim"
+    """``<hub.checkpoint_dir()>/pqmim`` (``$NIC_CHECKPOINT_DIR`` moves the root)."""
+    return hub.checkpoint_dir() / "pqmim"
 
 
 def default_checkpoint_path(M: int, K: int) -> Path:

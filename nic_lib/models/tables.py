@@ -25,7 +25,7 @@ The gap shrinks with the step, so this project's models use :data:`SCALE_LEVELS`
 scales over the same range (:func:`scale_table`; ~3.2 MB of int32 CDFs per Gaussian
 conditional in memory instead of 0.8). The CDFs depend on the table alone, not on the
 weights, so checkpoints do not store them: :func:`load_checkpoint
-<nic_lib.models.registry.load_checkpoint>` builds them (also for the checkpoints shipped
+<nic_lib.models.checkpoints.load_checkpoint>` builds them (also for the checkpoints shipped
 before this change, which store CompressAI's 64-scale CDFs), and ``.nic`` files of format
 version 1, written with the 64-scale table, still decode (:mod:`nic_lib.container` codes
 them with :func:`legacy_scale_table`).

@@ -234,7 +234,7 @@ def map_tiles(module: nn.Module, x: Tensor, tile: int,
     height, width = x.shape[-2:]
     if not halo.upsampling and (height % s or width % s):
         raise ValueError(f"input {height}x{width} is not a multiple of the chain's stride "
-                         f"{s}; pad it first (nic_lib.container.pad_image)")
+                         f"{s}; pad it first (nic_lib.coding.pad_image)")
     coarse_h, coarse_w = (height, width) if halo.upsampling else (height // s, width // s)
     fine = s if halo.upsampling else 1  # output positions per coarse position
     step = 1 if halo.upsampling else s  # input positions per coarse position

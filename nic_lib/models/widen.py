@@ -58,7 +58,7 @@ import torch
 from compressai.entropy_models import EntropyBottleneck
 from torch import Tensor, nn
 
-from nic_lib.models import registry, variable_rate
+from nic_lib.models import checkpoints, registry, variable_rate
 
 __all__ = ["widen_latent", "widen_hidden", "add_levels", "WIDENABLE"]
 
@@ -181,7 +181,7 @@ def widen_latent(model: nn.Module, config: dict, M: int, seed: int = 0
 
     Args:
         model: a trained ``mbt2018`` (fixed- or variable-rate), as
-            :func:`nic_lib.models.registry.load_checkpoint` returns it.
+            :func:`nic_lib.models.checkpoints.load_checkpoint` returns it.
         config: the checkpoint's config (``load_checkpoint(...)[1]["config"]``): the
             widened model is built from it with the new M.
         M: the new latent width, larger than the model's, even (the hyper-synthesis
@@ -267,7 +267,7 @@ def widen_hidden(model: nn.Module, config: dict, N: int, seed: int = 0
 
     Args:
         model: a trained ``mbt2018`` (fixed- or variable-rate), as
-            :func:`nic_lib.models.registry.load_checkpoint` returns it.
+            :func:`nic_lib.models.checkpoints.load_checkpoint` returns it.
         config: the checkpoint's config: the widened model is built from it with the new N.
         N: the new hidden width, larger than the model's.
         seed: seeds the fresh init of the new input columns.

@@ -53,6 +53,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from nic_lib.errors import NicReproError
+
+from .registry import MODELS
+
 __all__ = [
     "DOWNLOAD_TIMEOUT_S",
     "ZOO",
@@ -120,7 +124,7 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
-class PretrainedWeightsUnavailableError(RuntimeError):
+class PretrainedWeightsUnavailableError(NicReproError, RuntimeError):
     """Published weights could not be obtained (offline, bad mirror, unknown model)."""
 
 
@@ -331,10 +335,8 @@ def _build(key: str, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     same layers and keys, with its deterministic coders), else CompressAI's."""
     from compressai.zoo import image, image_vbr
 
-    from . import registry
-
-    if key in registry.MODELS:
-        return registry.MODELS[key].from_state_dict(state_dict)
+    if key in MODELS:
+        return MODELS[key].from_state_dict(state_dict)
     if key in image.model_architectures:
         return image.model_architectures[key].from_state_dict(state_dict)
     cls = image_vbr.model_architectures[key]

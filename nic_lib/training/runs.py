@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nic_lib import data, fileio
-from nic_lib.models import registry
+from nic_lib.models import checkpoints
 
 from .config import TrainConfig, build_model, model_config
 from .loss import SampleKeyedNoise
@@ -137,7 +137,7 @@ def save_final(model: torch.nn.Module, path: Path, cfg: TrainConfig, extra: dict
     SampleKeyedNoise.remove(model)
     model.update(force=True)
     config = {**model_config(cfg), "train_config": dataclasses.asdict(cfg)}
-    registry.save_checkpoint(model, path, config, extra=extra)
+    checkpoints.save_checkpoint(model, path, config, extra=extra)
 
 
 #: A run's records that ship beside its checkpoint (as ``<stem>.<name>``).
@@ -207,10 +207,10 @@ def ship_run(run_dir: Path, dest: Path, lineage: list[str]) -> Path:
     final = Path(run_dir) / "final.pt"
     if not final.is_file():
         raise FileNotFoundError(f"no {final}: the run has not finished; train it first")
-    model, ckpt = registry.load_checkpoint(final)
-    extra = {k: v for k, v in ckpt.items() if k not in registry._RESERVED_KEYS}
+    model, ckpt = checkpoints.load_checkpoint(final)
+    extra = {k: v for k, v in ckpt.items() if k not in checkpoints._RESERVED_KEYS}
     extra["lineage"] = list(lineage)
-    registry.save_checkpoint(model, dest, ckpt["config"], extra=extra, dtype=torch.float16)
+    checkpoints.save_checkpoint(model, dest, ckpt["config"], extra=extra, dtype=torch.float16)
     copy_run_records(run_dir, Path(dest).parent, Path(dest).stem)
     return Path(dest)
 

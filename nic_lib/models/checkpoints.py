@@ -1,0 +1,339 @@
+"""Checkpoints: one self-describing file format for every registered model.
+
+:func:`save_checkpoint` writes ``{"format", "format_version", "model", "quality",
+"config", "state_dict", "dtype", "versions", **extra}`` atomically; :func:`load_checkpoint`
+reads it with ``torch.load(..., weights_only=True)`` (no arbitrary code runs), rebuilds the
+architecture from the stored config through :mod:`nic_lib.models.registry`, loads the
+weights strictly, builds the entropy coders' tables and applies the file's scale
+calibration (:mod:`nic_lib.models.calibration`). :func:`checkpoint_digest` names a
+checkpoint's exact bytes (with its calibration) for result caches.
+
+Where the ``"cpu"`` profile's checkpoints live, and which one :func:`~nic_lib.models.get_model`
+loads, is :mod:`nic_lib.models.hub`'s business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import compressai
+import torch
+from compressai.entropy_models import EntropyModel
+from torch import nn
+
+from nic_lib import fileio
+from nic_lib.errors import NicReproError
+
+from . import calibration, tables, variable_rate
+from .registry import MODELS, _architecture_of, available_models, build_model, model_name
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "checkpoint_digest",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+#: Version of the checkpoint layout written by save_checkpoint.
+CHECKPOINT_FORMAT = "nic-repro-checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+
+#: Keys save_checkpoint owns; ``extra`` may not overwrite them.
+_RESERVED_KEYS = ("format", "format_version", "model", "quality", "config", "state_dict",
+                  "dtype", "versions")
+
+#: Entropy-coder tables whose shape depends on update(), not on the architecture;
+#: CompressAI's load_state_dict resizes them, so they are exempt from shape checks.
+_RESIZABLE_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+#: Floating dtypes checkpoints may store convolution weights in.
+_STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16,
+                   "bfloat16": torch.bfloat16}
+
+class CheckpointError(NicReproError, ValueError):
+    """A checkpoint file cannot be used (not a nic-repro checkpoint, unsafe pickle...)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The "cpu" profile's checkpoint for a model and quality does not exist yet."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint does not match the architecture or model it is loaded as."""
+
+
+def _conv_tensor_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of convolution layers: the bulk of the bytes, safe in fp16."""
+    keys = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            for key in module.state_dict():
+                keys.add(f"{prefix}.{key}" if prefix else key)
+    return keys
+
+
+#: Types torch.load(weights_only=True) reads back without help.
+_PLAIN_TYPES = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise ValueError if ``value`` holds anything weights_only loading would refuse."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, f"{where} key")
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif type(value) not in _PLAIN_TYPES and not isinstance(value, torch.Tensor):
+        raise ValueError(
+            f"{where} is a {type(value).__name__}; checkpoints are read with "
+            "weights_only=True, so store only dicts, lists, str, int, float, bool, None "
+            "and tensors (convert paths with str(), arrays with torch.as_tensor())"
+        )
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write a self-describing checkpoint atomically (temp file + ``os.replace``).
+
+    The file holds ``{"format", "format_version", "model", "quality", "config",
+    "state_dict", "dtype", "versions", **extra}``; ``config`` is completed with the
+    model's own architecture arguments (N, M, context_size, K, ...), so
+    :func:`load_checkpoint` can rebuild the network without other information. Call
+    ``model.update(force=True)`` before saving a final checkpoint: the entropy-coder
+    tables are stored as they are, except the CDFs of Gaussian conditionals built for
+    this project's scale table (:func:`nic_lib.models.tables.scale_table`): they depend
+    on that table alone, are stored empty (3.2 MB less per model) and rebuilt by
+    :func:`load_checkpoint`.
+
+    Args:
+        model: a registered model.
+        path: destination file; parent folders are created.
+        config: run configuration (lmbda, quality, training settings, ...); plain
+            Python values only, as the file is read with ``weights_only=True``.
+        extra: more top-level entries (epoch, optimizer state, metrics...), same rule.
+        dtype: storage dtype of convolution weights and biases: ``torch.float32``
+            (exact) or ``torch.float16`` / ``torch.bfloat16`` (half the size). GDN and
+            entropy-model tensors stay float32, whatever this says.
+
+    Returns:
+        The path written.
+
+    Raises:
+        KeyError: the model's class is not registered.
+        ValueError: ``config`` disagrees with the model's architecture, ``extra`` uses a
+            reserved key or holds non-plain objects, or ``dtype`` is not supported.
+    """
+    name = model_name(model)
+    dtype_name = str(dtype).removeprefix("torch.")
+    if dtype_name not in _STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {list(_STORAGE_DTYPES)}, got {dtype}")
+    config = dict(config)
+    if config.setdefault("model", name) != name:
+        raise ValueError(f"config says model {config['model']!r} but the model is {name!r}")
+    for key, value in _architecture_of(model).items():
+        if key in config and config[key] != value:
+            raise ValueError(
+                f"config[{key!r}] = {config[key]!r} but the model has {key} = {value!r}; "
+                "save the config the model was built with"
+            )
+        config[key] = value
+    if variable_rate.is_variable_rate(model):
+        vr = {"lmbdas": variable_rate.rate_levels(model),
+              "reference_lmbda": float(model.reference_lmbda)}
+        if getattr(model, "per_level_hyper_density", False):
+            vr["per_level_hyper_density"] = True
+        for key, value in vr.items():
+            if config.get(key) not in (None, value):
+                raise ValueError(f"config[{key!r}] = {config[key]!r} but the model has "
+                                 f"{key} = {value!r}; save the config the model was built with")
+        config.update(vr)
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & set(_RESERVED_KEYS))
+    if clash:
+        raise ValueError(f"extra uses reserved checkpoint keys {clash}; rename them")
+
+    half_keys = _conv_tensor_keys(model) if dtype != torch.float32 else set()
+    derived = _derived_table_keys(model)
+    state_dict = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if key in half_keys and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        # the Gaussian CDFs are a function of the scale table (kept): stored empty
+        state_dict[key] = tensor[:0].clone() if key in derived else tensor.clone()
+
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "model": name,
+        "quality": config.get("quality"),
+        "config": config,
+        "state_dict": state_dict,
+        "dtype": dtype_name,
+        "versions": {"torch": str(torch.__version__), "compressai": str(compressai.__version__)},
+        **extra,
+    }
+    _check_plain(checkpoint, "checkpoint")
+    path = Path(path)
+    with fileio.atomic_open(path, "wb", suffix=".tmp") as f:
+        torch.save(checkpoint, f)
+    return path
+
+
+def _state_dict_differences(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Human-readable differences between a model's state dict and a checkpoint's."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict
+        and not k.endswith(_RESIZABLE_BUFFERS)
+        and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+
+    def listing(label: str, items: list[str]) -> list[str]:
+        shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+        return [f"{label}: {shown}"] if items else []
+
+    return (
+        listing("missing keys", missing)
+        + listing("unexpected keys", unexpected)
+        + listing("shape mismatches", shapes)
+    )
+
+
+def _derived_table_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of the CDF buffers of Gaussian conditionals whose scale table is
+    this project's: :func:`load_checkpoint` rebuilds them from the table."""
+    keys = set()
+    for name, module in tables.named_conditionals(model):
+        if (module._quantized_cdf.numel()
+                and tables.scale_table_matches(module, tables.scale_table())):
+            prefix = f"{name}." if name else ""
+            keys |= {f"{prefix}{b}" for b in ("_quantized_cdf", "_offset", "_cdf_length")}
+    return keys
+
+
+def _tables_missing(model: nn.Module) -> bool:
+    """True if some entropy model has no coder tables yet (update() never ran)."""
+    return any(
+        isinstance(m, EntropyModel) and m._quantized_cdf.numel() == 0 for m in model.modules()
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu", calibrated: bool = True
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from a checkpoint written by :func:`save_checkpoint`.
+
+    The file is read with ``torch.load(..., weights_only=True)`` (no arbitrary code
+    runs), the architecture is rebuilt from the stored config, the state dict is loaded
+    strictly (CompressAI resizes the entropy-coder tables), the Gaussian coders' CDFs
+    are built for :func:`nic_lib.models.tables.scale_table` unless the checkpoint holds
+    exactly those (they depend on the table, not on the weights; checkpoints store them
+    empty), the other tables with ``update(force=True)`` only if the checkpoint has
+    none, and the model is put in eval mode. A scale calibration fitted on this very file
+    (``<name>.calibration.json``, :mod:`nic_lib.models.calibration`) is applied.
+
+    Args:
+        path: checkpoint file.
+        device: where to put the model.
+        calibrated: apply the checkpoint's scale calibration when it has one (False: the
+            weights alone, e.g. to warm-start training from them).
+
+    Returns:
+        ``(model, checkpoint)``: the model in eval mode and the checkpoint dict (config,
+        extra entries; its ``state_dict`` as stored).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointError: the file is not a nic-repro checkpoint or contains Python
+            objects that ``weights_only`` loading refuses.
+        CheckpointMismatchError: the stored weights do not fit the stored architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} holds Python objects that safe loading (weights_only=True) refuses; "
+            "re-save it with nic_lib.models.save_checkpoint, which stores only tensors "
+            f"and plain values ({exc})"
+        ) from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a nic-repro checkpoint (no format={CHECKPOINT_FORMAT!r} entry); "
+            "write checkpoints with nic_lib.models.save_checkpoint"
+        )
+    absent = [k for k in ("model", "config", "state_dict") if k not in checkpoint]
+    if absent:
+        raise CheckpointError(
+            f"{path} lacks {absent}; it was not written by nic_lib.models.save_checkpoint"
+        )
+    name, config = checkpoint["model"], checkpoint["config"]
+    if name not in MODELS:
+        raise CheckpointMismatchError(
+            f"{path} stores unknown model {name!r}; available: {', '.join(available_models())}"
+        )
+    try:
+        model = build_model(name, **config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointMismatchError(
+            f"{path}: cannot build {name!r} from the stored config {config}: {exc}"
+        ) from exc
+    differences = _state_dict_differences(model, checkpoint["state_dict"])
+    if differences:
+        raise CheckpointMismatchError(
+            f"{path} does not match the {name!r} architecture built from its config "
+            f"(N={config.get('N')}, M={config.get('M')}): " + "; ".join(differences)
+            + ". Retrain it, or load it with the code version that wrote it "
+            f"({checkpoint.get('versions')})"
+        )
+    model.load_state_dict(dict(checkpoint["state_dict"]))
+    # Gaussian CDFs depend on the scale table alone: stored empty (save_checkpoint), or
+    # built for another table (before 2026-11-30: CompressAI's 64 scales), they are
+    # built here for this project's; the other tables only if the checkpoint has none.
+    tables.set_scale_table(model)
+    if _tables_missing(model):
+        model.update(force=True)
+    factors = calibration.read_calibration(path) if calibrated else None
+    if factors is not None:
+        try:
+            calibration.apply_calibration(model, factors)
+        except ValueError as exc:
+            raise CheckpointMismatchError(
+                f"{calibration.calibration_path(path)} does not fit {path} ({exc}); refit it "
+                f"with `python scripts/calibrate_scales.py --checkpoint {path}` or delete it"
+            ) from exc
+    return model.to(device).eval(), checkpoint
+
+
+def checkpoint_digest(path: str | os.PathLike) -> str:
+    """First 16 hex digits of a checkpoint's SHA-256: the cache key of results computed from it.
+
+    The checkpoint's scale calibration (``<name>.calibration.json``, applied when it is
+    loaded: :mod:`nic_lib.models.calibration`) is hashed with it when there is one, so
+    results are recomputed when the calibration changes.
+    """
+    digest = hashlib.sha256(Path(path).read_bytes())
+    sidecar = calibration.calibration_path(path)
+    if sidecar.is_file():
+        digest.update(sidecar.read_bytes())
+    return digest.hexdigest()[:16]

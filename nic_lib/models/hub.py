@@ -1,0 +1,186 @@
+"""Where a model's weights come from: :func:`get_model`, one entry point for both profiles.
+
+- ``"cpu"``: this project's own small models, trained with ``python -m nic_lib.train``
+  and stored under :func:`checkpoint_dir` (``checkpoints/`` or ``$NIC_CHECKPOINT_DIR``) as
+  ``<model>/q<quality>.pt``, or as one variable-rate file ``<model>/vr.pt`` covering
+  several qualities; read by :func:`nic_lib.models.checkpoints.load_checkpoint`.
+- ``"full"``: CompressAI's published weights at its widths, downloaded once and hash
+  checked by :mod:`nic_lib.models.zoo`.
+
+Also the device rule of every ``--device`` / ``DEVICE`` knob (:func:`resolve_device`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import variable_rate, zoo
+from .checkpoints import CheckpointMismatchError, CheckpointNotFoundError, load_checkpoint
+from .registry import (
+    ZOO_FUNCTIONS,
+    ModelSettingError,
+    _check_profile,
+    _check_quality,
+    _model_class,
+    build_model,
+    widths,
+)
+
+__all__ = [
+    "checkpoint_dir",
+    "checkpoint_path",
+    "default_device",
+    "get_model",
+    "resolve_device",
+    "variable_rate_checkpoint_path",
+]
+
+#: Env var overriding the folder of the "cpu" profile's checkpoints.
+CHECKPOINT_DIR_ENV = "NIC_CHECKPOINT_DIR"
+
+#: Repository root (this file is nic_lib/models/hub.py).
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def checkpoint_dir() -> Path:
+    """Folder holding the "cpu" profile's checkpoints.
+
+    Returns:
+        ``$NIC_CHECKPOINT_DIR`` when set, else ``checkpoints/`` at the repository root.
+    """
+    env = os.environ.get(CHECKPOINT_DIR_ENV)
+    return Path(env).expanduser() if env else _REPO_ROOT / "checkpoints"
+
+
+def checkpoint_path(name: str, quality: int) -> Path:
+    """Where the "cpu" profile's checkpoint of a model at a quality lives.
+
+    Args:
+        name: model key.
+        quality: 1..8.
+
+    Returns:
+        ``checkpoint_dir() / name / f"q{quality}.pt"``.
+    """
+    return checkpoint_dir() / name / f"q{_check_quality(quality)}.pt"
+
+
+def variable_rate_checkpoint_path(name: str) -> Path:
+    """Where the "cpu" profile's variable-rate checkpoint of a model lives.
+
+    One file holds every quality it was trained for (its config's ``qualities``); see
+    :mod:`nic_lib.models.variable_rate`.
+
+    Args:
+        name: model key.
+
+    Returns:
+        ``checkpoint_dir() / name / "vr.pt"``.
+    """
+    _model_class(name)
+    return checkpoint_dir() / name / "vr.pt"
+
+
+def default_device() -> str:
+    """``"cuda"`` when PyTorch sees a GPU, else ``"cpu"``: the default of every ``--device``
+    and ``DEVICE`` knob (networks run there; see :mod:`nic_lib.neural` for the coder)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"`` -> :func:`default_device`; anything else as given.
+
+    Raises:
+        ValueError: a CUDA device was asked for on a machine without one.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device(default_device())
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for, but PyTorch sees no GPU here; "
+                         "use device='cpu' (or 'auto', which picks a GPU only when there is one)")
+    return device
+
+
+def get_model(
+    name: str,
+    quality: int,
+    profile: str = "cpu",
+    pretrained: bool = True,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """The model of a paper key at a quality, in a profile.
+
+    Args:
+        name: model key (see :func:`available_models`).
+        quality: 1..8.
+        profile: ``"full"``: CompressAI's zoo widths and published MSE weights
+            (``compressai.zoo.<fn>(quality, metric="mse", pretrained=True)``).
+            ``"cpu"``: this project's checkpoint ``checkpoints/<name>/q<quality>.pt``,
+            else the variable-rate ``checkpoints/<name>/vr.pt`` at that quality's level
+            (folder overridable with ``$NIC_CHECKPOINT_DIR``).
+        pretrained: False builds an untrained model with the profile's widths (train
+            mode, no coder tables: call ``update(force=True)`` before compressing).
+        device: where to put the model.
+
+    Returns:
+        The model; in eval mode with coder tables built when ``pretrained``.
+
+    Raises:
+        UnknownModelError (a KeyError): unknown model. ModelSettingError (a ValueError):
+            bad quality or profile; ``"full"`` with ``pretrained=True`` for an ablation
+            that has no published weights.
+        PretrainedWeightsUnavailableError: the zoo download failed (offline machine);
+            ZooHashMismatchError when the file's digest is not the one its name promises.
+        CheckpointNotFoundError: the "cpu" checkpoint has not been trained yet.
+        CheckpointMismatchError: the checkpoint is for another model or quality, or its
+            weights do not fit the architecture.
+    """
+    _model_class(name)
+    quality = _check_quality(quality)
+    profile = _check_profile(profile)
+    if not pretrained:
+        n, m = widths(name, quality, profile)
+        return build_model(name, N=n, M=m).to(device)
+    if profile == "full":
+        if name not in ZOO_FUNCTIONS:
+            raise ModelSettingError(
+                f"{name!r} is an ablation without published weights (CompressAI's zoo has "
+                f"{', '.join(ZOO_FUNCTIONS)}); use profile='cpu' with a checkpoint from "
+                f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu`, "
+                "or pretrained=False for an untrained full-width model"
+            )
+        # download once into torch.hub's cache, hash checked (nic_lib.models.zoo)
+        return zoo.load_zoo_model(name, quality, device=device)
+
+    path, vr_path = checkpoint_path(name, quality), variable_rate_checkpoint_path(name)
+    if not path.is_file() and vr_path.is_file():
+        model, checkpoint = load_checkpoint(vr_path, device=device)
+        qualities = list(checkpoint["config"].get("qualities") or [])
+        if checkpoint["model"] != name or quality not in qualities:
+            raise CheckpointNotFoundError(
+                f"{vr_path} holds {checkpoint['model']!r} at qualities {qualities}, not "
+                f"{name!r} quality {quality}; use one of those qualities, or train q{quality} "
+                f"with `python -m nic_lib.train --model {name} --quality {quality} --profile cpu`"
+            )
+        return variable_rate.set_rate_level(model, qualities.index(quality))
+    if not path.is_file():
+        raise CheckpointNotFoundError(
+            f"no cpu-profile checkpoint for {name} q{quality} at {path} (nor a variable-rate "
+            f"{vr_path}); train it with "
+            f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu` "
+            f"(or point ${CHECKPOINT_DIR_ENV} at a folder holding {name}/q{quality}.pt), "
+            "or use profile='full' for CompressAI's published weights"
+        )
+    model, checkpoint = load_checkpoint(path, device=device)
+    if checkpoint["model"] != name or checkpoint.get("quality") not in (None, quality):
+        raise CheckpointMismatchError(
+            f"{path} holds {checkpoint['model']!r} quality {checkpoint.get('quality')}, "
+            f"not {name!r} quality {quality}; retrain with "
+            f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu`"
+        )
+    return model
