@@ -62,7 +62,7 @@ from IPython.display import Markdown, display
 from matplotlib.colors import ListedColormap
 from scipy import stats
 
-from nic_lib import cache, capacity, claims, codecs, data, neural, plotting, rd, reproduce
+from nic_lib import cache, capacity, claims, codecs, data, neural, notebook_setup, plotting, rd, reproduce
 from nic_lib.models import google, registry, zoo
 
 # %% tags=["parameters"]
@@ -86,15 +86,18 @@ FIGURE_DIR = None  # None -> paper_figures/01_mbt2018 for cpu, build/figures/<pr
 RESULTS_DIR = None  # None -> build/results/<profile>/01_mbt2018 (cached tables)
 REFRESH = False  # True recomputes the cached sweeps
 
+# %% [markdown]
+# `notebook_setup.setup` reads the profile knobs as every notebook does (smoke sizes, device,
+# where figures and cached tables go: the table in its docstring; a smoke run here keeps
+# Kodak, on crops); this notebook's own settings follow it.
+
 # %%
-NOTEBOOK = "01_mbt2018"
-dataset = DATASET or "kodak"
-smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
-n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
+run = notebook_setup.setup("01_mbt2018", PROFILE, smoke=SMOKE, device=DEVICE, dataset=DATASET, n_images=N_IMAGES,
+                           figure_dir=FIGURE_DIR, results_dir=RESULTS_DIR, smoke_dataset="kodak")
+smoke, model_profile, device, dataset, n_images = run.smoke, run.model_profile, run.device, run.dataset, run.n_images
+results_dir, fig_dir = run.results_dir, run.fig_dir
 crop = CROP if CROP is not None else (256 if smoke else None)
 decode_images = DECODE_IMAGES if DECODE_IMAGES is not None else (True if smoke else 4)
-model_profile = "full" if PROFILE == "full" else "cpu"
-device = registry.resolve_device(DEVICE)
 # models the zoo lacks stay cpu models; in the full profile their labels say so
 ZOO_SERVES = set(registry.ZOO_FUNCTIONS) if model_profile == "full" else set()
 
@@ -105,9 +108,6 @@ def label_of(name):
 
 
 cpu_joint = "mbt2018" if model_profile == "cpu" else "mbt2018 (cpu)"  # the joint model sharing the cpu models' transforms
-results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
-plotting.set_style()
-fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
 torch.set_grad_enabled(False)
 
 
