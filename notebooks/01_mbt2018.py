@@ -109,18 +109,9 @@ def label_of(name):
 
 cpu_joint = "mbt2018" if model_profile == "cpu" else "mbt2018 (cpu)"  # the joint model sharing the cpu models' transforms
 torch.set_grad_enabled(False)
-
-
-def centre_crop(img, side):
-    h, w = img.shape[:2]
-    s = min(side, h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return img[top : top + s, left : left + s]
-
-
 images = data.load_images(dataset, limit=n_images)
 if crop:
-    images = [(name, centre_crop(img, crop)) for name, img in images]
+    images = [(name, data.centre_crop(img, crop, shrink=True)) for name, img in images]
 print(f"profile={PROFILE}  dataset={dataset}  images={len(images)}  crop={crop}  models from profile={model_profile}  device={device}")
 print(f"figures -> {fig_dir}")
 
@@ -773,7 +764,7 @@ if logs:
                                   data=kodak_all, models=None)
     c = rd.rd_table(j2k_full).sort_values("bpp")
     curve_full = (c["bpp"].to_numpy(), c["psnr_rgb"].to_numpy())
-    crops4 = [(n, centre_crop(img, 256)) for n, img in kodak_all[:4]]
+    crops4 = [(n, data.centre_crop(img, 256, shrink=True)) for n, img in kodak_all[:4]]
     lx, ly = j2k_curve(crops4)
     curve_crops = (np.exp(lx), ly)
     offset = 0.0

@@ -50,7 +50,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from nic_lib import bench, cache, claims, codecs, corruptions, notebook_setup, plotting, reproduce
+from nic_lib import bench, cache, claims, codecs, corruptions, data, notebook_setup, plotting, reproduce
 from nic_lib.models import CheckpointError, get_model, zoo
 
 # %% tags=["parameters"]
@@ -172,8 +172,7 @@ print(f"{dataset}-C at {c_dir}: {len(corruptions.read_manifest(c_dir)['files'])}
 clean_images = dict(corruptions.load_clean(dataset, n_images))
 gallery_image = GALLERY_IMAGE or ("kodim23" if "kodim23" in clean_images else next(iter(clean_images)))
 full_clean = clean_images[gallery_image]
-top, left = [max(0, (side - gallery_crop) // 2) for side in full_clean.shape[:2]]
-window = (slice(top, top + gallery_crop), slice(left, left + gallery_crop))
+window = data.centre_window(full_clean.shape, gallery_crop, shrink=True)  # the same pixels of every corrupted image
 clean = full_clean[window]
 
 

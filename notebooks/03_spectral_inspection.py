@@ -92,7 +92,7 @@ loaded = data.load_images(dataset, limit=n_images)
 names = [name for name, _ in loaded]
 images = [spectral.landscape(img) for _, img in loaded]
 if crop:
-    images = [spectral.center_crop(img, crop) for img in images]
+    images = [data.centre_crop(img, crop) for img in images]
 shape = images[0].shape
 keep = [i for i, img in enumerate(images) if img.shape == shape]  # spectra average over one size
 if len(keep) < len(images):

@@ -84,7 +84,7 @@ torch.set_num_threads(1)  # the toy codecs are tiny: threads cost more than they
 loaded = data.load_images(dataset, limit=n_images)
 images = [spectral.landscape(img) for _, img in loaded]
 if crop:
-    images = [spectral.center_crop(img, crop) for img in images]
+    images = [data.centre_crop(img, crop) for img in images]
 images = [img for img in images if img.shape == images[0].shape]
 checks = []  # (formula, value, expected) of every numerical check, tabled at the end
 

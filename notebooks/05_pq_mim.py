@@ -566,12 +566,10 @@ if len(perc_table):
         q = int(mbt_rows["codec"].iloc[0].split("q")[-1])
         r = neural.code_image(mbt[q], gallery_img)
         crops[f"mbt2018 q{q}: {r['bytes']} B, {metrics.psnr(gallery_img, r['x_hat']):.1f} dB"] = r["x_hat"]
-    H, W = gallery_img.shape[:2]
-    side = min(PERCEPTUAL_CROP, H, W)
-    y0, x0 = (H - side) // 2, (W - side) // 2
+    side = min(PERCEPTUAL_CROP, *gallery_img.shape[:2])
     fig, axes = plt.subplots(1, len(crops), figsize=(3.2 * len(crops), 3.4))
     for ax, (title, img) in zip(axes, crops.items()):
-        ax.imshow(img[y0:y0 + side, x0:x0 + side], interpolation="nearest")
+        ax.imshow(data.centre_crop(img, side), interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.suptitle(f"{gallery_name}, {side}x{side} crop: {pairs[0][0].name} and its perceptual decoder")

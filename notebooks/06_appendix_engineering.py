@@ -79,8 +79,7 @@ kodak = dict(data.load_images("kodak", limit=None if TAIL_IMAGE else 1))
 tail_name = TAIL_IMAGE or next(iter(kodak))
 tail_img = kodak[tail_name]
 if tail_crop:
-    h, w = tail_img.shape[:2]
-    tail_img = tail_img[(h - tail_crop) // 2:(h + tail_crop) // 2, (w - tail_crop) // 2:(w + tail_crop) // 2]
+    tail_img = data.centre_crop(tail_img, tail_crop)
 print(f"profile={PROFILE}  tail image={tail_name} {tail_img.shape[:2]}  benchmarks from {bench_dir}")
 print(f"figures -> {fig_dir}")
 
