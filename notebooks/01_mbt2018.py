@@ -247,13 +247,14 @@ plt.show()
 
 # %%
 def load_family(label, source, zoo_model=False):
-    """{quality: model} and a cache key (checkpoint or zoo-file digest), or None with a notice."""
+    """{quality: model} and a cache key (checkpoint or zoo-file digest), or None with a notice.
+
+    source: a variable-rate checkpoint (cpu models), or the zoo's model key (zoo_model)."""
     try:
         if zoo_model:
             return ({q: registry.get_model(source, q, profile="full", device=device) for q in QUALITIES},
                     zoo.weights_digest(source, QUALITIES))
-        path = Path(source) if str(source).endswith(".pt") else registry.variable_rate_checkpoint_path(source)
-        return neural.quality_models(path, QUALITIES, device=device), neural.checkpoint_digest(path)
+        return neural.quality_models(source, QUALITIES, device=device), neural.checkpoint_digest(source)
     except (registry.CheckpointNotFoundError, registry.PretrainedWeightsUnavailableError, ValueError) as err:
         print(f"skipping {label}: {str(err).splitlines()[0]}")
         skipped_models.append(label)
@@ -749,30 +750,23 @@ else:
 # range (`nic_lib.rd.learning_curve`).
 
 # %%
-def j2k_curve(imgs):
-    t = codecs.rate_sweep(imgs, ["jpeg2000"], progress=False)
-    c = rd.rd_table(t).sort_values("bpp")
-    return np.log(c["bpp"].to_numpy()), c["psnr_rgb"].to_numpy()
-
-
 curve_parts = []
 if logs:
     # stage 1 was evaluated on all 24 Kodak images (smoke: the first 4, an approximation)
     kodak_all = data.load_images("kodak", limit=4 if smoke else 24)
-    j2k_full = cache.cached_table(results_dir / "j2k_full_kodak.csv", {"images": [n for n, _ in kodak_all]},
-                                  lambda: codecs.rate_sweep(kodak_all, ["jpeg2000"], progress=False), refresh=REFRESH,
-                                  data=kodak_all, models=None)
-    c = rd.rd_table(j2k_full).sort_values("bpp")
-    curve_full = (c["bpp"].to_numpy(), c["psnr_rgb"].to_numpy())
+    j2k_full = rd.rd_table(cache.cached_table(results_dir / "j2k_full_kodak.csv", {"images": [n for n, _ in kodak_all]},
+                                              lambda: codecs.rate_sweep(kodak_all, ["jpeg2000"], progress=False),
+                                              refresh=REFRESH, data=kodak_all, models=None))
+    # stages 2-3 on train.py's evaluation crops: 256x256 centres of the first four
     crops4 = [(n, data.centre_crop(img, 256, shrink=True)) for n, img in kodak_all[:4]]
-    lx, ly = j2k_curve(crops4)
-    curve_crops = (np.exp(lx), ly)
+    j2k_crops = rd.rd_table(codecs.rate_sweep(crops4, ["jpeg2000"], progress=False))
     offset = 0.0
     for stage in ["base", "mbt2018-vr", cpu_joint]:
         if stage not in logs or logs[stage][1] is None:
             continue
         log, ev = logs[stage]
-        part = rd.learning_curve(ev, *(curve_full if stage == "base" else curve_crops))
+        j2k = j2k_full if stage == "base" else j2k_crops
+        part = rd.learning_curve(ev, j2k["bpp"], j2k["psnr_rgb"])
         part.insert(0, "stage", stage)
         part["evaluated_on"] = "Kodak, 24 images" if stage == "base" else "4 Kodak crops, 256×256"
         part["hours"] = (offset + part["wall_s"]) / 3600

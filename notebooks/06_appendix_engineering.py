@@ -125,8 +125,7 @@ def benchmark_table(name, committed):
 def compute_tail_table():
     rows = []
     for name in MODELS:
-        path = registry.variable_rate_checkpoint_path(name)
-        models = neural.quality_models(path, device=device)
+        models = neural.quality_models(paths[name], device=device)
         for q in (min(models), max(models)):
             rows.append({"codec": name, "quality": q, **neural.tail_bits(models[q], tail_img)})
     return pd.DataFrame(rows)
