@@ -285,17 +285,10 @@ def read_run(run_dir: Path, recipe: str) -> pd.DataFrame:
         weights: those rows are the recipe ``<recipe>-ema``. Empty if the run has no
         eval.csv yet.
     """
-    path = Path(run_dir) / "eval.csv"
-    columns = ["recipe", "wall_h", "step", "quality", "lmbda", "images", "bpp", "psnr"]
-    if not path.is_file():
-        return pd.DataFrame(columns=columns)
-    ev = pd.read_csv(path)
-    ev["recipe"] = recipe
-    if "weights" in ev:  # a run with --ema evaluates its average too: a curve of its own
-        ev.loc[ev["weights"] == "ema", "recipe"] = f"{recipe}-ema"
-    # one time per evaluation: when it started (its first level's row)
-    ev["wall_h"] = ev.groupby(["recipe", "step"])["wall_s"].transform("min") / 3600.0
-    return ev[columns]
+    ev = training_curves.read_evaluations(run_dir).rename(columns={"hours": "wall_h"})
+    # a run with --ema evaluates its average too: a curve of its own
+    ev.insert(0, "recipe", [f"{recipe}-ema" if w == "ema" else recipe for w in ev["weights"]])
+    return ev.drop(columns="weights")
 
 
 def summary_markdown(table: pd.DataFrame, baseline: str = BASELINE,

@@ -117,19 +117,9 @@ def shipped_hours(logs=SHIPPED_LOGS) -> float:
 
 
 def run_evaluations(run_dir: Path) -> pd.DataFrame:
-    """A run's eval.csv (``run_dir`` a run folder, or the eval CSV itself) as rows of
-    ``weights`` (``model`` / ``ema``), ``run_h``, step, quality, lmbda, images, bpp, psnr;
-    empty without one. ``run_h`` is the time of each evaluation's first row."""
-    path = Path(run_dir) if Path(run_dir).suffix == ".csv" else Path(run_dir) / "eval.csv"
-    cols = ["weights", "run_h", "step", "quality", "lmbda", "images", "bpp", "psnr"]
-    if not path.is_file():
-        return pd.DataFrame(columns=cols)
-    ev = pd.read_csv(path)
-    if "weights" not in ev:
-        ev["weights"] = "model"
-    ev["weights"] = ev["weights"].fillna("model")
-    ev["run_h"] = ev.groupby(["step", "weights"])["wall_s"].transform("min") / 3600.0
-    return ev[cols]
+    """A run's eval.csv (``run_dir`` a run folder, or the eval CSV itself): the rows of
+    :func:`nic_lib.training_curves.read_evaluations`, with their hours named ``run_h``."""
+    return training_curves.read_evaluations(run_dir).rename(columns={"hours": "run_h"})
 
 
 def lineage(init: Path, root: Path = DEFAULT_INIT) -> list[dict]:

@@ -39,6 +39,8 @@ REFERENCE_CODEC = "jpeg2000"
 #: Its rates: the default sweep widened to 0.05 and 3 bpp, so the gap stays defined for
 #: early, off-target evaluations (JPEG 2000 needs 0.3 s per Kodak image and setting).
 REFERENCE_BPPS = (0.05, 0.075, *codecs.JPEG2000_BPPS, 3.0)
+#: Columns of :func:`read_evaluations`: one row per step x weights x rate level.
+EVALUATION_COLUMNS = ("weights", "hours", "step", "quality", "lmbda", "images", "bpp", "psnr")
 #: Columns of :func:`add_jpeg2000_columns`: one row per run ("recipe") x evaluation x rate level.
 COLUMNS = ("recipe", "wall_h", "step", "quality", "lmbda", "images", "bpp", "psnr",
            "jpeg2000_psnr", "gap_to_jpeg2000_db", "rate_vs_jpeg2000_pct",
@@ -169,6 +171,29 @@ def add_jpeg2000_columns(evals: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFra
     table["bd_rate_vs_jpeg2000_pct"] = bd_rate_per_evaluation(table, ref_bpp, ref_psnr)
     table = table.sort_values(["recipe", "wall_h", "lmbda"], kind="stable")
     return table.reset_index(drop=True)[list(COLUMNS)]
+
+
+def read_evaluations(run: str | Path) -> pd.DataFrame:
+    """A training run's evaluations, from the ``eval.csv`` that ``python -m nic_lib.train`` writes.
+
+    Args:
+        run: a run folder, or an eval CSV itself (one shipped beside a checkpoint).
+
+    Returns:
+        Columns :data:`EVALUATION_COLUMNS`: ``weights`` is ``model``, or ``ema`` for the
+        moving average a run trained with ``--ema`` also evaluates (files written before
+        that have no such column: all ``model``); ``hours`` is the time of the
+        evaluation's first row (a variable-rate evaluation writes one row per level,
+        seconds apart), one time per step and weights. Empty without the file.
+    """
+    path = Path(run) if Path(run).suffix == ".csv" else Path(run) / "eval.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=list(EVALUATION_COLUMNS))
+    ev = pd.read_csv(path)
+    ev["weights"] = ev["weights"].fillna("model") if "weights" in ev else "model"
+    # one time per evaluation: when it started (its first level's row)
+    ev["hours"] = ev.groupby(["step", "weights"])["wall_s"].transform("min") / 3600.0
+    return ev[list(EVALUATION_COLUMNS)]
 
 
 def jpeg2000_curve(eval_images: int, eval_crop: int, cache_path: Path) -> pd.DataFrame:

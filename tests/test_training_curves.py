@@ -100,3 +100,20 @@ def test_table_has_the_documented_columns_and_blanks_undefined_numbers():
     assert list(table.columns) == list(tc.COLUMNS)
     assert tc.format_or_blank(float("nan"), "+.1f") == ""
     assert tc.format_or_blank(-1.26, "+.1f", " %") == "-1.3 %"
+
+
+def test_evaluations_are_timed_by_their_first_level_per_weights(tmp_path):
+    (tmp_path / "eval.csv").write_text(
+        "step,wall_s,quality,lmbda,images,loss,mse,psnr,bpp,weights\n"
+        "100,360.0,1,0.0018,24,1,1,28.0,0.2,model\n"
+        "100,363.6,2,0.0035,24,1,1,29.0,0.3,model\n"
+        "100,367.2,1,0.0018,24,1,1,28.2,0.2,ema\n"
+        "200,720.0,1,0.0018,24,1,1,28.5,0.2,model\n")
+    ev = tc.read_evaluations(tmp_path)
+    assert list(ev.columns) == list(tc.EVALUATION_COLUMNS)
+    assert ev["hours"].tolist() == pytest.approx([0.1, 0.1, 0.102, 0.2])
+    # the CSV itself reads the same; a file without the weights column is all "model"
+    assert tc.read_evaluations(tmp_path / "eval.csv").equals(ev)
+    (tmp_path / "old.csv").write_text("step,wall_s,quality,lmbda,images,psnr,bpp\n10,36.0,1,0.0018,24,28.0,0.2\n")
+    assert tc.read_evaluations(tmp_path / "old.csv")["weights"].tolist() == ["model"]
+    assert tc.read_evaluations(tmp_path / "missing").empty
