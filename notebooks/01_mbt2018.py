@@ -130,26 +130,11 @@ print(f"figures -> {fig_dir}")
 #
 # g_a: four 5×5 stride-2 convolutions with GDN; g_s its mirror with inverse GDN; h_a, h_s
 # three convolutions each with leaky ReLU (CompressAI's layers, `nic_lib.models.google`).
-# The table is traced from the model that is evaluated below (hooks on each part).
+# The table is traced from the model that is evaluated below (`nic_lib.capacity.part_shapes`).
 
 # %%
-def trace_shapes(model, side_h=512, side_w=768):
-    rows, hooks = [], []
-    parts = [(n, getattr(model, n)) for n in ("g_a", "h_a", "h_s", "context_prediction", "entropy_parameters", "g_s") if hasattr(model, n)]
-    for name, module in parts:
-        hooks.append(module.register_forward_hook(
-            lambda m, a, out, name=name: rows.append({"part": name, "input": tuple(a[0].shape[1:]), "output": tuple(out.shape[1:]),
-                                                     "parameters": sum(p.numel() for p in m.parameters())})))
-    try:
-        model(torch.rand(1, 3, side_h, side_w))
-    finally:
-        for h in hooks:
-            h.remove()
-    return pd.DataFrame(rows).drop_duplicates("part")
-
-
 arch_model = registry.get_model("mbt2018", 3, profile=model_profile, pretrained=False).eval()
-shapes = trace_shapes(arch_model)
+shapes = capacity.part_shapes(arch_model)
 display(shapes.style.hide(axis="index"))
 print(f"mbt2018 ({model_profile} profile): N={arch_model.N}, M={arch_model.M}, "
       f"{sum(p.numel() for p in arch_model.parameters()) / 1e6:.2f} M parameters; the paper's N=M=192 model has "
