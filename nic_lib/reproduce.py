@@ -546,7 +546,7 @@ def verify(names: Sequence[str] | None = None, scratch: str | os.PathLike | None
         if "FIGURE_DIR" not in params:
             raise ValueError(f"{path.name} has no FIGURE_DIR parameter, so a verify run could only write into "
                              f"{committed_root / path.stem}; add `FIGURE_DIR = None` to its parameters cell and "
-                             "pass it to plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR)")
+                             "pass it to notebook_setup.setup(..., figure_dir=FIGURE_DIR)")
     logging.getLogger("papermill").setLevel(logging.WARNING)  # the report, not every cell's output
     summary = []
     for path in selected:
