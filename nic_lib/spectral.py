@@ -107,6 +107,27 @@ def landscape(img: np.ndarray) -> np.ndarray:
     return img if img.shape[0] <= img.shape[1] else np.swapaxes(img, 0, 1)
 
 
+def one_size_images(images: Iterable[tuple[str, np.ndarray]], crop: int | None = None
+                    ) -> list[tuple[str, np.ndarray]]:
+    """Images ready to average spectra over: landscape, centre-cropped, of one size.
+
+    Args:
+        images: ``(name, image)`` pairs (e.g. :func:`nic_lib.data.load_images`).
+        crop: side of a centred square crop of each (None: whole images).
+
+    Returns:
+        The pairs turned landscape (:func:`landscape`) and cropped, keeping only those of
+        the first one's size (Kodak's 24 images all have one size once landscape).
+
+    Raises:
+        ValueError: an image smaller than ``crop``.
+    """
+    out = [(name, landscape(img)) for name, img in images]
+    if crop:
+        out = [(name, data.centre_crop(img, crop)) for name, img in out]
+    return [(name, img) for name, img in out if img.shape == out[0][1].shape]
+
+
 def luminance(img: np.ndarray) -> np.ndarray:
     """BT.601 luma Y = 0.299 R + 0.587 G + 0.114 B of an RGB array, as float64.
 

@@ -89,15 +89,11 @@ hm_crop = HEATMAP_CROP or (64 if smoke else 256)
 hm_images = HEATMAP_IMAGES or (1 if smoke else 8)
 
 loaded = data.load_images(dataset, limit=n_images)
-names = [name for name, _ in loaded]
-images = [spectral.landscape(img) for _, img in loaded]
-if crop:
-    images = [data.centre_crop(img, crop) for img in images]
+kept = spectral.one_size_images(loaded, crop)  # spectra average over one size
+names, images = [name for name, _ in kept], [img for _, img in kept]
 shape = images[0].shape
-keep = [i for i, img in enumerate(images) if img.shape == shape]  # spectra average over one size
-if len(keep) < len(images):
-    print(f"dropping {len(images) - len(keep)} images whose size differs from {shape[:2]} (set CROP to keep them)")
-names, images = [names[i] for i in keep], [images[i] for i in keep]
+if len(kept) < len(loaded):
+    print(f"dropping {len(loaded) - len(kept)} images whose size differs from {shape[:2]} (set CROP to keep them)")
 
 nic = {}
 for model_name, quality in NIC_MODELS:

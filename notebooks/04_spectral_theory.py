@@ -81,11 +81,7 @@ smoke, model_profile, device, dataset, n_images, fig_dir = (run.smoke, run.model
 crop = CROP if CROP is not None else (128 if smoke else None)
 toy_steps = TOY_STEPS or (100 if smoke else theory.TOY_STEPS)
 torch.set_num_threads(1)  # the toy codecs are tiny: threads cost more than they give
-loaded = data.load_images(dataset, limit=n_images)
-images = [spectral.landscape(img) for _, img in loaded]
-if crop:
-    images = [data.centre_crop(img, crop) for img in images]
-images = [img for img in images if img.shape == images[0].shape]
+images = [img for _, img in spectral.one_size_images(data.load_images(dataset, limit=n_images), crop)]
 checks = []  # (formula, value, expected) of every numerical check, tabled at the end
 
 
