@@ -77,7 +77,7 @@ sweep_settings = {n: list((SETTINGS or {}).get(n, codecs.get_codec(n).settings))
 if SETTINGS is None and smoke:
     # four settings per codec (the minimum for a BD-rate), spread over its default sweep
     for name, full_sweep in sweep_settings.items():
-        sweep_settings[name] = [full_sweep[i] for i in np.linspace(0, len(full_sweep) - 1, 4).round().astype(int)]
+        sweep_settings[name] = codecs.spread_settings(full_sweep, 4)
 images = data.load_images(dataset, limit=n_images)
 print(f"profile={PROFILE}  dataset={dataset}  images={len(images)}  codecs={codec_names}")
 print(f"figures -> {fig_dir}")

@@ -477,7 +477,7 @@ learned = pd.concat(learned_parts, ignore_index=True) if learned_parts else pd.D
 print(f"learned codecs: {len(learned)} rows ({time.perf_counter() - t0:.1f} s)")
 classic_settings = {n: list(codecs.get_codec(n).settings) for n in CLASSIC}
 if smoke:
-    classic_settings = {n: [s[i] for i in np.linspace(0, len(s) - 1, 5).round().astype(int)] for n, s in classic_settings.items()}
+    classic_settings = {n: codecs.spread_settings(s, 5) for n, s in classic_settings.items()}
 classic_key = {"dataset": dataset, "images": image_key, "settings": classic_settings,
                "codecs": {n: codecs.get_codec(n).description for n in CLASSIC}}
 if crop:

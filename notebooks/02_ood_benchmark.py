@@ -109,7 +109,7 @@ if [c for c in codec_request if c not in available]:
     print(f"skipping codecs not available here: {[c for c in codec_request if c not in available]}")
 settings = {n: list((SETTINGS or {}).get(n, bench.GRID_SETTINGS.get(n, codecs.get_codec(n).settings))) for n in codec_names}
 if SETTINGS is None and smoke:
-    settings = {n: [s[i] for i in np.linspace(0, len(s) - 1, 4).round().astype(int)] for n, s in settings.items()}
+    settings = {n: codecs.spread_settings(s, 4) for n, s in settings.items()}
 print(f"profile={PROFILE}  dataset={dataset}  images={n_images or 'all'}  corruptions={len(corruption_names)}  "
       f"severities={severities}  codecs={codec_names}  NIC device={device}")
 print(f"figures -> {fig_dir}")
