@@ -196,6 +196,27 @@ def read_evaluations(run: str | Path) -> pd.DataFrame:
     return ev[list(EVALUATION_COLUMNS)]
 
 
+def shipped_logs(checkpoint: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
+    """The training log and evaluations shipped beside a checkpoint.
+
+    :func:`nic_lib.train.ship_run` copies a run's ``log.csv`` and ``eval.csv`` beside the
+    checkpoint it ships, as ``<stem>.log.csv`` and ``<stem>.eval.csv``.
+
+    Args:
+        checkpoint: ``<folder>/<stem>.pt`` (the file itself need not exist: the shared
+            training stages ship only their logs).
+
+    Returns:
+        ``(log, evaluations)`` read as tables, evaluations None without an eval file; None
+        without a log.
+    """
+    path = Path(checkpoint)
+    log, evals = path.with_name(f"{path.stem}.log.csv"), path.with_name(f"{path.stem}.eval.csv")
+    if not log.is_file():
+        return None
+    return pd.read_csv(log), pd.read_csv(evals) if evals.is_file() else None
+
+
 def jpeg2000_curve(eval_images: int, eval_crop: int, cache_path: Path) -> pd.DataFrame:
     """JPEG 2000's RD curve on the evaluation images (per-image sweep cached).
 

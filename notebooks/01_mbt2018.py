@@ -51,7 +51,6 @@
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -62,7 +61,7 @@ from IPython.display import Markdown, display
 from matplotlib.colors import ListedColormap
 from scipy import stats
 
-from nic_lib import cache, capacity, claims, codecs, data, neural, notebook_setup, plotting, rd, reproduce
+from nic_lib import cache, capacity, claims, codecs, data, neural, notebook_setup, plotting, rd, reproduce, training_curves
 from nic_lib.models import google, registry, zoo
 
 # %% tags=["parameters"]
@@ -406,21 +405,12 @@ else:
 
 # %%
 def read_stage_logs():
-    """Training logs shipped beside the checkpoints: {stage: (log, eval)}."""
-    out = {}
-    for stage_dir in sorted((registry.checkpoint_dir() / "stages").glob("*.log.csv")):
-        stage = stage_dir.name.removesuffix(".log.csv")
-        ev = stage_dir.with_name(f"{stage}.eval.csv")
-        out[stage] = (pd.read_csv(stage_dir), pd.read_csv(ev) if ev.is_file() else None)
-    for name in families:
-        if name not in cpu_sources:  # published weights: no training log here
-            continue
-        path = Path(cpu_sources[name])
-        log = path.with_name(f"{path.stem}.log.csv")
-        ev = path.with_name(f"{path.stem}.eval.csv")
-        if log.is_file():
-            out[name] = (pd.read_csv(log), pd.read_csv(ev) if ev.is_file() else None)
-    return out
+    """Training logs shipped beside the checkpoints: {stage or model: (log, evaluations or None)}."""
+    stage_logs = sorted((registry.checkpoint_dir() / "stages").glob("*.log.csv"))
+    sources = {p.name.removesuffix(".log.csv"): p.with_name(p.name.replace(".log.csv", ".pt")) for p in stage_logs}
+    sources.update({name: cpu_sources[name] for name in families if name in cpu_sources})  # published weights: no log here
+    logs = {name: training_curves.shipped_logs(path) for name, path in sources.items()}
+    return {name: pair for name, pair in logs.items() if pair is not None}
 
 
 logs = read_stage_logs()  # the cpu models' (in the full profile: of the ones standing in)

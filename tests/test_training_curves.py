@@ -117,3 +117,16 @@ def test_evaluations_are_timed_by_their_first_level_per_weights(tmp_path):
     (tmp_path / "old.csv").write_text("step,wall_s,quality,lmbda,images,psnr,bpp\n10,36.0,1,0.0018,24,28.0,0.2\n")
     assert tc.read_evaluations(tmp_path / "old.csv")["weights"].tolist() == ["model"]
     assert tc.read_evaluations(tmp_path / "missing").empty
+
+
+def test_shipped_logs_are_read_from_beside_the_checkpoint(tmp_path):
+    (tmp_path / "vr.log.csv").write_text("step,wall_s,loss\n10,1.0,2.0\n")
+    assert tc.shipped_logs(tmp_path / "vr.pt")[1] is None  # no evaluations shipped
+    (tmp_path / "vr.eval.csv").write_text("step,wall_s,psnr,bpp\n10,1.5,30.0,0.5\n")
+    log, evals = tc.shipped_logs(tmp_path / "vr.pt")
+    assert log["loss"].tolist() == [2.0] and evals["psnr"].tolist() == [30.0]
+    assert tc.shipped_logs(tmp_path / "other.pt") is None
+    # the repository's shared stages ship logs without a checkpoint file
+    from nic_lib.models import registry
+
+    assert tc.shipped_logs(registry.checkpoint_dir() / "stages" / "base.pt") is not None
