@@ -18,6 +18,9 @@ The interpolation is the rule of :func:`nic_lib.rd.quality_gap_at_rate` (linear 
 no extrapolation), here in both directions and with errors for a reference that is not a
 curve; the reference is first reduced to the points that are on it (:func:`monotone_curve`).
 
+The runs' own records are read here too: :func:`read_evaluations` (a run's ``eval.csv``)
+and :func:`shipped_logs` (the log and evaluations shipped beside a checkpoint, which
+notebook 01 draws).
 """
 
 from __future__ import annotations
