@@ -58,6 +58,7 @@ from compressai.models import MeanScaleHyperprior
 
 from nic_lib import container, data, fileio
 from nic_lib.models import build_model, load_checkpoint
+from nic_lib.testing.fuzz import forge_size
 from nic_lib.models.variable_rate import (is_variable_rate, make_variable_rate, rate_levels,
                                           set_rate_level)
 
@@ -377,7 +378,7 @@ def scaling(args) -> list[dict]:
             encoded = _run_worker(args, path, key, (512, 768) if image == "kodim23" else (h, w),
                                   image)
             if image == "kodim23":  # the bomb: a valid file announcing (h, w)
-                forged = load_benchmark_fuzz().forge_size(path.read_bytes(), h, w)
+                forged = forge_size(path.read_bytes(), h, w)
                 fileio.atomic_write_bytes(path, forged)
             r = _run_worker(args, path, key, budget_mb=budget_mb)
             rows.append({"case": case, "model": key, "height": h, "width": w,
@@ -389,16 +390,6 @@ def scaling(args) -> list[dict]:
                   f" MB + {r['rss_before_decode_mb']:4.0f} before), encoder peak "
                   f"{encoded['peak_rss_mb']:5.0f} MB: {r['outcome'][:60]}", flush=True)
     return rows
-
-
-def load_benchmark_fuzz():
-    """benchmarks/fuzz_nic.py as a module (its forge_size makes the bombs)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fuzz_nic", Path(__file__).with_name("fuzz_nic.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write(rows: list[dict], out: Path, columns=COLUMNS) -> None:

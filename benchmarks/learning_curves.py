@@ -71,15 +71,10 @@ curve linearly in time, at every evaluation time inside both runs' range.
 Quality. Each evaluation is train.py's: all 24 Kodak images, whole (``--eval-crop 0``),
 bpp from the likelihoods, PSNR-RGB averaged over images. JPEG 2000 is
 ``nic_lib.codecs`` ``jpeg2000`` (configured as in notebook 00), encoded on the same images,
-one RD curve from the mean bpp and PSNR of each setting. Per evaluation row:
-
-- ``gap_to_jpeg2000_db`` = PSNR - PSNR_J2K(bpp), PSNR_J2K interpolated linearly in log
-  bpp (NaN outside the JPEG 2000 sweep; negative = behind JPEG 2000);
-- ``rate_vs_jpeg2000_pct`` = 100 (bpp / bpp_J2K(PSNR) - 1), the one-point analogue of
-  BD-rate (negative = fewer bits than JPEG 2000 at that quality);
-- ``bd_rate_vs_jpeg2000_pct``: variable-rate evaluations only, the BD-rate of the
-  evaluation's levels against the JPEG 2000 curve (``nic_lib.rd.bd_rate``), repeated on
-  each level's row.
+one RD curve from the mean bpp and PSNR of each setting. Per evaluation row,
+``nic_lib.training_curves`` adds ``gap_to_jpeg2000_db`` (dB ahead of JPEG 2000 at the same
+bpp), ``rate_vs_jpeg2000_pct`` (bits against JPEG 2000 at the same PSNR) and, for
+variable-rate evaluations, ``bd_rate_vs_jpeg2000_pct`` (its docstring defines each).
 
 The issue's target, "project ahead of the baseline at every equal training time", is
 checked on ``gap_to_jpeg2000_db`` at the baseline's λ (for ``project-vr``: its λ = 0.013
@@ -102,7 +97,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -111,7 +105,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nic_lib import cache, codecs, data, fileio, rd
+from nic_lib import cache, fileio, training_curves
+from nic_lib.training_curves import EVAL_CROP, EVAL_IMAGES
 
 REPO = Path(__file__).resolve().parent.parent
 #: Output table (build/ is git-ignored).
@@ -132,9 +127,6 @@ PROBE_LOG_EVERY = 10
 LMBDA = 0.013
 #: The cpu profile's widths (nic_lib.models.registry.CPU_PROFILE_WIDTHS).
 WIDTHS = (64, 96)
-#: All of Kodak, whole images: the numbers are the real Kodak ones.
-EVAL_IMAGES = 24
-EVAL_CROP = 0
 #: --max-steps out of reach: the budget (--max-minutes) ends every run.
 MAX_STEPS = 100_000_000
 #: Fixed seed: one run per recipe, the same initial weights for all of them.
@@ -144,11 +136,6 @@ SEED = 0
 RUNS_SUBDIR = "learning-curves"
 #: Flags file of each run folder (the command it was started with).
 FLAGS_FILE = "learning_curves.json"
-#: Classic reference codec, configured as in notebook 00 (nic_lib.codecs defaults).
-REFERENCE_CODEC = "jpeg2000"
-#: Its rates: the default sweep widened to 0.05 and 3 bpp, so the gap stays defined for
-#: early, off-target evaluations (JPEG 2000 needs 0.3 s per Kodak image and setting).
-REFERENCE_BPPS = (0.05, 0.075, *codecs.JPEG2000_BPPS, 3.0)
 
 _PROJECT = ["--crop", "128", "--batch-size", "8", "--lr", "1e-3", "--aux-lr", "1e-3",
             "--lr-schedule", "cosine", "--warmup-steps", "200", "--min-lr-ratio", "0.05",
@@ -176,141 +163,14 @@ RECIPES: dict[str, list[str]] = {
 RECIPE_WIDTHS: dict[str, tuple[int, int]] = {"project-w96": (96, 144)}
 
 #: Columns of the output table, one row per recipe x evaluation x rate level.
-COLUMNS = ("recipe", "wall_h", "step", "quality", "lmbda", "images", "bpp", "psnr",
-           "jpeg2000_psnr", "gap_to_jpeg2000_db", "rate_vs_jpeg2000_pct",
-           "bd_rate_vs_jpeg2000_pct")
+COLUMNS = training_curves.COLUMNS
 #: Columns of the equal-time comparison.
 COMPARISON_COLUMNS = ("wall_h", "recipe_gap_db", "baseline_gap_db", "margin_db", "ahead")
 
 
 # ---------------------------------------------------------------------------------------
-# Pure functions: JPEG 2000 references, BD-rate per evaluation, equal-time comparison.
-
-
-def _reference(curve_bpp, curve_psnr) -> tuple[np.ndarray, np.ndarray]:
-    """The reference curve as (log bpp, PSNR) sorted by rate, or raise."""
-    bpp = np.asarray(curve_bpp, dtype=float)
-    psnr = np.asarray(curve_psnr, dtype=float)
-    if bpp.shape != psnr.shape or bpp.size < 2 or np.any(bpp <= 0):
-        raise ValueError(f"reference curve: need >= 2 points with bpp > 0 and one PSNR each, "
-                         f"got bpp={bpp.tolist()}, psnr={psnr.tolist()}; pass an RD curve "
-                         "from nic_lib.rd.rd_table")
-    order = np.argsort(bpp)
-    return np.log(bpp[order]), psnr[order]
-
-
-def psnr_at_bpp(curve_bpp, curve_psnr, bpp) -> np.ndarray:
-    """PSNR of a reference RD curve at given rates, interpolated linearly in log bpp.
-
-    Args:
-        curve_bpp, curve_psnr: the reference curve's points (any order).
-        bpp: rates to read it at (scalar or array).
-
-    Returns:
-        PSNR at each rate; NaN outside the curve's rate range (no extrapolation).
-
-    Raises:
-        ValueError: fewer than 2 points, mismatched lengths, or a rate <= 0.
-    """
-    log_bpp, psnr = _reference(curve_bpp, curve_psnr)
-    x = np.log(np.asarray(bpp, dtype=float))
-    # PSNR(r) = PSNR_i + (PSNR_{i+1} − PSNR_i) · (ln r − ln r_i) / (ln r_{i+1} − ln r_i)
-    return np.interp(x, log_bpp, psnr, left=np.nan, right=np.nan)
-
-
-def bpp_at_psnr(curve_bpp, curve_psnr, psnr) -> np.ndarray:
-    """Rate of a reference RD curve at given PSNRs, interpolated linearly in log bpp.
-
-    Args:
-        curve_bpp, curve_psnr: the reference curve's points; PSNR must rise with rate.
-        psnr: qualities to read it at (scalar or array).
-
-    Returns:
-        bpp at each PSNR; NaN outside the curve's PSNR range.
-
-    Raises:
-        ValueError: as :func:`psnr_at_bpp`, or PSNR not rising with rate.
-    """
-    log_bpp, ref_psnr = _reference(curve_bpp, curve_psnr)
-    if np.any(np.diff(ref_psnr) <= 0):
-        raise ValueError(f"reference curve: PSNR must rise with rate, got {ref_psnr.tolist()}; "
-                         "drop the points that spend bits for no quality")
-    # ln r(D) = ln r_i + (ln r_{i+1} − ln r_i) · (D − D_i) / (D_{i+1} − D_i)
-    return np.exp(np.interp(np.asarray(psnr, dtype=float), ref_psnr, log_bpp,
-                            left=np.nan, right=np.nan))
-
-
-def monotone_curve(curve: pd.DataFrame) -> pd.DataFrame:
-    """The points of an RD curve that are on it: each with more bits and more PSNR than
-    every point of lower rate.
-
-    A codec's rate control can floor on small images (two settings giving the same
-    file) and a point can spend bits for no quality; interpolating through either would
-    make PSNR(bpp) ill-defined.
-
-    Args:
-        curve: columns bpp and psnr_rgb (e.g. ``rd.rd_table`` of a sweep).
-
-    Returns:
-        The kept rows, sorted by bpp, index reset.
-    """
-    # by rate, the best PSNR first among equal rates: a point is kept when its PSNR beats
-    # every point before it (so equal rates keep only their best)
-    curve = curve.sort_values(["bpp", "psnr_rgb"], ascending=[True, False], kind="stable")
-    best_before = curve["psnr_rgb"].cummax().shift(fill_value=-np.inf)
-    return curve[curve["psnr_rgb"] > best_before].reset_index(drop=True)
-
-
-def bd_rate_per_evaluation(evals: pd.DataFrame, curve_bpp, curve_psnr) -> pd.Series:
-    """BD-rate against a reference curve of every evaluation with enough rate levels.
-
-    Args:
-        evals: one row per recipe x step x level with columns recipe, step, bpp, psnr.
-        curve_bpp, curve_psnr: the reference (JPEG 2000) curve.
-
-    Returns:
-        Series aligned with ``evals``: the BD-rate (percent, ``nic_lib.rd.bd_rate``; < 0 =
-        fewer bits than the reference) of the levels of the row's (recipe, step); NaN for
-        evaluations with fewer than ``rd.MIN_POINTS`` levels (fixed-rate runs), and for
-        curves BD-rate is undefined on (quality not rising with rate, no overlap).
-    """
-    out = pd.Series(np.nan, index=evals.index, dtype=float)
-    for _, group in evals.groupby(["recipe", "step"], sort=False):
-        if len(group) < rd.MIN_POINTS:
-            continue
-        try:
-            value = rd.bd_rate(curve_bpp, curve_psnr, group["bpp"], group["psnr"])
-        except ValueError:  # early in training a curve may not rise with rate yet
-            continue
-        out[group.index] = value
-    return out
-
-
-def add_jpeg2000_columns(evals: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFrame:
-    """The output table: evaluations with their distance to JPEG 2000.
-
-    Args:
-        evals: columns recipe, wall_h, step, quality, lmbda, images, bpp, psnr.
-        curve: the JPEG 2000 RD curve, columns bpp and psnr_rgb (``rd.rd_table``); only
-            its :func:`monotone_curve` points are used.
-
-    Returns:
-        ``evals`` with jpeg2000_psnr, gap_to_jpeg2000_db, rate_vs_jpeg2000_pct and
-        bd_rate_vs_jpeg2000_pct (see the module docstring), columns :data:`COLUMNS`,
-        sorted by recipe, time and λ.
-    """
-    table = evals.copy()
-    curve = monotone_curve(curve)
-    ref_bpp, ref_psnr = curve["bpp"].to_numpy(), curve["psnr_rgb"].to_numpy()
-    table["jpeg2000_psnr"] = psnr_at_bpp(ref_bpp, ref_psnr, table["bpp"])
-    # gap = PSNR − PSNR_J2K(bpp): dB ahead of JPEG 2000 at the same rate
-    table["gap_to_jpeg2000_db"] = table["psnr"] - table["jpeg2000_psnr"]
-    # rate change = bpp / bpp_J2K(PSNR) − 1: bits saved against JPEG 2000 at the same quality
-    table["rate_vs_jpeg2000_pct"] = 100.0 * (
-        table["bpp"] / bpp_at_psnr(ref_bpp, ref_psnr, table["psnr"]) - 1.0)
-    table["bd_rate_vs_jpeg2000_pct"] = bd_rate_per_evaluation(table, ref_bpp, ref_psnr)
-    table = table.sort_values(["recipe", "wall_h", "lmbda"], kind="stable")
-    return table.reset_index(drop=True)[list(COLUMNS)]
+# Pure functions: equal-time comparison, evaluation interval, summary (the distance of each
+# evaluation to JPEG 2000 is nic_lib.training_curves').
 
 
 def _gap_curve(table: pd.DataFrame, recipe: str, lmbda: float) -> pd.DataFrame:
@@ -425,22 +285,10 @@ def read_run(run_dir: Path, recipe: str) -> pd.DataFrame:
         weights: those rows are the recipe ``<recipe>-ema``. Empty if the run has no
         eval.csv yet.
     """
-    path = Path(run_dir) / "eval.csv"
-    columns = ["recipe", "wall_h", "step", "quality", "lmbda", "images", "bpp", "psnr"]
-    if not path.is_file():
-        return pd.DataFrame(columns=columns)
-    ev = pd.read_csv(path)
-    ev["recipe"] = recipe
-    if "weights" in ev:  # a run with --ema evaluates its average too: a curve of its own
-        ev.loc[ev["weights"] == "ema", "recipe"] = f"{recipe}-ema"
-    # one time per evaluation: when it started (its first level's row)
-    ev["wall_h"] = ev.groupby(["recipe", "step"])["wall_s"].transform("min") / 3600.0
-    return ev[columns]
-
-
-def _fmt(value: float, spec: str, unit: str = "") -> str:
-    """A number for the summary; blank when undefined (NaN: outside JPEG 2000's range)."""
-    return "" if value is None or math.isnan(value) else f"{value:{spec}}{unit}"
+    ev = training_curves.read_evaluations(run_dir).rename(columns={"hours": "wall_h"})
+    # a run with --ema evaluates its average too: a curve of its own
+    ev.insert(0, "recipe", [f"{recipe}-ema" if w == "ema" else recipe for w in ev["weights"]])
+    return ev.drop(columns="weights")
 
 
 def summary_markdown(table: pd.DataFrame, baseline: str = BASELINE,
@@ -466,9 +314,9 @@ def summary_markdown(table: pd.DataFrame, baseline: str = BASELINE,
                   "|---|---|---|---|---|---|---|"]
         for r in at.itertuples():
             lines.append(f"| {r.wall_h:.2f} | {r.step} | {r.bpp:.3f} | {r.psnr:.2f} | "
-                         f"{_fmt(r.gap_to_jpeg2000_db, '+.2f')} | "
-                         f"{_fmt(r.rate_vs_jpeg2000_pct, '+.1f', ' %')} | "
-                         f"{_fmt(r.bd_rate_vs_jpeg2000_pct, '+.1f', ' %')} |")
+                         f"{training_curves.format_or_blank(r.gap_to_jpeg2000_db, '+.2f')} | "
+                         f"{training_curves.format_or_blank(r.rate_vs_jpeg2000_pct, '+.1f', ' %')} | "
+                         f"{training_curves.format_or_blank(r.bd_rate_vs_jpeg2000_pct, '+.1f', ' %')} |")
         lines.append("")
     recipes = list(dict.fromkeys(table["recipe"]))
     if baseline in recipes:
@@ -599,32 +447,6 @@ def run_recipe(recipe: str, run_dir: Path, minutes: float, eval_every_minutes: f
     _train([*flags, "--out-dir", str(run_dir)], threads)
 
 
-def jpeg2000_curve(eval_images: int, eval_crop: int, cache_path: Path) -> pd.DataFrame:
-    """JPEG 2000's RD curve on the evaluation images (per-image sweep cached).
-
-    Args:
-        eval_images, eval_crop: the evaluation set, as train.py builds it.
-        cache_path: CSV of the per-image sweep (its key beside it).
-
-    Returns:
-        ``rd.rd_table`` of the sweep: one row per setting with bpp and psnr_rgb.
-    """
-    from nic_lib import train  # torch: imported only when the benchmark runs
-
-    names = [p.stem for p in data.list_images(train.EVAL_DATASET, limit=eval_images)]
-    cfg = train.TrainConfig(eval_images=eval_images, eval_crop=eval_crop)
-    codec = codecs.get_codec(REFERENCE_CODEC)
-    key = {"dataset": train.EVAL_DATASET, "images": names, "crop": eval_crop,
-           "codec": codec.description, "settings": list(REFERENCE_BPPS)}
-
-    images = list(zip(names, train.load_eval_images(cfg)))
-
-    def sweep() -> pd.DataFrame:
-        return codecs.rate_sweep(images, [codec], {codec.name: REFERENCE_BPPS}, progress=False)
-
-    return rd.rd_table(cache.cached_table(cache_path, key, sweep, data=images, models=None))
-
-
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     """Command line: train the recipes (sequentially), write the table, print the summary.
 
@@ -663,8 +485,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     options = {"widths": (args.N, args.M), "eval_images": args.eval_images,
                "eval_crop": args.eval_crop}
     # the reference first: a codec problem shows in seconds, not after hours of training
-    curve = jpeg2000_curve(args.eval_images, args.eval_crop,
-                           _sibling(args.out, ".jpeg2000.csv"))
+    curve = training_curves.jpeg2000_curve(args.eval_images, args.eval_crop,
+                                           _sibling(args.out, ".jpeg2000.csv"))
     if not args.report_only:
         for recipe in args.recipes:  # one after the other: parallel runs share the cores
             run_recipe(recipe, args.runs_dir / recipe, args.minutes, args.eval_every_minutes,
@@ -674,7 +496,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if not evals:
         raise SystemExit(f"no eval.csv under {args.runs_dir} for {args.recipes}; run without "
                          "--report-only to train them")
-    table = add_jpeg2000_columns(pd.concat(evals, ignore_index=True), curve)
+    table = training_curves.add_jpeg2000_columns(pd.concat(evals, ignore_index=True), curve)
     cache.write_table(table, args.out)
     comparison = comparison_table(table)
     cache.write_table(comparison, _sibling(args.out, ".comparison.csv"))

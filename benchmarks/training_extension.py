@@ -58,13 +58,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import learning_curves as lc  # noqa: E402  (the JPEG 2000 reference and BD-rate helpers)
+from nic_lib import cache, fileio, training_curves
+from nic_lib.training_curves import EVAL_CROP, EVAL_IMAGES
 
-from nic_lib import cache, fileio  # noqa: E402
-
-REPO = lc.REPO
+REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "build" / "results" / "benchmarks" / "training_extension.csv"
+#: JPEG 2000's sweep on the evaluation images: the cache benchmarks/learning_curves.py's
+#: default run fills (the same images, codec and rates).
+JPEG2000_CACHE = REPO / "build" / "results" / "benchmarks" / "learning_curves.jpeg2000.csv"
 DEFAULT_INIT = REPO / "checkpoints" / "mbt2018" / "vr.pt"
 #: The logs of the shipped model's stages, in training order (their wall_s add up).
 SHIPPED_LOGS = (REPO / "checkpoints" / "stages" / "base.log.csv",
@@ -79,7 +80,7 @@ TRAIN_FLAGS = ["--model", "mbt2018", "--qualities", *QUALITIES, "--N", "64", "--
                "--crop", "128", "--batch-size", "8", "--no-progress",
                "--schedule-clock", "time", "--lr", "5e-4", "--warmup-steps", "100",
                "--min-lr-ratio", "0.05", "--max-steps", "1000000", "--ema", "0.999",
-               "--eval-images", str(lc.EVAL_IMAGES), "--eval-crop", str(lc.EVAL_CROP)]
+               "--eval-images", str(EVAL_IMAGES), "--eval-crop", str(EVAL_CROP)]
 #: Peak learning rate of a continuation (``--lr``): the shipped VR stage's.
 DEFAULT_LR = 5e-4
 
@@ -93,7 +94,7 @@ def train_flags(lr: float = DEFAULT_LR) -> list[str]:
 
 #: Evaluate every this many steps (~20 minutes on one thread here, ~1.5 min per evaluation).
 EVAL_EVERY = 4000
-#: Joins weights and link names in learning_curves' ``recipe`` column.
+#: Joins weights and link names in training_curves' ``recipe`` column.
 SEP = "|"
 #: Columns of the output table.
 COLUMNS = ("weights", "segment", "total_h", "core_h", "run_h", "step", "quality", "lmbda", "images",
@@ -116,19 +117,9 @@ def shipped_hours(logs=SHIPPED_LOGS) -> float:
 
 
 def run_evaluations(run_dir: Path) -> pd.DataFrame:
-    """A run's eval.csv (``run_dir`` a run folder, or the eval CSV itself) as rows of
-    ``weights`` (``model`` / ``ema``), ``run_h``, step, quality, lmbda, images, bpp, psnr;
-    empty without one. ``run_h`` is the time of each evaluation's first row."""
-    path = Path(run_dir) if Path(run_dir).suffix == ".csv" else Path(run_dir) / "eval.csv"
-    cols = ["weights", "run_h", "step", "quality", "lmbda", "images", "bpp", "psnr"]
-    if not path.is_file():
-        return pd.DataFrame(columns=cols)
-    ev = pd.read_csv(path)
-    if "weights" not in ev:
-        ev["weights"] = "model"
-    ev["weights"] = ev["weights"].fillna("model")
-    ev["run_h"] = ev.groupby(["step", "weights"])["wall_s"].transform("min") / 3600.0
-    return ev[cols]
+    """A run's eval.csv (``run_dir`` a run folder, or the eval CSV itself): the rows of
+    :func:`nic_lib.training_curves.read_evaluations`, with their hours named ``run_h``."""
+    return training_curves.read_evaluations(run_dir).rename(columns={"hours": "run_h"})
 
 
 def lineage(init: Path, root: Path = DEFAULT_INIT) -> list[dict]:
@@ -174,9 +165,8 @@ def start_evaluation(init: Path, cache_path: Path) -> pd.DataFrame:
     from nic_lib import neural, train
     from nic_lib.models import checkpoints, variable_rate
 
-    key = {"checkpoint": neural.checkpoint_digest(init), "images": lc.EVAL_IMAGES,
-           "crop": lc.EVAL_CROP}
-    cfg = train.TrainConfig(eval_images=lc.EVAL_IMAGES, eval_crop=lc.EVAL_CROP)
+    key = {"checkpoint": neural.checkpoint_digest(init), "images": EVAL_IMAGES, "crop": EVAL_CROP}
+    cfg = train.TrainConfig(eval_images=EVAL_IMAGES, eval_crop=EVAL_CROP)
     images = train.load_eval_images(cfg)
 
     def compute() -> pd.DataFrame:
@@ -223,11 +213,11 @@ def extension_table(segments: list[dict], start: pd.DataFrame, curve: pd.DataFra
         offset_h += seg["hours"]
         offset_core += seg["threads"] * seg["hours"]
     table = pd.concat(parts, ignore_index=True)
-    # learning_curves computes one BD-rate per (recipe, step): one "recipe" per weights
+    # training_curves computes one BD-rate per (recipe, step): one "recipe" per weights
     # and link, as the step count restarts in each link
     table["recipe"] = table["weights"] + SEP + table["segment"]
     table["wall_h"] = table["run_h"]
-    table = lc.add_jpeg2000_columns(table, curve)
+    table = training_curves.add_jpeg2000_columns(table, curve)
     table[["weights", "segment"]] = table["recipe"].str.split(SEP, n=1, expand=True)
     table["run_h"] = table["wall_h"]
     link = table["segment"].map(offsets)
@@ -247,7 +237,7 @@ def summary_markdown(table: pd.DataFrame) -> str:
     for (weights, segment, step), rows in per_eval:
         bd = rows["bd_rate_vs_jpeg2000_pct"].iloc[0]
         lines.append(f"| {weights} | {segment} | {rows['total_h'].iloc[0]:.2f} | {rows['core_h'].iloc[0]:.2f} "
-                     f"| {step} | {lc._fmt(bd, '+.1f', ' %')} | {rows['bpp'].min():.3f}-"
+                     f"| {step} | {training_curves.format_or_blank(bd, '+.1f', ' %')} | {rows['bpp'].min():.3f}-"
                      f"{rows['bpp'].max():.3f} | {rows['psnr'].min():.2f}-{rows['psnr'].max():.2f} |")
         if np.isfinite(bd) and (best is None or bd < best[0]):
             best = (bd, weights, rows["total_h"].iloc[0])
@@ -273,6 +263,11 @@ def export(run_dir: Path, dest: Path, init: Path = DEFAULT_INIT) -> Path:
 
     return train.ship_run(run_dir, dest, [_repo_relative(init),
                                           f"runs/extend/{Path(run_dir).name}"])
+
+
+def _sibling(out: Path, suffix: str) -> Path:
+    """``<out stem><suffix>`` beside the output table (its summary, the start's cache)."""
+    return out.with_name(out.stem + suffix)
 
 
 def _repo_relative(path: Path) -> str:
@@ -311,9 +306,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     chain = lineage(args.init_from)  # fails fast when the hours cannot be known
     shipped_h = shipped_hours()
     # the reference first: a codec problem shows in seconds, not after hours of training
-    curve = lc.jpeg2000_curve(lc.EVAL_IMAGES, lc.EVAL_CROP,
-                              lc._sibling(lc.DEFAULT_OUT, ".jpeg2000.csv"))
-    start = start_evaluation(DEFAULT_INIT, lc._sibling(args.out, ".start.csv"))
+    curve = training_curves.jpeg2000_curve(EVAL_IMAGES, EVAL_CROP, JPEG2000_CACHE)
+    start = start_evaluation(DEFAULT_INIT, _sibling(args.out, ".start.csv"))
     if not args.report_only and not (args.run_dir / "final.pt").is_file():
         resume = (args.run_dir / "ckpt.pt").is_file()
         flags = ([*train_flags(args.lr), "--max-minutes", f"{args.minutes:g}", "--eval-every",
@@ -334,7 +328,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table = extension_table(links, start, curve, shipped_h)
     cache.write_table(table, args.out)
     summary = summary_markdown(table)
-    fileio.atomic_write_text(lc._sibling(args.out, ".md"), summary + "\n")
+    fileio.atomic_write_text(_sibling(args.out, ".md"), summary + "\n")
     print(f"\nwrote {args.out} ({len(table)} rows) and its .md; run in {args.run_dir}\n")
     print(summary)
     if args.export:

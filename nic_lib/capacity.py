@@ -16,6 +16,8 @@ A learned codec with M latent channels at stride 16 keeps M numbers for every 16
   only lose from there, so no amount of entropy-model training lifts a curve above it.
 
 Notebook 01 draws both against M; ``benchmarks/width_study.py`` measures them per width.
+:func:`part_shapes` gives the table of section 1 there: what shape each part of a model
+takes and gives, and its parameters.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ import torch
 from nic_lib import metrics
 from nic_lib.models import variable_rate
 
-__all__ = ["pca_bound", "autoencoder_ceiling"]
+__all__ = ["pca_bound", "autoencoder_ceiling", "part_shapes", "PARTS"]
+
+#: The parts of the mbt2018 family (a model has the ones it uses: the factorized prior only
+#: g_a and g_s).
+PARTS = ("g_a", "h_a", "h_s", "context_prediction", "entropy_parameters", "g_s")
 
 
 def pca_bound(images: Iterable[np.ndarray], k_values: Sequence[int], block: int = 16
@@ -112,3 +118,33 @@ def autoencoder_ceiling(model: torch.nn.Module, images: Iterable[tuple[str, np.n
         psnrs.append(metrics.psnr(img, out))
     model.train(was_training)
     return float(np.mean(psnrs))
+
+
+@torch.no_grad()
+def part_shapes(model: torch.nn.Module, height: int = 512, width: int = 768) -> pd.DataFrame:
+    """The input and output shape and the parameter count of each part of a model.
+
+    Traced on one random image of ``height`` x ``width`` through the model's ``forward``:
+    a hook on each part records the first call's shapes and is removed after the pass.
+
+    Args:
+        model: a model of the mbt2018 family (its parts named as in :data:`PARTS`).
+        height, width: the traced image's size (default: a landscape Kodak image).
+
+    Returns:
+        One row per part the model has, in the order the forward pass first calls them:
+        ``part``, ``input`` and ``output`` (channels, height, width), ``parameters``.
+    """
+    rows, hooks = [], []
+    for name in (n for n in PARTS if hasattr(model, n)):
+        module = getattr(model, name)
+        hooks.append(module.register_forward_hook(
+            lambda m, args, out, name=name: rows.append(
+                {"part": name, "input": tuple(args[0].shape[1:]), "output": tuple(out.shape[1:]),
+                 "parameters": sum(p.numel() for p in m.parameters())})))
+    try:
+        model(torch.rand(1, 3, height, width))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return pd.DataFrame(rows, columns=["part", "input", "output", "parameters"]).drop_duplicates("part")

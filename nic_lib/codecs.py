@@ -828,6 +828,19 @@ def _resolve_codecs(codecs: str | Codec | Iterable[str | Codec]) -> list[Codec]:
     return resolved
 
 
+def spread_settings(settings: Sequence, count: int) -> list:
+    """``count`` settings spread evenly over a sweep, both ends kept: a shorter sweep for smoke runs.
+
+    Args:
+        settings: a codec's sweep, in order (e.g. ``get_codec("jpeg").settings``).
+        count: how many to keep (4 is the fewest a BD-rate takes).
+
+    Returns:
+        The settings at the rounded positions of ``linspace(0, len - 1, count)``.
+    """
+    return [settings[i] for i in np.linspace(0, len(settings) - 1, count).round().astype(int)]
+
+
 def rate_sweep(
     images: Iterable[tuple[str, np.ndarray]],
     codecs: str | Codec | Iterable[str | Codec],

@@ -220,10 +220,7 @@ def preprocess(img: np.ndarray, dataset: str) -> np.ndarray:
     if img.shape[0] > img.shape[1]:
         img = img.transpose(1, 0, 2)
     if dataset in CENTRE_CROP:
-        ch, cw = CENTRE_CROP[dataset]
-        h, w = img.shape[:2]
-        top, left = max(0, (h - ch) // 2), max(0, (w - cw) // 2)
-        img = img[top:top + ch, left:left + cw]
+        img = data.centre_crop(img, *CENTRE_CROP[dataset], shrink=True)
     return np.ascontiguousarray(img)
 
 

@@ -459,6 +459,47 @@ TUNING_SET = "photos-hr"
 TUNING_CROP = (512, 768)
 
 
+def centre_window(shape: tuple[int, ...], height: int, width: int | None = None,
+                  shrink: bool = False) -> tuple[slice, slice]:
+    """The rows and columns of the central height x width window of an image.
+
+    The one centre-crop rule of the project: the window starts at ((H - height) // 2,
+    (W - width) // 2), so an odd margin leaves its extra pixel at the bottom and right.
+
+    Args:
+        shape: the image's shape, (H, W, ...).
+        height: rows of the window.
+        width: columns of the window; None: ``height`` (a square).
+        shrink: a side longer than the image's is cut to the image's (a smaller window)
+            instead of raising.
+
+    Returns:
+        ``(rows, columns)`` slices: ``img[centre_window(img.shape, 256)]`` is the crop; the
+        same slices cut the same window from another image of that size.
+
+    Raises:
+        ValueError: the image is smaller than the window and ``shrink`` is off.
+    """
+    h, w = shape[:2]
+    width = height if width is None else width
+    if shrink:
+        height, width = min(height, h), min(width, w)
+    elif h < height or w < width:
+        raise ValueError(f"image of {h}x{w} is smaller than the {height}x{width} crop; ask for a "
+                         "smaller crop (or shrink=True), or use larger images")
+    top, left = (h - height) // 2, (w - width) // 2
+    return slice(top, top + height), slice(left, left + width)
+
+
+def centre_crop(img: np.ndarray, height: int, width: int | None = None,
+                shrink: bool = False) -> np.ndarray:
+    """The central height x width window of an image (a square when ``width`` is None).
+
+    Args and Raises: as :func:`centre_window`.
+    """
+    return img[centre_window(img.shape, height, width, shrink)]
+
+
 def centre_crop_oriented(img: np.ndarray, height: int, width: int) -> np.ndarray:
     """The central height x width window, transposed for a portrait image (height > width).
 
@@ -468,10 +509,7 @@ def centre_crop_oriented(img: np.ndarray, height: int, width: int) -> np.ndarray
     h, w = img.shape[:2]
     if h > w:
         height, width = width, height
-    if h < height or w < width:
-        raise ValueError(f"image of {h}x{w} is smaller than the {height}x{width} crop")
-    top, left = (h - height) // 2, (w - width) // 2
-    return img[top:top + height, left:left + width]
+    return centre_crop(img, height, width)
 
 
 def load_tuning_images(limit: int = 12) -> list[tuple[str, np.ndarray]]:

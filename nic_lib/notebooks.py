@@ -7,11 +7,11 @@ open), injecting ``PROFILE`` and any other parameters after the cell tagged
 ``parameters``. The default ``<out>`` is ``build/notebooks/<profile>/``.
 
 Profiles (``smoke``, ``cpu``, ``full``) are only passed on as the ``PROFILE`` parameter:
-each notebook derives its sizes from it, and picks its figure folder with
-``nic_lib.plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR)``, which sends ``smoke`` and
-``full`` figures under ``build/figures/`` and only ``cpu`` figures into ``paper_figures/``.
+each notebook derives its sizes from it in ``nic_lib.notebook_setup.setup``, which picks its
+figure folder with ``nic_lib.plotting.figure_dir(notebook, PROFILE, FIGURE_DIR)``: ``smoke``
+and ``full`` figures under ``build/figures/``, only ``cpu`` figures into ``paper_figures/``.
 So a smoke run never writes into ``paper_figures/`` as long as the notebook goes through
-``figure_dir`` and ``save_figure``.
+``setup`` and ``save_figure``.
 
 Command line::
 
@@ -388,7 +388,7 @@ def verify(names: Sequence[str] | None = None, scratch: str | os.PathLike | None
         if "FIGURE_DIR" not in params:
             raise ValueError(f"{path.name} has no FIGURE_DIR parameter, so a verify run could only write into "
                              f"{committed_root / path.stem}; add `FIGURE_DIR = None` to its parameters cell and "
-                             "pass it to plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR)")
+                             "pass it to notebook_setup.setup(..., figure_dir=FIGURE_DIR)")
     logging.getLogger("papermill").setLevel(logging.WARNING)  # the report, not every cell's output
     summary = []
     for path in selected:

@@ -1,7 +1,8 @@
 """Figure style and the one way figures leave a notebook: :func:`save_figure`.
 
-A notebook chooses its output folder once (its second cell calls :func:`use_figure_dir`
-with the folder its profile implies, see :func:`figure_dir`) and then saves every figure
+A notebook chooses its output folder once (``nic_lib.notebook_setup.setup``, in the cell
+after its parameters, calls :func:`use_figure_dir` with the folder its profile implies, see
+:func:`figure_dir`) and then saves every figure
 by name. Only the ``cpu`` profile writes into the committed ``paper_figures/<notebook>/``;
 ``smoke`` and ``full`` runs write under ``build/`` so a CI run never touches committed
 figures.
@@ -100,13 +101,13 @@ def save_figure(fig: matplotlib.figure.Figure, name: str, formats: tuple[str, ..
 
     Raises:
         RuntimeError: if no figure folder was chosen (call :func:`use_figure_dir` first;
-            every notebook's second cell does).
+            every notebook's ``notebook_setup.setup`` does).
         ValueError: if ``name`` contains a path separator or other unsafe characters.
     """
     if _figure_dir is None:
         raise RuntimeError(
-            "no figure folder chosen: call nic_lib.plotting.use_figure_dir(figure_dir(NOTEBOOK, PROFILE)) "
-            "first (the notebook's second cell does this)"
+            "no figure folder chosen: call nic_lib.notebook_setup.setup(notebook, PROFILE, ...) first (a "
+            "notebook's cell after its parameters does), or nic_lib.plotting.use_figure_dir(folder)"
         )
     if not name or not all(c.isalnum() or c in "-_" for c in name):
         raise ValueError(f"figure name {name!r} must be non-empty and use only letters, digits, '-' and '_'")

@@ -26,7 +26,7 @@ CompressAI's ``forward`` contract.
 
 numpy's FFT and scipy's windows do the transforms; the averaging, banding, basis images
 and heat-map bookkeeping are written here because no library does them. This module
-imports :mod:`nic_lib.metrics` and :mod:`nic_lib.codecs` from the project.
+imports :mod:`nic_lib.metrics`, :mod:`nic_lib.codecs` and :mod:`nic_lib.data` (its centre crop) from the project.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import scipy.signal
 
-from nic_lib import codecs, metrics
+from nic_lib import codecs, data, metrics
 
 #: Window applied before the FFT. Hann: an image is not periodic, so its left/right and
 #: top/bottom edges meet as a jump in the DFT, which leaks power along the axes ("the
@@ -105,6 +105,27 @@ def landscape(img: np.ndarray) -> np.ndarray:
         ``img`` if H <= W, else its transpose (W, H, ...).
     """
     return img if img.shape[0] <= img.shape[1] else np.swapaxes(img, 0, 1)
+
+
+def one_size_images(images: Iterable[tuple[str, np.ndarray]], crop: int | None = None
+                    ) -> list[tuple[str, np.ndarray]]:
+    """Images ready to average spectra over: landscape, centre-cropped, of one size.
+
+    Args:
+        images: ``(name, image)`` pairs (e.g. :func:`nic_lib.data.load_images`).
+        crop: side of a centred square crop of each (None: whole images).
+
+    Returns:
+        The pairs turned landscape (:func:`landscape`) and cropped, keeping only those of
+        the first one's size (Kodak's 24 images all have one size once landscape).
+
+    Raises:
+        ValueError: an image smaller than ``crop``.
+    """
+    out = [(name, landscape(img)) for name, img in images]
+    if crop:
+        out = [(name, data.centre_crop(img, crop)) for name, img in out]
+    return [(name, img) for name, img in out if img.shape == out[0][1].shape]
 
 
 def luminance(img: np.ndarray) -> np.ndarray:
@@ -537,19 +558,6 @@ def heatmap_frequencies(grid: int = DEFAULT_HEATMAP_GRID, step: int = 1, size: i
     return computed, source
 
 
-def center_crop(img: np.ndarray, size: int) -> np.ndarray:
-    """The centred size x size crop of an image (H, W, ...).
-
-    Raises:
-        ValueError: if the image is smaller than ``size`` on either side.
-    """
-    h, w = img.shape[:2]
-    if h < size or w < size:
-        raise ValueError(f"image {img.shape[:2]} is smaller than the crop {size}; lower crop= or use larger images")
-    top, left = (h - size) // 2, (w - size) // 2
-    return img[top : top + size, left : left + size]
-
-
 def fourier_heatmap(images: Sequence[np.ndarray], codec: CodecFn, grid: int = DEFAULT_HEATMAP_GRID,
                     eps: float = DEFAULT_EPS, crop: int = DEFAULT_CROP, step: int | None = None,
                     seed: int = DEFAULT_SEED, batch: int = DEFAULT_BATCH, progress: bool = False) -> pd.DataFrame:
@@ -587,7 +595,7 @@ def fourier_heatmap(images: Sequence[np.ndarray], codec: CodecFn, grid: int = DE
     if step < 1:
         raise ValueError(f"step must be >= 1 (got {step}); use a crop of at least grid={grid} pixels")
     computed, _ = heatmap_frequencies(grid, step, crop)
-    crops = [center_crop(codecs.check_image(img), crop).astype(np.float64) / 255.0 for img in images]
+    crops = [data.centre_crop(codecs.check_image(img), crop).astype(np.float64) / 255.0 for img in images]
     rows = []
     bar = tqdm(total=len(crops) * len(computed), disable=not progress, desc="fourier heat map", unit="run")
     for c, x in enumerate(crops):

@@ -35,7 +35,6 @@
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -43,7 +42,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from nic_lib import cache, codecs, data, metrics, plotting, rd, reproduce
+from nic_lib import cache, codecs, data, metrics, notebook_setup, plotting, rd, reproduce
 
 # %% tags=["parameters"]
 PROFILE = "cpu"  # smoke: tiny embedded images for CI; cpu: all 24 Kodak images (committed figures); full: same as cpu (no learned codec here)
@@ -60,11 +59,15 @@ FIGURE_DIR = None  # None -> paper_figures/00_classic_codecs for cpu, build/figu
 RESULTS_DIR = None  # None -> build/results/<profile>/00_classic_codecs (cached tables)
 REFRESH = False  # True recomputes the cached rate sweep
 
+# %% [markdown]
+# `notebook_setup.setup` reads the profile knobs as every notebook does (smoke sizes, dataset,
+# where figures and cached tables go: the table in its docstring); this notebook's own
+# settings follow it.
+
 # %%
-NOTEBOOK = "00_classic_codecs"
-smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
-dataset = DATASET or ("sample" if smoke else "kodak")
-n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
+run = notebook_setup.setup("00_classic_codecs", PROFILE, smoke=SMOKE, dataset=DATASET, n_images=N_IMAGES,
+                           figure_dir=FIGURE_DIR, results_dir=RESULTS_DIR)
+smoke, dataset, n_images, results_dir, fig_dir = run.smoke, run.dataset, run.n_images, run.results_dir, run.fig_dir
 available = codecs.available_codecs()  # looks for bpg/vtm programs on PATH: ask once
 codec_names = [c for c in CODECS if c in available] + [c for c in ("bpg", "vtm") if c in available and c not in CODECS]
 skipped = [c for c in CODECS if c not in codec_names]
@@ -74,10 +77,7 @@ sweep_settings = {n: list((SETTINGS or {}).get(n, codecs.get_codec(n).settings))
 if SETTINGS is None and smoke:
     # four settings per codec (the minimum for a BD-rate), spread over its default sweep
     for name, full_sweep in sweep_settings.items():
-        sweep_settings[name] = [full_sweep[i] for i in np.linspace(0, len(full_sweep) - 1, 4).round().astype(int)]
-results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
-plotting.set_style()
-fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
+        sweep_settings[name] = codecs.spread_settings(full_sweep, 4)
 images = data.load_images(dataset, limit=n_images)
 print(f"profile={PROFILE}  dataset={dataset}  images={len(images)}  codecs={codec_names}")
 print(f"figures -> {fig_dir}")

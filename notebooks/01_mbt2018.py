@@ -51,7 +51,6 @@
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -62,7 +61,7 @@ from IPython.display import Markdown, display
 from matplotlib.colors import ListedColormap
 from scipy import stats
 
-from nic_lib import cache, capacity, claims, codecs, data, neural, plotting, rd, reproduce
+from nic_lib import cache, capacity, claims, codecs, data, neural, notebook_setup, plotting, rd, reproduce, training_curves
 from nic_lib.models import checkpoints, google, hub, registry, zoo
 
 # %% tags=["parameters"]
@@ -86,15 +85,18 @@ FIGURE_DIR = None  # None -> paper_figures/01_mbt2018 for cpu, build/figures/<pr
 RESULTS_DIR = None  # None -> build/results/<profile>/01_mbt2018 (cached tables)
 REFRESH = False  # True recomputes the cached sweeps
 
+# %% [markdown]
+# `notebook_setup.setup` reads the profile knobs as every notebook does (smoke sizes, device,
+# where figures and cached tables go: the table in its docstring; a smoke run here keeps
+# Kodak, on crops); this notebook's own settings follow it.
+
 # %%
-NOTEBOOK = "01_mbt2018"
-dataset = DATASET or "kodak"
-smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
-n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
+run = notebook_setup.setup("01_mbt2018", PROFILE, smoke=SMOKE, device=DEVICE, dataset=DATASET, n_images=N_IMAGES,
+                           figure_dir=FIGURE_DIR, results_dir=RESULTS_DIR, smoke_dataset="kodak")
+smoke, model_profile, device, dataset, n_images = run.smoke, run.model_profile, run.device, run.dataset, run.n_images
+results_dir, fig_dir = run.results_dir, run.fig_dir
 crop = CROP if CROP is not None else (256 if smoke else None)
 decode_images = DECODE_IMAGES if DECODE_IMAGES is not None else (True if smoke else 4)
-model_profile = "full" if PROFILE == "full" else "cpu"
-device = hub.resolve_device(DEVICE)
 # models the zoo lacks stay cpu models; in the full profile their labels say so
 ZOO_SERVES = set(registry.ZOO_FUNCTIONS) if model_profile == "full" else set()
 
@@ -105,22 +107,10 @@ def label_of(name):
 
 
 cpu_joint = "mbt2018" if model_profile == "cpu" else "mbt2018 (cpu)"  # the joint model sharing the cpu models' transforms
-results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
-plotting.set_style()
-fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
 torch.set_grad_enabled(False)
-
-
-def centre_crop(img, side):
-    h, w = img.shape[:2]
-    s = min(side, h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return img[top : top + s, left : left + s]
-
-
 images = data.load_images(dataset, limit=n_images)
 if crop:
-    images = [(name, centre_crop(img, crop)) for name, img in images]
+    images = [(name, data.centre_crop(img, crop, shrink=True)) for name, img in images]
 print(f"profile={PROFILE}  dataset={dataset}  images={len(images)}  crop={crop}  models from profile={model_profile}  device={device}")
 print(f"figures -> {fig_dir}")
 
@@ -139,26 +129,11 @@ print(f"figures -> {fig_dir}")
 #
 # g_a: four 5×5 stride-2 convolutions with GDN; g_s its mirror with inverse GDN; h_a, h_s
 # three convolutions each with leaky ReLU (CompressAI's layers, `nic_lib.models.google`).
-# The table is traced from the model that is evaluated below (hooks on each part).
+# The table is traced from the model that is evaluated below (`nic_lib.capacity.part_shapes`).
 
 # %%
-def trace_shapes(model, side_h=512, side_w=768):
-    rows, hooks = [], []
-    parts = [(n, getattr(model, n)) for n in ("g_a", "h_a", "h_s", "context_prediction", "entropy_parameters", "g_s") if hasattr(model, n)]
-    for name, module in parts:
-        hooks.append(module.register_forward_hook(
-            lambda m, a, out, name=name: rows.append({"part": name, "input": tuple(a[0].shape[1:]), "output": tuple(out.shape[1:]),
-                                                     "parameters": sum(p.numel() for p in m.parameters())})))
-    try:
-        model(torch.rand(1, 3, side_h, side_w))
-    finally:
-        for h in hooks:
-            h.remove()
-    return pd.DataFrame(rows).drop_duplicates("part")
-
-
 arch_model = hub.get_model("mbt2018", 3, profile=model_profile, pretrained=False).eval()
-shapes = trace_shapes(arch_model)
+shapes = capacity.part_shapes(arch_model)
 display(shapes.style.hide(axis="index"))
 print(f"mbt2018 ({model_profile} profile): N={arch_model.N}, M={arch_model.M}, "
       f"{sum(p.numel() for p in arch_model.parameters()) / 1e6:.2f} M parameters; the paper's N=M=192 model has "
@@ -256,13 +231,14 @@ plt.show()
 
 # %%
 def load_family(label, source, zoo_model=False):
-    """{quality: model} and a cache key (checkpoint or zoo-file digest), or None with a notice."""
+    """{quality: model} and a cache key (checkpoint or zoo-file digest), or None with a notice.
+
+    source: a variable-rate checkpoint (cpu models), or the zoo's model key (zoo_model)."""
     try:
         if zoo_model:
             return ({q: hub.get_model(source, q, profile="full", device=device) for q in QUALITIES},
                     zoo.weights_digest(source, QUALITIES))
-        path = Path(source) if str(source).endswith(".pt") else hub.variable_rate_checkpoint_path(source)
-        return neural.quality_models(path, QUALITIES, device=device), neural.checkpoint_digest(path)
+        return neural.quality_models(source, QUALITIES, device=device), neural.checkpoint_digest(source)
     except (checkpoints.CheckpointNotFoundError, zoo.PretrainedWeightsUnavailableError, ValueError) as err:
         print(f"skipping {label}: {str(err).splitlines()[0]}")
         skipped_models.append(label)
@@ -429,21 +405,12 @@ else:
 
 # %%
 def read_stage_logs():
-    """Training logs shipped beside the checkpoints: {stage: (log, eval)}."""
-    out = {}
-    for stage_dir in sorted((hub.checkpoint_dir() / "stages").glob("*.log.csv")):
-        stage = stage_dir.name.removesuffix(".log.csv")
-        ev = stage_dir.with_name(f"{stage}.eval.csv")
-        out[stage] = (pd.read_csv(stage_dir), pd.read_csv(ev) if ev.is_file() else None)
-    for name in families:
-        if name not in cpu_sources:  # published weights: no training log here
-            continue
-        path = Path(cpu_sources[name])
-        log = path.with_name(f"{path.stem}.log.csv")
-        ev = path.with_name(f"{path.stem}.eval.csv")
-        if log.is_file():
-            out[name] = (pd.read_csv(log), pd.read_csv(ev) if ev.is_file() else None)
-    return out
+    """Training logs shipped beside the checkpoints: {stage or model: (log, evaluations or None)}."""
+    stage_logs = sorted((hub.checkpoint_dir() / "stages").glob("*.log.csv"))
+    sources = {p.name.removesuffix(".log.csv"): p.with_name(p.name.replace(".log.csv", ".pt")) for p in stage_logs}
+    sources.update({name: cpu_sources[name] for name in families if name in cpu_sources})  # published weights: no log here
+    logs = {name: training_curves.shipped_logs(path) for name, path in sources.items()}
+    return {name: pair for name, pair in logs.items() if pair is not None}
 
 
 logs = read_stage_logs()  # the cpu models' (in the full profile: of the ones standing in)
@@ -500,7 +467,7 @@ learned = pd.concat(learned_parts, ignore_index=True) if learned_parts else pd.D
 print(f"learned codecs: {len(learned)} rows ({time.perf_counter() - t0:.1f} s)")
 classic_settings = {n: list(codecs.get_codec(n).settings) for n in CLASSIC}
 if smoke:
-    classic_settings = {n: [s[i] for i in np.linspace(0, len(s) - 1, 5).round().astype(int)] for n, s in classic_settings.items()}
+    classic_settings = {n: codecs.spread_settings(s, 5) for n, s in classic_settings.items()}
 classic_key = {"dataset": dataset, "images": image_key, "settings": classic_settings,
                "codecs": {n: codecs.get_codec(n).description for n in CLASSIC}}
 if crop:
@@ -758,30 +725,23 @@ else:
 # range (`nic_lib.rd.learning_curve`).
 
 # %%
-def j2k_curve(imgs):
-    t = codecs.rate_sweep(imgs, ["jpeg2000"], progress=False)
-    c = rd.rd_table(t).sort_values("bpp")
-    return np.log(c["bpp"].to_numpy()), c["psnr_rgb"].to_numpy()
-
-
 curve_parts = []
 if logs:
     # stage 1 was evaluated on all 24 Kodak images (smoke: the first 4, an approximation)
     kodak_all = data.load_images("kodak", limit=4 if smoke else 24)
-    j2k_full = cache.cached_table(results_dir / "j2k_full_kodak.csv", {"images": [n for n, _ in kodak_all]},
-                                  lambda: codecs.rate_sweep(kodak_all, ["jpeg2000"], progress=False), refresh=REFRESH,
-                                  data=kodak_all, models=None)
-    c = rd.rd_table(j2k_full).sort_values("bpp")
-    curve_full = (c["bpp"].to_numpy(), c["psnr_rgb"].to_numpy())
-    crops4 = [(n, centre_crop(img, 256)) for n, img in kodak_all[:4]]
-    lx, ly = j2k_curve(crops4)
-    curve_crops = (np.exp(lx), ly)
+    j2k_full = rd.rd_table(cache.cached_table(results_dir / "j2k_full_kodak.csv", {"images": [n for n, _ in kodak_all]},
+                                              lambda: codecs.rate_sweep(kodak_all, ["jpeg2000"], progress=False),
+                                              refresh=REFRESH, data=kodak_all, models=None))
+    # stages 2-3 on train.py's evaluation crops: 256x256 centres of the first four
+    crops4 = [(n, data.centre_crop(img, 256, shrink=True)) for n, img in kodak_all[:4]]
+    j2k_crops = rd.rd_table(codecs.rate_sweep(crops4, ["jpeg2000"], progress=False))
     offset = 0.0
     for stage in ["base", "mbt2018-vr", cpu_joint]:
         if stage not in logs or logs[stage][1] is None:
             continue
         log, ev = logs[stage]
-        part = rd.learning_curve(ev, *(curve_full if stage == "base" else curve_crops))
+        j2k = j2k_full if stage == "base" else j2k_crops
+        part = rd.learning_curve(ev, j2k["bpp"], j2k["psnr_rgb"])
         part.insert(0, "stage", stage)
         part["evaluated_on"] = "Kodak, 24 images" if stage == "base" else "4 Kodak crops, 256×256"
         part["hours"] = (offset + part["wall_s"]) / 3600

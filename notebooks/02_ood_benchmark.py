@@ -43,7 +43,6 @@
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -51,8 +50,8 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from nic_lib import bench, cache, claims, codecs, corruptions, plotting, reproduce
-from nic_lib.models import CheckpointError, get_model, resolve_device, zoo
+from nic_lib import bench, cache, claims, codecs, corruptions, data, notebook_setup, plotting, reproduce
+from nic_lib.models import CheckpointError, get_model, zoo
 
 # %% tags=["parameters"]
 PROFILE = "cpu"  # smoke: 2 small embedded images, 3 corruptions, CI; cpu: full Kodak-C (committed figures); full: same, with every NIC variant of CompressAI's zoo (published weights)
@@ -82,23 +81,26 @@ FIGURE_DIR = None  # None -> paper_figures/02_ood_benchmark for cpu, build/figur
 RESULTS_DIR = None  # None -> build/results/<profile>/02_ood_benchmark (the grid cache)
 REFRESH = False  # True recomputes the grid
 
+# %% [markdown]
+# `notebook_setup.setup` reads the profile knobs as every notebook does (smoke sizes, device,
+# dataset, where figures and cached tables go: the table in its docstring); this notebook's
+# own settings follow it.
+
 # %%
-NOTEBOOK = "02_ood_benchmark"
-smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
+run = notebook_setup.setup("02_ood_benchmark", PROFILE, smoke=SMOKE, device=DEVICE, dataset=DATASET, n_images=N_IMAGES,
+                           figure_dir=FIGURE_DIR, results_dir=RESULTS_DIR)
+smoke, device, dataset, n_images, results_dir, fig_dir = run.smoke, run.device, run.dataset, run.n_images, run.results_dir, run.fig_dir
 # the OOD paper's NIC variants that CompressAI 1.2.8 serves (nic_lib.models.zoo.ZOO; no ELIC,
 # no checkerboard weights there): scale and mean-scale hyperprior, joint, Cheng 2020's two,
 # and the variable-rate versions of the first three
 ZOO_VARIANTS = ["bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor", "cheng2020-attn",
                 "bmshj2018-hyperprior-vbr", "mbt2018-mean-vbr", "mbt2018-vbr"]
-dataset = DATASET or ("sample" if smoke else "kodak")
-n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
 corruption_names = list(CORRUPTIONS or (["fog", "pixelate", "gaussian_noise"] if smoke else corruptions.CORRUPTIONS))
 severities = list(SEVERITIES or ([1, 5] if smoke else corruptions.SEVERITIES))
 codec_request = CODECS or (["jpeg", "webp", "jpeg2000"] if smoke else ["jpeg", "webp", "jpeg2000", "avif"])
 gallery_crop = GALLERY_CROP or (160 if smoke else 256)
 with_ms_ssim = WITH_MS_SSIM if WITH_MS_SSIM is not None else not smoke
-nic_profile = NIC_PROFILE or ("full" if PROFILE == "full" else "cpu")
-device = resolve_device(DEVICE)
+nic_profile = NIC_PROFILE or run.model_profile
 nic_names = NIC_MODELS if NIC_MODELS is not None else (ZOO_VARIANTS if nic_profile == "full" else [] if smoke else ["mbt2018"])
 workers = WORKERS or (1 if smoke else corruptions.DEFAULT_WORKERS)
 available = codecs.available_codecs()
@@ -107,10 +109,7 @@ if [c for c in codec_request if c not in available]:
     print(f"skipping codecs not available here: {[c for c in codec_request if c not in available]}")
 settings = {n: list((SETTINGS or {}).get(n, bench.GRID_SETTINGS.get(n, codecs.get_codec(n).settings))) for n in codec_names}
 if SETTINGS is None and smoke:
-    settings = {n: [s[i] for i in np.linspace(0, len(s) - 1, 4).round().astype(int)] for n, s in settings.items()}
-results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
-plotting.set_style()
-fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
+    settings = {n: codecs.spread_settings(s, 4) for n, s in settings.items()}
 print(f"profile={PROFILE}  dataset={dataset}  images={n_images or 'all'}  corruptions={len(corruption_names)}  "
       f"severities={severities}  codecs={codec_names}  NIC device={device}")
 print(f"figures -> {fig_dir}")
@@ -173,8 +172,7 @@ print(f"{dataset}-C at {c_dir}: {len(corruptions.read_manifest(c_dir)['files'])}
 clean_images = dict(corruptions.load_clean(dataset, n_images))
 gallery_image = GALLERY_IMAGE or ("kodim23" if "kodim23" in clean_images else next(iter(clean_images)))
 full_clean = clean_images[gallery_image]
-top, left = [max(0, (side - gallery_crop) // 2) for side in full_clean.shape[:2]]
-window = (slice(top, top + gallery_crop), slice(left, left + gallery_crop))
+window = data.centre_window(full_clean.shape, gallery_crop, shrink=True)  # the same pixels of every corrupted image
 clean = full_clean[window]
 
 

@@ -41,7 +41,6 @@
 
 # %%
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -49,8 +48,8 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from nic_lib import cache, claims, corruptions, data, plotting, reproduce, spectral
-from nic_lib.models import CheckpointNotFoundError, PretrainedWeightsUnavailableError, get_model, resolve_device
+from nic_lib import cache, claims, corruptions, data, notebook_setup, plotting, reproduce, spectral
+from nic_lib.models import CheckpointNotFoundError, PretrainedWeightsUnavailableError, get_model
 
 # %% tags=["parameters"]
 PROFILE = "cpu"  # smoke: 2 small crops, 3 corruptions, 8x8 heat map (CI, < 2 min); cpu: 24 Kodak images, all 15 corruptions; full: as cpu, with CompressAI's published weights for NIC_MODELS
@@ -73,32 +72,28 @@ HEATMAP_EPS = 4.0  # perturbation L2 norm on the [0, 1] scale (the reference cod
 FIGURE_DIR = None  # None -> paper_figures/03_spectral_inspection for cpu, build/figures/<profile>/... otherwise
 RESULTS_DIR = None  # None -> build/results/<profile>/03_spectral_inspection
 
+# %% [markdown]
+# `notebook_setup.setup` reads the profile knobs as every notebook does (smoke sizes, device,
+# dataset, where figures and cached tables go: the table in its docstring); this notebook's
+# own settings follow it.
+
 # %%
-NOTEBOOK = "03_spectral_inspection"
-smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
-model_profile = "full" if PROFILE == "full" else "cpu"
-device = resolve_device(DEVICE)
-dataset = DATASET or ("sample" if smoke else "kodak")
-n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
+run = notebook_setup.setup("03_spectral_inspection", PROFILE, smoke=SMOKE, device=DEVICE, dataset=DATASET,
+                           n_images=N_IMAGES, figure_dir=FIGURE_DIR, results_dir=RESULTS_DIR)
+smoke, model_profile, device, dataset, n_images = run.smoke, run.model_profile, run.device, run.dataset, run.n_images
+results_dir, fig_dir = run.results_dir, run.fig_dir
 crop = CROP if CROP is not None else (128 if smoke else None)
 corruption_names = CORRUPTIONS or (["fog", "defocus_blur", "gaussian_noise"] if smoke else list(corruptions.CORRUPTIONS))
 grid = HEATMAP_GRID or (8 if smoke else 32)
 hm_crop = HEATMAP_CROP or (64 if smoke else 256)
 hm_images = HEATMAP_IMAGES or (1 if smoke else 8)
-results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
-plotting.set_style()
-fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
 
 loaded = data.load_images(dataset, limit=n_images)
-names = [name for name, _ in loaded]
-images = [spectral.landscape(img) for _, img in loaded]
-if crop:
-    images = [spectral.center_crop(img, crop) for img in images]
+kept = spectral.one_size_images(loaded, crop)  # spectra average over one size
+names, images = [name for name, _ in kept], [img for _, img in kept]
 shape = images[0].shape
-keep = [i for i, img in enumerate(images) if img.shape == shape]  # spectra average over one size
-if len(keep) < len(images):
-    print(f"dropping {len(images) - len(keep)} images whose size differs from {shape[:2]} (set CROP to keep them)")
-names, images = [names[i] for i in keep], [images[i] for i in keep]
+if len(kept) < len(loaded):
+    print(f"dropping {len(loaded) - len(kept)} images whose size differs from {shape[:2]} (set CROP to keep them)")
 
 nic = {}
 for model_name, quality in NIC_MODELS:

@@ -42,8 +42,8 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from nic_lib import data, metrics, plotting, reproduce, spectral, theory
-from nic_lib.models import CheckpointNotFoundError, PretrainedWeightsUnavailableError, get_model, resolve_device
+from nic_lib import data, metrics, notebook_setup, plotting, reproduce, spectral, theory
+from nic_lib.models import CheckpointNotFoundError, PretrainedWeightsUnavailableError, get_model
 
 # %% tags=["parameters"]
 PROFILE = "cpu"  # smoke: 2 small images, short toy training (CI, < 2 min); cpu: 24 Kodak images, toy codecs to convergence; full: as cpu, the NIC model with published weights
@@ -68,23 +68,20 @@ DEVICE = None  # None -> "cuda" when PyTorch sees a GPU, else "cpu": where the n
 SEED = 0  # toy data and training
 FIGURE_DIR = None  # None -> paper_figures/04_spectral_theory for cpu, build/figures/<profile>/... otherwise
 
+# %% [markdown]
+# `notebook_setup.setup` reads the profile knobs as every notebook does (smoke sizes, device,
+# dataset, where figures go: the table in its docstring); this notebook's own settings
+# follow it.
+
 # %%
-NOTEBOOK = "04_spectral_theory"
-smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
-model_profile = "full" if PROFILE == "full" else "cpu"
-device = resolve_device(DEVICE)
-dataset = DATASET or ("sample" if smoke else "kodak")
-n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
+run = notebook_setup.setup("04_spectral_theory", PROFILE, smoke=SMOKE, device=DEVICE, dataset=DATASET,
+                           n_images=N_IMAGES, figure_dir=FIGURE_DIR)
+smoke, model_profile, device, dataset, n_images, fig_dir = (run.smoke, run.model_profile, run.device, run.dataset,
+                                                            run.n_images, run.fig_dir)
 crop = CROP if CROP is not None else (128 if smoke else None)
 toy_steps = TOY_STEPS or (100 if smoke else theory.TOY_STEPS)
 torch.set_num_threads(1)  # the toy codecs are tiny: threads cost more than they give
-plotting.set_style()
-fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
-loaded = data.load_images(dataset, limit=n_images)
-images = [spectral.landscape(img) for _, img in loaded]
-if crop:
-    images = [spectral.center_crop(img, crop) for img in images]
-images = [img for img in images if img.shape == images[0].shape]
+images = [img for _, img in spectral.one_size_images(data.load_images(dataset, limit=n_images), crop)]
 checks = []  # (formula, value, expected) of every numerical check, tabled at the end
 
 

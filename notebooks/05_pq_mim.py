@@ -54,7 +54,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from nic_lib import cache, claims, codecs, data, metrics, neural, perceptual, plotting, rd, reproduce, train_pqmim
+from nic_lib import cache, claims, codecs, data, metrics, neural, notebook_setup, perceptual, plotting, rd, reproduce, train_pqmim
 from nic_lib.models import checkpoints, hub, pqmim, zoo
 
 # %% tags=["parameters"]
@@ -80,17 +80,17 @@ FIGURE_DIR = None  # None -> paper_figures/05_pq_mim for cpu, build/figures/<pro
 RESULTS_DIR = None  # None -> build/results/<profile>/05_pq_mim (cached tables)
 REFRESH = False  # True recomputes the cached tables
 
+# %% [markdown]
+# `notebook_setup.setup` reads the profile knobs as every notebook does (smoke sizes, device,
+# dataset, where figures and cached tables go: the table in its docstring); this notebook's
+# own settings follow it.
+
 # %%
-NOTEBOOK = "05_pq_mim"
-smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
-model_profile = "full" if PROFILE == "full" else "cpu"
-device = hub.resolve_device(DEVICE)
-dataset = DATASET or ("sample" if smoke else "kodak")
-n_images = N_IMAGES if N_IMAGES is not None else (2 if smoke else None)
-results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
+run = notebook_setup.setup("05_pq_mim", PROFILE, smoke=SMOKE, device=DEVICE, dataset=DATASET, n_images=N_IMAGES,
+                           figure_dir=FIGURE_DIR, results_dir=RESULTS_DIR)
+smoke, model_profile, device, dataset, n_images = run.smoke, run.model_profile, run.device, run.dataset, run.n_images
+results_dir, fig_dir = run.results_dir, run.fig_dir
 ckpt_dir = Path(CHECKPOINT_DIR) if CHECKPOINT_DIR else pqmim.checkpoint_dir()
-plotting.set_style()
-fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
 images = data.load_images(dataset, limit=n_images)
 torch.set_num_threads(1)  # this project's CPU is shared with training runs
 print(f"profile={PROFILE}  dataset={dataset}  images={len(images)}  S={STEPS}")
@@ -566,12 +566,10 @@ if len(perc_table):
         q = int(mbt_rows["codec"].iloc[0].split("q")[-1])
         r = neural.code_image(mbt[q], gallery_img)
         crops[f"mbt2018 q{q}: {r['bytes']} B, {metrics.psnr(gallery_img, r['x_hat']):.1f} dB"] = r["x_hat"]
-    H, W = gallery_img.shape[:2]
-    side = min(PERCEPTUAL_CROP, H, W)
-    y0, x0 = (H - side) // 2, (W - side) // 2
+    side = min(PERCEPTUAL_CROP, *gallery_img.shape[:2])
     fig, axes = plt.subplots(1, len(crops), figsize=(3.2 * len(crops), 3.4))
     for ax, (title, img) in zip(axes, crops.items()):
-        ax.imshow(img[y0:y0 + side, x0:x0 + side], interpolation="nearest")
+        ax.imshow(data.centre_crop(img, side), interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.suptitle(f"{gallery_name}, {side}x{side} crop: {pairs[0][0].name} and its perceptual decoder")

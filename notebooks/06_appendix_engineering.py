@@ -47,7 +47,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from nic_lib import cache, data, neural, plotting, reproduce
+from nic_lib import cache, data, neural, notebook_setup, plotting, reproduce
 from nic_lib.models import calibration, hub
 
 # %% tags=["parameters"]
@@ -62,23 +62,24 @@ FIGURE_DIR = None  # None -> paper_figures/06_appendix_engineering for cpu, buil
 RESULTS_DIR = None  # None -> build/results/<profile>/06_appendix_engineering (cached tables)
 REFRESH = False  # True recomputes the cached tables
 
+# %% [markdown]
+# `notebook_setup.setup` reads the profile knobs as every notebook does (smoke sizes, device,
+# where figures and cached tables go: the table in its docstring); this notebook's own
+# settings follow it.
+
 # %%
-NOTEBOOK = "06_appendix_engineering"
-smoke = PROFILE == "smoke" if SMOKE is None else bool(SMOKE)
-device = hub.resolve_device(DEVICE)
+run = notebook_setup.setup("06_appendix_engineering", PROFILE, smoke=SMOKE, device=DEVICE, figure_dir=FIGURE_DIR,
+                           results_dir=RESULTS_DIR)
+smoke, device, results_dir, fig_dir = run.smoke, run.device, run.results_dir, run.fig_dir
 tail_crop = TAIL_CROP if TAIL_CROP is not None else (128 if smoke else None)
 bench_dir = Path(BENCHMARK_DIR) if BENCHMARK_DIR else plotting.BUILD_DIR / "results" / "benchmarks"
-committed_dir = plotting.PAPER_FIGURES / NOTEBOOK  # the last cpu run's copies of the benchmark tables
-results_dir = Path(RESULTS_DIR) if RESULTS_DIR else plotting.BUILD_DIR / "results" / PROFILE / NOTEBOOK
-plotting.set_style()
-fig_dir = plotting.use_figure_dir(plotting.figure_dir(NOTEBOOK, PROFILE, FIGURE_DIR))
+committed_dir = plotting.PAPER_FIGURES / run.notebook  # the last cpu run's copies of the benchmark tables
 torch.set_grad_enabled(False)
 kodak = dict(data.load_images("kodak", limit=None if TAIL_IMAGE else 1))
 tail_name = TAIL_IMAGE or next(iter(kodak))
 tail_img = kodak[tail_name]
 if tail_crop:
-    h, w = tail_img.shape[:2]
-    tail_img = tail_img[(h - tail_crop) // 2:(h + tail_crop) // 2, (w - tail_crop) // 2:(w + tail_crop) // 2]
+    tail_img = data.centre_crop(tail_img, tail_crop)
 print(f"profile={PROFILE}  tail image={tail_name} {tail_img.shape[:2]}  benchmarks from {bench_dir}")
 print(f"figures -> {fig_dir}")
 
@@ -124,8 +125,7 @@ def benchmark_table(name, committed):
 def compute_tail_table():
     rows = []
     for name in MODELS:
-        path = hub.variable_rate_checkpoint_path(name)
-        models = neural.quality_models(path, device=device)
+        models = neural.quality_models(paths[name], device=device)
         for q in (min(models), max(models)):
             rows.append({"codec": name, "quality": q, **neural.tail_bits(models[q], tail_img)})
     return pd.DataFrame(rows)

@@ -76,3 +76,17 @@ def test_pca_bound_averages_per_image_psnr_which_jensen_puts_above_the_pooled_on
               rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)]
     table = capacity.pca_bound(images, [4])
     assert table.psnr_pca.iloc[0] > table.psnr_pca_pooled.iloc[0] + 3
+
+
+def test_part_shapes_follow_the_data_through_the_joint_model():
+    from nic_lib.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mbt2018", N=8, M=12).eval()
+    shapes = capacity.part_shapes(model, 64, 128).set_index("part")
+    assert list(shapes.index) == list(capacity.PARTS)
+    assert shapes.loc["g_a", "input"] == (3, 64, 128) and shapes.loc["g_a", "output"] == (12, 4, 8)
+    assert shapes.loc["h_a", "output"] == (8, 1, 2)  # z: 4x coarser than y
+    assert shapes.loc["g_s", "output"] == (3, 64, 128)
+    assert shapes["parameters"].sum() <= sum(p.numel() for p in model.parameters())
+    assert not model.g_a._forward_hooks  # the trace leaves the model as it was

@@ -259,3 +259,10 @@ def test_encode_at_bpp_returns_the_nearest_end_when_the_target_is_unreachable(ph
     assert setting == codecs.get_codec("jpeg").setting_range[0]
     with pytest.raises(ValueError, match="positive"):
         codecs.encode_at_bpp("jpeg", photo, 0.0)
+
+
+def test_spread_settings_keep_both_ends_and_spread_the_rest():
+    sweep = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    assert codecs.spread_settings(sweep, 4) == [10, 40, 60, 90]
+    assert codecs.spread_settings(sweep, len(sweep)) == sweep
+    assert codecs.spread_settings((0.1, 0.2), 2) == [0.1, 0.2]

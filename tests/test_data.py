@@ -522,3 +522,43 @@ def test_load_images_names_files_without_extension(tmp_path):
     images = data.load_images("kodak", limit=2, root=folder)
     assert [n for n, _ in images] == ["kodim01", "kodim02"]
     assert all(p.shape == (2, 3, 3) and p.dtype == np.uint8 for _, p in images)
+
+
+# ---------------------------------------------------------------------------------------
+# The centre crop
+
+
+def _ramp(h: int, w: int) -> np.ndarray:
+    """An (h, w, 3) image whose pixel (i, j) holds i and j: a crop says where it was cut."""
+    i, j = np.mgrid[0:h, 0:w]
+    return np.stack([i, j, np.zeros_like(i)], axis=-1)
+
+
+def test_centre_crop_is_centred_with_the_odd_pixel_at_the_bottom_right():
+    crop = data.centre_crop(_ramp(7, 10), 4)
+    assert crop.shape == (4, 4, 3)
+    # margins: 3 rows (1 above, 2 below), 6 columns (3 left, 3 right)
+    assert (crop[0, 0, 0], crop[0, 0, 1]) == (1, 3) and (crop[-1, -1, 0], crop[-1, -1, 1]) == (4, 6)
+    assert data.centre_crop(_ramp(8, 12), 2, 6).shape == (2, 6, 3)
+
+
+def test_centre_window_cuts_the_same_pixels_from_every_image_of_that_size():
+    a, b = _ramp(9, 9), _ramp(9, 9) + 1
+    window = data.centre_window(a.shape, 3)
+    assert np.array_equal(a[window] + 1, b[window])
+
+
+def test_a_crop_larger_than_the_image_raises_unless_shrunk():
+    img = _ramp(6, 20)
+    with pytest.raises(ValueError, match="smaller than the 8x8 crop"):
+        data.centre_crop(img, 8)
+    # shrink: only the side that does not fit is cut to the image's
+    assert data.centre_crop(img, 8, shrink=True).shape == (6, 8, 3)
+    assert data.centre_crop(img, 100, shrink=True).shape == img.shape
+
+
+def test_oriented_crop_transposes_the_window_for_portrait_images():
+    assert data.centre_crop_oriented(_ramp(30, 20), 10, 16).shape == (16, 10, 3)
+    assert data.centre_crop_oriented(_ramp(20, 30), 10, 16).shape == (10, 16, 3)
+    with pytest.raises(ValueError, match="smaller than"):
+        data.centre_crop_oriented(_ramp(8, 30), 10, 16)

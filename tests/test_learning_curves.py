@@ -1,15 +1,14 @@
 """Properties of the learning-curve benchmark's pure functions (benchmarks/learning_curves.py).
 
-Small hand-made tables only: nothing here trains or encodes.
+Small hand-made tables only: nothing here trains or encodes. The distance of an evaluation
+to JPEG 2000 is nic_lib.training_curves' (tests/test_training_curves.py).
 """
 
-import math
-
-import numpy as np
 import pandas as pd
 import pytest
 
 from benchmark_modules import load_benchmark
+from nic_lib import training_curves
 
 lc = load_benchmark("learning_curves")
 
@@ -29,76 +28,6 @@ def _curve(recipe, times, gaps, lmbda=lc.LMBDA):
     """An output-table fragment of a fixed-rate run with the given gaps at given times."""
     return pd.DataFrame({"recipe": recipe, "wall_h": times, "step": range(len(times)),
                          "lmbda": lmbda, "gap_to_jpeg2000_db": gaps})
-
-
-def test_gap_is_zero_on_the_reference_curve_and_the_psnr_difference_off_it():
-    bpp = np.array([0.25, 0.5, 1.0])
-    on = lc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], bpp)
-    np.testing.assert_allclose(on, [29.0, 32.0, 35.0])
-    table = lc.add_jpeg2000_columns(
-        _evals([("a", 0.1, 10, None, lc.LMBDA, 0.5, 32.0), ("b", 0.1, 10, None, lc.LMBDA, 0.5, 30.5)]),
-        J2K)
-    assert table.set_index("recipe")["gap_to_jpeg2000_db"].to_dict() == pytest.approx({"a": 0.0, "b": -1.5})
-
-
-def test_reference_psnr_is_interpolated_linearly_in_log_bpp():
-    # the geometric mean of two rates sits half-way between their PSNRs
-    mid = math.sqrt(0.5 * 1.0)
-    assert lc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], mid) == pytest.approx(33.5)
-    # and not at the arithmetic mean of the rates
-    assert lc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], 0.75) > 33.5
-
-
-def test_reference_keeps_only_points_that_add_rate_and_quality():
-    # a rate-control floor (two settings, one file) and a point that buys no quality
-    floored = pd.DataFrame({"bpp": [0.09, 0.09, 0.1, 0.2, 0.3, 0.4, 0.4],
-                            "psnr_rgb": [17.0, 17.0, 19.0, 21.0, 20.5, 22.0, 23.0]})
-    kept = lc.monotone_curve(floored)
-    assert kept["bpp"].tolist() == [0.09, 0.1, 0.2, 0.4]
-    assert kept["psnr_rgb"].iloc[-1] == 23.0  # of two points at one rate, the better one
-    assert (np.diff(kept["psnr_rgb"]) > 0).all()
-    # the table is then defined wherever the kept points are
-    table = lc.add_jpeg2000_columns(_evals([("a", 0.1, 10, None, lc.LMBDA, 0.2, 21.0)]), floored)
-    assert table["gap_to_jpeg2000_db"].iloc[0] == pytest.approx(0.0)
-    assert table["rate_vs_jpeg2000_pct"].iloc[0] == pytest.approx(0.0, abs=1e-9)
-
-
-def test_reference_is_not_extrapolated_outside_its_rates():
-    out = lc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], [0.05, 3.0])
-    assert np.isnan(out).all()
-    assert np.isnan(lc.bpp_at_psnr(J2K["bpp"], J2K["psnr_rgb"], [20.0, 45.0])).all()
-
-
-def test_rate_change_is_zero_on_the_curve_and_minus_half_at_half_the_bits():
-    table = lc.add_jpeg2000_columns(
-        _evals([("on", 0.1, 10, None, lc.LMBDA, 0.5, 32.0), ("half", 0.1, 10, None, lc.LMBDA, 0.25, 32.0)]),
-        J2K)
-    change = table.set_index("recipe")["rate_vs_jpeg2000_pct"]
-    assert change["on"] == pytest.approx(0.0, abs=1e-9)
-    assert change["half"] == pytest.approx(-50.0)
-
-
-def test_bd_rate_is_zero_for_the_reference_itself_and_negative_for_fewer_bits():
-    lm = [0.0018, 0.0035, 0.0067, 0.013]
-    same = [("same", 0.5, 100, q + 1, lm[q], b, p)
-            for q, (b, p) in enumerate(zip(J2K["bpp"][:4], J2K["psnr_rgb"][:4]))]
-    # same qualities at 80 % of the bits: BD-rate -20 %
-    cheaper = [("cheaper", 0.5, 100, q + 1, lm[q], 0.8 * b, p)
-               for q, (b, p) in enumerate(zip(J2K["bpp"][1:5], J2K["psnr_rgb"][1:5]))]
-    table = lc.add_jpeg2000_columns(_evals(same + cheaper), J2K)
-    bd = table.groupby("recipe")["bd_rate_vs_jpeg2000_pct"]
-    assert bd.nunique().eq(1).all()  # one value per evaluation, repeated on every level
-    assert bd.first()["same"] == pytest.approx(0.0, abs=1e-6)
-    assert bd.first()["cheaper"] == pytest.approx(-20.0, abs=0.5)
-
-
-def test_bd_rate_is_undefined_for_fixed_rate_evaluations_and_for_non_monotone_curves():
-    fixed = [("fixed", 0.5, 100, None, lc.LMBDA, 0.5, 31.0)]
-    # early training: quality does not rise with rate yet
-    messy = [("messy", 0.5, 100, q, 0.001 * q, b, p)
-             for q, (b, p) in enumerate([(0.2, 28.0), (0.3, 27.0), (0.5, 30.0), (0.9, 29.0)], 1)]
-    table = lc.add_jpeg2000_columns(_evals(fixed + messy), J2K)
-    assert table["bd_rate_vs_jpeg2000_pct"].isna().all()
 
 
 def test_recipe_higher_at_every_time_is_ahead_even_when_evaluated_at_other_times():
@@ -204,7 +133,7 @@ def test_summary_says_whether_the_recipe_is_ahead():
                     ("baseline", 1.0, 200, None, lc.LMBDA, 0.5, 30.0),
                     ("project", 0.5, 400, None, lc.LMBDA, 0.5, 30.0),
                     ("project", 1.0, 800, None, lc.LMBDA, 0.5, 31.0)])
-    text = lc.summary_markdown(lc.add_jpeg2000_columns(evals, J2K))
+    text = lc.summary_markdown(training_curves.add_jpeg2000_columns(evals, J2K))
     assert "project ahead of baseline at every equal time (2 times" in text
     assert ": yes;" in text and "+1.00 dB" in text
 

@@ -27,4 +27,4 @@ def test_notebook_runs_with_smoke_profile_without_touching_paper_figures(source,
     before = snapshot(PAPER_FIGURES)
     executed = run_notebook(source, profile="smoke", out_dir=tmp_path, timeout=SMOKE_CELL_TIMEOUT_S)
     assert executed.is_file()
-    assert snapshot(PAPER_FIGURES) == before, "a smoke run wrote into paper_figures/: use figure_dir(NOTEBOOK, PROFILE)"
+    assert snapshot(PAPER_FIGURES) == before, "a smoke run wrote into paper_figures/: open the figure folder with notebook_setup.setup"

@@ -137,3 +137,15 @@ def test_classic_codec_at_another_codecs_rate_lands_on_that_rate():
     recon, _ = spectral.classic_codec("jpeg2000", bpp=1.0)(noisy[0][None])
     assert row["psnr_vs_input"] == pytest.approx(metrics.psnr(noisy[0], recon[0]))
     assert row["psnr_vs_clean"] == pytest.approx(metrics.psnr(clean[0], recon[0]))
+
+
+def test_one_size_images_are_landscape_crops_of_the_first_ones_size():
+    rng = np.random.default_rng(0)
+    portrait, landscape_, small = (rng.integers(0, 256, s + (3,), dtype=np.uint8)
+                                   for s in ((48, 32), (32, 48), (20, 40)))
+    kept = spectral.one_size_images([("p", portrait), ("l", landscape_), ("s", small)])
+    assert [n for n, _ in kept] == ["p", "l"] and kept[0][1].shape == (32, 48, 3)
+    cropped = spectral.one_size_images([("p", portrait), ("s", small)], crop=16)
+    assert [img.shape for _, img in cropped] == [(16, 16, 3), (16, 16, 3)]
+    with pytest.raises(ValueError, match="smaller than"):
+        spectral.one_size_images([("s", small)], crop=24)

@@ -1,0 +1,249 @@
+"""Training runs against JPEG 2000: each evaluation's distance to the classic codec's curve.
+
+``python -m nic_lib.train`` evaluates a run every so many steps (``eval.csv``: one row per
+step and rate level, bpp from the likelihoods, PSNR-RGB). The benchmarks that compare
+training recipes (``benchmarks/learning_curves.py``) and continue the shipped model
+(``benchmarks/training_extension.py``) put those rows beside JPEG 2000 measured on the same
+images (configured as in notebook 00), with the same columns:
+
+- ``gap_to_jpeg2000_db`` = PSNR - PSNR_J2K(bpp), PSNR_J2K interpolated linearly in log
+  bpp (NaN outside the JPEG 2000 sweep; negative = behind JPEG 2000);
+- ``rate_vs_jpeg2000_pct`` = 100 (bpp / bpp_J2K(PSNR) - 1), the one-point analogue of
+  BD-rate (negative = fewer bits than JPEG 2000 at that quality);
+- ``bd_rate_vs_jpeg2000_pct``: variable-rate evaluations only, the BD-rate of the
+  evaluation's levels against the JPEG 2000 curve (:func:`nic_lib.rd.bd_rate`), repeated
+  on each level's row.
+
+The interpolation is the rule of :func:`nic_lib.rd.quality_gap_at_rate` (linear in log bpp,
+no extrapolation), here in both directions and with errors for a reference that is not a
+curve; the reference is first reduced to the points that are on it (:func:`monotone_curve`).
+
+The runs' own records are read here too: :func:`read_evaluations` (a run's ``eval.csv``)
+and :func:`shipped_logs` (the log and evaluations shipped beside a checkpoint, which
+notebook 01 draws).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nic_lib import cache, codecs, data, rd, training
+
+#: nic_lib.training's evaluation set as the benchmarks use it: all 24 Kodak images, whole, so the
+#: numbers are the real Kodak ones.
+EVAL_IMAGES = 24
+EVAL_CROP = 0
+#: Classic reference codec, configured as in notebook 00 (nic_lib.codecs defaults).
+REFERENCE_CODEC = "jpeg2000"
+#: Its rates: the default sweep widened to 0.05 and 3 bpp, so the gap stays defined for
+#: early, off-target evaluations (JPEG 2000 needs 0.3 s per Kodak image and setting).
+REFERENCE_BPPS = (0.05, 0.075, *codecs.JPEG2000_BPPS, 3.0)
+#: Columns of :func:`read_evaluations`: one row per step x weights x rate level.
+EVALUATION_COLUMNS = ("weights", "hours", "step", "quality", "lmbda", "images", "bpp", "psnr")
+#: Columns of :func:`add_jpeg2000_columns`: one row per run ("recipe") x evaluation x rate level.
+COLUMNS = ("recipe", "wall_h", "step", "quality", "lmbda", "images", "bpp", "psnr",
+           "jpeg2000_psnr", "gap_to_jpeg2000_db", "rate_vs_jpeg2000_pct",
+           "bd_rate_vs_jpeg2000_pct")
+
+
+def _reference(curve_bpp, curve_psnr) -> tuple[np.ndarray, np.ndarray]:
+    """The reference curve as (log bpp, PSNR) sorted by rate, or raise."""
+    bpp = np.asarray(curve_bpp, dtype=float)
+    psnr = np.asarray(curve_psnr, dtype=float)
+    if bpp.shape != psnr.shape or bpp.size < 2 or np.any(bpp <= 0):
+        raise ValueError(f"reference curve: need >= 2 points with bpp > 0 and one PSNR each, "
+                         f"got bpp={bpp.tolist()}, psnr={psnr.tolist()}; pass an RD curve "
+                         "from nic_lib.rd.rd_table")
+    order = np.argsort(bpp)
+    return np.log(bpp[order]), psnr[order]
+
+
+def psnr_at_bpp(curve_bpp, curve_psnr, bpp) -> np.ndarray:
+    """PSNR of a reference RD curve at given rates, interpolated linearly in log bpp.
+
+    Args:
+        curve_bpp, curve_psnr: the reference curve's points (any order).
+        bpp: rates to read it at (scalar or array).
+
+    Returns:
+        PSNR at each rate; NaN outside the curve's rate range (no extrapolation).
+
+    Raises:
+        ValueError: fewer than 2 points, mismatched lengths, or a rate <= 0.
+    """
+    log_bpp, psnr = _reference(curve_bpp, curve_psnr)
+    x = np.log(np.asarray(bpp, dtype=float))
+    # PSNR(r) = PSNR_i + (PSNR_{i+1} − PSNR_i) · (ln r − ln r_i) / (ln r_{i+1} − ln r_i)
+    return np.interp(x, log_bpp, psnr, left=np.nan, right=np.nan)
+
+
+def bpp_at_psnr(curve_bpp, curve_psnr, psnr) -> np.ndarray:
+    """Rate of a reference RD curve at given PSNRs, interpolated linearly in log bpp.
+
+    Args:
+        curve_bpp, curve_psnr: the reference curve's points; PSNR must rise with rate.
+        psnr: qualities to read it at (scalar or array).
+
+    Returns:
+        bpp at each PSNR; NaN outside the curve's PSNR range.
+
+    Raises:
+        ValueError: as :func:`psnr_at_bpp`, or PSNR not rising with rate.
+    """
+    log_bpp, ref_psnr = _reference(curve_bpp, curve_psnr)
+    if np.any(np.diff(ref_psnr) <= 0):
+        raise ValueError(f"reference curve: PSNR must rise with rate, got {ref_psnr.tolist()}; "
+                         "drop the points that spend bits for no quality")
+    # ln r(D) = ln r_i + (ln r_{i+1} − ln r_i) · (D − D_i) / (D_{i+1} − D_i)
+    return np.exp(np.interp(np.asarray(psnr, dtype=float), ref_psnr, log_bpp,
+                            left=np.nan, right=np.nan))
+
+
+def monotone_curve(curve: pd.DataFrame) -> pd.DataFrame:
+    """The points of an RD curve that are on it: each with more bits and more PSNR than
+    every point of lower rate.
+
+    A codec's rate control can floor on small images (two settings giving the same
+    file) and a point can spend bits for no quality; interpolating through either would
+    make PSNR(bpp) ill-defined.
+
+    Args:
+        curve: columns bpp and psnr_rgb (e.g. ``rd.rd_table`` of a sweep).
+
+    Returns:
+        The kept rows, sorted by bpp, index reset.
+    """
+    # by rate, the best PSNR first among equal rates: a point is kept when its PSNR beats
+    # every point before it (so equal rates keep only their best)
+    curve = curve.sort_values(["bpp", "psnr_rgb"], ascending=[True, False], kind="stable")
+    best_before = curve["psnr_rgb"].cummax().shift(fill_value=-np.inf)
+    return curve[curve["psnr_rgb"] > best_before].reset_index(drop=True)
+
+
+def bd_rate_per_evaluation(evals: pd.DataFrame, curve_bpp, curve_psnr) -> pd.Series:
+    """BD-rate against a reference curve of every evaluation with enough rate levels.
+
+    Args:
+        evals: one row per recipe x step x level with columns recipe, step, bpp, psnr.
+        curve_bpp, curve_psnr: the reference (JPEG 2000) curve.
+
+    Returns:
+        Series aligned with ``evals``: the BD-rate (percent, ``nic_lib.rd.bd_rate``; < 0 =
+        fewer bits than the reference) of the levels of the row's (recipe, step); NaN for
+        evaluations with fewer than ``rd.MIN_POINTS`` levels (fixed-rate runs), and for
+        curves BD-rate is undefined on (quality not rising with rate, no overlap).
+    """
+    out = pd.Series(np.nan, index=evals.index, dtype=float)
+    for _, group in evals.groupby(["recipe", "step"], sort=False):
+        if len(group) < rd.MIN_POINTS:
+            continue
+        try:
+            value = rd.bd_rate(curve_bpp, curve_psnr, group["bpp"], group["psnr"])
+        except ValueError:  # early in training a curve may not rise with rate yet
+            continue
+        out[group.index] = value
+    return out
+
+
+def add_jpeg2000_columns(evals: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFrame:
+    """The output table: evaluations with their distance to JPEG 2000.
+
+    Args:
+        evals: columns recipe, wall_h, step, quality, lmbda, images, bpp, psnr.
+        curve: the JPEG 2000 RD curve, columns bpp and psnr_rgb (``rd.rd_table``); only
+            its :func:`monotone_curve` points are used.
+
+    Returns:
+        ``evals`` with jpeg2000_psnr, gap_to_jpeg2000_db, rate_vs_jpeg2000_pct and
+        bd_rate_vs_jpeg2000_pct (see the module docstring), columns :data:`COLUMNS`,
+        sorted by recipe, time and λ.
+    """
+    table = evals.copy()
+    curve = monotone_curve(curve)
+    ref_bpp, ref_psnr = curve["bpp"].to_numpy(), curve["psnr_rgb"].to_numpy()
+    table["jpeg2000_psnr"] = psnr_at_bpp(ref_bpp, ref_psnr, table["bpp"])
+    # gap = PSNR − PSNR_J2K(bpp): dB ahead of JPEG 2000 at the same rate
+    table["gap_to_jpeg2000_db"] = table["psnr"] - table["jpeg2000_psnr"]
+    # rate change = bpp / bpp_J2K(PSNR) − 1: bits saved against JPEG 2000 at the same quality
+    table["rate_vs_jpeg2000_pct"] = 100.0 * (
+        table["bpp"] / bpp_at_psnr(ref_bpp, ref_psnr, table["psnr"]) - 1.0)
+    table["bd_rate_vs_jpeg2000_pct"] = bd_rate_per_evaluation(table, ref_bpp, ref_psnr)
+    table = table.sort_values(["recipe", "wall_h", "lmbda"], kind="stable")
+    return table.reset_index(drop=True)[list(COLUMNS)]
+
+
+def read_evaluations(run: str | Path) -> pd.DataFrame:
+    """A training run's evaluations, from the ``eval.csv`` that ``python -m nic_lib.train`` writes.
+
+    Args:
+        run: a run folder, or an eval CSV itself (one shipped beside a checkpoint).
+
+    Returns:
+        Columns :data:`EVALUATION_COLUMNS`: ``weights`` is ``model``, or ``ema`` for the
+        moving average a run trained with ``--ema`` also evaluates (files written before
+        that have no such column: all ``model``); ``hours`` is the time of the
+        evaluation's first row (a variable-rate evaluation writes one row per level,
+        seconds apart), one time per step and weights. Empty without the file.
+    """
+    path = Path(run) if Path(run).suffix == ".csv" else Path(run) / "eval.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=list(EVALUATION_COLUMNS))
+    ev = pd.read_csv(path)
+    ev["weights"] = ev["weights"].fillna("model") if "weights" in ev else "model"
+    # one time per evaluation: when it started (its first level's row)
+    ev["hours"] = ev.groupby(["step", "weights"])["wall_s"].transform("min") / 3600.0
+    return ev[list(EVALUATION_COLUMNS)]
+
+
+def shipped_logs(checkpoint: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
+    """The training log and evaluations shipped beside a checkpoint.
+
+    :func:`nic_lib.training.ship_run` copies a run's ``log.csv`` and ``eval.csv`` beside the
+    checkpoint it ships, as ``<stem>.log.csv`` and ``<stem>.eval.csv``.
+
+    Args:
+        checkpoint: ``<folder>/<stem>.pt`` (the file itself need not exist: the shared
+            training stages ship only their logs).
+
+    Returns:
+        ``(log, evaluations)`` read as tables, evaluations None without an eval file; None
+        without a log.
+    """
+    path = Path(checkpoint)
+    log, evals = path.with_name(f"{path.stem}.log.csv"), path.with_name(f"{path.stem}.eval.csv")
+    if not log.is_file():
+        return None
+    return pd.read_csv(log), pd.read_csv(evals) if evals.is_file() else None
+
+
+def jpeg2000_curve(eval_images: int, eval_crop: int, cache_path: Path) -> pd.DataFrame:
+    """JPEG 2000's RD curve on the evaluation images (per-image sweep cached).
+
+    Args:
+        eval_images, eval_crop: the evaluation set, as nic_lib.training builds it.
+        cache_path: CSV of the per-image sweep (its key beside it).
+
+    Returns:
+        ``rd.rd_table`` of the sweep: one row per setting with bpp and psnr_rgb.
+    """
+    names = [p.stem for p in data.list_images(training.EVAL_DATASET, limit=eval_images)]
+    cfg = training.TrainConfig(eval_images=eval_images, eval_crop=eval_crop)
+    codec = codecs.get_codec(REFERENCE_CODEC)
+    key = {"dataset": training.EVAL_DATASET, "images": names, "crop": eval_crop,
+           "codec": codec.description, "settings": list(REFERENCE_BPPS)}
+
+    images = list(zip(names, training.load_eval_images(cfg)))
+
+    def sweep() -> pd.DataFrame:
+        return codecs.rate_sweep(images, [codec], {codec.name: REFERENCE_BPPS}, progress=False)
+
+    return rd.rd_table(cache.cached_table(cache_path, key, sweep, data=images, models=None))
+
+
+def format_or_blank(value: float, spec: str, unit: str = "") -> str:
+    """A number for the summary; blank when undefined (NaN: outside JPEG 2000's range)."""
+    return "" if value is None or math.isnan(value) else f"{value:{spec}}{unit}"

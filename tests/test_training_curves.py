@@ -1,0 +1,132 @@
+"""The distance of a training run's evaluations to JPEG 2000 (nic_lib/training_curves.py).
+
+Small hand-made tables only: nothing here trains or encodes.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nic_lib import training_curves as tc
+
+#: A made-up JPEG 2000 curve: +3 dB per doubling of the rate, 0.125 .. 2 bpp.
+J2K = pd.DataFrame({"bpp": [0.125, 0.25, 0.5, 1.0, 2.0],
+                    "psnr_rgb": [26.0, 29.0, 32.0, 35.0, 38.0]})
+#: The rate level of the fixed-rate evaluations below (quality 4 of the MSE table).
+LMBDA = 0.013
+
+
+def _evals(rows):
+    """Evaluation rows (recipe, wall_h, step, quality, lmbda, bpp, psnr) -> evals table."""
+    df = pd.DataFrame(rows, columns=["recipe", "wall_h", "step", "quality", "lmbda", "bpp", "psnr"])
+    df["images"] = 24
+    return df
+
+
+def test_gap_is_zero_on_the_reference_curve_and_the_psnr_difference_off_it():
+    bpp = np.array([0.25, 0.5, 1.0])
+    on = tc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], bpp)
+    np.testing.assert_allclose(on, [29.0, 32.0, 35.0])
+    table = tc.add_jpeg2000_columns(
+        _evals([("a", 0.1, 10, None, LMBDA, 0.5, 32.0), ("b", 0.1, 10, None, LMBDA, 0.5, 30.5)]),
+        J2K)
+    assert table.set_index("recipe")["gap_to_jpeg2000_db"].to_dict() == pytest.approx({"a": 0.0, "b": -1.5})
+
+
+def test_reference_psnr_is_interpolated_linearly_in_log_bpp():
+    # the geometric mean of two rates sits half-way between their PSNRs
+    mid = math.sqrt(0.5 * 1.0)
+    assert tc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], mid) == pytest.approx(33.5)
+    # and not at the arithmetic mean of the rates
+    assert tc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], 0.75) > 33.5
+
+
+def test_reference_keeps_only_points_that_add_rate_and_quality():
+    # a rate-control floor (two settings, one file) and a point that buys no quality
+    floored = pd.DataFrame({"bpp": [0.09, 0.09, 0.1, 0.2, 0.3, 0.4, 0.4],
+                            "psnr_rgb": [17.0, 17.0, 19.0, 21.0, 20.5, 22.0, 23.0]})
+    kept = tc.monotone_curve(floored)
+    assert kept["bpp"].tolist() == [0.09, 0.1, 0.2, 0.4]
+    assert kept["psnr_rgb"].iloc[-1] == 23.0  # of two points at one rate, the better one
+    assert (np.diff(kept["psnr_rgb"]) > 0).all()
+    # the table is then defined wherever the kept points are
+    table = tc.add_jpeg2000_columns(_evals([("a", 0.1, 10, None, LMBDA, 0.2, 21.0)]), floored)
+    assert table["gap_to_jpeg2000_db"].iloc[0] == pytest.approx(0.0)
+    assert table["rate_vs_jpeg2000_pct"].iloc[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_reference_is_not_extrapolated_outside_its_rates():
+    out = tc.psnr_at_bpp(J2K["bpp"], J2K["psnr_rgb"], [0.05, 3.0])
+    assert np.isnan(out).all()
+    assert np.isnan(tc.bpp_at_psnr(J2K["bpp"], J2K["psnr_rgb"], [20.0, 45.0])).all()
+
+
+def test_rate_change_is_zero_on_the_curve_and_minus_half_at_half_the_bits():
+    table = tc.add_jpeg2000_columns(
+        _evals([("on", 0.1, 10, None, LMBDA, 0.5, 32.0), ("half", 0.1, 10, None, LMBDA, 0.25, 32.0)]),
+        J2K)
+    change = table.set_index("recipe")["rate_vs_jpeg2000_pct"]
+    assert change["on"] == pytest.approx(0.0, abs=1e-9)
+    assert change["half"] == pytest.approx(-50.0)
+
+
+def test_bd_rate_is_zero_for_the_reference_itself_and_negative_for_fewer_bits():
+    lm = [0.0018, 0.0035, 0.0067, 0.013]
+    same = [("same", 0.5, 100, q + 1, lm[q], b, p)
+            for q, (b, p) in enumerate(zip(J2K["bpp"][:4], J2K["psnr_rgb"][:4]))]
+    # same qualities at 80 % of the bits: BD-rate -20 %
+    cheaper = [("cheaper", 0.5, 100, q + 1, lm[q], 0.8 * b, p)
+               for q, (b, p) in enumerate(zip(J2K["bpp"][1:5], J2K["psnr_rgb"][1:5]))]
+    table = tc.add_jpeg2000_columns(_evals(same + cheaper), J2K)
+    bd = table.groupby("recipe")["bd_rate_vs_jpeg2000_pct"]
+    assert bd.nunique().eq(1).all()  # one value per evaluation, repeated on every level
+    assert bd.first()["same"] == pytest.approx(0.0, abs=1e-6)
+    assert bd.first()["cheaper"] == pytest.approx(-20.0, abs=0.5)
+
+
+def test_bd_rate_is_undefined_for_fixed_rate_evaluations_and_for_non_monotone_curves():
+    fixed = [("fixed", 0.5, 100, None, LMBDA, 0.5, 31.0)]
+    # early training: quality does not rise with rate yet
+    messy = [("messy", 0.5, 100, q, 0.001 * q, b, p)
+             for q, (b, p) in enumerate([(0.2, 28.0), (0.3, 27.0), (0.5, 30.0), (0.9, 29.0)], 1)]
+    table = tc.add_jpeg2000_columns(_evals(fixed + messy), J2K)
+    assert table["bd_rate_vs_jpeg2000_pct"].isna().all()
+
+
+def test_table_has_the_documented_columns_and_blanks_undefined_numbers():
+    table = tc.add_jpeg2000_columns(_evals([("a", 0.1, 10, None, LMBDA, 0.5, 32.0)]), J2K)
+    assert list(table.columns) == list(tc.COLUMNS)
+    assert tc.format_or_blank(float("nan"), "+.1f") == ""
+    assert tc.format_or_blank(-1.26, "+.1f", " %") == "-1.3 %"
+
+
+def test_evaluations_are_timed_by_their_first_level_per_weights(tmp_path):
+    (tmp_path / "eval.csv").write_text(
+        "step,wall_s,quality,lmbda,images,loss,mse,psnr,bpp,weights\n"
+        "100,360.0,1,0.0018,24,1,1,28.0,0.2,model\n"
+        "100,363.6,2,0.0035,24,1,1,29.0,0.3,model\n"
+        "100,367.2,1,0.0018,24,1,1,28.2,0.2,ema\n"
+        "200,720.0,1,0.0018,24,1,1,28.5,0.2,model\n")
+    ev = tc.read_evaluations(tmp_path)
+    assert list(ev.columns) == list(tc.EVALUATION_COLUMNS)
+    assert ev["hours"].tolist() == pytest.approx([0.1, 0.1, 0.102, 0.2])
+    # the CSV itself reads the same; a file without the weights column is all "model"
+    assert tc.read_evaluations(tmp_path / "eval.csv").equals(ev)
+    (tmp_path / "old.csv").write_text("step,wall_s,quality,lmbda,images,psnr,bpp\n10,36.0,1,0.0018,24,28.0,0.2\n")
+    assert tc.read_evaluations(tmp_path / "old.csv")["weights"].tolist() == ["model"]
+    assert tc.read_evaluations(tmp_path / "missing").empty
+
+
+def test_shipped_logs_are_read_from_beside_the_checkpoint(tmp_path):
+    (tmp_path / "vr.log.csv").write_text("step,wall_s,loss\n10,1.0,2.0\n")
+    assert tc.shipped_logs(tmp_path / "vr.pt")[1] is None  # no evaluations shipped
+    (tmp_path / "vr.eval.csv").write_text("step,wall_s,psnr,bpp\n10,1.5,30.0,0.5\n")
+    log, evals = tc.shipped_logs(tmp_path / "vr.pt")
+    assert log["loss"].tolist() == [2.0] and evals["psnr"].tolist() == [30.0]
+    assert tc.shipped_logs(tmp_path / "other.pt") is None
+    # the repository's shared stages ship logs without a checkpoint file
+    from nic_lib.models import hub
+
+    assert tc.shipped_logs(hub.checkpoint_dir() / "stages" / "base.pt") is not None
