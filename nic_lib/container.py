@@ -737,7 +737,7 @@ def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
     pixels = header.padded_height * header.padded_width
     symbols = int(getattr(model, "M", 0) or _DEFAULT_MAX_CHANNELS) * pixels // _LATENT_STRIDE**2
     streams = sum(n + _guard_bytes(n, header, model) for n in header.stream_lengths)
-    per_symbol = (_WAVEFRONT_CODER_BYTES if hasattr(model, "_decode_positions")
+    per_symbol = (_WAVEFRONT_CODER_BYTES if hasattr(model, "coding_order")
                   else _WHOLE_LATENT_CODER_BYTES)
     channels = int(getattr(model, "M", 0) or _DEFAULT_MAX_CHANNELS)
     side = -(-max(header.padded_height, header.padded_width) // _LATENT_STRIDE)

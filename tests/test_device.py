@@ -73,12 +73,13 @@ def test_the_default_device_is_a_gpu_when_there_is_one():
             resolve_device("cuda")
 
 
-#: SHA-256 (first 16 hex digits) of the bitstreams of a 64x128 crop of kodim01 at quality
-#: 3, cpu-profile checkpoints, one thread: pinned before the coder's parameter path was
-#: moved to the CPU whatever the model's device (google.CODING_DEVICE), which must not
-#: change a byte on a CPU-only machine. A deliberate change to a coder, the checkpoints,
-#: or a PyTorch/CompressAI upgrade that changes float32 convolutions can change them:
-#: then check a round trip and cross-device decoding, and pin the new digests.
+#: SHA-256 (first 16 hex digits) of the bitstreams of a 64x128 crop of kodim01 at
+#: quality 3, cpu-profile checkpoints, one thread: pinned before the coder's parameter
+#: path was moved to the CPU whatever the model's device (context_coding.CODING_DEVICE),
+#: which must not change a byte on a CPU-only machine. A deliberate change to a coder,
+#: the checkpoints, or a PyTorch/CompressAI upgrade that changes float32 convolutions
+#: can change them: then check a round trip and cross-device decoding, and pin the new
+#: digests.
 PINNED_BITSTREAMS = {  # pinned on torch 2.14.1, CPU capability AVX512 (PINNED_ON)
     "bmshj2018-factorized": "5cb94f53649b3265",
     "bmshj2018-hyperprior": "f74ce403cbd9207f",

@@ -35,7 +35,7 @@ from nic_lib.models import (
     load_checkpoint,
     save_checkpoint,
 )
-from nic_lib.models import google, tiling
+from nic_lib.models import google, mixture, tiling
 
 TINY = {"N": 8, "M": 12}
 SIDE = 64  # the smallest input the hyperprior models accept (downsampling factor 64)
@@ -263,7 +263,7 @@ def test_mixture_tables_follow_the_mixture_pmf():
     weights = torch.tensor([[0.2, 1.0], [0.5, 0.0], [0.3, 0.0]])
     means = torch.tensor([[-3.0, 0.3], [0.0, 0.0], [4.2, 0.0]])
     scales = torch.tensor([[0.5, 2.0], [1.0, 1.0], [2.0, 1.0]])
-    cdfs, lengths, offsets = google.mixture_quantized_cdfs(weights, means, scales)
+    cdfs, lengths, offsets = mixture.mixture_quantized_cdfs(weights, means, scales)
     for i in range(2):
         v = torch.arange(offsets[i], offsets[i] + lengths[i] - 2, dtype=torch.float64)
         component = torch.distributions.Normal(
@@ -279,7 +279,7 @@ def test_mixture_tables_follow_the_mixture_pmf():
 
     # Modes far apart: the table stays bounded and the far mode goes to the escape symbol.
     far = torch.tensor([[-5000.0], [5000.0]])
-    cdfs, lengths, _ = google.mixture_quantized_cdfs(
+    cdfs, lengths, _ = mixture.mixture_quantized_cdfs(
         torch.tensor([[0.7], [0.3]]), far, torch.ones(2, 1)
     )
     assert lengths[0] < 5000  # not the 10000 symbols between the modes

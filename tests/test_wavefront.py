@@ -1,11 +1,11 @@
 """Wavefront decoding and cross-thread determinism of the context models' coders.
 
-Properties of ``nic_lib.models.google``'s ``_SerialContextCoding``: the wavefront
-schedule respects every dependency of the masked context, the decoder reproduces the
-encoder's y_hat bit for bit in either coding order, whatever the thread counts of the
-two sides, and the two orders reconstruct the same latents. Tiny random models (the
-coder's correctness does not depend on training) with g_a's last layer scaled up so
-that y spans many integers and every context term matters.
+Properties of the context models' coder (``nic_lib.models.context_coding``): the
+wavefront schedule respects every dependency of the masked context, the decoder
+reproduces the encoder's y_hat bit for bit in either coding order, whatever the thread
+counts of the two sides, and the two orders reconstruct the same latents. Tiny random
+models (the coder's correctness does not depend on training) with g_a's last layer
+scaled up so that y spans many integers and every context term matters.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from nic_lib import data
 from nic_lib.models import build_model
-from nic_lib.models import google
+from nic_lib.models import context_coding, google
 
 TINY = {"N": 8, "M": 12}
 #: Latents span many integers: the context terms and the escape code are exercised.
@@ -36,7 +36,7 @@ def _restore_threads():
     torch.set_num_threads(threads)
 
 
-def tiny(name: str, context_size: int = google.DEFAULT_CONTEXT_SIZE, seed: int = 0, **widths):
+def tiny(name: str, context_size: int = context_coding.DEFAULT_CONTEXT_SIZE, seed: int = 0, **widths):
     torch.manual_seed(seed)
     model = build_model(name, **(widths or TINY), context_size=context_size).eval()
     with torch.no_grad():
@@ -75,9 +75,9 @@ def context_inputs(context_size: int) -> list[tuple[int, int]]:
     return [(int(a) - p, int(b) - p) for a, b in mask.nonzero().tolist()]
 
 
-@pytest.mark.parametrize("context_size", google.CONTEXT_SIZES)
+@pytest.mark.parametrize("context_size", context_coding.CONTEXT_SIZES)
 def test_every_context_input_lies_on_an_earlier_wavefront(context_size):
-    a = google.wavefront_slope(context_size)
+    a = context_coding.wavefront_slope(context_size)
     inputs = context_inputs(context_size)
     assert len(inputs) == (context_size**2 - 1) // 2  # mask A: the causal half
     # t(i, j) - t(i + di, j + dj) = -(a di + dj) must be >= 1 for every input.
@@ -86,12 +86,12 @@ def test_every_context_input_lies_on_an_earlier_wavefront(context_size):
     assert any(-((a - 1) * di + dj) < 1 for di, dj in inputs)
 
 
-@pytest.mark.parametrize("context_size", google.CONTEXT_SIZES)
+@pytest.mark.parametrize("context_size", context_coding.CONTEXT_SIZES)
 @pytest.mark.parametrize("height, width", [(1, 1), (5, 2), (4, 9), (7, 7)])
 def test_schedule_codes_each_position_once_after_its_inputs(context_size, height, width):
     inputs = context_inputs(context_size)
-    for order in google.CODING_ORDERS:
-        groups = google.coding_schedule(height, width, context_size, order)
+    for order in context_coding.CODING_ORDERS:
+        groups = context_coding.coding_schedule(height, width, context_size, order)
         step = {}
         for n, (rows, cols) in enumerate(groups):
             assert (rows.diff() > 0).all()  # rows increase inside a group
@@ -103,24 +103,23 @@ def test_schedule_codes_each_position_once_after_its_inputs(context_size, height
             for di, dj in inputs:
                 if (i + di, j + dj) in step:
                     assert step[i + di, j + dj] < n
-    a = google.wavefront_slope(context_size)
+    a = context_coding.wavefront_slope(context_size)
     if width >= a:  # no empty wavefronts: exactly a (H - 1) + W network calls
-        wavefronts = google.coding_schedule(height, width, context_size, "wavefront")
+        wavefronts = context_coding.coding_schedule(height, width, context_size, "wavefront")
         assert len(wavefronts) == a * (height - 1) + width
 
 
 def test_unknown_coding_order_is_rejected():
     with pytest.raises(ValueError, match="coding_order"):
-        google.coding_schedule(2, 2, 5, "zigzag")
+        context_coding.coding_schedule(2, 2, 5, "zigzag")
 
 
 def test_scale_indexes_are_gaussian_conditionals():
     gc = tiny("mbt2018").gaussian_conditional
     scales = torch.cat([gc.scale_table, gc.scale_table * 1.0001, torch.rand(500) * 300,
                         torch.tensor([0.0, 0.05, 1e4])])  # fmt: skip
-    state = {"scale_edges": gc.scale_table[:-1].double()}
-    indexes, _ = google._SerialContextCoding._gaussian(
-        state, torch.stack([scales.double(), torch.zeros_like(scales).double()], 1)
+    indexes, _ = context_coding.GaussianSymbols(gc).indexes_and_means(
+        torch.stack([scales.double(), torch.zeros_like(scales).double()], 1)
     )
     assert torch.equal(indexes[:, 0].int(), gc.build_indexes(scales))
 
@@ -130,7 +129,7 @@ def test_scale_indexes_are_gaussian_conditionals():
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("context_size", google.CONTEXT_SIZES)
+@pytest.mark.parametrize("context_size", context_coding.CONTEXT_SIZES)
 @pytest.mark.parametrize("name", SERIAL_MODELS)
 def test_decoder_reproduces_the_encoders_latents_bit_for_bit(name, context_size):
     model = tiny(name, context_size)
@@ -148,7 +147,7 @@ def test_wavefront_and_raster_orders_reconstruct_the_same_latents(name):
     model = tiny(name)
     x = smooth_image(seed=2)
     latents = {}
-    for order in google.CODING_ORDERS:
+    for order in context_coding.CODING_ORDERS:
         model.coding_order = order
         coded = model.compress(x, return_y_hat=True)
         y_hat, _ = decoded_latents(model, coded)

@@ -2,6 +2,8 @@
 
 - ``google``: the mbt2018 family (Minnen, Ballé, Toderici 2018) and its ablations
   (factorized, hyperprior, mean-scale, context-only, joint, GMM, checkerboard).
+- ``context_coding``: the context models' coder (wavefront schedule, float64 parameter
+  path); ``mixture``: the GMM's per-symbol tables. The models hand them their modules.
 - ``registry``: paper keys, quality -> (N, M) / lambda tables, the "cpu" and "full"
   profiles, ``build_model``.
 - ``checkpoints``: ``save_checkpoint`` / ``load_checkpoint``, one self-describing format.
