@@ -23,7 +23,7 @@
 # with the probabilities the transformer predicts from the codes already revealed.
 #
 # No implementation is public and the paper does not give its sizes; this repository's
-# choices (all in `nic_lib/models/pqmim.py`, each a named constant with its reason):
+# choices (all in `nic_lib/models/pqmim/`, each a named constant with its reason):
 #
 # | choice | value | why |
 # |---|---|---|
