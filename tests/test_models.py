@@ -236,8 +236,13 @@ def test_decoder_reproduces_forward_quantization(name):
     x = smooth_image(batch=2)
     y_ref, _ = reference_latents(model, x)
     _, x_hat, y_hat = round_trip(model, x)
-    assert torch.equal(y_hat, y_ref)
-    assert torch.allclose(x_hat, model(x)["x_hat"].clamp(0, 1), atol=1e-6)
+    if name == "mbt2018-mean":
+        # the coder's means are float64, snapped to 2^-16 (models.google._HyperpriorCoding):
+        # ŷ = q + μ moves by at most 2^-17 from the float32 forward pass, q does not change
+        assert torch.allclose(y_hat.to(y_ref.dtype), y_ref, atol=2.0**-16)
+    else:
+        assert torch.equal(y_hat, y_ref)
+    assert torch.allclose(x_hat, model(x)["x_hat"].clamp(0, 1), atol=1e-5)
 
 
 @pytest.mark.parametrize("context_size", [3, 5, 7])

@@ -88,6 +88,8 @@ __all__ = [
     "on_coding_device",
     "parameter_path",
     "pointwise_path",
+    "scale_edges",
+    "scale_indexes",
     "snap_to_grid",
     "wavefront_slope",
 ]
@@ -347,6 +349,22 @@ class SymbolCoder(Protocol):
         """Decode the group's y_hat (L, M)."""
 
 
+def scale_edges(gaussian_conditional: GaussianConditional) -> Tensor:
+    """The scale table's first n − 1 entries, float64 on ``CODING_DEVICE``: the edges
+    that :func:`scale_indexes` counts."""
+    return gaussian_conditional.scale_table[:-1].to(CODING_DEVICE, CODING_DTYPE).contiguous()
+
+
+def scale_indexes(scales: Tensor, edges: Tensor) -> Tensor:
+    """Gaussian table index of each float64 scale: #{s in scale_table[:-1] : s < scale}.
+
+    What ``GaussianConditional.build_indexes`` computes, in float64 (scales below the
+    table's first entry get index 0, as after its lower bound), so an index flips only
+    where float64 noise crosses an edge (chance ~1e-9 per value, see PARAMETER_GRID).
+    """
+    return torch.bucketize(scales.contiguous(), edges.to(scales.device))
+
+
 class GaussianSymbols:
     """Gaussian symbols with a ``GaussianConditional``'s tables: for each latent,
     q = round(y - mu) coded with the table of its scale, y_hat = q + mu.
@@ -361,18 +379,14 @@ class GaussianSymbols:
         self.lengths = gc.cdf_length.tolist()
         self.cdfs = [row[:n] for row, n in zip(gc.quantized_cdf.tolist(), self.lengths)]
         self.offsets = gc.offset.tolist()
-        self.scale_edges = gc.scale_table[:-1].to(CODING_DEVICE, CODING_DTYPE).contiguous()
+        self.scale_edges = scale_edges(gc)
         self._symbols: list[Tensor] = []
         self._indexes: list[Tensor] = []
 
     def indexes_and_means(self, params: Tensor) -> tuple[Tensor, Tensor]:
         """(table indexes, snapped means) of float64 params (L, 2M)."""
         scales, means = params.chunk(2, 1)
-        # index = #{s in scale_table[:-1] : s < scale}: GaussianConditional.build_indexes,
-        # computed in float64 (scales below the table's first entry get index 0, as
-        # after its lower bound).
-        indexes = torch.bucketize(scales.contiguous(), self.scale_edges.to(scales.device))
-        return indexes, snap_to_grid(means)
+        return scale_indexes(scales, self.scale_edges), snap_to_grid(means)
 
     def encode(self, encoder: BufferedRansEncoder, y: Tensor, params: Tensor) -> Tensor:
         """Queue the symbols of y (L, M) for rANS; returns their y_hat (L, M)."""

@@ -53,7 +53,6 @@ from compressai.latent_codecs import (
 from compressai.layers import GDN, CheckerboardMaskedConv2d, MaskedConv2d
 from compressai.models import google as _compressai_google
 from compressai.models.base import CompressionModel, SimpleVAECompressionModel
-from compressai.models.google import FactorizedPrior
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
@@ -69,6 +68,9 @@ from .context_coding import (
     check_context_size,
     coding_copy,
     on_coding_device,
+    scale_edges,
+    scale_indexes,
+    snap_to_grid,
 )
 # Re-exported for notebooks/01_mbt2018.py, which calls google.wavefront_slope.
 from .context_coding import wavefront_slope  # noqa: F401
@@ -383,83 +385,102 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.g_s.parameters()).device
 
 
-register_model("bmshj2018-factorized")(FactorizedPrior)
-
-@register_model("bmshj2018-hyperprior")
-class ScaleHyperprior(_FineScaleTable, _compressai_google.ScaleHyperprior):
-    """CompressAI's scale hyperprior (Ballé et al., ICLR 2018), coded with this
-    project's 256-scale table (:class:`_FineScaleTable`).
-
-    ``compress``/``decompress`` are CompressAI's with h_s, the scale indexes and the
-    Gaussian coder on ``CODING_DEVICE`` (the CPU) whatever the model's device, so a
-    file written with the model on a GPU decodes on the CPU and vice versa.
-    """
+@register_model("bmshj2018-factorized")
+class FactorizedPrior(_TiledTransforms, _compressai_google.FactorizedPrior):
+    """CompressAI's factorized prior (Ballé et al., ICLR 2018) with g_a and g_s in tiles on
+    the deterministic GEMM path (:class:`_TiledTransforms`): bounded memory, and the
+    decoded image is the same bit for bit whatever the thread count (CompressAI's g_s on
+    oneDNN changes a few pixels by one level between 1 and 2 threads)."""
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict:
-        """Encode images to ``{"strings": [y_strings, z_strings], "shape": z size}``."""
-        y = self.g_a(x)
-        z = self.h_a(torch.abs(y))
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
-        scales_hat = on_coding_device(self.h_s)(z_hat.to(CODING_DEVICE))
-        gc = on_coding_device(self.gaussian_conditional)
-        y_strings = gc.compress(y.to(CODING_DEVICE), gc.build_indexes(scales_hat))
-        return {"strings": [y_strings, z_strings], "shape": z.size()[-2:]}
+        """Encode images to ``{"strings": [y_strings], "shape": y size}``."""
+        y = self._analyze(x)
+        return {"strings": [self.entropy_bottleneck.compress(y)], "shape": y.size()[-2:]}
 
     @torch.no_grad()
     def decompress(self, strings: list, shape) -> dict:
         """Decode ``compress``'s output to ``{"x_hat"}`` (clamped to [0, 1])."""
-        if not (isinstance(strings, list) and len(strings) == 2):
-            raise ValueError("expected strings = [y_strings, z_strings] from compress()")
-        z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
-        scales_hat = on_coding_device(self.h_s)(z_hat.to(CODING_DEVICE))
-        gc = on_coding_device(self.gaussian_conditional)
-        y_hat = gc.decompress(strings[0], gc.build_indexes(scales_hat), z_hat.dtype)
-        return {"x_hat": self.g_s(y_hat.to(_model_device(self))).clamp_(0, 1)}
+        if not (isinstance(strings, list) and len(strings) == 1):
+            raise ValueError("expected strings = [y_strings] from compress()")
+        y_hat = self.entropy_bottleneck.decompress(strings[0], shape)
+        return {"x_hat": self.synthesize(y_hat.to(_model_device(self)))}
 
 
-@register_model("mbt2018-mean")
-class MeanScaleHyperprior(_FineScaleTable, _TiledTransforms,
-                          _compressai_google.MeanScaleHyperprior):
-    """CompressAI's mean-scale hyperprior (Minnen et al. 2018, the paper's "hyperprior"
-    with means), coded with this project's 256-scale table (:class:`_FineScaleTable`).
+class _HyperpriorCoding(_FineScaleTable, _TiledTransforms):
+    r"""The coder of the hyperprior models without context: z with the factorized
+    density, y with a Gaussian per latent whose parameters h_s predicts from ẑ.
 
-    ``compress``/``decompress`` are CompressAI's with every transform applied in tiles on
-    the deterministic GEMM path (:class:`_TiledTransforms`): memory bounded by a tile,
-    and h_s gives the decoder the encoder's scales and means bit for bit whatever the
-    thread counts of the two sides (oneDNN's float32 h_s does not promise that). h_s,
-    the scale indexes and the Gaussian coder run on ``CODING_DEVICE`` (the CPU) whatever
-    the model's device, so a file written on a GPU decodes on the CPU and vice versa.
+    Every transform runs in tiles on the deterministic GEMM path (:class:`_TiledTransforms`),
+    and the coder's parameters come from a float64 copy of h_s, as the context models'
+    (:mod:`nic_lib.models.context_coding`):
+
+        σ, μ = h_s(ẑ) in float64,   index = #{s ∈ scale_table[:-1] : s < σ},
+        μ snapped to 2^-16,         q = round(y − μ),   ŷ = q + μ.
+
+    Float32 h_s is not bit-exact across thread counts, even on the GEMM path (measured
+    2026-12-06: the mean-scale model's encoder wrote other bytes on 2 threads than on 1 for
+    one of 4 Kodak images at q6); in float64 two summation orders differ by ~1e-16
+    relative, and an index or a snapped mean moves only where that noise crosses an edge
+    (chance ~1e-9 per value). h_s, the indexes and the Gaussian coder run on
+    ``CODING_DEVICE`` (the CPU) whatever the model's device, so a file written on a GPU
+    decodes on the CPU and vice versa.
     """
 
+    #: True when h_s predicts means as well as scales (σ then μ, CompressAI's layout).
+    predicts_means: bool = False
+
+    def _hyper_input(self, y: Tensor) -> Tensor:
+        """What h_a reads: y (the mean-scale model) or |y| (the scale hyperprior)."""
+        return y
+
     def _coder_parameters(self, z_hat: Tensor):
-        """(Gaussian coder, scale indexes, means) on ``CODING_DEVICE`` from z_hat."""
-        scales_hat, means_hat = self._tiled(on_coding_device(self.h_s), z_hat.to(CODING_DEVICE)).chunk(2, 1)
+        """(Gaussian coder, scale indexes, snapped means or None) on ``CODING_DEVICE``."""
+        params = self._tiled(coding_copy(self.h_s), z_hat.to(CODING_DEVICE, CODING_DTYPE))
+        scales, means = params.chunk(2, 1) if self.predicts_means else (params, None)
         gc = on_coding_device(self.gaussian_conditional)
-        return gc, gc.build_indexes(scales_hat), means_hat
+        means = snap_to_grid(means) if means is not None else None
+        return gc, scale_indexes(scales, scale_edges(gc)), means
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict:
         """Encode images to ``{"strings": [y_strings, z_strings], "shape": z size}``."""
         y = self._analyze(x)
-        z = self._tiled(self.h_a, y)
+        z = self._tiled(self.h_a, self._hyper_input(y))
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
-        gc, indexes, means_hat = self._coder_parameters(z_hat)
-        y_strings = gc.compress(y.to(CODING_DEVICE), indexes, means=means_hat)
+        gc, indexes, means = self._coder_parameters(z_hat)
+        y_strings = gc.compress(y.to(CODING_DEVICE, CODING_DTYPE), indexes, means=means)
         return {"strings": [y_strings, z_strings], "shape": z.size()[-2:]}
 
     @torch.no_grad()
     def decompress(self, strings: list, shape) -> dict:
-        """Decode ``compress``'s output to ``{"x_hat"}`` (clamped to [0, 1])."""
+        """Decode ``compress``'s output to ``{"x_hat"}`` (float32, clamped to [0, 1])."""
         if not (isinstance(strings, list) and len(strings) == 2):
             raise ValueError("expected strings = [y_strings, z_strings] from compress()")
         z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
-        gc, indexes, means_hat = self._coder_parameters(z_hat)
-        y_hat = gc.decompress(strings[0], indexes, means=means_hat)
-        del means_hat, indexes
-        return {"x_hat": self.synthesize(y_hat.to(_model_device(self)))}
+        gc, indexes, means = self._coder_parameters(z_hat)
+        y_hat = gc.decompress(strings[0], indexes, CODING_DTYPE, means=means)
+        del means, indexes
+        return {"x_hat": self.synthesize(y_hat.to(_model_device(self))).float()}
+
+
+@register_model("bmshj2018-hyperprior")
+class ScaleHyperprior(_HyperpriorCoding, _compressai_google.ScaleHyperprior):
+    """CompressAI's scale hyperprior (Ballé et al., ICLR 2018): z = h_a(|y|), σ = h_s(ẑ),
+    coded as :class:`_HyperpriorCoding` says, with this project's 256-scale table."""
+
+    def _hyper_input(self, y: Tensor) -> Tensor:
+        return torch.abs(y)
+
+
+@register_model("mbt2018-mean")
+class MeanScaleHyperprior(_HyperpriorCoding, _compressai_google.MeanScaleHyperprior):
+    """CompressAI's mean-scale hyperprior (Minnen et al. 2018, the paper's "hyperprior"
+    with means): z = h_a(y), (σ, μ) = h_s(ẑ), coded as :class:`_HyperpriorCoding` says,
+    with this project's 256-scale table."""
+
+    predicts_means = True
 
 
 @register_model("mbt2018")
