@@ -58,7 +58,7 @@ def scale_stats(model: torch.nn.Module, img) -> dict:
         over ``TAIL_BITS``), "z_latents", "z_at_floor"}``. The likelihoods are the eval-mode
         ``forward``'s, the same as ``nic_lib.neural.code_image``'s ``bpp_est``.
     """
-    x = coding.pad_to(coding.to_tensor(img), 64)
+    x = coding.model_input(model, img)  # padded to the model's factor (64), on its device
     with torch.no_grad():
         y = model.g_a(x)  # the gain unit's hook scales y for variable-rate models
         z_hat, z_lik = model.entropy_bottleneck(model.h_a(torch.abs(y)), training=False)

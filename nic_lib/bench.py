@@ -26,8 +26,9 @@ Codecs (:class:`ClassicCodec`, :class:`NicCodec`) share one small contract: ``na
   and ``forward``'s reconstruction, which skips the slow serial entropy coder. The grid uses
   the estimate only after :func:`check_likelihood_rate` has found it within 2% of the real
   bitstreams on the clean images (:data:`LIKELIHOOD_RTOL`), and raises otherwise.
-  Inputs are padded (edge replication) to a multiple of :data:`NIC_PAD_MULTIPLE`, as in the
-  reference code; bpp counts the original pixels only.
+  Padding, coding, decoding, the estimate and the rounding of the reconstruction are
+  :mod:`nic_lib.coding`'s (edge replication to each model's ``downsampling_factor``, 64
+  for the hyperprior family as in the reference code); bpp counts the original pixels only.
 
 Caching, resuming, sharding. The grid is a list of *units* (condition x image x codec, all
 rate points of a codec in one unit) in a fixed order; shard ``i/n`` takes every codec's units
@@ -89,9 +90,6 @@ GRID_SETTINGS: dict[str, tuple] = {
 #: The grid's AVIF encoder speed: 6 encodes ~10x faster than nic_lib.codecs' speed 3 for +9.6%
 #: BD-rate (measured there); speed 3 would need ~9 h for Kodak-C's 10,944 AVIF encodes here.
 GRID_AVIF_SPEED = 6
-#: NIC inputs are padded to a multiple of 64, as in the reference code (covers the
-#: hyperprior's 6 stride-2 layers: 2^6).
-NIC_PAD_MULTIPLE = 64
 #: Likelihood bpp may stand in for real bitstreams only when they agree this closely (2%,
 #: the issue's bound) on the clean images.
 LIKELIHOOD_RTOL = 0.02
@@ -286,8 +284,12 @@ class NicCodec:
     @property
     def description(self) -> str:
         """Model classes and weight hashes per setting, and the rate source."""
+        from nic_lib import coding  # imported here, like torch: see _model_device
+
         parts = [f"{s}: {type(m).__name__} {_state_hash(m)}" for s, m in self.models.items()]
-        return f"{self.name} (rate from {self.rate}; pad x{NIC_PAD_MULTIPLE}): " + "; ".join(parts)
+        # "pad x64" for the hyperprior family: the text grids cached before coding.py had
+        factors = "/".join(str(f) for f in sorted({coding.downsampling_factor(m) for m in self.models.values()}))
+        return f"{self.name} (rate from {self.rate}; pad x{factors}): " + "; ".join(parts)
 
     def code_many(self, img: np.ndarray, rate: str | None = None) -> list[tuple[np.ndarray, float, str]]:
         """:meth:`code` at every setting, sharing work between settings where it is exact.
@@ -308,12 +310,16 @@ class NicCodec:
             return [self.code(img, s, rate) for s in self.settings]
         import torch
 
+        from nic_lib import coding
+
         out, shared_y = [], {}
         with torch.no_grad():
-            x_cpu = self._input(img).contiguous(memory_format=torch.channels_last)
+            x_cpu = coding.to_tensor(img)
             for setting in self.settings:
                 model = self.models[setting]
-                x = x_cpu.to(_model_device(model))  # no copy when it is there already
+                # padded to the model's factor; no copy when it is on its device already
+                x = coding.pad_to(x_cpu, coding.downsampling_factor(model)).to(
+                    _model_device(model)).contiguous(memory_format=torch.channels_last)
                 group = self._analysis_groups().get(setting)
                 if group is None:
                     with _channels_last(model):
@@ -341,27 +347,14 @@ class NicCodec:
         return cached
 
     @staticmethod
-    def _input(img: np.ndarray):
-        """uint8 (H, W, 3) -> float (1, 3, H', W') on 0..1, edge-padded to NIC_PAD_MULTIPLE."""
-        import torch
-        import torch.nn.functional as F
-
-        h, w = img.shape[:2]
-        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].float().div(255)
-        ph, pw = (-h) % NIC_PAD_MULTIPLE, (-w) % NIC_PAD_MULTIPLE
-        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
-
-    @staticmethod
     def _likelihood_code(model, x, size: tuple[int, int]) -> tuple[np.ndarray, float, str]:
-        import torch
+        """:func:`nic_lib.coding.forward_code` of one padded input: ``(x_hat, bpp_est, "likelihood")``."""
+        from nic_lib import coding
 
         h, w = size
-        out = model(x)
-        # bits = sum over latents of -log2 p(latent)
-        bits = float(sum(-torch.log2(v).sum() for v in out["likelihoods"].values()))
-        rec = out["x_hat"][..., :h, :w].clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
+        x_hat, bits = coding.forward_code(model, x, h, w)
         # bpp = bits / (H * W) of the original, unpadded image
-        return np.ascontiguousarray(rec), bits / (h * w), "likelihood"
+        return x_hat[0], float(bits[0]) / (h * w), "likelihood"
 
     def bitstream_bpp(self, img: np.ndarray, setting) -> float:
         """bpp of the real bitstream of ``img`` at ``setting``: ``compress`` only.
@@ -369,14 +362,9 @@ class NicCodec:
         The bytes :meth:`code` counts with ``rate="bitstream"``, without the decoding
         (for autoregressive models as slow as the encoding) that only the picture needs.
         """
-        import torch
+        from nic_lib import coding
 
-        h, w = img.shape[:2]
-        with torch.no_grad():
-            model = self.models[setting]
-            enc = model.compress(self._input(img).to(_model_device(model)))
-        # bpp = bits / (H · W) of the original, unpadded image
-        return _stream_bits(enc) / (h * w)
+        return coding.encode(self.models[setting], img, estimate=False)["bpp"]
 
     def code(self, img: np.ndarray, setting, rate: str | None = None) -> tuple[np.ndarray, float, str]:
         """Compress and reconstruct ``img`` with the model of ``setting``.
@@ -387,23 +375,19 @@ class NicCodec:
             rate: override :attr:`rate` for this call.
 
         Returns:
-            ``(x_hat uint8 (H, W, 3), bpp per original pixel, rate source)``.
+            ``(x_hat uint8 (H, W, 3), bpp per original pixel, rate source)``: bpp is
+            :mod:`nic_lib.coding`'s (real payload bits, or the estimate with
+            ``rate="likelihood"``).
         """
-        import torch
+        from nic_lib import coding
 
         rate = rate or self.rate
         model = self.models[setting]
         h, w = img.shape[:2]
-        with torch.no_grad():
-            x = self._input(img).to(_model_device(model))  # the networks run where the model is
-            if rate == "likelihood":
-                return self._likelihood_code(model, x, (h, w))
-            enc = model.compress(x)
-            bits = _stream_bits(enc)
-            x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
-        rec = x_hat[..., :h, :w].clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
-        # bpp = bits / (H * W) of the original, unpadded image
-        return np.ascontiguousarray(rec), bits / (h * w), rate
+        if rate == "likelihood":
+            return self._likelihood_code(model, coding.model_input(model, img), (h, w))
+        enc = coding.encode(model, img, estimate=False)
+        return coding.decode(model, enc["strings"], enc["shape"], h, w), enc["bpp"], rate
 
 
 def _model_device(model):
@@ -412,11 +396,6 @@ def _model_device(model):
     from nic_lib.coding import model_device
 
     return model_device(model)
-
-
-def _stream_bits(enc: dict) -> float:
-    """Bits of a CompressAI ``compress`` result: 8 × the bytes of all its strings."""
-    return 8.0 * sum(len(s) for strings in enc["strings"] for s in strings)
 
 
 def likelihood_rate_table(nic: NicCodec, images: Sequence[tuple[str, np.ndarray]],

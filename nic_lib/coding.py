@@ -1,52 +1,101 @@
-"""Image <-> tensor and padding for the learned codecs: the one place that turns a uint8
-image into a model's input and a model's output back into pixels.
+"""The learned codecs' one path from image to bits and back: image <-> tensor, padding,
+code / decode, and the rate, with one convention for each.
+
+::
+
+    uint8 (H, W, 3) ──to_tensor, pad_to (replicate, to the model's factor)──► x (1, 3, H', W')
+        │ model.compress                                    model.forward (estimate only)
+        ▼                                                     │
+    strings, shape ──► bpp = payload_bits / (H·W)             ▼
+        │ model.decompress                         bpp_est = Σ −log2 p / (H·W)
+        ▼
+    x_hat ──crop to H x W, round(255 · clamp(x_hat, 0, 1))──► uint8 (H, W, 3)
 
 A model of :mod:`nic_lib.models` takes (1, 3, H', W') float in [0, 1] whose sides are
 multiples of its ``downsampling_factor`` (2^6 = 64 for the hyperprior family: four
 stride-2 layers in g_a, two in h_a). The convention here, CompressAI's evaluation's:
 
 - x = uint8 / 255 (:func:`to_tensor`), no other scaling;
-- pad on the bottom and the right only, to the next multiple of the factor, by repeating
-  the last row and column ("replicate"; :func:`pad_to`, :func:`pad_image`): the padded
-  pixels are coded, the metrics use the original crop;
+- pad on the bottom and the right only, to the next multiple of **the model's**
+  ``downsampling_factor`` (:func:`downsampling_factor`), by repeating the last row and
+  column ("replicate"; :func:`pad_to`, :func:`pad_image`, :func:`model_input`): the
+  padded pixels are coded, the metrics use the original crop;
 - back to pixels: keep the top-left H x W, v8 = round(255 · clamp(x, 0, 1))
-  (:func:`from_tensor`, :func:`crop_to_image`).
+  (:func:`from_tensor`, :func:`crop_to_image`, :func:`crop_to_images`).
 
-Callers: :mod:`nic_lib.container` (the ``.nic`` file), :mod:`nic_lib.neural` (RD
-sweeps), :mod:`nic_lib.models.calibration`, :mod:`nic_lib.models.pqmim`.
+The rate, one definition (H x W is the unpadded image):
 
-Callers not yet moved here (issue 27), each with its own rule:
+- ``bpp`` = :func:`payload_bits` / (H·W): 8 x the bytes of every latent string that
+  ``compress`` returns, the rANS payload (CompressAI's convention). The ``.nic`` file of
+  :mod:`nic_lib.container` holds exactly these strings plus a header of a few dozen bytes
+  (its ``NicHeader.bpp`` counts the whole file: payload + header).
+- ``bpp_est`` = Σ −log2 p(ŷ) / (H·W) over every latent the coder writes
+  (:func:`likelihood_bits`): the raster context models' likelihoods given the coder's own
+  latents (``coded_likelihoods``), every other model's eval-mode ``forward``
+  (:func:`estimated_likelihoods`). Real ≥ estimated, close to it: the trained cpu-profile
+  hyperprior models are 0.3-1.1% apart on whole Kodak images, more on small crops (the
+  coder's fixed costs: up to ~9% on 128-px crops).
+- The fast path (:func:`forward_code`, :func:`forward_images`) runs ``forward`` alone and
+  reports its likelihoods and reconstruction without any entropy coding. That number
+  stands in for ``bpp`` only where :func:`check_estimate` found it within a tolerance
+  (:data:`ESTIMATE_RTOL`) of real bits on a subset: it raises
+  :class:`RateEstimateError` (or warns) with both numbers otherwise. The context models'
+  ``forward`` rounds differently from their coder (:mod:`nic_lib.models.google` notes up
+  to ~20%), so the check is what keeps such a number out of a table.
 
-- ``nic_lib.spectral.nic_codec`` pads with **zeros** to ``NIC_PAD_MULTIPLE`` = 64 and
-  takes the rate from ``forward()``'s likelihoods, never checked against real bits;
-- ``nic_lib.bench.NicCodec._input`` converts and pads by replication to 64 on its own
-  (what :func:`pad_to` does), its ``_likelihood_code`` rounds the output on its own;
-- ``nic_lib.models.calibration`` pads to a hard-coded 64, not the model's factor;
-- the rate is three quantities today: the rANS payload (``neural.code_image``'s
-  ``bpp``), the whole file (``container``'s ``NicHeader.bpp``), and ``forward()``'s
-  likelihoods (``bench``, ``spectral``).
+Callers: :mod:`nic_lib.container` (the ``.nic`` file: :func:`encode`,
+:func:`crop_to_image`), :mod:`nic_lib.neural` (RD sweeps: :func:`code_image`),
+:mod:`nic_lib.bench` (the OOD grid: :func:`encode`, :func:`decode`, :func:`forward_code`;
+its estimate is checked by its own per-setting table, ``bench.check_likelihood_rate``,
+at the same 2%), :mod:`nic_lib.spectral` (``nic_codec``: :func:`forward_images` checked
+with :func:`check_estimate`), :mod:`nic_lib.models.calibration` (:func:`model_input`).
+
+Not yet here (issue 27, item 1): :mod:`nic_lib.models.pqmim` takes only image <-> tensor
+from this module; its coder (categorical CDFs over MIM steps, its own rANS) and its rate
+(its ``code_image``'s) are its own.
 """
 
 from __future__ import annotations
 
+import inspect
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from compressai.models.google import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from torch import nn
 
 from nic_lib.codecs import check_image
+from nic_lib.errors import NicReproError
 
 __all__ = [
     "CROP_BAND_ROWS",
     "DEFAULT_DOWNSAMPLING_FACTOR",
+    "ESTIMATE_RTOL",
+    "FORWARD_IS_CODER",
+    "RateEstimateError",
+    "RateEstimateWarning",
+    "check_estimate",
+    "code_image",
     "crop_to_image",
+    "crop_to_images",
+    "decode",
     "downsampling_factor",
+    "encode",
+    "estimated_likelihoods",
+    "forward_code",
+    "forward_images",
     "from_tensor",
+    "likelihood_bits",
     "model_device",
     "model_input",
     "pad_image",
     "pad_to",
     "padding",
+    "payload_bits",
     "to_tensor",
 ]
 
@@ -55,6 +104,21 @@ __all__ = [
 DEFAULT_DOWNSAMPLING_FACTOR = 64
 #: Rows of a decoded image converted to uint8 at a time by :func:`crop_to_image`.
 CROP_BAND_ROWS = 256
+#: Largest |bpp_est − bpp| / bpp with which a ``forward`` estimate may stand in for real
+#: bits (:func:`check_estimate`): 2%, the bound the OOD grid has used since it was built;
+#: the hyperprior models on whole Kodak images are within ~1%.
+ESTIMATE_RTOL = 0.02
+#: Models whose eval-mode forward quantizes exactly as their coder (no context model).
+FORWARD_IS_CODER = (FactorizedPrior, ScaleHyperprior, MeanScaleHyperprior)
+
+
+class RateEstimateError(NicReproError, RuntimeError):
+    """A likelihood estimate differs from the real bitstream by more than its tolerance
+    (the fix: code for real, :func:`code_image`)."""
+
+
+class RateEstimateWarning(UserWarning):
+    """:func:`check_estimate` with ``action="warn"`` found the estimate off by more than the tolerance."""
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -148,3 +212,210 @@ def model_device(model: nn.Module) -> torch.device:
 def model_input(model: nn.Module, img: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> (1, 3, H', W') on the model's device, padded to its factor."""
     return pad_to(to_tensor(img).to(model_device(model)), downsampling_factor(model))
+
+
+def crop_to_images(x_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """A batch of model outputs (B, 3, H', W') -> uint8 (B, height, width, 3), top-left kept.
+
+    The batch form of :func:`crop_to_image` (one rounding rule: v8 = round(255 · clamp(x, 0, 1))).
+    """
+    x = x_hat[..., :height, :width].detach().float()
+    # v8 = round(255 * clamp(x, 0, 1))
+    return np.ascontiguousarray(x.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+
+
+# --------------------------------------------------------------------------- the rate
+
+
+def payload_bits(strings: Sequence[Sequence[bytes]]) -> int:
+    """Bits of a ``compress`` result's ``strings``: 8 x the bytes of every latent's strings.
+
+    The numerator of ``bpp`` (the rANS payload; no container header).
+    """
+    # bits = 8 * sum over latents, over images of len(string)
+    return 8 * sum(len(s) for streams in strings for s in streams)
+
+
+def likelihood_bits(likelihoods: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Σ −log2 p over every latent of each image: (B,) bits, the numerator of ``bpp_est``."""
+    # bits_b = Σ_latents −log2 p(ŷ_b)
+    return sum(-torch.log2(v).flatten(1).sum(1) for v in likelihoods.values())
+
+
+def estimated_likelihoods(model: nn.Module, x: torch.Tensor,
+                          coded: dict | None = None) -> tuple[dict, dict | None]:
+    """The likelihoods behind ``bpp_est``: those of the symbols the coder writes.
+
+    The raster context models' given the coder's latents (``coded_likelihoods``, from
+    ``coded`` or a fresh ``compress``); every other model's ``forward``.
+
+    Returns:
+        ``(likelihoods, out)``: out is ``forward``'s output (None when forward did not run).
+    """
+    if hasattr(model, "coded_likelihoods"):
+        if coded is None or "y_hat" not in coded:
+            coded = model.compress(x, return_y_hat=True)
+        return model.coded_likelihoods(x, coded["y_hat"]), None
+    out = model(x)
+    return out["likelihoods"], out
+
+
+def check_estimate(bits: float, bits_est: float, rtol: float = ESTIMATE_RTOL,
+                   what: str = "estimate", action: str = "raise") -> float:
+    """Check an estimated rate against the real bits of the same images.
+
+    Args:
+        bits: real payload bits (:func:`payload_bits`), summed over the checked images.
+        bits_est: the estimate of the same images (:func:`likelihood_bits`), summed.
+        rtol: largest accepted |bits_est − bits| / bits.
+        what: names the codec and images in the message.
+        action: ``"raise"`` (:class:`RateEstimateError`) or ``"warn"``
+            (:class:`RateEstimateWarning`) when the check fails.
+
+    Returns:
+        The relative difference |bits_est − bits| / bits.
+
+    Raises:
+        RateEstimateError: the difference exceeds ``rtol`` and ``action="raise"``.
+        ValueError: ``action`` is neither.
+    """
+    if action not in ("raise", "warn"):
+        raise ValueError(f"action must be 'raise' or 'warn', got {action!r}")
+    # relative difference = |estimate - real| / real
+    rel = abs(bits_est - bits) / bits if bits > 0 else float("inf")
+    if rel > rtol:
+        message = (f"{what}: the likelihood estimate is {bits_est:.0f} bits, the real bitstream "
+                   f"{bits:.0f} bits ({rel:.2%} apart, tolerance {rtol:.0%}); use the real coder "
+                   "(nic_lib.coding.code_image) for this model, or raise the tolerance knowingly")
+        if action == "raise":
+            raise RateEstimateError(message)
+        warnings.warn(message, RateEstimateWarning, stacklevel=2)
+    return rel
+
+
+# --------------------------------------------------------------------------- code / decode
+
+
+def encode(model: nn.Module, img: np.ndarray, estimate: bool = True) -> dict:
+    """Compress one uint8 image with a model: the real bits, and the estimate beside them.
+
+    Args:
+        model: a model in eval mode with coder tables built (``get_model`` gives one).
+        img: uint8 (H, W, 3).
+        estimate: also compute ``bits_est`` (one ``forward``, or the context models'
+            ``coded_likelihoods``).
+
+    Returns:
+        ``{"strings", "shape"`` (``compress``'s), ``"bits"`` (:func:`payload_bits`),
+        ``"bpp"``, ``"bits_est"``, ``"bpp_est"`` (NaN without ``estimate``),
+        ``"encode_s"``, ``"x"`` (the padded input), ``"y_hat"`` (the raster context
+        models' coded latents, else None), ``"forward"`` (``forward``'s output where it
+        ran, else None)}``.
+    """
+    h, w = img.shape[:2]
+    x = model_input(model, img)
+    # the raster context models can hand back the encoder's own latents, which their
+    # decoder reproduces bit for bit (tests/test_wavefront.py)
+    gives_y_hat = "return_y_hat" in inspect.signature(model.compress).parameters
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        coded = model.compress(x, return_y_hat=True) if gives_y_hat else model.compress(x)
+        encode_s = time.perf_counter() - t0
+        bits_est, out = float("nan"), None
+        if estimate:
+            likelihoods, out = estimated_likelihoods(model, x, coded)
+            # bits_est = Σ over latent tensors of Σ −log2 p (summed per tensor, in float)
+            bits_est = sum(float(-torch.log2(v).sum()) for v in likelihoods.values())
+    bits = payload_bits(coded["strings"])
+    return {"strings": coded["strings"], "shape": coded["shape"], "bits": bits,
+            "bpp": bits / (h * w), "bits_est": bits_est, "bpp_est": bits_est / (h * w),
+            "encode_s": encode_s, "x": x, "y_hat": coded.get("y_hat"), "forward": out}
+
+
+def decode(model: nn.Module, strings, shape, height: int, width: int) -> np.ndarray:
+    """Decompress ``compress``'s strings and shape to the uint8 (height, width, 3) image."""
+    with torch.no_grad():
+        x_hat = model.decompress(strings, shape)["x_hat"]
+    return crop_to_image(x_hat, height, width)
+
+
+def code_image(model: nn.Module, img: np.ndarray, decode: bool = True) -> dict:
+    """Compress one image with a model (and decode it), measuring everything.
+
+    Args:
+        model: a model in eval mode with coder tables built (``get_model`` gives one).
+        img: uint8 (H, W, 3).
+        decode: run the real decoder (default). False skips it where the decoder's
+            output is known without it: the raster context models return the encoder's
+            latents (``compress(x, return_y_hat=True)``, which their decoder reproduces
+            bit for bit) and ``g_s`` of those is the reconstruction; the models in
+            :data:`FORWARD_IS_CODER` quantize in forward exactly as their coder does.
+            Any other model (e.g. the checkerboard, whose forward pass rounds
+            differently from its two-pass coder) is decoded anyway. Not the eval-mode
+            forward of the raster models: it rounds ``y`` without the serially predicted
+            mean, while the coder rounds ``y − μ``.
+
+    Returns:
+        ``{"bytes", "bpp", "bpp_est", "x_hat" (uint8 image), "encode_s", "decode_s"
+        (NaN when not decoded), "strings", "shape"}``: ``bpp`` and ``bpp_est`` as this
+        module's docstring defines them.
+    """
+    h, w = img.shape[:2]
+    enc = encode(model, img)
+    decode_s = float("nan")
+    with torch.no_grad():
+        if not decode and enc["y_hat"] is not None:
+            x_hat = model.synthesize(enc["y_hat"])  # what decompress returns, bit for bit
+        elif not decode and isinstance(model, FORWARD_IS_CODER):
+            x_hat = enc["forward"]["x_hat"]
+        else:
+            t0 = time.perf_counter()
+            x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+            decode_s = time.perf_counter() - t0
+    return {"bytes": enc["bits"] // 8, "bpp": enc["bpp"], "bpp_est": enc["bpp_est"],
+            "x_hat": crop_to_image(x_hat, h, w), "encode_s": enc["encode_s"],
+            "decode_s": decode_s, "strings": enc["strings"], "shape": enc["shape"]}
+
+
+# --------------------------------------------------------------------------- estimate only
+
+
+def forward_code(model: nn.Module, x: torch.Tensor, height: int, width: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The fast path: one eval-mode ``forward`` in place of the coder.
+
+    Args:
+        model: a model in eval mode.
+        x: (B, 3, H', W') padded input (:func:`model_input`, :func:`pad_to`).
+        height, width: the unpadded size.
+
+    Returns:
+        ``(x_hat uint8 (B, height, width, 3), bits_est (B,) float64)``: forward's
+        reconstruction and :func:`likelihood_bits` of its likelihoods. An estimate:
+        use it for a rate only after :func:`check_estimate`.
+    """
+    with torch.no_grad():
+        out = model(x)
+        bits = likelihood_bits(out["likelihoods"])
+    return crop_to_images(out["x_hat"], height, width), bits.double().cpu().numpy()
+
+
+def forward_images(model: nn.Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`forward_code` of a uint8 batch (B, H, W, 3), padded by this module's rule.
+
+    Returns:
+        ``(x_hat uint8 (B, H, W, 3), bpp_est (B,))``, bits over the H·W unpadded pixels.
+
+    Raises:
+        ValueError: ``images`` is not a uint8 (B, H, W, 3) batch.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 batch (B, H, W, 3), got {images.dtype} {images.shape}; "
+                         "stack images with np.stack")
+    _, h, w, _ = images.shape
+    # x = v8 / 255, a copy (inputs may be read-only), padded by replication
+    x = torch.tensor(images, device=model_device(model)).permute(0, 3, 1, 2).float().div(255)
+    x_hat, bits = forward_code(model, pad_to(x, downsampling_factor(model)), h, w)
+    # bpp = bits / (H · W) of the unpadded image
+    return x_hat, bits / (h * w)

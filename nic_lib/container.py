@@ -573,15 +573,14 @@ def encode_image(
         model_name = registry.model_name(model)
     if isinstance(img, np.ndarray) and img.ndim == 3:
         check_image_size(img.shape[0], img.shape[1])
-    x, (pad_bottom, pad_right) = coding.pad_image(img, _factor(model))
-    x = x.to(coding.model_device(model))
-    with torch.no_grad():
-        out = model.compress(x)
-    strings = out["strings"]
+    factor = _factor(model)
+    out = coding.encode(model, img, estimate=False)  # checks img; pads to the factor
+    strings, x = out["strings"], out["x"]
+    pad_bottom, pad_right = coding.padding(img.shape[0], img.shape[1], factor)
     if any(len(s) != 1 for s in strings):
         raise ValueError("compress returned a batch; a .nic file holds one image")
     latent_shape = tuple(int(v) for v in out["shape"])
-    if [v * _factor(model) for v in latent_shape] != list(x.shape[-2:]):
+    if [v * factor for v in latent_shape] != list(x.shape[-2:]):
         raise ValueError(
             f"compress returned shape {latent_shape} for a {tuple(x.shape[-2:])} input; the "
             ".nic format stores models whose shape is the input size / downsampling_factor")

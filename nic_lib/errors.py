@@ -20,6 +20,8 @@ The families, each defined beside the code that raises it:
   the registry does not have;
 - :class:`nic_lib.models.zoo.PretrainedWeightsUnavailableError`: published weights that
   cannot be had (offline, wrong digest);
+- :class:`nic_lib.coding.RateEstimateError`: a learned codec's likelihood estimate
+  too far from its real bits to stand in for them;
 - :mod:`nic_lib.data`'s dataset and image errors; :class:`nic_lib.cli.NicCliError`.
 """
 

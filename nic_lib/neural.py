@@ -8,14 +8,14 @@ alike. Two extra columns keep the learned codec honest:
 - ``bpp`` is measured on the real bitstream: 8 · Σ len(strings) / (H·W), the rANS
   payload of every latent (CompressAI's convention: no container header; the ``.nic``
   file adds a fixed header of a few dozen bytes).
-- ``bpp_est`` is the entropy model's estimate, Σ −log2 p(ŷ) / (H·W), from a forward
-  pass in eval mode (rounding, no noise). Real ≥ estimated (an entropy coder cannot beat
-  the model's own probabilities by more than a few bytes of rounding) and close to it.
+- ``bpp_est`` is the entropy model's estimate, Σ −log2 p(ŷ) / (H·W) of the symbols the
+  coder writes. Real ≥ estimated (an entropy coder cannot beat the model's own
+  probabilities by more than a few bytes of rounding) and close to it.
 
-Images are padded to the model's downsampling factor by edge replication (the padded
-pixels are coded, the metrics use the original crop), as CompressAI's evaluation does:
-:mod:`nic_lib.coding` holds that rule (its ``to_tensor`` and ``pad_to`` are re-exported
-here while notebook 05 calls them as ``neural.<name>``; :func:`checkpoint_digest`, now
+Both, the padding (edge replication to the model's downsampling factor) and the coding of
+one image (:func:`code_image`) are :mod:`nic_lib.coding`'s, the learned codecs' one path;
+its ``code_image``, ``to_tensor`` and ``pad_to`` are re-exported here while notebooks 05
+and the benchmarks call them as ``neural.<name>`` (:func:`checkpoint_digest`, now
 :mod:`nic_lib.models.checkpoints`'s, while notebook 01 and
 ``benchmarks/training_extension.py`` do).
 
@@ -29,20 +29,17 @@ business; ``tests/test_device.py`` states the property.
 from __future__ import annotations
 
 import copy
-import inspect
 import math
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from compressai.models.google import FactorizedPrior, MeanScaleHyperprior, ScaleHyperprior
 from tqdm.auto import tqdm
 
 from nic_lib import cache, metrics
-from nic_lib.coding import from_tensor, model_input, pad_to, to_tensor
+from nic_lib.coding import code_image, estimated_likelihoods, model_input, pad_to, to_tensor
 from nic_lib.models import checkpoints, hub, tables, variable_rate
 from nic_lib.models.checkpoints import checkpoint_digest
 
@@ -60,76 +57,9 @@ __all__ = [
     "to_tensor",
 ]
 
-#: Models whose eval-mode forward quantizes exactly as their coder (no context model).
-FORWARD_IS_CODER = (FactorizedPrior, ScaleHyperprior, MeanScaleHyperprior)
-
 #: Columns of :func:`rate_sweep`: those of ``nic_lib.codecs.rate_sweep`` plus the estimate.
 SWEEP_COLUMNS = ("image", "codec", "setting", "bytes", "bpp", "bpp_est", "psnr_rgb",
                  "ms_ssim", "encode_s", "decode_s")
-
-
-def _estimate_likelihoods(model: torch.nn.Module, x: torch.Tensor,
-                          coded: dict | None = None) -> tuple[dict, dict | None]:
-    """The likelihoods behind the rate estimate: those of the symbols the coder writes.
-
-    The raster context models' given the coder's latents (``coded_likelihoods``, from
-    ``coded`` or a fresh ``compress``); every other model's ``forward``. Returns them
-    and ``forward``'s output (None when forward did not run).
-    """
-    if hasattr(model, "coded_likelihoods"):
-        if coded is None or "y_hat" not in coded:
-            coded = model.compress(x, return_y_hat=True)
-        return model.coded_likelihoods(x, coded["y_hat"]), None
-    out = model(x)
-    return out["likelihoods"], out
-
-
-@torch.no_grad()
-def code_image(model: torch.nn.Module, img: np.ndarray, decode: bool = True) -> dict:
-    """Compress one image with a model (and decode it), measuring everything.
-
-    Args:
-        model: a model in eval mode with coder tables built (``get_model`` gives one).
-        img: uint8 (H, W, 3).
-        decode: run the real decoder (default). False skips it where the decoder's
-            output is known without it: the raster context models return the encoder's
-            latents (``compress(x, return_y_hat=True)``, which their decoder reproduces
-            bit for bit) and ``g_s`` of those is the reconstruction; the models in
-            :data:`FORWARD_IS_CODER` quantize in forward exactly as their coder does.
-            Any other model (e.g. the checkerboard, whose forward pass rounds
-            differently from its two-pass coder) is decoded anyway. Not the eval-mode
-            forward of the raster models: it rounds ``y`` without the serially predicted
-            mean, while the coder rounds ``y − μ``.
-
-    Returns:
-        ``{"bytes", "bpp", "bpp_est", "x_hat" (uint8 image), "encode_s", "decode_s"
-        (NaN when not decoded), "strings", "shape"}``. ``bpp_est`` is Σ −log2 p of the
-        symbols the coder writes: the raster context models' likelihoods given the
-        coder's latents (``coded_likelihoods``), every other model's ``forward``.
-    """
-    h, w = img.shape[:2]
-    x = model_input(model, img)
-    # the raster context models can hand back the encoder's own latents, which their
-    # decoder reproduces bit for bit (tests/test_wavefront.py)
-    gives_y_hat = "return_y_hat" in inspect.signature(model.compress).parameters
-    t0 = time.perf_counter()
-    coded = model.compress(x, return_y_hat=True) if gives_y_hat else model.compress(x)
-    encode_s = time.perf_counter() - t0
-    likelihoods, out = _estimate_likelihoods(model, x, coded)
-    bits_est = sum(float(-torch.log2(v).sum()) for v in likelihoods.values())
-    n_bytes = sum(len(s) for streams in coded["strings"] for s in streams)
-    decode_s = float("nan")
-    if not decode and gives_y_hat:
-        x_hat = model.synthesize(coded["y_hat"])  # what decompress returns, bit for bit
-    elif not decode and isinstance(model, FORWARD_IS_CODER):
-        x_hat = out["x_hat"].clamp(0, 1)
-    else:
-        t0 = time.perf_counter()
-        x_hat = model.decompress(coded["strings"], coded["shape"])["x_hat"]
-        decode_s = time.perf_counter() - t0
-    return {"bytes": n_bytes, "bpp": 8.0 * n_bytes / (h * w), "bpp_est": bits_est / (h * w),
-            "x_hat": from_tensor(x_hat[..., :h, :w]), "encode_s": encode_s,
-            "decode_s": decode_s, "strings": coded["strings"], "shape": coded["shape"]}
 
 
 def rate_sweep(
@@ -250,7 +180,7 @@ def tail_bits(model: torch.nn.Module, img: np.ndarray, threshold: float = TAIL_B
         floor 1e-9)}``.
     """
     h, w = img.shape[:2]
-    likelihoods, _ = _estimate_likelihoods(model, model_input(model, img))
+    likelihoods, _ = estimated_likelihoods(model, model_input(model, img))
     bits = torch.cat([-torch.log2(v).reshape(-1) for v in likelihoods.values()])
     tail = bits > threshold
     total = float(bits.sum())
@@ -274,7 +204,7 @@ def estimated_bits_by_part(model: torch.nn.Module, img: np.ndarray) -> dict[str,
         ``{part: bits}``, e.g. ``{"y": ..., "z": ...}`` (``{"y": ...}`` for a model without
         side information).
     """
-    likelihoods, _ = _estimate_likelihoods(model, model_input(model, img))
+    likelihoods, _ = estimated_likelihoods(model, model_input(model, img))
     return {part: float(-torch.log2(v).sum()) for part, v in likelihoods.items()}
 
 

@@ -224,10 +224,11 @@ def test_a_library_bug_keeps_its_traceback(monkeypatch, capsys, tmp_path, rgb_pn
 
 
 def test_every_user_facing_error_is_the_projects_own():
+    from nic_lib import coding
     from nic_lib.errors import NicReproError
     from nic_lib.models import checkpoints, registry, zoo
 
-    for cls in (cli.NicCliError, container.NicError, container.NicBudgetError,
+    for cls in (cli.NicCliError, container.NicError, container.NicBudgetError, coding.RateEstimateError,
                 checkpoints.CheckpointError, checkpoints.CheckpointNotFoundError,
                 zoo.PretrainedWeightsUnavailableError, registry.UnknownModelError,
                 registry.ModelSettingError, data.ImageLoadError, data.DatasetNotFoundError):

@@ -1,5 +1,7 @@
 """Properties of nic_lib.spectral: Parseval, flat white noise, bands, Fourier basis, heat maps."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -117,7 +119,7 @@ def test_nic_codec_runs_a_tiny_untrained_model_on_a_batch():
     from nic_lib.models import build_model
 
     torch.manual_seed(0)
-    codec = spectral.nic_codec(build_model("bmshj2018-hyperprior", N=8, M=12))
+    codec = spectral.nic_codec(build_model("bmshj2018-hyperprior", N=8, M=12), check=None)
     images = np.random.default_rng(5).integers(0, 256, (2, 40, 72, 3), dtype=np.uint8)
     recon, bpp = codec(images)
     assert recon.shape == images.shape and recon.dtype == np.uint8
@@ -149,3 +151,19 @@ def test_one_size_images_are_landscape_crops_of_the_first_ones_size():
     assert [img.shape for _, img in cropped] == [(16, 16, 3), (16, 16, 3)]
     with pytest.raises(ValueError, match="smaller than"):
         spectral.one_size_images([("s", small)], crop=24)
+
+
+def test_nic_codec_checks_its_estimate_against_real_bits_once():
+    from nic_lib import coding
+    from nic_lib.testing.fuzz import tiny_model
+
+    images = np.random.default_rng(6).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    strict = spectral.nic_codec(tiny_model("mbt2018-mean"), check="raise", rtol=0.0)
+    with pytest.raises(coding.RateEstimateError, match="real bitstream"):
+        strict(images)  # no estimate equals the real bits exactly
+    lenient = spectral.nic_codec(tiny_model("mbt2018-mean"), rtol=0.0)
+    with pytest.warns(coding.RateEstimateWarning):
+        recon, bpp = lenient(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(lenient(images)[0], recon)  # checked on the first call only

@@ -211,7 +211,6 @@ def fit_scale_calibration(model: nn.Module, images, factors: Sequence[float] = F
         captured.append((inputs, scales, means))
 
     rows = []
-    device = next(model.parameters()).device
     handle = gc.register_forward_pre_hook(capture, with_kwargs=True)
     try:
         for level in levels:
@@ -220,7 +219,7 @@ def fit_scale_calibration(model: nn.Module, images, factors: Sequence[float] = F
             captured.clear()
             capturing[0] = True
             for _, img in images:
-                model(coding.pad_to(coding.to_tensor(img), 64).to(device))
+                model(coding.model_input(model, img))
             capturing[0] = False
             for c in factors:
                 # bits(c) = Σ −log2 P(ŷ | c σ, μ)  (CompressAI's likelihood, floor included)
