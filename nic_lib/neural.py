@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from nic_lib import cache, metrics
 from nic_lib.coding import code_image, estimated_likelihoods, model_input, pad_to, to_tensor
-from nic_lib.models import checkpoints, hub, tables, variable_rate
+from nic_lib.models import checkpoints, hub, variable_rate
 from nic_lib.models.checkpoints import checkpoint_digest
 
 __all__ = [
@@ -277,16 +277,10 @@ def cached_rate_sweep(
     """
     key = {**dict(context), "images": [name for name, _ in images], "decode_images": decode,
            "model": label, "checkpoint": digest}
-    if any(hasattr(m, "coded_likelihoods") for m in family.values()):
-        # tables cached before code_image estimated these models' rate from the coded latents
-        key["estimate"] = "coded latents"
-    levels = sorted({int(gc.scale_table.numel()) for m in family.values()
-                     for _, gc in tables.named_conditionals(m)})
-    if levels and levels != [tables.LEGACY_SCALE_LEVELS]:
-        # the real bits depend on the Gaussian coders' scale table and on how its CDFs
-        # were computed (tables cached with CompressAI's 64 scales have no such entry)
-        key["scale_levels"] = levels
-        key["gaussian_cdfs"] = "float64"  # tables.build_gaussian_tables
+    # the models as they run, not only the file they came from: the coder tables built at
+    # loading (scale table, CDFs) are in their state dicts; the code that builds and runs
+    # them is in the cache key's code version (cache.code_version)
+    models = {label: digest, "state_dicts": {str(q): m for q, m in sorted(family.items())}}
     return cache.cached_table(Path(results_dir) / f"learned_{label}.csv", key,
                               lambda: rate_sweep(images, {label: family}, decode=decode),
-                              refresh=refresh, data=images, models={label: digest})
+                              refresh=refresh, data=images, models=models)

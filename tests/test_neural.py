@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nic_lib import coding, neural
-from nic_lib.models import build_model, default_config, save_checkpoint
+from nic_lib.models import build_model, default_config, save_checkpoint, tables
 from nic_lib.models.variable_rate import rate_levels
 
 TINY = {"N": 8, "M": 12}
@@ -210,3 +210,24 @@ def test_bits_by_part_add_up_to_the_estimate_and_split_off_the_side_information(
     assert sum(parts.values()) / (64 * 64) == pytest.approx(coded["bpp_est"], rel=1e-6)
     assert set(parts) == ({"y"} if name == "bmshj2018-factorized" else {"y", "z"})
     assert all(bits > 0 for bits in parts.values())
+
+
+def test_cached_rate_sweep_recomputes_when_a_model_changes_under_the_same_digest(tmp_path):
+    """The cache key holds the models as they run (their coder tables included), not only
+    the digest the caller names: the same digest with other CDFs recomputes."""
+    images = [("a", _image(seed=1))]
+    model = _model("mbt2018-mean")
+    key_file = tmp_path / "learned_m.csv.key.json"
+
+    def sweep():
+        return neural.cached_rate_sweep(tmp_path, "m", {1: model}, "digest", images, {},
+                                        decode=False)
+
+    first = sweep()
+    key = key_file.read_text()
+    sweep()
+    assert key_file.read_text() == key  # nothing changed: a hit
+    tables.set_scale_table(model, tables.scale_table(128))  # other coder tables
+    again = sweep()
+    assert key_file.read_text() != key
+    assert list(again.columns) == list(first.columns) and len(again) == len(first)
