@@ -35,9 +35,9 @@ cropped back after decoding (:mod:`nic_lib.coding`, the learned codecs' one rule
 
 Reading is strict and bounded: every length is checked against the bytes that remain
 before anything is sliced, sizes are capped by the constants below, and a wrong magic,
-a future version, a CRC mismatch, missing or trailing bytes are refused. A file made
-with another model, quality, profile or other weights is refused before any decoding
-(:class:`NicModelMismatchError`). A file that passes every check but whose streams are
+a future or retired version, a CRC mismatch, missing or trailing bytes are refused. A
+file made with another model, quality, profile or other weights is refused before any
+decoding (:class:`NicModelMismatchError`). A file that passes every check but whose streams are
 still wrong (made by hand to pass the CRC) decodes to garbage of the right size or
 raises :class:`NicDecodeError`; it cannot hang or read outside its buffers (see
 :func:`_guarded`).
@@ -62,7 +62,6 @@ fix. Typical use::
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -115,14 +114,18 @@ __all__ = [
 
 #: First bytes of every .nic file (PNG-style: non-ASCII byte, name, CR LF, ^Z, LF).
 MAGIC = b"\x89NIC\r\n\x1a\n"
-#: Version written by this module; readers refuse larger ones (a newer writer's files).
+#: The version this module writes and the only one it reads: larger ones are a newer
+#: writer's files, smaller ones were retired (:data:`FORMAT_HISTORY`).
 FORMAT_VERSION = 2
 #: What each version changed. The byte layout is the same in both; what differs is the
 #: table of scales the Gaussian coders have CDFs for (:mod:`nic_lib.models.tables`).
 FORMAT_HISTORY = {
-    1: "Gaussian coders use CompressAI's 64-scale table (nic-repro before 2026-11-30)",
+    1: "Gaussian coders use CompressAI's 64-scale table (nic-repro before 2026-11-30; "
+       "retired: no file of it is left in the tree)",
     2: "Gaussian coders use nic_lib.models.tables.scale_table() (256 scales)",
 }
+#: The last commit whose code decodes version 1 (named in the error that refuses it).
+_LAST_VERSION_1_READER = "a3eedac"
 #: Longest model name / profile in bytes: registry keys are ~20 characters.
 MAX_NAME_BYTES = 64
 #: Largest image side: 16384 covers every camera and the 8K standard with room to spare.
@@ -165,7 +168,8 @@ class NicFormatError(NicError):
 
 
 class NicVersionError(NicFormatError):
-    """The file uses a format version newer than this code reads."""
+    """The file uses a format version this code does not read: a newer one, or a retired
+    one (:data:`FORMAT_HISTORY`)."""
 
 
 class NicModelMismatchError(NicError):
@@ -479,8 +483,8 @@ def unpack(data: bytes) -> tuple[NicHeader, list[bytes]]:
 
     Raises:
         NicFormatError: not a .nic file, truncated, corrupt (CRC mismatch), or malformed.
-        NicVersionError: an intact file of a format version newer than
-            :data:`FORMAT_VERSION`.
+        NicVersionError: an intact file of a format version other than
+            :data:`FORMAT_VERSION` (newer, or retired: :data:`FORMAT_HISTORY`).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected the file's bytes, got {type(data).__name__}")
@@ -501,10 +505,17 @@ def unpack(data: bytes) -> tuple[NicHeader, list[bytes]]:
         raise NicVersionError(
             f"file uses .nic format version {version}, this nic-repro reads up to "
             f"{FORMAT_VERSION}; update nic-repro (git pull && pip install -e .)")
+    if 1 <= version < FORMAT_VERSION and intact:
+        raise NicVersionError(
+            f"file uses .nic format version {version} ({FORMAT_HISTORY[version]}), this "
+            f"nic-repro reads version {FORMAT_VERSION} only; re-encode the image with this "
+            f"version (`nic compress IMAGE OUT.nic`), or first decode the file with "
+            f"nic-repro {_LAST_VERSION_1_READER} (`git checkout {_LAST_VERSION_1_READER}`, "
+            f"`nic decompress`)")
     try:
-        if not 1 <= version <= FORMAT_VERSION:
+        if version != FORMAT_VERSION:
             raise _Malformed(f"format version byte reads {version} (this nic-repro reads "
-                             f"1..{FORMAT_VERSION})")
+                             f"{FORMAT_VERSION})")
         header, streams = _parse(data, version)
     except _Malformed as exc:
         if intact:
@@ -677,19 +688,6 @@ def _guarded(stream: bytes, header: NicHeader, model: nn.Module) -> bytes:
     return stream + bytes(_guard_bytes(len(stream), header, model))
 
 
-def _for_version(header: NicHeader, model: nn.Module) -> nn.Module:
-    """The model as the file's format version codes: a version-1 file was written with
-    CompressAI's 64-scale table, so it is decoded by a copy of the model whose Gaussian
-    coders have that table (the caller's model is left as it is)."""
-    from nic_lib.models import tables  # inside: see the note at the imports
-
-    if header.version >= 2 or tables.scale_table_matches(model, tables.legacy_scale_table()):
-        return model
-    legacy = copy.deepcopy(model)
-    tables.set_scale_table(legacy, tables.legacy_scale_table())
-    return legacy
-
-
 #: Bytes per y symbol a whole-latent Gaussian coder (CompressAI's, in the hyperprior
 #: models) holds while decoding: means and scales (2 x 4), indexes (4, and 4 for their
 #: int copy), decoded symbols (4) and y_hat (4) as tensors, and the indexes and symbols
@@ -813,7 +811,7 @@ def decode_image(
     """
     header, streams = unpack(data)
     _check_budget(header, max_pixels, None)
-    model = _for_version(header, _resolve_model(header, model))
+    model = _resolve_model(header, model)
     check_model(header, model, quality)
     _check_budget(header, max_pixels, max_memory, model)
     strings = [[_guarded(s, header, model)] for s in streams]

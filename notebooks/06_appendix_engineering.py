@@ -119,7 +119,7 @@ def benchmark_table(name, committed):
 # first table scale at or above the predicted one, a wider distribution than the model's.
 # CompressAI's default table has 64 log-spaced scales (0.11–256, 13% apart); this project's
 # coders use 256 over the same range (3.1% apart; `nic_lib.models.tables` lists the
-# measurements), and `.nic` files written with the old table (format version 1) still decode.
+# measurements); `.nic` format version 2 marks files coded with it.
 
 # %%
 def compute_tail_table():

@@ -1,5 +1,5 @@
 """The Gaussian coders' scale table (nic_lib/models/tables.py): its values, which models
-use it, checkpoints written with CompressAI's 64-scale table, and .nic version-1 files."""
+use it, checkpoints and .nic files of CompressAI's 64-scale table (refused)."""
 
 from __future__ import annotations
 
@@ -56,8 +56,7 @@ def test_scale_table_is_log_spaced_over_compressai_range():
     # s_{i+1} / s_i = (256 / 0.11)^(1/255) ≈ 1.031 everywhere
     np.testing.assert_allclose(ratios, (256 / 0.11) ** (1 / 255), rtol=1e-5)
     # the same formula with 64 levels is CompressAI's default table
-    np.testing.assert_allclose(tables.scale_table(64), tables.legacy_scale_table(), rtol=1e-6)
-    assert tables.legacy_scale_table().shape == (tables.LEGACY_SCALE_LEVELS,)
+    np.testing.assert_allclose(tables.scale_table(64), get_scale_table(), rtol=1e-6)
     with pytest.raises(ValueError, match="at least 2"):
         tables.scale_table(1)
 
@@ -67,26 +66,26 @@ def test_every_gaussian_model_codes_with_the_fine_table(name):
     model = _tiny(name)
     assert torch.equal(_conditional(model).scale_table, tables.scale_table())
     assert tables.scale_table_matches(model, tables.scale_table())
-    assert not tables.scale_table_matches(model, tables.legacy_scale_table())
+    assert not tables.scale_table_matches(model, get_scale_table())
 
 
 def test_factorized_prior_has_no_gaussian_table_to_change():
     model = _tiny("bmshj2018-factorized")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert tables.scale_table_matches(model, tables.legacy_scale_table())
-    assert not tables.set_scale_table(model, tables.legacy_scale_table())
+    assert tables.scale_table_matches(model, tables.scale_table(64))
+    assert not tables.set_scale_table(model, tables.scale_table(64))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_set_scale_table_rebuilds_only_the_gaussian_coder():
     model = _tiny("mbt2018-mean")
     z_cdf = model.entropy_bottleneck._quantized_cdf.clone()
-    assert tables.set_scale_table(model, tables.legacy_scale_table())
+    assert tables.set_scale_table(model, tables.scale_table(64))
     gc = _conditional(model)
-    assert gc._quantized_cdf.shape[0] == tables.LEGACY_SCALE_LEVELS
-    assert gc._offset.numel() == gc._cdf_length.numel() == tables.LEGACY_SCALE_LEVELS
+    assert gc._quantized_cdf.shape[0] == 64
+    assert gc._offset.numel() == gc._cdf_length.numel() == 64
     assert torch.equal(model.entropy_bottleneck._quantized_cdf, z_cdf)
-    assert not tables.set_scale_table(model, tables.legacy_scale_table())  # already there
+    assert not tables.set_scale_table(model, tables.scale_table(64))  # already there
     assert tables.set_scale_table(model)
     assert gc._quantized_cdf.shape[0] == tables.SCALE_LEVELS
 
@@ -110,37 +109,29 @@ def test_checkpoint_with_the_old_table_loads_with_the_fine_one(tmp_path):
         data, checkpoints.load_checkpoint(path)[0]))
 
 
-@pytest.mark.parametrize("name", ["mbt2018-mean", "mbt2018", "mbt2018-checkerboard"])
-def test_version_1_files_still_decode(name):
-    """A file written before the table change (version 1, 64 scales) decodes with the
-    current model, exactly as the old code decoded it; the caller's model is untouched."""
-    img = _image(1)
-    old = _tiny(name)
-    tables.set_scale_table(old, tables.legacy_scale_table())
-    v1 = _as_version(container.encode_image(old, img, name, 1, "cpu"), 1)
-    expected = container.decode_image(v1, old)  # the old coder on its own file
-
-    current = _tiny(name)  # same seed: same weights, the fine table
-    assert container.read_header(v1).version == 1
-    np.testing.assert_array_equal(container.decode_image(v1, current), expected)
-    assert tables.scale_table_matches(current, tables.scale_table())
-    # and via a loader, as `nic decompress` calls it
-    np.testing.assert_array_equal(container.decode_image(v1, lambda n, q: current), expected)
-
-
-def test_files_of_the_two_tables_are_told_apart():
-    img = _image(2)
+def test_version_1_files_are_refused_naming_the_version_and_the_fix():
+    """Version 1 (CompressAI's 64-scale table) is retired: an intact version-1 file is
+    refused before any model is asked for, with the version and how to re-encode."""
     model = _tiny("mbt2018-mean")
-    v2 = container.encode_image(model, img, "mbt2018-mean", 1, "cpu")
+    v2 = container.encode_image(model, _image(2), "mbt2018-mean", 1, "cpu")
     assert container.read_header(v2).version == container.FORMAT_VERSION == 2
-    # a version-2 file claimed to be version 1 is refused (fingerprint), not mis-decoded
+    v1 = _as_version(v2, 1)
+    for read in (container.read_header, lambda d: container.decode_image(d, model)):
+        with pytest.raises(container.NicVersionError,
+                           match=r"version 1 \(.*64-scale.*\).*re-encode the image"):
+            read(v1)
+    # a damaged version byte is damage, not a retired version
+    with pytest.raises(container.NicFormatError, match="CRC32"):
+        container.read_header(v2[: len(container.MAGIC)] + b"\x01" + v2[len(container.MAGIC) + 1 :])
+
+
+def test_a_decoder_holding_compressai_tables_refuses_a_version_2_file():
+    model = _tiny("mbt2018-mean")
+    v2 = container.encode_image(model, _image(2), "mbt2018-mean", 1, "cpu")
+    other = _tiny("mbt2018-mean")
+    _conditional(other).update_scale_table(get_scale_table(), force=True)
     with pytest.raises(container.NicModelMismatchError, match="fingerprint"):
-        container.decode_image(_as_version(v2, 1), model)
-    # a decoder holding the 64-scale tables refuses a version-2 file
-    legacy = _tiny("mbt2018-mean")
-    tables.set_scale_table(legacy, tables.legacy_scale_table())
-    with pytest.raises(container.NicModelMismatchError, match="fingerprint"):
-        container.decode_image(v2, legacy)
+        container.decode_image(v2, other)
 
 
 def test_fine_table_codes_the_same_symbols_in_fewer_or_equal_table_steps():
@@ -149,7 +140,7 @@ def test_fine_table_codes_the_same_symbols_in_fewer_or_equal_table_steps():
     gc = _conditional(model)
     scales = torch.exp(torch.linspace(math.log(0.12), math.log(200), 1000))
     for table, ratio in ((tables.scale_table(), (256 / 0.11) ** (1 / 255)),
-                         (tables.legacy_scale_table(), (256 / 0.11) ** (1 / 63))):
+                         (get_scale_table(), (256 / 0.11) ** (1 / 63))):
         tables.set_scale_table(model, table)
         coded = gc.scale_table[gc.build_indexes(scales).long()]
         assert torch.all(coded >= scales * (1 - 1e-6))

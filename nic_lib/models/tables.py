@@ -48,14 +48,12 @@ import scipy.stats
 import torch
 from compressai._CXX import pmf_to_quantized_cdf as _pmf_to_quantized_cdf
 from compressai.entropy_models import GaussianConditional
-from compressai.models.base import SCALES_MAX, SCALES_MIN, get_scale_table
+from compressai.models.base import SCALES_MAX, SCALES_MIN
 from torch import Tensor, nn
 
 __all__ = [
-    "LEGACY_SCALE_LEVELS",
     "build_gaussian_tables",
     "SCALE_LEVELS",
-    "legacy_scale_table",
     "named_conditionals",
     "scale_table",
     "scale_table_matches",
@@ -64,8 +62,6 @@ __all__ = [
 
 #: Scales in this project's table (log-spaced, SCALES_MIN = 0.11 .. SCALES_MAX = 256).
 SCALE_LEVELS = 256
-#: Scales in CompressAI's default table, used by .nic files of format version 1.
-LEGACY_SCALE_LEVELS = 64
 
 
 def scale_table(levels: int = SCALE_LEVELS) -> Tensor:
@@ -88,12 +84,6 @@ def scale_table(levels: int = SCALE_LEVELS) -> Tensor:
     log_s = torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), levels,
                            dtype=torch.float64)
     return torch.exp(log_s).float()
-
-
-def legacy_scale_table() -> Tensor:
-    """CompressAI's default table (64 scales), exactly as ``CompressionModel.update``
-    builds it: the table of ``.nic`` format version 1 and of older checkpoints."""
-    return get_scale_table()
 
 
 def named_conditionals(model: nn.Module) -> list[tuple[str, GaussianConditional]]:
@@ -158,23 +148,16 @@ def set_scale_table(model: nn.Module, table: Tensor | None = None, force: bool =
     Args:
         model: any model; its other entropy models (the factorized density of z, whose
             CDFs depend on the weights) are left as they are.
-        table: scales; default :func:`scale_table`. :func:`legacy_scale_table` is built
-            by CompressAI's own ``update_scale_table``, exactly as the version-1 files'
-            encoders built it; any other table by :func:`build_gaussian_tables`.
+        table: scales; default :func:`scale_table`; built by :func:`build_gaussian_tables`.
         force: rebuild also where the tables are already built for ``table``.
 
     Returns:
         True if some Gaussian conditional was rebuilt.
     """
     table = scale_table() if table is None else table
-    legacy = table.shape == (LEGACY_SCALE_LEVELS,) and torch.equal(
-        table.float(), legacy_scale_table())
     changed = False
     for gc in _conditionals(model):
         if force or not scale_table_matches(gc, table):
-            if legacy:
-                gc.update_scale_table(table.to(gc.scale_table.device), force=True)
-            else:
-                build_gaussian_tables(gc, table)
+            build_gaussian_tables(gc, table)
             changed = True
     return changed
