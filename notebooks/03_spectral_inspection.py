@@ -100,8 +100,8 @@ for model_name, quality in NIC_MODELS:
     try:
         nic[f"{model_name}-q{quality}"] = spectral.nic_codec(get_model(model_name, quality, profile=model_profile), device=device)
     except CheckpointNotFoundError:
-        print(f"NIC model {model_name} q{quality} not trained yet: train it with "
-              f"`python -m nic_lib.train --model {model_name} --quality {quality} --profile cpu`; left out")
+        print(f"NIC model {model_name} q{quality} not trained yet: train the cpu profile's "
+              "checkpoints/<model>/vr.pt with `python scripts/train_cpu_profile.py`; left out")
     except PretrainedWeightsUnavailableError as err:
         print(f"NIC model {model_name} q{quality}: no published weights ({str(err).splitlines()[0]}); left out")
 print(f"profile={PROFILE} dataset={dataset} images={len(images)} of {shape[:2]} corruptions={corruption_names} "

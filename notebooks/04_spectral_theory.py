@@ -310,7 +310,7 @@ try:
     print(f"NIC: {NIC_MODEL[0]} q{NIC_MODEL[1]}, {'published weights' if model_profile == 'full' else 'cpu profile'}, on {device}")
 except (CheckpointNotFoundError, PretrainedWeightsUnavailableError):
     print(f"no trained {NIC_MODEL[0]} q{NIC_MODEL[1]}: NIC spectra are left out (train with "
-          f"`python -m nic_lib.train --model {NIC_MODEL[0]} --quality {NIC_MODEL[1]} --profile cpu`); "
+          "`python scripts/train_cpu_profile.py`); "
           "section 5's learned toy codecs stand in for the learned-codec check")
 rows, fig = [], plt.figure(figsize=(6.5, 4.2))
 ax = fig.gca()

@@ -414,7 +414,7 @@ for q in MBT_QUALITIES:
         mbt[q] = hub.get_model("mbt2018", q, profile=model_profile, device=device)
     except checkpoints.CheckpointNotFoundError as err:
         print(f"mbt2018 cpu q{q} not drawn: {str(err).splitlines()[0]} "
-              f"(train it with `python -m nic_lib.train --model mbt2018 --quality {q}`)")
+              "(train it with `python scripts/train_cpu_profile.py`)")
     except zoo.PretrainedWeightsUnavailableError as err:
         print(f"mbt2018 q{q} (published weights) not drawn: {str(err).splitlines()[0]}")
 mbt_label = "mbt2018 (cpu)" if model_profile == "cpu" else "mbt2018"  # full: CompressAI's published weights

@@ -18,12 +18,13 @@ MODELS = ("mbt2018-mean", "mbt2018")
 
 
 def _save_tiny(name: str, quality: int, seed: int) -> None:
+    """A one-level variable-rate checkpoint, where the cpu profile looks for it."""
     torch.manual_seed(seed)
     config = registry.default_config(name, quality, "cpu")
-    config.update(TINY)
+    config.update(TINY, lmbdas=[config.pop("lmbda")], quality=None, qualities=[quality])
     model = registry.build_model(name, **config)
     model.update(force=True)
-    save_checkpoint(model, hub.checkpoint_path(name, quality), config)
+    save_checkpoint(model, hub.variable_rate_checkpoint_path(name), config)
 
 
 @pytest.fixture(scope="module", autouse=True)

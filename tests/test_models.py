@@ -8,6 +8,7 @@ and a slow full-tensor raster loop for the serial context models.
 
 from __future__ import annotations
 
+import copy
 import functools
 import pickle
 
@@ -36,6 +37,7 @@ from nic_lib.models import (
     save_checkpoint,
 )
 from nic_lib.models import google, mixture, tiling
+from nic_lib.models.variable_rate import set_rate_level
 
 TINY = {"N": 8, "M": 12}
 SIDE = 64  # the smallest input the hyperprior models accept (downsampling factor 64)
@@ -473,10 +475,20 @@ def test_save_refuses_configs_that_safe_loading_could_not_read(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def _save_cpu_profile(name: str, folder, qualities: list[int], **kwargs):
+    """A tiny variable-rate model saved where get_model's cpu profile looks for it."""
+    model = tiny(name, lmbdas=[LAMBDA_MSE[q] for q in qualities], **kwargs).eval()
+    model.update(force=True)
+    save_checkpoint(model, folder / name / "vr.pt", {"quality": None, "qualities": qualities})
+    return model
+
+
 def test_get_model_refuses_a_checkpoint_of_another_model(tmp_path, monkeypatch):
     monkeypatch.setenv("NIC_CHECKPOINT_DIR", str(tmp_path))
-    save_checkpoint(_updated("mbt2018-mean"), tmp_path / "mbt2018" / "q3.pt", {"quality": 3})
-    with pytest.raises(CheckpointMismatchError, match="'mbt2018-mean'"):
+    _save_cpu_profile("mbt2018-mean", tmp_path, [3])
+    (tmp_path / "mbt2018").mkdir()
+    (tmp_path / "mbt2018-mean" / "vr.pt").rename(tmp_path / "mbt2018" / "vr.pt")
+    with pytest.raises(CheckpointNotFoundError, match="'mbt2018-mean'"):
         get_model("mbt2018", 3)
 
 
@@ -506,17 +518,23 @@ def test_missing_checkpoint_names_the_file_and_the_training_command(tmp_path, mo
     with pytest.raises(CheckpointNotFoundError) as err:
         get_model("mbt2018-gmm", 4, profile="cpu")
     message = str(err.value)
-    assert str(tmp_path / "mbt2018-gmm" / "q4.pt") in message
-    assert "python -m nic_lib.train --model mbt2018-gmm --quality 4 --profile cpu" in message
+    assert str(tmp_path / "mbt2018-gmm" / "vr.pt") in message
+    assert "python -m nic_lib.train --model mbt2018-gmm --qualities 4 --profile cpu" in message
 
 
-def test_get_model_loads_the_cpu_checkpoint(tmp_path, monkeypatch):
+def test_get_model_loads_the_cpu_checkpoint_at_each_quality_it_holds(tmp_path, monkeypatch):
     monkeypatch.setenv("NIC_CHECKPOINT_DIR", str(tmp_path))
-    model = _updated("mbt2018-checkerboard")
-    save_checkpoint(model, tmp_path / "mbt2018-checkerboard" / "q2.pt", {"quality": 2})
-    loaded = get_model("mbt2018-checkerboard", 2)
+    model = _save_cpu_profile("mbt2018-checkerboard", tmp_path, [2, 5])
     x = smooth_image(seed=6)
-    assert loaded.compress(x)["strings"] == model.compress(x)["strings"]
+    for level, quality in enumerate([2, 5]):
+        expected = set_rate_level(copy.deepcopy(model), level).compress(x)["strings"]
+        assert get_model("mbt2018-checkerboard", quality).compress(x)["strings"] == expected
+    with pytest.raises(CheckpointNotFoundError, match=r"qualities \[2, 5\]"):
+        get_model("mbt2018-checkerboard", 3)
+    # a single-rate file in the old q<quality>.pt place is not looked for
+    save_checkpoint(_updated("mbt2018-mean"), tmp_path / "mbt2018-mean" / "q1.pt", {"quality": 1})
+    with pytest.raises(CheckpointNotFoundError, match="vr.pt"):
+        get_model("mbt2018-mean", 1)
 
 
 def test_untrained_models_take_the_profile_widths():

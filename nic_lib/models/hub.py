@@ -1,9 +1,11 @@
 """Where a model's weights come from: :func:`get_model`, one entry point for both profiles.
 
-- ``"cpu"``: this project's own small models, trained with ``python -m nic_lib.train``
-  and stored under :func:`checkpoint_dir` (``checkpoints/`` or ``$NIC_CHECKPOINT_DIR``) as
-  ``<model>/q<quality>.pt``, or as one variable-rate file ``<model>/vr.pt`` covering
-  several qualities; read by :func:`nic_lib.models.checkpoints.load_checkpoint`.
+- ``"cpu"``: this project's own small models, trained with ``python -m nic_lib.train
+  --qualities ...`` (``scripts/train_cpu_profile.py`` runs the shipped recipe) and stored
+  under :func:`checkpoint_dir` (``checkpoints/`` or ``$NIC_CHECKPOINT_DIR``) as one
+  variable-rate file ``<model>/vr.pt`` covering several qualities; read by
+  :func:`nic_lib.models.checkpoints.load_checkpoint`. Other checkpoints (a single-rate
+  run's ``final.pt``, the ablations' ``vr-ctx3.pt``) are loaded by path with it.
 - ``"full"``: CompressAI's published weights at its widths, downloaded once and hash
   checked by :mod:`nic_lib.models.zoo`.
 
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from . import variable_rate, zoo
-from .checkpoints import CheckpointMismatchError, CheckpointNotFoundError, load_checkpoint
+from .checkpoints import CheckpointNotFoundError, load_checkpoint
 from .registry import (
     ZOO_FUNCTIONS,
     ModelSettingError,
@@ -32,7 +34,6 @@ from .registry import (
 
 __all__ = [
     "checkpoint_dir",
-    "checkpoint_path",
     "default_device",
     "get_model",
     "resolve_device",
@@ -54,19 +55,6 @@ def checkpoint_dir() -> Path:
     """
     env = os.environ.get(CHECKPOINT_DIR_ENV)
     return Path(env).expanduser() if env else _REPO_ROOT / "checkpoints"
-
-
-def checkpoint_path(name: str, quality: int) -> Path:
-    """Where the "cpu" profile's checkpoint of a model at a quality lives.
-
-    Args:
-        name: model key.
-        quality: 1..8.
-
-    Returns:
-        ``checkpoint_dir() / name / f"q{quality}.pt"``.
-    """
-    return checkpoint_dir() / name / f"q{_check_quality(quality)}.pt"
 
 
 def variable_rate_checkpoint_path(name: str) -> Path:
@@ -120,9 +108,9 @@ def get_model(
         quality: 1..8.
         profile: ``"full"``: CompressAI's zoo widths and published MSE weights
             (``compressai.zoo.<fn>(quality, metric="mse", pretrained=True)``).
-            ``"cpu"``: this project's checkpoint ``checkpoints/<name>/q<quality>.pt``,
-            else the variable-rate ``checkpoints/<name>/vr.pt`` at that quality's level
-            (folder overridable with ``$NIC_CHECKPOINT_DIR``).
+            ``"cpu"``: this project's variable-rate checkpoint
+            ``checkpoints/<name>/vr.pt`` at that quality's level (folder overridable
+            with ``$NIC_CHECKPOINT_DIR``).
         pretrained: False builds an untrained model with the profile's widths (train
             mode, no coder tables: call ``update(force=True)`` before compressing).
         device: where to put the model.
@@ -136,9 +124,9 @@ def get_model(
             that has no published weights.
         PretrainedWeightsUnavailableError: the zoo download failed (offline machine);
             ZooHashMismatchError when the file's digest is not the one its name promises.
-        CheckpointNotFoundError: the "cpu" checkpoint has not been trained yet.
-        CheckpointMismatchError: the checkpoint is for another model or quality, or its
-            weights do not fit the architecture.
+        CheckpointNotFoundError: the "cpu" checkpoint has not been trained yet, or does
+            not hold this quality.
+        CheckpointMismatchError: the checkpoint's weights do not fit the architecture.
     """
     _model_class(name)
     quality = _check_quality(quality)
@@ -150,37 +138,27 @@ def get_model(
         if name not in ZOO_FUNCTIONS:
             raise ModelSettingError(
                 f"{name!r} is an ablation without published weights (CompressAI's zoo has "
-                f"{', '.join(ZOO_FUNCTIONS)}); use profile='cpu' with a checkpoint from "
-                f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu`, "
-                "or pretrained=False for an untrained full-width model"
+                f"{', '.join(ZOO_FUNCTIONS)}); use profile='cpu' (this project's "
+                f"{variable_rate_checkpoint_path(name)}, trained by "
+                "`python scripts/train_cpu_profile.py`), or pretrained=False for an untrained "
+                "full-width model"
             )
         # download once into torch.hub's cache, hash checked (nic_lib.models.zoo)
         return zoo.load_zoo_model(name, quality, device=device)
 
-    path, vr_path = checkpoint_path(name, quality), variable_rate_checkpoint_path(name)
-    if not path.is_file() and vr_path.is_file():
-        model, checkpoint = load_checkpoint(vr_path, device=device)
-        qualities = list(checkpoint["config"].get("qualities") or [])
-        if checkpoint["model"] != name or quality not in qualities:
-            raise CheckpointNotFoundError(
-                f"{vr_path} holds {checkpoint['model']!r} at qualities {qualities}, not "
-                f"{name!r} quality {quality}; use one of those qualities, or train q{quality} "
-                f"with `python -m nic_lib.train --model {name} --quality {quality} --profile cpu`"
-            )
-        return variable_rate.set_rate_level(model, qualities.index(quality))
+    path = variable_rate_checkpoint_path(name)
+    train = (f"`python -m nic_lib.train --model {name} --qualities {quality} --profile cpu` "
+             f"and copy the run's final.pt to {path}")
     if not path.is_file():
         raise CheckpointNotFoundError(
-            f"no cpu-profile checkpoint for {name} q{quality} at {path} (nor a variable-rate "
-            f"{vr_path}); train it with "
-            f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu` "
-            f"(or point ${CHECKPOINT_DIR_ENV} at a folder holding {name}/q{quality}.pt), "
-            "or use profile='full' for CompressAI's published weights"
-        )
+            f"no cpu-profile checkpoint for {name} at {path}; train it with {train} "
+            "(`python scripts/train_cpu_profile.py` trains the shipped ones), point "
+            f"${CHECKPOINT_DIR_ENV} at a folder holding {name}/vr.pt, or use profile='full' "
+            "for CompressAI's published weights")
     model, checkpoint = load_checkpoint(path, device=device)
-    if checkpoint["model"] != name or checkpoint.get("quality") not in (None, quality):
-        raise CheckpointMismatchError(
-            f"{path} holds {checkpoint['model']!r} quality {checkpoint.get('quality')}, "
-            f"not {name!r} quality {quality}; retrain with "
-            f"`python -m nic_lib.train --model {name} --quality {quality} --profile cpu`"
-        )
-    return model
+    qualities = list(checkpoint["config"].get("qualities") or [])
+    if checkpoint["model"] != name or quality not in qualities:
+        raise CheckpointNotFoundError(
+            f"{path} holds {checkpoint['model']!r} at qualities {qualities}, not {name!r} "
+            f"quality {quality}; use one of those qualities, or train it with {train}")
+    return variable_rate.set_rate_level(model, qualities.index(quality))
