@@ -37,9 +37,9 @@ Reading is strict and bounded: every length is checked against the bytes that re
 before anything is sliced, sizes are capped by the constants below, and a wrong magic,
 a future or retired version, a CRC mismatch, missing or trailing bytes are refused. A
 file made with another model, quality, profile or other weights is refused before any
-decoding (:class:`NicModelMismatchError`). A file that passes every check but whose streams are
-still wrong (made by hand to pass the CRC) decodes to garbage of the right size or
-raises :class:`NicDecodeError`; it cannot hang or read outside its buffers (see
+decoding (:class:`NicModelMismatchError`). A file that passes every check but whose
+streams are still wrong (made by hand to pass the CRC) decodes to garbage of the right
+size or raises :class:`NicDecodeError`; it cannot hang or read outside its buffers (see
 :func:`_guarded`).
 
 Decoding has a budget. A header of a few hundred bytes may announce the format's largest
