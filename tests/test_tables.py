@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from compressai.entropy_models import GaussianConditional
+from compressai.models.base import get_scale_table
 
 from nic_lib import container
 from nic_lib.models import checkpoints, registry, tables
@@ -92,7 +93,7 @@ def test_set_scale_table_rebuilds_only_the_gaussian_coder():
 
 def test_checkpoint_with_the_old_table_loads_with_the_fine_one(tmp_path):
     model = _tiny("mbt2018-mean")
-    tables.set_scale_table(model, tables.legacy_scale_table())  # as shipped before
+    tables.set_scale_table(model, get_scale_table())  # CompressAI's 64 scales: the M = 96 set's files
     path = tmp_path / "old.pt"
     checkpoints.save_checkpoint(model, path, {"quality": 1})
     stored = torch.load(path, weights_only=True)["state_dict"]

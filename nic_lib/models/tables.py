@@ -26,9 +26,9 @@ scales over the same range (:func:`scale_table`; ~3.2 MB of int32 CDFs per Gauss
 conditional in memory instead of 0.8). The CDFs depend on the table alone, not on the
 weights, so checkpoints do not store them: :func:`load_checkpoint
 <nic_lib.models.checkpoints.load_checkpoint>` builds them (also for the checkpoints shipped
-before this change, which store CompressAI's 64-scale CDFs), and ``.nic`` files of format
-version 1, written with the 64-scale table, still decode (:mod:`nic_lib.container` codes
-them with :func:`legacy_scale_table`).
+before this change, which store CompressAI's 64-scale CDFs: the M = 96 set, until the
+retrained set replaces it). ``.nic`` files of format version 1, written with the 64-scale
+table, are refused (:class:`nic_lib.container.NicVersionError` says how to re-encode).
 
 Encoder and decoder must hold the same CDFs (a ``.nic`` file's weights fingerprint covers
 them). CompressAI computes them in float32 with ``torch.erfc``, whose last bits may depend
