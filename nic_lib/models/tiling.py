@@ -19,11 +19,14 @@ approximate, when
    the whole image's padding; inside the image the expansion holds real values, and
    the outputs the tile's artificial padding spoils are the ones cropped away;
 4. each output value is computed by the same arithmetic in both calls: the reduction
-   order of a convolution must depend neither on the input's size nor on the thread
-   count. PyTorch's im2col + MKL GEMM path (oneDNN switched off,
-   :func:`deterministic_convolutions`) gives bit-identical outputs for any tile size
-   and 1 or 2 threads; oneDNN's float32 kernels change their last bits with the
-   thread count (measured per layer by ``benchmarks/determinism.py --synthesis``).
+   order of a convolution must not depend on the input's size. PyTorch's im2col + MKL
+   GEMM path (oneDNN switched off, :func:`deterministic_convolutions`) gives
+   bit-identical outputs for any tile size; across thread counts it did for every layer
+   of g_s on Kodak (``benchmarks/determinism.py --synthesis``), but not always for g_a
+   and h_s (2026-12-06: the factorized encoder wrote other bytes on 2 threads than on 1
+   for one of 4 Kodak images at q6; a 4x8 hyper-latent's h_s differed by ~1e-7), which is
+   why the coders take their parameters from float64 copies. oneDNN's float32 kernels
+   change their last bits with the thread count.
 
 Receptive field, one axis. A convolution (kernel k, stride s, padding p) computes
 output o from inputs
