@@ -44,18 +44,25 @@ COLUMNS = ["source", "stage", "step", "images", "psnr", "bpp_fixed", "cast", "ch
            "cast_worst", "worst", "worst_rgb"]
 
 
-def load(source: Path) -> tuple[pqmim.PQMIM, str, int]:
-    """``(model in eval mode, stage, step)`` of a run folder / ``ckpt.pt`` or an exported
-    checkpoint (stage ``"export"``, its stage-A steps)."""
+def checkpoint_file(source: Path) -> Path:
+    """The checkpoint a source names: a run folder's ``ckpt.pt``, or the file itself."""
+    source = source.expanduser()
     file = source / "ckpt.pt" if source.is_dir() else source
     if not file.is_file():
         raise SystemExit(f"{source}: no checkpoint at {file}; pass a PQ-MIM run folder "
-                         "(holding ckpt.pt) or a checkpoint file")
+                         "(holding ckpt.pt; a new run writes its first at step 500) or a "
+                         "checkpoint file")
+    return file
+
+
+def load(source: Path) -> tuple[pqmim.PQMIM, str, int]:
+    """``(model in eval mode, stage, step)`` of a run folder / ``ckpt.pt`` or an exported
+    checkpoint (stage ``"export"``, its stage-A steps)."""
+    file = checkpoint_file(source)
     state = torch.load(file, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and state.get("format") == pqmim.CHECKPOINT_FORMAT:
-        model, info = pqmim.load_pqmim(file)
-        steps = int((state.get("train_config") or {}).get("steps_a", 0))
-        return model.eval(), "export", steps
+        model, ckpt = pqmim.load_pqmim(file)
+        return model, "export", int((ckpt.get("train_config") or {}).get("steps_a", 0))
     cfg = state["config"]
     model = pqmim.PQMIM(cfg["N"], cfg["latent_dim"], cfg["M"], cfg["K"], cfg["width"],
                         cfg["layers"], cfg["heads"])
@@ -111,15 +118,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     for source in args.sources:  # every source is checked before any work
-        file = source.expanduser() / "ckpt.pt" if source.expanduser().is_dir() else source.expanduser()
-        if not file.is_file():
-            raise SystemExit(f"{source}: no checkpoint at {file}; pass a PQ-MIM run folder "
-                             "(holding ckpt.pt; a new run writes its first at step 500) or a "
-                             "checkpoint file")
+        checkpoint_file(source)
     images = dict(data.load_images("kodak", limit=args.images))
     rows = []
     for source in args.sources:
-        model, stage, step = load(source.expanduser())
+        model, stage, step = load(source)
         stats = autoencoder_stats(model, images)
         bpp = model.M * math.log2(model.K) / pqmim.DOWNSAMPLING ** 2
         rows.append({"source": str(source), "stage": stage, "step": step,
