@@ -14,8 +14,8 @@ alike. Two extra columns keep the learned codec honest:
 
 Both, the padding (edge replication to the model's downsampling factor) and the coding of
 one image (:func:`code_image`) are :mod:`nic_lib.coding`'s, the learned codecs' one path;
-its ``code_image``, ``to_tensor`` and ``pad_to`` are re-exported here while notebooks 05
-and the benchmarks call them as ``neural.<name>`` (:func:`checkpoint_digest`, now
+its ``code_image`` is re-exported here while notebook 05, benchmarks and tests call it as
+``neural.code_image`` (:func:`checkpoint_digest`, now
 :mod:`nic_lib.models.checkpoints`'s, while notebook 01 and
 ``benchmarks/training_extension.py`` do).
 
@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nic_lib import cache, metrics
-from nic_lib.coding import code_image, estimated_likelihoods, model_input, pad_to, to_tensor
+from nic_lib.coding import code_image, estimated_likelihoods, model_input
 from nic_lib.models import checkpoints, hub, variable_rate
 from nic_lib.models.checkpoints import checkpoint_digest
 
@@ -51,10 +51,8 @@ __all__ = [
     "code_image",
     "estimated_bits_by_part",
     "latent_statistics",
-    "pad_to",
     "quality_models",
     "rate_sweep",
-    "to_tensor",
 ]
 
 #: Columns of :func:`rate_sweep`: those of ``nic_lib.codecs.rate_sweep`` plus the estimate.

@@ -54,7 +54,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from nic_lib import cache, claims, codecs, data, metrics, neural, notebook_setup, perceptual, plotting, rd, reproduce, train_pqmim
+from nic_lib import cache, claims, codecs, coding, data, metrics, neural, notebook_setup, perceptual, plotting, rd, reproduce, train_pqmim
 from nic_lib.models import checkpoints, hub, pqmim, zoo
 
 # %% tags=["parameters"]
@@ -185,7 +185,7 @@ pd.DataFrame([{"model": k, **m.architecture(), **trained[k], "file": str(p)}
 
 # %%
 schedule_model = next(iter(models.values()))
-grid_h, grid_w = (side // pqmim.DOWNSAMPLING for side in neural.pad_to(neural.to_tensor(images[0][1]), pqmim.DOWNSAMPLING).shape[-2:])
+grid_h, grid_w = (side // pqmim.DOWNSAMPLING for side in coding.pad_to(coding.to_tensor(images[0][1]), pqmim.DOWNSAMPLING).shape[-2:])
 groups = pqmim.coding_schedule(grid_h, grid_w, STEPS, M=schedule_model.M)
 step_of = np.empty(grid_h * grid_w * schedule_model.M, dtype=int)
 for s_index, units in enumerate(groups, start=1):
@@ -277,7 +277,7 @@ def compute_steps_table():
     rows = []
     for label, model in models.items():
         for name, img in images:
-            codes = model.codes(neural.pad_to(neural.to_tensor(img), pqmim.DOWNSAMPLING))[0]
+            codes = model.codes(coding.pad_to(coding.to_tensor(img), pqmim.DOWNSAMPLING))[0]
             H, W, M = codes.shape
             sizes = [len(g) for g in pqmim.coding_schedule(H, W, STEPS, M=M)]  # codes per step
             for r in sorted({radii[label], pqmim.GLOBAL_ATTENTION}):
