@@ -96,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     a("--init-from", help="warm start from a final.pt / ckpt.pt (matching tensors copied)")
     a("--init-only", nargs="+", help="copy only these modules from --init-from (e.g. "
       "g_a g_s gain inverse_gain: the transforms, with a fresh entropy model)")
+    a("--start-step", type=int, help="a warm start that continues a schedule: the step "
+      "counter (learning-rate schedule, data stream, --max-steps) begins here, with a fresh "
+      "warm-up to the schedule's rate (e.g. a shipped snapshot's step, when its run folder "
+      "is gone; default 0)")
     a("--freeze", nargs="+", help="keep these modules at their --init-from values "
       "(e.g. g_a g_s gain inverse_gain: train only the entropy model)")
     a("--prefit-densities", type=int, help="before training, fit a variable-rate model's "

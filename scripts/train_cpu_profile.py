@@ -43,7 +43,10 @@ in float16) beside the run's ``config.json``, ``log.csv`` and ``eval.csv`` (copi
 the same stem); the other stages' records go to ``checkpoints/stages/``. A stage whose
 ``final.pt`` exists is skipped, and so is everything before the latest finished stage of a
 chain, so the script resumes after an interruption (an interrupted stage restarts with
-``--resume``); ``--ship-only`` ships an unfinished run's current EMA weights.
+``--resume``); ``--ship-only`` ships an unfinished run's current EMA weights. On a machine
+without the run folder, a stage whose EMA snapshot was shipped continues from it (its
+step, its schedule, a fresh optimizer: ``--start-step``) instead of re-running its
+lineage; ``--from-scratch`` re-runs the lineage.
 
 Usage::
 
@@ -227,9 +230,55 @@ def lineage(stage: str) -> list[str]:
     return chain
 
 
-def needed(stage: str) -> list[str]:
-    """The stages to run for ``stage``: its lineage from the latest one already done."""
+def shipped_snapshot(stage: str) -> tuple[Path, int] | None:
+    """The shipped EMA snapshot of an unfinished run of ``stage`` and its step, when the
+    run folder itself is gone (a fresh machine: run folders live outside the repository).
+
+    A snapshot qualifies when it is a stage's shipped product, was taken of that stage's
+    run (``snapshot_of``) and has a step; the run then continues from it
+    (:func:`continue_command`) instead of re-running its lineage from the start.
+    """
+    if stage not in STAGES or not STAGES[stage][2] or (RUNS / stage / "ckpt.pt").is_file() \
+            or product(stage).is_file():
+        return None
+    shipped = CHECKPOINTS / STAGES[stage][2]
+    if not shipped.is_file():
+        return None
+    import torch
+
+    meta = torch.load(shipped, map_location="cpu", weights_only=True)
+    step = meta.get("step")
+    source = str(meta.get("snapshot_of") or "")
+    if not step or Path(source).name != stage:
+        return None
+    return shipped, int(step)
+
+
+def continue_command(stage: str, shipped: Path, step: int) -> list[str]:
+    """A stage's command, warm-started from its shipped snapshot at ``step``: the same
+    flags and schedule, the step counter starting at ``step`` (``--start-step``: fresh
+    optimizer state, warm-up to the schedule's rate there). The snapshot is copied into the
+    runs folder first: the shipped file is replaced when the continued run ships."""
+    import shutil
+
+    start = RUNS / f"{stage}-from-step{step}.pt"
+    if not start.is_file():
+        start.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shipped, start.with_suffix(".tmp"))
+        start.with_suffix(".tmp").replace(start)
+    cmd = command(stage)
+    if "--init-from" in cmd:
+        i = cmd.index("--init-from")
+        del cmd[i:i + 2]
+    return [*cmd, "--init-from", str(start), "--start-step", str(step)]
+
+
+def needed(stage: str, from_scratch: bool = False) -> list[str]:
+    """The stages to run for ``stage``: its lineage from the latest one already done (or
+    the stage alone, when it continues from its shipped snapshot)."""
     chain = lineage(stage)
+    if not from_scratch and shipped_snapshot(stage) is not None:
+        return [stage]
     done = [i for i, s in enumerate(chain) if product(s).is_file()]
     return chain[done[-1]:] if done else chain
 
@@ -247,8 +296,9 @@ def derive(name: str) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
-def run(stage: str) -> None:
-    """Train a stage unless its final.pt exists (resume it if it was interrupted)."""
+def run(stage: str, from_scratch: bool = False) -> None:
+    """Train a stage unless its final.pt exists (resume it if it was interrupted, continue
+    it from its shipped snapshot if its run folder is gone)."""
     if stage in DERIVED:
         derive(stage)
         return
@@ -257,8 +307,13 @@ def run(stage: str) -> None:
         print(f"[{stage}] done: {out / 'final.pt'}")
         return
     cmd = command(stage)
+    snapshot = None if from_scratch else shipped_snapshot(stage)
     if (out / "ckpt.pt").is_file():
         cmd = [sys.executable, "-m", "nic_lib.train", "--resume", str(out)]
+    elif snapshot is not None:
+        cmd = continue_command(stage, *snapshot)
+        print(f"[{stage}] no run folder: continuing from the shipped snapshot {snapshot[0]} "
+              f"(step {snapshot[1]}; --from-scratch re-runs the lineage instead)", flush=True)
     print(f"[{stage}] {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
 
@@ -312,6 +367,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="+", choices=sorted([*STAGES, *DERIVED]), help="these stages (and "
                    "the stages they start from); default all")
     p.add_argument("--list", action="store_true", help="print the stages and exit")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="re-run a stage's lineage even where a shipped snapshot of it could be "
+                   "continued (default: continue it)")
     p.add_argument("--ship-only", action="store_true",
                    help="copy finished runs into checkpoints/ without training")
     args = p.parse_args(argv)
@@ -324,10 +382,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     order = []
     for stage in stages:
-        order += [s for s in needed(stage) if s not in order]
+        order += [s for s in needed(stage, args.from_scratch) if s not in order]
     for stage in order:
         if not args.ship_only:
-            run(stage)
+            run(stage, args.from_scratch)
         if (RUNS / stage / "final.pt").is_file():
             ship(stage)
         elif stage in STAGES and STAGES[stage][2] and (RUNS / stage / "ckpt.pt").is_file():

@@ -194,6 +194,36 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert T.learning_rate(50, step) == pytest.approx(1e-4)
 
 
+def test_a_continued_schedule_warms_up_to_the_rate_it_has_at_its_start_step():
+    cfg = T.TrainConfig(lr=1e-3, warmup_steps=10, lr_decay_steps=100, max_steps=100,
+                        min_lr_ratio=0.1)
+    cont = dataclasses.replace(cfg, start_step=40)
+    # before the start step nothing changes, and the warm-up of a fresh run is the old one
+    assert [T.learning_rate(s, cont) for s in range(10)] == [T.learning_rate(s, cfg)
+                                                             for s in range(10)]
+    # a linear ramp, over the warm-up, towards the schedule's (decaying) rate
+    ramp = [T.learning_rate(s, cont) for s in range(40, 50)]
+    assert ramp == pytest.approx([T.learning_rate(40 + k, cfg) * (k + 1) / 10 for k in range(10)])
+    assert all(a < b for a, b in zip(ramp, ramp[1:], strict=False))
+    # after the ramp, the continued schedule is the uninterrupted one
+    assert [T.learning_rate(s, cont) for s in range(50, 120)] == [
+        T.learning_rate(s, cfg) for s in range(50, 120)]
+
+
+def test_start_step_continues_a_warm_started_run_from_that_step(workdir, reference_run):
+    root, images = workdir
+    run = T.train(_config(images, root / "continued", init_from=str(reference_run / "final.pt"),
+                          start_step=20))
+    steps = [int(r[0]) for r in _log(run)]
+    assert steps == [25, 30]  # the counter, --max-steps and the schedule go on from step 20
+    assert torch.load(run / "final.pt", weights_only=False)["step"] == STEPS
+    with pytest.raises(ValueError, match="--init-from"):
+        T.train(_config(images, root / "bad-start", start_step=20))
+    with pytest.raises(ValueError, match="--start-step"):
+        T.train(_config(images, root / "bad-start2", init_from=str(reference_run / "final.pt"),
+                        start_step=STEPS))
+
+
 def test_training_refuses_evaluation_sets(tmp_path):
     with pytest.raises(ValueError, match="evaluation set"):
         T.training_files(["kodak"])

@@ -86,7 +86,10 @@ class TrainConfig:
     to parameters under those name prefixes (``g_a g_s gain inverse_gain``: the
     transforms, with a fresh entropy model), and ``freeze`` keeps parameters under those
     prefixes at their warm-start values (the ablation protocol of notebook 01 trains
-    each entropy model on one set of frozen transforms).
+    each entropy model on one set of frozen transforms). ``start_step`` continues a
+    schedule from a warm start: the step counter begins there (a shipped snapshot's step
+    when its run folder, with the optimizer state, is gone); the warm-up then ramps to
+    the schedule's rate at that step.
     ``schedule_clock="time"`` runs the learning-rate schedule on
     ``max(step/max_steps, elapsed/max_minutes)``, so a run cut short by ``--max-minutes``
     still finishes its decay.
@@ -103,6 +106,7 @@ class TrainConfig:
     reference_lmbda: float | None = None
     init_from: str | None = None
     init_only: tuple[str, ...] | None = None
+    start_step: int = 0
     freeze: tuple[str, ...] | None = None
     prefit_densities: int = 0
     per_level_hyper_density: bool = False
@@ -298,6 +302,12 @@ def check_config(cfg: TrainConfig, world: int, resuming: bool = False) -> None:
                          "it needs a variable-rate run (--qualities)")
     if (cfg.init_only or cfg.freeze) and cfg.init_from is None:
         raise ValueError("--init-only and --freeze act on a warm start: give --init-from too")
+    if cfg.start_step < 0 or cfg.start_step >= cfg.max_steps:
+        raise ValueError(f"--start-step {cfg.start_step}: give a step in [0, --max-steps "
+                         f"{cfg.max_steps})")
+    if cfg.start_step and cfg.init_from is None:
+        raise ValueError("--start-step continues a schedule from a warm start: give "
+                         "--init-from too (to continue a run with its optimizer, use --resume)")
     # a resumed run restores its weights from ckpt.pt: its warm-start source may be gone
     if cfg.init_from is not None and not resuming and not Path(cfg.init_from).is_file():
         raise ValueError(f"--init-from {cfg.init_from}: no such file (give a run's final.pt "

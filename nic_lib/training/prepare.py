@@ -166,7 +166,7 @@ def restore(state: dict | None, model: torch.nn.Module, opt: Optimizers,
     if state is None:
         if cfg.noise == "global":
             torch.manual_seed(cfg.seed + 1 + rank)  # distinct noise on every rank
-        return 0, 0.0, torch.zeros(5, dtype=torch.float64, device=device)
+        return cfg.start_step, 0.0, torch.zeros(5, dtype=torch.float64, device=device)
     model.load_state_dict(state["model"])
     opt.optimizer.load_state_dict(state["optimizer"])
     opt.aux_optimizer.load_state_dict(state["aux_optimizer"])

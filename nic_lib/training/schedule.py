@@ -17,16 +17,27 @@ def learning_rate(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -
 
     Args:
         step: 0-based step.
-        cfg: uses lr, warmup_steps, lr_schedule, lr_decay_steps (default max_steps),
+        cfg: uses lr, warmup_steps, start_step, lr_schedule, lr_decay_steps (default max_steps),
             min_lr_ratio, lr_milestones, lr_gamma, schedule_clock, max_minutes.
         elapsed_s: training seconds so far (used by ``schedule_clock="time"``).
 
     Returns:
         The rate for that step.
     """
+    since = step - cfg.start_step
+    if cfg.start_step and 0 <= since < cfg.warmup_steps:
+        # a continued schedule (t_0 = --start-step): ramp to the rate the schedule has there,
+        # lr_t = lr_sched(max(t, T_warmup)) · (t − t_0 + 1) / T_warmup
+        target = _after_warmup(max(step, cfg.warmup_steps), cfg, elapsed_s)
+        return target * (since + 1) / cfg.warmup_steps
     if step < cfg.warmup_steps:
         # lr_t = lr · (t + 1) / T_warmup
         return cfg.lr * (step + 1) / cfg.warmup_steps
+    return _after_warmup(step, cfg, elapsed_s)
+
+
+def _after_warmup(step: int, cfg: TrainConfig, elapsed_s: float | None) -> float:
+    """The schedule's rate at a step past the warm-up."""
     horizon = cfg.lr_decay_steps or cfg.max_steps
     t_steps = (step - cfg.warmup_steps) / max(1, horizon - cfg.warmup_steps)
     t_time = 0.0

@@ -1,0 +1,64 @@
+"""scripts/train_cpu_profile.py: which stages run, and how a run whose folder is gone continues
+from its shipped snapshot."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_cpu_profile.py"
+
+
+@pytest.fixture
+def script(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("train_cpu_profile_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(module, "CHECKPOINTS", tmp_path / "checkpoints")
+    return module
+
+
+def _ship(script, stage: str, step: int | None, snapshot_of: str) -> Path:
+    path = script.CHECKPOINTS / script.STAGES[stage][2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": "nic-repro-checkpoint", "state_dict": {}, "step": step,
+                "snapshot_of": snapshot_of}, path)
+    return path
+
+
+def test_without_a_shipped_snapshot_the_whole_lineage_runs(script):
+    assert script.needed("n96") == script.lineage("n96")
+    assert script.lineage("n96")[-3:] == ["m192-q8-fork", "n96-init", "n96"]
+
+
+def test_a_shipped_snapshot_of_the_stage_is_continued_at_its_step(script):
+    shipped = _ship(script, "n96", 15000, "/somewhere/nic-runs/cpu-profile/n96")
+    assert script.needed("n96") == ["n96"]
+    assert script.needed("n96", from_scratch=True) == script.lineage("n96")
+    cmd = script.continue_command("n96", *script.shipped_snapshot("n96"))
+    start = Path(cmd[cmd.index("--init-from") + 1])
+    # the run starts from a copy (the shipped file is replaced when the run ships)
+    assert start.parent == script.RUNS and start.read_bytes() == shipped.read_bytes()
+    assert cmd.count("--init-from") == 1 and cmd[cmd.index("--start-step") + 1] == "15000"
+    # the stage's own schedule is kept
+    assert cmd[cmd.index("--max-steps") + 1] == cmd[cmd.index("--lr-decay-steps") + 1]
+
+
+@pytest.mark.parametrize("step, source", [(None, "/x/cpu-profile/n96"),
+                                          (15000, "/x/cpu-profile/m192-q8")])
+def test_only_a_snapshot_of_this_stage_with_a_step_is_continued(script, step, source):
+    _ship(script, "n96", step, source)
+    assert script.shipped_snapshot("n96") is None
+    assert script.needed("n96") == script.lineage("n96")
+
+
+def test_an_existing_run_folder_is_resumed_not_continued(script):
+    _ship(script, "n96", 15000, "/x/cpu-profile/n96")
+    (script.RUNS / "n96").mkdir(parents=True)
+    (script.RUNS / "n96" / "ckpt.pt").write_bytes(b"")
+    assert script.shipped_snapshot("n96") is None
+
