@@ -449,6 +449,83 @@ def test_fp16_checkpoint_stores_half_weights_and_still_decodes(tmp_path):
         assert torch.allclose(x_hat, loaded(x)["x_hat"].clamp(0, 1), atol=1e-6)
 
 
+def test_int8_checkpoint_stores_kernels_in_int8_with_per_channel_scales(tmp_path):
+    model = _updated("mbt2018")
+    path = save_checkpoint(model, tmp_path / "q.pt", default_config("mbt2018", 2) | TINY,
+                           dtype=torch.int8)
+    raw = torch.load(path, weights_only=True)
+    assert raw["format_version"] == 2 and raw["dtype"] == "int8"
+    for key in ("g_a.0.weight", "g_s.0.weight", "context_prediction.weight"):
+        assert raw["state_dict"][key].dtype == torch.int8, key
+    assert raw["state_dict"]["g_a.0.bias"].dtype == torch.float16
+    loaded, _ = load_checkpoint(path)
+    for key in ("g_a.0.weight", "g_s.0.weight"):  # Conv2d: out = dim 0; ConvTranspose2d: dim 1
+        w, got = model.state_dict()[key], loaded.state_dict()[key]
+        out_dim = 1 if key.startswith("g_s") else 0
+        dims = [d for d in range(4) if d != out_dim]
+        # each output channel is within half a step of its own scale, max |w_c| / 127
+        step = w.abs().amax(dim=dims, keepdim=True) / 127
+        assert torch.all((got - w).abs() <= step / 2 + 1e-7), key
+        assert not torch.equal(got, w)
+    mean = _updated("mbt2018-mean")
+    loaded, _ = load_checkpoint(save_checkpoint(
+        mean, tmp_path / "m.pt", default_config("mbt2018-mean", 2) | TINY, dtype=torch.int8))
+    x = smooth_image(seed=6)
+    coded, x_hat, _ = round_trip(loaded, x)  # a model as stored codes exactly
+    with torch.no_grad():
+        assert torch.allclose(x_hat, loaded(x)["x_hat"].clamp(0, 1), atol=1e-6)
+
+
+def test_checkpoint_on_a_base_stores_only_what_differs_and_loads_whole(tmp_path):
+    config = default_config("mbt2018", 2) | TINY
+    base_model = _updated("mbt2018")
+    base = save_checkpoint(base_model, tmp_path / "mbt2018" / "base.pt", config,
+                           dtype=torch.float16)
+    base_loaded, _ = load_checkpoint(base)
+    # an ablation: the base's transforms (as stored), a new entropy model
+    ablation = _updated("mbt2018")
+    transforms = {k: v for k, v in base_loaded.state_dict().items() if k.startswith(("g_a", "g_s"))}
+    with torch.no_grad():
+        for name, p in ablation.named_parameters():
+            if not name.startswith(("g_a", "g_s")):
+                p.add_(0.01 * torch.randn_like(p))
+    ablation.load_state_dict({**ablation.state_dict(), **transforms})
+    ablation.update(force=True)
+    path = save_checkpoint(ablation, tmp_path / "ablations" / "a.pt", config, base=base)
+    raw = torch.load(path, weights_only=True)
+    assert raw["base"]["checkpoint"] == "../mbt2018/base.pt"
+    shared = set(raw["base"]["keys"])
+    assert set(transforms) <= shared and not set(raw["state_dict"]) & shared
+    assert not [k for k in shared if k.endswith(".weight") and k.startswith(
+        ("h_a", "h_s", "context", "entropy_param"))]
+    assert "h_s.0.weight" in raw["state_dict"]
+    loaded, _ = load_checkpoint(path)
+    for key, value in ablation.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    x = smooth_image(seed=7)
+    assert loaded.compress(x)["strings"] == ablation.compress(x)["strings"]
+
+    # the base changes under it: refused, with what to do
+    other = _updated("mbt2018")
+    with torch.no_grad():
+        other.g_a[0].weight.mul_(1.5)
+    save_checkpoint(other, base, config, dtype=torch.float16)
+    with pytest.raises(CheckpointMismatchError, match="re-train it on the current base"):
+        load_checkpoint(path)
+    base.unlink()
+    with pytest.raises(CheckpointNotFoundError, match="base checkpoint ../mbt2018/base.pt"):
+        load_checkpoint(path)
+
+
+def test_a_newer_checkpoint_format_is_refused_by_name(tmp_path):
+    path = save_checkpoint(_updated("mbt2018"), tmp_path / "c.pt", {"quality": 3})
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["format_version"] = 9
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="format version 9"):
+        load_checkpoint(path)
+
+
 def test_checkpoint_of_another_architecture_raises_mismatch(tmp_path):
     model = _updated("mbt2018")
     path = save_checkpoint(model, tmp_path / "ckpt.pt", {"quality": 3})

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import torch
 from compressai.entropy_models import EntropyBottleneck
 
-from nic_lib.models import variable_rate
+from nic_lib.models import checkpoints, variable_rate
 
 #: Density pre-fit (``--prefit-densities``): crops whose latents the densities are fitted
 #: to, and the learning rates of the densities and of their quantiles. The densities are
@@ -73,6 +74,9 @@ def warm_start(model: torch.nn.Module, path: str | os.PathLike, only=None) -> di
         ValueError: the file holds no state dict.
     """
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and state.get("format") == checkpoints.CHECKPOINT_FORMAT:
+        # int8 kernels dequantized, tensors shared with a base checkpoint taken from it
+        state = {"state_dict": checkpoints._stored_weights(state, Path(path))}
     weights = state.get("state_dict") or state.get("model") if isinstance(state, dict) else None
     if not isinstance(weights, dict):
         raise ValueError(f"{path} holds no model weights (expected a run's final.pt or ckpt.pt)")

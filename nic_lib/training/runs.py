@@ -189,7 +189,8 @@ def snapshot_final(run_dir: Path, dest: Path) -> Path:
     return Path(dest)
 
 
-def ship_run(run_dir: Path, dest: Path, lineage: list[str]) -> Path:
+def ship_run(run_dir: Path, dest: Path, lineage: list[str], base: Path | None = None,
+             dtype: torch.dtype = torch.float16) -> Path:
     """Ship a finished run as a cpu-profile checkpoint: its ``final.pt`` at ``dest`` with
     float16 convolutions, the run's records beside it (:func:`copy_run_records`).
 
@@ -197,6 +198,9 @@ def ship_run(run_dir: Path, dest: Path, lineage: list[str]) -> Path:
         run_dir: the run folder.
         dest: the checkpoint to write (e.g. ``checkpoints/mbt2018/vr.pt``).
         lineage: the runs or checkpoints it descends from, stored as ``lineage``.
+        base: a shipped checkpoint whose tensors this one shares (an ablation's frozen
+            transforms): those are not stored again (``save_checkpoint(base=...)``).
+        dtype: storage of the convolutions (``torch.int8`` for an ablation's entropy model).
 
     Returns:
         ``dest``.
@@ -210,7 +214,7 @@ def ship_run(run_dir: Path, dest: Path, lineage: list[str]) -> Path:
     model, ckpt = checkpoints.load_checkpoint(final)
     extra = {k: v for k, v in ckpt.items() if k not in checkpoints._RESERVED_KEYS}
     extra["lineage"] = list(lineage)
-    checkpoints.save_checkpoint(model, dest, ckpt["config"], extra=extra, dtype=torch.float16)
+    checkpoints.save_checkpoint(model, dest, ckpt["config"], extra=extra, dtype=dtype, base=base)
     copy_run_records(run_dir, Path(dest).parent, Path(dest).stem)
     return Path(dest)
 
