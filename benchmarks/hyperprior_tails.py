@@ -7,7 +7,7 @@ latent far outside its predicted scale costs up to −log2(1e-9) ≈ 29.9 bits i
 (CompressAI's likelihood floor) but only an escape symbol plus bypass bits in the stream.
 This benchmark asks *why* the scales are that overconfident, per quality:
 
-- ``gap_percent``: real / estimated bpp − 1 over the images (``nic_lib.neural.code_image``);
+- ``gap_percent``: real / estimated bpp − 1 over the images (``nic_lib.coding.code_image``);
 - ``tail_share``: as ``nic_lib.neural.tail_bits`` (the share of the estimated bits, y and
   z, in symbols costing more than ``TAIL_BITS``), over the images; ``at_floor``: latents
   y at the likelihood floor, ``floor_fraction`` their share of all latents;
@@ -56,7 +56,7 @@ def scale_stats(model: torch.nn.Module, img) -> dict:
         ``{"latents", "at_floor", "floor_dead_sigma" (count), "floor_ratios" (tensor),
         "y_est_bits", "z_est_bits" (Σ −log2 p of each), "tail_bits" (of both, in symbols
         over ``TAIL_BITS``), "z_latents", "z_at_floor"}``. The likelihoods are the eval-mode
-        ``forward``'s, the same as ``nic_lib.neural.code_image``'s ``bpp_est``.
+        ``forward``'s, the same as ``nic_lib.coding.code_image``'s ``bpp_est``.
     """
     x = coding.model_input(model, img)  # padded to the model's factor (64), on its device
     with torch.no_grad():
@@ -85,7 +85,7 @@ def measure(source: str, qualities: list[int], images: list[tuple[str, object]])
         part_est = {"y": 0.0, "z": 0.0}
         ratios = []
         for _, img in images:
-            coded = neural.code_image(model, img, decode=False)
+            coded = coding.code_image(model, img, decode=False)
             y_strings, z_strings = coded["strings"]  # the hyperprior's two streams
             part_real["y"] += 8 * sum(len(b) for b in y_strings)
             part_real["z"] += 8 * sum(len(b) for b in z_strings)

@@ -162,10 +162,10 @@ def start_evaluation(init: Path, cache_path: Path) -> pd.DataFrame:
     """The starting checkpoint evaluated as train.py evaluates (step 0, cached by digest)."""
     import torch
 
-    from nic_lib import neural, train
+    from nic_lib import train
     from nic_lib.models import checkpoints, variable_rate
 
-    key = {"checkpoint": neural.checkpoint_digest(init), "images": EVAL_IMAGES, "crop": EVAL_CROP}
+    key = {"checkpoint": checkpoints.checkpoint_digest(init), "images": EVAL_IMAGES, "crop": EVAL_CROP}
     cfg = train.TrainConfig(eval_images=EVAL_IMAGES, eval_crop=EVAL_CROP)
     images = train.load_eval_images(cfg)
 

@@ -13,11 +13,9 @@ alike. Two extra columns keep the learned codec honest:
   probabilities by more than a few bytes of rounding) and close to it.
 
 Both, the padding (edge replication to the model's downsampling factor) and the coding of
-one image (:func:`code_image`) are :mod:`nic_lib.coding`'s, the learned codecs' one path;
-its ``code_image`` is re-exported here while notebook 05, benchmarks and tests call it as
-``neural.code_image`` (:func:`checkpoint_digest`, now
-:mod:`nic_lib.models.checkpoints`'s, while notebook 01 and
-``benchmarks/training_extension.py`` do).
+one image (:func:`nic_lib.coding.code_image`) are :mod:`nic_lib.coding`'s, the learned
+codecs' one path; a checkpoint's digest for result caches is
+:func:`nic_lib.models.checkpoints.checkpoint_digest`.
 
 Every function runs on the device its model sits on (``get_model(..., device=DEVICE)``;
 :func:`nic_lib.models.default_device` picks a GPU when there is one): the image goes
@@ -41,14 +39,11 @@ from tqdm.auto import tqdm
 from nic_lib import cache, metrics
 from nic_lib.coding import code_image, estimated_likelihoods, model_input
 from nic_lib.models import checkpoints, hub, variable_rate
-from nic_lib.models.checkpoints import checkpoint_digest
 
 __all__ = [
     "SWEEP_COLUMNS",
     "bits_by_latent",
     "cached_rate_sweep",
-    "checkpoint_digest",
-    "code_image",
     "estimated_bits_by_part",
     "latent_statistics",
     "quality_models",
@@ -75,7 +70,7 @@ def rate_sweep(
             becomes the ``codec`` column, the quality the ``setting`` column.
         decode: True (default) decodes every bitstream, and the metrics come from the
             real decoder's output; an int decodes only the first that many images and
-            takes the others from the forward pass (see :func:`code_image` for the
+            takes the others from the forward pass (see :func:`nic_lib.coding.code_image` for the
             models where that differs); False decodes none.
         progress: show a tqdm bar.
 
@@ -165,7 +160,7 @@ def tail_bits(model: torch.nn.Module, img: np.ndarray, threshold: float = TAIL_B
     −log2 p counts more bits for it than the coder's escape code spends. A large share
     of bits in such latents makes the real bitstream *smaller* than the estimate, the
     sign of a mis-fitted entropy model (not of a good coder). The likelihoods are those
-    behind :func:`code_image`'s ``bpp_est`` (the coded latents' for the context models).
+    behind :func:`nic_lib.coding.code_image`'s ``bpp_est`` (the coded latents' for the context models).
 
     Args:
         model: a model in eval mode.
@@ -191,7 +186,7 @@ def tail_bits(model: torch.nn.Module, img: np.ndarray, threshold: float = TAIL_B
 def estimated_bits_by_part(model: torch.nn.Module, img: np.ndarray) -> dict[str, float]:
     """Σ −log2 p of each coded part of one image: the latents y and the side information z.
 
-    The same likelihoods as :func:`code_image`'s ``bpp_est`` (the coder's latents for the
+    The same likelihoods as :func:`nic_lib.coding.code_image`'s ``bpp_est`` (the coder's latents for the
     context models), split by their key in the model's ``likelihoods`` dict.
 
     Args:
@@ -264,7 +259,7 @@ def cached_rate_sweep(
         results_dir: folder of the cached tables.
         label: the model's name in the tables.
         family: ``{quality: model}``.
-        digest: identifies the weights (e.g. :func:`checkpoint_digest` of the checkpoint).
+        digest: identifies the weights (e.g. :func:`nic_lib.models.checkpoints.checkpoint_digest`).
         images: ``(name, image)`` pairs.
         context: everything else the numbers depend on (dataset, crop, qualities...).
         decode: as :func:`rate_sweep`.

@@ -78,7 +78,7 @@ PCA_K = [24, 48, 96, 144, 192, 256, 320]  # latent channels per 16x16x3 block fo
 QUALITIES = [1, 2, 3, 4, 5, 6]  # λ = 0.0018 ... 0.0483 (the quality table of nic_lib.models.LAMBDA_MSE)
 CLASSIC = ["jpeg", "webp", "jpeg2000", "avif"]  # baselines, configured as in notebook 00
 REFERENCE = "jpeg2000"  # BD-rates of the learned codecs are reported against this codec
-DECODE_IMAGES = None  # None -> 4 (cpu/full) or True (smoke): the real decoder runs on the first N images (times, round trip); the others take the decoder's output without running it (the encoder's own latents through g_s: see nic_lib.neural.code_image). True decodes everything
+DECODE_IMAGES = None  # None -> 4 (cpu/full) or True (smoke): the real decoder runs on the first N images (times, round trip); the others take the decoder's output without running it (the encoder's own latents through g_s: see nic_lib.coding.code_image). True decodes everything
 MAP_IMAGE = "kodim15"  # image whose latent maps are drawn (falls back to the first image when not loaded)
 MAP_QUALITY = 3  # quality of the latent maps
 FIGURE_DIR = None  # None -> paper_figures/01_mbt2018 for cpu, build/figures/<profile>/... otherwise
@@ -238,7 +238,7 @@ def load_family(label, source, zoo_model=False):
         if zoo_model:
             return ({q: hub.get_model(source, q, profile="full", device=device) for q in QUALITIES},
                     zoo.weights_digest(source, QUALITIES))
-        return neural.quality_models(source, QUALITIES, device=device), neural.checkpoint_digest(source)
+        return neural.quality_models(source, QUALITIES, device=device), checkpoints.checkpoint_digest(source)
     except (checkpoints.CheckpointNotFoundError, zoo.PretrainedWeightsUnavailableError, ValueError) as err:
         print(f"skipping {label}: {str(err).splitlines()[0]}")
         skipped_models.append(label)

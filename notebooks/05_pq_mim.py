@@ -527,7 +527,7 @@ def compute_perceptual_table():
         if len(learned):  # mbt2018 at the quality whose mean bpp is closest: matched bpp
             q_bpp = learned.groupby("setting")["bpp"].mean()
             q = int((q_bpp - pq_bpp).abs().idxmin())
-            outs = [(img, neural.code_image(mbt[q], img)) for _, img in images]
+            outs = [(img, coding.code_image(mbt[q], img)) for _, img in images]
             decoded[f"mbt2018 q{q}"] = [r["x_hat"] for _, r in outs]
             per_image[f"mbt2018 q{q}"] = [{"bpp": r["bpp"], "psnr_rgb": metrics.psnr(img, r["x_hat"])} for img, r in outs]
         dist = perceptual.compare_decoders([img for _, img in images], decoded, extractor)
@@ -564,7 +564,7 @@ if len(perc_table):
     mbt_rows = perc_table[perc_table["codec"].str.startswith("mbt2018")]
     if len(mbt_rows):
         q = int(mbt_rows["codec"].iloc[0].split("q")[-1])
-        r = neural.code_image(mbt[q], gallery_img)
+        r = coding.code_image(mbt[q], gallery_img)
         crops[f"mbt2018 q{q}: {r['bytes']} B, {metrics.psnr(gallery_img, r['x_hat']):.1f} dB"] = r["x_hat"]
     side = min(PERCEPTUAL_CROP, *gallery_img.shape[:2])
     fig, axes = plt.subplots(1, len(crops), figsize=(3.2 * len(crops), 3.4))

@@ -97,9 +97,9 @@ def test_the_state_dict_is_unchanged_and_deep_copies_follow_their_level():
 def test_calibrated_codes_decode_exactly_at_another_rate():
     model = vr_model("mbt2018-mean")
     img = image(1)
-    plain = neural.code_image(model, img)
+    plain = coding.code_image(model, img)
     C.apply_calibration(model, [3.0, 3.0, 3.0])
-    cal = neural.code_image(model, img)  # decodes with the real decoder, checked exact
+    cal = coding.code_image(model, img)  # decodes with the real decoder, checked exact
     # ŷ does not depend on σ: the same reconstruction, another rate
     assert np.array_equal(cal["x_hat"], plain["x_hat"])
     assert cal["bpp"] != plain["bpp"] and cal["bpp_est"] != plain["bpp_est"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from nic_lib import neural
+from nic_lib import coding, neural
 from nic_lib.models import build_model, default_device, resolve_device
 
 HAS_CUDA = torch.cuda.is_available()
@@ -57,7 +57,7 @@ def test_code_image_runs_where_the_model_is(device, one_thread):
         pytest.skip("no GPU here")
     model = _model("mbt2018-mean").to(device)
     img = (np.random.default_rng(1).random((48, 80, 3)) * 255).astype(np.uint8)
-    out = neural.code_image(model, img)
+    out = coding.code_image(model, img)
     assert out["x_hat"].shape == img.shape and out["x_hat"].dtype == np.uint8
     assert out["bpp"] > 0 and out["bpp_est"] > 0
     assert neural.latent_statistics(model, img)["bits"].ndim == 3

@@ -37,13 +37,13 @@ def _image(h=40, w=70, seed=0):
 def test_real_bitstream_is_at_least_the_estimate_and_decodes_like_forward(name):
     model = _model(name)
     img = _image()
-    r = neural.code_image(model, img, decode=True)
+    r = coding.code_image(model, img, decode=True)
     assert r["x_hat"].shape == img.shape
     assert r["bytes"] == sum(len(s) for streams in r["strings"] for s in streams)
     # the coder cannot beat the model's own probabilities (a few bytes of slack for
     # rounding in the 16-bit CDF tables)
     assert r["bpp"] >= r["bpp_est"] - 8 * 4 / (40 * 70)
-    forward = neural.code_image(model, img, decode=False)
+    forward = coding.code_image(model, img, decode=False)
     assert forward["bytes"] == r["bytes"] and math.isnan(forward["decode_s"])
     # without the decoder, the reconstruction is still the decoder's: from the encoder's
     # own latents (mbt2018) or an exact forward pass (mbt2018-mean), up to float rounding
@@ -51,7 +51,7 @@ def test_real_bitstream_is_at_least_the_estimate_and_decodes_like_forward(name):
 
 
 def test_checkerboard_is_decoded_even_when_decoding_is_skipped():
-    r = neural.code_image(_model("mbt2018-checkerboard"), _image(), decode=False)
+    r = coding.code_image(_model("mbt2018-checkerboard"), _image(), decode=False)
     assert not math.isnan(r["decode_s"])
 
 
@@ -143,7 +143,7 @@ def test_overconfident_scales_put_bits_in_the_tail_and_the_stream_below_the_esti
         with torch.no_grad():  # latents 30x larger than the untrained hyperprior expects
             model.g_a[-1].weight.mul_(gain)
         model.update(force=True)
-        results[gain] = (neural.tail_bits(model, img), neural.code_image(model, img, decode=False))
+        results[gain] = (neural.tail_bits(model, img), coding.code_image(model, img, decode=False))
     calm, wild = results[1.0], results[30.0]
     assert calm[0]["tail_share"] == 0.0 and calm[1]["bpp"] >= calm[1]["bpp_est"]
     assert wild[0]["tail_share"] > 0.5
@@ -186,7 +186,7 @@ def test_coded_likelihoods_are_those_of_the_coders_symbols(name):
 def test_code_image_estimates_the_context_models_rate_from_the_coded_latents():
     model = _model("mbt2018-context")
     img = _image()
-    r = neural.code_image(model, img, decode=False)
+    r = coding.code_image(model, img, decode=False)
     x = coding.pad_to(coding.to_tensor(img), model.downsampling_factor)
     y_hat = model.compress(x, return_y_hat=True)["y_hat"]
     bits = float(-torch.log2(model.coded_likelihoods(x, y_hat)["y"]).sum())
@@ -198,7 +198,7 @@ def test_tail_bits_of_a_context_model_count_the_estimate_code_image_reports():
     model = _model("mbt2018-context")
     img = _image()
     assert neural.tail_bits(model, img)["bpp_est"] == pytest.approx(
-        neural.code_image(model, img, decode=False)["bpp_est"], rel=1e-6)
+        coding.code_image(model, img, decode=False)["bpp_est"], rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ["mbt2018", "bmshj2018-hyperprior", "bmshj2018-factorized"])
@@ -206,7 +206,7 @@ def test_bits_by_part_add_up_to_the_estimate_and_split_off_the_side_information(
     model = _model(name)
     img = _image(64, 64)
     parts = neural.estimated_bits_by_part(model, img)
-    coded = neural.code_image(model, img, decode=False)
+    coded = coding.code_image(model, img, decode=False)
     assert sum(parts.values()) / (64 * 64) == pytest.approx(coded["bpp_est"], rel=1e-6)
     assert set(parts) == ({"y"} if name == "bmshj2018-factorized" else {"y", "z"})
     assert all(bits > 0 for bits in parts.values())

@@ -115,7 +115,7 @@ def test_every_model_becomes_variable_rate_and_rate_grows_with_level(name):
 
 
 #: Models whose eval-mode forward rounds the latents exactly as their coder does (the
-#: context models' forward cannot know the serially predicted means: see neural.code_image).
+#: context models' forward cannot know the serially predicted means: see coding.code_image).
 CODER_EXACT_FORWARD = ["bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean"]
 
 

@@ -159,7 +159,7 @@ def _kodak_crop(side: int = 128) -> np.ndarray:
 @pytest.fixture(scope="module")
 def standin_rd(standin, tmp_path_factory):
     """bpp, estimated bpp and PSNR of the stand-in codecs on a Kodak crop, qualities 1-6."""
-    from nic_lib import neural
+    from nic_lib import coding
 
     img = _kodak_crop()
     folder = tmp_path_factory.mktemp("standin-rd-cache")
@@ -169,7 +169,7 @@ def standin_rd(standin, tmp_path_factory):
         for key in standin_zoo.CODEC_KEYS:
             rows = []
             for quality in range(1, 7):
-                out = neural.code_image(zoo.load_zoo_model(key, quality, folder=folder), img)
+                out = coding.code_image(zoo.load_zoo_model(key, quality, folder=folder), img)
                 mse = np.mean((out["x_hat"].astype(np.float64) - img) ** 2)
                 rows.append((out["bpp"], out["bpp_est"], 10 * np.log10(255.0**2 / mse)))
             curves[key] = np.array(rows)
