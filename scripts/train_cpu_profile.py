@@ -26,15 +26,17 @@ m192-q8's remaining schedule in bfloat16 autocast; shipped as ``checkpoints/mbt2
 
 *The ablation protocol* (``ablate-*``, notebook 01): every entropy model of the paper's
 ablations — the joint model itself, mean-scale, scale-only, factorized, context-only,
-GMM, checkerboard, and context sizes 3, 5, 7 — is trained from a fresh initialisation on
-the *same frozen* analysis/synthesis transforms and gain units (those of ``m192-vr``;
-``--init-only`` and ``--freeze g_a g_s gain inverse_gain``), for the same
-``ABLATION_STEPS`` steps with the same learning rate. With the transforms frozen the
-distortion is the same for all (ŷ = y + u in training), so each run minimises the rate
-of the same latents, and an ordering reflects the entropy model alone. That is not the
-paper's protocol (one full end-to-end training per model, where the transforms adapt to
-their entropy model): it isolates what the paper's comparison mixes, at a budget a CPU
-affords.
+GMM, checkerboard, and context sizes 3 and 7 (each trained, not cropped) — is trained from
+a fresh initialisation on the *same frozen* analysis/synthesis transforms and gain units,
+those of the finished ``n96`` as shipped, for the same ``ABLATION_STEPS`` steps with the
+same learning rate, on the same cached latents (``python -m nic_lib.train_entropy``).
+With the transforms frozen the distortion is the same for all (ŷ = y + u in training),
+so each run minimises the rate of the same latents, and an ordering reflects the entropy
+model alone. That is not the paper's protocol (one full end-to-end training per model,
+where the transforms adapt to their entropy model): it isolates what the paper's
+comparison mixes, at a budget a CPU affords. The ablations ship as checkpoints that store
+only their entropy models, in int8, and take the transforms from ``mbt2018/n96.pt``
+(:func:`nic_lib.models.save_checkpoint`'s ``base``).
 
 Outputs: runs in ``$NIC_RUNS_DIR/cpu-profile/<stage>/`` (default ``~/nic-runs``, outside
 the repository: they hold optimizer state), derived checkpoints beside them as
@@ -163,39 +165,41 @@ STAGES["n96"] = ("n96-init", [
     "--eval-every", "2000", "--eval-images", "4", "--eval-crop", "256", "--precision", "bf16",
     "--threads", "1", "--init-from", str(RUNS / "n96-init.pt")], "mbt2018/n96.pt")
 
-#: The ablation protocol: same frozen transforms (m192-vr's), fresh entropy model, the
-#: same steps and learning rate for every entropy model. ABLATION_STEPS: ~2,000 steps ran
-#: ~6 min per model on one idle core (frozen transforms: no backward through g_a, g_s),
-#: so the nine fit in an hour.
-ABLATION_STEPS = 2000
+#: The ablation protocol: the same frozen transforms and gain units (those of the finished
+#: ``n96``, as shipped), a fresh entropy model, the same steps, crops and learning rate for
+#: every entropy model, trained on cached latents (``python -m nic_lib.train_entropy``:
+#: g_a runs once per crop, g_s never). ABLATION_STEPS: the M = 96/192 protocols gave each
+#: model 2,000 steps (~7 minutes), which left the orderings to the training budget
+#: (issue 25); 10,000 steps is ~40 minutes per model on one core.
+ABLATION_STEPS = 10000
 ABLATION_LR = "1e-3"
 #: Adam steps per level of the density pre-fit (nic_lib.train.prefit_densities).
 PREFIT_STEPS = 500
-TRANSFORMS = ["g_a", "g_s", "gain", "inverse_gain"]
-ABLATIONS = {  # stage -> (registry model, extra flags)
-    "ablate-mbt2018": ("mbt2018", []),
-    "ablate-mbt2018-ctx3": ("mbt2018", ["--context-size", "3"]),
-    "ablate-mbt2018-ctx7": ("mbt2018", ["--context-size", "7"]),
-    "ablate-mbt2018-mean": ("mbt2018-mean", []),
-    "ablate-bmshj2018-hyperprior": ("bmshj2018-hyperprior", []),
-    # its six per-level densities of y each see a sixth of the steps: fitted first on the
-    # frozen latents (as the M = 96 recipe did; without it 2,000 steps left it at ~2.6 bpp
-    # at every level on kodim01)
-    "ablate-bmshj2018-factorized": ("bmshj2018-factorized", ["--prefit-densities", str(PREFIT_STEPS)]),
-    "ablate-mbt2018-context": ("mbt2018-context", []),
-    "ablate-mbt2018-gmm": ("mbt2018-gmm", []),
-    "ablate-mbt2018-checkerboard": ("mbt2018-checkerboard", []),
+#: The transforms every ablation shares: n96's shipped file (the ablations store only what
+#: differs from it, their entropy models in int8: nic_lib.models.checkpoints).
+ABLATION_BASE = "mbt2018/n96.pt"
+ABLATIONS = {  # stage -> (registry model, extra flags, shipped as)
+    "ablate-mbt2018": ("mbt2018", [], "mbt2018/n96-ablation.pt"),
+    "ablate-mbt2018-ctx3": ("mbt2018", ["--context-size", "3"], "mbt2018/n96-ctx3.pt"),
+    "ablate-mbt2018-ctx7": ("mbt2018", ["--context-size", "7"], "mbt2018/n96-ctx7.pt"),
+    "ablate-mbt2018-mean": ("mbt2018-mean", [], "mbt2018-mean/n96.pt"),
+    "ablate-bmshj2018-hyperprior": ("bmshj2018-hyperprior", [], "bmshj2018-hyperprior/n96.pt"),
+    # its per-level densities of y each see an eighth of the steps: fitted first on the
+    # frozen latents (without it 2,000 steps left it at ~2.6 bpp at every level on kodim01)
+    "ablate-bmshj2018-factorized": ("bmshj2018-factorized",
+                                    ["--prefit-densities", str(PREFIT_STEPS)],
+                                    "bmshj2018-factorized/n96.pt"),
+    "ablate-mbt2018-context": ("mbt2018-context", [], "mbt2018-context/n96.pt"),
+    "ablate-mbt2018-gmm": ("mbt2018-gmm", [], "mbt2018-gmm/n96.pt"),
+    "ablate-mbt2018-checkerboard": ("mbt2018-checkerboard", [], "mbt2018-checkerboard/n96.pt"),
 }
-for _stage, (_model, _extra) in ABLATIONS.items():
-    STAGES[_stage] = ("m192-vr", [
-        "--model", _model, "--qualities", *QUALITIES, "--N", "64", "--M", str(M_WIDE),
-        "--crop", "128", "--batch-size", "8", "--no-progress", "--schedule-clock", "steps",
-        "--lr", ABLATION_LR, "--warmup-steps", "100", "--min-lr-ratio", "0.05",
-        "--max-steps", str(ABLATION_STEPS), "--eval-every", str(ABLATION_STEPS),
-        "--eval-images", "4", "--eval-crop", "256",
-        "--init-from", str(RUNS / "m192-vr" / "final.pt"),
-        "--init-only", *TRANSFORMS, "--freeze", *TRANSFORMS, "--threads", "1", *_extra],
-        None)
+for _stage, (_model, _extra, _target) in ABLATIONS.items():
+    STAGES[_stage] = ("n96", [
+        "--model", _model, "--qualities", *QUALITIES_WIDE,
+        "--transforms", str(CHECKPOINTS / ABLATION_BASE), "--crop", "128", "--batch-size", "8",
+        "--crops", "16384", "--steps", str(ABLATION_STEPS), "--lr", ABLATION_LR,
+        "--warmup-steps", "100", "--min-lr-ratio", "0.05", "--eval-images", "4",
+        "--eval-crop", "256", "--threads", "1", *_extra], _target)
 
 
 #: Shipped models whose scales are calibrated after training (scripts/calibrate_scales.py,
@@ -206,9 +210,12 @@ CALIBRATED = ("bmshj2018-hyperprior", "mbt2018-mean")
 
 
 def command(stage: str) -> list[str]:
-    """The ``python -m nic_lib.train`` command line of a stage."""
+    """The command line of a stage: ``python -m nic_lib.train`` (an ablation:
+    ``python -m nic_lib.train_entropy``, which has no ``--resume``: an interrupted
+    ablation starts again)."""
     _, flags, _ = STAGES[stage]
-    return [sys.executable, "-m", "nic_lib.train", *flags, "--out-dir", str(RUNS / stage)]
+    module = "nic_lib.train_entropy" if stage in ABLATIONS else "nic_lib.train"
+    return [sys.executable, "-m", module, *flags, "--out-dir", str(RUNS / stage)]
 
 
 def parent(stage: str) -> str | None:
@@ -230,16 +237,20 @@ def lineage(stage: str) -> list[str]:
     return chain
 
 
-def shipped_snapshot(stage: str) -> tuple[Path, int] | None:
-    """The shipped EMA snapshot of an unfinished run of ``stage`` and its step, when the
-    run folder itself is gone (a fresh machine: run folders live outside the repository).
+def max_steps(stage: str) -> int | None:
+    """The ``--max-steps`` of a stage's command (None when it has none)."""
+    flags = STAGES[stage][1]
+    return int(flags[flags.index("--max-steps") + 1]) if "--max-steps" in flags else None
 
-    A snapshot qualifies when it is a stage's shipped product, was taken of that stage's
-    run (``snapshot_of``) and has a step; the run then continues from it
-    (:func:`continue_command`) instead of re-running its lineage from the start.
+
+def shipped_state(stage: str) -> tuple[str, Path, int] | None:
+    """What of a stage's run is shipped in ``checkpoints/``: ``("final", path, step)`` for a
+    finished run, ``("snapshot", path, step)`` for the EMA snapshot of an unfinished one,
+    None for nothing (no shipped product, or the file is another stage's).
+
+    The file is the stage's when the last entry of its ``lineage`` is this stage's run.
     """
-    if stage not in STAGES or not STAGES[stage][2] or (RUNS / stage / "ckpt.pt").is_file() \
-            or product(stage).is_file():
+    if stage not in STAGES or not STAGES[stage][2]:
         return None
     shipped = CHECKPOINTS / STAGES[stage][2]
     if not shipped.is_file():
@@ -247,11 +258,23 @@ def shipped_snapshot(stage: str) -> tuple[Path, int] | None:
     import torch
 
     meta = torch.load(shipped, map_location="cpu", weights_only=True)
-    step = meta.get("step")
-    source = str(meta.get("snapshot_of") or "")
-    if not step or Path(source).name != stage:
+    lineage_ = meta.get("lineage") or []
+    if not lineage_ or Path(lineage_[-1]).name != stage or meta.get("step") is None:
         return None
-    return shipped, int(step)
+    step, total = int(meta["step"]), max_steps(stage)
+    unfinished = meta.get("snapshot_of") and (total is None or step < total)
+    return ("snapshot" if unfinished else "final"), shipped, step
+
+
+def shipped_snapshot(stage: str) -> tuple[Path, int] | None:
+    """The shipped EMA snapshot of an unfinished run of ``stage`` and its step, when the
+    run folder itself is gone (a fresh machine: run folders live outside the repository);
+    the run then continues from it (:func:`continue_command`) instead of re-running its
+    lineage from the start."""
+    if (RUNS / stage / "ckpt.pt").is_file() or product(stage).is_file():
+        return None
+    state = shipped_state(stage)
+    return (state[1], state[2]) if state and state[0] == "snapshot" else None
 
 
 def continue_command(stage: str, shipped: Path, step: int) -> list[str]:
@@ -274,13 +297,17 @@ def continue_command(stage: str, shipped: Path, step: int) -> list[str]:
 
 
 def needed(stage: str, from_scratch: bool = False) -> list[str]:
-    """The stages to run for ``stage``: its lineage from the latest one already done (or
-    the stage alone, when it continues from its shipped snapshot)."""
+    """The stages to run for ``stage``: its lineage from the latest stage that is done, has
+    a run folder to resume, or (unless ``from_scratch``) has a shipped product to continue
+    from or stand for it."""
     chain = lineage(stage)
-    if not from_scratch and shipped_snapshot(stage) is not None:
-        return [stage]
-    done = [i for i, s in enumerate(chain) if product(s).is_file()]
-    return chain[done[-1]:] if done else chain
+    for i in range(len(chain) - 1, -1, -1):
+        s = chain[i]
+        if product(s).is_file() or (s in STAGES and (RUNS / s / "ckpt.pt").is_file()):
+            return chain[i:]
+        if not from_scratch and shipped_state(s) is not None:
+            return chain[i:]
+    return chain
 
 
 def derive(name: str) -> None:
@@ -307,6 +334,11 @@ def run(stage: str, from_scratch: bool = False) -> None:
         print(f"[{stage}] done: {out / 'final.pt'}")
         return
     cmd = command(stage)
+    state = None if from_scratch else shipped_state(stage)
+    if state and state[0] == "final" and not (out / "ckpt.pt").is_file():
+        print(f"[{stage}] done: shipped as {state[1]} (step {state[2]}; --from-scratch "
+              "retrains it)")
+        return
     snapshot = None if from_scratch else shipped_snapshot(stage)
     if (out / "ckpt.pt").is_file():
         cmd = [sys.executable, "-m", "nic_lib.train", "--resume", str(out)]
@@ -325,6 +357,8 @@ def ship(stage: str) -> Path | None:
     Stages that ship no model (base, mbt2018-vr) ship their logs to checkpoints/stages/.
     """
     sys.path.insert(0, str(REPO))
+    import torch
+
     from nic_lib import train
 
     if stage in DERIVED:
@@ -333,8 +367,9 @@ def ship(stage: str) -> Path | None:
     if target is None:
         train.copy_run_records(RUNS / stage, CHECKPOINTS / "stages", stage)
         return None
+    shared = {"base": CHECKPOINTS / ABLATION_BASE, "dtype": torch.int8} if stage in ABLATIONS else {}
     dest = train.ship_run(RUNS / stage, CHECKPOINTS / target,
-                          [str(Path("runs/cpu-profile") / s) for s in lineage(stage)])
+                          [str(Path("runs/cpu-profile") / s) for s in lineage(stage)], **shared)
     print(f"[{stage}] shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)")
     if stage in CALIBRATED:  # new weights: refit their scale calibration (under a minute)
         subprocess.run([sys.executable, str(REPO / "scripts" / "calibrate_scales.py"),

@@ -1,5 +1,5 @@
 """scripts/train_cpu_profile.py: which stages run, and how a run whose folder is gone continues
-from its shipped snapshot."""
+from (or is stood for by) what it shipped."""
 
 from __future__ import annotations
 
@@ -22,21 +22,27 @@ def script(tmp_path, monkeypatch):
     return module
 
 
-def _ship(script, stage: str, step: int | None, snapshot_of: str) -> Path:
+def _ship(script, stage: str, step: int | None, of_stage: str | None = None,
+          snapshot: bool = True) -> Path:
+    """A shipped file as ship() / ship_snapshot() write it (metadata only)."""
     path = script.CHECKPOINTS / script.STAGES[stage][2]
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": "nic-repro-checkpoint", "state_dict": {}, "step": step,
-                "snapshot_of": snapshot_of}, path)
+    meta = {"format": "nic-repro-checkpoint", "state_dict": {}, "step": step,
+            "lineage": [f"runs/cpu-profile/{s}" for s in script.lineage(of_stage or stage)]}
+    if snapshot:
+        meta["snapshot_of"] = f"/somewhere/nic-runs/cpu-profile/{of_stage or stage}"
+    torch.save(meta, path)
     return path
 
 
-def test_without_a_shipped_snapshot_the_whole_lineage_runs(script):
+def test_without_anything_shipped_the_whole_lineage_runs(script):
     assert script.needed("n96") == script.lineage("n96")
     assert script.lineage("n96")[-3:] == ["m192-q8-fork", "n96-init", "n96"]
 
 
 def test_a_shipped_snapshot_of_the_stage_is_continued_at_its_step(script):
-    shipped = _ship(script, "n96", 15000, "/somewhere/nic-runs/cpu-profile/n96")
+    shipped = _ship(script, "n96", 15000)
+    assert script.shipped_state("n96")[0] == "snapshot"
     assert script.needed("n96") == ["n96"]
     assert script.needed("n96", from_scratch=True) == script.lineage("n96")
     cmd = script.continue_command("n96", *script.shipped_snapshot("n96"))
@@ -48,17 +54,33 @@ def test_a_shipped_snapshot_of_the_stage_is_continued_at_its_step(script):
     assert cmd[cmd.index("--max-steps") + 1] == cmd[cmd.index("--lr-decay-steps") + 1]
 
 
-@pytest.mark.parametrize("step, source", [(None, "/x/cpu-profile/n96"),
-                                          (15000, "/x/cpu-profile/m192-q8")])
-def test_only_a_snapshot_of_this_stage_with_a_step_is_continued(script, step, source):
-    _ship(script, "n96", step, source)
-    assert script.shipped_snapshot("n96") is None
+def test_an_ablation_after_an_unfinished_main_line_continues_the_main_line_first(script):
+    _ship(script, "n96", 15000)
+    assert script.needed("ablate-mbt2018-gmm") == ["n96", "ablate-mbt2018-gmm"]
+    cmd = script.command("ablate-mbt2018-gmm")
+    assert cmd[2] == "nic_lib.train_entropy"
+    # every ablation's transforms: the shipped main line (the base its file will share)
+    assert cmd[cmd.index("--transforms") + 1].endswith("checkpoints/" + script.ABLATION_BASE)
+
+
+def test_a_finished_shipped_stage_stands_for_its_run(script):
+    _ship(script, "n96", script.max_steps("n96"))
+    assert script.shipped_state("n96")[0] == "final" and script.shipped_snapshot("n96") is None
+    assert script.needed("ablate-mbt2018-gmm") == ["n96", "ablate-mbt2018-gmm"]
+    _ship(script, "n96", script.max_steps("n96"), snapshot=False)  # shipped by ship()
+    assert script.shipped_state("n96")[0] == "final"
+
+
+@pytest.mark.parametrize("step, of_stage", [(None, "n96"), (15000, "m192-q8")])
+def test_only_a_file_of_this_stage_with_a_step_counts(script, step, of_stage):
+    _ship(script, "n96", step, of_stage)
+    assert script.shipped_state("n96") is None
     assert script.needed("n96") == script.lineage("n96")
 
 
 def test_an_existing_run_folder_is_resumed_not_continued(script):
-    _ship(script, "n96", 15000, "/x/cpu-profile/n96")
+    _ship(script, "n96", 15000)
     (script.RUNS / "n96").mkdir(parents=True)
     (script.RUNS / "n96" / "ckpt.pt").write_bytes(b"")
     assert script.shipped_snapshot("n96") is None
-
+    assert script.needed("n96") == ["n96"]
