@@ -199,9 +199,7 @@ def mean_ranks(effects: pd.DataFrame, group_of: Mapping[str, str], value: str = 
         raise ValueError(f"corruptions {unknown} have no frequency group; pass nic_lib.corruptions.FREQUENCY_GROUP")
     d = effects.assign(group=effects[condition[0]].map(group_of))
     keys = ["measure", *condition]
-    n_codecs = d["codec"].nunique()
-    finite = d[value].notna().groupby([d[k] for k in keys]).transform("sum")
-    kept = d[(finite == n_codecs) | (not complete)].dropna(subset=[value])
+    kept = (d[_complete(d, value, keys)] if complete else d).dropna(subset=[value])
     kept = kept.assign(rank=kept.groupby(keys)[value].rank(ascending=False, method="average"))
     out = kept.groupby(["measure", "group", "codec"], sort=False).agg(mean_rank=("rank", "mean"),
                                                                       n_conditions=("rank", "size")).reset_index()
@@ -212,6 +210,33 @@ def mean_ranks(effects: pd.DataFrame, group_of: Mapping[str, str], value: str = 
     group_order = {g: i for i, g in enumerate(dict.fromkeys(group_of.values()))}
     out = out.sort_values(["measure", "group", "mean_rank"], key=lambda s: s.map(group_order) if s.name == "group" else s)
     return out.reset_index(drop=True)
+
+
+def _complete(effects: pd.DataFrame, value: str, keys: Sequence[str]) -> pd.Series:
+    """True on rows of conditions where every codec of ``effects`` has a finite ``value``."""
+    finite = effects[value].notna().groupby([effects[k] for k in keys]).transform("sum")
+    return finite == effects["codec"].nunique()
+
+
+def group_means(effects: pd.DataFrame, group_of: Mapping[str, str], value: str = "shift_db",
+                condition: Sequence[str] = ("corruption", "severity"), complete: bool = True) -> pd.DataFrame:
+    """Mean shift effect per measure x frequency group x severity x codec (for a figure).
+
+    mean_{c ∈ group} value_k(c, s, m), over the group's corruptions at severity s; with
+    ``complete`` (default) only over conditions where every codec has a value, so that all
+    codecs' means run over the same corruptions (as in :func:`mean_ranks`).
+
+    Returns:
+        Columns ``measure``, ``group``, ``severity``, ``codec``, ``value`` (the mean) and
+        ``n_corruptions`` (how many it averages; rows with none are left out).
+    """
+    condition = list(condition)
+    d = effects.assign(group=effects[condition[0]].map(group_of))
+    if complete:
+        d = d[_complete(d, value, ["measure", *condition])]
+    d = d.dropna(subset=[value])
+    return (d.groupby(["measure", "group", *condition[1:], "codec"], sort=False)
+            .agg(**{value: (value, "mean"), "n_corruptions": (value, "size")}).reset_index())
 
 
 def rank_table(ranks: pd.DataFrame, measure: str) -> pd.DataFrame:

@@ -138,3 +138,19 @@ def test_missing_clean_rows_or_columns_are_refused_with_the_fix():
         shift.shift_effects(points.drop(columns="psnr_vs_clean"))
     with pytest.raises(ValueError, match="reference codec"):
         shift.shift_effects(points, reference="jpeg2000")
+
+
+def test_group_means_average_a_groups_corruptions_where_every_codec_has_a_value():
+    spec = {"a": (0.0, {"fog": (-1.0, -2.0), "snow": (-3.0, -4.0), "pixelate": (-1.0, -1.0)}),
+            "b": (0.0, {"fog": (-2.0, -2.0), "snow": (-2.0, -2.0), "pixelate": (-5.0, -5.0)})}
+    points = _points(spec)
+    gone = (points["codec"] == "b") & (points["corruption"] == "pixelate")
+    points.loc[gone, "bpp"] *= 100
+    groups = {"fog": "low", "snow": "low", "pixelate": "mid"}
+    means = shift.group_means(shift.shift_effects(points), groups).set_index(["measure", "group", "codec"])
+    assert means.loc[("G", "low", "a"), "shift_db"] == pytest.approx(-2.0)  # (-1 - 3) / 2
+    assert means.loc[("R", "low", "a"), "shift_db"] == pytest.approx(-3.0)
+    assert means.loc[("G", "low", "b"), "n_corruptions"] == 2
+    assert "mid" not in means.index.get_level_values("group")  # b has no pixelate value
+    loose = shift.group_means(shift.shift_effects(points), groups, complete=False)
+    assert loose.query("group == 'mid'")["codec"].unique().tolist() == ["a"]
