@@ -786,3 +786,21 @@ def condition_spectra(names: Sequence[str], clean: Sequence[np.ndarray], corrupt
         maps[cond] = {kind: v / len(names) for kind, v in sums.items()}
         tables.append(pd.concat(parts, ignore_index=True).assign(condition=cond))
     return maps, pd.concat(tables, ignore_index=True)
+
+
+def pool_spectra(parts: Sequence[tuple[int, Mapping[str, Mapping[str, np.ndarray]]]]
+                 ) -> dict[str, dict[str, np.ndarray]]:
+    """The mean over all images of :func:`condition_spectra` maps computed on disjoint image sets.
+
+    S = Σ_p n_p S_p / Σ_p n_p, for parts (n_p images, maps S_p); parts with n_p = 0 are skipped.
+
+    Raises:
+        ValueError: no part holds an image.
+    """
+    parts = [(n, m) for n, m in parts if n > 0]
+    if not parts:
+        raise ValueError("no images in any part: pass (count, maps) pairs with count > 0")
+    total = sum(n for n, _ in parts)
+    # S = Σ n_p S_p / Σ n_p, per condition and kind
+    return {cond: {kind: sum(n * m[cond][kind] for n, m in parts) / total for kind in parts[0][1][cond]}
+            for cond in parts[0][1]}

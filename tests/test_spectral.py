@@ -224,3 +224,17 @@ def test_condition_spectra_average_each_condition_with_one_codec_per_image():
     assert set(table["condition"]) == {"clean", "shifted"} and set(table["image"]) == {"a", "b"}
     with pytest.raises(ValueError, match="one per image"):
         spectral.condition_spectra(["a", "b"], clean, {"clean": clean}, [lossless])
+
+
+def test_pooled_spectra_are_the_mean_over_all_images():
+    clean = _smooth_images(n=3, side=16)
+    lossy = lambda batch: ((np.asarray(batch) // 8) * 8, np.full(len(batch), 1.0))  # noqa: E731
+    conditions = {"clean": clean}
+    whole, _ = spectral.condition_spectra(["a", "b", "c"], clean, conditions, [lossy] * 3)
+    head, _ = spectral.condition_spectra(["a"], clean[:1], {"clean": clean[:1]}, [lossy])
+    tail, _ = spectral.condition_spectra(["b", "c"], clean[1:], {"clean": clean[1:]}, [lossy] * 2)
+    pooled = spectral.pool_spectra([(1, head), (2, tail), (0, {})])
+    for kind in spectral.KINDS:
+        assert np.allclose(pooled["clean"][kind], whole["clean"][kind])
+    with pytest.raises(ValueError, match="no images"):
+        spectral.pool_spectra([(0, head)])
