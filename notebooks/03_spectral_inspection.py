@@ -348,8 +348,8 @@ for codec_name in map_codecs:
     halves = fig.subfigures(1, 2, wspace=0.02)
     for half, kind, word in zip(halves, ("vs_corrupted", "vs_clean"), ("G: x̂(c(x)) − c(x)", "R: x̂(c(x)) − x")):
         grid_maps = [[rate_maps[codec_name, q][cond][kind] for q in map_qualities] for cond in map_rows]
-        cols = [f"q{q}, {rate_bpp.get((codec_name, q), np.nan):.2f} bpp" if map_model else f"{TARGET_BPP * 2.0 ** (q - 3):g} bpp"
-                for q in map_qualities]
+        cols = [(f"q{q}" if codec_name == map_model else f"at {map_model} q{q}") + f", {rate_bpp.get((codec_name, q), np.nan):.2f} bpp"
+                if map_model else f"{TARGET_BPP * 2.0 ** (q - 3):g} bpp" for q in map_qualities]
         rows = [f"{c}\n({corruptions.FREQUENCY_GROUP.get(c, 'clean')})" if half is halves[0] else "" for c in map_rows]
         plotting.spectrum_grid(half, grid_maps, limits[kind], f"log10 error power, {word[:1]} (grey levels²)",
                                col_titles=cols, row_labels=rows)
