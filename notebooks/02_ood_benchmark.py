@@ -386,7 +386,9 @@ rank_table.round(2)
 # over one bpp range for every codec (`SHIFT_BPP_RANGE`: by default the range every codec's
 # clean curve covers); a condition whose curve leaves that range has no value, and lines and
 # ranks use only the conditions where every codec has one. Top: G, bottom: R, per frequency
-# group, the mean over the group's corruptions per severity. The table `shift_effects.csv`
+# group, the mean over the group's corruptions per severity; each panel's title gives the
+# number of corruptions in each mean (where it drops, as for contrast at severities 4-5, coded
+# below every codec's clean rates, the mean is over another set of corruptions). The table `shift_effects.csv`
 # holds every codec × corruption × severity × measure, each with its gap to JPEG 2000 in that
 # condition and on clean images (the absolute numbers of figures 3 and 4) beside it, and the
 # same effects over each codec's own range (`bpp_window = own`).
@@ -413,7 +415,10 @@ for row, (measure, label) in enumerate((("G", "G: ΔPSNR vs the input (dB)"), ("
             ax.text(0.5, 0.5, "no condition with every codec\nin this bpp range", ha="center", va="center",
                     transform=ax.transAxes, color="0.4")
         ax.axhline(0, color="0.5", lw=0.8)  # visible only where the effects straddle 0
-        ax.set_title(f"{group}-frequency corruptions" if row == 0 else "")
+        # a mean over fewer corruptions is another mean: say how many, per severity (the same for every codec)
+        n_of = sub.groupby("severity")["n_corruptions"].first().reindex(severities).fillna(0).astype(int)
+        ax.set_title((f"{group}-frequency corruptions\n" if row == 0 else "")
+                     + "corruptions per severity: " + ", ".join(map(str, n_of)), fontsize=9)
         ax.set(xlabel="severity", ylabel=label, xticks=severities)
         if ax.get_legend():
             ax.get_legend().remove()
