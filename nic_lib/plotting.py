@@ -306,3 +306,61 @@ def signed_label(value: float, digits: int = 1, na: str = "n/a") -> str:
     if rounded == 0:
         return f"{0:.{digits}f}"
     return f"{rounded:+.{digits}f}"
+
+
+# --------------------------------------------------------------------------- grids of spectra
+
+#: Added to a power spectrum before its log10 (grey levels² per bin): keeps an exactly-zero
+#: bin (a lossless channel, a DC term a windowed difference lacks) on the scale.
+SPECTRUM_FLOOR = 1e-6
+
+
+def log_spectrum_limits(maps: Iterable[np.ndarray | None], floor: float = SPECTRUM_FLOOR) -> tuple[float, float]:
+    """Colour limits holding every value of log10(map + floor) of all maps: one scale, nothing saturated."""
+    return data_limits([np.log10(np.asarray(m, dtype=np.float64) + floor).ravel() for m in maps if m is not None],
+                       margin=0)
+
+
+def spectrum_grid(fig, maps: Sequence[Sequence[np.ndarray | None]], limits: tuple[float, float], label: str,
+                  col_titles: Sequence[str] = (), row_labels: Sequence[str] = (), cmap: str = "magma",
+                  floor: float = SPECTRUM_FLOOR, colorbar: str = "bottom"):
+    """Draw rows x columns of centred power spectra as log10 on one colour scale, with its colourbar.
+
+    Each panel shows log10(P + ``floor``) over frequencies −1..1 (Nyquist units, zero at
+    the centre); every panel shares ``limits`` (e.g. :func:`log_spectrum_limits` over every
+    map the figure, or several figures, compare). A None cell is switched off.
+
+    Args:
+        fig: a figure or subfigure (``fig.subfigures``) to draw the grid in.
+        maps: rows of (H, W) spectra (or None).
+        limits: (vmin, vmax) of log10 power.
+        label: the colourbar's label.
+        col_titles, row_labels: titles above the first row's panels, labels left of each row.
+        cmap: colour map. floor: added before the log.
+        colorbar: where the colourbar goes ("bottom", "right", ...).
+
+    Returns:
+        The (rows, columns) array of axes.
+    """
+    n_cols = max(len(r) for r in maps)
+    axes = fig.subplots(len(maps), n_cols, squeeze=False)
+    image = None
+    for i, row in enumerate(maps):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            spec = row[j] if j < len(row) else None
+            if spec is None:
+                ax.axis("off")
+                continue
+            image = ax.imshow(np.log10(np.asarray(spec, dtype=np.float64) + floor), cmap=cmap, vmin=limits[0],
+                              vmax=limits[1], extent=(-1, 1, -1, 1), interpolation="antialiased")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)  # grid lines would be drawn over the spectrum
+            if i == 0 and j < len(col_titles):
+                ax.set_title(col_titles[j], fontsize=9)
+            if j == 0 and i < len(row_labels):
+                ax.set_ylabel(row_labels[i], fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), location=colorbar, label=label, shrink=0.8, aspect=30)
+    return axes

@@ -21,6 +21,7 @@ that is the only project module imported here.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 
@@ -595,8 +596,8 @@ def quality_gap_at_rate(ref_rate, ref_quality, rate, quality) -> np.ndarray:
     return np.where(inside, gap, np.nan)
 
 
-def matched_rate_delta(ref_rate, ref_quality, rate, quality, points: int = MATCH_POINTS
-                       ) -> tuple[float, float, float]:
+def matched_rate_delta(ref_rate, ref_quality, rate, quality, points: int = MATCH_POINTS,
+                       rate_range: tuple[float, float] | None = None) -> tuple[float, float, float]:
     """Mean quality difference of a curve against a reference over the rates both cover.
 
     A BD-PSNR that needs neither four points per curve nor monotone quality: both curves
@@ -607,6 +608,9 @@ def matched_rate_delta(ref_rate, ref_quality, rate, quality, points: int = MATCH
         ref_rate, ref_quality: the reference curve (at least 2 points).
         rate, quality: the compared curve (at least 2 points).
         points: number of matched rates.
+        rate_range: ``(low, high)`` rates the mean is further limited to (e.g. a range
+            every codec of a comparison covers, so that all means run over one range);
+            None: the whole shared range.
 
     Returns:
         ``(delta, low, high)``: the mean of ``Q(r) - Q_ref(r)`` (positive = better than
@@ -618,6 +622,8 @@ def matched_rate_delta(ref_rate, ref_quality, rate, quality, points: int = MATCH
     if rx.size < 2 or cx.size < 2:
         return float("nan"), float("nan"), float("nan")
     low, high = max(rx[0], cx[0]), min(rx[-1], cx[-1])
+    if rate_range is not None:
+        low, high = max(low, math.log(rate_range[0])), min(high, math.log(rate_range[1]))
     if not low < high:
         return float("nan"), float(np.exp(low)), float(np.exp(high))
     grid = np.linspace(low, high, points)

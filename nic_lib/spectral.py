@@ -34,7 +34,7 @@ and :mod:`nic_lib.coding` (with torch) for NIC models.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -305,6 +305,54 @@ def ood_error_spectra(clean: Sequence[np.ndarray], corrupted: Sequence[np.ndarra
         "vs_corrupted": error_power_spectrum(corrupted, reconstructed, window, channels),
         "vs_clean": error_power_spectrum(clean, reconstructed, window, channels),
     }
+
+
+def corruption_spectra(clean: Sequence[np.ndarray], corrupted: Mapping[str, Sequence[np.ndarray]],
+                       window: str | None = DEFAULT_WINDOW, channels: str = DEFAULT_CHANNELS,
+                       relative: bool = True) -> dict[str, np.ndarray]:
+    """The corruptions' own spectra: the mean power spectrum of ``c(x) − x`` for each corruption.
+
+    The basis of the OOD-NIC paper's low/mid/high grouping (after Yin et al. 2019, who
+    average the Fourier spectrum of the same difference over a dataset)::
+
+        S_c(f) = (1/N) Σ_n P[c(x_n) − x_n](f)                  (relative=False)
+        S_c(f) / mean_f S_c(f)                                  (relative=True)
+
+    with P of :func:`power_spectrum`. The relative spectrum has mean 1 over the frequency
+    plane: white noise is flat at 1 whatever its strength, and corruptions of very different
+    MSE share one colour scale, which then shows *where* each one's power lies.
+
+    Args:
+        clean: images x, uint8 (H, W, 3) of one shape.
+        corrupted: corruption name -> its images c(x), in the order of ``clean``.
+        window, channels: as in :func:`power_spectrum`.
+        relative: divide each spectrum by its mean (default); False keeps grey levels².
+
+    Returns:
+        name -> float64 (H, W) spectrum, zero frequency centred; an all-zero spectrum (a
+        corruption that changed nothing) stays zero.
+    """
+    out = {}
+    for name, images in corrupted.items():
+        spec = error_power_spectrum(clean, images, window, channels)
+        mean = spec.mean()
+        out[name] = spec / mean if relative and mean > 0 else spec
+    return out
+
+
+def spectral_centroid(spectrum: np.ndarray) -> float:
+    """Power-weighted mean radial frequency of a spectrum, in Nyquist units.
+
+    r̄ = Σ_f r(f) P(f) / Σ_f P(f), with r of :func:`radial_frequency`: one number for
+    where a spectrum's power lies (white noise: the plane's mean radius, ~0.77; a
+    brightness change: near 0). NaN for an all-zero spectrum.
+    """
+    spectrum = np.asarray(spectrum, dtype=np.float64)
+    total = spectrum.sum()
+    if total <= 0:
+        return float("nan")
+    # r̄ = Σ r P / Σ P
+    return float((radial_frequency(spectrum.shape) * spectrum).sum() / total)
 
 
 # --------------------------------------------------------------------------- summaries
@@ -706,3 +754,53 @@ def codec_error_spectra(names: Sequence[str], clean: Sequence[np.ndarray], corru
                              "psnr": quality if np.isfinite(quality) else np.nan})
     maps = {kind: total / len(names) for kind, total in sums.items()}
     return maps, pd.DataFrame(rows, columns=list(SPECTRA_COLUMNS))
+
+
+def condition_spectra(names: Sequence[str], clean: Sequence[np.ndarray], corrupted: Mapping[str, Sequence[np.ndarray]],
+                      codecs_per_image: Sequence[CodecFn], window: str | None = DEFAULT_WINDOW,
+                      channels: str = DEFAULT_CHANNELS) -> tuple[dict[str, dict[str, np.ndarray]], pd.DataFrame]:
+    """:func:`codec_error_spectra` for every condition, with one codec callable per image.
+
+    A per-image callable lets a classic codec be held at each image's own target rate (the
+    bpp a NIC spent on it); the same callable codes the image under every condition.
+
+    Args:
+        names, clean: as in :func:`codec_error_spectra`.
+        corrupted: condition -> its images, in the order of ``clean`` (``"clean"`` -> ``clean``).
+        codecs_per_image: one codec callable per image.
+        window, channels: as in :func:`power_spectrum`.
+
+    Returns:
+        ``(maps, table)``: maps ``{condition: {kind: mean spectrum}}``; the tables of
+        :func:`codec_error_spectra` stacked, with a ``condition`` column.
+    """
+    if len(codecs_per_image) != len(names):
+        raise ValueError(f"{len(codecs_per_image)} codec callables for {len(names)} images; pass one per image")
+    maps, tables = {}, []
+    for cond, images in corrupted.items():
+        sums, parts = None, []
+        for name, x, cx, codec in zip(names, clean, images, codecs_per_image, strict=True):
+            m, t = codec_error_spectra([name], [x], [cx], codec, window, channels)
+            sums = m if sums is None else {kind: sums[kind] + m[kind] for kind in m}
+            parts.append(t)
+        maps[cond] = {kind: v / len(names) for kind, v in sums.items()}
+        tables.append(pd.concat(parts, ignore_index=True).assign(condition=cond))
+    return maps, pd.concat(tables, ignore_index=True)
+
+
+def pool_spectra(parts: Sequence[tuple[int, Mapping[str, Mapping[str, np.ndarray]]]]
+                 ) -> dict[str, dict[str, np.ndarray]]:
+    """The mean over all images of :func:`condition_spectra` maps computed on disjoint image sets.
+
+    S = Σ_p n_p S_p / Σ_p n_p, for parts (n_p images, maps S_p); parts with n_p = 0 are skipped.
+
+    Raises:
+        ValueError: no part holds an image.
+    """
+    parts = [(n, m) for n, m in parts if n > 0]
+    if not parts:
+        raise ValueError("no images in any part: pass (count, maps) pairs with count > 0")
+    total = sum(n for n, _ in parts)
+    # S = Σ n_p S_p / Σ n_p, per condition and kind
+    return {cond: {kind: sum(n * m[cond][kind] for n, m in parts) / total for kind in parts[0][1][cond]}
+            for cond in parts[0][1]}

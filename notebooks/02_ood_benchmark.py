@@ -50,7 +50,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from nic_lib import bench, cache, claims, codecs, corruptions, data, notebook_setup, plotting, reproduce
+from nic_lib import bench, cache, claims, codecs, corruptions, data, notebook_setup, plotting, reproduce, shift
 from nic_lib.models import CheckpointError, get_model, zoo
 
 # %% tags=["parameters"]
@@ -69,6 +69,7 @@ NIC_PROFILE = None  # None -> "full" for PROFILE=full (CompressAI's published we
 NIC_RATE = "likelihood"  # "likelihood": fast, used only after the grid checks it within 2% of real bitstreams; "bitstream": exact
 WITH_MS_SSIM = None  # None -> True (smoke: False; MS-SSIM costs ~100x a PSNR)
 REFERENCE = "jpeg2000"  # the classic anchor of the comparisons (the reference code's)
+SHIFT_BPP_RANGE = "common"  # rates of the shift effects (each codec against its own clean curve): "common" -> the bpp range every codec's clean curve covers (a shift costs more where a codec's own error is small, so codecs are compared at the same rates); None -> each codec over all the rates its two curves share; or [low, high]
 HEATMAP_SETTING = None  # setting of the compared codec in the heat map (every cell at the rate that setting spends); None -> its middle setting (NIC: the middle quality)
 RATE_CHECK_IMAGES = 1  # images per condition on which NIC's likelihood bpp is checked against real bitstreams under shift (0: skip)
 RATE_CHECK_SEVERITIES = [1, 5]  # severities of that check (every corruption of the grid at each)
@@ -219,8 +220,8 @@ print(f"{len(table)} rows ({len(grid.units())} units) in {time.perf_counter() - 
 # the committed table: dataset means per codec, rate point and condition (the per-image grid,
 # ~55,000 rows for Kodak-C, stays in the cache folder printed above)
 # tolerances of `make verify` (nic_lib.reproduce): the NIC runs float32 networks, MS-SSIM float32 convolutions
-reproduce.save_table(bench.rd_points(table, by=("corruption", "severity")), fig_dir / "rd_points.csv", floats=reproduce.NETWORK,
-                     columns={"ms_ssim": reproduce.MS_SSIM})
+condition_points = bench.rd_points(table, by=("corruption", "severity"))  # clean rows included: each codec's own clean curve
+reproduce.save_table(condition_points, fig_dir / "rd_points.csv", floats=reproduce.NETWORK, columns={"ms_ssim": reproduce.MS_SSIM})
 table.head()
 
 # %% [markdown]
@@ -369,6 +370,98 @@ reproduce.save_table(rank_table.reset_index(), fig_dir / "mean_rank_by_group.csv
 rank_table.round(2)
 
 # %% [markdown]
+# ## Figure 7 — shift effects: what the corruption costs each codec, against its own clean curve
+#
+# Figures 3 and 4 compare codecs with JPEG 2000, so a codec already behind on clean images
+# carries that gap into every condition. Here each codec is compared with **itself**: its
+# corrupted curve against its own clean curve at matched bpp (`nic_lib.shift.shift_effects`;
+# the formula is in its docstring), once for each of the paper's measures:
+#
+# - **generalization (G)**: PSNR against the corrupted input, `PSNR(x̂(c(x)), c(x))`, minus the
+#   clean curve: how much harder (< 0) or easier (> 0) the shifted images are for the codec;
+# - **robustness (R)**: PSNR against the clean image, `PSNR(x̂(c(x)), x)`, minus the clean
+#   curve: what the viewer loses to the shift, the corruption included.
+#
+# A shift costs a codec more where its own error is small (at high rates), so the means run
+# over one bpp range for every codec (`SHIFT_BPP_RANGE`: by default the range every codec's
+# clean curve covers); a condition whose curve leaves that range has no value, and lines and
+# ranks use only the conditions where every codec has one. Top: G, bottom: R, per frequency
+# group, the mean over the group's corruptions per severity; each panel's title gives the
+# number of corruptions in each mean (where it drops, as for contrast at severities 4-5, coded
+# below every codec's clean rates, the mean is over another set of corruptions). The table `shift_effects.csv`
+# holds every codec × corruption × severity × measure, each with its gap to JPEG 2000 in that
+# condition and on clean images (the absolute numbers of figures 3 and 4) beside it, and the
+# same effects over each codec's own range (`bpp_window = own`).
+
+# %%
+shift_range = shift.common_bpp_range(condition_points) if SHIFT_BPP_RANGE == "common" else SHIFT_BPP_RANGE
+effects = shift.shift_effects(condition_points, reference=REFERENCE, bpp_range=shift_range)
+effects_own = shift.shift_effects(condition_points, reference=REFERENCE)
+reproduce.save_table(pd.concat([effects.assign(bpp_window="common" if shift_range else "own"),
+                                effects_own.assign(bpp_window="own")], ignore_index=True),
+                     fig_dir / "shift_effects.csv", floats=reproduce.DERIVED, columns={"reason": reproduce.IGNORE})
+shift_means = shift.group_means(effects, corruptions.FREQUENCY_GROUP)
+window_text = f"{shift_range[0]:.3g}–{shift_range[1]:.3g} bpp" if shift_range else "each codec's own range"
+fig, axes = plt.subplots(2, len(groups), figsize=(4.2 * len(groups) + 1.5, 7.2), sharex=True, squeeze=False,
+                         layout="constrained")
+for row, (measure, label) in enumerate((("G", "G: ΔPSNR vs the input (dB)"), ("R", "R: ΔPSNR vs the clean image (dB)"))):
+    for ax, group in zip(axes[row], groups):
+        sub = shift_means[(shift_means["measure"] == measure) & (shift_means["group"] == group)]
+        if len(sub):
+            sns.lineplot(data=sub, x="severity", y="shift_db", hue="codec", style="codec", palette=palette,
+                         markers=plotting.codec_markers(palette), dashes=False, estimator=None, ax=ax, legend=row == 0)
+            plotting.limit_axes(ax, y=sub["shift_db"])  # the data's range: codecs differ by far less than from 0
+        else:
+            ax.text(0.5, 0.5, "no condition with every codec\nin this bpp range", ha="center", va="center",
+                    transform=ax.transAxes, color="0.4")
+        ax.axhline(0, color="0.5", lw=0.8)  # visible only where the effects straddle 0
+        # a mean over fewer corruptions is another mean: say how many, per severity (the same for every codec)
+        n_of = sub.groupby("severity")["n_corruptions"].first().reindex(severities).fillna(0).astype(int)
+        ax.set_title((f"{group}-frequency corruptions\n" if row == 0 else "")
+                     + "corruptions per severity: " + ", ".join(map(str, n_of)), fontsize=9)
+        ax.set(xlabel="severity", ylabel=label, xticks=severities)
+        if ax.get_legend():
+            ax.get_legend().remove()
+handles, labels = next((a.get_legend_handles_labels() for a in axes[0] if a.get_legend_handles_labels()[0]), ([], []))
+if handles:
+    fig.legend(handles, labels, loc="outside right upper", title="codec")
+fig.suptitle(f"each codec against its own clean curve, at matched bpp over {window_text}")
+plotting.save_figure(fig, "fig7_shift_effects")
+plt.show()
+
+# %% [markdown]
+# ### Mean rank per frequency group, by shift effect
+#
+# In every condition the codecs are ranked by their shift effect (1 = loses least), then the
+# ranks are averaged over the group's corruptions and severities (`nic_lib.shift.mean_ranks`;
+# `n_conditions` ranks each, `n_dropped` conditions left out because some codec has no value
+# there). Beside it, figure 4's ranking (by the absolute gap to JPEG 2000, against the input),
+# which still holds each codec's clean gap.
+
+# %%
+shift_ranks = shift.mean_ranks(effects, corruptions.FREQUENCY_GROUP)
+ranks_own = shift.mean_ranks(effects_own, corruptions.FREQUENCY_GROUP)
+reproduce.save_table(pd.concat([shift_ranks.assign(bpp_window="common" if shift_range else "own"),
+                                ranks_own.assign(bpp_window="own")], ignore_index=True),
+                     fig_dir / "shift_mean_rank_by_group.csv")  # ranks: a flipped tie is a finding
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True, layout="constrained")
+for ax, measure in zip(axes, ("G", "R")):
+    sub = shift_ranks[shift_ranks["measure"] == measure]
+    sns.barplot(data=sub, x="group", y="mean_rank", hue="codec", palette=palette, order=groups,
+                hue_order=[c for c in palette if c in set(sub["codec"])], ax=ax)
+    ax.set(xlabel="frequency group", ylabel="mean rank by shift effect (1 = loses least)",
+           title=f"{'generalization G (vs input)' if measure == 'G' else 'robustness R (vs clean)'}")
+    ax.set_ylim(0, max(1, shift_ranks["codec"].nunique()) + 0.3)
+    if ax.get_legend():
+        ax.get_legend().remove()
+axes[-1].legend(*axes[0].get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.02, 1.0), title="codec")
+fig.suptitle(f"mean rank of each codec's own loss under shift ({window_text})")
+plotting.save_figure(fig, "fig8_shift_mean_ranks")
+plt.show()
+side_by_side = [shift.rank_table(shift_ranks, m).add_prefix(f"{m}: ") for m in ("G", "R")]
+display(pd.concat(side_by_side + [rank_table.drop(columns="clean").add_prefix(f"vs {REFERENCE}: ")], axis=1).round(2))
+
+# %% [markdown]
 # ## Are the NIC's rates on corrupted inputs real?
 #
 # The grid takes a NIC model's bpp from its entropy model's estimate (Σ −log2 p) only after
@@ -419,6 +512,8 @@ else:
 # corrupted input and once against the clean image. Every rule reads a condition's gap
 # *relative to the clean images' gap*, so a codec already behind JPEG 2000 on clean images
 # is judged by what the shift changes (`nic_lib.claims`; the rules are written in the table).
+# The last rows judge the same claims on the shift effects of figure 7 (each codec against
+# its own clean curve, G and R) and their mean ranks, with no reference codec in the effect.
 
 # %%
 def claim_input(cells_of_metric):
@@ -429,7 +524,9 @@ def claim_input(cells_of_metric):
 
 claims_table = pd.concat([claims.ood_claims(claim_input(cells[m]), challenger, REFERENCE, against=label)
                           for m, label in (("psnr_vs_input", "PSNR vs the corrupted input"),
-                                           ("psnr_vs_clean", "PSNR vs the clean image"))], ignore_index=True)
+                                           ("psnr_vs_clean", "PSNR vs the clean image"))]
+                         + [claims.ood_shift_claims(effects, shift_ranks, challenger, REFERENCE, corruptions.FREQUENCY_GROUP)],
+                         ignore_index=True)
 if not has_nic:
     claims_table["measured here"] = f"(no NIC model: {challenger} stands in) " + claims_table["measured here"]
 reproduce.save_table(claims_table, fig_dir / "claims.csv", columns={"measured here": reproduce.IGNORE})  # numbers in text
@@ -482,6 +579,26 @@ if len(rate_check):
                  f"({worst_check['condition']}, quality {worst_check['setting']}); {len(off)} of {len(shifted_check)} "
                  "condition × quality points outside the 2% tolerance"
                  + (f" ({', '.join(sorted(set(off['condition'])))})." if len(off) else "."))
+def least_loss(ranks_of_measure):
+    """Per group, the row of the codec with the best mean rank."""
+    return ranks_of_measure.loc[ranks_of_measure.groupby("group", sort=False)["mean_rank"].idxmin()].set_index("group")
+
+
+for measure, words in (("G", "generalization (vs the input)"), ("R", "robustness (vs the clean image)")):
+    ranked, own = shift_ranks[shift_ranks["measure"] == measure], ranks_own[ranks_own["measure"] == measure]
+    if len(ranked):
+        best = least_loss(ranked)
+        mean_effect = shift_means[shift_means["measure"] == measure].groupby(["group", "codec"])["shift_db"].mean()
+        lines.append(f"- Shift effect, {words}, each codec against its own clean curve over {window_text}: least loss "
+                     + "; ".join(f"{g} **{r['codec']}** (mean rank {r['mean_rank']:.2f} of {ranked['codec'].nunique()} "
+                                 f"over {r['n_conditions']} conditions, mean effect "
+                                 f"{mean_effect.get((g, r['codec']), np.nan):+.2f} dB)" for g, r in best.iterrows()) + ".")
+    if len(ranked) and len(own) and shift_range:
+        a, b = least_loss(ranked)["codec"], least_loss(own)["codec"]
+        moved = [g for g in a.index if g in b.index and a[g] != b[g]]
+        lines.append(f"- {measure} over each codec's own bpp range instead of {window_text}: the least-loss codec "
+                     + (f"changes in the {', '.join(moved)} group(s) (to " + ", ".join(f"{b[g]} in {g}" for g in moved)
+                        + "): the shift effect depends on the rate it is read at." if moved else "is the same in every group."))
 drop = points.groupby("group")["psnr_vs_clean"].mean()
 if "clean" in drop:
     lines.append("- Mean PSNR against the clean image (all codecs and rates): clean "

@@ -27,8 +27,9 @@
 # - Fourier heat maps (Yin et al. 2019): PSNR after adding one Fourier basis image to the input.
 #
 # The findings open with the paper's claims judged on this notebook's own measurement: the
-# NIC against JPEG 2000 at the rate the NIC spent on each corrupted image (notebook 02 judges
-# the same claims on the whole Kodak-C grid).
+# grouping of the corruptions by their own spectra, and the NIC against JPEG 2000 at the rate
+# the NIC spent on each corrupted image (notebook 02 judges the same claims on the whole
+# Kodak-C grid).
 #
 # Spectra are `|F|²/(HW)` of the *unrounded* difference with a Hann window, on RGB: the mean
 # of a spectrum is the MSE behind PSNR-RGB (so a map's unit is grey levels² per frequency
@@ -63,6 +64,8 @@ TARGET_BPP = 0.5  # rate of the classic codecs when no NIC model is found (else 
 CLASSIC = ["jpeg2000", "jpeg"]  # classic codecs: JPEG 2000 (the paper's classic anchor) and JPEG (block DCT)
 CORRUPTIONS = None  # None -> all 15 (smoke: one per frequency group: fog, defocus_blur, gaussian_noise)
 SEVERITY = 3  # middle of 1..5: clearly visible, not destroyed
+MAP_QUALITIES = None  # None -> 1, the first NIC model's quality (3) and 6: qualities of the first NIC model at which figure 7 draws G and R maps of every corruption, JPEG 2000 matched to each image's bpp at each (without a NIC model: JPEG 2000 at TARGET_BPP x 2^(q - 3))
+MAP_IMAGES = None  # None -> 8 (smoke: every image): images figure 7's maps average; each extra quality codes them under every condition with two codecs (~3 s per image and condition here), which keeps the cpu run ~15 min longer
 WINDOW = "hann"  # spectral window (None: raw periodogram, exact Parseval); see nic_lib.spectral.DEFAULT_WINDOW
 CHANNELS = "rgb"  # "rgb": mean of channel spectra, whose total is the MSE of PSNR-RGB; or "luma"
 HEATMAP_GRID = None  # None -> 32 (cpu: the 32x17 half-plane) or 8 (smoke)
@@ -104,6 +107,9 @@ for model_name, quality in NIC_MODELS:
               "checkpoints/<model>/vr.pt with `python scripts/train_cpu_profile.py`; left out")
     except PretrainedWeightsUnavailableError as err:
         print(f"NIC model {model_name} q{quality}: no published weights ({str(err).splitlines()[0]}); left out")
+# figure 7's model: the first NIC model that loaded, at its quality and at MAP_QUALITIES
+map_model, main_quality = next(((m, q) for m, q in NIC_MODELS if f"{m}-q{q}" in nic), (None, 3))
+map_qualities = sorted(set(MAP_QUALITIES or [1, main_quality, 6]))
 print(f"profile={PROFILE} dataset={dataset} images={len(images)} of {shape[:2]} corruptions={corruption_names} "
       f"severity={SEVERITY} NIC={list(nic) or 'none'} ({'published weights' if model_profile == 'full' else 'cpu profile'}, on {device})")
 print(f"figures -> {fig_dir}")
@@ -134,26 +140,67 @@ for c in corruption_names:
     corrupted[c] = [corruptions.corrupt(img, c, SEVERITY, name) for name, img in zip(names, images)]
 print(f"corrupted {len(images)} images x {len(corruption_names)} corruptions in {time.perf_counter() - t0:.1f} s")
 
-maps, tables = {}, []
+maps, head_maps, tables = {}, {}, []
 t0 = time.perf_counter()
 per_image_codecs = [codecs_for(img) for img in images]  # matched-rate codecs, fixed from the clean image
 codec_names = list(per_image_codecs[0])
+n_head = min(MAP_IMAGES or len(images), len(images))  # figure 7's images: their mean is kept apart
 for codec_name in codec_names:
-    for cond in conditions:
-        sums, parts = None, []
-        for k, (name, x, cx) in enumerate(zip(names, images, corrupted[cond])):
-            m, t = spectral.codec_error_spectra([name], [x], [cx], per_image_codecs[k][codec_name], WINDOW, CHANNELS)
-            sums = m if sums is None else {kind: sums[kind] + m[kind] for kind in m}
-            parts.append(t)
-        maps[codec_name, cond] = {kind: v / len(images) for kind, v in sums.items()}
-        table = pd.concat(parts)
-        table["codec"], table["condition"] = codec_name, cond
-        table["group"] = "clean" if cond == "clean" else corruptions.FREQUENCY_GROUP[cond]
-        tables.append(table)
+    fns = [c[codec_name] for c in per_image_codecs]
+    parts = []
+    for part in (slice(0, n_head), slice(n_head, len(images))):
+        if part.start < part.stop:
+            m, t = spectral.condition_spectra(names[part], images[part], {c: v[part] for c, v in corrupted.items()},
+                                              fns[part], WINDOW, CHANNELS)
+            parts.append((part.stop - part.start, m))
+            tables.append(t.assign(codec=codec_name))
+    head_maps[codec_name] = parts[0][1]
+    maps.update({(codec_name, cond): m for cond, m in spectral.pool_spectra(parts).items()})
 spectra_table = pd.concat(tables, ignore_index=True)
+spectra_table["group"] = spectra_table["condition"].map(corruptions.FREQUENCY_GROUP).fillna("clean")
 cache.write_table(spectra_table, results_dir / "band_energies.csv")
 print(f"{len(spectra_table)} rows in {time.perf_counter() - t0:.1f} s -> {results_dir / 'band_energies.csv'}")
 spectra_table.groupby(["codec", "condition", "kind"])[["bpp", "psnr"]].mean().round(2).head(12)
+
+# %% [markdown]
+# ## Figure 0 — the corruptions' own spectra
+#
+# The basis of the paper's low/mid/high grouping (after Yin et al. 2019): the mean power
+# spectrum of the corruption itself, `c(x) − x`, over this notebook's images at severity
+# `SEVERITY`, for every corruption (`nic_lib.spectral.corruption_spectra`). Each spectrum is
+# divided by its own mean, so 0 on the log scale is white noise of the same MSE: the panels
+# share one colour scale whatever each corruption's strength, and show *where* its power lies.
+# One row per group; each title gives the power-weighted mean radial frequency r̄
+# (`spectral_centroid`, × Nyquist: white noise ~0.77) and the shares of the power in the
+# low/mid/high bands (`spectral.BAND_EDGES`).
+
+# %%
+own_spectra = spectral.corruption_spectra(images, {c: corrupted[c] for c in corruption_names}, WINDOW, CHANNELS)
+own_rows = []
+for c, spec in own_spectra.items():
+    energy = spectral.band_energies(spec)
+    own_rows.append({"corruption": c, "group": corruptions.FREQUENCY_GROUP[c], "severity": SEVERITY,
+                     "centroid": spectral.spectral_centroid(spec),
+                     **{f"share_{b}": energy[b] / sum(energy.values()) for b in spectral.BANDS}})
+own_table = pd.DataFrame(own_rows)
+reproduce.save_table(own_table, fig_dir / "corruption_spectra.csv", floats=reproduce.DERIVED)
+shown_groups = [g for g in corruptions.CORRUPTION_GROUPS if g in set(own_table["group"])]
+grid_rows = [[own_spectra[c] for c in corruptions.CORRUPTION_GROUPS[g] if c in own_spectra] for g in shown_groups]
+titles = {r["corruption"]: f"{r['corruption']}\nr̄ {r['centroid']:.2f}; " + "/".join(f"{100 * r[f'share_{b}']:.0f}"
+                                                                                    for b in spectral.BANDS) + "%"
+          for _, r in own_table.iterrows()}
+n_cols = max(len(r) for r in grid_rows)
+fig = plt.figure(figsize=(2.0 * n_cols + 0.8, 2.35 * len(grid_rows) + 1.3), layout="constrained")
+axes = plotting.spectrum_grid(fig, grid_rows, plotting.log_spectrum_limits(own_spectra.values()),
+                              "log10 power / mean power (0 = white)", row_labels=[f"{g}" for g in shown_groups])
+for ax_row, g in zip(axes, shown_groups):
+    for ax, c in zip(ax_row, [c for c in corruptions.CORRUPTION_GROUPS[g] if c in own_spectra]):
+        ax.set_title(titles[c], fontsize=8)
+fig.suptitle(f"the corruptions' own spectra, c(x) − x, severity {SEVERITY}\n(frequency −1..1 × Nyquist; "
+             "titles: r̄ and low/mid/high % of the power)", fontsize=10)
+plotting.save_figure(fig, "fig0_corruption_spectra")
+plt.show()
+own_table.round(3)
 
 # %% [markdown]
 # ## Figure 1 — clean error spectra at matched bpp
@@ -249,6 +296,68 @@ for row, cond in zip(axes, shown):
 fig.suptitle(f"error spectra under shift, severity {SEVERITY} (frequency / Nyquist)")
 plotting.save_figure(fig, "fig3_ood_error_spectra")
 plt.show()
+
+# %% [markdown]
+# ## Figure 7 — G and R error spectra of every corruption at several rates
+#
+# For the first NIC model at each quality of `MAP_QUALITIES` and JPEG 2000 coded, image by
+# image, at the bpp that NIC quality spent on the clean image: the error against the
+# codec's input (**G**, `x̂(c(x)) − c(x)`) and against the clean image (**R**, `x̂(c(x)) − x`),
+# for every corruption at severity `SEVERITY`, the clean error in the first row. One figure
+# per codec; rows are corruptions (grouped low, mid, high), columns the rates, G on the left
+# and R on the right. One colour scale for all G maps of both figures and one for all R maps,
+# each spanning every value (nothing saturates); R maps hold the corruption itself, so their
+# scale reaches far higher. The maps average the first `MAP_IMAGES` images (figures 1 and 3
+# average all of them), so the main quality's column repeats figure 3 on fewer images.
+
+# %%
+def rate_codecs(quality):
+    """Per-image codec callables {name: [fn per image]} of one rate column of figure 7."""
+    if map_model:
+        fn = spectral.nic_codec(get_model(map_model, quality, profile=model_profile), device=device)
+        targets = [float(fn(img[None])[1][0]) for img in images[:n_head]]
+        return {map_model: [fn] * n_head, "jpeg2000": [spectral.classic_codec("jpeg2000", bpp=t) for t in targets]}
+    return {"jpeg2000": [spectral.classic_codec("jpeg2000", bpp=TARGET_BPP * 2.0 ** (quality - 3))] * n_head}
+
+
+t0 = time.perf_counter()
+rate_maps, rate_tables = {}, []  # (codec, quality) -> {condition: {kind: map}}
+head = {c: v[:n_head] for c, v in corrupted.items()}
+main_key = f"{map_model}-q{main_quality}"
+for q in map_qualities:
+    if map_model and q == main_quality and main_key == matched_to:  # computed above: the same images and rates
+        rate_maps[map_model, q], rate_maps["jpeg2000", q] = head_maps[main_key], head_maps["jpeg2000"]
+        continue
+    for codec_name, fns in rate_codecs(q).items():
+        rate_maps[codec_name, q], t = spectral.condition_spectra(names[:n_head], images[:n_head], head, fns, WINDOW,
+                                                                 CHANNELS)
+        rate_tables.append(t.assign(codec=codec_name, quality=q))
+print(f"figure 7: {len(rate_maps)} codec x rate columns on {n_head} images in {time.perf_counter() - t0:.1f} s")
+reused = spectra_table[spectra_table["image"].isin(names[:n_head]) & spectra_table["codec"].isin([main_key, "jpeg2000"])]
+reused = reused.assign(quality=main_quality, codec=reused["codec"].replace({main_key: map_model}))
+rate_table = pd.concat(([reused] if (map_model, main_quality) in rate_maps else []) + rate_tables, ignore_index=True)
+rate_table["group"] = rate_table["condition"].map(corruptions.FREQUENCY_GROUP).fillna("clean")
+rate_bpp = rate_table.query("condition == 'clean' and kind == 'vs_clean' and band == 'low'").groupby(["codec", "quality"])["bpp"].mean()
+cache.write_table(rate_table, results_dir / "band_energies_by_rate.csv")
+map_codecs = list(dict.fromkeys(c for c, _ in rate_maps))
+map_rows = ["clean"] + [c for g in corruptions.CORRUPTION_GROUPS for c in corruptions.CORRUPTION_GROUPS[g] if c in corruption_names]
+limits = {kind: plotting.log_spectrum_limits(rate_maps[key][cond][kind] for key in rate_maps for cond in map_rows)
+          for kind in ("vs_corrupted", "vs_clean")}
+for codec_name in map_codecs:
+    fig = plt.figure(figsize=(1.55 * 2 * len(map_qualities) + 2.2, 1.5 * len(map_rows) + 2.2), layout="constrained")
+    halves = fig.subfigures(1, 2, wspace=0.02)
+    for half, kind, word in zip(halves, ("vs_corrupted", "vs_clean"), ("G: x̂(c(x)) − c(x)", "R: x̂(c(x)) − x")):
+        grid_maps = [[rate_maps[codec_name, q][cond][kind] for q in map_qualities] for cond in map_rows]
+        cols = [(f"q{q}" if codec_name == map_model else f"at {map_model} q{q}") + f", {rate_bpp.get((codec_name, q), np.nan):.2f} bpp"
+                if map_model else f"{TARGET_BPP * 2.0 ** (q - 3):g} bpp" for q in map_qualities]
+        rows = [f"{c}\n({corruptions.FREQUENCY_GROUP.get(c, 'clean')})" if half is halves[0] else "" for c in map_rows]
+        plotting.spectrum_grid(half, grid_maps, limits[kind], f"log10 error power, {word[:1]} (grey levels²)",
+                               col_titles=cols, row_labels=rows)
+        half.suptitle(word, fontsize=11)
+    fig.suptitle(f"{codec_name}: error spectra under shift at {len(map_qualities)} rates, severity {SEVERITY}, "
+                 f"{n_head} images (frequency −1..1 × Nyquist)")
+    plotting.save_figure(fig, f"fig7_ood_error_spectra_by_rate_{codec_name}")
+    plt.show()
 
 # %% [markdown]
 # ## Table 1 — error energy per band (mean over images), by codec, corruption group and error kind
@@ -355,11 +464,17 @@ if nic:
                                                 against=label)
                               for col, label in (("vs_input", "PSNR vs the corrupted input"),
                                                  ("vs_clean", "PSNR vs the clean image"))], ignore_index=True)
-    reproduce.save_table(claims_table, fig_dir / "claims.csv", columns={"measured here": reproduce.IGNORE})  # numbers in text
-    display(Markdown(claims.to_markdown(claims_table)))
-    display(claim_rows.round(3).style.hide(axis="index"))
 else:
+    claims_table = claims.table([])
     print("no trained NIC model: the paper's claims about NIC are not measured here")
+# the grouping the claims rest on, judged on figure 0's spectra (needs no NIC model)
+grouping = claims.grouped_by_spectrum(claims.SPECTRA["grouping"], own_table.set_index("corruption")["centroid"].to_dict(),
+                                      corruptions.FREQUENCY_GROUP)
+claims_table = pd.concat([claims.table([grouping]), claims_table], ignore_index=True)
+reproduce.save_table(claims_table, fig_dir / "claims.csv", columns={"measured here": reproduce.IGNORE})  # numbers in text
+display(Markdown(claims.to_markdown(claims_table)))
+if len(claim_rows):
+    display(claim_rows.round(3).style.hide(axis="index"))
 
 # %% [markdown]
 # ### Measured here
@@ -386,6 +501,13 @@ drops = heat.assign(band=np.asarray(spectral.BANDS)[spectral.band_of(heat["radiu
 for c, row in drops.iterrows():
     lines.append(f"- Fourier heat map of **{c}**: mean PSNR drop low/mid/high = {row.get('low', np.nan):.2f}/"
                  f"{row.get('mid', np.nan):.2f}/{row.get('high', np.nan):.2f} dB (eps={HEATMAP_EPS}).")
+order = own_table.sort_values("centroid")
+lines.append("- The corruptions' own spectra, by power-weighted mean radial frequency r̄ (× Nyquist): "
+             + ", ".join(f"{r['corruption']} {r['centroid']:.2f} ({r['group']})" for _, r in order.iterrows()) + ".")
+g_r = rate_table.query("condition != 'clean' and band == 'low'").groupby(["codec", "quality", "kind"])["psnr"].mean().unstack()
+for (c, q), row in g_r.iterrows():
+    at = f"{map_model} q{q}'s rate" if map_model else f"rate point {q}"
+    lines.append(f"- Figure 7, {c} at {at} ({rate_bpp.get((c, q), np.nan):.3f} bpp on clean images): mean over corruptions, PSNR vs input {row['vs_corrupted']:.2f} dB, vs clean {row['vs_clean']:.2f} dB.")
 if not nic:
     lines.append("- No trained NIC model was found, so this run compares classic codecs only; the NIC columns appear once "
                  "the cpu-profile checkpoints exist.")

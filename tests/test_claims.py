@@ -134,3 +134,51 @@ def test_pqmim_claims_read_each_table():
     assert "187 bytes, 15.00 dB" in t.loc[4, "measured here"]  # the best setting within the budget, not the smallest
     md = claims.to_markdown(t)
     assert md.count("\n") == len(t) + 1 and "**holds**" in md
+
+
+def _effects(rows):
+    """Shift effects: rows of (corruption, codec, measure, shift_db), severity 1."""
+    return pd.DataFrame([{"corruption": c, "severity": 1, "codec": k, "measure": m, "shift_db": v}
+                         for c, k, m, v in rows])
+
+
+def _ranks(rows):
+    return pd.DataFrame([{"measure": m, "group": g, "codec": k, "mean_rank": r} for m, g, k, r in rows])
+
+
+GROUP_OF = {"fog": "low", "pixelate": "mid", "gaussian_noise": "high", "shot_noise": "high"}
+
+
+def test_smaller_shift_loss_reads_each_codec_against_its_own_clean_curve():
+    effects = _effects([("gaussian_noise", "nic", "R", -8.0), ("gaussian_noise", "j2k", "R", -11.0),
+                        ("shot_noise", "nic", "R", -8.0), ("shot_noise", "j2k", "R", -9.0),
+                        ("fog", "nic", "R", -20.0), ("fog", "j2k", "R", -10.0)])
+    r = claims.smaller_shift_loss(CLAIM, effects, "nic", "j2k", "high", "R", GROUP_OF)
+    assert r["verdict"] == claims.HOLDS and "+2.00 dB" in r["measured here"]  # mean of +3 and +1; fog not in it
+    assert claims.smaller_shift_loss(CLAIM, effects, "j2k", "nic", "high", "R", GROUP_OF)["verdict"] == claims.CONTRADICTS
+    assert claims.smaller_shift_loss(CLAIM, effects, "nic", "j2k", "high", "G", GROUP_OF)["verdict"] == claims.NOT_MEASURED
+
+
+def test_rank_claims_on_known_mean_ranks():
+    ranks = _ranks([("G", "low", "nic", 1.0), ("G", "low", "j2k", 2.0), ("G", "high", "nic", 2.5), ("G", "high", "j2k", 1.5),
+                    ("R", "low", "nic", 1.0), ("R", "low", "j2k", 2.0), ("R", "high", "nic", 1.0), ("R", "high", "j2k", 2.0)])
+    assert claims.rank_depends_on_group(CLAIM, ranks, "nic", "G")["verdict"] == claims.HOLDS  # 1.0 -> 2.5
+    assert claims.rank_depends_on_group(CLAIM, ranks, "nic", "R")["verdict"] == claims.CONTRADICTS
+    assert claims.not_best_in_every_group(CLAIM, ranks, "nic", "G")["verdict"] == claims.HOLDS
+    assert claims.not_best_in_every_group(CLAIM, ranks, "nic", "R")["verdict"] == claims.CONTRADICTS
+    assert claims.not_best_in_every_group(CLAIM, ranks, "avif", "R")["verdict"] == claims.NOT_MEASURED
+    table = claims.ood_shift_claims(_effects([("gaussian_noise", "nic", "G", -1.0), ("gaussian_noise", "j2k", "G", -2.0)]),
+                                    ranks, "nic", "j2k", GROUP_OF)
+    assert len(table) == 6 and list(table.columns) == list(claims.COLUMNS)
+    assert table["claim"].str.contains("generalization G").sum() == 3
+
+
+def test_grouped_by_spectrum_needs_the_groups_in_frequency_order():
+    ordered = {"fog": 0.05, "pixelate": 0.3, "gaussian_noise": 0.77, "shot_noise": 0.75}
+    r = claims.grouped_by_spectrum(CLAIM, ordered, GROUP_OF)
+    assert r["verdict"] == claims.HOLDS and "each corruption nearest its own group" in r["measured here"]
+    assert claims.grouped_by_spectrum(CLAIM, dict(ordered, pixelate=0.9), GROUP_OF)["verdict"] == claims.CONTRADICTS
+    two_mid = {**GROUP_OF, "zoom_blur": "mid"}  # pixelate alone near the noises: order kept, one astray
+    r = claims.grouped_by_spectrum(CLAIM, dict(ordered, pixelate=0.8, zoom_blur=0.2), two_mid)
+    assert r["verdict"] == claims.HOLDS and "pixelate (mid, 0.80)" in r["measured here"]
+    assert claims.grouped_by_spectrum(CLAIM, {"fog": 0.1}, GROUP_OF)["verdict"] == claims.NOT_MEASURED

@@ -135,3 +135,19 @@ def test_signed_labels_never_read_minus_zero():
     assert plotting.signed_label(0.26) == "+0.3"
     assert plotting.signed_label(-1.26) == "-1.3"
     assert plotting.signed_label(float("nan")) == "n/a"
+
+
+def test_spectrum_grid_shares_one_unsaturated_scale_and_switches_off_empty_cells():
+    low, high = np.full((8, 8), 1e-2), np.full((8, 8), 1e3)
+    limits = plotting.log_spectrum_limits([low, None, high])
+    assert limits == pytest.approx((-2.0, 3.0), abs=1e-3)  # every value inside: nothing saturates
+    fig = plt.figure()
+    axes = plotting.spectrum_grid(fig, [[low, high], [None]], limits, "log10 power", col_titles=["a", "b"],
+                                  row_labels=["r1", "r2"])
+    assert axes.shape == (2, 2)
+    assert not axes[1, 0].axison and not axes[1, 1].axison  # None and the missing cell
+    images = [ax.images[0] for ax in axes[0]]
+    assert all(im.get_clim() == pytest.approx(limits) for im in images)
+    assert axes[0, 0].get_title() == "a" and axes[0, 0].get_ylabel() == "r1"
+    assert len(fig.axes) == 5  # 4 panels and one colourbar
+    plt.close(fig)

@@ -217,3 +217,13 @@ def test_matched_rate_delta_of_a_shifted_curve_is_the_shift_over_the_shared_rang
     delta, low, high = rd.matched_rate_delta([0.1, 0.4, 1.6], [26.0, 32.0, 38.0], [0.2, 0.8, 3.2], [30.0, 36.0, 42.0])
     assert delta == pytest.approx(1.0) and (low, high) == pytest.approx((0.2, 1.6))
     assert np.isnan(rd.matched_rate_delta([0.1, 0.2], [20, 21], [1.0, 2.0], [30, 31])[0])
+
+
+def test_matched_rate_delta_limited_to_a_rate_range_averages_only_there():
+    # reference flat at 30 dB; the test curve is +2 dB below 0.5 bpp and +4 dB above 1 bpp
+    ref = ([0.1, 0.5, 1.0, 4.0], [30.0, 30.0, 30.0, 30.0])
+    test = ([0.1, 0.5, 1.0, 4.0], [32.0, 32.0, 34.0, 34.0])
+    delta, low, high = rd.matched_rate_delta(*ref, *test, rate_range=(0.1, 0.5))
+    assert delta == pytest.approx(2.0) and (low, high) == pytest.approx((0.1, 0.5))
+    assert rd.matched_rate_delta(*ref, *test, rate_range=(1.0, 8.0))[:2] == pytest.approx((4.0, 1.0))
+    assert np.isnan(rd.matched_rate_delta(*ref, *test, rate_range=(5.0, 8.0))[0])  # outside both curves

@@ -167,3 +167,74 @@ def test_nic_codec_checks_its_estimate_against_real_bits_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.array_equal(lenient(images)[0], recon)  # checked on the first call only
+
+
+def _smooth_images(n=12, side=64, seed=3):
+    """Images with a natural-looking falling spectrum: white noise blurred, around mid-grey."""
+    rng = np.random.default_rng(seed)
+    return [np.clip(128 + 6 * scipy.ndimage.gaussian_filter(rng.normal(0, 8, (side, side, 3)), (2, 2, 0)), 0, 255)
+            .astype(np.uint8) for _ in range(n)]
+
+
+def test_corruption_spectrum_of_gaussian_noise_is_flat_at_one():
+    clean = _smooth_images()
+    rng = np.random.default_rng(4)
+    noisy = [np.clip(x + rng.normal(0, 10, x.shape), 0, 255).astype(np.uint8) for x in clean]
+    spec = spectral.corruption_spectra(clean, {"gaussian_noise": noisy})["gaussian_noise"]
+    assert spec.mean() == pytest.approx(1.0)  # relative: mean 1 over the plane
+    profile = spectral.radial_profile(spec, bins=8)["power"].iloc[1:-1].to_numpy()  # centre and corner: few bins
+    assert np.allclose(profile, 1.0, atol=0.15), profile
+    assert spectral.spectral_centroid(spec) == pytest.approx(spectral.radial_frequency(spec.shape).mean(), rel=0.05)
+
+
+def test_corruption_spectrum_of_blur_is_high_pass_against_the_images_own_spectrum():
+    # c(x) - x = (h * x) - x: its spectrum is |H(f) - 1|^2 P_x(f), which is 0 at f = 0 and rises with f
+    rng = np.random.default_rng(5)
+    clean = [rng.integers(64, 192, (64, 64, 3), dtype=np.uint8) for _ in range(12)]  # white: P_x flat
+    blurred = [scipy.ndimage.gaussian_filter(x.astype(float), (1.5, 1.5, 0)).round().astype(np.uint8) for x in clean]
+    spectra = spectral.corruption_spectra(clean, {"blur": blurred})
+    power = spectral.radial_profile(spectra["blur"], bins=8)["power"].to_numpy()[:-1]
+    # rises from ~0 at the centre to the plateau |H - 1|^2 -> 1 where the blur removes everything
+    assert power[0] < 0.05 * power.max() and np.all(np.diff(power[:4]) > 0), power
+    assert power[3:].min() > 0.8 * power.max(), power
+    energies = spectral.band_energies(spectra["blur"])
+    assert energies["low"] / 0.012 < energies["high"] / 0.80  # per unit area of each band (shares of the plane)
+
+
+def test_corruption_spectra_absolute_and_relative_differ_by_the_mse():
+    clean = _smooth_images(n=2, side=32)
+    brighter = [np.clip(x.astype(int) + 20, 0, 255).astype(np.uint8) for x in clean]
+    absolute = spectral.corruption_spectra(clean, {"b": brighter}, window=None, relative=False)["b"]
+    relative = spectral.corruption_spectra(clean, {"b": brighter}, window=None)["b"]
+    assert absolute.mean() == pytest.approx(400.0, rel=1e-6)  # Parseval: the MSE of a +20 shift
+    assert np.allclose(relative * 400.0, absolute)
+    assert spectral.spectral_centroid(absolute) == pytest.approx(0.0, abs=1e-9)  # all at zero frequency
+    unchanged = spectral.corruption_spectra(clean, {"none": clean})["none"]
+    assert not unchanged.any() and np.isnan(spectral.spectral_centroid(unchanged))
+
+
+def test_condition_spectra_average_each_condition_with_one_codec_per_image():
+    clean = _smooth_images(n=2, side=32)
+    lossless = lambda batch: (np.asarray(batch), np.full(len(batch), 24.0))  # noqa: E731
+    noisy = [np.clip(x.astype(int) + 5, 0, 255).astype(np.uint8) for x in clean]
+    maps, table = spectral.condition_spectra(["a", "b"], clean, {"clean": clean, "shifted": noisy},
+                                             [lossless, lossless], window=None)
+    assert set(maps) == {"clean", "shifted"} and not maps["clean"]["vs_clean"].any()
+    assert np.allclose(maps["shifted"]["vs_clean"], maps["shifted"]["shift"])  # a lossless codec: R error = shift
+    assert set(table["condition"]) == {"clean", "shifted"} and set(table["image"]) == {"a", "b"}
+    with pytest.raises(ValueError, match="one per image"):
+        spectral.condition_spectra(["a", "b"], clean, {"clean": clean}, [lossless])
+
+
+def test_pooled_spectra_are_the_mean_over_all_images():
+    clean = _smooth_images(n=3, side=16)
+    lossy = lambda batch: ((np.asarray(batch) // 8) * 8, np.full(len(batch), 1.0))  # noqa: E731
+    conditions = {"clean": clean}
+    whole, _ = spectral.condition_spectra(["a", "b", "c"], clean, conditions, [lossy] * 3)
+    head, _ = spectral.condition_spectra(["a"], clean[:1], {"clean": clean[:1]}, [lossy])
+    tail, _ = spectral.condition_spectra(["b", "c"], clean[1:], {"clean": clean[1:]}, [lossy] * 2)
+    pooled = spectral.pool_spectra([(1, head), (2, tail), (0, {})])
+    for kind in spectral.KINDS:
+        assert np.allclose(pooled["clean"][kind], whole["clean"][kind])
+    with pytest.raises(ValueError, match="no images"):
+        spectral.pool_spectra([(0, head)])
