@@ -77,6 +77,7 @@ class EntropyConfig:
     log_every: int = 100
     eval_images: int = 4
     eval_crop: int = 256
+    precision: str = "fp32"
 
     def train_config(self, N: int, M: int) -> T.TrainConfig:
         """The nic_lib.train configuration this run corresponds to (model, schedule)."""
@@ -89,7 +90,7 @@ class EntropyConfig:
             min_lr_ratio=self.min_lr_ratio, max_steps=self.steps, seed=self.seed,
             clip_grad_norm=self.clip_grad_norm, eval_images=self.eval_images,
             eval_crop=self.eval_crop, out_dir=self.out_dir, threads=self.threads,
-            progress=False, ema=0.0)
+            progress=False, ema=0.0, precision=self.precision)
 
 
 @contextlib.contextmanager
@@ -172,7 +173,9 @@ def train_entropy(cfg: EntropyConfig) -> Path:
                 group["lr"] = lr
             variable_rate.set_rate_level(model, variable_rate.level_for_step(step, len(lmbdas)))
             rows = np.random.default_rng([cfg.seed, step]).integers(0, len(y0), cfg.batch_size)
-            out = model(y0[torch.from_numpy(rows)])
+            # --precision bf16: the networks under bfloat16 autocast, densities and bits fp32
+            with T.reduced_precision(model, cfg.precision):
+                out = model(y0[torch.from_numpy(rows)])
             # bpp = Σ −log2 p(ŷ, ẑ) / pixels of the crops
             bpp = sum(-torch.log2(v).sum() for v in out["likelihoods"].values()) / pixels
             optimizer.zero_grad(set_to_none=True)
@@ -227,6 +230,9 @@ def main(argv: list[str] | None = None) -> Path:
     for name in ("lr", "min_lr_ratio", "aux_lr", "clip_grad_norm"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--data", nargs="+", default=list(d.data))
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision,
+                   help="the entropy model's networks in bfloat16 autocast while training "
+                   "(nic_lib.training.precision; evaluation and saving in fp32)")
     args = vars(p.parse_args(argv))
     args["qualities"], args["data"] = tuple(args["qualities"]), tuple(args["data"])
     return train_entropy(EntropyConfig(**args))

@@ -69,3 +69,29 @@ def test_a_tiny_run_trains_the_entropy_model_and_leaves_the_transforms(tmp_path,
     assert ckpt["config"]["model"] == "mbt2018-mean"
     with pytest.raises(FileExistsError, match="finished"):
         TE.train_entropy(cfg)
+
+
+def test_bf16_runs_the_entropy_networks_in_bfloat16_and_still_learns(tmp_path, monkeypatch):
+    monkeypatch.setenv("NIC_CACHE_DIR", str(tmp_path / "cache"))
+    images = _synthetic_images(tmp_path / "images", count=4, size=96)
+    source = _transforms(tmp_path)
+    seen = []
+    real_forward = torch.nn.Conv2d.forward
+
+    def spy(self, x):
+        out = real_forward(self, x)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", spy)
+    cfg = TE.EntropyConfig(model="mbt2018-mean", transforms=str(source), qualities=(1, 6),
+                           out_dir=str(tmp_path / "run"), crops=32, crop=64, steps=60,
+                           warmup_steps=5, log_every=20, eval_images=1, eval_crop=64,
+                           data=(str(images),), precision="bf16")
+    run = TE.train_entropy(cfg)
+    assert torch.bfloat16 in seen  # the networks ran under autocast while training
+    with open(run / "log.csv", newline="") as f:
+        bpp = [float(r["bpp"]) for r in csv.DictReader(f)]
+    assert bpp[-1] < bpp[0]
+    trained, _ = load_checkpoint(run / "final.pt", calibrated=False)
+    assert all(p.dtype == torch.float32 for p in trained.parameters())
