@@ -1,8 +1,8 @@
 r"""The perceptual side of compression: a patch discriminator, GAN losses, and distribution
 distances between sets of images (sliced Wasserstein, Fréchet distance, KID).
 
-Used by stage C of :mod:`nic_lib.train_pqmim` (adversarial fine-tuning of PQ-MIM's decoder)
-and by notebook 05. What is here, and where it comes from:
+Used by stage C of PQ-MIM's training (:mod:`nic_lib.training.pqmim.stage_c`, adversarial
+fine-tuning of the decoder) and by notebook 05. What is here, and where it comes from:
 
 - :class:`PatchDiscriminator`: pix2pix's PatchGAN (Isola et al. 2017), smaller, with
   spectral normalisation (Miyato et al. 2018).

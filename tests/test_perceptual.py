@@ -1,5 +1,5 @@
 """Properties of the perceptual metrics and discriminator (nic_lib.perceptual) and of stage C
-of PQ-MIM's training (nic_lib.train_pqmim.train_perceptual)."""
+of PQ-MIM's training (nic_lib.training.pqmim.stage_c, through nic_lib.train_pqmim)."""
 
 from __future__ import annotations
 
@@ -250,7 +250,7 @@ def test_find_checkpoints_tells_perceptual_variants_from_rate_points(base_checkp
 
 def test_stage_c_resumes_identically(base_checkpoint, stage_c_run, tmp_path, monkeypatch):
     calls = {"n": 0}
-    original = train_pqmim.perceptual.generator_loss
+    original = perceptual.generator_loss
 
     def interrupt_on_step_five(*args, **kwargs):
         calls["n"] += 1
@@ -258,10 +258,10 @@ def test_stage_c_resumes_identically(base_checkpoint, stage_c_run, tmp_path, mon
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_pqmim.perceptual, "generator_loss", interrupt_on_step_five)
+    monkeypatch.setattr(perceptual, "generator_loss", interrupt_on_step_five)
     with pytest.raises(KeyboardInterrupt):
         train_pqmim.train_perceptual(_config(base_checkpoint, tmp_path))
-    monkeypatch.setattr(train_pqmim.perceptual, "generator_loss", original)
+    monkeypatch.setattr(perceptual, "generator_loss", original)
     state = torch.load(tmp_path / "ckpt_c.pt", weights_only=True)
     assert state["step"] == 4
     train_pqmim.train_perceptual(train_pqmim.PerceptualTrainConfig(), resume=tmp_path / "ckpt_c.pt")

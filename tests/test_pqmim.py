@@ -1,4 +1,5 @@
-"""Properties of PQ-MIM (nic_lib.models.pqmim) and its training entry point."""
+"""Properties of PQ-MIM (nic_lib.models.pqmim) and its training (nic_lib.training.pqmim, through
+its command-line module nic_lib.train_pqmim)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import torch
 
 from nic_lib import data, perceptual, train_pqmim
 from nic_lib.models import pqmim
+from nic_lib.training import TrainConfig, learning_rate
+from nic_lib.training.schedule import warmup_cosine
 
 TINY = {"N": 16, "latent_dim": 8, "M": 2, "K": 16, "width": 32, "layers": 1, "heads": 2}
 
@@ -239,9 +242,20 @@ def test_a_run_saved_before_the_mask_law_setting_resumes_with_the_cosine_law(tin
     state = torch.load(tiny_run / "ckpt.pt", weights_only=True)
     assert state["config"]["mask_law"] == "schedule"  # the default of new runs
     saved = {k: v for k, v in state["config"].items() if k != "mask_law"}
-    cfg = train_pqmim._resumed_config(train_pqmim.PQMIMTrainConfig, saved,
-                                      train_pqmim.RUNTIME_KEYS, None)
+    cfg = train_pqmim.resumed_config(train_pqmim.PQMIMTrainConfig, saved,
+                                     train_pqmim.RUNTIME_KEYS, None)
     assert cfg.mask_law == "cosine"
+
+
+def test_stage_schedule_warms_up_then_decays_to_a_tenth_of_the_peak():
+    rates = [warmup_cosine(s, 1e-3, 10, 100) for s in range(120)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:]))  # no rise after the warm-up
+    assert rates[100] == rates[119] == pytest.approx(1e-4)
+    # the law of nic_lib.train's cosine schedule with a floor of a tenth (up to rounding:
+    # peak / 10 there is peak · 0.1 here)
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, max_steps=100, min_lr_ratio=0.1)
+    assert rates == pytest.approx([learning_rate(s, cfg) for s in range(120)], rel=1e-12)
 
 
 def test_tiny_seeded_training_run_decreases_its_loss(tiny_run):

@@ -16,9 +16,10 @@ from Python: ``train(TrainConfig(model="mbt2018", quality=3, max_steps=2000))``.
 | :mod:`~nic_lib.training.loop` | :func:`train`: the one loop (DDP, EMA, resume) |
 
 Imports point up this table only (``loop`` uses them all; ``runs`` uses ``config`` and
-``loss``; the others use ``config`` at most). PQ-MIM (:mod:`nic_lib.train_pqmim`) and
-entropy-model-only runs (:mod:`nic_lib.train_entropy`) reuse the data, evaluation and
-run-file parts.
+``loss``; the others use ``config`` at most). PQ-MIM's stages (the subpackage
+:mod:`nic_lib.training.pqmim`, command line :mod:`nic_lib.train_pqmim`) and
+entropy-model-only runs (:mod:`nic_lib.train_entropy`) reuse the data, schedule,
+evaluation and run-file parts.
 """
 
 from .config import (

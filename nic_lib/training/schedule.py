@@ -2,7 +2,9 @@
 
 The schedule is a pure function of the step (and, with ``--schedule-clock time``, of the
 training seconds so far), so a resumed run continues it exactly; the loop sets the rate
-of every parameter group before each step.
+of every parameter group before each step. :func:`learning_rate` is the schedule of
+:class:`~nic_lib.training.TrainConfig` runs; :func:`warmup_cosine` is PQ-MIM's (each of its
+stages: warm-up, then cosine to a tenth of the peak); both decay by :func:`cosine_decay`.
 """
 
 from __future__ import annotations
@@ -46,12 +48,48 @@ def _after_warmup(step: int, cfg: TrainConfig, elapsed_s: float | None) -> float
         t_time = elapsed_s / (60.0 * cfg.max_minutes)
     if cfg.lr_schedule == "cosine":
         t = min(1.0, max(t_steps, t_time))
-        lr_min = cfg.lr * cfg.min_lr_ratio
-        # lr_t = lr_min + ½ (lr − lr_min)(1 + cos(π t)),  t = progress after warm-up in [0, 1]
-        return lr_min + 0.5 * (cfg.lr - lr_min) * (1.0 + math.cos(math.pi * t))
+        # lr_t = lr_min + ½ (lr − lr_min)(1 + cos(π t)),  lr_min = lr · min_lr_ratio
+        return cosine_decay(t, cfg.lr, cfg.lr * cfg.min_lr_ratio)
     if cfg.lr_schedule == "step":
         passed = sum(max(step / horizon, t_time) >= m for m in cfg.lr_milestones)
         # lr_t = lr · γ^(number of milestones passed)
         return cfg.lr * cfg.lr_gamma**passed
     return cfg.lr
 
+
+
+def cosine_decay(t: float, peak: float, lr_min: float) -> float:
+    """Cosine decay from ``peak`` (t = 0) to ``lr_min`` (t = 1).
+
+    Args:
+        t: progress after the warm-up, in [0, 1].
+        peak: the rate at t = 0.
+        lr_min: the rate at t = 1.
+
+    Returns:
+        The rate.
+    """
+    # lr_t = lr_min + ½ (peak − lr_min)(1 + cos(π t))
+    return lr_min + 0.5 * (peak - lr_min) * (1.0 + math.cos(math.pi * t))
+
+
+def warmup_cosine(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warm-up to ``peak``, then cosine to ``peak / 10`` at step ``total``.
+
+    The schedule of each PQ-MIM stage (:mod:`nic_lib.training.pqmim`): a fixed horizon, no
+    time clock, no continued start.
+
+    Args:
+        step: 0-based step of the stage.
+        peak: peak rate.
+        warmup: warm-up steps.
+        total: stage length in steps.
+
+    Returns:
+        The rate.
+    """
+    if step < warmup:
+        # lr_t = peak · (t + 1) / T_warmup
+        return peak * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return cosine_decay(t, peak, peak / 10)

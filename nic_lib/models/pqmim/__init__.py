@@ -35,7 +35,8 @@ The package, one concern a file; imports point down this list only (no cycles):
 ============================  =============================================================
 
 Every public name of these modules is reachable here (``pqmim.code_image``,
-``pqmim.DOWNSAMPLING``, ...). Training lives in :mod:`nic_lib.train_pqmim`.
+``pqmim.DOWNSAMPLING``, ...). Training lives in :mod:`nic_lib.training.pqmim`
+(command line: ``python -m nic_lib.train_pqmim``).
 
 Written by hand, and why: the product quantizer with EMA codebooks and dead-code restarts
 (a few lines; ``vector-quantize-pytorch`` would add a dependency for them), the

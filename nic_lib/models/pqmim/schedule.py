@@ -22,7 +22,7 @@ from torch import Tensor
 #: Laws of the training masks' hidden fraction γ (:func:`mask_ratio`): ``"cosine"``
 #: (MaskGIT's, the shipped checkpoints') and ``"schedule"`` (the fractions at which the
 #: coding schedule codes its codes; the default of new training runs,
-#: :data:`nic_lib.train_pqmim.DEFAULT_MASK_LAW`).
+#: :data:`nic_lib.training.pqmim.DEFAULT_MASK_LAW`).
 MASK_LAWS = ("cosine", "schedule")
 #: Coding steps S: M2T finds gains saturate at 8-12 steps; 10 sits in that range.
 DEFAULT_STEPS = 10

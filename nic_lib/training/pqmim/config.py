@@ -1,0 +1,170 @@
+"""Every knob of a PQ-MIM run (stages A and B), its defaults, and what may change on resume.
+
+:class:`PQMIMTrainConfig` is saved in ``config.json``, ``ckpt.pt`` and ``final.pt``;
+:func:`resumed_config` rebuilds it from a checkpoint, letting only the settings that do not
+change the run's maths (:data:`RUNTIME_KEYS`) take new values. Stage C has its own
+configuration (:class:`nic_lib.training.pqmim.stage_c.PerceptualTrainConfig`).
+
+Also here, because every stage uses them: the generator of a step's random draws, keyed by
+(seed, stream, step) so that a resumed run is identical to an uninterrupted one, and the
+uint8 crops -> model input conversion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from nic_lib.models import pqmim
+
+from ..config import DEFAULT_DATA
+
+#: 256x256 crops (16x16 tokens), as the papers quoted for PQ-MIM (ImageNet, 256 crops).
+DEFAULT_CROP = 256
+#: Batch 8 (mbt2018's; the paper's 256 is far beyond a CPU budget).
+DEFAULT_BATCH = 8
+#: Adam 2e-4 for the VQ-VAE (van den Oord et al. 2017 use 2e-4).
+DEFAULT_LR_A = 2e-4
+#: AdamW 3e-4 for the transformer (a common small-transformer rate; MaskGIT uses 1e-4
+#: at batch 256 and many more steps).
+DEFAULT_LR_B = 3e-4
+#: AdamW weight decay of the transformer's matrices.
+DEFAULT_WEIGHT_DECAY_B = 0.01
+#: Stage B's masking law (:data:`nic_lib.models.pqmim.MASK_LAWS`). ``"schedule"``: stage B
+#: of M2-K256 from scratch, 4,000 steps, left 4.9% fewer bits on the 12 photos-hr tuning
+#: crops than the same run with MaskGIT's cosine law (213,265 vs 224,144); the full
+#: 12,000-step stage B, 1.7% (M2) and 2.0% (M4) fewer (README). The shipped M8-K256 was
+#: trained with the cosine law, :data:`LEGACY_MASK_LAW`, which a run saved before this
+#: setting existed keeps when resumed.
+DEFAULT_MASK_LAW = "schedule"
+LEGACY_MASK_LAW = "cosine"
+#: Linear warm-up of both stages (transformers diverge without one).
+DEFAULT_WARMUP = 200
+#: Steps per stage: long enough for a real run; CPU sessions set --max-minutes-a/-b.
+DEFAULT_STEPS = 20_000
+#: Gradient-norm clipping (as nic_lib.train).
+DEFAULT_CLIP = 1.0
+#: CSV row every 10 steps, checkpoint every 500 (as nic_lib.train).
+DEFAULT_LOG_EVERY = 10
+DEFAULT_CKPT_EVERY = 500
+#: Settings that may change on --resume (speed and bookkeeping, not the maths).
+RUNTIME_KEYS = ("steps_a", "steps_b", "max_minutes_a", "max_minutes_b", "log_every",
+                "ckpt_every", "threads", "export")
+#: Settings that may also change on ``--resume --restart-b`` (stage B starts again from
+#: scratch on the finished autoencoder: the MIM model's size and its training).
+STAGE_B_KEYS = ("width", "layers", "heads", "crop_b", "batch_size_b", "lr_b",
+                "weight_decay_b", "warmup_steps", "mask_law")
+
+
+@dataclasses.dataclass
+class PQMIMTrainConfig:
+    """Every knob of a PQ-MIM run (saved in config.json, ckpt.pt and final.pt).
+
+    Architecture: N, latent_dim, M, K, width, layers, heads (see
+    :class:`nic_lib.models.pqmim.PQMIM`). ``crop``/``batch_size``: stage A's crops;
+    ``crop_b``/``batch_size_b``: stage B's (default: stage A's; larger crops give the MIM
+    model larger token grids, i.e. more context). ``steps_a``/``steps_b``: steps per stage;
+    ``max_minutes_a``/``_b``: wall-clock cap per stage. ``mask_law``: stage B's masking law
+    (:data:`nic_lib.models.pqmim.MASK_LAWS`; ``"schedule"`` also takes the per-crop mean
+    loss). Other fields mirror the flags of
+    ``python -m nic_lib.train_pqmim --help``.
+    """
+
+    N: int = pqmim.DEFAULT_N
+    latent_dim: int = pqmim.DEFAULT_LATENT_DIM
+    M: int = pqmim.DEFAULT_SUBQUANTIZERS
+    K: int = pqmim.DEFAULT_CODEBOOK_SIZE
+    width: int = pqmim.MIM_WIDTH
+    layers: int = pqmim.MIM_LAYERS
+    heads: int = pqmim.MIM_HEADS
+    data: tuple[str, ...] = (DEFAULT_DATA,)
+    crop: int = DEFAULT_CROP
+    batch_size: int = DEFAULT_BATCH
+    crop_b: int | None = None
+    batch_size_b: int | None = None
+    lr_a: float = DEFAULT_LR_A
+    lr_b: float = DEFAULT_LR_B
+    weight_decay_b: float = DEFAULT_WEIGHT_DECAY_B
+    warmup_steps: int = DEFAULT_WARMUP
+    mask_law: str = DEFAULT_MASK_LAW
+    clip_grad_norm: float = DEFAULT_CLIP
+    steps_a: int = DEFAULT_STEPS
+    steps_b: int = DEFAULT_STEPS
+    max_minutes_a: float | None = None
+    max_minutes_b: float | None = None
+    seed: int = 0
+    log_every: int = DEFAULT_LOG_EVERY
+    ckpt_every: int = DEFAULT_CKPT_EVERY
+    out_dir: str | None = None
+    export: str | None = None
+    threads: int | None = None
+    #: Fields added after runs were saved, with the value those runs used (for --resume).
+    LEGACY: ClassVar[dict[str, Any]] = {"mask_law": LEGACY_MASK_LAW}
+
+
+def check_config(cfg: PQMIMTrainConfig) -> None:
+    """Refuse settings the stages cannot run.
+
+    Raises:
+        ValueError: an unknown masking law, or a crop side that is not a multiple of
+            :data:`nic_lib.models.pqmim.DOWNSAMPLING` (16).
+    """
+    if cfg.mask_law not in pqmim.MASK_LAWS:
+        raise ValueError(f"--mask-law {cfg.mask_law!r} is not a masking law; use one of "
+                         f"{', '.join(pqmim.MASK_LAWS)}")
+    crop_b = cfg.crop_b or cfg.crop
+    if crop_b % pqmim.DOWNSAMPLING:
+        raise ValueError(f"--crop-b {crop_b} must be a multiple of {pqmim.DOWNSAMPLING}")
+    if cfg.crop % pqmim.DOWNSAMPLING:
+        raise ValueError(f"--crop {cfg.crop} must be a multiple of {pqmim.DOWNSAMPLING} "
+                         f"(e.g. --crop {max(16, cfg.crop // 16 * 16)})")
+
+
+def resumed_config(cls, saved: dict, runtime_keys: tuple[str, ...], overrides: dict | None):
+    """A resumed run's configuration: the saved one, with ``overrides`` of ``runtime_keys`` only.
+
+    Args:
+        cls: the configuration class (:class:`PQMIMTrainConfig` or stage C's); its
+            ``LEGACY`` table, if any, fills fields that runs saved before they existed lack.
+        saved: the configuration stored in the checkpoint (``dataclasses.asdict``).
+        runtime_keys: the fields ``overrides`` may set.
+        overrides: new values, or ``None``.
+
+    Returns:
+        The configuration to continue with.
+
+    Raises:
+        ValueError: an override outside ``runtime_keys`` (it would change the run's maths).
+    """
+    # a field added after the run was saved takes the value such runs used
+    saved = {**getattr(cls, "LEGACY", {}), **saved}
+    cfg = cls(**{k: tuple(v) if k == "data" else v for k, v in saved.items()})
+    bad = sorted(set(overrides or {}) - set(runtime_keys))
+    if bad:
+        raise ValueError(f"--resume keeps the run's settings; {', '.join(bad)} cannot "
+                         f"change (only {', '.join(runtime_keys)}). Start a new run instead")
+    return dataclasses.replace(cfg, **(overrides or {}))
+
+
+def exported_config(cfg) -> dict:
+    """The configuration as plain values for ``final.pt`` (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def step_generator(seed: int, stream: int, step: int) -> torch.Generator:
+    """The generator of one step's random draws (codebook restarts, masks).
+
+    Keyed by (seed, stream, step) through NumPy's SeedSequence, so a step draws the same
+    numbers whether or not the run was resumed before it, and ``ckpt.pt`` needs no RNG state.
+    """
+    key = np.random.SeedSequence([seed, stream, step]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(key))
+
+
+def to_input(crops: np.ndarray) -> torch.Tensor:
+    """uint8 crops (B, H, W, 3) -> model input (B, 3, H, W), float on the 0..1 scale."""
+    # x = v8 / 255
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255)
