@@ -59,7 +59,7 @@ SMOKE = None  # None -> PROFILE == "smoke"; True: smoke sizes with this profile'
 DEVICE = None  # None -> "cuda" when PyTorch sees a GPU, else "cpu": where the grid's NIC networks run (their entropy coders compute the coding parameters on the CPU either way, so the bitstreams do not depend on it)
 DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke: needs no data files): the dataset of figures 1-8
 DATASETS = None  # None -> [DATASET, "photos-hr"]: the datasets figure 9 compares, each through the same grid; photos-hr-C is the CLIC-C stand-in (CLIC 2020 test is offline here; "clic2020-test" works where it is downloaded)
-OTHER_N_IMAGES = None  # None -> every image (smoke: 1, a single 512x768 crop): images of each dataset after the first
+OTHER_N_IMAGES = None  # None -> every image (smoke: 1, a single 512x768 crop): images of each dataset after the first; photos-hr-C's 25 crops have Kodak's size, so its grid costs about Kodak-C's x 25/24 (measured beside training runs: JPEG 2000 291 s for 2 images, mbt2018 x 6 qualities 172 s for 1 image, one thread each)
 N_IMAGES = None  # None -> every image (smoke: 2); an int takes the first N
 CORRUPTIONS = None  # None -> all 15 (smoke: fog, pixelate, gaussian_noise: one per frequency group)
 SEVERITIES = None  # None -> 1..5 (smoke: 1, 5)
