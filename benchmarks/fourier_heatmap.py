@@ -9,6 +9,12 @@ map's summary (PSNR drop by radial band); writes the tidy table as CSV.
     python benchmarks/fourier_heatmap.py --codec mbt2018:3 ...            # a cpu-profile checkpoint
 
 Run it niced: ``OMP_NUM_THREADS=1 nice -n 19 python benchmarks/fourier_heatmap.py``.
+
+The per-call cost behind notebook 03's paper-setting map (512x512 crops, lowest
+frequencies, one thread; ``nic_lib.heatmaps.HeatmapSetting`` turns it into a budget)::
+
+    python benchmarks/fourier_heatmap.py --codec jpeg2000 --setting 0.5 --crops 2 --crop 512 --grid 4 --step 1
+    python benchmarks/fourier_heatmap.py --codec mbt2018:3 --crops 1 --crop 512 --grid 10 --step 1
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nic_lib import cache, data, spectral
+from nic_lib import cache, data, heatmaps, spectral
 from nic_lib.plotting import BUILD_DIR
 
 #: Kodak crops: 3 is "a few", enough to average the random signs over.
@@ -51,9 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--codec", default="jpeg2000", help="classic codec name, 'tiny-nic', or MODEL:QUALITY (cpu checkpoint)")
     p.add_argument("--setting", type=float, default=DEFAULT_SETTING, help="classic codec setting (JPEG 2000: bpp)")
     p.add_argument("--crops", type=int, default=DEFAULT_CROPS, help="number of Kodak images (centre crops)")
-    p.add_argument("--grid", type=int, default=spectral.DEFAULT_HEATMAP_GRID)
-    p.add_argument("--crop", type=int, default=spectral.DEFAULT_CROP)
-    p.add_argument("--eps", type=float, default=spectral.DEFAULT_EPS)
+    p.add_argument("--grid", type=int, default=heatmaps.DEFAULT_HEATMAP_GRID)
+    p.add_argument("--crop", type=int, default=heatmaps.DEFAULT_CROP)
+    p.add_argument("--eps", type=float, default=heatmaps.DEFAULT_EPS)
     p.add_argument("--step", type=int, default=None, help="frequency step in cycles per crop (default crop // grid: up to Nyquist)")
     p.add_argument("--out", type=Path, default=BUILD_DIR / "benchmarks" / "fourier_heatmap.csv")
     args = p.parse_args(argv)
@@ -61,12 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     images = [img for _, img in data.load_images("kodak", limit=args.crops)]
     codec = _codec(args.codec, args.setting)
     step = args.step or args.crop // args.grid
-    runs = len(spectral.heatmap_frequencies(args.grid, step, args.crop)[0])
+    runs = len(heatmaps.heatmap_frequencies(args.grid, step, args.crop)[0])
     print(f"codec: {getattr(codec, 'description', args.codec)}")
     print(f"grid {args.grid}x{args.grid}, {runs} distinct frequencies (half-plane), crop {args.crop}, eps {args.eps}, "
           f"step {step}, {len(images)} crops -> {runs * len(images)} codec runs")
     start = time.perf_counter()
-    table = spectral.fourier_heatmap(images, codec, grid=args.grid, eps=args.eps, crop=args.crop, step=step, progress=True)
+    table = heatmaps.fourier_heatmap(images, codec, grid=args.grid, eps=args.eps, crop=args.crop, step=step, progress=True)
     seconds = time.perf_counter() - start
     cache.write_table(table, args.out)
     per_run = seconds / (runs * len(images) + len(images))

@@ -355,6 +355,35 @@ def ood_claims(deltas: pd.DataFrame, codec: str, reference: str, against: str = 
     ])
 
 
+def ood_dataset_claims(deltas: pd.DataFrame, effects: pd.DataFrame, ranks: pd.DataFrame, codec: str, reference: str,
+                       group_of: Mapping[str, str], dataset: str) -> pd.DataFrame:
+    """The OOD-NIC paper's claims judged on a second benchmark (CLIC-C, or its stand-in photos-hr-C).
+
+    The paper states its findings for Kodak-C and CLIC-C alike, so each claim is judged on
+    the second dataset by the same rules: :func:`ood_claims` on the gaps against the
+    corrupted input, and :func:`ood_shift_claims` on the shift effects (G and R). Each
+    claim's text names the dataset and its ``paper`` column says the paper reports it on
+    both benchmarks.
+
+    Args:
+        deltas: as in :func:`ood_claims` (the second dataset's heat-map cells against the input).
+        effects, ranks: :func:`nic_lib.shift.shift_effects` and :func:`nic_lib.shift.mean_ranks`
+            of the second dataset.
+        codec, reference, group_of: as in :func:`ood_shift_claims`.
+        dataset: its name as the table shows it (e.g. ``"photos-hr-C"``).
+
+    Returns:
+        The claims table (:data:`COLUMNS`): 3 rows from the gaps, 6 from the shift effects.
+    """
+    rows = pd.concat([ood_claims(deltas, codec, reference, against=f"PSNR vs the corrupted input, {dataset}"),
+                      ood_shift_claims(effects, ranks, codec, reference, group_of,
+                                       against={"G": f"generalization G: own loss vs the corrupted input, {dataset}",
+                                                "R": f"robustness R: own loss vs the clean image, {dataset}"})],
+                     ignore_index=True)
+    rows["paper"] = "stated for Kodak-C and CLIC-C alike: " + rows["paper"]
+    return rows
+
+
 #: A codec's standing depends on the shift's spectrum when its mean rank among the grid's
 #: codecs moves by more than one place between frequency groups.
 RANK_SPREAD = 1.0

@@ -114,8 +114,12 @@ MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_FORMAT = "nic-repro-corrupted-dataset"
 MANIFEST_VERSION = 1
 #: Centre crops (height, width) applied after transposing, per dataset: the reference code
-#: crops CLIC 2020 test to 512x768, so every CLIC-C image has Kodak's size.
-CENTRE_CROP: dict[str, tuple[int, int]] = {"clic2020-test": (512, 768)}
+#: crops CLIC 2020 test to 512x768, so every CLIC-C image has Kodak's size. photos-hr, the
+#: offline CLIC stand-in (25 photos of ~1-1.4 MP, short side >= 664 px once landscape), gets
+#: the same crop, so photos-hr-C is built as CLIC-C is (and its crops are
+#: nic_lib.data.TUNING_CROP, the very windows the hyperprior models' scale calibration was
+#: tuned on: a NIC result on photos-hr-C is not blind to that set).
+CENTRE_CROP: dict[str, tuple[int, int]] = {"clic2020-test": (512, 768), "photos-hr": (512, 768)}
 #: One process per core: corrupting is CPU-bound (numpy/OpenCV, one thread each in workers).
 DEFAULT_WORKERS = os.cpu_count() or 1
 #: The manifest is rewritten after this many new files (and at the end, and on Ctrl-C), so an

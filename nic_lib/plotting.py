@@ -25,11 +25,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import seaborn as sns
 
@@ -363,4 +364,41 @@ def spectrum_grid(fig, maps: Sequence[Sequence[np.ndarray | None]], limits: tupl
                 ax.set_ylabel(row_labels[i], fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), location=colorbar, label=label, shrink=0.8, aspect=30)
+    return axes
+
+
+def heatmap_rows(fig, maps: Mapping[str, Mapping[str, np.ndarray]], extent: tuple[float, float, float, float],
+                 labels: Mapping[str, str], titles: Mapping[str, str] | None = None, cmap: str = "viridis",
+                 colorbar_label: str = "ΔMSE / wave energy"):
+    """Rows of Fourier heat maps (one row per measure, one column per codec), one colour scale and colourbar per row.
+
+    Each row's scale covers every value of that row's maps (nothing saturated, codecs
+    comparable within a measure); the colourbar sits at the row's right.
+
+    Args:
+        fig: a matplotlib figure (``layout="constrained"`` recommended).
+        maps: measure -> codec -> (grid, grid) map (:func:`nic_lib.heatmaps.heatmap_array`).
+        extent: :func:`nic_lib.heatmaps.heatmap_extent` (cycles per pixel).
+        labels: measure -> its name, put in each panel's title.
+        titles: codec -> the rest of the panel title (default: the codec).
+        cmap: colour map. colorbar_label: the unit of every row's colourbar.
+
+    Returns:
+        The (measures, codecs) array of axes.
+    """
+    codec_names = list(next(iter(maps.values())))
+    axes = fig.subplots(len(maps), len(codec_names), squeeze=False, sharex=True, sharey=True)
+    for r, (row, (measure, by_codec)) in enumerate(zip(axes, maps.items())):
+        lo, hi = data_limits(np.concatenate([np.asarray(m).ravel() for m in by_codec.values()]), margin=0)
+        image = None
+        for ax, codec in zip(row, codec_names):
+            image = ax.imshow(by_codec[codec], cmap=cmap, vmin=lo, vmax=hi, extent=extent, interpolation="nearest")
+            ax.grid(False)
+            ax.set_title(f"{labels[measure]}\n{(titles or {}).get(codec, codec)}", fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.yaxis.set_major_locator(MaxNLocator(4))
+            if r == len(axes) - 1:
+                ax.set_xlabel("fx (cycles/pixel)")
+        row[0].set_ylabel("fy (cycles/pixel)")
+        fig.colorbar(image, ax=row.tolist(), label=colorbar_label, shrink=0.9)
     return axes

@@ -17,16 +17,14 @@ summarised by its :func:`radial_profile` and by its :func:`band_energies` in thr
 (:data:`BAND_EDGES`). Frequencies are in units of the Nyquist frequency (0.5 cycles per
 pixel = 1), so a radius r means a period of 2 / r pixels.
 
-Fourier heat maps (:func:`fourier_heatmap`) add ``eps * (+-1) * U_ij`` to the input, where
-``U_ij`` is the L2-normalised real Fourier basis image of frequency (i, j), compress it
-with a *codec callable* and record PSNR and bpp per frequency. A codec callable maps a
+Fourier heat maps (Yin et al. 2019) live in :mod:`nic_lib.heatmaps`; they, and
+:func:`psnr_at_matched_rate` here, run codecs through a *codec callable*, which maps a
 batch of uint8 images (B, H, W, 3) to ``(reconstructions uint8 (B, H, W, 3), bpp (B,))``;
 :func:`classic_codec` wraps :mod:`nic_lib.codecs`, :func:`nic_codec` any model with
 CompressAI's ``forward`` contract (through :mod:`nic_lib.coding`: its padding, its rate
 estimate, checked against real bits).
 
-numpy's FFT and scipy's windows do the transforms; the averaging, banding, basis images
-and heat-map bookkeeping are written here because no library does them. This module
+numpy's FFT and scipy's windows do the transforms; the averaging and banding are written here because no library does them. This module
 imports :mod:`nic_lib.metrics`, :mod:`nic_lib.codecs` and :mod:`nic_lib.data` (its centre crop) from the project,
 and :mod:`nic_lib.coding` (with torch) for NIC models.
 """
@@ -68,24 +66,6 @@ BANDS = ("low", "mid", "high")
 #: Radial-profile bins: 32 annuli of width sqrt(2)/32 ~ 0.044 Nyquist; enough to see a
 #: 1/f^alpha slope, wide enough that a 64x64 spectrum has pixels in every annulus.
 DEFAULT_RADIAL_BINS = 32
-
-#: Fourier heat map grid: 32x32 frequencies (the issue's 32x17 half-plane).
-DEFAULT_HEATMAP_GRID = 32
-#: Perturbation norm on the [0, 1] image scale, per channel, as in the reference code
-#: (eps = 4, Yin et al.'s CIFAR value). Peak amplitude = eps * sqrt(2 / (H W)): on a
-#: 256x256 crop 5.6 grey levels, on 512x512 2.8.
-DEFAULT_EPS = 4.0
-#: Side of the square centre crop the heat map is computed on. 256: a multiple of 64 (NIC
-#: padding), 4x fewer pixels than the reference's 512 so a map fits the CPU budget.
-DEFAULT_CROP = 256
-#: Seed of the random signs (one per crop x frequency, drawn from (seed, crop, i, j)).
-DEFAULT_SEED = 0
-#: Perturbed images per codec call: one NIC forward over 16 256x256 crops stays < 1 GB.
-DEFAULT_BATCH = 16
-
-#: Columns of the tidy table fourier_heatmap returns (one row per crop x frequency).
-HEATMAP_COLUMNS = ("crop", "i", "j", "fy", "fx", "radius", "sign", "bpp", "psnr", "psnr_clean",
-                   "bpp_unperturbed", "psnr_unperturbed", "step", "size", "eps")
 
 #: A codec callable: uint8 (B, H, W, 3) -> (uint8 (B, H, W, 3), bpp (B,)).
 CodecFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -547,168 +527,6 @@ def nic_codec(model, device: str = "cpu", check: str | None = "warn", rtol: floa
     run.description = (f"{type(model).__name__} (forward in eval mode, likelihood bpp"
                        f"{'' if check is None else f', checked against real bits within {rtol:.0%}'})")
     return run
-
-
-# --------------------------------------------------------------------------- Fourier heat maps
-
-
-def fourier_basis(height: int, width: int, fy: int, fx: int) -> np.ndarray:
-    """The real Fourier basis image U of frequency (fy, fx) cycles per image, ||U||_2 = 1.
-
-    U = Re(IFFT(delta_(fy,fx) + delta_(-fy,-fx))) / norm, a 2-D cosine of frequency
-    (fy/H, fx/W) cycles per pixel (Yin et al. 2019); U_(fy,fx) = U_(-fy,-fx).
-
-    Args:
-        height, width: image size.
-        fy, fx: integer frequencies (cycles per image height / width), any sign.
-
-    Returns:
-        float64 (height, width) with unit L2 norm.
-    """
-    spec = np.zeros((height, width), dtype=np.complex128)
-    spec[fy % height, fx % width] = 1.0
-    spec[-fy % height, -fx % width] = 1.0
-    u = np.real(np.fft.ifft2(spec))
-    return u / np.linalg.norm(u)
-
-
-def heatmap_frequencies(grid: int = DEFAULT_HEATMAP_GRID, step: int = 1, size: int | None = None
-                        ) -> tuple[list[tuple[int, int]], dict[tuple[int, int], tuple[int, int]]]:
-    """The half-plane of a grid x grid Fourier heat map: which frequencies to compute.
-
-    The map covers grid indices (i, j) in [-grid/2, grid/2)^2, image frequency
-    (i step, j step). Since U_(i,j) = U_(-i,-j), only one of each mirror pair is computed
-    (the half-plane, ``grid * (grid/2 + 1)`` frequencies when no two grid points alias:
-    32 x 17 = 544 for grid 32) and the map is filled by mirroring.
-
-    Args:
-        grid: even number of frequencies per axis.
-        step: frequency spacing in cycles per image (1 = the lowest frequencies, as the
-            reference code does; ``size // grid`` spreads the grid up to Nyquist).
-        size: crop side, for recognising frequencies that alias (None: no aliasing check).
-
-    Returns:
-        ``(computed, source)``: the (i, j) to run, and for every map cell (i, j) the
-        computed (i, j) whose value it takes.
-
-    Raises:
-        ValueError: for an odd or non-positive grid.
-    """
-    if grid < 2 or grid % 2:
-        raise ValueError(f"grid must be an even number >= 2, got {grid}")
-    half = grid // 2
-
-    def key(i: int, j: int) -> tuple[int, int]:
-        # the basis image's identity: its frequency pair, reduced modulo the image size
-        fy, fx = i * step, j * step
-        if size:
-            fy, fx = fy % size, fx % size
-            return min((fy, fx), ((-fy) % size, (-fx) % size))
-        return min((fy, fx), (-fy, -fx))
-
-    computed, source, seen = [], {}, {}
-    # scan with j >= 0 first so the computed set is the right half-plane where possible
-    cells = [(i, j) for j in range(0, half) for i in range(-half, half)] + [(i, -half) for i in range(-half, half)]
-    cells += [(i, j) for j in range(-half + 1, 0) for i in range(-half, half)]
-    for i, j in cells:
-        k = key(i, j)
-        if k not in seen:
-            seen[k] = (i, j)
-            computed.append((i, j))
-        source[(i, j)] = seen[k]
-    return computed, source
-
-
-def fourier_heatmap(images: Sequence[np.ndarray], codec: CodecFn, grid: int = DEFAULT_HEATMAP_GRID,
-                    eps: float = DEFAULT_EPS, crop: int = DEFAULT_CROP, step: int | None = None,
-                    seed: int = DEFAULT_SEED, batch: int = DEFAULT_BATCH, progress: bool = False) -> pd.DataFrame:
-    """Fourier heat map of a codec (Yin et al. 2019, as in the OOD-NIC paper): one row per crop x frequency.
-
-    For every crop x (centred, ``crop`` x ``crop``) and computed frequency (i, j) of
-    :func:`heatmap_frequencies`::
-
-        x_tilde = clip(round(255 * (x/255 + r * eps * U_ij)))     r = +-1 at random, per channel alike
-        x_hat, bpp = codec(x_tilde)
-        psnr = PSNR(x_hat, x_tilde),   psnr_clean = PSNR(x_hat, x)
-
-    U_ij is :func:`fourier_basis` at image frequency (i step, j step); eps is its L2 norm on
-    the [0, 1] scale in each channel. The unperturbed crop is coded once too
-    (``*_unperturbed`` columns) so a map can show the change. Rounding to uint8 is
-    needed by classic codecs; it adds the same +-0.5 quantisation at every frequency.
-
-    Args:
-        images: uint8 (H, W, 3) images, each at least ``crop`` on both sides.
-        codec: a codec callable (:func:`classic_codec`, :func:`nic_codec`).
-        grid: map size per axis (even). eps: perturbation norm ([0, 1] scale).
-        crop: side of the centre crop. step: frequency spacing in cycles per crop;
-            None -> ``crop // grid``, so the grid spans the spectrum up to Nyquist
-            (step=1 is the reference code's lowest-frequency window).
-        seed: seed of the random signs. batch: perturbed images per codec call.
-        progress: show a tqdm bar.
-
-    Returns:
-        DataFrame with :data:`HEATMAP_COLUMNS`; (fy, fx) in cycles per crop, radius in
-        Nyquist units. Turn it into a map with :func:`heatmap_array`.
-    """
-    from tqdm.auto import tqdm
-
-    step = crop // grid if step is None else step
-    if step < 1:
-        raise ValueError(f"step must be >= 1 (got {step}); use a crop of at least grid={grid} pixels")
-    computed, _ = heatmap_frequencies(grid, step, crop)
-    crops = [data.centre_crop(codecs.check_image(img), crop).astype(np.float64) / 255.0 for img in images]
-    rows = []
-    bar = tqdm(total=len(crops) * len(computed), disable=not progress, desc="fourier heat map", unit="run")
-    for c, x in enumerate(crops):
-        clean_u8 = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-        base_recon, base_bpp = codec(clean_u8[None])
-        base_psnr = metrics.psnr(clean_u8, base_recon[0])
-        for start in range(0, len(computed), batch):
-            chunk = computed[start : start + batch]
-            signs, inputs = [], []
-            for i, j in chunk:
-                sign = 1.0 if np.random.default_rng([seed, c, i % (2 * grid), j % (2 * grid)]).random() < 0.5 else -1.0
-                # x_tilde = x + r eps U_ij, the same U in each channel
-                perturbed = x + sign * eps * fourier_basis(crop, crop, i * step, j * step)[..., None]
-                inputs.append(np.clip(np.rint(perturbed * 255.0), 0, 255).astype(np.uint8))
-                signs.append(sign)
-            recons, rates = codec(np.stack(inputs))
-            for (i, j), sign, xt, xh, rate in zip(chunk, signs, inputs, recons, rates):
-                fy, fx = i * step, j * step
-                rows.append({"crop": c, "i": i, "j": j, "fy": fy, "fx": fx,
-                             "radius": math.hypot(fy / crop, fx / crop) / 0.5, "sign": sign,
-                             "bpp": float(rate), "psnr": metrics.psnr(xt, xh), "psnr_clean": metrics.psnr(clean_u8, xh),
-                             "bpp_unperturbed": float(base_bpp[0]), "psnr_unperturbed": base_psnr,
-                             "step": step, "size": crop, "eps": eps})
-            bar.update(len(chunk))
-    bar.close()
-    return pd.DataFrame(rows, columns=list(HEATMAP_COLUMNS))
-
-
-def heatmap_array(table: pd.DataFrame, value: str = "psnr", grid: int | None = None) -> np.ndarray:
-    """The full grid x grid map from a :func:`fourier_heatmap` table, mean over crops, mirrored.
-
-    Args:
-        table: rows of :func:`fourier_heatmap` (any subset of crops).
-        value: column to map (``"psnr"``, ``"psnr_clean"``, ``"bpp"``, or a column added by
-            the caller such as a PSNR drop).
-        grid: map size; None -> inferred from the table's i range. The frequency step and
-            crop size are read from the table's ``step`` and ``size`` columns, so aliased
-            cells are mirrored as they were computed.
-
-    Returns:
-        float64 (grid, grid); row ``i + grid/2``, column ``j + grid/2`` holds frequency
-        (i, j) (zero frequency at [grid/2, grid/2], like ``np.fft.fftshift``); NaN where a
-        mirrored source was not computed.
-    """
-    grid = grid or 2 * int(max(-table["i"].min(), table["i"].max() + 1))
-    _, source = heatmap_frequencies(grid, int(table["step"].iloc[0]), int(table["size"].iloc[0]))
-    means = table.groupby(["i", "j"])[value].mean().to_dict()
-    half = grid // 2
-    out = np.full((grid, grid), np.nan)
-    for (i, j), src in source.items():
-        out[i + half, j + half] = means.get(src, np.nan)
-    return out
 
 
 # --------------------------------------------------------------------------- one experiment

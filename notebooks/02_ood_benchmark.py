@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 02 — Codecs under distribution shift: Kodak-C
+# # 02 — Codecs under distribution shift: Kodak-C, and photos-hr-C as the CLIC-C stand-in
 #
 # Lieberman et al. (NeurIPS 2023) ask how learned image codecs (NIC) behave when the input
 # is not like their training data. They corrupt Kodak and CLIC with the 15 ImageNet-C
@@ -57,7 +57,9 @@ from nic_lib.models import CheckpointError, get_model, zoo
 PROFILE = "cpu"  # smoke: 2 small embedded images, 3 corruptions, CI; cpu: full Kodak-C (committed figures); full: same, with every NIC variant of CompressAI's zoo (published weights)
 SMOKE = None  # None -> PROFILE == "smoke"; True: smoke sizes with this profile's models (CI runs PROFILE=full so, against a stand-in zoo)
 DEVICE = None  # None -> "cuda" when PyTorch sees a GPU, else "cpu": where the grid's NIC networks run (their entropy coders compute the coding parameters on the CPU either way, so the bitstreams do not depend on it)
-DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke: needs no data files)
+DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke: needs no data files): the dataset of figures 1-8
+DATASETS = None  # None -> [DATASET, "photos-hr"]: the datasets figure 9 compares, each through the same grid; photos-hr-C is the CLIC-C stand-in (CLIC 2020 test is offline here; "clic2020-test" works where it is downloaded)
+OTHER_N_IMAGES = None  # None -> every image (smoke: 1, a single 512x768 crop): images of each dataset after the first; photos-hr-C's 25 crops have Kodak's size, so its grid costs about Kodak-C's x 25/24 (measured beside training runs: JPEG 2000 291 s for 2 images, mbt2018 x 6 qualities 172 s for 1 image, one thread each)
 N_IMAGES = None  # None -> every image (smoke: 2); an int takes the first N
 CORRUPTIONS = None  # None -> all 15 (smoke: fog, pixelate, gaussian_noise: one per frequency group)
 SEVERITIES = None  # None -> 1..5 (smoke: 1, 5)
@@ -104,6 +106,8 @@ with_ms_ssim = WITH_MS_SSIM if WITH_MS_SSIM is not None else not smoke
 nic_profile = NIC_PROFILE or run.model_profile
 nic_names = NIC_MODELS if NIC_MODELS is not None else (ZOO_VARIANTS if nic_profile == "full" else [] if smoke else ["mbt2018"])
 workers = WORKERS or (1 if smoke else corruptions.DEFAULT_WORKERS)
+datasets = list(DATASETS or [dataset, "photos-hr"])
+other_n_images = OTHER_N_IMAGES or (1 if smoke else None)
 available = codecs.available_codecs()
 codec_names = [c for c in codec_request if c in available]
 if [c for c in codec_request if c not in available]:
@@ -503,6 +507,87 @@ else:
     print("no NIC model with likelihood rates in this grid: nothing to check")
 
 # %% [markdown]
+# ## Figure 9 — a second dataset: photos-hr-C, the CLIC-C stand-in
+#
+# The paper runs the same benchmark on CLIC-C: CLIC 2020's 428 test images, transposed to
+# landscape and centre-cropped to 512×768, then corrupted. CLIC 2020 cannot be downloaded on
+# this machine, so photos-hr (25 photographs of 1–1.4 MP, the project's CLIC stand-in) is
+# built by the same builder (`nic_lib.corruptions.build`, the same transpose and the same
+# 512×768 centre crop, `corruptions.CENTRE_CROP`) and evaluated through the same grid, with
+# the same codecs and rate points. One caveat: photos-hr is also the project's tuning set
+# (`nic_lib.data.TUNING_SET`: the hyperprior models' scale calibration was fitted on these
+# very crops), so it is less out of distribution for those models than CLIC would be.
+#
+# Per dataset: each codec's shift effect against its own clean curve (figure 7's G and R, at
+# matched bpp over that dataset's common bpp range), as the mean over the group's corruptions
+# and severities (bars), and the mean ranks; the per-dataset tables are saved beside the
+# figures (`*_<dataset>.csv`). A dataset that is not found is left out with a notice.
+
+# %%
+dataset_tables = {dataset: table}
+for other in datasets:
+    if other in dataset_tables:
+        continue
+    try:
+        t0 = time.perf_counter()
+        corruptions.build(other, CORRUPTED_DIR, corruption_names, severities, limit=other_n_images, workers=workers,
+                          progress=False)
+        other_grid = bench.Grid(other, grid_codecs, corruptions=corruption_names, severities=severities,
+                                limit=other_n_images, with_ms_ssim=with_ms_ssim, corrupted_out=CORRUPTED_DIR)
+        other_table = bench.run_grid(other_grid, results_dir, progress=False, refresh=REFRESH)
+    except data.DatasetNotFoundError as err:
+        print(f"NOTICE: {other} left out: {str(err).splitlines()[0]}")
+        continue
+    other_table["group"] = other_table["corruption"].map(corruptions.FREQUENCY_GROUP).fillna("clean")
+    dataset_tables[other] = other_table
+    print(f"{other}-C: {len(other_table)} rows, {other_table['image'].nunique()} images in {time.perf_counter() - t0:.1f} s; "
+          f"cache {other_grid.folder(results_dir)}")
+
+per_dataset = {}  # dataset -> its shift effects, group means, ranks, heat-map cells, clean gaps
+for name, t in dataset_tables.items():
+    pts = bench.rd_points(t, by=("corruption", "severity"))
+    rng_ = shift.common_bpp_range(pts) if SHIFT_BPP_RANGE == "common" else SHIFT_BPP_RANGE
+    eff = shift.shift_effects(pts, reference=REFERENCE, bpp_range=rng_)
+    cells_ds = {m: bench.delta_at_setting(t, challenger, heat_setting, REFERENCE, metric=m)
+                for m in ("psnr_vs_input", "psnr_vs_clean")}
+    clean_gap = bench.matched_bpp_delta(t, REFERENCE, metric="psnr_vs_input").query("corruption == 'clean'")
+    per_dataset[name] = {"range": rng_, "effects": eff, "means": shift.group_means(eff, corruptions.FREQUENCY_GROUP),
+                         "ranks": shift.mean_ranks(eff, corruptions.FREQUENCY_GROUP), "cells": cells_ds,
+                         "clean_gap": clean_gap.set_index("codec")["delta_db"], "images": t["image"].nunique()}
+    if name != dataset:  # the first dataset's tables are figures 3-8's
+        reproduce.save_table(pts, fig_dir / f"rd_points_{name}.csv", floats=reproduce.NETWORK, columns={"ms_ssim": reproduce.MS_SSIM})
+        reproduce.save_table(eff, fig_dir / f"shift_effects_{name}.csv", floats=reproduce.DERIVED, columns={"reason": reproduce.IGNORE})
+        reproduce.save_table(per_dataset[name]["ranks"], fig_dir / f"shift_mean_rank_by_group_{name}.csv")
+
+bars = pd.concat([d["means"].groupby(["measure", "group", "codec"], as_index=False)["shift_db"].mean().assign(dataset=name)
+                  for name, d in per_dataset.items()], ignore_index=True)
+fig, axes = plt.subplots(2, len(per_dataset), figsize=(4.6 * len(per_dataset) + 1.8, 7.0), squeeze=False, sharey="row",
+                         layout="constrained")
+for row, measure in enumerate(("G", "R")):
+    for ax, name in zip(axes[row], per_dataset):
+        sub = bars[(bars["measure"] == measure) & (bars["dataset"] == name)]
+        if len(sub):
+            sns.barplot(data=sub, x="group", y="shift_db", hue="codec", palette=palette,
+                        order=[g for g in ("low", "mid", "high") if g in set(sub["group"])],
+                        hue_order=[c for c in palette if c in set(sub["codec"])], ax=ax, legend=row == 0 and ax is axes[0, -1])
+        else:
+            ax.text(0.5, 0.5, "no condition with every codec\nin this bpp range", ha="center", va="center",
+                    transform=ax.transAxes, color="0.4")
+        ax.axhline(0, color="0.5", lw=0.8)
+        r = per_dataset[name]["range"]
+        ax.set_title((f"{name}-C ({per_dataset[name]['images']} image(s))\n" if row == 0 else "")
+                     + (f"{r[0]:.3g}–{r[1]:.3g} bpp" if r else "each codec's own bpp range"), fontsize=9)
+        ax.set(xlabel="frequency group", ylabel=("G: ΔPSNR vs the input (dB)" if measure == "G"
+                                                 else "R: ΔPSNR vs the clean image (dB)"))
+if axes[0, -1].get_legend():
+    sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1.0), title="codec")
+fig.suptitle("shift effect per dataset: each codec against its own clean curve, mean over corruptions and severities")
+plotting.save_figure(fig, "fig9_shift_effects_per_dataset")
+plt.show()
+display(pd.concat({name: pd.concat([shift.rank_table(d["ranks"], m).add_prefix(f"{m}: ") for m in ("G", "R")], axis=1)
+                   for name, d in per_dataset.items()}, names=["dataset"]).round(2))
+
+# %% [markdown]
 # ## Findings (generated from the tables above)
 #
 # ### Paper vs here
@@ -525,7 +610,10 @@ def claim_input(cells_of_metric):
 claims_table = pd.concat([claims.ood_claims(claim_input(cells[m]), challenger, REFERENCE, against=label)
                           for m, label in (("psnr_vs_input", "PSNR vs the corrupted input"),
                                            ("psnr_vs_clean", "PSNR vs the clean image"))]
-                         + [claims.ood_shift_claims(effects, shift_ranks, challenger, REFERENCE, corruptions.FREQUENCY_GROUP)],
+                         + [claims.ood_shift_claims(effects, shift_ranks, challenger, REFERENCE, corruptions.FREQUENCY_GROUP)]
+                         + [claims.ood_dataset_claims(claim_input(d["cells"]["psnr_vs_input"]), d["effects"], d["ranks"],
+                                                      challenger, REFERENCE, corruptions.FREQUENCY_GROUP, f"{name}-C")
+                            for name, d in per_dataset.items() if name != dataset],
                          ignore_index=True)
 if not has_nic:
     claims_table["measured here"] = f"(no NIC model: {challenger} stands in) " + claims_table["measured here"]
@@ -599,6 +687,20 @@ for measure, words in (("G", "generalization (vs the input)"), ("R", "robustness
         lines.append(f"- {measure} over each codec's own bpp range instead of {window_text}: the least-loss codec "
                      + (f"changes in the {', '.join(moved)} group(s) (to " + ", ".join(f"{b[g]} in {g}" for g in moved)
                         + "): the shift effect depends on the rate it is read at." if moved else "is the same in every group."))
+for name, d in per_dataset.items():
+    if name == dataset:
+        continue
+    gaps = d["clean_gap"].drop(REFERENCE, errors="ignore")
+    lines.append(f"- **{name}-C** ({d['images']} image(s)): clean ΔPSNR vs {REFERENCE} at matched bpp "
+                 + ", ".join(f"{c} {v:+.2f} dB" for c, v in gaps.sort_values(ascending=False).items())
+                 + f" (on {dataset}: " + ", ".join(f"{c} {v:+.2f} dB" for c, v in clean_delta.items()) + ").")
+    for measure in ("G", "R"):
+        ranked = d["ranks"][d["ranks"]["measure"] == measure]
+        if len(ranked):
+            here, there = least_loss(ranked)["codec"], least_loss(shift_ranks[shift_ranks["measure"] == measure])["codec"]
+            same = [g for g in here.index if g in there.index and here[g] == there[g]]
+            lines.append(f"- {name}-C, shift effect {measure}: least loss " + "; ".join(f"{g} **{c}**" for g, c in here.items())
+                         + f"; the same codec as on {dataset} in {len(same)} of {len(here)} group(s).")
 drop = points.groupby("group")["psnr_vs_clean"].mean()
 if "clean" in drop:
     lines.append("- Mean PSNR against the clean image (all codecs and rates): clean "

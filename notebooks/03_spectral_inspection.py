@@ -49,7 +49,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from nic_lib import cache, claims, corruptions, data, notebook_setup, plotting, reproduce, spectral
+from nic_lib import cache, claims, corruptions, data, heatmaps, notebook_setup, plotting, reproduce, spectral
 from nic_lib.models import CheckpointNotFoundError, PretrainedWeightsUnavailableError, get_model
 
 # %% tags=["parameters"]
@@ -72,6 +72,11 @@ HEATMAP_GRID = None  # None -> 32 (cpu: the 32x17 half-plane) or 8 (smoke)
 HEATMAP_CROP = None  # None -> 256 (cpu) or 64 (smoke); side of the centre crop
 HEATMAP_IMAGES = None  # None -> 8 (cpu) or 1 (smoke): crops averaged per map (fewer leave single-crop speckle)
 HEATMAP_EPS = 4.0  # perturbation L2 norm on the [0, 1] scale (the reference code's value)
+LOWFREQ_WINDOW = None  # None -> 64 (smoke: 8): figure 8's window, the lowest frequencies per axis, as the reference code's 64x64
+LOWFREQ_STRIDE = None  # None -> 2 (smoke: 2): figure 8 computes every STRIDE-th frequency of the window (1: all, as the reference); 2 keeps a map under the hour here: 8 crops x 545 runs = 4,360 codec runs, measured at 0.09-0.12 s (JPEG 2000) and 0.25-0.52 s (mbt2018 q3) per 512x512 run on one thread beside training runs (benchmarks/fourier_heatmap.py), so 7-9 and 18-38 min a map
+LOWFREQ_CROP = None  # None -> 512 (smoke: 64): side of figure 8's centre crops (the reference's 512)
+LOWFREQ_IMAGES = None  # None -> 8 (smoke: 1): images (spread over the dataset) whose crops figure 8 averages; the reference takes all 24
+LOWFREQ_BUDGET_S = 3600  # the time one figure-8 map may take here; the notebook measures each codec's call on one crop and warns above it
 FIGURE_DIR = None  # None -> paper_figures/03_spectral_inspection for cpu, build/figures/<profile>/... otherwise
 RESULTS_DIR = None  # None -> build/results/<profile>/03_spectral_inspection
 
@@ -90,6 +95,9 @@ corruption_names = CORRUPTIONS or (["fog", "defocus_blur", "gaussian_noise"] if 
 grid = HEATMAP_GRID or (8 if smoke else 32)
 hm_crop = HEATMAP_CROP or (64 if smoke else 256)
 hm_images = HEATMAP_IMAGES or (1 if smoke else 8)
+lowfreq = heatmaps.HeatmapSetting(window=LOWFREQ_WINDOW or (8 if smoke else 64), stride=LOWFREQ_STRIDE or 2,
+                                  crop=LOWFREQ_CROP or (64 if smoke else 512), images=LOWFREQ_IMAGES or (1 if smoke else 8),
+                                  eps=HEATMAP_EPS)
 
 loaded = data.load_images(dataset, limit=n_images)
 kept = spectral.one_size_images(loaded, crop)  # spectra average over one size
@@ -98,10 +106,11 @@ shape = images[0].shape
 if len(kept) < len(loaded):
     print(f"dropping {len(loaded) - len(kept)} images whose size differs from {shape[:2]} (set CROP to keep them)")
 
-nic = {}
+nic, nic_models = {}, {}
 for model_name, quality in NIC_MODELS:
     try:
-        nic[f"{model_name}-q{quality}"] = spectral.nic_codec(get_model(model_name, quality, profile=model_profile), device=device)
+        nic_models[f"{model_name}-q{quality}"] = get_model(model_name, quality, profile=model_profile)
+        nic[f"{model_name}-q{quality}"] = spectral.nic_codec(nic_models[f"{model_name}-q{quality}"], device=device)
     except CheckpointNotFoundError:
         print(f"NIC model {model_name} q{quality} not trained yet: train the cpu profile's "
               "checkpoints/<model>/vr.pt with `python scripts/train_cpu_profile.py`; left out")
@@ -415,12 +424,12 @@ hm_source = [img for img in images if min(img.shape[:2]) >= hm_crop][:hm_images]
 heat = []
 t0 = time.perf_counter()
 for c, fn in hm_codecs.items():
-    heat.append(spectral.fourier_heatmap(hm_source, fn, grid=grid, eps=HEATMAP_EPS, crop=hm_crop).assign(codec=c))
+    heat.append(heatmaps.fourier_heatmap(hm_source, fn, grid=grid, eps=HEATMAP_EPS, crop=hm_crop).assign(codec=c))
 heat = pd.concat(heat, ignore_index=True)
 heat["psnr_drop"] = heat["psnr_unperturbed"] - heat["psnr"]
 cache.write_table(heat, results_dir / "fourier_heatmaps.csv")
 print(f"heat maps: {len(heat)} codec runs in {time.perf_counter() - t0:.1f} s")
-arrays = {c: spectral.heatmap_array(heat[heat["codec"] == c], "psnr_drop", grid=grid) for c in hm_codecs}
+arrays = {c: heatmaps.heatmap_array(heat[heat["codec"] == c], "psnr_drop", grid=grid) for c in hm_codecs}
 h_lo, h_hi = plotting.data_limits(np.concatenate([a.ravel() for a in arrays.values()]), margin=0)  # one scale for all maps
 fig, axes = plt.subplots(1, len(hm_codecs), figsize=(3.8 * len(hm_codecs) + 1, 3.8), squeeze=False, layout="constrained")
 for ax, (c, arr) in zip(axes[0], arrays.items()):
@@ -432,6 +441,79 @@ fig.colorbar(im, ax=axes[0].tolist(), label="PSNR drop (dB), one scale for all m
 fig.suptitle(f"Fourier heat maps, eps={HEATMAP_EPS}, {grid}x{grid}, {len(hm_source)} crop(s) of {hm_crop}")
 plotting.save_figure(fig, "fig5_fourier_heatmaps")
 plt.show()
+
+# %% [markdown]
+# ## Figure 8 — Fourier heat maps in the paper's setting: the lowest frequencies, generalization and robustness
+#
+# The reference code (klieberman/ood_nic, after Yin et al. 2019) adds `±eps·U_ij` at each of
+# the 64×64 *lowest* frequencies (|f| ≤ 32/512 = 0.0625 cycles per pixel) to 512×512
+# centre crops of all 24 Kodak images. Here the same window and crop, every `LOWFREQ_STRIDE`-th
+# frequency and `LOWFREQ_IMAGES` images spread over the dataset, so that one map stays within
+# `LOWFREQ_BUDGET_S` on this machine (the cell below measures one codec call on one crop,
+# multiplies by the map's number of calls and prints both, and the difference from the
+# reference). Two measures per frequency, each relative to the codec's error on the
+# unperturbed crop and in units of the wave's own energy `E = MSE(x̃, x)`
+# (`nic_lib.heatmaps.add_measures`, formula in its docstring):
+#
+# - **generalization** `(MSE(x̂(x̃), x̃) − MSE(x̂(x), x)) / E`: how much of the wave the codec
+#   fails to reproduce against its own (perturbed) input; 0 = reproduced, 1 = dropped;
+# - **robustness** `(MSE(x̂(x̃), x) − MSE(x̂(x), x)) / E`: how much extra error the viewer of the
+#   clean image sees; 1 = the wave passes through unchanged, 0 = removed.
+#
+# The NIC runs at its fixed quality; JPEG 2000 at the NIC's mean rate on the unperturbed
+# crops (its own rate control), so both code the same crops at about the same bpp. One
+# colour scale per measure across codecs, axes in cycles per pixel (zero frequency at the
+# centre, fy downwards as in an image). Each map is cached (`nic_lib.cache`), so a re-run
+# costs nothing until the images, the model or the code change.
+
+# %%
+lf_step = max(1, (len(images) - 1) / max(1, lowfreq.images - 1))
+lf_source = [images[int(round(k * lf_step))] for k in range(min(lowfreq.images, len(images)))]
+lf_source = [img for img in lf_source if min(img.shape[:2]) >= lowfreq.crop]
+lf_setting = heatmaps.HeatmapSetting(lowfreq.window, lowfreq.stride, lowfreq.crop, len(lf_source), lowfreq.eps)
+lf_codecs = dict(list(nic.items())[:1])
+lf_models = {k: nic_models[k] for k in lf_codecs}
+if lf_codecs:  # JPEG 2000 at the NIC's mean bpp on the unperturbed crops
+    nic_fn = next(iter(lf_codecs.values()))
+    lf_bpp = float(np.mean([nic_fn(data.centre_crop(img, lowfreq.crop)[None])[1][0] for img in lf_source]))
+else:
+    lf_bpp = TARGET_BPP
+lf_codecs = {"jpeg2000": spectral.classic_codec("jpeg2000", setting=round(lf_bpp, 3)), **lf_codecs}
+print(f"figure 8: {lf_setting.describe()}")
+print(f"  vs the reference ({heatmaps.REFERENCE_SETTING.describe()}): {lf_setting.versus(heatmaps.REFERENCE_SETTING)}")
+lf_tables = []
+for c, fn in lf_codecs.items():
+    per_call = heatmaps.seconds_per_call(fn, lf_source[0], lowfreq.crop, calls=2)
+    estimate = lf_setting.seconds(per_call)
+    print(f"  {c}: {per_call:.3f} s per call on one {lowfreq.crop}² crop -> about {estimate / 60:.1f} min for the map"
+          + (f" (over LOWFREQ_BUDGET_S = {LOWFREQ_BUDGET_S} s: raise LOWFREQ_STRIDE or lower LOWFREQ_IMAGES)"
+             if estimate > LOWFREQ_BUDGET_S else ""))
+    t0 = time.perf_counter()
+    lf_tables.append(cache.cached_table(
+        results_dir / f"fourier_heatmap_lowfreq_{c}.csv",
+        {"codec": getattr(fn, "description", c), "window": lf_setting.window, "stride": lf_setting.stride,
+         "crop": lf_setting.crop, "eps": lf_setting.eps, "seed": heatmaps.DEFAULT_SEED},
+        lambda fn=fn: heatmaps.fourier_heatmap(lf_source, fn, grid=lf_setting.grid, eps=lf_setting.eps,
+                                               crop=lf_setting.crop, step=lf_setting.stride),
+        data=lf_source, models=lf_models.get(c)).assign(codec=c))
+    print(f"  {c}: map ready in {time.perf_counter() - t0:.1f} s (cached maps read back at once)")
+lf_table = heatmaps.add_measures(pd.concat(lf_tables, ignore_index=True))
+lf_maps = {m: {c: heatmaps.heatmap_array(lf_table[lf_table["codec"] == c], m, grid=lf_setting.grid) for c in lf_codecs}
+           for m in heatmaps.MEASURES}
+lf_titles = {c: f"{c}, {lf_table.loc[lf_table['codec'] == c, 'bpp'].mean():.2f} bpp" for c in lf_codecs}
+energy = lf_table["mse_perturbation"].mean()
+fig = plt.figure(figsize=(3.6 * len(lf_codecs) + 1.6, 6.6), layout="constrained")
+plotting.heatmap_rows(fig, lf_maps, heatmaps.heatmap_extent(lf_table, lf_setting.grid), heatmaps.MEASURES, lf_titles)
+fig.suptitle(f"Fourier heat maps: lowest {lf_setting.window}×{lf_setting.window} frequencies in steps of {lf_setting.stride} "
+             f"cycles/crop, {len(lf_source)} crop(s) of {lf_setting.crop}², eps={lf_setting.eps:g}\n"
+             f"ΔMSE over the unperturbed crop's error, in units of the wave's energy E = {energy:.2f} grey levels²",
+             fontsize=10)
+plotting.save_figure(fig, "fig8_fourier_heatmaps_lowfreq")
+plt.show()
+lf_summary = (lf_table.assign(band=np.where(lf_table["radius"] < lf_table["radius"].max() / 2, "inner half", "outer half"))
+              .groupby(["codec", "band"])[list(heatmaps.MEASURES) + ["psnr_drop", "bpp"]].mean())
+reproduce.save_table(lf_summary.reset_index(), fig_dir / "fourier_heatmap_lowfreq_summary.csv", floats=reproduce.DERIVED)
+lf_summary.round(3)
 
 # %% [markdown]
 # ## Findings (generated from the tables above)
@@ -501,6 +583,14 @@ drops = heat.assign(band=np.asarray(spectral.BANDS)[spectral.band_of(heat["radiu
 for c, row in drops.iterrows():
     lines.append(f"- Fourier heat map of **{c}**: mean PSNR drop low/mid/high = {row.get('low', np.nan):.2f}/"
                  f"{row.get('mid', np.nan):.2f}/{row.get('high', np.nan):.2f} dB (eps={HEATMAP_EPS}).")
+for c, sub in lf_summary.groupby(level="codec"):
+    row = sub.droplevel("codec")
+    lines.append(f"- Figure 8, **{c}** ({lf_table.loc[lf_table['codec'] == c, 'bpp'].mean():.2f} bpp), lowest "
+                 f"{lf_setting.window}×{lf_setting.window} frequencies: generalization (share of the wave lost against "
+                 f"the input) {row.loc['inner half', 'generalization']:.2f} in the inner half of the window, "
+                 f"{row.loc['outer half', 'generalization']:.2f} in the outer half; robustness (share of the wave's energy "
+                 f"added against the clean image) {row.loc['inner half', 'robustness']:.2f} / "
+                 f"{row.loc['outer half', 'robustness']:.2f}.")
 order = own_table.sort_values("centroid")
 lines.append("- The corruptions' own spectra, by power-weighted mean radial frequency r̄ (× Nyquist): "
              + ", ".join(f"{r['corruption']} {r['centroid']:.2f} ({r['group']})" for _, r in order.iterrows()) + ".")

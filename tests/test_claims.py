@@ -173,6 +173,18 @@ def test_rank_claims_on_known_mean_ranks():
     assert table["claim"].str.contains("generalization G").sum() == 3
 
 
+def test_second_dataset_claims_name_the_dataset_and_follow_the_same_rules():
+    ranks = _ranks([("G", "low", "nic", 1.0), ("G", "high", "nic", 2.5), ("R", "low", "nic", 1.0), ("R", "high", "nic", 1.0)])
+    effects = _effects([("gaussian_noise", "nic", "G", -1.0), ("gaussian_noise", "j2k", "G", -2.0)])
+    gaps = _gaps(clean=-1.5, low=-1.5, mid=-2.0, high=2.5)
+    t = claims.ood_dataset_claims(gaps, effects, ranks, "nic", "j2k", GROUP_OF, "photos-hr-C")
+    assert len(t) == 9 and t["claim"].str.contains("photos-hr-C").all()
+    assert t["paper"].str.contains("CLIC-C").all()
+    # the verdicts are the single-dataset rules' verdicts
+    expected = pd.concat([claims.ood_claims(gaps, "nic", "j2k"), claims.ood_shift_claims(effects, ranks, "nic", "j2k", GROUP_OF)])
+    assert t["verdict"].tolist() == expected["verdict"].tolist()
+
+
 def test_grouped_by_spectrum_needs_the_groups_in_frequency_order():
     ordered = {"fog": 0.05, "pixelate": 0.3, "gaussian_noise": 0.77, "shot_noise": 0.75}
     r = claims.grouped_by_spectrum(CLAIM, ordered, GROUP_OF)

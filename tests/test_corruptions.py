@@ -73,6 +73,8 @@ def test_portrait_is_transposed_and_clic_is_centre_cropped():
     assert np.array_equal(corruptions.preprocess(portrait, "kodak"), portrait.transpose(1, 0, 2))
     big = np.zeros((1000, 600, 3), np.uint8)
     assert corruptions.preprocess(big, "clic2020-test").shape == (512, 768, 3)
+    # photos-hr, the CLIC stand-in, is cropped as CLIC-C is, after the transpose
+    assert corruptions.preprocess(big, "photos-hr").shape == (512, 768, 3)
 
 
 def test_unknown_corruption_or_severity_is_refused():

@@ -1,4 +1,4 @@
-"""Properties of nic_lib.spectral: Parseval, flat white noise, bands, Fourier basis, heat maps."""
+"""Properties of nic_lib.spectral: Parseval, flat white noise, bands, codec callables (heat maps: test_heatmaps.py)."""
 
 import warnings
 
@@ -72,39 +72,6 @@ def test_ood_spectra_vs_clean_is_shift_when_codec_is_lossless():
     assert np.all(maps["vs_corrupted"] == 0)
 
 
-def test_fourier_basis_has_unit_norm_mirror_symmetry_and_one_frequency():
-    u = spectral.fourier_basis(32, 32, 3, -5)
-    assert np.linalg.norm(u) == pytest.approx(1.0)
-    assert np.allclose(u, spectral.fourier_basis(32, 32, -3, 5))
-    power = np.abs(np.fft.fft2(u)) ** 2
-    assert set(zip(*np.nonzero(power > 1e-9))) == {(3, 27), (29, 5)}
-
-
-def test_half_plane_of_32_grid_is_32_by_17_and_mirrors_the_rest():
-    computed, source = spectral.heatmap_frequencies(32)
-    assert len(computed) == 32 * 17
-    assert len(source) == 32 * 32
-    for (i, j), (si, sj) in source.items():
-        assert (si, sj) in ((i, j), (-i, -j))
-
-
-def test_heatmap_of_a_blurring_codec_is_worse_at_high_frequencies():
-    def blur_codec(images):
-        out = scipy.ndimage.gaussian_filter(images.astype(float), sigma=(0, 1.5, 1.5, 0))
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8), np.ones(len(images))
-
-    flat = np.full((40, 40, 3), 128, dtype=np.uint8)
-    table = spectral.fourier_heatmap([flat], blur_codec, grid=8, eps=1.0, crop=32, batch=7)
-    assert len(table) == len(spectral.heatmap_frequencies(8, 4, 32)[0])
-    psnr = spectral.heatmap_array(table, "psnr")
-    assert not np.isnan(psnr).any()  # every cell computed or mirrored (DC is inf: a flat shift survives a blur)
-    inner = psnr[1:, 1:]  # cells (i, j) and (-i, -j) with both in the grid
-    assert np.allclose(inner, inner[::-1, ::-1])
-    low = table.loc[table["radius"] < 0.3, "psnr"].mean()
-    high = table.loc[table["radius"] > 0.7, "psnr"].mean()
-    assert high < low - 3
-
-
 def test_classic_codec_reports_the_real_rate():
     img = np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     recon, bpp = spectral.classic_codec("jpeg", setting=50)(img[None])
@@ -124,8 +91,6 @@ def test_nic_codec_runs_a_tiny_untrained_model_on_a_batch():
     recon, bpp = codec(images)
     assert recon.shape == images.shape and recon.dtype == np.uint8
     assert bpp.shape == (2,) and np.all(bpp > 0)
-    table = spectral.fourier_heatmap(images[:1], codec, grid=4, crop=32, batch=16)
-    assert np.isfinite(table["bpp"]).all()
 
 
 def test_classic_codec_at_another_codecs_rate_lands_on_that_rate():
