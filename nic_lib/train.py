@@ -112,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     a("--tail-gradient", action=argparse.BooleanOptionalAction,
       help="Gaussian models: the rate term keeps its gradient for latents beyond the "
       "likelihood floor (see tail_gradient; values unchanged; default off)")
+    a("--prune", type=float, help="prune the --init-from model: zero this fraction of the "
+      "transforms' kernel weights by global magnitude and keep them zero while training "
+      "(nic_lib.pruning; e.g. 0.5; default off)")
     a("--metric", choices=["mse", "ms-ssim"], help=f"distortion (default {d.metric})")
     a("--data", nargs="+", help=f"datasets or folders to train on (default {' '.join(d.data)})")
     a("--crop", type=int, help=f"crop side in px (default {d.crop})")

@@ -184,7 +184,7 @@ def _reference_latents(model, x) -> tuple[torch.Tensor, float]:
 
 
 def test_models_are_registered_under_the_paper_keys():
-    assert set(available_models()) == set(PLAIN_MODELS) | set(CONTEXT_MODELS)
+    assert set(available_models()) == set(PLAIN_MODELS) | set(CONTEXT_MODELS) | {"elic2022"}
 
 
 def test_full_widths_are_compressai_zoo_widths():

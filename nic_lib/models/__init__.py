@@ -2,6 +2,7 @@
 
 - ``google``: the mbt2018 family (Minnen, Ballé, Toderici 2018) and its ablations
   (factorized, hyperprior, mean-scale, context-only, joint, GMM, checkerboard).
+- ``elic``: ELIC (He et al. 2022), CompressAI's architecture in this contract.
 - ``context_coding``: the context models' coder (wavefront schedule, float64 parameter
   path); ``mixture``: the GMM's per-symbol tables. The models hand them their modules.
 - ``registry``: paper keys, quality -> (N, M) / lambda tables, the "cpu" and "full"
@@ -34,6 +35,8 @@ from .google import (  # noqa: E402
     MeanScaleHyperprior,
     ScaleHyperprior,
 )
+from . import elic  # noqa: E402  isort: skip  (registers "elic2022")
+from .elic import ELIC  # noqa: E402
 
 #: The public names of registry, checkpoints and hub, the zoo's errors, the google module
 #: and its model classes (its building blocks, e.g. ``hyper_analysis``, are reached as
@@ -45,5 +48,7 @@ __all__ = [
     "PretrainedWeightsUnavailableError",
     "ZooHashMismatchError",
     "google",
+    "elic",
+    "ELIC",
     *(name for name in google.__all__ if isinstance(getattr(google, name), type)),
 ]

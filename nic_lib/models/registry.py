@@ -28,6 +28,7 @@ from nic_lib.errors import NicReproError
 from . import variable_rate
 
 __all__ = [
+    "CPU_MODEL_WIDTHS",
     "CPU_PROFILE_WIDTHS",
     "FULL_WIDTHS",
     "LAMBDA_MSE",
@@ -171,6 +172,8 @@ FULL_WIDTHS: dict[str, dict[int, tuple[int, int]]] = {
     "mbt2018-context": dict(_MBT2018_WIDTHS),
     "mbt2018-gmm": dict(_MBT2018_WIDTHS),
     "mbt2018-checkerboard": dict(_MBT2018_WIDTHS),
+    # He et al. 2022 (and CompressAI's Elic2022Official): one width at every rate
+    "elic2022": {q: (192, 320) for q in QUALITIES},
 }
 
 #: (N, M) of every model at every quality in the "cpu" profile: a third of the paper's
@@ -178,6 +181,14 @@ FULL_WIDTHS: dict[str, dict[int, tuple[int, int]]] = {
 #: crops, batch 8, 2 idle cores): 54-59 images/s, i.e. ~10,000 steps in 25 minutes: what a
 #: 2-core budget of a few hours can train (scripts/train_cpu_profile.py).
 CPU_PROFILE_WIDTHS: tuple[int, int] = (64, 96)
+
+#: Models whose cpu-profile widths differ from :data:`CPU_PROFILE_WIDTHS`. ELIC at
+#: (N, M) = (64, 192): M = 192 is the main line's latent width (mbt2018 n96) and leaves
+#: ELIC's last channel group 64 wide; N = 64 because ELIC's transforms stack nine residual
+#: bottleneck blocks and three attention blocks at N (6.3M parameters at N = 64 vs 3.1M for
+#: mbt2018 at N = 96; one training step, 128² crops, batch 8, one thread: 1.43 s at N = 64,
+#: 2.50 s at N = 96, against 0.62 s for mbt2018 n96 in bf16, benchmarks/ood_step_time.py).
+CPU_MODEL_WIDTHS: dict[str, tuple[int, int]] = {"elic2022": (64, 192)}
 
 #: Our key -> CompressAI zoo function (``compressai.zoo.<fn>``) with published weights;
 #: the whole zoo, cheng2020 and the variable-rate models included, is
@@ -214,7 +225,8 @@ def widths(name: str, quality: int, profile: str = "cpu") -> tuple[int, int]:
     Args:
         name: model key.
         quality: 1..8.
-        profile: ``"cpu"`` (this project's :data:`CPU_PROFILE_WIDTHS`) or ``"full"``
+        profile: ``"cpu"`` (this project's :data:`CPU_PROFILE_WIDTHS`, or the model's
+            entry of :data:`CPU_MODEL_WIDTHS`) or ``"full"``
             (CompressAI's published widths, :data:`FULL_WIDTHS`).
 
     Returns:
@@ -227,7 +239,7 @@ def widths(name: str, quality: int, profile: str = "cpu") -> tuple[int, int]:
     _model_class(name)
     quality = _check_quality(quality)
     if _check_profile(profile) == "cpu":
-        return CPU_PROFILE_WIDTHS
+        return CPU_MODEL_WIDTHS.get(name, CPU_PROFILE_WIDTHS)
     return FULL_WIDTHS[name][quality]
 
 

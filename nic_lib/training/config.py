@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from nic_lib import metrics
+from nic_lib import metrics, pruning
 from nic_lib.models import registry, variable_rate
 
 # ---------------------------------------------------------------------------------------
@@ -89,7 +89,9 @@ class TrainConfig:
     each entropy model on one set of frozen transforms). ``start_step`` continues a
     schedule from a warm start: the step counter begins there (a shipped snapshot's step
     when its run folder, with the optimizer state, is gone); the warm-up then ramps to
-    the schedule's rate at that step.
+    the schedule's rate at that step. ``prune`` (a fraction) zeroes that share of the
+    warm-started model's transform kernels by global magnitude and keeps them zero while
+    training (:mod:`nic_lib.pruning`; needs ``init_from``).
     ``schedule_clock="time"`` runs the learning-rate schedule on
     ``max(step/max_steps, elapsed/max_minutes)``, so a run cut short by ``--max-minutes``
     still finishes its decay.
@@ -111,6 +113,7 @@ class TrainConfig:
     prefit_densities: int = 0
     per_level_hyper_density: bool = False
     tail_gradient: bool = False
+    prune: float | None = None
     metric: str = "mse"
     data: tuple[str, ...] = (DEFAULT_DATA,)
     crop: int = DEFAULT_CROP
@@ -302,6 +305,11 @@ def check_config(cfg: TrainConfig, world: int, resuming: bool = False) -> None:
                          "it needs a variable-rate run (--qualities)")
     if (cfg.init_only or cfg.freeze) and cfg.init_from is None:
         raise ValueError("--init-only and --freeze act on a warm start: give --init-from too")
+    if cfg.prune is not None:
+        pruning.check_sparsity(cfg.prune)
+        if cfg.init_from is None:
+            raise ValueError("--prune prunes a trained model: give --init-from too (e.g. "
+                             "--init-from checkpoints/mbt2018/n96.pt)")
     if cfg.start_step < 0 or cfg.start_step >= cfg.max_steps:
         raise ValueError(f"--start-step {cfg.start_step}: give a step in [0, --max-steps "
                          f"{cfg.max_steps})")

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from nic_lib import fileio
+from nic_lib import fileio, pruning
 from nic_lib.models import variable_rate
 
 from .config import TrainConfig, check_config, rate_lambda, rate_lambdas
@@ -88,6 +88,11 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
     model = seeded_model(cfg, device)
     warm = (warm_start(model, cfg.init_from, only=cfg.init_only)
             if (cfg.init_from and not resuming) else None)
+    masks = None
+    if cfg.prune and not resuming:
+        # before the EMA copy is taken: the EMA of a pruned weight is then zero throughout
+        masks = pruning.magnitude_masks(model, cfg.prune)
+        pruning.apply_masks(model, masks)
     opt = Optimizers.of(model, cfg)
     ema = None
     if cfg.ema and master:
@@ -97,6 +102,8 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
     if cfg.tail_gradient:
         tail_gradient(model)  # training's gradient only: values (and the EMA copy) unchanged
     start_step, elapsed0, acc = restore(state, model, opt, ema, cfg, rank, world, device)
+    if cfg.prune and resuming:
+        masks = pruning.masks_from_zeros(model)  # the checkpoint's zeros are the pruned set
     step_model = wrap_model(model, cfg, world, device, opt.aux_names)
 
     # -- data --
@@ -119,11 +126,12 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
             "train_images": len(pool.names), "train_images_too_small": sampler.skipped,
             "torch": str(torch.__version__),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "lmbdas": lmbdas, "warm_start": warm, "prefit_densities": prefit}
+            "lmbdas": lmbdas, "warm_start": warm, "prefit_densities": prefit,
+            "pruning": pruning.sparsity_report(model) if masks is not None else None}
     run = _Run(cfg=cfg, rank=rank, world=world, device=device, model=model,
                step_model=step_model, opt=opt, ema=ema, noise=noise, sampler=sampler,
                lmbda=lmbda, lmbdas=lmbdas, eval_images=eval_images, run_dir=run_dir,
-               info=info, acc=acc, clock=_Clock(elapsed0))
+               info=info, acc=acc, clock=_Clock(elapsed0), masks=masks)
     if master:
         run.open_records(keep_until_step=start_step if resuming else None)
     step = _loop(run, start_step)
@@ -205,6 +213,7 @@ class _Run:
     evlog: CsvLog | None = None
     bar: tqdm | None = None
     last_lr: float = 0.0
+    masks: dict | None = None  # --prune: kept weights of the pruned kernels (nic_lib.pruning)
 
     @property
     def master(self) -> bool:
@@ -261,9 +270,13 @@ class _Run:
             out = self.step_model(x)
         terms = rd_loss(out, x, step_lmbda, cfg.metric)
         terms["loss"].backward()
+        if self.masks is not None:
+            pruning.mask_gradients(model, self.masks)  # the clip measures the live network
         if cfg.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(opt.net_params, cfg.clip_grad_norm)
         opt.optimizer.step()
+        if self.masks is not None:
+            pruning.apply_masks(model, self.masks)  # Adam's momentum would revive them
         aux_loss = model.aux_loss()  # on the unwrapped model: no DDP sync needed
         aux_loss.backward()
         opt.aux_optimizer.step()
