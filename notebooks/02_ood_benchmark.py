@@ -50,7 +50,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from nic_lib import bench, cache, claims, codecs, corruptions, data, notebook_setup, plotting, reproduce, shift
+from nic_lib import bench, cache, claims, codecs, corruptions, data, notebook_setup, plotting, reproduce, shift, variants
 from nic_lib.models import CheckpointError, get_model, zoo
 
 # %% tags=["parameters"]
@@ -67,6 +67,7 @@ CODECS = None  # None -> jpeg, webp, jpeg2000, avif (AVIF at speed 6, see nic_li
 SETTINGS = None  # None -> nic_lib.bench.GRID_SETTINGS (6 rate points each; smoke: 4, the least a BD metric takes)
 NIC_MODELS = None  # None -> ["mbt2018"] (cpu), every zoo variant of ZOO_VARIANTS (full), [] (smoke — the NIC path is tested in tests/test_bench.py); included only if their weights load. CI's smoke-size full run (tests/test_notebooks_full.py) passes 3 of the 8 zoo variants, one per kind of model; tests/test_zoo.py round-trips every zoo model
 NIC_QUALITIES = [1, 2, 3, 4, 5, 6]  # one checkpoint per quality = one rate point each
+NIC_VARIANTS = None  # None -> nic_lib.variants.variant_table() under cpu/smoke (label -> checkpoint files under checkpoints/: ELIC, fixed-rate, pruned 50/80%, MS-SSIM-trained, and the dense control, trained by scripts/train_cpu_profile.py's ood-* stages), {} under full (the zoo's variants are NIC_MODELS there); a missing variant is skipped with the command that trains it; smoke lists them and evaluates none, as it runs no NIC
 NIC_PROFILE = None  # None -> "full" for PROFILE=full (CompressAI's published weights, nic_lib.models.zoo), else "cpu" (this project's checkpoints)
 NIC_RATE = "likelihood"  # "likelihood": fast, used only after the grid checks it within 2% of real bitstreams; "bitstream": exact
 WITH_MS_SSIM = None  # None -> True (smoke: False; MS-SSIM costs ~100x a PSNR)
@@ -105,6 +106,7 @@ gallery_crop = GALLERY_CROP or (160 if smoke else 256)
 with_ms_ssim = WITH_MS_SSIM if WITH_MS_SSIM is not None else not smoke
 nic_profile = NIC_PROFILE or run.model_profile
 nic_names = NIC_MODELS if NIC_MODELS is not None else (ZOO_VARIANTS if nic_profile == "full" else [] if smoke else ["mbt2018"])
+variant_table = NIC_VARIANTS if NIC_VARIANTS is not None else ({} if nic_profile == "full" else variants.variant_table())
 workers = WORKERS or (1 if smoke else corruptions.DEFAULT_WORKERS)
 datasets = list(DATASETS or [dataset, "photos-hr"])
 other_n_images = OTHER_N_IMAGES or (1 if smoke else None)
@@ -129,6 +131,11 @@ print(f"figures -> {fig_dir}")
 # hyperprior, mean-scale and joint models (one network per quality), Cheng et al. 2020's
 # anchor and attention models (qualities 1-6), and the variable-rate versions of the first
 # three (one network, a gain per level). The zoo has no ELIC and no checkerboard weights.
+# Under `cpu` the grid also holds the paper's variants as this project trains them
+# (`nic_lib.variants`, `NIC_VARIANTS`): ELIC at a cpu width and the main-line mbt2018
+# fine-tuned fixed-rate (one network per λ), pruned to 50% and 80% sparsity, and trained for
+# MS-SSIM, each beside a dense control fine-tuned for as many steps. Each variant present in
+# `checkpoints/ood/` goes through the same grid as the main NIC, under its label.
 # The grid's NIC networks run on `DEVICE` (a GPU when there is one; `nic_lib.bench.NicCodec`
 # sends its inputs where the model is); their entropy coders compute the coding parameters
 # on the CPU either way (`nic_lib.models.google.CODING_DEVICE`), so a bitstream does not
@@ -146,6 +153,8 @@ for name in nic_names:
         print(f"NOTICE: {name} left out of the grid: {err}")
         continue
     nic_codecs.append(bench.NicCodec(name, models, rate=NIC_RATE))
+# the OOD paper's variants trained here (nic_lib.variants): present ones join the grid under their label
+nic_codecs += variants.variant_codecs(variant_table, NIC_QUALITIES, rate=NIC_RATE, device=device, evaluate=not smoke)
 grid_codecs = [bench.classic_codec(n, settings[n]) for n in codec_names] + nic_codecs
 has_nic = bool(nic_codecs)
 pd.DataFrame([{"codec": c.name, "settings": list(c.settings), "configuration": c.description} for c in grid_codecs])

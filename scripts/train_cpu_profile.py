@@ -202,6 +202,88 @@ for _stage, (_model, _extra, _target) in ABLATIONS.items():
         "--eval-crop", "256", "--threads", "1", *_extra], _target)
 
 
+#: The NIC variants of the OOD benchmark (issue 30; nic_lib.variants.OOD_VARIANTS names
+#: them, notebook 02 evaluates what is shipped). Not trained yet. Every mbt2018 variant is
+#: a fine-tuning of the main line *as shipped* (``checkpoints/mbt2018/n96.pt``: no parent
+#: stage, so n96 itself is not continued first) for the same OOD_FINETUNE_STEPS, with the
+#: same crops, precision, EMA and learning rate; ``ood-dense`` is the control that only
+#: fine-tunes, so each contrast compares models with equal training:
+#:
+#: - dense vs pruned (``ood-pruned-50``, ``ood-pruned-80``): ``--prune`` zeroes that share of
+#:   the transforms' kernel weights by global magnitude, masks held (nic_lib.pruning);
+#: - fixed vs variable rate (``ood-fixed-q<q>``): one network per λ of FIXED_QUALITIES,
+#:   without gain units (n96's gains are dropped by the warm start, so each run first
+#:   re-adapts its latent scale); at q3 it meets ``ood-dense``'s level 3 at matched λ;
+#: - MSE vs MS-SSIM (``ood-msssim``): λ from LAMBDA_MSSSIM, crops of 192 (MS-SSIM's five
+#:   scales need 161 px; 192 is the next multiple of the model's 64);
+#: - ELIC (``ood-elic-q<q>``): the registry's cpu widths N = 64, M = 192
+#:   (registry.CPU_MODEL_WIDTHS), fixed rate (gain units are not wired into CompressAI's
+#:   latent codecs); q3 trained from scratch for ELIC_STEPS, the other λ fine-tuned from it
+#:   for ELIC_FINETUNE_STEPS (the usual way to get an RD curve from one long run).
+#:
+#: Budgets from benchmarks/ood_step_time.py (one thread, 128² crops, batch 8, beside two
+#: other busy jobs on this 2-core machine, so upper bounds): STEP_TIME below, s/step.
+OOD_FINETUNE_STEPS = 8000
+ELIC_STEPS = 20000
+ELIC_FINETUNE_STEPS = 5000
+FIXED_QUALITIES = ["1", "3", "4", "6"]  # nic_lib.variants.FIXED_QUALITIES
+N96_SHIPPED = CHECKPOINTS / "mbt2018" / "n96.pt"
+#: Measured 2026-12-07 at load average 5-6 (``nice python benchmarks/ood_step_time.py
+#: --repeats 2 --steps 12``, then ``--variants elic2022-n64 elic2022-n96 mbt2018-n96-vr``):
+#: medians of 2-4 runs. ELIC N = 64: 1.30-1.41 s (2.1 s at N = 96, so N = 64).
+STEP_TIME = {"mbt2018-vr": 0.53, "mbt2018-pruned": 0.49, "mbt2018-fixed": 0.49,
+             "mbt2018-msssim": 1.02, "elic2022": 1.35}
+_OOD = ["--batch-size", "8", "--no-progress", "--schedule-clock", "steps",
+        "--warmup-steps", "100", "--min-lr-ratio", "0.1", "--ema", "0.999",
+        "--eval-every", "2000", "--eval-images", "4", "--eval-crop", "256", "--threads", "1"]
+#: n96 fine-tuned: its widths, bf16 as n96 trained; peak 5e-5, a third of n96's own
+#: starting rate (1.65e-4) and 5x its floor: enough for an 80%-pruned or gain-less network
+#: to re-adapt within 8,000 steps, low enough not to undo the dense model's convergence
+#: (a choice, not measured); cosine to 5e-6. The same for every variant: equal training.
+def _from_n96(*flags: str, crop: str = "128") -> list[str]:
+    return ["--model", "mbt2018", "--N", str(N_WIDE), "--M", str(M_WIDE), "--precision", "bf16",
+            "--crop", crop, *_OOD, "--lr", "5e-5", "--max-steps", str(OOD_FINETUNE_STEPS),
+            "--init-from", str(N96_SHIPPED), *flags]
+
+
+_VR = ["--qualities", *QUALITIES_WIDE]
+OOD_STAGES: dict[str, tuple[str | None, list[str], str]] = {
+    "ood-dense": (None, _from_n96(*_VR), "ood/mbt2018-dense.pt"),
+    "ood-pruned-50": (None, _from_n96(*_VR, "--prune", "0.5"), "ood/mbt2018-pruned-50.pt"),
+    "ood-pruned-80": (None, _from_n96(*_VR, "--prune", "0.8"), "ood/mbt2018-pruned-80.pt"),
+    "ood-msssim": (None, _from_n96(*_VR, "--metric", "ms-ssim", crop="192"),
+                   "ood/mbt2018-msssim.pt"),
+}
+for _q in FIXED_QUALITIES:
+    OOD_STAGES[f"ood-fixed-q{_q}"] = (None, _from_n96("--quality", _q),
+                                      f"ood/mbt2018-fixed-q{_q}.pt")
+_ELIC = ["--model", "elic2022", "--N", "64", "--M", str(M_WIDE), "--crop", "128", *_OOD]
+#: ELIC from scratch: 1e-4 is ELIC's and CompressAI's rate for long runs; a short CPU run
+#: takes 3e-4 (the transforms start from nothing), cosine to 3e-5.
+OOD_STAGES["ood-elic-q3"] = (None, [*_ELIC, "--quality", "3", "--lr", "3e-4", "--max-steps",
+                                    str(ELIC_STEPS)], "ood/elic2022-q3.pt")
+for _q in FIXED_QUALITIES:
+    if _q != "3":
+        OOD_STAGES[f"ood-elic-q{_q}"] = ("ood-elic-q3", [
+            *_ELIC, "--quality", _q, "--lr", "1e-4", "--max-steps", str(ELIC_FINETUNE_STEPS),
+            "--init-from", str(RUNS / "ood-elic-q3" / "final.pt")], f"ood/elic2022-q{_q}.pt")
+STAGES.update(OOD_STAGES)
+
+
+def ood_budget(stage: str) -> tuple[int, float]:
+    """(steps, estimated CPU hours) of an ood-* stage: its --max-steps x STEP_TIME."""
+    flags = STAGES[stage][1]
+    if "elic2022" in flags:
+        kind = "elic2022"
+    elif "--prune" in flags:
+        kind = "mbt2018-pruned"
+    elif "ms-ssim" in flags:
+        kind = "mbt2018-msssim"
+    else:
+        kind = "mbt2018-vr" if "--qualities" in flags else "mbt2018-fixed"
+    steps = max_steps(stage)
+    return steps, steps * STEP_TIME[kind] / 3600
+
 #: Shipped models whose scales are calibrated after training (scripts/calibrate_scales.py,
 #: nic_lib.models.calibration): on the tuning photos the scale hyperprior came out
 #: overconfident (factors 1.20-1.31) and the mean-scale model underconfident (0.60-0.69);
@@ -411,7 +493,9 @@ def main(argv: list[str] | None = None) -> None:
     stages = args.only or list(STAGES)
     if args.list:
         for stage in STAGES:
-            print(f"{stage}: {' '.join(command(stage)[1:])}")
+            budget = (" [{} steps, ~{:.1f} CPU h]".format(*ood_budget(stage))
+                      if stage in OOD_STAGES else "")
+            print(f"{stage}{budget}: {' '.join(command(stage)[1:])}")
         for name, (source, flags) in DERIVED.items():
             print(f"{name}: scripts/widen_checkpoint.py {source}/final.pt {' '.join(flags)}")
         return

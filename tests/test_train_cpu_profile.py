@@ -84,3 +84,45 @@ def test_an_existing_run_folder_is_resumed_not_continued(script):
     (script.RUNS / "n96" / "ckpt.pt").write_bytes(b"")
     assert script.shipped_snapshot("n96") is None
     assert script.needed("n96") == ["n96"]
+
+
+# ------------------------------------------------------------------- OOD variants (issue 30)
+
+
+def test_ood_stages_are_listed_with_their_budgets(script, capsys):
+    script.main(["--list"])
+    out = capsys.readouterr().out
+    for stage in script.OOD_STAGES:
+        assert f"\n{stage} [" in "\n" + out and "CPU h]" in out
+        steps, hours = script.ood_budget(stage)
+        assert steps == script.max_steps(stage) and 0 < hours < 24
+
+
+def test_ood_stages_are_valid_training_configurations(script):
+    from nic_lib import train as T
+
+    for stage, (parent, flags, target) in script.OOD_STAGES.items():
+        assert target.startswith("ood/")
+        args = T._parser().parse_args(flags)
+        given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()}
+        cfg = T.TrainConfig(**given)
+        T.check_config(cfg, world=1, resuming=True)  # resuming: --init-from may not exist yet
+        model = T.build_model(T.TrainConfig(**{**given, "N": 8, "M": 136 if
+                                                cfg.model == "elic2022" else 8}))
+        assert model is not None
+        if cfg.model == "mbt2018":  # warm-started from what is shipped, not from a stage
+            assert parent is None and cfg.init_from.endswith("mbt2018/n96.pt")
+        elif stage != "ood-elic-q3":  # the other λ of ELIC: fine-tuned from its q3 run
+            assert parent == "ood-elic-q3" and cfg.init_from.endswith("ood-elic-q3/final.pt")
+
+
+def test_ood_stages_ship_what_nic_lib_variants_expects(script):
+    from nic_lib import variants
+
+    shipped = {target: stage for stage, (_, _, target) in script.OOD_STAGES.items()}
+    for variant in variants.OOD_VARIANTS.values():
+        for file, stage in zip(variant.files, variant.stages, strict=True):
+            assert shipped[file] == stage
+    assert sorted(shipped.values()) == sorted(s for v in variants.OOD_VARIANTS.values()
+                                              for s in v.stages)
+    assert [int(q) for q in script.FIXED_QUALITIES] == list(variants.FIXED_QUALITIES)

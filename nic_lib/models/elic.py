@@ -30,10 +30,17 @@ likelihoods concatenated back into y's shape by CompressAI), y and z quantized w
 straight-through rounding as in ELIC's paper, the z density's quantiles placed by
 ``aux_loss()``: the training loop (:mod:`nic_lib.training`) needs nothing else.
 
-Determinism: CompressAI computes ELIC's entropy parameters in float32 on the thread pool
-of the moment, unlike the context coder of :mod:`nic_lib.models.context_coding`; a file
-is guaranteed to decode only on the thread count that wrote it (tests/test_models.py
-checks the round trip on one thread count).
+Determinism: not bit for bit across thread counts. The transforms and the entropy
+parameters run on the GEMM path (``tiling.deterministic_convolutions``, as the mbt2018
+family's g_s), but CompressAI computes ELIC's means in float32 and its attention blocks
+still change their last bits with the thread count, so ŷ = q + μ differs by ~1e-7 between
+1 and 2 threads. Measured on a 14-step N = 64, M = 192 model (/tmp probe: encode on 1 and
+2 threads, decode each on the other): on kodim01, 05 and 23 the strings were identical
+across encoder thread counts and every file decoded on the other thread count, to images
+that differ in 1-2 pixels (4-7 without the GEMM path). Nothing guarantees that the coder's
+symbols never flip (that needs the float64 parameter path of
+:mod:`nic_lib.models.context_coding`, not written for ELIC); tests check the round trip on
+one thread count.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import torch
 from compressai.models import Elic2022Official
 from torch import Tensor
 
+from . import tiling
 from .google import Y_PER_Z, _FineScaleTable
 from .registry import register_model
 
@@ -94,7 +102,8 @@ class ELIC(_FineScaleTable, Elic2022Official):
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict:
         """Encode images to ``{"strings": [one list per coded stream], "shape": z size}``."""
-        out = self.latent_codec.compress(self.g_a(x))
+        with tiling.deterministic_convolutions():
+            out = self.latent_codec.compress(self.g_a(x))
         return {"strings": out["strings"], "shape": tuple(out["shape"]["hyper"])}
 
     @torch.no_grad()
@@ -103,5 +112,6 @@ class ELIC(_FineScaleTable, Elic2022Official):
         h, w = (int(s) for s in shape)
         y_size = (h * Y_PER_Z, w * Y_PER_Z)
         shapes = {"y": [(g, *y_size) for g in self.groups], "hyper": (h, w)}
-        y_hat = self.latent_codec.decompress(strings, shapes)["y_hat"]
-        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
+        with tiling.deterministic_convolutions():
+            y_hat = self.latent_codec.decompress(strings, shapes)["y_hat"]
+            return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}

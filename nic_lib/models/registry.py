@@ -185,9 +185,11 @@ CPU_PROFILE_WIDTHS: tuple[int, int] = (64, 96)
 #: Models whose cpu-profile widths differ from :data:`CPU_PROFILE_WIDTHS`. ELIC at
 #: (N, M) = (64, 192): M = 192 is the main line's latent width (mbt2018 n96) and leaves
 #: ELIC's last channel group 64 wide; N = 64 because ELIC's transforms stack nine residual
-#: bottleneck blocks and three attention blocks at N (6.3M parameters at N = 64 vs 3.1M for
-#: mbt2018 at N = 96; one training step, 128² crops, batch 8, one thread: 1.43 s at N = 64,
-#: 2.50 s at N = 96, against 0.62 s for mbt2018 n96 in bf16, benchmarks/ood_step_time.py).
+#: bottleneck blocks and three attention blocks at N. Parameters: 10.1M at N = 64 (12.4M at
+#: N = 96; 5.3M of either are CompressAI's channel-context networks, whose 224/128 widths
+#: are fixed, at 1/16 resolution), against 8.2M for mbt2018 n96. One training step, 128²
+#: crops, batch 8, one thread, beside other jobs (load average 5-6 on 2 cores): 1.35 s at
+#: N = 64, 2.1 s at N = 96, 0.53 s for mbt2018 n96 in bf16 (benchmarks/ood_step_time.py).
 CPU_MODEL_WIDTHS: dict[str, tuple[int, int]] = {"elic2022": (64, 192)}
 
 #: Our key -> CompressAI zoo function (``compressai.zoo.<fn>``) with published weights;
