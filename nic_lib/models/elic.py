@@ -41,6 +41,13 @@ that differ in 1-2 pixels (4-7 without the GEMM path). Nothing guarantees that t
 symbols never flip (that needs the float64 parameter path of
 :mod:`nic_lib.models.context_coding`, not written for ELIC); tests check the round trip on
 one thread count.
+
+Rate estimate: not yet checked on a trained ELIC. On the 14-step model above, the
+eval-mode forward's y likelihoods promised 14,897 bytes on kodim23 where the coder wrote
+12,968 (z: 4,149 vs 4,156), whichever scale table; unexplained. The OOD grid uses
+likelihood rates only after they match real bitstreams within 2%
+(:func:`nic_lib.bench.check_likelihood_rate`), so a trained ELIC with the same gap is
+refused there, not mis-measured: check it when ``ood-elic-*`` ship.
 """
 
 from __future__ import annotations
