@@ -38,6 +38,12 @@ comparison mixes, at a budget a CPU affords. The ablations ship as checkpoints t
 only their entropy models, in int8, and take the transforms from ``mbt2018/n96.pt``
 (:func:`nic_lib.models.save_checkpoint`'s ``base``).
 
+*The OOD benchmark's variants* (``ood-*``, issue 30, notebook 02; not trained yet): ELIC
+at a cpu width, and the main line fine-tuned as a dense control, pruned to 50% and 80%,
+fixed-rate at four λ, and for MS-SSIM; each warm-started from ``checkpoints/mbt2018/n96.pt``
+as shipped (ELIC from scratch), shipped to ``checkpoints/ood/`` (``nic_lib.variants`` reads
+them). ``--list`` prints each stage's steps and estimated CPU hours (OOD_STAGES).
+
 Outputs: runs in ``$NIC_RUNS_DIR/cpu-profile/<stage>/`` (default ``~/nic-runs``, outside
 the repository: they hold optimizer state), derived checkpoints beside them as
 ``<name>.pt``; a stage that ships a model writes it to ``checkpoints/`` (convolution weights
