@@ -550,3 +550,21 @@ def test_tuning_script_writes_the_radius_of_a_checkpoint_and_its_perceptual_vari
         script.main(["--checkpoint", str(variant), "--images", "1"])
     with pytest.raises(SystemExit):  # argparse error: no global-attention reference
         script.main(["--checkpoint", str(base), "--candidates", "3", "4"])
+
+
+def test_code_to_budget_sends_the_most_steps_that_fit_and_completes_the_rest(tiny_run):
+    model, _ = pqmim.load_pqmim(tiny_run / "final.pt")
+    img = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    sizes = {s: pqmim.code_image(model, img, steps=4, transmit_steps=s)["bytes"] for s in range(1, 5)}
+    budget = (sizes[2] + sizes[3]) // 2 if sizes[3] > sizes[2] else sizes[2]
+    r = pqmim.code_to_budget(model, img, budget, steps=4, samples=2)
+    assert r["fits"] and r["transmit_steps"] == max(s for s, b in sizes.items() if b <= budget)
+    assert r["bytes"] == sizes[r["transmit_steps"]] <= budget
+    names = [c["completion"] for c in r["completions"]]
+    assert names == ["argmax", "sample 0", "sample 1"]
+    assert all(c["x_hat"].shape == img.shape for c in r["completions"])
+    # the argmax completion is deterministic: decoding again gives the same pixels
+    again = pqmim.code_to_budget(model, img, budget, steps=4, samples=0)
+    assert np.array_equal(again["completions"][0]["x_hat"], r["completions"][0]["x_hat"])
+    none_fit = pqmim.code_to_budget(model, img, 1, steps=4, samples=0)
+    assert not none_fit["fits"] and none_fit["transmit_steps"] == 0 and none_fit["bytes"] == sizes[1]
