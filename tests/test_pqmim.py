@@ -568,3 +568,49 @@ def test_code_to_budget_sends_the_most_steps_that_fit_and_completes_the_rest(tin
     assert np.array_equal(again["completions"][0]["x_hat"], r["completions"][0]["x_hat"])
     none_fit = pqmim.code_to_budget(model, img, 1, steps=4, samples=0)
     assert not none_fit["fits"] and none_fit["transmit_steps"] == 0 and none_fit["bytes"] == sizes[1]
+
+
+def test_extreme_gallery_rows_say_whether_each_file_fits_and_every_panel_is_drawn(tiny_run):
+    from nic_lib import extreme  # a module above the models (codecs + PQ-MIM)
+    model, _ = pqmim.load_pqmim(tiny_run / "final.pt")
+    images = [("a", (np.random.default_rng(2).random((48, 64, 3)) * 255).astype(np.uint8))]
+    budget = pqmim.code_image(model, images[0][1], steps=4, transmit_steps=2)["bytes"]
+    table, pictures = extreme.gallery_table(model, "pq", images, budget, ("jpeg", "jpeg2000"), steps=4, samples=1)
+    assert list(table["codec"]) == ["pq", "pq", "jpeg", "jpeg2000"]
+    assert (table["fits"] == (table["bytes"] <= budget)).all()
+    classic = table[table["codec"] != "pq"]
+    assert (classic["bytes"] >= 0).all() and (classic[~classic["fits"]]["bytes"] == classic[~classic["fits"]]["min_bytes"]).all()
+    assert set(pictures) == set(zip(table["image"], table["codec"], table["completion"]))
+    fig = extreme.gallery_figure(table, pictures, images, budget)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 1 + len(table) and all("B" in t and "dB" in t for t in titles[1:])
+
+
+def test_plain_vq_rate_point_trains_end_to_end_and_codes_exactly(tmp_path):
+    """M = 1 (the VQ baseline of scripts/train_pqmim_cpu.py) through both stages."""
+    cfg = train_pqmim.PQMIMTrainConfig(**{**TINY, "M": 1, "K": 16}, data=("sample",), crop=64, batch_size=4,
+                                       steps_a=8, steps_b=8, warmup_steps=2, log_every=4, ckpt_every=0,
+                                       mask_law="schedule", out_dir=str(tmp_path / "vq"))
+    model, _ = pqmim.load_pqmim(train_pqmim.train(cfg) / "final.pt")
+    assert model.M == 1 and model.K == 16
+    img = (np.random.default_rng(3).random((32, 48, 3)) * 255).astype(np.uint8)
+    assert pqmim.code_image(model, img, steps=4)["exact"]
+
+
+def test_pqmim_recipes_list_the_vq_pair_with_budgets_and_parse(capsys):
+    spec = importlib.util.spec_from_file_location("train_pqmim_cpu_under_test",
+                                                  Path(__file__).resolve().parents[1] / "scripts" / "train_pqmim_cpu.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    bits = {}
+    for name in script.VQ_PAIR:
+        flags = script.RATE_POINTS[name]
+        M, K = int(flags[flags.index("--M") + 1]), int(flags[flags.index("--K") + 1])
+        bits[name] = M * math.log2(K)
+        args = train_pqmim._parser().parse_args([*script.COMMON, *flags])
+        assert args.M == M and args.K == K
+    assert len(set(bits.values())) == 1  # the pair has the same bits per token
+    assert sorted(int(script.RATE_POINTS[n][1]) for n in script.VQ_PAIR)[0] == 1  # one of them is plain VQ
+    script.main(["--list", "--only", *script.VQ_PAIR])
+    out = capsys.readouterr().out
+    assert all(f"{n} [" in out and "CPU h]" in out for n in script.VQ_PAIR)
