@@ -44,6 +44,12 @@ fixed-rate at four λ, and for MS-SSIM; each warm-started from ``checkpoints/mbt
 as shipped (ELIC from scratch), shipped to ``checkpoints/ood/`` (``nic_lib.variants`` reads
 them). ``--list`` prints each stage's steps and estimated CPU hours (OOD_STAGES).
 
+*Low-rate levels* (``n96-lowrate``, ``ablate-bmshj2018-hyperprior-lowrate``, issue 31,
+notebook 05; not trained yet): the shipped main line with levels q-4..q0 added below q1
+(λ down to 0.000067, ~0.035 bpp on Kodak by the measured rate-λ law), fine-tuned 13,000
+steps, and the scale hyperprior on its transforms by the ablation protocol; shipped as
+``checkpoints/mbt2018/n96-lowrate.pt`` and ``checkpoints/bmshj2018-hyperprior/n96-lowrate.pt``.
+
 Outputs: runs in ``$NIC_RUNS_DIR/cpu-profile/<stage>/`` (default ``~/nic-runs``, outside
 the repository: they hold optimizer state), derived checkpoints beside them as
 ``<name>.pt``; a stage that ships a model writes it to ``checkpoints/`` (convolution weights
@@ -290,6 +296,11 @@ STAGES.update(OOD_STAGES)
 #: steps. ``ablate-bmshj2018-hyperprior-lowrate`` is the scale hyperprior on those
 #: transforms, by the ablation protocol (frozen transforms and gains, a fresh entropy model,
 #: ABLATION_STEPS), the paper's comparison model at PQ-MIM's rates.
+#: Budget (--list): n96-lowrate at STEP_TIME["mbt2018-vr"] (0.53 s; re-measured for issue 31 on
+#: 2026-12-07 at load ~6: 0.503 s/step, ``nice python benchmarks/ood_step_time.py --variants
+#: mbt2018-n96-vr --steps 12 --repeats 2``; the number of levels does not change a step),
+#: 13,000 x 0.53 s = 1.9 CPU h; the hyperprior at the ablations' 0.24 s/step (their
+#: comment's ~40 min per 10,000 steps, not re-measured), 0.7 CPU h.
 QUALITIES_LOW = [str(q) for q in (-4, -3, -2, -1, 0)]  # registry.LOW_RATE_QUALITIES
 LOWRATE_STEPS = 13000
 #: Derived checkpoints made from a *shipped* file instead of a stage's final.pt.

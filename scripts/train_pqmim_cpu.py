@@ -128,7 +128,13 @@ RATE_POINTS.update(VQ_PAIR)
 #: shipped points as measured 2026-11-30 (module docstring: A ~0.5, B ~0.35); the VQ pair
 #: measured below (STEP_TIME_MEASURED), else these.
 STEP_TIME = {"a": 0.5, "b": 0.35}
-STEP_TIME_MEASURED: dict[str, dict[str, float]] = {}
+#: Measured 2026-12-07 at load average ~6 on the 2-core machine (so upper bounds): 30 steps
+#: of each stage, ``python -m nic_lib.train_pqmim --N 64 --crop 128 --crop-b 192 --lr-a 5e-4
+#: --M <M> --K <K> --mask-law schedule --steps-a 30 --steps-b 30 --log-every 10 --threads 1``,
+#: seconds per step between the log rows at steps 10 and 30 (wall_s); stage B's one-off code
+#: maps (~70 s) are not included.
+STEP_TIME_MEASURED: dict[str, dict[str, float]] = {"M1-K256": {"a": 0.80, "b": 0.42},
+                                                   "M2-K16": {"a": 0.67, "b": 0.41}}
 #: The perceptual variant: name -> base rate point.
 PERCEPTUAL = {"M4-K256-perceptual": "M4-K256"}
 
