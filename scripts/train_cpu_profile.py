@@ -301,6 +301,10 @@ STAGES.update(OOD_STAGES)
 #: mbt2018-n96-vr --steps 12 --repeats 2``; the number of levels does not change a step),
 #: 13,000 x 0.53 s = 1.9 CPU h; the hyperprior at the ablations' 0.24 s/step (their
 #: comment's ~40 min per 10,000 steps, not re-measured), 0.7 CPU h.
+#: Checked before any training (2026-12-07): n96-lowrate-init made from the shipped n96.pt
+#: reconstructs its 8 trained levels exactly (widen_checkpoint's check), and its added,
+#: still untrained levels code kodim04 + kodim23 (mean) at q-4 0.027 bpp / 24.57 dB, q-2
+#: 0.046 / 26.83, q0 0.088 / 29.11 (q1 0.123 / 30.40): the range reaches PQ-MIM's rates.
 QUALITIES_LOW = [str(q) for q in (-4, -3, -2, -1, 0)]  # registry.LOW_RATE_QUALITIES
 LOWRATE_STEPS = 13000
 #: Derived checkpoints made from a *shipped* file instead of a stage's final.pt.
