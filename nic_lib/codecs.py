@@ -983,3 +983,61 @@ def encode_at_bpp(codec: str | Codec, img: np.ndarray, target_bpp: float) -> tup
                 high = mid
     best = min(tried, key=lambda s: (abs(rate(s) - target_bpp), s))
     return best, tried[best]
+
+
+def smallest(codec: str | Codec, img: np.ndarray, max_bytes: int | None = None) -> dict:
+    """The smallest file a codec makes of ``img``, or its best file within ``max_bytes``.
+
+    Every codec's rate is monotone in its setting (see :func:`encode_at_bpp`), so the
+    smallest file is the one at the low-rate end of :attr:`Codec.setting_range` (JPEG
+    quality 1, WebP and AVIF quality 0, JPEG 2000 0.01 bpp). With a budget, a bisection
+    over the setting finds the highest-rate setting whose file still fits (integer
+    settings exactly; continuous ones to 2^-30 of the range); when even the smallest file
+    is over the budget, that smallest file is returned with ``fits=False``.
+
+    Args:
+        codec: a codec name or :class:`Codec`.
+        img: uint8 (H, W, 3) image.
+        max_bytes: byte budget, or None for the smallest file.
+
+    Returns:
+        ``{"codec", "setting", "stream" (bytes), "bytes", "bpp", "fits" (bytes <= max_bytes;
+        True without a budget), "min_bytes" (the smallest file's size)}``.
+
+    Raises:
+        ValueError: for a bad image or a non-positive budget.
+        CodecUnavailableError: if the codec cannot run here.
+    """
+    (codec,) = _resolve_codecs(codec)
+    img = check_image(img)
+    if max_bytes is not None and max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes!r}")
+    h, w = img.shape[:2]
+    rising = codec.settings[-1] >= codec.settings[0]
+    low, high = codec.setting_range
+    if codec.integer_settings:
+        low, high = math.ceil(low), math.floor(high)
+    # the setting of the smallest file, and the one of the largest (for the bisection)
+    small_end, large_end = (low, high) if rising else (high, low)
+    tried: dict[float, bytes] = {small_end: codec.encode(img, small_end)}
+    best = small_end
+    min_bytes = len(tried[small_end])
+    if max_bytes is not None and min_bytes <= max_bytes:
+        lo, hi = small_end, large_end  # invariant: lo fits; hi is the far end (may not fit)
+        for _ in range(MATCH_MAX_STEPS):
+            mid = (lo + hi) // 2 if codec.integer_settings else (lo + hi) / 2
+            if mid in (lo, hi) or (codec.integer_settings and abs(hi - lo) <= 1):
+                break
+            tried[mid] = codec.encode(img, mid)
+            if len(tried[mid]) <= max_bytes:
+                lo = mid
+            else:
+                hi = mid
+        if codec.integer_settings and hi not in tried:  # the far end itself may fit
+            tried[hi] = codec.encode(img, hi)
+        fitting = [s for s, b in tried.items() if len(b) <= max_bytes]
+        best = max(fitting, key=lambda s: (len(tried[s]), s))
+    stream = tried[best]
+    return {"codec": codec.name, "setting": best, "stream": stream, "bytes": len(stream),
+            "bpp": metrics.bpp(len(stream), h, w),
+            "fits": max_bytes is None or len(stream) <= max_bytes, "min_bytes": min_bytes}

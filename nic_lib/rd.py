@@ -386,6 +386,64 @@ def bd_rate_table(
     return pd.DataFrame(rows)
 
 
+def bd_against_baselines(curves: pd.DataFrame, test: str, baselines: dict[str, str],
+                         metric: str = "psnr_rgb", test_command: str = "") -> pd.DataFrame:
+    """BD-rate of one curve against each baseline, or why it cannot be measured yet.
+
+    A BD-rate exists only where both curves have :data:`MIN_POINTS` points and share a
+    range of rates and of quality; a comparison that lacks one says so instead of
+    inventing a number (a baseline not yet trained is named with the command that trains
+    it). BD-rate itself is :func:`bd_rate` over the full curves (it integrates over the
+    quality range both cover).
+
+    Args:
+        curves: RD points (:func:`rd_table`), one curve per ``codec``.
+        test: the ``codec`` under test (e.g. PQ-MIM's curve).
+        baselines: ``{codec: command that makes it}``; a codec absent from ``curves`` is
+            reported as missing with its command.
+        metric: quality column in dB.
+        test_command: what adds rate points to the test curve (named when it has too few).
+
+    Returns:
+        One row per baseline: ``baseline``, ``test``, ``test_bpp`` and ``baseline_bpp``
+        (``"lo–hi"`` or empty), ``shared_bpp`` (the common rate interval, empty when none),
+        ``bd_rate_percent`` (NaN unless measured), ``status`` (``"measured"`` or
+        ``"not measured: <reason>"``) and ``command`` (what would fill the gap; empty when
+        measured).
+    """
+    def span(c):
+        return (float(c[RATE_COLUMN].min()), float(c[RATE_COLUMN].max())) if len(c) else None
+
+    t = curves[curves["codec"] == test].sort_values(RATE_COLUMN)
+    rows = []
+    for label, command in baselines.items():
+        b = curves[curves["codec"] == label].sort_values(RATE_COLUMN)
+        ts, bs = span(t), span(b)
+        shared = (max(ts[0], bs[0]), min(ts[1], bs[1])) if ts and bs else None
+        shared = shared if shared and shared[0] < shared[1] else None
+        bd, reason, fix = float("nan"), "", command
+        if not len(b):
+            reason = f"{label} not trained yet"
+        elif len(t) < MIN_POINTS or len(b) < MIN_POINTS:
+            short = test if len(t) < MIN_POINTS else label
+            fix = test_command if short == test else command
+            reason = f"{short} has {min(len(t), len(b))} rate points; BD-rate needs {MIN_POINTS}"
+        elif shared is None:
+            reason = f"rates do not overlap ({test} {ts[0]:.3f}–{ts[1]:.3f} bpp, {label} {bs[0]:.3f}–{bs[1]:.3f})"
+        else:
+            try:
+                bd = bd_rate(b[RATE_COLUMN], b[metric], t[RATE_COLUMN], t[metric])
+            except CurvesDoNotOverlapError:
+                reason = f"{metric} ranges do not overlap"
+        rows.append({"baseline": label, "test": test,
+                     "test_bpp": f"{ts[0]:.3f}–{ts[1]:.3f}" if ts else "",
+                     "baseline_bpp": f"{bs[0]:.3f}–{bs[1]:.3f}" if bs else "",
+                     "shared_bpp": f"{shared[0]:.3f}–{shared[1]:.3f}" if shared else "",
+                     "bd_rate_percent": bd, "status": "not measured: " + reason if reason else "measured",
+                     "command": fix if reason else ""})
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- RD plot
 
 

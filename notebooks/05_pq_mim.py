@@ -54,7 +54,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from nic_lib import cache, claims, codecs, coding, data, metrics, neural, notebook_setup, perceptual, plotting, rd, reproduce, train_pqmim
+from nic_lib import cache, claims, codecs, coding, data, extreme, metrics, neural, notebook_setup, perceptual, plotting, rd, reproduce, train_pqmim
 from nic_lib.models import checkpoints, hub, pqmim, zoo
 
 # %% tags=["parameters"]
@@ -71,8 +71,11 @@ SMOKE_STEPS_B = 1200  # smoke only: stage-B steps of the tiny model (a few secon
 QUANTIZER_DIM = 32  # latent dimension D of the rate-point count (the models' default)
 J2K_SETTINGS = [0.05, 0.1, 0.15, 0.2, 0.3, 0.5]  # JPEG 2000 target bpp: the low rates PQ-MIM covers
 MBT_QUALITIES = [1, 2, 3, 4]  # mbt2018 qualities drawn when their weights exist (cpu checkpoints; full: the zoo's)
+LOWRATE_QUALITIES = [-4, -3, -2, -1, 0, 1, 2]  # levels of the low-rate baselines drawn (registry.LOW_RATE_QUALITIES reach ~0.035 bpp; q2 ~0.26 is above PQ-MIM's top point)
 EXTREME_BYTES = 200  # byte budget of the extreme setting (the paper's ~200 bytes per image)
 GALLERY_IMAGE = None  # None -> "kodim23" when loaded, else the first image
+EXTREME_IMAGES = ["kodim23", "kodim04", "kodim15", "kodim20", "kodim21"]  # the ≤ EXTREME_BYTES gallery: colour, a face, a face in paint, a plane on grass, a lighthouse (the first images when these are not loaded)
+EXTREME_SAMPLES = 2  # hybrid completions drawn besides the argmax (temperature 1, seeds 0..n-1): how much the MIM model invents
 SMOKE_PERCEPTUAL_STEPS = 6  # smoke only: stage-C steps of the tiny model (a code check)
 INCEPTION_FEATURES = True  # FID/KID with the Inception network when its weights are on disk (never under smoke: slow on a CPU)
 PERCEPTUAL_CROP = 192  # side of the crops of the perceptual gallery (pixels at 1:1)
@@ -425,7 +428,8 @@ if mbt:
                                  lambda: neural.rate_sweep(images, {mbt_label: mbt}, progress=False), refresh=REFRESH,
                                  data=images, models=mbt)
 # one PQ-MIM curve: each (M, K) checkpoint is one rate point of it
-pq_points = codes_table.assign(setting=codes_table["codec"], codec=f"pq-mim (S={STEPS})")
+vq_labels = [k for k, m in models.items() if m.M == 1]  # the VQ baseline is not a PQ-MIM rate point
+pq_points = codes_table[~codes_table["codec"].isin(vq_labels)].assign(setting=lambda t: t["codec"], codec=f"pq-mim (S={STEPS})")
 per_image = pd.concat([pq_points[["image", "codec", "setting", "bpp", "psnr_rgb", "ms_ssim"]],
                        *(t[["image", "codec", "setting", "bpp", "psnr_rgb", "ms_ssim"]] for t in (classic, learned) if len(t))],
                       ignore_index=True)
@@ -440,6 +444,62 @@ ax.set_title(f"{dataset}: {len(images)} images, PSNR over RGB")
 plotting.save_figure(fig, "fig3_rd")
 plt.show()
 curves.round(4)
+
+# %% [markdown]
+# ### BD-rate against the learned baselines at PQ-MIM's rates, and VQ against PQ
+#
+# Issue 31 asks for a BD-rate of PQ-MIM against this project's scale hyperprior and mbt2018
+# at the same rates. The shipped mbt2018 levels start at ~0.22 bpp, above PQ-MIM's points, so
+# the low-rate baselines are their own recipes (`scripts/train_cpu_profile.py`: `n96-lowrate`
+# adds levels down to ~0.035 bpp; `ablate-bmshj2018-hyperprior-lowrate` is the scale hyperprior
+# on those transforms). Each is drawn when its checkpoint exists; otherwise the table says what
+# is missing and the command that makes it, and the claims table says "not measured". A
+# BD-rate needs four points per curve and a shared range of rates and PSNR
+# (`rd.bd_against_baselines`). The VQ baseline (M = 1) is compared with the PQ point of the
+# same bits per token when both are trained (`scripts/train_pqmim_cpu.py`, `VQ_PAIR`); it
+# is not part of the PQ-MIM curve above.
+
+# %%
+LOWRATE = {  # label -> (checkpoint, the command that trains it)
+    "mbt2018 low-rate (cpu)": ("checkpoints/mbt2018/n96-lowrate.pt",
+                               "python scripts/train_cpu_profile.py --only n96-lowrate"),
+    "scale hyperprior low-rate (cpu)": ("checkpoints/bmshj2018-hyperprior/n96-lowrate.pt",
+                                        "python scripts/train_cpu_profile.py --only ablate-bmshj2018-hyperprior-lowrate"),
+}
+lowrate = {}
+for label, (path, command) in LOWRATE.items():
+    if model_profile == "cpu" and (data.REPO_ROOT / path).is_file():
+        lowrate[label] = neural.quality_models(data.REPO_ROOT / path, LOWRATE_QUALITIES, device=device)
+    else:
+        print(f"{label}: not drawn ({path} " + ("absent" if model_profile == "cpu" else f"is a cpu-profile model; profile {model_profile}")
+              + f"); train it with `{command}`")
+lowrate_rows = pd.DataFrame()
+if lowrate:
+    lowrate_rows = cache.cached_table(results_dir / "lowrate_baselines.csv", {**j2k_key, "qualities": LOWRATE_QUALITIES, "labels": sorted(lowrate)},
+                                      lambda: neural.rate_sweep(images, lowrate, progress=False), refresh=REFRESH,
+                                      data=images, models=lowrate)
+pq_label = f"pq-mim (S={STEPS})"
+baseline_curves = rd.rd_table(pd.concat([per_image, *([lowrate_rows[per_image.columns]] if len(lowrate_rows) else [])], ignore_index=True))
+bd_baselines = rd.bd_against_baselines(baseline_curves, pq_label, {
+    **{label: command for label, (_, command) in LOWRATE.items()},
+    mbt_label: "python scripts/train_cpu_profile.py --only n96-lowrate (its shipped levels start at q1)",
+    "jpeg2000": "add lower J2K_SETTINGS"},
+    test_command="python scripts/train_pqmim_cpu.py --only M2-K16 (a fourth PQ-MIM rate point)")
+reproduce.save_table(bd_baselines, fig_dir / "bd_baselines.csv", floats=reproduce.NETWORK)
+display(bd_baselines)
+# VQ vs PQ at the same bits per token: the M = 1 checkpoint and the PQ one of equal M log2 K
+bits = {label: m.M * np.log2(m.K) for label, m in models.items()}
+vq_rows = []
+for vq_label in [k for k in models if models[k].M == 1]:
+    twins = [k for k in models if models[k].M > 1 and np.isclose(bits[k], bits[vq_label])]
+    for label, kind in [(vq_label, "VQ"), *((t, "PQ") for t in twins[:1])]:
+        r = codes_table[codes_table["codec"] == label][["bpp", "psnr_rgb"]].mean()
+        vq_rows.append({"kind": kind, "model": label, "bits_per_token": bits[label], **r.to_dict()})
+vq_table = pd.DataFrame(vq_rows, columns=["kind", "model", "bits_per_token", "bpp", "psnr_rgb"])
+if len(vq_table) < 2:
+    print("VQ vs PQ not measured: train the pair with `python scripts/train_pqmim_cpu.py --only M1-K256 M2-K16`")
+reproduce.save_table(vq_table, fig_dir / "vq_vs_pq.csv", floats=reproduce.NETWORK)
+vq_table
 
 # %% [markdown]
 # ## Hybrid compression/generation and the extreme regime
@@ -471,6 +531,32 @@ fig.suptitle(f"{gallery_name}, {smallest}: transmitted steps s, the rest generat
 plotting.save_figure(fig, "fig4_hybrid_gallery")
 plt.show()
 hybrid[["transmit_steps", "bytes", "bpp", "psnr_rgb", "within_budget"]]
+
+# %% [markdown]
+# ### The extreme regime as a gallery: PQ-MIM within the byte budget beside the classic codecs' smallest files
+#
+# Each image is coded by the same model in at most `EXTREME_BYTES` bytes: the most schedule
+# steps whose stream fits are transmitted (`pqmim.code_to_budget`), and the decoder completes
+# the other codes with the MIM model, once by the argmax (temperature 0, deterministic) and
+# `EXTREME_SAMPLES` times by seeded samples at temperature 1. Beside them each classic codec
+# (as configured in notebook 00) gives its best file within the budget, or, when it cannot get
+# that small, its smallest file (`codecs.smallest`: the low-rate end of its setting range),
+# marked "> budget". Rates are whole files, headers included.
+
+# %%
+wanted = [n for n in EXTREME_IMAGES if n in dict(images)]
+extreme_images = [(n, dict(images)[n]) for n in wanted] or images[:len(EXTREME_IMAGES)]
+extreme_table, extreme_pictures = extreme.gallery_table(models[smallest], smallest, extreme_images, EXTREME_BYTES,
+                                                        steps=STEPS, samples=EXTREME_SAMPLES, radius=RADIUS)
+reproduce.save_table(extreme_table.drop(columns="label", errors="ignore"), fig_dir / "extreme_gallery.csv", floats=reproduce.NETWORK)  # seeded sampler; classic codecs exact
+fig = extreme.gallery_figure(extreme_table, extreme_pictures, extreme_images, EXTREME_BYTES)
+fig.suptitle(f"≤ {EXTREME_BYTES} bytes: {smallest} (s of {STEPS} steps sent, the rest completed) vs each classic codec's smallest file",
+             y=1.01)
+plotting.save_figure(fig, "fig4b_extreme_gallery")
+plt.show()
+extreme_table["label"] = (extreme_table["codec"] + " " + extreme_table["completion"]).str.strip()
+extreme_summary = (extreme_table.groupby("label", sort=False)[["bytes", "bpp", "psnr_rgb", "fits"]].mean())
+extreme_summary
 
 # %% [markdown]
 # ## The perceptual variant
@@ -591,6 +677,9 @@ hyperprior_curve = (rd.load_anchors("compressai-bmshj2018-hyperprior") if datase
 claims_table = claims.pqmim_claims(
     rate_points, bits_summary["saving_vs_independent"].to_dict(), curves[curves["codec"] == f"pq-mim (S={STEPS})"],
     hyperprior_curve, perc_table, hybrid, EXTREME_BYTES)
+claims_table = pd.concat([claims_table, claims.pqmim_baseline_claims(
+    bd_baselines, {"hyperprior": "scale hyperprior low-rate (cpu)", "mbt2018": "mbt2018 low-rate (cpu)", "jpeg2000": "jpeg2000"},
+    vq_table)], ignore_index=True)
 reproduce.save_table(claims_table, fig_dir / "claims.csv", columns={"measured here": reproduce.IGNORE})  # numbers in text
 display(Markdown(claims.to_markdown(claims_table)))
 
@@ -628,6 +717,15 @@ if len(fits):
 else:
     lines.append(f"- No hybrid setting of {smallest} fits in {EXTREME_BYTES} bytes on {gallery_name} "
                  f"(smallest: {int(hybrid['bytes'].min())} bytes).")
+for label, row in extreme_summary.iterrows():
+    if row["fits"] == 1:
+        lines.append(f"- Gallery, {label}: every one of the {len(extreme_images)} images within {EXTREME_BYTES} bytes "
+                     f"(mean {row['bytes']:.0f} B, {row['bpp']:.4f} bpp) at a mean {row['psnr_rgb']:.2f} dB.")
+    else:
+        floor = extreme_table[extreme_table["label"] == label]
+        lines.append(f"- Gallery, {label}: {int((~floor['fits']).sum())} of {len(floor)} images cannot be coded in "
+                     f"{EXTREME_BYTES} bytes; its files here (each the smallest it makes when over the budget) are {int(floor['bytes'].min())}–{int(floor['bytes'].max())} B "
+                     f"(mean {row['psnr_rgb']:.2f} dB).")
 lines.append(f"- Every fully transmitted code grid decoded exactly: {bool(codes_table['exact'].all())}.")
 for pair, t in (perc_table.groupby("pair") if len(perc_table) else []):
     b, p = t.iloc[0], t.iloc[1]

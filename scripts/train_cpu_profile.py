@@ -44,6 +44,12 @@ fixed-rate at four λ, and for MS-SSIM; each warm-started from ``checkpoints/mbt
 as shipped (ELIC from scratch), shipped to ``checkpoints/ood/`` (``nic_lib.variants`` reads
 them). ``--list`` prints each stage's steps and estimated CPU hours (OOD_STAGES).
 
+*Low-rate levels* (``n96-lowrate``, ``ablate-bmshj2018-hyperprior-lowrate``, issue 31,
+notebook 05; not trained yet): the shipped main line with levels q-4..q0 added below q1
+(λ down to 0.000067, ~0.035 bpp on Kodak by the measured rate-λ law), fine-tuned 13,000
+steps, and the scale hyperprior on its transforms by the ablation protocol; shipped as
+``checkpoints/mbt2018/n96-lowrate.pt`` and ``checkpoints/bmshj2018-hyperprior/n96-lowrate.pt``.
+
 Outputs: runs in ``$NIC_RUNS_DIR/cpu-profile/<stage>/`` (default ``~/nic-runs``, outside
 the repository: they hold optimizer state), derived checkpoints beside them as
 ``<name>.pt``; a stage that ships a model writes it to ``checkpoints/`` (convolution weights
@@ -238,7 +244,10 @@ N96_SHIPPED = CHECKPOINTS / "mbt2018" / "n96.pt"
 #: --repeats 2 --steps 12``, then ``--variants elic2022-n64 elic2022-n96 mbt2018-n96-vr``):
 #: medians of 2-4 runs. ELIC N = 64: 1.30-1.41 s (2.1 s at N = 96, so N = 64).
 STEP_TIME = {"mbt2018-vr": 0.53, "mbt2018-pruned": 0.49, "mbt2018-fixed": 0.49,
-             "mbt2018-msssim": 1.02, "elic2022": 1.35}
+             "mbt2018-msssim": 1.02, "elic2022": 1.35,
+             # the ablation protocol's entropy-only step: ~40 min per 10,000 steps on one core
+             # (ABLATION_STEPS' comment), 0.24 s
+             "entropy-only": 0.24}
 _OOD = ["--batch-size", "8", "--no-progress", "--schedule-clock", "steps",
         "--warmup-steps", "100", "--min-lr-ratio", "0.1", "--ema", "0.999",
         "--eval-every", "2000", "--eval-images", "4", "--eval-crop", "256", "--threads", "1"]
@@ -275,10 +284,53 @@ for _q in FIXED_QUALITIES:
             "--init-from", str(RUNS / "ood-elic-q3" / "final.pt")], f"ood/elic2022-q{_q}.pt")
 STAGES.update(OOD_STAGES)
 
+#: Low-rate levels (issue 31: PQ-MIM sits at 0.04-0.19 bpp, the main line starts at ~0.22
+#: on Kodak, so no BD-rate between them exists). Not trained yet. ``n96-lowrate-init`` is
+#: the shipped main line with the levels of registry.LOW_RATE_QUALITIES added below q1
+#: (scripts/widen_checkpoint.py --qualities, nic_lib.models.widen.add_levels: the trained
+#: levels unchanged, each new one's gains extrapolated along the learned log-gain step;
+#: λ 0.00093 ... 0.000067, chosen from the measured rate-λ law of n96's shipped levels,
+#: registry.LOW_RATE_QUALITIES' docstring). ``n96-lowrate`` then fine-tunes every level, old
+#: and new (so the old ones do not drift), as the OOD fine-tunings do (bf16, peak 5e-5,
+#: EMA), for LOWRATE_STEPS: levels are trained cyclically, so each of the 13 sees ~1,000
+#: steps. ``ablate-bmshj2018-hyperprior-lowrate`` is the scale hyperprior on those
+#: transforms, by the ablation protocol (frozen transforms and gains, a fresh entropy model,
+#: ABLATION_STEPS), the paper's comparison model at PQ-MIM's rates.
+#: Budget (--list): n96-lowrate at STEP_TIME["mbt2018-vr"] (0.53 s; re-measured for issue 31 on
+#: 2026-12-07 at load ~6: 0.503 s/step, ``nice python benchmarks/ood_step_time.py --variants
+#: mbt2018-n96-vr --steps 12 --repeats 2``; the number of levels does not change a step),
+#: 13,000 x 0.53 s = 1.9 CPU h; the hyperprior at the ablations' 0.24 s/step (their
+#: comment's ~40 min per 10,000 steps, not re-measured), 0.7 CPU h.
+#: Checked before any training (2026-12-07): n96-lowrate-init made from the shipped n96.pt
+#: reconstructs its 8 trained levels exactly (widen_checkpoint's check), and its added,
+#: still untrained levels code kodim04 + kodim23 (mean) at q-4 0.027 bpp / 24.57 dB, q-2
+#: 0.046 / 26.83, q0 0.088 / 29.11 (q1 0.123 / 30.40): the range reaches PQ-MIM's rates.
+QUALITIES_LOW = [str(q) for q in (-4, -3, -2, -1, 0)]  # registry.LOW_RATE_QUALITIES
+LOWRATE_STEPS = 13000
+#: Derived checkpoints made from a *shipped* file instead of a stage's final.pt.
+DERIVED_FROM_FILE = {"n96-lowrate-init": N96_SHIPPED}
+DERIVED["n96-lowrate-init"] = (None, ["--qualities", *QUALITIES_LOW, *QUALITIES_WIDE])
+STAGES["n96-lowrate"] = ("n96-lowrate-init", [
+    "--model", "mbt2018", "--N", str(N_WIDE), "--M", str(M_WIDE), "--precision", "bf16",
+    "--qualities", *QUALITIES_LOW, *QUALITIES_WIDE, "--crop", "128", *_OOD, "--lr", "5e-5",
+    "--max-steps", str(LOWRATE_STEPS), "--init-from", str(RUNS / "n96-lowrate-init.pt")],
+    "mbt2018/n96-lowrate.pt")
+LOWRATE_BASE = "mbt2018/n96-lowrate.pt"
+STAGES["ablate-bmshj2018-hyperprior-lowrate"] = ("n96-lowrate", [
+    "--model", "bmshj2018-hyperprior", "--qualities", *QUALITIES_LOW, *QUALITIES_WIDE,
+    "--transforms", str(CHECKPOINTS / LOWRATE_BASE), "--crop", "128", "--batch-size", "8",
+    "--crops", "16384", "--steps", str(ABLATION_STEPS), "--lr", ABLATION_LR,
+    "--warmup-steps", "100", "--min-lr-ratio", "0.05", "--eval-images", "4",
+    "--eval-crop", "256", "--threads", "1"], "bmshj2018-hyperprior/n96-lowrate.pt")
+LOWRATE_STAGES = ("n96-lowrate", "ablate-bmshj2018-hyperprior-lowrate")
+
 
 def ood_budget(stage: str) -> tuple[int, float]:
-    """(steps, estimated CPU hours) of an ood-* stage: its --max-steps x STEP_TIME."""
+    """(steps, estimated CPU hours) of an ood-* or low-rate stage: its steps x STEP_TIME."""
     flags = STAGES[stage][1]
+    if stage == "ablate-bmshj2018-hyperprior-lowrate":
+        steps = int(flags[flags.index("--steps") + 1])
+        return steps, steps * STEP_TIME["entropy-only"] / 3600
     if "elic2022" in flags:
         kind = "elic2022"
     elif "--prune" in flags:
@@ -302,7 +354,7 @@ def command(stage: str) -> list[str]:
     ``python -m nic_lib.train_entropy``, which has no ``--resume``: an interrupted
     ablation starts again)."""
     _, flags, _ = STAGES[stage]
-    module = "nic_lib.train_entropy" if stage in ABLATIONS else "nic_lib.train"
+    module = "nic_lib.train_entropy" if stage.startswith("ablate-") else "nic_lib.train"
     return [sys.executable, "-m", module, *flags, "--out-dir", str(RUNS / stage)]
 
 
@@ -405,8 +457,9 @@ def derive(name: str) -> None:
         print(f"[{name}] done: {out}")
         return
     source, flags = DERIVED[name]
+    start = DERIVED_FROM_FILE.get(name, RUNS / str(source) / "final.pt")
     cmd = [sys.executable, str(REPO / "scripts" / "widen_checkpoint.py"),
-           str(RUNS / source / "final.pt"), *flags, "--out", str(out)]
+           str(start), *flags, "--out", str(out)]
     print(f"[{name}] {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
 
@@ -455,7 +508,8 @@ def ship(stage: str) -> Path | None:
     if target is None:
         train.copy_run_records(RUNS / stage, CHECKPOINTS / "stages", stage)
         return None
-    shared = {"base": CHECKPOINTS / ABLATION_BASE, "dtype": torch.int8} if stage in ABLATIONS else {}
+    base = ABLATION_BASE if stage in ABLATIONS else LOWRATE_BASE if stage.startswith("ablate-") else None
+    shared = {"base": CHECKPOINTS / base, "dtype": torch.int8} if base else {}
     dest = train.ship_run(RUNS / stage, CHECKPOINTS / target,
                           [str(Path("runs/cpu-profile") / s) for s in lineage(stage)], **shared)
     print(f"[{stage}] shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)")
@@ -500,10 +554,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.list:
         for stage in STAGES:
             budget = (" [{} steps, ~{:.1f} CPU h]".format(*ood_budget(stage))
-                      if stage in OOD_STAGES else "")
+                      if stage in OOD_STAGES or stage in LOWRATE_STAGES else "")
             print(f"{stage}{budget}: {' '.join(command(stage)[1:])}")
         for name, (source, flags) in DERIVED.items():
-            print(f"{name}: scripts/widen_checkpoint.py {source}/final.pt {' '.join(flags)}")
+            start = DERIVED_FROM_FILE.get(name, f"{source}/final.pt")
+            print(f"{name}: scripts/widen_checkpoint.py {start} {' '.join(flags)}")
         return
     order = []
     for stage in stages:

@@ -9,7 +9,12 @@ rate point fixed-length rate            checkpoint
 M=2 K=256  2·8 = 16 bits per token      ``checkpoints/pqmim/M2-K256.pt``
 M=4 K=256  32 bits per token            ``checkpoints/pqmim/M4-K256.pt``
 M=8 K=256  64 bits per token            ``checkpoints/pqmim/M8-K256.pt``
+M=1 K=256  8 bits per token (plain VQ)  ``checkpoints/pqmim/M1-K256.pt`` (not trained yet)
+M=2 K=16   8 bits per token (PQ)        ``checkpoints/pqmim/M2-K16.pt`` (not trained yet)
 =========  ==========================  ===============================
+
+The last two are the VQ-vs-PQ pair of issue 31 (``VQ_PAIR``): the same bits per token, one
+codebook or two. ``--list`` prints each rate point's steps and estimated CPU hours.
 
 A token covers 16x16 pixels, so 16/32/64 bits are 0.0625/0.125/0.25 bpp before the MIM
 model's entropy coding lowers them. The choices that fit this project's 2-core CPU (the
@@ -109,6 +114,27 @@ COMMON = ["--N", "64", "--crop", "128", "--crop-b", "192", "--lr-a", "5e-4",
 RATE_POINTS = {"M2-K256": ["--M", "2", "--K", "256", "--mask-law", "schedule"],
                "M4-K256": ["--M", "4", "--K", "256", "--mask-law", "schedule"],
                "M8-K256": ["--M", "8", "--K", "256", "--mask-law", "cosine"]}
+#: The VQ baseline (issue 31, not trained yet): M = 1 is plain VQ (one codebook over the whole
+#: latent vector), beside a PQ point with the same bits per token, so the pair differs only
+#: in the quantizer. 8 bits per token (0.03125 bpp before the MIM coder), VQ K = 256 vs PQ
+#: M = 2 x K = 16: the same rate as the shipped M2-K256 (16 bits) would need a VQ codebook of
+#: 2^16 = 65,536 codewords (and a 65,536-way MIM output), which 2,000 stage-A steps of batch 8
+#: (16,000 crops, ~1M latent vectors) cannot populate, so the pair sits one step below the
+#: shipped points. Same recipe and step budgets as the shipped points (COMMON), schedule law.
+VQ_PAIR = {"M1-K256": ["--M", "1", "--K", "256", "--mask-law", "schedule"],
+           "M2-K16": ["--M", "2", "--K", "16", "--mask-law", "schedule"]}
+RATE_POINTS.update(VQ_PAIR)
+#: Seconds per step on one core, for --list's CPU-hour estimates: stage A and B of the
+#: shipped points as measured 2026-11-30 (module docstring: A ~0.5, B ~0.35); the VQ pair
+#: measured below (STEP_TIME_MEASURED), else these.
+STEP_TIME = {"a": 0.5, "b": 0.35}
+#: Measured 2026-12-07 at load average ~6 on the 2-core machine (so upper bounds): 30 steps
+#: of each stage, ``python -m nic_lib.train_pqmim --N 64 --crop 128 --crop-b 192 --lr-a 5e-4
+#: --M <M> --K <K> --mask-law schedule --steps-a 30 --steps-b 30 --log-every 10 --threads 1``,
+#: seconds per step between the log rows at steps 10 and 30 (wall_s); stage B's one-off code
+#: maps (~70 s) are not included.
+STEP_TIME_MEASURED: dict[str, dict[str, float]] = {"M1-K256": {"a": 0.80, "b": 0.42},
+                                                   "M2-K16": {"a": 0.67, "b": 0.41}}
 #: The perceptual variant: name -> base rate point.
 PERCEPTUAL = {"M4-K256-perceptual": "M4-K256"}
 
@@ -166,6 +192,16 @@ def _untuned() -> list[str]:
     return out
 
 
+def budget(name: str) -> str:
+    """`` [A+B steps, ~h CPU h]`` of a rate point from STEP_TIME (per-point measurements
+    where STEP_TIME_MEASURED has them); empty for the perceptual variant."""
+    if name not in RATE_POINTS:
+        return ""
+    t = {**STEP_TIME, **STEP_TIME_MEASURED.get(name, {})}
+    hours = (STEPS_A * t["a"] + STEPS_B * t["b"]) / 3600
+    return f" [{STEPS_A}+{STEPS_B} steps, ~{hours:.1f} CPU h]"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = [*RATE_POINTS, *PERCEPTUAL]
@@ -177,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         target = OUT / f"{name}.pt"
         cmd, run, logs = _commands(name, args.threads)
         if args.list:
-            print(f"{name}: {' '.join(cmd)}")
+            print(f"{name}{budget(name)}: {' '.join(cmd)}")
             continue
         if target.exists():
             _finish(target, run, logs)

@@ -194,3 +194,19 @@ def test_grouped_by_spectrum_needs_the_groups_in_frequency_order():
     r = claims.grouped_by_spectrum(CLAIM, dict(ordered, pixelate=0.8, zoom_blur=0.2), two_mid)
     assert r["verdict"] == claims.HOLDS and "pixelate (mid, 0.80)" in r["measured here"]
     assert claims.grouped_by_spectrum(CLAIM, {"fog": 0.1}, GROUP_OF)["verdict"] == claims.NOT_MEASURED
+
+
+def test_pqmim_baseline_claims_give_numbers_only_for_measured_comparisons():
+    bd = pd.DataFrame([
+        {"baseline": "hp", "status": "measured", "bd_rate_percent": 7.5, "shared_bpp": "0.04–0.19", "command": ""},
+        {"baseline": "j2k", "status": "measured", "bd_rate_percent": 12.0, "shared_bpp": "0.05–0.19", "command": ""},
+        {"baseline": "mbt", "status": "not measured: mbt not trained yet", "bd_rate_percent": np.nan,
+         "shared_bpp": "", "command": "python train.py"}])
+    vq = pd.DataFrame([{"kind": "VQ", "bits_per_token": 8, "bpp": 0.02, "psnr_rgb": 21.0},
+                       {"kind": "PQ", "bits_per_token": 8, "bpp": 0.019, "psnr_rgb": 21.5}])
+    t = claims.pqmim_baseline_claims(bd, {"hyperprior": "hp", "mbt2018": "mbt", "jpeg2000": "j2k"}, vq)
+    verdicts = list(t["verdict"])
+    assert verdicts == [claims.HOLDS, claims.NOT_MEASURED, claims.CONTRADICTS, claims.HOLDS]
+    assert "python train.py" in t.iloc[1]["measured here"] and "+7.5%" in t.iloc[0]["measured here"]
+    none = claims.pqmim_baseline_claims(bd.iloc[:0], {}, vq.iloc[:0])
+    assert (none["verdict"] == claims.NOT_MEASURED).all() and "M1-K256" in none.iloc[-1]["measured here"]

@@ -266,3 +266,24 @@ def test_spread_settings_keep_both_ends_and_spread_the_rest():
     assert codecs.spread_settings(sweep, 4) == [10, 40, 60, 90]
     assert codecs.spread_settings(sweep, len(sweep)) == sweep
     assert codecs.spread_settings((0.1, 0.2), 2) == [0.1, 0.2]
+
+
+@pytest.mark.parametrize("name", ["jpeg", "webp", "jpeg2000"])
+def test_smallest_file_is_no_larger_than_any_sweep_setting_and_a_budget_gets_the_best_fit(name, photo):
+    codec = codecs.get_codec(name)
+    sweep_bytes = sorted(len(codec.encode(photo, s)) for s in codec.settings)
+    tiny = codecs.smallest(name, photo)
+    assert tiny["fits"] and tiny["bytes"] == tiny["min_bytes"] <= sweep_bytes[0]
+    assert tiny["stream"] == codec.encode(photo, tiny["setting"])
+    budget = (sweep_bytes[0] + sweep_bytes[1]) // 2  # between the two lowest sweep points
+    fit = codecs.smallest(name, photo, budget)
+    assert fit["fits"] and sweep_bytes[0] <= fit["bytes"] <= budget  # at least as good as the sweep's fit
+    assert fit["stream"] == codec.encode(photo, fit["setting"])
+
+
+def test_smallest_over_a_budget_below_the_minimum_returns_the_minimum_and_says_so(photo):
+    over = codecs.smallest("jpeg", photo, 1)
+    assert not over["fits"] and over["bytes"] == over["min_bytes"] > 1
+    assert over["setting"] == codecs.get_codec("jpeg").setting_range[0]
+    with pytest.raises(ValueError, match="positive"):
+        codecs.smallest("jpeg", photo, 0)

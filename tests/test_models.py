@@ -24,6 +24,7 @@ from nic_lib.models import (
     CPU_PROFILE_WIDTHS,
     FULL_WIDTHS,
     LAMBDA_MSE,
+    LOW_RATE_QUALITIES,
     CheckpointError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
@@ -192,7 +193,26 @@ def test_full_widths_are_compressai_zoo_widths():
         assert FULL_WIDTHS[name] == compressai.zoo.image.cfgs[name]
     for ablation in ["mbt2018-context", "mbt2018-gmm", "mbt2018-checkerboard"]:
         assert FULL_WIDTHS[ablation] == FULL_WIDTHS["mbt2018"]
-    assert LAMBDA_MSE[1] == 0.0018 and LAMBDA_MSE[8] == 0.18 and len(LAMBDA_MSE) == 8
+    assert LAMBDA_MSE[1] == 0.0018 and LAMBDA_MSE[8] == 0.18 and len(LAMBDA_MSE) == 8 + len(LOW_RATE_QUALITIES)
+
+
+def test_low_rate_levels_continue_the_table_and_reach_pqmims_rates_on_the_measured_law():
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    lams = [LAMBDA_MSE[q] for q in sorted(LAMBDA_MSE)]
+    assert lams == sorted(lams) and min(LOW_RATE_QUALITIES) < 1 and max(LOW_RATE_QUALITIES) == 0
+    ratios = np.diff(np.log(lams[: len(LOW_RATE_QUALITIES) + 3]))
+    assert np.allclose(ratios, np.log(1.93), atol=0.05)  # the table's own spacing
+    e = pd.read_csv(Path(__file__).resolve().parents[1] / "checkpoints" / "mbt2018" / "n96.eval.csv")
+    e = e[(e["step"] == e["step"].max()) & (e["weights"] == "ema") & (e["quality"] <= 3)]
+    slope = np.polyfit(np.log(e["lmbda"]), np.log(e["bpp"]), 1)[0]
+    assert 0.5 < slope < 0.62  # the law the docstring quotes (0.56)
+    kodak_q1 = 0.22  # n96 q1 on Kodak (issue 31)
+    lowest = kodak_q1 * (LAMBDA_MSE[min(LOW_RATE_QUALITIES)] / LAMBDA_MSE[1]) ** slope
+    assert 0.03 < lowest < 0.045  # PQ-MIM's lowest shipped point is 0.042 bpp
 
 
 def test_transforms_are_compressai_mbt2018_layers():

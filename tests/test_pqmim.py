@@ -550,3 +550,67 @@ def test_tuning_script_writes_the_radius_of_a_checkpoint_and_its_perceptual_vari
         script.main(["--checkpoint", str(variant), "--images", "1"])
     with pytest.raises(SystemExit):  # argparse error: no global-attention reference
         script.main(["--checkpoint", str(base), "--candidates", "3", "4"])
+
+
+def test_code_to_budget_sends_the_most_steps_that_fit_and_completes_the_rest(tiny_run):
+    model, _ = pqmim.load_pqmim(tiny_run / "final.pt")
+    img = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    sizes = {s: pqmim.code_image(model, img, steps=4, transmit_steps=s)["bytes"] for s in range(1, 5)}
+    budget = (sizes[2] + sizes[3]) // 2 if sizes[3] > sizes[2] else sizes[2]
+    r = pqmim.code_to_budget(model, img, budget, steps=4, samples=2)
+    assert r["fits"] and r["transmit_steps"] == max(s for s, b in sizes.items() if b <= budget)
+    assert r["bytes"] == sizes[r["transmit_steps"]] <= budget
+    names = [c["completion"] for c in r["completions"]]
+    assert names == ["argmax", "sample 0", "sample 1"]
+    assert all(c["x_hat"].shape == img.shape for c in r["completions"])
+    # the argmax completion is deterministic: decoding again gives the same pixels
+    again = pqmim.code_to_budget(model, img, budget, steps=4, samples=0)
+    assert np.array_equal(again["completions"][0]["x_hat"], r["completions"][0]["x_hat"])
+    none_fit = pqmim.code_to_budget(model, img, 1, steps=4, samples=0)
+    assert not none_fit["fits"] and none_fit["transmit_steps"] == 0 and none_fit["bytes"] == sizes[1]
+
+
+def test_extreme_gallery_rows_say_whether_each_file_fits_and_every_panel_is_drawn(tiny_run):
+    from nic_lib import extreme  # a module above the models (codecs + PQ-MIM)
+    model, _ = pqmim.load_pqmim(tiny_run / "final.pt")
+    images = [("a", (np.random.default_rng(2).random((48, 64, 3)) * 255).astype(np.uint8))]
+    budget = pqmim.code_image(model, images[0][1], steps=4, transmit_steps=2)["bytes"]
+    table, pictures = extreme.gallery_table(model, "pq", images, budget, ("jpeg", "jpeg2000"), steps=4, samples=1)
+    assert list(table["codec"]) == ["pq", "pq", "jpeg", "jpeg2000"]
+    assert (table["fits"] == (table["bytes"] <= budget)).all()
+    classic = table[table["codec"] != "pq"]
+    assert (classic["bytes"] >= 0).all() and (classic[~classic["fits"]]["bytes"] == classic[~classic["fits"]]["min_bytes"]).all()
+    assert set(pictures) == set(zip(table["image"], table["codec"], table["completion"]))
+    fig = extreme.gallery_figure(table, pictures, images, budget)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 1 + len(table) and all("B" in t and "dB" in t for t in titles[1:])
+
+
+def test_plain_vq_rate_point_trains_end_to_end_and_codes_exactly(tmp_path):
+    """M = 1 (the VQ baseline of scripts/train_pqmim_cpu.py) through both stages."""
+    cfg = train_pqmim.PQMIMTrainConfig(**{**TINY, "M": 1, "K": 16}, data=("sample",), crop=64, batch_size=4,
+                                       steps_a=8, steps_b=8, warmup_steps=2, log_every=4, ckpt_every=0,
+                                       mask_law="schedule", out_dir=str(tmp_path / "vq"))
+    model, _ = pqmim.load_pqmim(train_pqmim.train(cfg) / "final.pt")
+    assert model.M == 1 and model.K == 16
+    img = (np.random.default_rng(3).random((32, 48, 3)) * 255).astype(np.uint8)
+    assert pqmim.code_image(model, img, steps=4)["exact"]
+
+
+def test_pqmim_recipes_list_the_vq_pair_with_budgets_and_parse(capsys):
+    spec = importlib.util.spec_from_file_location("train_pqmim_cpu_under_test",
+                                                  Path(__file__).resolve().parents[1] / "scripts" / "train_pqmim_cpu.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    bits = {}
+    for name in script.VQ_PAIR:
+        flags = script.RATE_POINTS[name]
+        M, K = int(flags[flags.index("--M") + 1]), int(flags[flags.index("--K") + 1])
+        bits[name] = M * math.log2(K)
+        args = train_pqmim._parser().parse_args([*script.COMMON, *flags])
+        assert args.M == M and args.K == K
+    assert len(set(bits.values())) == 1  # the pair has the same bits per token
+    assert sorted(int(script.RATE_POINTS[n][1]) for n in script.VQ_PAIR)[0] == 1  # one of them is plain VQ
+    script.main(["--list", "--only", *script.VQ_PAIR])
+    out = capsys.readouterr().out
+    assert all(f"{n} [" in out and "CPU h]" in out for n in script.VQ_PAIR)

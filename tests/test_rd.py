@@ -227,3 +227,25 @@ def test_matched_rate_delta_limited_to_a_rate_range_averages_only_there():
     assert delta == pytest.approx(2.0) and (low, high) == pytest.approx((0.1, 0.5))
     assert rd.matched_rate_delta(*ref, *test, rate_range=(1.0, 8.0))[:2] == pytest.approx((4.0, 1.0))
     assert np.isnan(rd.matched_rate_delta(*ref, *test, rate_range=(5.0, 8.0))[0])  # outside both curves
+
+
+def _curve(codec, bpps, psnr_at_1=30.0):
+    bpps = np.asarray(bpps, float)
+    return pd.DataFrame({"codec": codec, "bpp": bpps, "psnr_rgb": psnr_at_1 + 6.02 * np.log2(bpps)})
+
+
+def test_bd_against_baselines_measures_only_where_curves_overlap_and_names_the_fix_otherwise():
+    test = _curve("pq", [0.04, 0.08, 0.12, 0.19])
+    same = _curve("same", [0.035, 0.07, 0.14, 0.26])  # the same RD law: BD-rate 0
+    high = _curve("high", [0.22, 0.3, 0.5, 0.8])  # starts above the test's top rate
+    short = _curve("short", [0.05, 0.1, 0.2])
+    curves = pd.concat([test, same, high, short], ignore_index=True)
+    bd = rd.bd_against_baselines(curves, "pq", {"same": "a", "high": "b", "short": "c", "absent": "train it"},
+                                 test_command="more pq").set_index("baseline")
+    assert bd.loc["same", "status"] == "measured" and abs(bd.loc["same", "bd_rate_percent"]) < 1.0
+    assert bd.loc["same", "command"] == "" and bd.loc["same", "shared_bpp"] == "0.040–0.190"
+    for label, reason in [("high", "do not overlap"), ("short", "needs 4"), ("absent", "not trained")]:
+        assert np.isnan(bd.loc[label, "bd_rate_percent"]) and reason in bd.loc[label, "status"]
+        assert bd.loc[label, "status"].startswith("not measured") and bd.loc[label, "command"]
+    few = rd.bd_against_baselines(curves[curves["bpp"] != 0.19], "pq", {"same": "a"}, test_command="more pq")
+    assert few.iloc[0]["command"] == "more pq"  # the test curve is the short one: its fix is named

@@ -126,3 +126,25 @@ def test_ood_stages_ship_what_nic_lib_variants_expects(script):
     assert sorted(shipped.values()) == sorted(s for v in variants.OOD_VARIANTS.values()
                                               for s in v.stages)
     assert [int(q) for q in script.FIXED_QUALITIES] == list(variants.FIXED_QUALITIES)
+
+
+def test_lowrate_stages_are_listed_with_budgets_and_are_valid_configurations(script, capsys):
+    from nic_lib import train as T
+    from nic_lib.models import LOW_RATE_QUALITIES
+
+    script.main(["--list"])
+    out = "\n" + capsys.readouterr().out
+    for stage in script.LOWRATE_STAGES:
+        assert f"\n{stage} [" in out
+        steps, hours = script.ood_budget(stage)
+        assert 0 < hours < 24 and steps > 0
+    # the derived start is the *shipped* main line with the low levels added
+    assert f"n96-lowrate-init: scripts/widen_checkpoint.py {script.N96_SHIPPED}" in out
+    assert script.lineage("ablate-bmshj2018-hyperprior-lowrate") == [
+        "n96-lowrate-init", "n96-lowrate", "ablate-bmshj2018-hyperprior-lowrate"]
+    flags = script.STAGES["n96-lowrate"][1]
+    args = T._parser().parse_args(flags)
+    cfg = T.TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()})
+    T.check_config(cfg, world=1, resuming=True)
+    assert set(LOW_RATE_QUALITIES) < set(cfg.qualities) and cfg.init_from.endswith("n96-lowrate-init.pt")
+    assert script.command("ablate-bmshj2018-hyperprior-lowrate")[2] == "nic_lib.train_entropy"

@@ -439,3 +439,26 @@ def test_tail_gradient_is_refused_without_a_gaussian_model():
                         **{**default_config("bmshj2018-factorized", 1), **TINY})
     with pytest.raises(ValueError, match="no Gaussian conditional"):
         T.tail_gradient(model)
+
+
+def test_a_run_with_levels_below_quality_1_warm_starts_from_a_grown_checkpoint(tmp_path, monkeypatch):
+    """The n96-lowrate recipe in miniature: levels q-4 and q0 added (add_levels), then trained."""
+    from nic_lib.models import LOW_RATE_QUALITIES
+    from nic_lib.models.widen import add_levels
+
+    monkeypatch.setenv("NIC_CACHE_DIR", str(tmp_path / "cache"))
+    images = _images(tmp_path / "images")
+    base = build_model("mbt2018", N=8, M=8, lmbdas=[LAMBDA_MSE[1], LAMBDA_MSE[4]], reference_lmbda=LAMBDA_MSE[1]).eval()
+    base.update(force=True)
+    config = {**default_config("mbt2018", 1), "N": 8, "M": 8, "quality": None, "qualities": [1, 4],
+              "lmbdas": [LAMBDA_MSE[1], LAMBDA_MSE[4]], "reference_lmbda": LAMBDA_MSE[1]}
+    qualities = [min(LOW_RATE_QUALITIES), 0, 1, 4]
+    grown, grown_config = add_levels(base, config, qualities)
+    save_checkpoint(grown, tmp_path / "grown.pt", grown_config)
+    cfg = T.TrainConfig(model="mbt2018", N=8, M=8, qualities=tuple(qualities), data=(str(images),),
+                        crop=64, batch_size=2, lr=1e-3, warmup_steps=1, max_steps=4, log_every=2,
+                        ckpt_every=0, eval_every=0, out_dir=str(tmp_path / "run"), progress=False,
+                        threads=1, init_from=str(tmp_path / "grown.pt"))
+    model, checkpoint = load_checkpoint(T.train(cfg) / "final.pt")
+    assert checkpoint["config"]["qualities"] == qualities
+    assert checkpoint["config"]["lmbdas"] == [LAMBDA_MSE[q] for q in qualities]

@@ -207,3 +207,22 @@ def test_hidden_widening_refuses_a_narrower_width_and_other_models():
     other = build_model("mbt2018-mean", N=8, M=12)
     with pytest.raises(ValueError, match="supports"):
         widen_hidden(other, {"model": "mbt2018-mean", "N": 8, "M": 12}, 16)
+
+
+def test_levels_below_quality_1_extrapolate_the_lowest_gain_step():
+    from nic_lib.models import LAMBDA_MSE, LOW_RATE_QUALITIES
+
+    source, config = _source()  # levels q1, q4, q6
+    grown, grown_config = add_levels(source, config, [*LOW_RATE_QUALITIES, 1, 4, 6])
+    assert grown_config["qualities"] == [*LOW_RATE_QUALITIES, 1, 4, 6]
+    assert variable_rate.rate_levels(grown) == sorted(LAMBDA_MSE[q] for q in grown_config["qualities"])
+    g = source.gain.log_gain.detach()
+    step = (g[1] - g[0]) / math.log(0.013 / 0.0018)
+    low = LAMBDA_MSE[min(LOW_RATE_QUALITIES)]
+    torch.testing.assert_close(grown.gain.log_gain.detach()[0], g[0] + step * math.log(low / 0.0018))
+    x = _image(5)
+    n = len(LOW_RATE_QUALITIES)
+    with torch.no_grad():  # the trained levels code as before
+        variable_rate.set_rate_level(source, 0)
+        variable_rate.set_rate_level(grown, n)
+        assert torch.equal(source(x)["x_hat"], grown(x)["x_hat"])

@@ -32,6 +32,7 @@ __all__ = [
     "CPU_PROFILE_WIDTHS",
     "FULL_WIDTHS",
     "LAMBDA_MSE",
+    "LOW_RATE_QUALITIES",
     "MODELS",
     "ModelSettingError",
     "UnknownModelError",
@@ -142,6 +143,18 @@ LAMBDA_MSE: dict[int, float] = {
     7: 0.0932,
     8: 0.1800,
 }
+
+#: Rate levels *below* quality 1 for this project's variable-rate cpu models (issue 31: the
+#: learned baselines must reach PQ-MIM's 0.04 bpp). Not CompressAI qualities: the zoo and
+#: :func:`widths` accept :data:`QUALITIES` only; a variable-rate run (``--qualities``) and
+#: :func:`nic_lib.models.widen.add_levels` accept these too (they are in LAMBDA_MSE). λ keeps
+#: the table's spacing (×1/1.93 per level, as q1→q2→q3) down to where the measured rate-λ
+#: law of the shipped main line reaches ~0.035 bpp on Kodak: on n96's last EMA evaluation
+#: (checkpoints/mbt2018/n96.eval.csv, q1-q3) log bpp = 0.56 · log λ + c, and q1 codes Kodak
+#: at ~0.22 bpp, so bpp(λ) ≈ 0.22 · (λ / 0.0018)^0.56: q0 0.15, q-1 0.10, q-2 0.07, q-3 0.05,
+#: q-4 0.035 (an extrapolation: the trained levels will say; tests/test_models.py refits it).
+LOW_RATE_QUALITIES = (-4, -3, -2, -1, 0)
+LAMBDA_MSE.update({0: 0.00093, -1: 0.00048, -2: 0.00025, -3: 0.00013, -4: 0.000067})
 
 #: Rate-distortion trade-off for MS-SSIM training, L = R + lambda * (1 - MS-SSIM), per
 #: quality (CompressAI's zoo values for its MS-SSIM weights).

@@ -96,7 +96,7 @@ from .coding import (  # isort: skip  (the order of the layers)
     fixed_length_bits,
 )
 from .model import PRIOR_PSEUDOCOUNT, PQMIM  # isort: skip
-from .evaluation import RATE_COLUMNS, code_image, quantizer_table, rate_table  # isort: skip
+from .evaluation import BUDGET_SAMPLES, RATE_COLUMNS, code_image, code_to_budget, quantizer_table, rate_table  # isort: skip
 from .radius import (  # isort: skip
     RADIUS_CANDIDATES,
     best_radius,
@@ -118,6 +118,7 @@ from .checkpoints import (  # isort: skip
 )
 
 __all__ = [
+    "BUDGET_SAMPLES",
     "MASK_LAWS",
     "PQMIM",
     "MaskedTokenModel",
@@ -128,6 +129,7 @@ __all__ = [
     "categorical_cdfs",
     "checkpoint_dir",
     "code_image",
+    "code_to_budget",
     "coding_schedule",
     "decode_codes",
     "default_checkpoint_path",

@@ -2,8 +2,9 @@ r"""PQ-MIM's rate points and one image end to end: tables of rates and quality.
 
 :func:`quantizer_table` (rate and codebook size of each (M, K) choice, no model),
 :func:`code_image` (compress and decompress one uint8 image, measuring the real, MIM,
-independent-prior and fixed-length rates) and :func:`rate_table` (one tidy row per
-image x model x hybrid setting).
+independent-prior and fixed-length rates), :func:`rate_table` (one tidy row per
+image x model x hybrid setting) and :func:`code_to_budget` (the most schedule steps that
+fit a byte budget, the rest completed by the MIM model: the extreme regime).
 """
 
 from __future__ import annotations
@@ -121,3 +122,64 @@ def rate_table(models: dict[str, PQMIM], images, steps: int = DEFAULT_STEPS,
                                 else float("nan")),
                     "exact": r["exact"]})
     return pd.DataFrame(rows, columns=list(RATE_COLUMNS))
+
+
+#: Completions drawn by :func:`code_to_budget`: the argmax (temperature 0, one answer) and
+#: this many seeded samples at the model's own temperature (1), to show how much of the
+#: picture the transmitted codes pin down and how much the MIM model invents.
+BUDGET_SAMPLES = 2
+
+
+@torch.no_grad()
+def code_to_budget(model: PQMIM, img: np.ndarray, max_bytes: int, steps: int = DEFAULT_STEPS,
+                   samples: int = BUDGET_SAMPLES, radius: int | None = None) -> dict:
+    """Code one image in at most ``max_bytes`` by transmitting fewer schedule steps (hybrid mode).
+
+    The stream of the first s of S steps grows with s (each step adds codes, none removes
+    any), so the largest s whose stream fits is found by counting down from a guess made
+    from one full encode's bits per step (a few encodes in all); the decoder
+    completes the codes of the other S − s steps with the MIM model, without retraining.
+    The transmitted codes are the same for every
+    completion, only the generated ones differ.
+
+    Args:
+        model: PQ-MIM in eval mode.
+        img: uint8 (H, W, 3).
+        max_bytes: byte budget of the whole stream (its 7-byte header included).
+        steps: S.
+        samples: seeded samples at temperature 1 (seeds 0..samples-1) besides the argmax.
+        radius: attention radius (default the model's tuned one).
+
+    Returns:
+        ``{"transmit_steps" (s, 0 when not even one step fits), "bytes", "bpp", "fits"
+        (bytes <= max_bytes), "completions": [{"completion" ("argmax" or "sample k"),
+        "temperature", "seed", "x_hat" (uint8), "psnr_rgb"}]}``. When no s fits, s = 1 is
+        coded (the smallest stream this model can send) and ``fits`` is False.
+
+    Raises:
+        ValueError: if ``max_bytes`` is not positive.
+    """
+    if max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes!r}")
+    h, w = img.shape[:2]
+    x = pad_to(to_tensor(img), DOWNSAMPLING).to(next(model.parameters()).device)
+    # one full encode gives every step's bits; the stream of s steps is ~ its header plus
+    # ⌈Σ_{t<=s} bits_t / 8⌉, so counting down starts one step above that guess (the rANS
+    # coder's few bytes of flush may push the guess over; the count-down then moves on)
+    full = model.compress(x, steps, None, radius)
+    cumulative = np.cumsum(full["bits_per_step"])
+    guess = int(np.searchsorted(cumulative / 8.0, max_bytes, side="right"))
+    for s in range(min(steps, guess + 1), 0, -1):
+        out = full if s == steps else model.compress(x, steps, s, radius)
+        n_bytes = len(out["strings"][0][0])
+        if n_bytes <= max_bytes:
+            break
+    completions = []
+    for name, temperature, seed in [("argmax", 0.0, HYBRID_SEED),
+                                    *((f"sample {k}", HYBRID_TEMPERATURE, k) for k in range(samples))]:
+        x_hat = from_tensor(model.decompress(out["strings"], temperature=temperature, seed=seed)["x_hat"][..., :h, :w].cpu())
+        completions.append({"completion": name, "temperature": temperature, "seed": seed,
+                            "x_hat": x_hat, "psnr_rgb": metrics.psnr(img, x_hat)})
+    fits = n_bytes <= max_bytes
+    return {"transmit_steps": s if fits else 0, "bytes": n_bytes, "bpp": 8.0 * n_bytes / (h * w),
+            "fits": fits, "completions": completions}
