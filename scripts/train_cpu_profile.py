@@ -421,7 +421,9 @@ def continue_command(stage: str, shipped: Path, step: int) -> list[str]:
     """A stage's command, warm-started from its shipped snapshot at ``step``: the same
     flags and schedule, the step counter starting at ``step`` (``--start-step``: fresh
     optimizer state, warm-up to the schedule's rate there). The snapshot is copied into the
-    runs folder first: the shipped file is replaced when the continued run ships."""
+    runs folder first: the shipped file is replaced when the continued run ships; so are
+    the shipped records (log.csv, eval.csv) of the steps before ``step``, which
+    :func:`ship_records` puts back in front of the continued run's when it ships."""
     import shutil
 
     start = RUNS / f"{stage}-from-step{step}.pt"
@@ -429,11 +431,59 @@ def continue_command(stage: str, shipped: Path, step: int) -> list[str]:
         start.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shipped, start.with_suffix(".tmp"))
         start.with_suffix(".tmp").replace(start)
+    keep_records_before(stage, step)
     cmd = command(stage)
     if "--init-from" in cmd:
         i = cmd.index("--init-from")
         del cmd[i:i + 2]
     return [*cmd, "--init-from", str(start), "--start-step", str(step)]
+
+
+#: Records of a shipped run that travel with its checkpoint (``<stem>.<name>``).
+RECORDS = ("log.csv", "eval.csv")
+
+
+def _records_before(stage: str) -> tuple[Path, int] | None:
+    """The folder holding a continued stage's records from before its start step, and
+    that step (the latest one, if it was continued more than once)."""
+    found = sorted(RUNS.glob(f"{stage}-records-before-step*"),
+                   key=lambda p: int(p.name.rsplit("step", 1)[1]))
+    return (found[-1], int(found[-1].name.rsplit("step", 1)[1])) if found else None
+
+
+def keep_records_before(stage: str, step: int) -> Path:
+    """Copy a stage's shipped records (its steps up to ``step``) into the runs folder,
+    before a run that continues the stage from its snapshot replaces them."""
+    folder = RUNS / f"{stage}-records-before-step{step}"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = CHECKPOINTS / STAGES[stage][2]
+    for name in RECORDS:
+        shipped = target.with_name(f"{target.stem}.{name}")
+        if shipped.is_file() and not (folder / name).is_file():
+            (folder / name).write_bytes(shipped.read_bytes())
+    return folder
+
+
+def ship_records(stage: str) -> None:
+    """A continued stage's shipped records: the rows up to its start step from before
+    (:func:`keep_records_before`) followed by the continued run's rows, so the shipped
+    log covers the whole run."""
+    import pandas as pd
+
+    before = _records_before(stage)
+    if before is None:
+        return
+    folder, step = before
+    target = CHECKPOINTS / STAGES[stage][2]
+    for name in RECORDS:
+        old, new = folder / name, target.with_name(f"{target.stem}.{name}")
+        if not (old.is_file() and new.is_file()):
+            continue
+        head, tail = pd.read_csv(old), pd.read_csv(new)
+        whole = pd.concat([head[head["step"] <= step], tail[tail["step"] > step]])
+        tmp = new.with_suffix(".tmp")
+        whole.to_csv(tmp, index=False)
+        tmp.replace(new)
 
 
 def needed(stage: str, from_scratch: bool = False) -> list[str]:
@@ -512,6 +562,7 @@ def ship(stage: str) -> Path | None:
     shared = {"base": CHECKPOINTS / base, "dtype": torch.int8} if base else {}
     dest = train.ship_run(RUNS / stage, CHECKPOINTS / target,
                           [str(Path("runs/cpu-profile") / s) for s in lineage(stage)], **shared)
+    ship_records(stage)
     print(f"[{stage}] shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)")
     if stage in CALIBRATED:  # new weights: refit their scale calibration (under a minute)
         subprocess.run([sys.executable, str(REPO / "scripts" / "calibrate_scales.py"),
@@ -533,6 +584,7 @@ def ship_snapshot(stage: str) -> Path:
                 (Path(tmp) / name).write_bytes((RUNS / stage / name).read_bytes())
         dest = train.ship_run(Path(tmp), CHECKPOINTS / STAGES[stage][2],
                               [str(Path("runs/cpu-profile") / s) for s in lineage(stage)])
+    ship_records(stage)
     print(f"[{stage}] shipped the EMA snapshot of an unfinished run: {dest} "
           f"({dest.stat().st_size / 1e6:.2f} MB)")
     return dest

@@ -148,3 +148,19 @@ def test_lowrate_stages_are_listed_with_budgets_and_are_valid_configurations(scr
     T.check_config(cfg, world=1, resuming=True)
     assert set(LOW_RATE_QUALITIES) < set(cfg.qualities) and cfg.init_from.endswith("n96-lowrate-init.pt")
     assert script.command("ablate-bmshj2018-hyperprior-lowrate")[2] == "nic_lib.train_entropy"
+
+
+def test_a_continued_stage_ships_its_records_from_before_and_after_the_start_step(script):
+    import pandas as pd
+
+    _ship(script, "n96", 15000)
+    target = script.CHECKPOINTS / script.STAGES["n96"][2]
+    log = target.with_name(f"{target.stem}.log.csv")
+    pd.DataFrame({"step": [14990, 15000, 15010], "loss": [1.0, 0.9, 5.0]}).to_csv(log, index=False)
+    script.continue_command("n96", *script.shipped_snapshot("n96"))  # keeps the old rows
+    # the continued run ships its own log (steps after 15,000) over the shipped one
+    pd.DataFrame({"step": [15010, 15020], "loss": [0.8, 0.7]}).to_csv(log, index=False)
+    script.ship_records("n96")
+    whole = pd.read_csv(log)
+    assert whole["step"].tolist() == [14990, 15000, 15010, 15020]
+    assert whole["loss"].tolist() == [1.0, 0.9, 0.8, 0.7]
