@@ -496,10 +496,39 @@ class _HyperpriorCoding(_FineScaleTable, _TiledTransforms):
     (chance ~1e-9 per value). h_s, the indexes and the Gaussian coder run on
     ``CODING_DEVICE`` (the CPU) whatever the model's device, so a file written on a GPU
     decodes on the CPU and vice versa.
+
+    Scale calibration (:mod:`nic_lib.models.calibration`): a calibrated model holds the
+    buffer ``scale_calibration``, one factor c_l per rate level (float64, so the coder
+    multiplies by exactly the number that was fitted), and every σ it uses, in ``forward``
+    and in the coder, is
+
+        σ' = c_l · σ ,   μ unchanged        (:meth:`gaussian_parameters`).
+
+    An uncalibrated model has no such buffer (c = 1), so the state dicts of every model
+    written before the buffer existed are unchanged.
     """
 
     #: True when h_s predicts means as well as scales (σ then μ, CompressAI's layout).
     predicts_means: bool = False
+
+    def scale_factor(self) -> float:
+        """c_l: the scale calibration factor of the current level (1.0 when uncalibrated)."""
+        factors = self._buffers.get("scale_calibration")
+        if factors is None:
+            return 1.0
+        gain = self._modules.get("gain")  # the level lives in the gain units
+        return float(factors[gain.level if gain is not None else 0])
+
+    def _calibrated(self, params: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(σ' = c_l σ, μ or None) from h_s's output (σ, or σ then μ)."""
+        scales, means = params.chunk(2, 1) if self.predicts_means else (params, None)
+        c = self.scale_factor()
+        return (scales if c == 1.0 else scales * c), means
+
+    def gaussian_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The Gaussian of each latent from ẑ, as ``forward`` uses it: σ' = c_l σ and μ
+        (None for the scale hyperprior), with (σ, μ) = h_s(ẑ)."""
+        return self._calibrated(self.h_s(z_hat))
 
     def _hyper_input(self, y: Tensor) -> Tensor:
         """What h_a reads: y (the mean-scale model) or |y| (the scale hyperprior)."""
@@ -507,18 +536,18 @@ class _HyperpriorCoding(_FineScaleTable, _TiledTransforms):
 
     def _latent_forward(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """CompressAI's pass: z = h_a(y or |y|), ẑ from the factorized density,
-        σ (, μ) = h_s(ẑ), ŷ and p(ŷ) from the Gaussian conditional."""
+        σ' (, μ) from h_s(ẑ) (:meth:`gaussian_parameters`), ŷ and p(ŷ) from the Gaussian
+        conditional."""
         z = self.h_a(self._hyper_input(y))
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        params = self.h_s(z_hat)
-        scales, means = params.chunk(2, 1) if self.predicts_means else (params, None)
+        scales, means = self.gaussian_parameters(z_hat)
         y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
 
     def _coder_parameters(self, z_hat: Tensor):
         """(Gaussian coder, scale indexes, snapped means or None) on ``CODING_DEVICE``."""
         params = self._tiled(coding_copy(self.h_s), z_hat.to(CODING_DEVICE, CODING_DTYPE))
-        scales, means = params.chunk(2, 1) if self.predicts_means else (params, None)
+        scales, means = self._calibrated(params)  # σ' = c_l σ in float64
         gc = on_coding_device(self.gaussian_conditional)
         means = snap_to_grid(means) if means is not None else None
         return gc, scale_indexes(scales, scale_edges(gc)), means
