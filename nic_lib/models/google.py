@@ -41,13 +41,9 @@ transforms (gains), tiling and context-model mixins, then one section per model.
 from __future__ import annotations
 
 import torch
-from compressai.entropy_models import (
-    EntropyBottleneck,
-    GaussianConditional,
-    GaussianMixtureConditional,
-)
+# CompressAI's classes for isinstance checks (this project's entropy models subclass them)
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.latent_codecs import (
-    CheckerboardLatentCodec,
     GaussianConditionalLatentCodec,
     HyperLatentCodec,
     HyperpriorLatentCodec,
@@ -58,7 +54,7 @@ from compressai.models.base import CompressionModel, SimpleVAECompressionModel
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from . import tables, tiling
+from . import entropy_models, tables, tiling
 from .context_coding import (
     CODING_DEVICE,
     CODING_DTYPE,
@@ -279,6 +275,11 @@ class _Transforms:
 
     ``forward(x)`` is :meth:`forward_latents` of ``g_a(x)``, and each model writes only
     the part in between, ``_latent_forward(y) -> (ŷ, likelihoods)``: its entropy model.
+
+    The entropy models are this project's subclasses of CompressAI's
+    (:mod:`nic_lib.models.entropy_models`: the training noise and the tail gradient are
+    their settings); the models built on CompressAI's classes replace those its
+    constructors build (``entropy_models.own_entropy_models``, same weights).
     """
 
     def apply_gain(self, y: Tensor) -> Tensor:
@@ -458,6 +459,10 @@ class FactorizedPrior(_TiledTransforms, _compressai_google.FactorizedPrior):
     decoded image is the same bit for bit whatever the thread count (CompressAI's g_s on
     oneDNN changes a few pixels by one level between 1 and 2 threads)."""
 
+    def __init__(self, N: int, M: int, **kwargs):
+        super().__init__(N, M, **kwargs)
+        entropy_models.own_entropy_models(self)  # CompressAI's constructor built its classes
+
     def _latent_forward(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """ŷ and p(ŷ) from the factorized density (the entropy bottleneck)."""
         y_hat, y_likelihoods = self.entropy_bottleneck(y)
@@ -510,6 +515,10 @@ class _HyperpriorCoding(_FineScaleTable, _TiledTransforms):
 
     #: True when h_s predicts means as well as scales (σ then μ, CompressAI's layout).
     predicts_means: bool = False
+
+    def __init__(self, N: int, M: int, **kwargs):
+        super().__init__(N, M, **kwargs)
+        entropy_models.own_entropy_models(self)  # CompressAI's constructor built its classes
 
     def scale_factor(self) -> float:
         """c_l: the scale calibration factor of the current level (1.0 when uncalibrated)."""
@@ -646,6 +655,7 @@ class JointAutoregressiveHierarchicalPriors(
         super().__init__(N=N, M=M, **kwargs)
         self.context_size = check_context_size(context_size)
         self.context_prediction = context_model(M, self.context_size)
+        entropy_models.own_entropy_models(self)  # CompressAI's constructor built its classes
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, Tensor]):
@@ -757,7 +767,7 @@ class ContextOnlyPrior(_FineScaleTable, _ContextModel, CompressionModel):
         self.g_s = synthesis_transform(N, M)
         self.context_prediction = context_model(M, self.context_size)
         self.entropy_parameters = entropy_parameters_network(2 * M, 2 * M)
-        self.gaussian_conditional = GaussianConditional(None)
+        self.gaussian_conditional = entropy_models.GaussianConditional(None)
 
     @property
     def downsampling_factor(self) -> int:
@@ -851,7 +861,7 @@ class JointGaussianMixturePrior(JointAutoregressiveHierarchicalPriors):
         super().__init__(N=N, M=M, context_size=context_size, **kwargs)
         self.K = int(K)
         self.entropy_parameters = entropy_parameters_network(4 * M, 3 * self.K * M)
-        self.gaussian_conditional = GaussianMixtureConditional(K=self.K)
+        self.gaussian_conditional = entropy_models.GaussianMixtureConditional(K=self.K)
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, Tensor]):
@@ -935,8 +945,10 @@ class JointCheckerboardPrior(_FineScaleTable, _Transforms, SimpleVAECompressionM
         self.g_s = synthesis_transform(N, M)
         self.latent_codec = HyperpriorLatentCodec(
             latent_codec={
-                "y": CheckerboardLatentCodec(
-                    latent_codec={"y": GaussianConditionalLatentCodec(quantizer="noise")},
+                "y": entropy_models.CheckerboardLatentCodec(
+                    latent_codec={"y": GaussianConditionalLatentCodec(
+                        gaussian_conditional=entropy_models.GaussianConditional(None),
+                        quantizer="noise")},
                     entropy_parameters=entropy_parameters_network(4 * M, 2 * M),
                     context_prediction=CheckerboardMaskedConv2d(
                         M, 2 * M, kernel_size=k, padding=k // 2
@@ -944,7 +956,7 @@ class JointCheckerboardPrior(_FineScaleTable, _Transforms, SimpleVAECompressionM
                     forward_method=forward_method,
                 ),
                 "hyper": HyperLatentCodec(
-                    entropy_bottleneck=EntropyBottleneck(N),
+                    entropy_bottleneck=entropy_models.EntropyBottleneck(N),
                     h_a=hyper_analysis(N, M),
                     h_s=hyper_synthesis(N, M),
                     quantizer="noise",

@@ -50,7 +50,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-from compressai.entropy_models import EntropyBottleneck
+from compressai.entropy_models import EntropyBottleneck  # isinstance: also this project's
+
+from . import entropy_models
 from torch import Tensor, nn
 
 __all__ = [
@@ -115,7 +117,8 @@ class LeveledEntropyBottleneck(nn.Module):
 
     def __init__(self, channels: int, levels: int):
         super().__init__()
-        self.bottlenecks = nn.ModuleList(EntropyBottleneck(channels) for _ in range(levels))
+        self.bottlenecks = nn.ModuleList(entropy_models.EntropyBottleneck(channels)
+                                         for _ in range(levels))
         self.level = levels - 1
 
     def _current(self) -> EntropyBottleneck:
