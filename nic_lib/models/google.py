@@ -426,20 +426,10 @@ class _ContextModel(_TiledTransforms):
         """
         if self.training:
             raise RuntimeError("coded_likelihoods needs eval mode (call model.eval())")
-        gc = self.gaussian_conditional
-        method = type(gc).quantize
-
-        # forward's only mean-free rounding is the context model's input: substitute
-        def quantize(inputs, mode, means=None):
-            if mode == "dequantize" and means is None:
-                return y_hat.to(inputs.dtype)
-            return method(gc, inputs, mode, means)
-
-        gc.quantize = quantize  # an instance attribute shadows the method
-        try:
-            return self(x)["likelihoods"]
-        finally:
-            del gc.quantize
+        y = self.analysis(x)
+        # the context model reads the coder's ŷ instead of round(y); the Gaussian (or the
+        # mixture, whose ŷ = round(y) is the coder's too) prices it as forward does
+        return self._latent_forward(y, y_hat.to(y.dtype))[1]
 
 
 # ======================================================================================
@@ -668,13 +658,16 @@ class JointAutoregressiveHierarchicalPriors(
         net.load_state_dict(state_dict)
         return net
 
-    def _latent_forward(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def _latent_forward(self, y: Tensor, y_hat: Tensor | None = None
+                        ) -> tuple[Tensor, dict[str, Tensor]]:
         """CompressAI's pass: the hyperprior on z, the context model on ŷ (noise in
-        train mode, round(y) in eval mode), then the Gaussian of each latent."""
+        train mode, round(y) in eval mode; ``y_hat`` when given: ``coded_likelihoods``),
+        then the Gaussian of each latent."""
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         params = self.h_s(z_hat)
-        y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+        if y_hat is None:
+            y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
         ctx_params = self.context_prediction(y_hat)
         gaussian_params = self.entropy_parameters(torch.cat((params, ctx_params), dim=1))
         scales_hat, means_hat = gaussian_params.chunk(2, 1)
@@ -774,9 +767,12 @@ class ContextOnlyPrior(_FineScaleTable, _ContextModel, CompressionModel):
         """Input sides must be multiples of this (g_a's four stride-2 layers)."""
         return 2**4
 
-    def _latent_forward(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """ŷ (uniform noise in train mode), and p(ŷ) from the context model alone."""
-        y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+    def _latent_forward(self, y: Tensor, y_hat: Tensor | None = None
+                        ) -> tuple[Tensor, dict[str, Tensor]]:
+        """ŷ (uniform noise in train mode; ``y_hat`` when given: ``coded_likelihoods``),
+        and p(ŷ) from the context model alone."""
+        if y_hat is None:
+            y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
         scales, means = self.entropy_parameters(self.context_prediction(y_hat)).chunk(2, 1)
         _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         return y_hat, {"y": y_likelihoods}
@@ -876,12 +872,15 @@ class JointGaussianMixturePrior(JointAutoregressiveHierarchicalPriors):
         net.load_state_dict(state_dict)
         return net
 
-    def _latent_forward(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """As ``mbt2018``'s, with the mixture's likelihood of ŷ (uniform noise in train mode)."""
+    def _latent_forward(self, y: Tensor, y_hat: Tensor | None = None
+                        ) -> tuple[Tensor, dict[str, Tensor]]:
+        """As ``mbt2018``'s, with the mixture's likelihood of ŷ (uniform noise in train mode;
+        the context model reads ``y_hat`` when given)."""
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         side = self.h_s(z_hat)
-        y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+        if y_hat is None:
+            y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
         ctx = self.context_prediction(y_hat)
         params = self.entropy_parameters(torch.cat((side, ctx), dim=1))
         scales, means, weights = mixture_parameters(params, self.K)
