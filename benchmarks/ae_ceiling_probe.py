@@ -59,7 +59,7 @@ def probe(checkpoint: Path, steps: int, lr: float, every: int, seed: int = 0) ->
             batch.append(img[r:r + 128, c:c + 128])
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div(255)
         with train.reduced_precision(model, "bf16"):
-            x_hat = model.g_s(model.g_a(x))
+            x_hat = model.synthesis(model.analysis(x))  # g_s(g_a(x) ⊙ γ_l ⊙ γ'_l)
         loss = torch.mean((x_hat - x) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()

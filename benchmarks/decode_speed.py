@@ -152,12 +152,35 @@ def n_bytes(strings) -> int:
 
 
 def _same_rate(reference: torch.nn.Module, model: torch.nn.Module) -> torch.nn.Module:
-    """A CompressAI reference model given ``model``'s gain units (same λ levels, same
-    current level) when ``model`` is variable-rate, so it codes the same scaled latents;
-    the gains themselves arrive with the state dict."""
+    """A model of this project (``registry.build_model``) given ``model``'s gain units (same
+    λ levels, same current level) when ``model`` is variable-rate, so it codes the same
+    scaled latents; the gains themselves arrive with the state dict."""
     if is_variable_rate(model):
         make_variable_rate(reference, rate_levels(model), model.reference_lmbda)
         set_rate_level(reference, model.gain.level)
+    return reference
+
+
+def _compressai_reference(reference: torch.nn.Module, model: torch.nn.Module) -> torch.nn.Module:
+    """CompressAI's class ``reference`` holding ``model``'s weights (those it has).
+
+    CompressAI's classes apply no gain units, so for a variable-rate ``model`` the current
+    level's gains are folded into the weights next to them (the same function, up to
+    float rounding): ``conv(x) ⊙ γ`` is the convolution with weights and bias times γ per
+    output channel (g_a's last layer), and ``deconv(ŷ ⊙ γ')`` the transposed convolution
+    with its input rows times γ' (g_s's first layer).
+    """
+    own, theirs = reference.state_dict(), model.state_dict()
+    if own.keys() - theirs.keys():
+        raise ValueError(f"{type(model).__name__} lacks {sorted(own.keys() - theirs.keys())[:3]} "
+                         f"of {type(reference).__name__}")
+    reference.load_state_dict({k: v for k, v in theirs.items() if k in own})
+    if is_variable_rate(model):
+        gain, inverse = model.gain.gain().flatten(), model.inverse_gain.gain().flatten()
+        with torch.no_grad():
+            reference.g_a[-1].weight.mul_(gain.view(-1, 1, 1, 1))
+            reference.g_a[-1].bias.mul_(gain)
+            reference.g_s[0].weight.mul_(inverse.view(-1, 1, 1, 1))  # (in = M, out, k, k)
     return reference
 
 
@@ -172,9 +195,7 @@ def floor_model(args, model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
     """
     if args.floor_checkpoint:
         return _load_at_quality(args.floor_checkpoint, args.quality)
-    floor = _same_rate(MeanScaleHyperprior(N=model.N, M=model.M), model).eval()
-    shared = {k_: v for k_, v in model.state_dict().items() if k_ in floor.state_dict()}
-    floor.load_state_dict(shared, strict=False)
+    floor = _compressai_reference(MeanScaleHyperprior(N=model.N, M=model.M), model).eval()
     floor.update(force=True)
     return floor, "the joint model's g_a/g_s/h_a/h_s"
 
@@ -236,8 +257,7 @@ def measure(args) -> tuple[list[dict], str]:
 
     # CompressAI's own serial coder, same weights (its context model is 5x5 only).
     if k == 5:
-        theirs = _same_rate(CompressAIJoint(N=model.N, M=model.M), model).eval()
-        theirs.load_state_dict(model.state_dict())
+        theirs = _compressai_reference(CompressAIJoint(N=model.N, M=model.M), model).eval()
         theirs.update(force=True)
         encode_s, coded = timed(lambda: theirs.compress(x), 1)
         decode_s, out = timed(lambda: theirs.decompress(coded["strings"], coded["shape"]),

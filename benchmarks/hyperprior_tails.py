@@ -60,9 +60,9 @@ def scale_stats(model: torch.nn.Module, img) -> dict:
     """
     x = coding.model_input(model, img)  # padded to the model's factor (64), on its device
     with torch.no_grad():
-        y = model.g_a(x)  # the gain unit's hook scales y for variable-rate models
+        y = model.analysis(x)  # y = g_a(x) ⊙ γ_l: the gain of the model's level
         z_hat, z_lik = model.entropy_bottleneck(model.h_a(torch.abs(y)), training=False)
-        sigma = model.h_s(z_hat)
+        sigma, _ = model.gaussian_parameters(z_hat)  # σ' = c_l σ when calibrated
         y_hat, lik = model.gaussian_conditional(y, sigma, training=False)
     floor = lik <= FLOOR
     ratios = y_hat[floor].abs() / sigma[floor].clamp(min=model.gaussian_conditional.lower_bound_scale.bound)

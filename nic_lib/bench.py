@@ -215,42 +215,13 @@ class _channels_last:
         for name in CHANNELS_LAST_MODULES:
             module = getattr(self.model, name, None)
             if module is not None:
-                # prepend: runs before the variable-rate model's inverse-gain hook on g_s
-                self.handles.append(module.register_forward_pre_hook(self._convert, prepend=True))
+                self.handles.append(module.register_forward_pre_hook(self._convert))
         return self
 
     def __exit__(self, *exc):
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
-        return False
-
-
-class _fixed_analysis:
-    """Context manager: ``model.g_a(x)`` returns ``gain(y)`` for a precomputed raw ``y``.
-
-    Swaps the model's ``g_a`` for a module that applies the current level's gain (the hook
-    the real ``g_a`` carries) to ``y``; the model's own ``forward`` then runs unchanged.
-    """
-
-    def __init__(self, model, y):
-        self.model, self.y = model, y
-
-    def __enter__(self):
-        from torch import nn
-
-        model, y = self.model, self.y
-
-        class _Fixed(nn.Module):
-            def forward(self, _x):
-                return model.gain(y)
-
-        self.real = model._modules["g_a"]
-        model._modules["g_a"] = _Fixed()
-        return self
-
-    def __exit__(self, *exc):
-        self.model._modules["g_a"] = self.real
         return False
 
 
@@ -326,10 +297,10 @@ class NicCodec:
                         out.append(self._likelihood_code(model, x, img.shape[:2]))
                     continue
                 if group not in shared_y:
-                    # g_a.forward skips the module's hooks: the raw, level-free y
-                    shared_y[group] = model.g_a.forward(x)
-                with _fixed_analysis(model, shared_y[group]), _channels_last(model):
-                    out.append(self._likelihood_code(model, x, img.shape[:2]))
+                    shared_y[group] = model.g_a(x)  # y₀ = g_a(x), before the level's gain
+                with _channels_last(model):
+                    out.append(self._likelihood_code(model, x, img.shape[:2],
+                                                     latents=shared_y[group]))
         return out
 
     def _analysis_groups(self) -> dict:
@@ -347,12 +318,14 @@ class NicCodec:
         return cached
 
     @staticmethod
-    def _likelihood_code(model, x, size: tuple[int, int]) -> tuple[np.ndarray, float, str]:
-        """:func:`nic_lib.coding.forward_code` of one padded input: ``(x_hat, bpp_est, "likelihood")``."""
+    def _likelihood_code(model, x, size: tuple[int, int], latents=None
+                         ) -> tuple[np.ndarray, float, str]:
+        """:func:`nic_lib.coding.forward_code` of one padded input: ``(x_hat, bpp_est, "likelihood")``
+        (from ``latents`` = g_a(x) when given)."""
         from nic_lib import coding
 
         h, w = size
-        x_hat, bits = coding.forward_code(model, x, h, w)
+        x_hat, bits = coding.forward_code(model, x, h, w, latents=latents)
         # bpp = bits / (H * W) of the original, unpadded image
         return x_hat[0], float(bits[0]) / (h * w), "likelihood"
 

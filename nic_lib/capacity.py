@@ -91,11 +91,12 @@ def pca_bound(images: Iterable[np.ndarray], k_values: Sequence[int], block: int 
 @torch.no_grad()
 def autoencoder_ceiling(model: torch.nn.Module, images: Iterable[tuple[str, np.ndarray]],
                         level: int | None = None) -> float:
-    """Mean PSNR of g_s(g_a(x)) with no rounding: no entropy model can lift a curve above it.
+    """Mean PSNR of g_s(g_a(x) ⊙ γ_l ⊙ γ'_l) with no rounding: no entropy model can lift a
+    curve above it.
 
     Args:
-        model: a registry model with ``g_a`` and ``g_s`` (variable-rate: its gain units
-            act through hooks on them).
+        model: a registry model (``analysis``, ``synthesis``: variable-rate, the gains of
+            its level).
         images: ``(name, HxWx3 uint8)`` pairs, as ``data.load_images`` gives them; sides
             are cropped to a multiple of 64 (mbt2018's total downsampling).
         level: the rate level whose gains to use (variable-rate models); default: the
@@ -113,7 +114,8 @@ def autoencoder_ceiling(model: torch.nn.Module, images: Iterable[tuple[str, np.n
         h, w = (s // 64 * 64 for s in img.shape[:2])
         img = np.array(img[:h, :w])  # a writable copy: torch refuses read-only arrays
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255)
-        x_hat = model.g_s(model.g_a(x)).clamp(0, 1)
+        # x̂ = g_s(g_a(x) ⊙ γ_l ⊙ γ'_l): the gains of the level, no rounding
+        x_hat = model.synthesis(model.analysis(x)).clamp(0, 1)
         out = (x_hat[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         psnrs.append(metrics.psnr(img, out))
     model.train(was_training)

@@ -380,14 +380,16 @@ def code_image(model: nn.Module, img: np.ndarray, decode: bool = True) -> dict:
 # --------------------------------------------------------------------------- estimate only
 
 
-def forward_code(model: nn.Module, x: torch.Tensor, height: int, width: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def forward_code(model: nn.Module, x: torch.Tensor, height: int, width: int,
+                 latents: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The fast path: one eval-mode ``forward`` in place of the coder.
 
     Args:
         model: a model in eval mode.
         x: (B, 3, H', W') padded input (:func:`model_input`, :func:`pad_to`).
         height, width: the unpadded size.
+        latents: ``model.g_a(x)`` when already computed (one analysis for several rate
+            levels of a variable-rate model): the model runs ``forward_latents`` on it.
 
     Returns:
         ``(x_hat uint8 (B, height, width, 3), bits_est (B,) float64)``: forward's
@@ -395,7 +397,7 @@ def forward_code(model: nn.Module, x: torch.Tensor, height: int, width: int
         use it for a rate only after :func:`check_estimate`.
     """
     with torch.no_grad():
-        out = model(x)
+        out = model(x) if latents is None else model.forward_latents(latents)
         bits = likelihood_bits(out["likelihoods"])
     return crop_to_images(out["x_hat"], height, width), bits.double().cpu().numpy()
 

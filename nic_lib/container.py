@@ -292,6 +292,12 @@ def _factor(model: nn.Module) -> int:
     return factor
 
 
+#: State-dict keys :func:`weights_fingerprint` hashes through :func:`_coding_settings`
+#: instead: the scale calibration's factors (``nic_lib.models.calibration.BUFFER``), of
+#: which only the current level's codes.
+FINGERPRINT_SKIPS = frozenset({"scale_calibration"})
+
+
 def _coding_settings(model: nn.Module) -> dict[str, object]:
     """Model state outside the state dict that changes the bitstream: the context
     models' symbol order, a variable-rate model's selected level and its scale
@@ -318,7 +324,9 @@ def weights_fingerprint(model: nn.Module) -> bytes:
     then the tensor's bytes, little-endian as every supported platform stores them),
     entropy-coder tables included, then the settings that change the bitstream without
     being weights (``coding_order``, a variable-rate model's level, a scale calibration
-    factor), as sorted JSON.
+    factor), as sorted JSON. The scale-calibration buffer (:data:`FINGERPRINT_SKIPS`) enters
+    as the current level's factor among the settings, not as a tensor: so a file coded
+    when the factors lived beside the checkpoint keeps its fingerprint.
 
     Args:
         model: any ``nn.Module``.
@@ -328,6 +336,8 @@ def weights_fingerprint(model: nn.Module) -> bytes:
     """
     digest = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
+        if key in FINGERPRINT_SKIPS:
+            continue
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -15,9 +15,9 @@ entropy model alone: no g_a and no g_s per step, where ``python -m nic_lib.train
 entropy parameters) costs about as much as the two transforms per crop, so this roughly
 halves a step rather than removing it (4.4 steps/s for the joint model on one thread of a
 loaded 2-core machine; ``python -m nic_lib.train --freeze``: 4.1 steps/s, less loaded).
-The frozen transforms are bypassed while training (g_a passes
-y₀ through, its gain hook still applies γ_l; g_s is not run); they are restored before
-anything is evaluated or saved.
+Training calls the model's own ``forward_latents(y₀, synthesize=False)``: the gain
+γ_l, the entropy model, and no g_s (the models' explicit API, see
+:mod:`nic_lib.models.variable_rate`); evaluation runs the whole model.
 
     python -m nic_lib.train_entropy --model mbt2018-gmm --transforms RUN/final.pt \\
         --qualities 1 2 3 4 5 6 --steps 20000 --out-dir ~/nic-runs/cpu-profile/ablate-mbt2018-gmm
@@ -30,7 +30,6 @@ The run folder gets ``config.json``, ``log.csv`` (step, lr, bpp, aux loss), ``ev
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -93,23 +92,6 @@ class EntropyConfig:
             progress=False, ema=0.0, precision=self.precision)
 
 
-@contextlib.contextmanager
-def transforms_bypassed(model: torch.nn.Module):
-    """While inside: ``model(y0)`` runs the entropy model on y₀ ⊙ γ_level; g_s is skipped.
-
-    g_a's forward becomes the identity (its forward hook still multiplies by the level's
-    gain); g_s's forward returns a zero image of the right shape without computing
-    anything (the distortion is constant when g_s is frozen, and is not used).
-    """
-    g_a, g_s = model.g_a, model.g_s
-    g_a.forward = lambda y: y
-    g_s.forward = lambda y: y.new_zeros(y.shape[0], 3, 16 * y.shape[2], 16 * y.shape[3])
-    try:
-        yield model
-    finally:
-        del g_a.forward, g_s.forward  # back to the class's forward
-
-
 @torch.no_grad()
 def cache_latents(model: torch.nn.Module, sampler: T.CropSampler, count: int) -> torch.Tensor:
     """y₀ = g_a(x) before the gain units, for ``count`` crops of the sampler's seeded stream.
@@ -121,8 +103,7 @@ def cache_latents(model: torch.nn.Module, sampler: T.CropSampler, count: int) ->
     steps = math.ceil(count / sampler.global_batch)
     for step in range(steps):
         x = torch.from_numpy(sampler.batch(step)).permute(0, 3, 1, 2).float().div_(255)
-        # calling .forward directly skips the module's hooks: no gain applied
-        out.append(model.g_a.forward(x))
+        out.append(model.g_a(x))  # y₀: the gain is applied by forward_latents
     return torch.cat(out)[:count].contiguous()
 
 
@@ -163,37 +144,37 @@ def train_entropy(cfg: EntropyConfig) -> Path:
     cache_s = time.time() - t0
     pixels = cfg.batch_size * cfg.crop * cfg.crop
     prefit = None
-    with transforms_bypassed(model):
-        if cfg.prefit_densities:
-            prefit = T.prefit_densities(model, y0[:T.PREFIT_CROPS], cfg.prefit_densities)
-        log_rows, acc, t1 = [], np.zeros(3), time.time()
-        for step in range(cfg.steps):
-            lr = T.learning_rate(step, tcfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            variable_rate.set_rate_level(model, variable_rate.level_for_step(step, len(lmbdas)))
-            rows = np.random.default_rng([cfg.seed, step]).integers(0, len(y0), cfg.batch_size)
-            # --precision bf16: the networks under bfloat16 autocast, densities and bits fp32
-            with T.reduced_precision(model, cfg.precision):
-                out = model(y0[torch.from_numpy(rows)])
-            # bpp = Σ −log2 p(ŷ, ẑ) / pixels of the crops
-            bpp = sum(-torch.log2(v).sum() for v in out["likelihoods"].values()) / pixels
-            optimizer.zero_grad(set_to_none=True)
-            bpp.backward()
-            if cfg.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-            optimizer.step()
-            aux = model.aux_loss() if aux_optimizer else torch.zeros(())
-            if aux_optimizer:
-                aux_optimizer.zero_grad(set_to_none=True)
-                aux.backward()
-                aux_optimizer.step()
-            acc += (bpp.item(), aux.item(), 1)
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                log_rows.append({"step": step + 1, "wall_s": round(time.time() - t1, 3), "lr": lr,
-                                 "bpp": acc[0] / acc[2], "aux_loss": acc[1] / acc[2]})
-                acc[:] = 0
-                fileio.atomic_write_text(run_dir / "log.csv", _csv(log_rows))
+    if cfg.prefit_densities:
+        prefit = T.prefit_densities(model, y0[:T.PREFIT_CROPS], cfg.prefit_densities,
+                                    latents=True)
+    log_rows, acc, t1 = [], np.zeros(3), time.time()
+    for step in range(cfg.steps):
+        lr = T.learning_rate(step, tcfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        variable_rate.set_rate_level(model, variable_rate.level_for_step(step, len(lmbdas)))
+        rows = np.random.default_rng([cfg.seed, step]).integers(0, len(y0), cfg.batch_size)
+        # --precision bf16: the networks under bfloat16 autocast, densities and bits fp32
+        with T.reduced_precision(model, cfg.precision):
+            out = model.forward_latents(y0[torch.from_numpy(rows)], synthesize=False)
+        # bpp = Σ −log2 p(ŷ, ẑ) / pixels of the crops
+        bpp = sum(-torch.log2(v).sum() for v in out["likelihoods"].values()) / pixels
+        optimizer.zero_grad(set_to_none=True)
+        bpp.backward()
+        if cfg.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+        optimizer.step()
+        aux = model.aux_loss() if aux_optimizer else torch.zeros(())
+        if aux_optimizer:
+            aux_optimizer.zero_grad(set_to_none=True)
+            aux.backward()
+            aux_optimizer.step()
+        acc += (bpp.item(), aux.item(), 1)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            log_rows.append({"step": step + 1, "wall_s": round(time.time() - t1, 3), "lr": lr,
+                             "bpp": acc[0] / acc[2], "aux_loss": acc[1] / acc[2]})
+            acc[:] = 0
+            fileio.atomic_write_text(run_dir / "log.csv", _csv(log_rows))
     model.eval()
     evals = []
     images = T.load_eval_images(tcfg)

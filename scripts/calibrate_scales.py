@@ -7,13 +7,16 @@ Why: a hyperprior model predicts one Gaussian scale σ per latent; if those scal
 systematically too small or too large, every latent pays for it. For each rate level the
 factor c that minimises the estimated bits Σ −log2 P(ŷ | c·σ, μ) of the first ``--images``
 photos-hr images (the CLIC stand-in, centre-cropped to Kodak's size; never Kodak, the test
-set) is written to ``<checkpoint>.calibration.json`` (atomically, with the bits of every
-candidate and the checkpoint's SHA-256); :func:`nic_lib.models.load_checkpoint` applies it.
-ŷ does not depend on σ, so only the rate moves; see :mod:`nic_lib.models.calibration`.
+set) is written into the model: the checkpoint's state dict gets the factors
+(``scale_calibration``, :func:`nic_lib.models.checkpoints.write_calibration`, atomically),
+and ``<checkpoint>.calibration.json`` records the fit (the bits of every candidate, the
+tuning images, the SHA-256 of the calibrated file). ŷ does not depend on σ, so only the
+rate moves; see :mod:`nic_lib.models.calibration`.
 
-A checkpoint whose best factors save less than ``--min-saving`` on every level keeps no
-record (it is calibrated already; a record would change its streams for nothing), and an
-existing record is removed. Prints the factors and savings per level.
+A checkpoint whose best factors save less than ``--min-saving`` on every level is left
+uncalibrated (it is calibrated already; factors would change its streams for nothing):
+factors it held are removed, and so is an existing record. Prints the factors and savings
+per level.
 """
 
 from __future__ import annotations
@@ -67,10 +70,16 @@ def main(argv: list[str] | None = None) -> int:
         record = calibration.save_calibration(path, table, **info)
         if max(record["saving"]) < args.min_saving:
             target.unlink()
+            if "scale_calibration" in ckpt["state_dict"]:
+                checkpoints.write_calibration(path, None)
             print(f"{path}: calibrated already (best saving {max(record['saving']):.2%} < "
                   f"{args.min_saving:.1%}); no record")
             continue
-        print(f"{path}: {time.perf_counter() - start:.0f} s -> {target}")
+        # the factors into the model (its state dict), then the record names that file
+        checkpoints.write_calibration(path, record["factors"])
+        record = calibration.save_calibration(path, table, **info)
+        print(f"{path}: {time.perf_counter() - start:.0f} s -> {path} ({calibration.BUFFER}), "
+              f"record {target}")
         for level, (c, s) in enumerate(zip(record["factors"], record["saving"])):
             print(f"  level {level}: factor {c:.2f}, {s:.2%} fewer bits of y on "
                   f"{len(images)} {data.TUNING_SET} crops")

@@ -68,27 +68,25 @@ def test_calibration_multiplies_the_scales_and_leaves_the_means(name):
     model = vr_model(name)
     z = torch.randn(1, TINY["N"], 2, 2)
     with torch.no_grad():
-        before = model.h_s(z)
+        s0, m0 = model.gaussian_parameters(z)
         C.apply_calibration(model, [1.0, 1.5, 2.0])
         for level, c in enumerate([1.0, 1.5, 2.0]):
             set_rate_level(model, level)
-            after = model.h_s(z)
-            if name == "bmshj2018-hyperprior":
-                assert torch.allclose(after, before * c)
-            else:  # σ then μ
-                s0, m0 = before.chunk(2, 1)
-                s1, m1 = after.chunk(2, 1)
-                assert torch.allclose(s1, s0 * c) and torch.equal(m1, m0)
+            s1, m1 = model.gaussian_parameters(z)
+            assert torch.allclose(s1, s0 * c)
+            assert (m1 is None) if name == "bmshj2018-hyperprior" else torch.equal(m1, m0)
         C.remove_calibration(model)
-        assert torch.equal(model.h_s(z), before)
+        assert torch.equal(model.gaussian_parameters(z)[0], s0)
     assert C.calibration_factor(model) == 1.0
 
 
-def test_the_state_dict_is_unchanged_and_deep_copies_follow_their_level():
+def test_the_factors_are_in_the_state_dict_and_deep_copies_follow_their_level():
     model = vr_model("bmshj2018-hyperprior")
     keys = set(model.state_dict())
     C.apply_calibration(model, [0.8, 1.0, 1.3])
-    assert set(model.state_dict()) == keys
+    assert set(model.state_dict()) == keys | {C.BUFFER}
+    assert model.state_dict()[C.BUFFER].tolist() == [0.8, 1.0, 1.3]  # float64: exactly
+    assert all(not m._forward_hooks for m in model.modules())  # applied by the model itself
     copies = [set_rate_level(copy.deepcopy(model), level) for level in range(3)]
     assert [C.calibration_factor(m) for m in copies] == [0.8, 1.0, 1.3]
     assert C.calibration_factor(model) == 1.3  # the original keeps its own level (the last)
@@ -219,11 +217,39 @@ def test_calibrate_script_fits_a_checkpoint(saved):
     record = json.loads(C.calibration_path(path).read_text())
     assert record["images"] == [name for name, _ in data.load_tuning_images(1)]
     assert record["factors"] == C.best_factors(pd_table(record)) and "level 2" in out.stdout
+    # the factors are in the model: the checkpoint's state dict
+    model, ckpt = load_checkpoint(path)
+    assert ckpt["state_dict"][C.BUFFER].tolist() == record["factors"]
+    assert C.calibration_factors(model) == record["factors"]
     # above any achievable saving: no record is kept
     subprocess.run([sys.executable, str(REPO / "scripts" / "calibrate_scales.py"),
                     "--checkpoint", str(path), "--images", "1", "--min-saving", "2"],
                    capture_output=True, text=True, cwd=REPO, check=True)
     assert not C.calibration_path(path).exists()
+    assert C.calibration_factors(load_checkpoint(path)[0]) is None
+
+
+def test_factors_in_the_state_dict_and_in_a_legacy_record_give_the_same_model(saved, tmp_path):
+    """The shipped calibrated files keep their factors in the sidecar record; a checkpoint
+    of the calibrated model holds them in its state dict. Same factors, same fingerprint
+    (the .nic files coded with either decode with the other), same codes."""
+    path, record = saved
+    from_record, _ = load_checkpoint(path)
+    inside = tmp_path / "inside.pt"
+    save_checkpoint(from_record, inside, {**default_config("bmshj2018-hyperprior", 1), **TINY,
+                                          "lmbdas": LMBDAS, "qualities": [1, 2, 3]})
+    assert not C.calibration_path(inside).exists()
+    from_state, ckpt = load_checkpoint(inside)
+    assert ckpt["state_dict"][C.BUFFER].dtype == torch.float64
+    assert C.calibration_factors(from_state) == record["factors"]
+    img = image(7)
+    for level in range(3):
+        set_rate_level(from_record, level), set_rate_level(from_state, level)
+        assert container.weights_fingerprint(from_state) == container.weights_fingerprint(from_record)
+        assert (container.encode_image(from_state, img, "bmshj2018-hyperprior", level + 1, "cpu")
+                == container.encode_image(from_record, img, "bmshj2018-hyperprior", level + 1, "cpu"))
+    raw, _ = load_checkpoint(inside, calibrated=False)
+    assert C.calibration_factors(raw) is None and C.calibration_factor(raw) == 1.0
 
 
 def pd_table(record: dict):

@@ -341,7 +341,8 @@ def test_per_level_hyper_density_codes_z_with_the_density_of_the_level(name):
     with torch.no_grad():
         for level in range(len(LMBDAS)):
             set_rate_level(model, level)
-            z = model.h_a(model.g_a(x).abs() if name == "bmshj2018-hyperprior" else model.g_a(x))
+            y = model.analysis(x)  # g_a(x) ⊙ γ_level
+            z = model.h_a(y.abs() if name == "bmshj2018-hyperprior" else y)
             _, expected = bottlenecks[level](z, training=False)
             assert torch.allclose(model(x)["likelihoods"]["z"], expected)
             # and the bitstream decodes with that level's density
@@ -405,7 +406,7 @@ def _gaussian_bits(module, y_hat, sigma):
 
 
 def test_tail_gradient_keeps_the_values_and_adds_the_missing_gradient():
-    from compressai.entropy_models import GaussianConditional
+    from nic_lib.models.entropy_models import GaussianConditional
 
     plain, patched = GaussianConditional(None), GaussianConditional(None)
     model = torch.nn.Module()
@@ -462,3 +463,41 @@ def test_a_run_with_levels_below_quality_1_warm_starts_from_a_grown_checkpoint(t
     model, checkpoint = load_checkpoint(T.train(cfg) / "final.pt")
     assert checkpoint["config"]["qualities"] == qualities
     assert checkpoint["config"]["lmbdas"] == [LAMBDA_MSE[q] for q in qualities]
+
+
+def test_the_model_applies_its_gains_itself_without_hooks():
+    """The model a reader opens is the model that runs: y = g_a(x) ⊙ γ_l in ``analysis``,
+    g_s(ŷ ⊙ γ'_l) in ``synthesis``, and no hook anywhere in the module tree."""
+    model = vr_model("mbt2018-mean").eval()
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    x = smooth_image(2)
+    with torch.no_grad():
+        for level in range(len(LMBDAS)):
+            set_rate_level(model, level)
+            y0 = model.g_a(x)
+            gain = model.gain.log_gain[level].exp().view(1, -1, 1, 1)
+            assert torch.equal(model.analysis(x), y0 * gain)
+            inverse = model.inverse_gain.log_gain[level].exp().view(1, -1, 1, 1)
+            assert torch.equal(model.synthesis(y0), model.g_s(y0 * inverse))
+            # forward from given latents is forward
+            a, b = model(x), model.forward_latents(y0)
+            assert torch.equal(a["x_hat"], b["x_hat"])
+            for key in a["likelihoods"]:
+                assert torch.equal(a["likelihoods"][key], b["likelihoods"][key])
+
+
+def test_bf16_training_multiplies_the_bf16_analysis_output_by_the_gain_before_the_cast():
+    """--precision bf16 keeps the arithmetic of the runs trained when the gain was a hook
+    on g_a: g_a's bfloat16 output times the gain in bfloat16, then cast to float32."""
+    model = vr_model("mbt2018").train()
+    set_rate_level(model, 0)
+    x = smooth_image(3)
+    with torch.no_grad():
+        with T.reduced_precision(model, "bf16"):
+            y = model.analysis(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y16 = model.g_a(x)
+        assert y16.dtype == torch.bfloat16
+        expected = (y16 * model.gain.gain().to(torch.bfloat16)).float()
+    assert y.dtype == torch.float32 and torch.equal(y, expected)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

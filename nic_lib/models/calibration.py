@@ -15,11 +15,19 @@ cpu-profile checkpoints (README, notebook 01): the scale hyperprior is overconfi
 (c = 1.20-1.31: its short last stage leaves scales too small), the mean-scale hyperprior
 underconfident (c = 0.60-0.69), the joint models calibrated already (c ≈ 1, not calibrated).
 
-The factors live beside the checkpoint in ``<name>.calibration.json`` with the SHA-256 of the
-file they were fitted on; :func:`nic_lib.models.load_checkpoint` applies them (a stale record
-is ignored with a warning). They are applied by a forward hook on ``h_s``, so the state dict
-is unchanged; :func:`nic_lib.container.weights_fingerprint` covers the factor, so a ``.nic``
-file coded without calibration is refused by a calibrated decoder rather than misdecoded.
+The factors are part of the model: :func:`apply_calibration` gives it the buffer
+``scale_calibration`` (one float64 factor per level, in the state dict), and the model
+multiplies σ by the current level's factor itself (``gaussian_parameters`` of
+:mod:`nic_lib.models.google`'s hyperprior models, in ``forward`` and in the coder). An
+uncalibrated model has no buffer (c = 1). ``scripts/calibrate_scales.py`` writes the fitted
+factors into the checkpoint's state dict (:func:`nic_lib.models.checkpoints.write_calibration`)
+and its fitting record beside it in ``<name>.calibration.json``. The two shipped calibrated
+checkpoints (``bmshj2018-hyperprior/vr.pt``, ``mbt2018-mean/vr.pt``) predate the buffer: their
+factors are in that record only, with the SHA-256 of the file they were fitted on, and
+:func:`nic_lib.models.load_checkpoint` reads them into the buffer when the state dict has none
+(a stale record is ignored with a warning). :func:`nic_lib.container.weights_fingerprint`
+covers the factor, so a ``.nic`` file coded without calibration is refused by a calibrated
+decoder rather than misdecoded.
 
 Supported: ``bmshj2018-hyperprior`` (``h_s`` outputs σ) and ``mbt2018-mean`` (``h_s``
 outputs σ then μ). The context models predict σ from ``h_s`` *and* the context model, and
@@ -46,11 +54,12 @@ from nic_lib import coding, data, fileio
 from . import variable_rate
 
 __all__ = [
+    "BUFFER",
     "FACTOR_GRID",
-    "ScaleCalibration",
     "apply_calibration",
     "best_factors",
     "calibration_factor",
+    "calibration_factors",
     "calibration_path",
     "fit_scale_calibration",
     "read_calibration",
@@ -63,73 +72,32 @@ __all__ = [
 FACTOR_GRID = tuple(round(0.5 + 0.01 * i, 2) for i in range(151))
 #: Sidecar suffix: ``checkpoints/<model>/vr.pt`` -> ``vr.calibration.json``.
 SUFFIX = ".calibration.json"
-#: Which half of ``h_s``'s output holds σ, per model class name: "all" (σ only) or "first"
-#: (σ then μ, split with ``chunk(2, 1)`` as CompressAI's MeanScaleHyperprior does).
-_SCALE_LAYOUT = {"ScaleHyperprior": "all", "MeanScaleHyperprior": "first"}
-
-
-def _layout(model: nn.Module) -> str | None:
-    if hasattr(model, "entropy_parameters") or hasattr(model, "context_prediction"):
-        return None  # a context model (CompressAI's joint model subclasses the mean-scale one)
-    for cls in type(model).__mro__:
-        if cls.__name__ in _SCALE_LAYOUT:
-            return _SCALE_LAYOUT[cls.__name__]
-    return None
+#: The model's buffer of factors (state-dict key), one per rate level.
+BUFFER = "scale_calibration"
 
 
 def supports_calibration(model: nn.Module) -> bool:
-    """Whether :func:`apply_calibration` can calibrate this model (σ straight from ``h_s``)."""
-    return _layout(model) is not None and hasattr(model, "h_s")
+    """Whether :func:`apply_calibration` can calibrate this model: a hyperprior model of
+    :mod:`nic_lib.models.google` whose σ come straight from ``h_s`` (``scale_factor``);
+    not the context models, whose σ also depend on the context."""
+    return callable(getattr(model, "scale_factor", None)) and hasattr(model, "h_s")
 
 
-class ScaleCalibration:
-    """The forward hook on ``h_s`` that multiplies σ by the current level's factor.
-
-    Not an ``nn.Module`` (it must not add entries to the state dict). It reads the level
-    from the model's gain unit, so :func:`~nic_lib.models.variable_rate.set_rate_level`
-    selects the factor too (and ``copy.deepcopy`` of the model copies it with the model).
-
-    Args:
-        factors: one positive factor per rate level (one for a fixed-rate model).
-        layout: ``"all"`` (``h_s`` outputs σ) or ``"first"`` (σ, then μ).
-        gain: the model's :class:`~nic_lib.models.variable_rate.GainUnit`, or None.
-    """
-
-    def __init__(self, factors: Sequence[float], layout: str, gain: nn.Module | None):
-        self.factors = tuple(float(c) for c in factors)
-        self.layout = layout
-        self.gain = gain
-
-    def factor(self) -> float:
-        """The factor of the model's current level."""
-        return self.factors[self.gain.level if self.gain is not None else 0]
-
-    def __call__(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-        c = self.factor()
-        if c == 1.0:
-            return output
-        if self.layout == "all":
-            return output * c
-        # σ' = c σ on the first half; μ unchanged
-        scales, means = output.chunk(2, 1)
-        return torch.cat([scales * c, means], 1)
+def calibration_factors(model: nn.Module) -> list[float] | None:
+    """The model's factors, one per level (None when it is not calibrated)."""
+    factors = getattr(model, "_buffers", {}).get(BUFFER)
+    return None if factors is None else [float(c) for c in factors]
 
 
 def calibration_factor(model: nn.Module) -> float:
     """The factor applied at the model's current level (1.0 when not calibrated)."""
-    cal = getattr(model, "scale_calibration", None)
-    return cal.factor() if isinstance(cal, ScaleCalibration) else 1.0
+    return model.scale_factor() if supports_calibration(model) else 1.0
 
 
 def remove_calibration(model: nn.Module) -> nn.Module:
     """Undo :func:`apply_calibration` (no-op for an uncalibrated model); returns the model."""
-    cal = getattr(model, "scale_calibration", None)
-    if isinstance(cal, ScaleCalibration):
-        # the hook is looked up by identity: works on deep copies too
-        for key, hook in list(model.h_s._forward_hooks.items()):
-            if hook is cal:
-                del model.h_s._forward_hooks[key]
-        del model.scale_calibration
+    if calibration_factors(model) is not None:
+        del model._buffers[BUFFER]
     return model
 
 
@@ -149,7 +117,7 @@ def apply_calibration(model: nn.Module, factors: Sequence[float]) -> nn.Module:
     """
     if not supports_calibration(model):
         raise ValueError(f"scale calibration covers models whose h_s predicts the scales "
-                         f"({', '.join(_SCALE_LAYOUT)}); {type(model).__name__} is not one")
+                         f"(bmshj2018-hyperprior, mbt2018-mean); {type(model).__name__} is not one")
     levels = len(variable_rate.rate_levels(model)) or 1
     factors = [float(c) for c in factors]
     if len(factors) != levels:
@@ -157,11 +125,9 @@ def apply_calibration(model: nn.Module, factors: Sequence[float]) -> nn.Module:
                          f"{len(factors)} calibration factors")
     if not all(math.isfinite(c) and c > 0 for c in factors):
         raise ValueError(f"calibration factors must be positive and finite; got {factors}")
-    remove_calibration(model)
-    gain = model.gain if variable_rate.is_variable_rate(model) else None
-    cal = ScaleCalibration(factors, _layout(model), gain)
-    model.h_s.register_forward_hook(cal)
-    model.scale_calibration = cal
+    device = next(model.parameters()).device
+    # float64: the coder multiplies its float64 σ by exactly the fitted number
+    model.register_buffer(BUFFER, torch.tensor(factors, dtype=torch.float64, device=device))
     return model
 
 
@@ -197,7 +163,7 @@ def fit_scale_calibration(model: nn.Module, images, factors: Sequence[float] = F
     levels = list(range(n_levels)) if levels is None else [int(v) for v in levels]
     gc = model.gaussian_conditional
     level_before = model.gain.level if n_levels > 1 else 0
-    saved = getattr(model, "scale_calibration", None)
+    saved = calibration_factors(model)
     if saved is not None:
         remove_calibration(model)
     captured: list[tuple[Tensor, Tensor, Tensor | None]] = []
@@ -229,7 +195,7 @@ def fit_scale_calibration(model: nn.Module, images, factors: Sequence[float] = F
     finally:
         handle.remove()
         if saved is not None:
-            apply_calibration(model, saved.factors)
+            apply_calibration(model, saved)
         if n_levels > 1:
             variable_rate.set_rate_level(model, level_before)
     return pd.DataFrame(rows, columns=["level", "factor", "bits"])

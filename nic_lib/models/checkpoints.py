@@ -52,6 +52,7 @@ __all__ = [
     "checkpoint_digest",
     "load_checkpoint",
     "save_checkpoint",
+    "write_calibration",
 ]
 
 #: Version of the checkpoint layout written by save_checkpoint.
@@ -377,14 +378,20 @@ def load_checkpoint(
     are built for :func:`nic_lib.models.tables.scale_table` unless the checkpoint holds
     exactly those (they depend on the table, not on the weights; checkpoints store them
     empty), the other tables with ``update(force=True)`` only if the checkpoint has
-    none, and the model is put in eval mode. A scale calibration fitted on this very file
-    (``<name>.calibration.json``, :mod:`nic_lib.models.calibration`) is applied.
+    none, and the model is put in eval mode.
+
+    Scale calibration (:mod:`nic_lib.models.calibration`): factors in the state dict
+    (``scale_calibration``, written by ``scripts/calibrate_scales.py``) are loaded with
+    the weights: the buffer is registered before the strict load, since a freshly built
+    model has none. A checkpoint without them whose ``<name>.calibration.json`` record was
+    fitted on this very file (the two shipped calibrated models, fitted before the buffer
+    existed) gets the record's factors in the buffer instead.
 
     Args:
         path: checkpoint file.
         device: where to put the model.
         calibrated: apply the checkpoint's scale calibration when it has one (False: the
-            weights alone, e.g. to warm-start training from them).
+            weights alone, e.g. to warm-start training from them; the buffer is dropped).
 
     Returns:
         ``(model, checkpoint)``: the model in eval mode and the checkpoint dict (config,
@@ -412,6 +419,12 @@ def load_checkpoint(
             f"{path}: cannot build {name!r} from the stored config {config}: {exc}"
         ) from exc
     weights = _stored_weights(checkpoint, path)
+    if calibration.BUFFER in weights:  # calibrated in the state dict: the buffer must exist
+        try:
+            calibration.apply_calibration(model, weights[calibration.BUFFER].tolist())
+        except ValueError as exc:
+            raise CheckpointMismatchError(f"{path}: its {calibration.BUFFER} does not fit "
+                                          f"{name!r} ({exc})") from exc
     differences = _state_dict_differences(model, weights)
     if differences:
         raise CheckpointMismatchError(
@@ -427,7 +440,11 @@ def load_checkpoint(
     tables.set_scale_table(model)
     if _tables_missing(model):
         model.update(force=True)
-    factors = calibration.read_calibration(path) if calibrated else None
+    # the shipped files calibrated before the buffer existed: their sidecar record
+    factors = (calibration.read_calibration(path)
+               if calibrated and calibration.calibration_factors(model) is None else None)
+    if not calibrated:
+        calibration.remove_calibration(model)
     if factors is not None:
         try:
             calibration.apply_calibration(model, factors)
@@ -439,11 +456,43 @@ def load_checkpoint(
     return model.to(device).eval(), checkpoint
 
 
+def write_calibration(path: str | os.PathLike, factors: list[float] | None) -> Path:
+    """Store scale-calibration factors in a checkpoint's state dict, in place (atomically).
+
+    ``load_checkpoint`` then gives the calibrated model (:mod:`nic_lib.models.calibration`);
+    every other entry of the file is kept.
+
+    Args:
+        path: a checkpoint of a model that supports calibration.
+        factors: one per rate level; None removes the factors (an uncalibrated file).
+
+    Returns:
+        The path.
+
+    Raises:
+        CheckpointMismatchError: the factors do not fit the checkpoint's model.
+    """
+    path = Path(path)
+    checkpoint = _read(path)
+    model, _ = load_checkpoint(path, calibrated=False)
+    checkpoint["state_dict"].pop(calibration.BUFFER, None)
+    if factors is not None:
+        try:
+            calibration.apply_calibration(model, factors)
+        except ValueError as exc:
+            raise CheckpointMismatchError(f"{path}: {exc}") from exc
+        checkpoint["state_dict"][calibration.BUFFER] = model.scale_calibration.detach().cpu().clone()
+    with fileio.atomic_open(path, "wb", suffix=".tmp") as f:
+        torch.save(checkpoint, f)
+    return path
+
+
 def checkpoint_digest(path: str | os.PathLike) -> str:
     """First 16 hex digits of a checkpoint's SHA-256: the cache key of results computed from it.
 
-    The checkpoint's scale calibration (``<name>.calibration.json``, applied when it is
-    loaded: :mod:`nic_lib.models.calibration`) is hashed with it when there is one, so
+    The checkpoint's scale-calibration record (``<name>.calibration.json``: the factors of
+    the shipped files calibrated before the state dict held them, applied when they are
+    loaded, :mod:`nic_lib.models.calibration`) is hashed with it when there is one, so
     results are recomputed when the calibration changes.
     """
     digest = hashlib.sha256(Path(path).read_bytes())

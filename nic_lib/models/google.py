@@ -18,7 +18,9 @@ mbt2018-checkerboard     Gaussian, h_s(z) + checkerboard context     CompressAI 
 Every model follows CompressAI's contract: ``forward(x) -> {"x_hat", "likelihoods":
 {"y", ("z")}}``, ``compress(x) -> {"strings", "shape"}``, ``decompress(strings, shape) ->
 {"x_hat"}``, ``aux_loss()``, ``update(force=True)``. Inputs are RGB in [0, 1] whose
-sides are multiples of the model's ``downsampling_factor`` (pad first).
+sides are multiples of the model's ``downsampling_factor`` (pad first). Each model also
+applies its gain units itself when it is variable-rate (:class:`_Transforms`:
+``analysis``, ``synthesis``, ``forward_latents``; :mod:`nic_lib.models.variable_rate`).
 
 Layer names are CompressAI's, so published weights load unchanged: the paper's
 "context model" is ``context_prediction`` (alias ``context_model``), its "entropy
@@ -33,19 +35,15 @@ here hand them their modules.
 
 Longer than this project's ~600-line mark on purpose: seven models of one family, each
 with its data-flow diagram, read side by side. Building blocks first, then the shared
-tiling and context-model mixins, then one section per model.
+transforms (gains), tiling and context-model mixins, then one section per model.
 """
 
 from __future__ import annotations
 
 import torch
-from compressai.entropy_models import (
-    EntropyBottleneck,
-    GaussianConditional,
-    GaussianMixtureConditional,
-)
+# CompressAI's classes for isinstance checks (this project's entropy models subclass them)
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.latent_codecs import (
-    CheckerboardLatentCodec,
     GaussianConditionalLatentCodec,
     HyperLatentCodec,
     HyperpriorLatentCodec,
@@ -56,7 +54,7 @@ from compressai.models.base import CompressionModel, SimpleVAECompressionModel
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from . import tables, tiling
+from . import entropy_models, tables, tiling
 from .context_coding import (
     CODING_DEVICE,
     CODING_DTYPE,
@@ -264,7 +262,75 @@ def context_model(M: int, context_size: int = DEFAULT_CONTEXT_SIZE) -> MaskedCon
 # ======================================================================================
 
 
-class _TiledTransforms:
+class _Transforms:
+    r"""The transforms around every model's entropy model, with the gain units explicit.
+
+    A variable-rate model (:func:`nic_lib.models.variable_rate.make_variable_rate`) holds
+    ``gain`` and ``inverse_gain`` (:class:`~nic_lib.models.variable_rate.GainUnit`), each
+    at the level :func:`~nic_lib.models.variable_rate.set_rate_level` chose; a fixed-rate
+    model holds neither and its gains are 1:
+
+        y   = g_a(x) ⊙ γ_l           (:meth:`analysis`)
+        x̂   = g_s(ŷ ⊙ γ'_l)          (:meth:`synthesis`)
+
+    ``forward(x)`` is :meth:`forward_latents` of ``g_a(x)``, and each model writes only
+    the part in between, ``_latent_forward(y) -> (ŷ, likelihoods)``: its entropy model.
+
+    The entropy models are this project's subclasses of CompressAI's
+    (:mod:`nic_lib.models.entropy_models`: the training noise and the tail gradient are
+    their settings); the models built on CompressAI's classes replace those its
+    constructors build (``entropy_models.own_entropy_models``, same weights).
+    """
+
+    def apply_gain(self, y: Tensor) -> Tensor:
+        """``y ⊙ γ_l`` at the current level (``y`` itself for a fixed-rate model)."""
+        gain = self._modules.get("gain")
+        return y if gain is None else gain(y)
+
+    def apply_inverse_gain(self, y_hat: Tensor) -> Tensor:
+        """``ŷ ⊙ γ'_l`` at the current level (``ŷ`` itself for a fixed-rate model)."""
+        inverse_gain = self._modules.get("inverse_gain")
+        return y_hat if inverse_gain is None else inverse_gain(y_hat)
+
+    def analysis(self, x: Tensor) -> Tensor:
+        """The latents the entropy model codes: ``y = g_a(x) ⊙ γ_l``."""
+        return self.apply_gain(self.g_a(x))
+
+    def synthesis(self, y_hat: Tensor) -> Tensor:
+        """The reconstruction of (noisy or coded) latents: ``x̂ = g_s(ŷ ⊙ γ'_l)``, unclamped."""
+        return self.g_s(self.apply_inverse_gain(y_hat))
+
+    def forward(self, x: Tensor) -> dict:
+        """Training/estimation pass, CompressAI's contract: ``{"x_hat", "likelihoods"}``.
+
+        Uniform noise stands in for rounding in train mode; eval mode rounds (the
+        coder's symbols, up to the context models' means: see ``coded_likelihoods``).
+        """
+        return self.forward_latents(self.g_a(x))
+
+    def forward_latents(self, y0: Tensor, synthesize: bool = True) -> dict:
+        """``forward`` from the analysis transform's output ``y₀ = g_a(x)`` on.
+
+        For callers that compute ``g_a`` once for several rate levels (``nic_lib.bench``)
+        or not at all (``nic_lib.train_entropy`` trains on cached ``y₀``).
+
+        Args:
+            y0: (B, M, h, w) output of ``g_a``, before the gain.
+            synthesize: False skips ``g_s`` (``"x_hat"`` is then None).
+
+        Returns:
+            ``{"x_hat", "likelihoods"}`` as ``forward``.
+        """
+        y_hat, likelihoods = self._latent_forward(self.apply_gain(y0))
+        x_hat = self.synthesis(y_hat) if synthesize else None
+        return {"x_hat": x_hat, "likelihoods": likelihoods}
+
+    def _latent_forward(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The entropy model's pass over ``y``: ``(ŷ, {"y": p(ŷ), ...})``."""
+        raise NotImplementedError(f"{type(self).__name__} must define _latent_forward")
+
+
+class _TiledTransforms(_Transforms):
     """g_a, h_a, h_s and g_s applied tile by tile (:mod:`nic_lib.models.tiling`): the
     working memory of a transform is one tile's, whatever the image size, and the
     output is bit for bit the whole-image computation on the deterministic GEMM path
@@ -279,12 +345,12 @@ class _TiledTransforms:
         return tiling.run_tiled(module, x, tile)
 
     def _analyze(self, x: Tensor, tile: int | None = None) -> Tensor:
-        """y = g_a(x), in tiles."""
-        return self._tiled(self.g_a, x, tile)
+        """y = g_a(x) ⊙ γ_l (:meth:`analysis`), g_a in tiles."""
+        return self.apply_gain(self._tiled(self.g_a, x, tile))
 
     @torch.no_grad()
     def synthesize(self, y_hat: Tensor, tile: int | None = None) -> Tensor:
-        """The decoded image of coded latents: ``g_s(y_hat)`` clamped to [0, 1], in tiles.
+        """The decoded image of coded latents: ``g_s(y_hat ⊙ γ'_l)`` clamped to [0, 1], g_s in tiles.
 
         What ``decompress`` returns, and the encoder's own reconstruction of
         ``compress(x, return_y_hat=True)["y_hat"]``, bit for bit whatever the thread
@@ -297,7 +363,8 @@ class _TiledTransforms:
         Returns:
             (B, 3, 16h, 16w) in y_hat's dtype.
         """
-        x_hat = self._tiled(self.g_s, y_hat.to(SYNTHESIS_DTYPE), tile)
+        # the inverse gain in SYNTHESIS_DTYPE, as g_s computes
+        x_hat = self._tiled(self.g_s, self.apply_inverse_gain(y_hat.to(SYNTHESIS_DTYPE)), tile)
         return x_hat.clamp_(0, 1).to(y_hat.dtype)
 
 
@@ -359,20 +426,10 @@ class _ContextModel(_TiledTransforms):
         """
         if self.training:
             raise RuntimeError("coded_likelihoods needs eval mode (call model.eval())")
-        gc = self.gaussian_conditional
-        method = type(gc).quantize
-
-        # forward's only mean-free rounding is the context model's input: substitute
-        def quantize(inputs, mode, means=None):
-            if mode == "dequantize" and means is None:
-                return y_hat.to(inputs.dtype)
-            return method(gc, inputs, mode, means)
-
-        gc.quantize = quantize  # an instance attribute shadows the method
-        try:
-            return self(x)["likelihoods"]
-        finally:
-            del gc.quantize
+        y = self.analysis(x)
+        # the context model reads the coder's ŷ instead of round(y); the Gaussian (or the
+        # mixture, whose ŷ = round(y) is the coder's too) prices it as forward does
+        return self._latent_forward(y, y_hat.to(y.dtype))[1]
 
 
 # ======================================================================================
@@ -391,6 +448,15 @@ class FactorizedPrior(_TiledTransforms, _compressai_google.FactorizedPrior):
     the deterministic GEMM path (:class:`_TiledTransforms`): bounded memory, and the
     decoded image is the same bit for bit whatever the thread count (CompressAI's g_s on
     oneDNN changes a few pixels by one level between 1 and 2 threads)."""
+
+    def __init__(self, N: int, M: int, **kwargs):
+        super().__init__(N, M, **kwargs)
+        entropy_models.own_entropy_models(self)  # CompressAI's constructor built its classes
+
+    def _latent_forward(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """ŷ and p(ŷ) from the factorized density (the entropy bottleneck)."""
+        y_hat, y_likelihoods = self.entropy_bottleneck(y)
+        return y_hat, {"y": y_likelihoods}
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict:
@@ -425,19 +491,62 @@ class _HyperpriorCoding(_FineScaleTable, _TiledTransforms):
     (chance ~1e-9 per value). h_s, the indexes and the Gaussian coder run on
     ``CODING_DEVICE`` (the CPU) whatever the model's device, so a file written on a GPU
     decodes on the CPU and vice versa.
+
+    Scale calibration (:mod:`nic_lib.models.calibration`): a calibrated model holds the
+    buffer ``scale_calibration``, one factor c_l per rate level (float64, so the coder
+    multiplies by exactly the number that was fitted), and every σ it uses, in ``forward``
+    and in the coder, is
+
+        σ' = c_l · σ ,   μ unchanged        (:meth:`gaussian_parameters`).
+
+    An uncalibrated model has no such buffer (c = 1), so the state dicts of every model
+    written before the buffer existed are unchanged.
     """
 
     #: True when h_s predicts means as well as scales (σ then μ, CompressAI's layout).
     predicts_means: bool = False
 
+    def __init__(self, N: int, M: int, **kwargs):
+        super().__init__(N, M, **kwargs)
+        entropy_models.own_entropy_models(self)  # CompressAI's constructor built its classes
+
+    def scale_factor(self) -> float:
+        """c_l: the scale calibration factor of the current level (1.0 when uncalibrated)."""
+        factors = self._buffers.get("scale_calibration")
+        if factors is None:
+            return 1.0
+        gain = self._modules.get("gain")  # the level lives in the gain units
+        return float(factors[gain.level if gain is not None else 0])
+
+    def _calibrated(self, params: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(σ' = c_l σ, μ or None) from h_s's output (σ, or σ then μ)."""
+        scales, means = params.chunk(2, 1) if self.predicts_means else (params, None)
+        c = self.scale_factor()
+        return (scales if c == 1.0 else scales * c), means
+
+    def gaussian_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The Gaussian of each latent from ẑ, as ``forward`` uses it: σ' = c_l σ and μ
+        (None for the scale hyperprior), with (σ, μ) = h_s(ẑ)."""
+        return self._calibrated(self.h_s(z_hat))
+
     def _hyper_input(self, y: Tensor) -> Tensor:
         """What h_a reads: y (the mean-scale model) or |y| (the scale hyperprior)."""
         return y
 
+    def _latent_forward(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """CompressAI's pass: z = h_a(y or |y|), ẑ from the factorized density,
+        σ' (, μ) from h_s(ẑ) (:meth:`gaussian_parameters`), ŷ and p(ŷ) from the Gaussian
+        conditional."""
+        z = self.h_a(self._hyper_input(y))
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales, means = self.gaussian_parameters(z_hat)
+        y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
+
     def _coder_parameters(self, z_hat: Tensor):
         """(Gaussian coder, scale indexes, snapped means or None) on ``CODING_DEVICE``."""
         params = self._tiled(coding_copy(self.h_s), z_hat.to(CODING_DEVICE, CODING_DTYPE))
-        scales, means = params.chunk(2, 1) if self.predicts_means else (params, None)
+        scales, means = self._calibrated(params)  # σ' = c_l σ in float64
         gc = on_coding_device(self.gaussian_conditional)
         means = snap_to_grid(means) if means is not None else None
         return gc, scale_indexes(scales, scale_edges(gc)), means
@@ -536,6 +645,7 @@ class JointAutoregressiveHierarchicalPriors(
         super().__init__(N=N, M=M, **kwargs)
         self.context_size = check_context_size(context_size)
         self.context_prediction = context_model(M, self.context_size)
+        entropy_models.own_entropy_models(self)  # CompressAI's constructor built its classes
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, Tensor]):
@@ -547,6 +657,22 @@ class JointAutoregressiveHierarchicalPriors(
         )
         net.load_state_dict(state_dict)
         return net
+
+    def _latent_forward(self, y: Tensor, y_hat: Tensor | None = None
+                        ) -> tuple[Tensor, dict[str, Tensor]]:
+        """CompressAI's pass: the hyperprior on z, the context model on ŷ (noise in
+        train mode, round(y) in eval mode; ``y_hat`` when given: ``coded_likelihoods``),
+        then the Gaussian of each latent."""
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        params = self.h_s(z_hat)
+        if y_hat is None:
+            y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+        ctx_params = self.context_prediction(y_hat)
+        gaussian_params = self.entropy_parameters(torch.cat((params, ctx_params), dim=1))
+        scales_hat, means_hat = gaussian_params.chunk(2, 1)
+        _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
+        return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
 
     def _hyper_features(self, z_hat: Tensor) -> Tensor:
         """h_s(z_hat) as both coder sides compute it: in float64 on ``CODING_DEVICE``
@@ -634,20 +760,22 @@ class ContextOnlyPrior(_FineScaleTable, _ContextModel, CompressionModel):
         self.g_s = synthesis_transform(N, M)
         self.context_prediction = context_model(M, self.context_size)
         self.entropy_parameters = entropy_parameters_network(2 * M, 2 * M)
-        self.gaussian_conditional = GaussianConditional(None)
+        self.gaussian_conditional = entropy_models.GaussianConditional(None)
 
     @property
     def downsampling_factor(self) -> int:
         """Input sides must be multiples of this (g_a's four stride-2 layers)."""
         return 2**4
 
-    def forward(self, x: Tensor) -> dict:
-        """Training/estimation pass: uniform noise for quantization in train mode."""
-        y = self.g_a(x)
-        y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+    def _latent_forward(self, y: Tensor, y_hat: Tensor | None = None
+                        ) -> tuple[Tensor, dict[str, Tensor]]:
+        """ŷ (uniform noise in train mode; ``y_hat`` when given: ``coded_likelihoods``),
+        and p(ŷ) from the context model alone."""
+        if y_hat is None:
+            y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
         scales, means = self.entropy_parameters(self.context_prediction(y_hat)).chunk(2, 1)
         _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        return {"x_hat": self.g_s(y_hat), "likelihoods": {"y": y_likelihoods}}
+        return y_hat, {"y": y_likelihoods}
 
     def aux_loss(self) -> Tensor:
         """Zero: there is no entropy bottleneck to fit (differentiable, so a generic
@@ -729,7 +857,7 @@ class JointGaussianMixturePrior(JointAutoregressiveHierarchicalPriors):
         super().__init__(N=N, M=M, context_size=context_size, **kwargs)
         self.K = int(K)
         self.entropy_parameters = entropy_parameters_network(4 * M, 3 * self.K * M)
-        self.gaussian_conditional = GaussianMixtureConditional(K=self.K)
+        self.gaussian_conditional = entropy_models.GaussianMixtureConditional(K=self.K)
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, Tensor]):
@@ -744,21 +872,20 @@ class JointGaussianMixturePrior(JointAutoregressiveHierarchicalPriors):
         net.load_state_dict(state_dict)
         return net
 
-    def forward(self, x: Tensor) -> dict:
-        """Training/estimation pass: uniform noise for quantization in train mode."""
-        y = self.g_a(x)
+    def _latent_forward(self, y: Tensor, y_hat: Tensor | None = None
+                        ) -> tuple[Tensor, dict[str, Tensor]]:
+        """As ``mbt2018``'s, with the mixture's likelihood of ŷ (uniform noise in train mode;
+        the context model reads ``y_hat`` when given)."""
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         side = self.h_s(z_hat)
-        y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
+        if y_hat is None:
+            y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
         ctx = self.context_prediction(y_hat)
         params = self.entropy_parameters(torch.cat((side, ctx), dim=1))
         scales, means, weights = mixture_parameters(params, self.K)
         _, y_likelihoods = self.gaussian_conditional(y, scales, means, weights)
-        return {
-            "x_hat": self.g_s(y_hat),
-            "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
-        }
+        return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
 
     def _symbols(self) -> MixtureSymbols:
         """One image's symbol coder: per-symbol mixture tables, y_hat = round(y)."""
@@ -771,7 +898,7 @@ class JointGaussianMixturePrior(JointAutoregressiveHierarchicalPriors):
 
 
 @register_model("mbt2018-checkerboard")
-class JointCheckerboardPrior(_FineScaleTable, SimpleVAECompressionModel):
+class JointCheckerboardPrior(_FineScaleTable, _Transforms, SimpleVAECompressionModel):
     r"""mbt2018 with a checkerboard context (He et al., "Checkerboard Context Model for
     Efficient Learned Image Compression", CVPR 2021).
 
@@ -817,8 +944,10 @@ class JointCheckerboardPrior(_FineScaleTable, SimpleVAECompressionModel):
         self.g_s = synthesis_transform(N, M)
         self.latent_codec = HyperpriorLatentCodec(
             latent_codec={
-                "y": CheckerboardLatentCodec(
-                    latent_codec={"y": GaussianConditionalLatentCodec(quantizer="noise")},
+                "y": entropy_models.CheckerboardLatentCodec(
+                    latent_codec={"y": GaussianConditionalLatentCodec(
+                        gaussian_conditional=entropy_models.GaussianConditional(None),
+                        quantizer="noise")},
                     entropy_parameters=entropy_parameters_network(4 * M, 2 * M),
                     context_prediction=CheckerboardMaskedConv2d(
                         M, 2 * M, kernel_size=k, padding=k // 2
@@ -826,7 +955,7 @@ class JointCheckerboardPrior(_FineScaleTable, SimpleVAECompressionModel):
                     forward_method=forward_method,
                 ),
                 "hyper": HyperLatentCodec(
-                    entropy_bottleneck=EntropyBottleneck(N),
+                    entropy_bottleneck=entropy_models.EntropyBottleneck(N),
                     h_a=hyper_analysis(N, M),
                     h_s=hyper_synthesis(N, M),
                     quantizer="noise",
@@ -856,10 +985,15 @@ class JointCheckerboardPrior(_FineScaleTable, SimpleVAECompressionModel):
         """The entropy parameters network (input: context features, then params)."""
         return self.latent_codec["y"].entropy_parameters
 
+    def _latent_forward(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """CompressAI's hyperprior + checkerboard latent codec over y."""
+        y_out = self.latent_codec(y)
+        return y_out["y_hat"], y_out["likelihoods"]
+
     @torch.no_grad()
     def compress(self, x: Tensor) -> dict:
         """Encode images to ``{"strings": [anchor, non-anchor, z strings], "shape": z size}``."""
-        out = self.latent_codec.compress(self.g_a(x))
+        out = self.latent_codec.compress(self.analysis(x))
         return {"strings": out["strings"], "shape": out["shape"]["hyper"]}
 
     @torch.no_grad()
@@ -871,4 +1005,4 @@ class JointCheckerboardPrior(_FineScaleTable, SimpleVAECompressionModel):
         y_shape = (self.M, h * Y_PER_Z, w * Y_PER_Z)
         shapes = {"y": y_shape, "hyper": tuple(shape)}
         y_hat = self.latent_codec.decompress(strings, shapes)["y_hat"]
-        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
+        return {"x_hat": self.synthesis(y_hat).clamp_(0, 1)}

@@ -33,10 +33,15 @@ density too; ``per_level_hyper_density=True`` gives them one per level as well (
 hyper-latents of the highest level can lie far outside a density shared with the lowest;
 measured on the scale hyperprior by ``benchmarks/hyperprior_tails.py``).
 
-The gain units live on the model as ``model.gain`` and ``model.inverse_gain`` and are
-applied by forward hooks on ``g_a`` (output) and ``g_s`` (input), so every state-dict
-key of the fixed-rate model is unchanged: a fixed-rate checkpoint warm-starts a
-variable-rate model by loading with ``strict=False``.
+The gain units live on the model as ``model.gain`` and ``model.inverse_gain`` (state-dict
+keys ``gain.log_gain`` and ``inverse_gain.log_gain``, each (L, M)), and the model applies
+them itself: every model of :mod:`nic_lib.models.google` computes ``y = g_a(x) ⊙ γ_l``
+(``analysis``) and ``x̂ = g_s(ŷ ⊙ γ'_l)`` (``synthesis``) in its ``forward``, ``compress``
+and ``decompress``, with gains of 1 when it holds no gain units. Every state-dict key of
+the fixed-rate model is unchanged, so a fixed-rate checkpoint warm-starts a variable-rate
+model by loading with ``strict=False``. The current level is state of the units
+(``GainUnit.level``, ``LeveledEntropyBottleneck.level``), set together by
+:func:`set_rate_level`; it is not saved (a loaded model starts at its top level).
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-from compressai.entropy_models import EntropyBottleneck
+from compressai.entropy_models import EntropyBottleneck  # isinstance: also this project's
+
+from . import entropy_models
 from torch import Tensor, nn
 
 __all__ = [
@@ -91,15 +98,8 @@ class GainUnit(nn.Module):
         return self.log_gain[self.level].exp().view(1, -1, 1, 1)
 
     def forward(self, y: Tensor) -> Tensor:
-        """``y ⊙ γ_level``."""
+        """``y ⊙ γ_level``, in y's dtype."""
         return y * self.gain().to(y.dtype)
-
-    # hooks: g_a's output and g_s's input go through the unit
-    def _scale_output(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-        return self(output)
-
-    def _scale_input(self, module: nn.Module, args: tuple) -> tuple:
-        return (self(args[0]), *args[1:])
 
 
 class LeveledEntropyBottleneck(nn.Module):
@@ -117,7 +117,8 @@ class LeveledEntropyBottleneck(nn.Module):
 
     def __init__(self, channels: int, levels: int):
         super().__init__()
-        self.bottlenecks = nn.ModuleList(EntropyBottleneck(channels) for _ in range(levels))
+        self.bottlenecks = nn.ModuleList(entropy_models.EntropyBottleneck(channels)
+                                         for _ in range(levels))
         self.level = levels - 1
 
     def _current(self) -> EntropyBottleneck:
@@ -158,7 +159,9 @@ def make_variable_rate(model: nn.Module, lmbdas: Sequence[float],
     """Turn a model of the mbt2018 family into a variable-rate model, in place.
 
     Args:
-        model: a model with ``g_a``, ``g_s`` and attribute ``M`` (every registered model).
+        model: a model of :mod:`nic_lib.models.google` (every registered model): one whose
+            ``forward``/``compress``/``decompress`` apply ``model.gain`` and
+            ``model.inverse_gain`` when present (``apply_gain``), with ``g_a``, ``g_s``, ``M``.
         lmbdas: λ of each level, in level order (e.g. the quality table's λ for q1..q6).
         reference_lmbda: λ whose gain starts at 1; default the geometric mean of
             ``lmbdas``. Use the λ of a fixed-rate model you warm-start from.
@@ -171,7 +174,8 @@ def make_variable_rate(model: nn.Module, lmbdas: Sequence[float],
         at the highest level.
 
     Raises:
-        ValueError: the model lacks ``g_a``/``g_s``/``M``, is already variable-rate,
+        ValueError: the model lacks ``g_a``/``g_s``/``M`` or does not apply gains (e.g.
+            CompressAI's own classes: fold the gains into their weights instead), is already variable-rate,
             λ values are not positive, or ``per_level_hyper_density`` is asked of a model
             without a hyperprior density.
     """
@@ -180,13 +184,15 @@ def make_variable_rate(model: nn.Module, lmbdas: Sequence[float],
     if not all(hasattr(model, k) for k in ("g_a", "g_s", "M")):
         raise ValueError(f"{type(model).__name__} has no g_a/g_s/M: gain units need a "
                          "model of the mbt2018 family")
+    if not (callable(getattr(model, "apply_gain", None))
+            and callable(getattr(model, "apply_inverse_gain", None))):
+        raise ValueError(f"{type(model).__name__} does not apply gain units (no apply_gain): "
+                         "build it with nic_lib.models.build_model, whose classes do")
     lmbdas = [float(v) for v in lmbdas]
     if reference_lmbda is None:
         reference_lmbda = default_reference_lmbda(lmbdas)
     model.gain = GainUnit(model.M, lmbdas, reference_lmbda)
     model.inverse_gain = GainUnit(model.M, lmbdas, reference_lmbda, inverse=True)
-    model.g_a.register_forward_hook(model.gain._scale_output)
-    model.g_s.register_forward_pre_hook(model.inverse_gain._scale_input)
     # the factorized prior codes y with a fixed density: one per level
     bottleneck = getattr(model, "entropy_bottleneck", None)
     hyper = hasattr(model, "h_a")

@@ -17,6 +17,9 @@ from .config import PRECISIONS
 #: them, so densities, likelihoods and the loss stay in float32.
 REDUCED_PRECISION_MODULES = ("g_a", "g_s", "h_a", "h_s", "context_prediction",
                              "entropy_parameters")
+#: Network -> module after it that casts the pair's output to float32 instead, when the
+#: model has it: g_a's bfloat16 output is multiplied by the gain in bfloat16 first.
+CAST_AFTER_GAIN = {"g_a": "gain"}
 
 
 @contextlib.contextmanager
@@ -35,9 +38,12 @@ def reduced_precision(model: torch.nn.Module, precision: str = "fp32", device_ty
 
     Implemented with a forward pre-hook (enter autocast) and a forward hook (leave it, cast
     the output) on each network, removed when the block ends, so the model's state dict and
-    code are untouched. Hooks already on those networks (the gain units of
-    :mod:`nic_lib.models.variable_rate`) keep working: elementwise products are not
-    autocast and promote to float32.
+    code are untouched. A variable-rate model multiplies g_a's output by its gain
+    (``y = g_a(x) ⊙ γ_l``, :mod:`nic_lib.models.variable_rate`): there g_a's bfloat16 output
+    goes to the gain uncast, the product is taken in bfloat16 and the gain's output is cast
+    to float32 (:data:`CAST_AFTER_GAIN`), the arithmetic of every run trained so far (when the
+    gain was a hook on g_a, it ran before this cast). The inverse gain multiplies g_s's
+    float32 input before g_s enters autocast.
 
     Args:
         model: the training model (unwrapped: DDP / compile wrappers call into it).
@@ -60,10 +66,22 @@ def reduced_precision(model: torch.nn.Module, precision: str = "fp32", device_ty
         active.pop().__exit__(None, None, None)
         return output.float()
 
+    def leave_uncast(module, args, output):
+        active.pop().__exit__(None, None, None)
+
+    def cast(module, args, output):
+        return output.float()
+
     for name in REDUCED_PRECISION_MODULES:
         net = getattr(model, name, None)
         if isinstance(net, torch.nn.Module):
-            handles += [net.register_forward_pre_hook(enter), net.register_forward_hook(leave)]
+            after = getattr(model, CAST_AFTER_GAIN.get(name, ""), None)
+            if isinstance(after, torch.nn.Module):
+                handles += [net.register_forward_pre_hook(enter),
+                            net.register_forward_hook(leave_uncast),
+                            after.register_forward_hook(cast)]
+            else:
+                handles += [net.register_forward_pre_hook(enter), net.register_forward_hook(leave)]
     try:
         yield
     finally:

@@ -142,7 +142,8 @@ def _resize_kernel(weight: torch.Tensor, side: int) -> torch.Tensor:
 
 
 def prefit_densities(model: torch.nn.Module, x: torch.Tensor, steps: int,
-                     lr: float = PREFIT_LR, aux_lr: float = PREFIT_AUX_LR) -> list[dict]:
+                     lr: float = PREFIT_LR, aux_lr: float = PREFIT_AUX_LR,
+                     latents: bool = False) -> list[dict]:
     """Fit each level's factorized density of a variable-rate model to its latents.
 
     A variable-rate ``bmshj2018-factorized`` gets one new
@@ -165,6 +166,8 @@ def prefit_densities(model: torch.nn.Module, x: torch.Tensor, steps: int,
         x: crops (B, 3, H, W) on 0..1.
         steps: Adam steps per level.
         lr, aux_lr: learning rates of the density parameters and of the quantiles.
+        latents: ``x`` is already ``g_a``'s output y₀ (cached latents,
+            ``nic_lib.train_entropy``): the model runs ``forward_latents(x)``.
 
     Returns:
         Per level: ``{"level", "bits_per_latent_start", "bits_per_latent_end", "aux_loss_end"}``.
@@ -187,7 +190,10 @@ def prefit_densities(model: torch.nn.Module, x: torch.Tensor, steps: int,
         with torch.no_grad():
             for level in range(len(leveled.bottlenecks)):
                 variable_rate.set_rate_level(model, level)
-                model(x)
+                if latents:
+                    model.forward_latents(x, synthesize=False)
+                else:
+                    model(x)
     finally:
         hook.remove()
         variable_rate.set_rate_level(model, level0)
