@@ -79,6 +79,26 @@ def common_bpp_range(points: pd.DataFrame, by: str = "corruption", clean: str = 
     return low, high
 
 
+def resolve_bpp_range(points: pd.DataFrame, setting, by: str = "corruption",
+                      clean: str = CLEAN) -> tuple[tuple[float, float] | None, str]:
+    """The ``bpp_range`` a notebook's setting asks for, and a line saying what was used.
+
+    ``setting``: ``"common"`` (:func:`common_bpp_range`), None (each codec over its own
+    range) or ``(low, high)``. When ``"common"`` finds no range every codec's clean curve
+    covers (codecs whose rates do not overlap, e.g. untrained stand-ins at smoke size),
+    the result is None, each codec over its own range, and the line says so.
+    """
+    if setting != "common":
+        rng = None if setting is None else (float(setting[0]), float(setting[1]))
+        return rng, ("each codec over its own rates" if rng is None
+                     else f"{rng[0]:.3g}-{rng[1]:.3g} bpp (set)")
+    try:
+        rng = common_bpp_range(points, by=by, clean=clean)
+    except ValueError as err:
+        return None, f"each codec over its own rates: no common range ({err})"
+    return rng, f"{rng[0]:.3g}-{rng[1]:.3g} bpp, the range every codec's clean curve covers"
+
+
 def shift_effects(points: pd.DataFrame, reference: str | None = None, by: Sequence[str] = ("corruption", "severity"),
                   clean: str = CLEAN, measures: Mapping[str, str] = MEASURES,
                   match_points: int = rd.MATCH_POINTS, bpp_range: tuple[float, float] | None = None

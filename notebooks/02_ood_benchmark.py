@@ -407,7 +407,8 @@ rank_table.round(2)
 # same effects over each codec's own range (`bpp_window = own`).
 
 # %%
-shift_range = shift.common_bpp_range(condition_points) if SHIFT_BPP_RANGE == "common" else SHIFT_BPP_RANGE
+shift_range, shift_range_note = shift.resolve_bpp_range(condition_points, SHIFT_BPP_RANGE)
+print("shift effects over", shift_range_note)
 effects = shift.shift_effects(condition_points, reference=REFERENCE, bpp_range=shift_range)
 effects_own = shift.shift_effects(condition_points, reference=REFERENCE)
 reproduce.save_table(pd.concat([effects.assign(bpp_window="common" if shift_range else "own"),
@@ -555,7 +556,8 @@ for other in datasets:
 per_dataset = {}  # dataset -> its shift effects, group means, ranks, heat-map cells, clean gaps
 for name, t in dataset_tables.items():
     pts = bench.rd_points(t, by=("corruption", "severity"))
-    rng_ = shift.common_bpp_range(pts) if SHIFT_BPP_RANGE == "common" else SHIFT_BPP_RANGE
+    rng_, rng_note = shift.resolve_bpp_range(pts, SHIFT_BPP_RANGE)
+    print(f"{name}: shift effects over {rng_note}")
     eff = shift.shift_effects(pts, reference=REFERENCE, bpp_range=rng_)
     cells_ds = {m: bench.delta_at_setting(t, challenger, heat_setting, REFERENCE, metric=m)
                 for m in ("psnr_vs_input", "psnr_vs_clean")}

@@ -92,6 +92,16 @@ def test_common_bpp_range_is_where_every_clean_curve_lies():
         shift.common_bpp_range(apart)
 
 
+def test_a_notebook_setting_falls_back_to_each_codecs_own_rates_when_none_are_common():
+    points = pd.concat([_points({"a": (0.0, {})}), _points({"b": (0.0, {})}, rates=RATES * 2)])
+    assert shift.resolve_bpp_range(points, "common")[0] == pytest.approx((0.25, 2.0))
+    apart = pd.concat([_points({"a": (0.0, {})}), _points({"b": (0.0, {})}, rates=RATES * 100)])
+    rng, note = shift.resolve_bpp_range(apart, "common")
+    assert rng is None and "own rates" in note and "share no bpp range" in note
+    assert shift.resolve_bpp_range(apart, None) == (None, "each codec over its own rates")
+    assert shift.resolve_bpp_range(apart, [0.1, 0.5])[0] == (0.1, 0.5)
+
+
 def test_mean_ranks_of_a_known_ordering():
     # in every condition a loses least, then b, then c, for G; for R the order is reversed
     spec = {"a": (0.0, {c: (-1.0, -9.0) for c in GROUPS}),

@@ -56,7 +56,7 @@ import torch
 from compressai.models import Elic2022Official
 from torch import Tensor
 
-from . import tiling
+from . import entropy_models, tiling
 from .google import Y_PER_Z, _FineScaleTable
 from .registry import register_model
 
@@ -99,6 +99,8 @@ class ELIC(_FineScaleTable, Elic2022Official):
 
     def __init__(self, N: int = DEFAULT_N, M: int = DEFAULT_M):
         super().__init__(N=int(N), M=int(M), groups=channel_groups(int(M)))
+        # the entropy models with this project's training settings (noise source)
+        entropy_models.own_entropy_models(self)
         self.N, self.M = int(N), int(M)
 
     @property

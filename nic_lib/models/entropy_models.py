@@ -139,26 +139,31 @@ def own_entropy_models(model: nn.Module) -> nn.Module:
     Same settings and parameters: the new module loads the old one's state dict. Its
     constructor runs with the global random generator forked, so the generator's stream
     is the one CompressAI's constructor left (a seeded model's initial weights are
-    unchanged).
+    unchanged). Nested modules are replaced too (ELIC's entropy models sit inside
+    CompressAI's latent codecs); a CompressAI ``CheckerboardLatentCodec`` becomes this
+    module's subclass in place (it holds no state of its own to copy).
 
     Args:
-        model: a model whose direct children may be CompressAI's ``EntropyBottleneck``
-            or ``GaussianConditional`` (``entropy_bottleneck``, ``gaussian_conditional``).
+        model: a model whose modules may be CompressAI's ``EntropyBottleneck``,
+            ``GaussianConditional`` or ``CheckerboardLatentCodec``.
 
     Returns:
         The model.
     """
-    for name, module in list(model.named_children()):
-        if type(module) is _compressai.EntropyBottleneck:
-            with torch.random.fork_rng(devices=[]):  # its random init is overwritten below
-                ours = EntropyBottleneck(module.channels, tail_mass=module.tail_mass,
-                                         init_scale=module.init_scale, filters=module.filters)
-        elif type(module) is _compressai.GaussianConditional:
-            ours = GaussianConditional(None, tail_mass=module.tail_mass)
-        else:
-            continue
-        ours.load_state_dict(module.state_dict())
-        setattr(model, name, ours)  # the same key: the state dict's order is kept
+    for parent in list(model.modules()):
+        if type(parent) is _codecs.CheckerboardLatentCodec:
+            parent.__class__ = CheckerboardLatentCodec
+        for name, module in list(parent.named_children()):
+            if type(module) is _compressai.EntropyBottleneck:
+                with torch.random.fork_rng(devices=[]):  # its random init is overwritten below
+                    ours = EntropyBottleneck(module.channels, tail_mass=module.tail_mass,
+                                             init_scale=module.init_scale, filters=module.filters)
+            elif type(module) is _compressai.GaussianConditional:
+                ours = GaussianConditional(None, tail_mass=module.tail_mass)
+            else:
+                continue
+            ours.load_state_dict(module.state_dict())
+            setattr(parent, name, ours)  # the same key: the state dict's order is kept
     return model
 
 
