@@ -670,9 +670,13 @@ class JointAutoregressiveHierarchicalPriors(
             y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
         ctx_params = self.context_prediction(y_hat)
         gaussian_params = self.entropy_parameters(torch.cat((params, ctx_params), dim=1))
-        scales_hat, means_hat = gaussian_params.chunk(2, 1)
+        return y_hat, {"y": self._y_likelihoods(y, gaussian_params), "z": z_likelihoods}
+
+    def _y_likelihoods(self, y: Tensor, params: Tensor) -> Tensor:
+        """The likelihood of ŷ under the entropy parameters: a Gaussian (scales, means)."""
+        scales_hat, means_hat = params.chunk(2, 1)
         _, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
-        return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
+        return y_likelihoods
 
     def _hyper_features(self, z_hat: Tensor) -> Tensor:
         """h_s(z_hat) as both coder sides compute it: in float64 on ``CODING_DEVICE``
@@ -872,20 +876,12 @@ class JointGaussianMixturePrior(JointAutoregressiveHierarchicalPriors):
         net.load_state_dict(state_dict)
         return net
 
-    def _latent_forward(self, y: Tensor, y_hat: Tensor | None = None
-                        ) -> tuple[Tensor, dict[str, Tensor]]:
-        """As ``mbt2018``'s, with the mixture's likelihood of ŷ (uniform noise in train mode;
-        the context model reads ``y_hat`` when given)."""
-        z = self.h_a(y)
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        side = self.h_s(z_hat)
-        if y_hat is None:
-            y_hat = self.gaussian_conditional.quantize(y, "noise" if self.training else "dequantize")
-        ctx = self.context_prediction(y_hat)
-        params = self.entropy_parameters(torch.cat((side, ctx), dim=1))
+    def _y_likelihoods(self, y: Tensor, params: Tensor) -> Tensor:
+        """The mixture's likelihood of ŷ (the rest of the pass is ``mbt2018``'s: uniform
+        noise in train mode, the context model reads ``y_hat`` when given)."""
         scales, means, weights = mixture_parameters(params, self.K)
         _, y_likelihoods = self.gaussian_conditional(y, scales, means, weights)
-        return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
+        return y_likelihoods
 
     def _symbols(self) -> MixtureSymbols:
         """One image's symbol coder: per-symbol mixture tables, y_hat = round(y)."""
