@@ -72,6 +72,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -383,6 +384,16 @@ def max_steps(stage: str) -> int | None:
     return int(flags[flags.index("--max-steps") + 1]) if "--max-steps" in flags else None
 
 
+@functools.lru_cache(maxsize=None)
+def _shipped_meta(path: Path, mtime_ns: int, size: int) -> dict:
+    """A shipped checkpoint's top-level entries but its weights, read once per version of
+    the file (``mtime_ns``, ``size``: a file shipped again is read again)."""
+    import torch
+
+    meta = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v for k, v in meta.items() if k != "state_dict"}
+
+
 def shipped_state(stage: str) -> tuple[str, Path, int] | None:
     """What of a stage's run is shipped in ``checkpoints/``: ``("final", path, step)`` for a
     finished run, ``("snapshot", path, step)`` for the EMA snapshot of an unfinished one,
@@ -395,9 +406,8 @@ def shipped_state(stage: str) -> tuple[str, Path, int] | None:
     shipped = CHECKPOINTS / STAGES[stage][2]
     if not shipped.is_file():
         return None
-    import torch
-
-    meta = torch.load(shipped, map_location="cpu", weights_only=True)
+    stat = shipped.stat()
+    meta = _shipped_meta(shipped, stat.st_mtime_ns, stat.st_size)
     lineage_ = meta.get("lineage") or []
     if not lineage_ or Path(lineage_[-1]).name != stage or meta.get("step") is None:
         return None

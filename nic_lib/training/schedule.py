@@ -57,7 +57,6 @@ def _after_warmup(step: int, cfg: TrainConfig, elapsed_s: float | None) -> float
     return cfg.lr
 
 
-
 def cosine_decay(t: float, peak: float, lr_min: float) -> float:
     """Cosine decay from ``peak`` (t = 0) to ``lr_min`` (t = 1).
 
