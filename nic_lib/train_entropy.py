@@ -25,6 +25,16 @@ Training calls the model's own ``forward_latents(y₀, synthesize=False)``: the 
 The run folder gets ``config.json``, ``log.csv`` (step, lr, bpp, aux loss), ``eval.csv``
 (every level on the same evaluation crops as ``nic_lib.train``, real transforms) and
 ``final.pt`` (registry format, loadable with ``nic_lib.models.load_checkpoint``).
+
+Long runs span sessions. Every ``--ckpt-every`` steps the folder gets ``ckpt.pt`` (model,
+both optimizers, the torch RNG, the log so far), and ``--resume RUN`` continues it exactly:
+the cached crops are drawn again from the same seeded stream and the batch rows are seeded
+per step, so a resumed run logs the same numbers as one that never stopped. Where the
+folder is gone (a fresh machine) but a snapshot of the run was shipped, ``--init-from
+SNAPSHOT --start-step S`` continues the schedule from step S with the snapshot's entropy
+model and fresh optimizers (a warm-up ramp to the schedule's rate at S)::
+
+    python -m nic_lib.train_entropy --resume ~/nic-runs/cpu-profile/ablate-mbt2018-gmm
 """
 
 from __future__ import annotations
@@ -77,6 +87,9 @@ class EntropyConfig:
     eval_images: int = 4
     eval_crop: int = 256
     precision: str = "fp32"
+    ckpt_every: int = 500
+    init_from: str | None = None
+    start_step: int = 0
 
     def train_config(self, N: int, M: int) -> T.TrainConfig:
         """The nic_lib.train configuration this run corresponds to (model, schedule)."""
@@ -107,20 +120,86 @@ def cache_latents(model: torch.nn.Module, sampler: T.CropSampler, count: int) ->
     return torch.cat(out)[:count].contiguous()
 
 
-def train_entropy(cfg: EntropyConfig) -> Path:
-    """Run: cache latents, train the entropy model on them, evaluate, save final.pt."""
+def _save_ckpt(run_dir: Path, model, optimizer, aux_optimizer, step: int,
+               log_rows: list[dict], acc: np.ndarray) -> None:
+    """``ckpt.pt``: everything :func:`train_entropy` needs to go on exactly after ``step``."""
+    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer else None,
+             "log_rows": log_rows, "acc": acc.tolist(), "torch_rng": torch.get_rng_state()}
+    with fileio.atomic_path(run_dir / "ckpt.pt") as tmp:
+        torch.save(state, tmp)
+
+
+def resume_config(run_dir: str | Path) -> EntropyConfig:
+    """The configuration of an unfinished run (its ``config.json``), to pass to
+    :func:`train_entropy` with ``resume=True``."""
+    run_dir = Path(run_dir).expanduser()
+    if (run_dir / "final.pt").exists():
+        raise FileExistsError(f"{run_dir / 'final.pt'} exists: this run is finished, "
+                              "nothing to resume")
+    if not (run_dir / "ckpt.pt").is_file() or not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{run_dir} holds no ckpt.pt/config.json of a train_entropy run; start it without "
+            "--resume (or continue a shipped snapshot with --init-from FILE --start-step S)")
+    saved = json.loads((run_dir / "config.json").read_text())["config"]
+    fields = {f.name for f in dataclasses.fields(EntropyConfig)}
+    saved = {k: v for k, v in saved.items() if k in fields}
+    for key in ("qualities", "data"):
+        saved[key] = tuple(saved[key])
+    return EntropyConfig(**{**saved, "out_dir": str(run_dir)})
+
+
+def snapshot_final(run_dir: str | Path, dest: str | Path) -> Path:
+    """Write what ``final.pt`` would hold if the run stopped now, from its ``ckpt.pt`` (an
+    unfinished run exported at the end of a session; ``--init-from`` continues it).
+
+    The file is in the registry format, with ``step`` and ``snapshot_of`` (the run folder)
+    at its top level; the run itself is untouched and resumes as before.
+    """
+    cfg = resume_config(run_dir)
+    run_dir = Path(cfg.out_dir)
+    resolved = json.loads((run_dir / "config.json").read_text())["resolved"]
+    tcfg = cfg.train_config(int(resolved["N"]), int(resolved["M"]))
+    model = T.build_model(tcfg)
+    state = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    T.save_final(model.eval(), Path(dest), tcfg, {
+        "step": int(state["step"]), "snapshot_of": str(run_dir),
+        "train_info": {"protocol": "nic_lib.train_entropy", "start_step": cfg.start_step}})
+    return Path(dest)
+
+
+def train_entropy(cfg: EntropyConfig, resume: bool = False) -> Path:
+    """Run: cache latents, train the entropy model on them, evaluate, save final.pt.
+
+    Args:
+        cfg: the run's settings.
+        resume: go on from ``cfg.out_dir/ckpt.pt`` (see :func:`resume_config`).
+    """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     run_dir = Path(cfg.out_dir).expanduser()
     if (run_dir / "final.pt").exists():
         raise FileExistsError(f"{run_dir / 'final.pt'} exists: this run is finished; "
                               "choose another --out-dir or delete the folder")
+    if not resume and (run_dir / "ckpt.pt").exists():
+        raise FileExistsError(f"{run_dir / 'ckpt.pt'} exists: an unfinished run is there; "
+                              f"continue it with --resume {run_dir}, or delete the folder")
+    if not 0 <= cfg.start_step < cfg.steps:
+        raise ValueError(f"--start-step {cfg.start_step} must lie in [0, --steps {cfg.steps})")
+    if cfg.start_step and not cfg.init_from:
+        raise ValueError("--start-step continues a snapshot: give it with --init-from FILE")
     run_dir.mkdir(parents=True, exist_ok=True)
     _, source = checkpoints.load_checkpoint(cfg.transforms, calibrated=False)
     N, M = int(source["config"]["N"]), int(source["config"]["M"])
     tcfg = cfg.train_config(N, M)
     model = T.build_model(tcfg)
     warm = T.warm_start(model, cfg.transforms, only=TRANSFORMS)
+    if cfg.init_from:  # a shipped snapshot of this run: its entropy model (transforms stay)
+        entropy_parts = tuple(sorted({n.split(".")[0] for n in model.state_dict()}
+                                     - set(TRANSFORMS)))
+        warm = {"transforms": warm, "entropy_model": T.warm_start(model, cfg.init_from,
+                                                                  only=entropy_parts)}
     named = dict(model.named_parameters())
     for n, p in named.items():
         if T.under_prefixes(n, TRANSFORMS):
@@ -135,6 +214,7 @@ def train_entropy(cfg: EntropyConfig) -> Path:
         {"config": dataclasses.asdict(cfg), "train_config": dataclasses.asdict(tcfg),
          "resolved": {"N": N, "M": M, "lmbdas": lmbdas, "warm_start": warm,
                       "trainable_parameters": sum(p.numel() for p in params),
+                      "precision_computed": T.precision.for_this_machine(cfg.precision),
                       "torch": str(torch.__version__)}}, indent=1, default=str))
 
     t0 = time.time()
@@ -147,15 +227,28 @@ def train_entropy(cfg: EntropyConfig) -> Path:
     if cfg.prefit_densities:
         prefit = T.prefit_densities(model, y0[:T.PREFIT_CROPS], cfg.prefit_densities,
                                     latents=True)
-    log_rows, acc, t1 = [], np.zeros(3), time.time()
-    for step in range(cfg.steps):
+    precision = T.precision.for_this_machine(cfg.precision)  # bf16 where it is native
+    log_rows, acc, t1, first = [], np.zeros(3), time.time(), cfg.start_step
+    if resume:
+        state = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if aux_optimizer:
+            aux_optimizer.load_state_dict(state["aux_optimizer"])
+        log_rows, acc, first = state["log_rows"], np.array(state["acc"]), state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        t1 -= log_rows[-1]["wall_s"] if log_rows else 0.0
+    for step in range(first, cfg.steps):
         lr = T.learning_rate(step, tcfg)
+        if cfg.start_step and step < cfg.start_step + cfg.warmup_steps:
+            # fresh optimizers on a snapshot: ramp to the schedule's rate at start_step
+            lr *= (step - cfg.start_step + 1) / cfg.warmup_steps
         for group in optimizer.param_groups:
             group["lr"] = lr
         variable_rate.set_rate_level(model, variable_rate.level_for_step(step, len(lmbdas)))
         rows = np.random.default_rng([cfg.seed, step]).integers(0, len(y0), cfg.batch_size)
         # --precision bf16: the networks under bfloat16 autocast, densities and bits fp32
-        with T.reduced_precision(model, cfg.precision):
+        with T.reduced_precision(model, precision):
             out = model.forward_latents(y0[torch.from_numpy(rows)], synthesize=False)
         # bpp = Σ −log2 p(ŷ, ẑ) / pixels of the crops
         bpp = sum(-torch.log2(v).sum() for v in out["likelihoods"].values()) / pixels
@@ -175,6 +268,8 @@ def train_entropy(cfg: EntropyConfig) -> Path:
                              "bpp": acc[0] / acc[2], "aux_loss": acc[1] / acc[2]})
             acc[:] = 0
             fileio.atomic_write_text(run_dir / "log.csv", _csv(log_rows))
+        if cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
+            _save_ckpt(run_dir, model, optimizer, aux_optimizer, step + 1, log_rows, acc)
     model.eval()
     evals = []
     images = T.load_eval_images(tcfg)
@@ -186,7 +281,9 @@ def train_entropy(cfg: EntropyConfig) -> Path:
     T.save_final(model, run_dir / "final.pt", tcfg, {
         "step": cfg.steps, "train_info": {"cache_s": cache_s, "train_s": time.time() - t1,
                                           "cached_crops": len(y0), "prefit": prefit,
-                                          "protocol": "nic_lib.train_entropy"}})
+                                          "protocol": "nic_lib.train_entropy",
+                                          "start_step": cfg.start_step}})
+    (run_dir / "ckpt.pt").unlink(missing_ok=True)  # the run is finished: final.pt has it all
     return run_dir
 
 
@@ -199,14 +296,19 @@ def _csv(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     d = EntropyConfig(model="", transforms="", qualities=(), out_dir="")
-    p.add_argument("--model", required=True, choices=registry.available_models())
-    p.add_argument("--transforms", required=True,
+    p.add_argument("--model", choices=registry.available_models())
+    p.add_argument("--resume", metavar="RUN",
+                   help="go on with an unfinished run from its ckpt.pt (other flags ignored)")
+    p.add_argument("--transforms",
                    help="registry checkpoint whose g_a, g_s and gains are taken and frozen")
-    p.add_argument("--qualities", type=int, nargs="+", required=True)
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--qualities", type=int, nargs="+")
+    p.add_argument("--out-dir")
+    p.add_argument("--init-from", help="a shipped snapshot of this run whose entropy model "
+                   "to continue (with --start-step)")
     p.add_argument("--context-size", type=int)
     for name in ("crops", "crop", "batch_size", "steps", "warmup_steps", "prefit_densities",
-                 "seed", "threads", "log_every", "eval_images", "eval_crop"):
+                 "seed", "threads", "log_every", "eval_images", "eval_crop", "ckpt_every",
+                 "start_step"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("lr", "min_lr_ratio", "aux_lr", "clip_grad_norm"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
@@ -215,6 +317,13 @@ def main(argv: list[str] | None = None) -> Path:
                    help="the entropy model's networks in bfloat16 autocast while training "
                    "(nic_lib.training.precision; evaluation and saving in fp32)")
     args = vars(p.parse_args(argv))
+    resume = args.pop("resume")
+    if resume:
+        return train_entropy(resume_config(resume), resume=True)
+    missing = [f"--{k.replace('_', '-')}" for k in ("model", "transforms", "qualities", "out_dir")
+               if not args[k]]
+    if missing:
+        p.error(f"the following arguments are required (unless --resume): {', '.join(missing)}")
     args["qualities"], args["data"] = tuple(args["qualities"]), tuple(args["data"])
     return train_entropy(EntropyConfig(**args))
 

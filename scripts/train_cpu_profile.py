@@ -28,15 +28,19 @@ m192-q8's remaining schedule in bfloat16 autocast; shipped as ``checkpoints/mbt2
 ablations — the joint model itself, mean-scale, scale-only, factorized, context-only,
 GMM, checkerboard, and context sizes 3 and 7 (each trained, not cropped) — is trained from
 a fresh initialisation on the *same frozen* analysis/synthesis transforms and gain units,
-those of the finished ``n96`` as shipped, for the same ``ABLATION_STEPS`` steps with the
-same learning rate, on the same cached latents (``python -m nic_lib.train_entropy``).
+those of ``n96`` at step 26,500 as shipped in commit e05134d (``ABLATION_TRANSFORMS``: the
+ablations need not wait for the main line, which trains on), for the same
+``ABLATION_STEPS`` steps with the same learning rate, on the same cached latents
+(``python -m nic_lib.train_entropy``).
 With the transforms frozen the distortion is the same for all (ŷ = y + u in training),
 so each run minimises the rate of the same latents, and an ordering reflects the entropy
 model alone. That is not the paper's protocol (one full end-to-end training per model,
 where the transforms adapt to their entropy model): it isolates what the paper's
-comparison mixes, at a budget a CPU affords. The ablations ship as checkpoints that store
-only their entropy models, in int8, and take the transforms from ``mbt2018/n96.pt``
-(:func:`nic_lib.models.save_checkpoint`'s ``base``).
+comparison mixes, at a budget a CPU affords. The joint model of the protocol ships first
+(``mbt2018/n96-ablation.pt``: its transforms in float16, its entropy model in int8); the
+other eight store only their entropy models, in int8, and take the transforms from it
+(:func:`nic_lib.models.save_checkpoint`'s ``base``), so they run after it. Runs resume
+(``ckpt.pt``) and continue from a shipped snapshot like the main line.
 
 *The OOD benchmark's variants* (``ood-*``, issue 30, notebook 02; not trained yet): ELIC
 at a cpu width, and the main line fine-tuned as a dense control, pruned to 50% and 80%,
@@ -188,9 +192,14 @@ ABLATION_STEPS = 10000
 ABLATION_LR = "1e-3"
 #: Adam steps per level of the density pre-fit (nic_lib.train.prefit_densities).
 PREFIT_STEPS = 500
-#: The transforms every ablation shares: n96's shipped file (the ablations store only what
-#: differs from it, their entropy models in int8: nic_lib.models.checkpoints).
-ABLATION_BASE = "mbt2018/n96.pt"
+#: The transforms every ablation shares: n96 at step 26,500, as shipped in this commit
+#: (restored from git into the runs folder by :func:`ablation_transforms`).
+ABLATION_TRANSFORMS = ("e05134d", "checkpoints/mbt2018/n96.pt", 26500)
+#: The file the other ablations store their differences against: the protocol's joint
+#: model (its frozen transforms kept in float16, nic_lib.models.checkpoints).
+ABLATION_BASE = "mbt2018/n96-ablation.pt"
+#: Modules the ablations share (nic_lib.train_entropy.TRANSFORMS).
+FROZEN = ("g_a", "g_s", "gain", "inverse_gain")
 ABLATIONS = {  # stage -> (registry model, extra flags, shipped as)
     "ablate-mbt2018": ("mbt2018", [], "mbt2018/n96-ablation.pt"),
     "ablate-mbt2018-ctx3": ("mbt2018", ["--context-size", "3"], "mbt2018/n96-ctx3.pt"),
@@ -207,9 +216,10 @@ ABLATIONS = {  # stage -> (registry model, extra flags, shipped as)
     "ablate-mbt2018-checkerboard": ("mbt2018-checkerboard", [], "mbt2018-checkerboard/n96.pt"),
 }
 for _stage, (_model, _extra, _target) in ABLATIONS.items():
-    STAGES[_stage] = ("n96", [
+    STAGES[_stage] = (None if _stage == "ablate-mbt2018" else "ablate-mbt2018", [
         "--model", _model, "--qualities", *QUALITIES_WIDE,
-        "--transforms", str(CHECKPOINTS / ABLATION_BASE), "--crop", "128", "--batch-size", "8",
+        "--transforms", str(RUNS / f"n96-step{ABLATION_TRANSFORMS[2]}.pt"),  # see command()
+        "--crop", "128", "--batch-size", "8",
         "--crops", "16384", "--steps", str(ABLATION_STEPS), "--lr", ABLATION_LR,
         "--warmup-steps", "100", "--min-lr-ratio", "0.05", "--eval-images", "4",
         "--eval-crop", "256", "--threads", "1", *_extra], _target)
@@ -352,11 +362,41 @@ CALIBRATED = ("bmshj2018-hyperprior", "mbt2018-mean")
 
 def command(stage: str) -> list[str]:
     """The command line of a stage: ``python -m nic_lib.train`` (an ablation:
-    ``python -m nic_lib.train_entropy``, which has no ``--resume``: an interrupted
-    ablation starts again)."""
+    ``python -m nic_lib.train_entropy``)."""
     _, flags, _ = STAGES[stage]
+    flags = list(flags)
+    if stage in ABLATIONS:  # the runs folder as it is now (NIC_RUNS_DIR, tests)
+        flags[flags.index("--transforms") + 1] = str(ablation_transforms_path())
     module = "nic_lib.train_entropy" if stage.startswith("ablate-") else "nic_lib.train"
     return [sys.executable, "-m", module, *flags, "--out-dir", str(RUNS / stage)]
+
+
+def ablation_transforms_path() -> Path:
+    """Where :func:`ablation_transforms` keeps the ablations' frozen transforms."""
+    return RUNS / f"n96-step{ABLATION_TRANSFORMS[2]}.pt"
+
+
+def ablation_transforms() -> Path:
+    """The ablations' frozen transforms (:data:`ABLATION_TRANSFORMS`) as a file in the runs
+    folder, restored from the repository's history when missing."""
+    commit, path, step = ABLATION_TRANSFORMS
+    out = ablation_transforms_path()
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        done = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO, stdout=f,
+                              stderr=subprocess.PIPE)
+    if done.returncode:
+        tmp.unlink(missing_ok=True)
+        raise SystemExit(
+            f"the ablations train on {path} as of commit {commit} (n96 at step {step}), "
+            f"which `git show` could not restore ({done.stderr.decode().strip()}); run this "
+            "script in a git clone of the repository with its history (not a shallow clone "
+            f"or an archive), or put that file at {out}")
+    tmp.replace(out)
+    return out
 
 
 def parent(stage: str) -> str | None:
@@ -541,14 +581,32 @@ def run(stage: str, from_scratch: bool = False) -> None:
               "retrains it)")
         return
     snapshot = None if from_scratch else shipped_snapshot(stage)
+    if stage in ABLATIONS:
+        ablation_transforms()
     if (out / "ckpt.pt").is_file():
-        cmd = [sys.executable, "-m", "nic_lib.train", "--resume", str(out)]
+        module = "nic_lib.train_entropy" if stage.startswith("ablate-") else "nic_lib.train"
+        cmd = [sys.executable, "-m", module, "--resume", str(out)]
     elif snapshot is not None:
         cmd = continue_command(stage, *snapshot)
         print(f"[{stage}] no run folder: continuing from the shipped snapshot {snapshot[0]} "
               f"(step {snapshot[1]}; --from-scratch re-runs the lineage instead)", flush=True)
     print(f"[{stage}] {' '.join(cmd)}", flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def storage(stage: str) -> dict:
+    """How a stage's checkpoint is stored (``ship_run``'s ``base``/``dtype``/``keep_float16``):
+    the protocol's joint model with float16 transforms and an int8 entropy model, the other
+    ablations as int8 entropy models on it, everything else in float16."""
+    import torch
+
+    if stage == "ablate-mbt2018":
+        return {"dtype": torch.int8, "keep_float16": FROZEN}
+    if stage in ABLATIONS:
+        return {"base": CHECKPOINTS / ABLATION_BASE, "dtype": torch.int8}
+    if stage.startswith("ablate-"):
+        return {"base": CHECKPOINTS / LOWRATE_BASE, "dtype": torch.int8}
+    return {}
 
 
 def ship(stage: str) -> Path | None:
@@ -568,10 +626,9 @@ def ship(stage: str) -> Path | None:
     if target is None:
         train.copy_run_records(RUNS / stage, CHECKPOINTS / "stages", stage)
         return None
-    base = ABLATION_BASE if stage in ABLATIONS else LOWRATE_BASE if stage.startswith("ablate-") else None
-    shared = {"base": CHECKPOINTS / base, "dtype": torch.int8} if base else {}
     dest = train.ship_run(RUNS / stage, CHECKPOINTS / target,
-                          [str(Path("runs/cpu-profile") / s) for s in lineage(stage)], **shared)
+                          [str(Path("runs/cpu-profile") / s) for s in lineage(stage)],
+                          **storage(stage))
     ship_records(stage)
     print(f"[{stage}] shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)")
     if stage in CALIBRATED:  # new weights: refit their scale calibration (under a minute)
@@ -587,13 +644,18 @@ def ship_snapshot(stage: str) -> Path:
 
     from nic_lib import train
 
+    from nic_lib import train_entropy
+
+    snapshot_final = (train_entropy.snapshot_final if stage.startswith("ablate-")
+                      else train.snapshot_final)
     with tempfile.TemporaryDirectory() as tmp:
-        snap = train.snapshot_final(RUNS / stage, Path(tmp) / "final.pt")
+        snapshot_final(RUNS / stage, Path(tmp) / "final.pt")
         for name in train.RUN_RECORDS:
             if (RUNS / stage / name).is_file():
                 (Path(tmp) / name).write_bytes((RUNS / stage / name).read_bytes())
         dest = train.ship_run(Path(tmp), CHECKPOINTS / STAGES[stage][2],
-                              [str(Path("runs/cpu-profile") / s) for s in lineage(stage)])
+                              [str(Path("runs/cpu-profile") / s) for s in lineage(stage)],
+                              **storage(stage))
     ship_records(stage)
     print(f"[{stage}] shipped the EMA snapshot of an unfinished run: {dest} "
           f"({dest.stat().st_size / 1e6:.2f} MB)")

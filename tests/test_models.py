@@ -537,6 +537,35 @@ def test_checkpoint_on_a_base_stores_only_what_differs_and_loads_whole(tmp_path)
         load_checkpoint(path)
 
 
+def test_an_int8_base_can_keep_its_frozen_transforms_in_float16_for_the_files_on_it(tmp_path):
+    """The ablation protocol's joint model: int8 entropy model, float16 transforms (exactly
+    the frozen ones), and another ablation stored on it shares those transforms."""
+    config = default_config("mbt2018", 2) | TINY
+    frozen = ("g_a", "g_s")
+    joint = _updated("mbt2018")
+    with torch.no_grad():  # transforms as shipped in float16 before (exact in float16)
+        for name, p in joint.named_parameters():
+            if name.startswith(frozen):
+                p.copy_(p.half().float())
+    joint.update(force=True)
+    base = save_checkpoint(joint, tmp_path / "joint.pt", config, dtype=torch.int8,
+                           keep_float16=frozen)
+    raw = torch.load(base, weights_only=True)
+    assert raw["state_dict"]["g_a.0.weight"].dtype == torch.float16
+    assert raw["state_dict"]["context_prediction.weight"].dtype == torch.int8
+    loaded, _ = load_checkpoint(base)
+    for key, value in joint.state_dict().items():
+        if key.startswith(frozen):
+            assert torch.equal(loaded.state_dict()[key], value), key
+    other = _updated("mbt2018")
+    other.load_state_dict({**other.state_dict(), **{
+        k: v for k, v in joint.state_dict().items() if k.startswith(frozen)}})
+    other.update(force=True)
+    path = save_checkpoint(other, tmp_path / "other.pt", config, dtype=torch.int8, base=base)
+    shared = set(torch.load(path, weights_only=True)["base"]["keys"])
+    assert {k for k in joint.state_dict() if k.startswith(frozen)} <= shared
+
+
 def test_a_newer_checkpoint_format_is_refused_by_name(tmp_path):
     path = save_checkpoint(_updated("mbt2018"), tmp_path / "c.pt", {"quality": 3})
     checkpoint = torch.load(path, weights_only=True)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from nic_lib.training import precision as precision_mod
 from PIL import Image
 
 import nic_lib
@@ -393,6 +395,19 @@ def test_resume_does_not_need_the_warm_start_source(workdir, reference_run, tmp_
     assert int(_log(resumed)[-1][0]) == 15
 
 
+def test_bf16_computes_in_fp32_where_the_machine_has_no_native_bfloat16(monkeypatch, capsys):
+    monkeypatch.setattr(precision_mod, "native_bf16", lambda device_type="cpu": False)
+    precision_mod._say_fallback.cache_clear()
+    assert precision_mod.for_this_machine("bf16") == "fp32"
+    assert precision_mod.for_this_machine("bf16") == "fp32"
+    assert capsys.readouterr().err.count("no native bfloat16") == 1  # said once
+    assert precision_mod.for_this_machine("fp32") == "fp32"
+    monkeypatch.setattr(precision_mod, "native_bf16", lambda device_type="cpu": True)
+    assert precision_mod.for_this_machine("bf16") == "bf16"
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        precision_mod.for_this_machine("fp8")
+
+
 def test_reduced_precision_runs_the_networks_in_bf16_and_the_densities_in_fp32():
     """--precision bf16: convolutions under bfloat16 autocast, every output cast back to
     float32, the likelihoods computed as in fp32; the hooks go away after the block."""
@@ -434,8 +449,9 @@ def test_reduced_precision_leaves_no_autocast_behind_when_a_forward_fails():
             pass
 
 
-def test_bf16_training_run_learns_like_fp32(workdir):
+def test_bf16_training_run_learns_like_fp32(workdir, monkeypatch):
     """A short run in bf16 ends near the fp32 run's loss (same seed, same crops)."""
+    monkeypatch.setattr(precision_mod, "native_bf16", lambda device_type="cpu": True)
     root, images = workdir
     fp32 = T.train(_config(images, root / "p32", max_steps=20, lr_decay_steps=20, ema=None))
     bf16 = T.train(_config(images, root / "p16", max_steps=20, lr_decay_steps=20, ema=None,

@@ -54,19 +54,44 @@ def test_a_shipped_snapshot_of_the_stage_is_continued_at_its_step(script):
     assert cmd[cmd.index("--max-steps") + 1] == cmd[cmd.index("--lr-decay-steps") + 1]
 
 
-def test_an_ablation_after_an_unfinished_main_line_continues_the_main_line_first(script):
-    _ship(script, "n96", 15000)
-    assert script.needed("ablate-mbt2018-gmm") == ["n96", "ablate-mbt2018-gmm"]
+def test_the_ablations_do_not_wait_for_the_main_line_and_the_joint_model_comes_first(script):
+    _ship(script, "n96", 15000)  # the main line unfinished
+    assert script.needed("ablate-mbt2018-gmm") == ["ablate-mbt2018", "ablate-mbt2018-gmm"]
+    assert script.needed("ablate-mbt2018") == ["ablate-mbt2018"]
     cmd = script.command("ablate-mbt2018-gmm")
     assert cmd[2] == "nic_lib.train_entropy"
-    # every ablation's transforms: the shipped main line (the base its file will share)
-    assert cmd[cmd.index("--transforms") + 1].endswith("checkpoints/" + script.ABLATION_BASE)
+    # every ablation's transforms: n96 at the step named by ABLATION_TRANSFORMS
+    assert Path(cmd[cmd.index("--transforms") + 1]) == script.ablation_transforms_path()
+    assert script.ablation_transforms_path().parent == script.RUNS
+
+
+def test_the_joint_ablation_keeps_the_frozen_transforms_and_the_others_share_them(script):
+    joint, gmm = script.storage("ablate-mbt2018"), script.storage("ablate-mbt2018-gmm")
+    assert joint == {"dtype": torch.int8, "keep_float16": script.FROZEN}
+    assert gmm == {"base": script.CHECKPOINTS / script.ABLATION_BASE, "dtype": torch.int8}
+    assert script.STAGES["ablate-mbt2018"][2] == script.ABLATION_BASE
+    assert script.storage("n96") == {}
+
+
+def test_the_ablations_transforms_come_back_from_the_repository_history(script):
+    from nic_lib.models import load_checkpoint
+
+    import subprocess
+    commit = script.ABLATION_TRANSFORMS[0]
+    if subprocess.run(["git", "cat-file", "-e", commit], cwd=script.REPO).returncode:
+        pytest.skip(f"this checkout lacks commit {commit} (a shallow clone or an archive)")
+
+    out = script.ablation_transforms()
+    assert out == script.ablation_transforms_path() and out.is_file()
+    _, ckpt = load_checkpoint(out, calibrated=False)
+    assert ckpt["step"] == script.ABLATION_TRANSFORMS[2]
+    assert script.ablation_transforms() == out  # restored once
 
 
 def test_a_finished_shipped_stage_stands_for_its_run(script):
     _ship(script, "n96", script.max_steps("n96"))
     assert script.shipped_state("n96")[0] == "final" and script.shipped_snapshot("n96") is None
-    assert script.needed("ablate-mbt2018-gmm") == ["n96", "ablate-mbt2018-gmm"]
+    assert script.needed("n96") == ["n96"]
     _ship(script, "n96", script.max_steps("n96"), snapshot=False)  # shipped by ship()
     assert script.shipped_state("n96")[0] == "final"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -81,6 +82,8 @@ def test_bf16_runs_the_entropy_networks_in_bfloat16_and_still_learns(tmp_path, m
         return out
 
     monkeypatch.setattr(torch.nn.Conv2d, "forward", spy)
+    # the bf16 path itself, also on a machine that would compute such a run in fp32
+    monkeypatch.setattr(TE.T.precision, "native_bf16", lambda device_type="cpu": True)
     cfg = TE.EntropyConfig(model="mbt2018-mean", transforms=str(source), qualities=(1, 6),
                            out_dir=str(tmp_path / "run"), crops=32, crop=64, steps=60,
                            warmup_steps=5, log_every=20, eval_images=1, eval_crop=64,
@@ -92,3 +95,67 @@ def test_bf16_runs_the_entropy_networks_in_bfloat16_and_still_learns(tmp_path, m
     assert bpp[-1] < bpp[0]
     trained, _ = load_checkpoint(run / "final.pt", calibrated=False)
     assert all(p.dtype == torch.float32 for p in trained.parameters())
+
+
+def _tiny(tmp_path, out, **kw):
+    images = _synthetic_images(tmp_path / "images", count=4, size=96)
+    return TE.EntropyConfig(model="mbt2018-mean", transforms=str(_transforms(tmp_path)),
+                            qualities=(1, 6), out_dir=str(tmp_path / out), crops=32, crop=64,
+                            steps=40, warmup_steps=5, log_every=10, eval_images=1,
+                            eval_crop=64, data=(str(images),), ckpt_every=10, **kw)
+
+
+def _final_state(run):
+    model, _ = load_checkpoint(run / "final.pt", calibrated=False)
+    return model.state_dict()
+
+
+@needs_kodak
+def test_a_run_stopped_and_resumed_logs_and_ends_exactly_like_one_that_never_stopped(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("NIC_CACHE_DIR", str(tmp_path / "cache"))
+    straight = TE.train_entropy(_tiny(tmp_path, "straight"))
+    assert not (straight / "ckpt.pt").exists()  # a finished run keeps final.pt only
+
+    real_lr = TE.T.learning_rate
+
+    def stop_at_25(step, tcfg):
+        if step == 25:
+            raise KeyboardInterrupt  # what the end of a session does to a run
+        return real_lr(step, tcfg)
+
+    monkeypatch.setattr(TE.T, "learning_rate", stop_at_25)
+    with pytest.raises(KeyboardInterrupt):
+        TE.train_entropy(_tiny(tmp_path, "stopped"))
+    monkeypatch.setattr(TE.T, "learning_rate", real_lr)
+    stopped = tmp_path / "stopped"
+    assert torch.load(stopped / "ckpt.pt", weights_only=False)["step"] == 20
+    snap = TE.snapshot_final(stopped, tmp_path / "snapshot.pt")  # what a session end ships
+    snap_model, snap_ckpt = load_checkpoint(snap, calibrated=False)
+    assert snap_ckpt["step"] == 20 and snap_ckpt["snapshot_of"] == str(stopped)
+    with pytest.raises(FileExistsError, match="--resume"):
+        TE.train_entropy(_tiny(tmp_path, "stopped"))  # never starts over an unfinished run
+    TE.main(["--resume", str(stopped)])
+    rows = [open(run / "log.csv").read().splitlines() for run in (straight, stopped)]
+    strip = [[",".join(c for i, c in enumerate(r.split(",")) if i != 1) for r in rs]
+             for rs in rows]  # column 1 is wall_s
+    assert strip[0] == strip[1]
+    a, b = _final_state(straight), _final_state(stopped)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@needs_kodak
+def test_a_snapshot_continues_the_schedule_with_its_entropy_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("NIC_CACHE_DIR", str(tmp_path / "cache"))
+    first = TE.train_entropy(_tiny(tmp_path, "first"))
+    cfg = _tiny(tmp_path, "continued", init_from=str(first / "final.pt"), start_step=30)
+    run = TE.train_entropy(cfg)
+    with open(run / "log.csv", newline="") as f:
+        log = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in log] == [40]  # steps 30-39: the schedule's last ten
+    resolved = json.loads((run / "config.json").read_text())["resolved"]["warm_start"]
+    assert resolved["entropy_model"]["loaded"] > 0  # the snapshot's entropy model, not a fresh one
+    with pytest.raises(ValueError, match="--init-from"):
+        TE.train_entropy(_tiny(tmp_path, "bad", start_step=30))
+    with pytest.raises(FileNotFoundError, match="ckpt.pt"):
+        TE.resume_config(tmp_path / "nowhere")

@@ -183,6 +183,7 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float32,
     base: str | os.PathLike | None = None,
+    keep_float16: tuple[str, ...] = (),
 ) -> Path:
     """Write a self-describing checkpoint atomically (temp file + ``os.replace``).
 
@@ -211,6 +212,10 @@ def save_checkpoint(
             (as the base's model computes with them) are not stored but taken from the
             base when loading. The base is named by its path relative to ``path``'s
             folder, so the two move together.
+        keep_float16: module-name prefixes (``("g_a", "g_s")``) whose kernels stay float16
+            under ``dtype=torch.int8``: a file that is the base of others keeps their
+            shared frozen transforms as they were trained on (float16 is exact for weights
+            that were shipped in float16 before).
 
     Returns:
         The path written.
@@ -269,7 +274,8 @@ def save_checkpoint(
             continue
         tensor = tensor.detach().cpu()
         if key in half_keys and tensor.is_floating_point():
-            if dtype == torch.int8 and key.endswith(".weight") and tensor.dim() == 4:
+            if (dtype == torch.int8 and key.endswith(".weight") and tensor.dim() == 4
+                    and not any(key == k or key.startswith(k + ".") for k in keep_float16)):
                 tensor, int8_scales[key] = quantize_int8(tensor, _output_dim(model, key))
             else:
                 tensor = tensor.to(torch.float16 if dtype == torch.int8 else dtype)

@@ -41,7 +41,7 @@ from .config import TrainConfig, check_config, rate_lambda, rate_lambdas
 from .data import CropSampler
 from .evaluation import evaluate, load_eval_images
 from .loss import SampleKeyedNoise, rd_loss, tail_gradient
-from .precision import reduced_precision
+from .precision import for_this_machine, reduced_precision
 from .prepare import (Optimizers, resolve_config, restore, run_folder, seeded_model,
                       set_compute, setup_distributed, shared_pool, wrap_model)
 from .recipes import PREFIT_CROPS, prefit_densities, warm_start
@@ -125,6 +125,7 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
             "world_size": world, "device": str(device), "threads": torch.get_num_threads(),
             "train_images": len(pool.names), "train_images_too_small": sampler.skipped,
             "torch": str(torch.__version__),
+            "precision_computed": for_this_machine(cfg.precision, device.type),
             "parameters": sum(p.numel() for p in model.parameters()),
             "lmbdas": lmbdas, "warm_start": warm, "prefit_densities": prefit,
             "pruning": pruning.sparsity_report(model) if masks is not None else None}
@@ -266,7 +267,9 @@ class _Run:
             step_lmbda = self.lmbdas[level]
         opt.optimizer.zero_grad(set_to_none=True)
         opt.aux_optimizer.zero_grad(set_to_none=True)
-        with reduced_precision(model, cfg.precision, self.device.type):
+        # bf16 only where the machine computes it natively (precision.for_this_machine)
+        with reduced_precision(model, for_this_machine(cfg.precision, self.device.type),
+                               self.device.type):
             out = self.step_model(x)
         terms = rd_loss(out, x, step_lmbda, cfg.metric)
         terms["loss"].backward()

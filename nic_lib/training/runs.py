@@ -190,7 +190,7 @@ def snapshot_final(run_dir: Path, dest: Path) -> Path:
 
 
 def ship_run(run_dir: Path, dest: Path, lineage: list[str], base: Path | None = None,
-             dtype: torch.dtype = torch.float16) -> Path:
+             dtype: torch.dtype = torch.float16, keep_float16: tuple[str, ...] = ()) -> Path:
     """Ship a finished run as a cpu-profile checkpoint: its ``final.pt`` at ``dest`` with
     float16 convolutions, the run's records beside it (:func:`copy_run_records`).
 
@@ -201,6 +201,8 @@ def ship_run(run_dir: Path, dest: Path, lineage: list[str], base: Path | None = 
         base: a shipped checkpoint whose tensors this one shares (an ablation's frozen
             transforms): those are not stored again (``save_checkpoint(base=...)``).
         dtype: storage of the convolutions (``torch.int8`` for an ablation's entropy model).
+        keep_float16: modules whose kernels stay float16 under int8 (the frozen transforms
+            of the file the other ablations use as their base).
 
     Returns:
         ``dest``.
@@ -214,7 +216,8 @@ def ship_run(run_dir: Path, dest: Path, lineage: list[str], base: Path | None = 
     model, ckpt = checkpoints.load_checkpoint(final)
     extra = {k: v for k, v in ckpt.items() if k not in checkpoints._RESERVED_KEYS}
     extra["lineage"] = list(lineage)
-    checkpoints.save_checkpoint(model, dest, ckpt["config"], extra=extra, dtype=dtype, base=base)
+    checkpoints.save_checkpoint(model, dest, ckpt["config"], extra=extra, dtype=dtype, base=base,
+                                keep_float16=keep_float16)
     copy_run_records(run_dir, Path(dest).parent, Path(dest).stem)
     return Path(dest)
 
