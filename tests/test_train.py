@@ -225,6 +225,9 @@ def test_start_step_continues_a_warm_started_run_from_that_step(workdir, referen
     with pytest.raises(ValueError, match="--start-step"):
         T.train(_config(images, root / "bad-start2", init_from=str(reference_run / "final.pt"),
                         start_step=STEPS))
+    with pytest.raises(ValueError, match="time-clock"):  # its clock would restart at 0 s
+        T.train(_config(images, root / "bad-start3", init_from=str(reference_run / "final.pt"),
+                        start_step=20, schedule_clock="time", max_minutes=5))
 
 
 def test_training_refuses_evaluation_sets(tmp_path):

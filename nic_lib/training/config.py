@@ -313,6 +313,10 @@ def check_config(cfg: TrainConfig, world: int, resuming: bool = False) -> None:
     if cfg.start_step < 0 or cfg.start_step >= cfg.max_steps:
         raise ValueError(f"--start-step {cfg.start_step}: give a step in [0, --max-steps "
                          f"{cfg.max_steps})")
+    if cfg.start_step and cfg.schedule_clock == "time":
+        raise ValueError("--start-step continues a step-clock schedule; a time-clock one "
+                         "(--schedule-clock time) would restart its clock at 0 s: continue "
+                         "with --schedule-clock steps, or --resume the run's ckpt.pt")
     if cfg.start_step and cfg.init_from is None:
         raise ValueError("--start-step continues a schedule from a warm start: give "
                          "--init-from too (to continue a run with its optimizer, use --resume)")
