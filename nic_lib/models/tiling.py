@@ -63,6 +63,7 @@ from torch import Tensor, nn
 __all__ = [
     "DEFAULT_TILE_MEMORY",
     "Halo",
+    "MIN_EXACT_TILE",
     "deterministic_convolutions",
     "map_tiles",
     "receptive_halo",
@@ -79,6 +80,14 @@ DEFAULT_TILE_MEMORY = 256 * 2**20
 #: Smallest tile side, in coarse positions (latents): below 8 the halo (2 on each
 #: side) would more than double the work.
 MIN_TILE = 8
+#: Narrowest tile :func:`tile_grid` cuts, in coarse positions (latents), unless the whole
+#: axis is narrower. Measured on an AVX2-only CPU (AMD EPYC, 2026-12-07): MKL's GEMM takes
+#: another summation order for the few output positions of a tile 1 or 2 latents wide
+#: (and its halo), so such a tile differed from the whole image in the last bit (up to
+#: 1.8e-7) where tiles of 3 or more latents were equal, for g_a and g_s at N, M = 8, 12
+#: and 96, 192 (AVX512 machines gave equality for every width). A remainder narrower than
+#: this joins the tile before it.
+MIN_EXACT_TILE = 4
 #: Largest tile side tried by :func:`tile_for_memory` (1024 latents = 16384 pixels,
 #: the format's largest side: one tile is then the whole image).
 MAX_TILE = 1024
@@ -197,20 +206,41 @@ def deterministic_convolutions() -> Iterator[None]:
         _set_onednn(previous)
 
 
+def _cuts(length: int, tile: int) -> list[tuple[int, int]]:
+    """One axis cut into tiles of ``tile`` positions; a remainder narrower than
+    :data:`MIN_EXACT_TILE` joins the tile before it, and no tile is narrower than that
+    unless the axis is."""
+    tile = max(tile, MIN_EXACT_TILE)
+    starts = list(range(0, length, tile))
+    if len(starts) > 1 and length - starts[-1] < MIN_EXACT_TILE:
+        starts.pop()
+    return [(a, starts[i + 1] if i + 1 < len(starts) else length) for i, a in enumerate(starts)]
+
+
 def tile_grid(height: int, width: int, tile: int) -> Iterator[tuple[int, int, int, int]]:
     """Tiles of a coarse grid in row-major order.
 
+    Tiles are ``tile`` positions on a side, the last ones on each axis up to
+    ``tile + MIN_EXACT_TILE - 1`` (a narrower remainder joins them), and never narrower
+    than :data:`MIN_EXACT_TILE` unless the grid is: the GEMM's arithmetic then does not
+    depend on the tile (see :data:`MIN_EXACT_TILE`). A grid narrower than that on one
+    axis (a strip at most 3 latents, 48 pixels, high or wide) is one tile.
+
     Args:
-        height, width: coarse grid size. tile: tile side (>= 1).
+        height, width: coarse grid size. tile: tile side (>= 1; sides below
+            :data:`MIN_EXACT_TILE` count as that).
 
     Yields:
         ``(r0, r1, c0, c1)``: rows r0..r1-1 and columns c0..c1-1.
     """
     if tile < 1:
         raise ValueError(f"tile side must be >= 1, got {tile}")
-    for r0 in range(0, height, tile):
-        for c0 in range(0, width, tile):
-            yield r0, min(r0 + tile, height), c0, min(c0 + tile, width)
+    if min(height, width) < MIN_EXACT_TILE:  # a strip: one tile (its memory is small)
+        yield 0, height, 0, width
+        return
+    for r0, r1 in _cuts(height, tile):
+        for c0, c1 in _cuts(width, tile):
+            yield r0, r1, c0, c1
 
 
 def map_tiles(module: nn.Module, x: Tensor, tile: int,
