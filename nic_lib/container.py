@@ -12,7 +12,8 @@ bytes       type         field
                          trick: the high byte and CR/LF catch 7-bit and text-mode copies)
 1           u8           format version, :data:`FORMAT_VERSION` (see :data:`FORMAT_HISTORY`)
 1           u8           n = length of the model name, 1..:data:`MAX_NAME_BYTES`
-n           ASCII        model name, a registry key (``mbt2018``), ``[A-Za-z0-9._-]``
+n           ASCII        model name, a registry key (``mbt2018``) or a single-rate model's
+                         checkpoint name (``pqmim-M4-K256``), ``[A-Za-z0-9._-]``
 1           u8           quality, 1..255 (the registry uses 1..8)
 1           u8           p = length of the weights profile, 0..:data:`MAX_NAME_BYTES`
 p           ASCII        weights profile (``cpu``, ``full``; empty if unknown)
@@ -574,7 +575,9 @@ def encode_image(
         model: a registered model in eval mode with coder tables built
             (``update(force=True)``), e.g. from ``nic_lib.models.get_model``.
         img: (H, W, 3) uint8 RGB, any size within the limits (1x1 works: padding).
-        model_name: registry key stored in the file; ``None`` reads it from the model.
+        model_name: model name stored in the file: a registry key, or a single-rate model's
+            checkpoint name (``pqmim-M4-K256``, what ``get_model`` loads); ``None`` reads
+            the key from the model.
         quality: quality level stored in the file (the model does not know its own).
         profile: weights profile stored in the file (``"cpu"``/``"full"``), so
             ``nic decompress`` loads the same weights.
@@ -614,12 +617,23 @@ def encode_image(
     return pack(header, [s[0] for s in strings])
 
 
+def _registry_key(name: str) -> str | None:
+    """The registry key a header's model name refers to (``pqmim-M4-K256`` -> ``pqmim``),
+    None if it refers to no registered model."""
+    from nic_lib.models import registry  # inside: see the note at the imports
+
+    try:
+        return registry.model_key(name)
+    except KeyError:
+        return None
+
+
 def _resolve_model(header: NicHeader, model: ModelOrLoader) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
     from nic_lib.models import registry  # inside: see the note at the imports
 
-    if header.model not in registry.MODELS:
+    if _registry_key(header.model) is None:
         raise NicModelMismatchError(
             f"file was made with model {header.model!r}, which this nic-repro does not "
             f"have (available: {', '.join(registry.available_models())}); update nic-repro"
@@ -647,7 +661,7 @@ def check_model(header: NicHeader, model: nn.Module, quality: int | None = None)
         name = type(model).__name__
     where = f"{header.model} q{header.quality}" + (f" --profile {header.profile}"
                                                     if header.profile else "")
-    if name != header.model:
+    if name != _registry_key(header.model):
         raise NicModelMismatchError(
             f"file was made with model {header.model!r}, not {name!r}; decode it with "
             f"get_model({header.model!r}, {header.quality}, ...) (`nic decompress` does this)")

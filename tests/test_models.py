@@ -35,6 +35,7 @@ from nic_lib.models import (
     default_config,
     get_model,
     load_checkpoint,
+    quality_models,
     save_checkpoint,
 )
 from nic_lib.models import google, mixture, tiling
@@ -185,7 +186,9 @@ def _reference_latents(model, x) -> tuple[torch.Tensor, float]:
 
 
 def test_models_are_registered_under_the_paper_keys():
-    assert set(available_models()) == set(PLAIN_MODELS) | set(CONTEXT_MODELS) | {"elic2022"}
+    assert set(available_models()) == (set(PLAIN_MODELS) | set(CONTEXT_MODELS)
+                                       | {"elic2022", "pqmim"})
+    assert quality_models() == sorted(set(available_models()) - {"pqmim"})
 
 
 def test_full_widths_are_compressai_zoo_widths():
