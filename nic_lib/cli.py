@@ -155,7 +155,8 @@ def compress_file(
         profile = DEFAULT_PROFILE if model != registry.model_key(model) else ""
     else:
         if quality is None:
-            quality = 1 if registry.model_key(model) in registry.SINGLE_RATE_MODELS else DEFAULT_QUALITY
+            single_rate = registry.model_key(model) in registry.SINGLE_RATE_MODELS
+            quality = 1 if single_rate else DEFAULT_QUALITY
         net = _model_loader(profile)(model, quality)
     payload = container.encode_image(net, img, model, quality, profile)
     fileio.atomic_write_bytes(dst, payload)

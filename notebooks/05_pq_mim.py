@@ -340,8 +340,9 @@ bits_summary.round(4)
 # r is tuned per checkpoint by `python scripts/tune_pqmim_radius.py` on 12 photos-hr crops
 # of Kodak's size (held out: not the test images) and stored in the checkpoint's config
 # (`attention_radius`), the tuning record beside it as `<name>.radius.json`. Left: that
-# tuning run's bits for each radius, relative to global attention. Right: on this notebook's images, the bits per code of each step with the
-# tuned radius vs with global attention (Σ −log2 P, no coding).
+# tuning run's bits for each radius, relative to global attention. Right: on this notebook's
+# images, the bits per code of each step with the tuned radius vs with global attention
+# (Σ −log2 P, no coding).
 
 # %%
 tuning = []

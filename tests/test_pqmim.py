@@ -618,3 +618,32 @@ def test_pqmim_recipes_list_the_vq_pair_with_budgets_and_parse(capsys):
     script.main(["--list", "--only", *script.VQ_PAIR])
     out = capsys.readouterr().out
     assert all(f"{n} [" in out and "CPU h]" in out for n in script.VQ_PAIR)
+
+
+def test_shipped_checkpoints_state_their_masking_law_and_tuned_radius():
+    paths = pqmim.find_checkpoints() + pqmim.find_checkpoints(perceptual=True)
+    if not paths:
+        pytest.skip(f"no shipped PQ-MIM checkpoints in {pqmim.checkpoint_dir()}")
+    laws = {}
+    for path in paths:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        assert ckpt["format"] == checkpoints.CHECKPOINT_FORMAT and ckpt["model"] == "pqmim"
+        assert ckpt["dtype"] == "float16" and ckpt["state_dict"]["g_a.0.bias"].dtype == torch.float32
+        assert ckpt["config"]["mask_law"] in pqmim.MASK_LAWS
+        # the radius the tuning record chose, and the record was made on this very file
+        record = json.loads(pqmim.radius_path(path).read_text())
+        assert ckpt["config"]["attention_radius"] == record["radius"]
+        assert pqmim.radius_is_current(path)
+        laws[path.stem] = ckpt["config"]["mask_law"]
+    assert laws.get("M8-K256", "cosine") == "cosine"  # trained before the schedule law
+
+
+def test_update_config_refuses_a_config_the_weights_do_not_fit(tiny_run, tmp_path):
+    path = tmp_path / "m.pt"
+    path.write_bytes((tiny_run / "final.pt").read_bytes())
+    before = path.read_bytes()
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="no longer fit"):
+        checkpoints.update_config(path, M=4)
+    assert path.read_bytes() == before
+    checkpoints.update_config(path, attention_radius=3)
+    assert pqmim.load_pqmim(path)[0].attention_radius == 3

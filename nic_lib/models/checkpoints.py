@@ -217,7 +217,8 @@ def save_checkpoint(
             ``torch.int8`` (kernels in int8 with per-output-channel scales, biases in
             float16; a quarter). GDN and entropy-model tensors stay float32, whatever
             this says. A model with a ``half_precision_keys()`` method names the tensors
-            this applies to itself (PQ-MIM: :meth:`~nic_lib.models.pqmim.PQMIM.half_precision_keys`).
+            this applies to itself (PQ-MIM:
+            :meth:`~nic_lib.models.pqmim.PQMIM.half_precision_keys`).
         base: another checkpoint file; the tensors this model has equal to the base's
             (as the base's model computes with them) are not stored but taken from the
             base when loading. The base is named by its path relative to ``path``'s
