@@ -732,7 +732,8 @@ def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
 
         streams + their guards (:func:`_guarded`)
         + max( entropy decoding:  M L x (28 B wavefront coder | 80 B whole-latent coder)
-                                  + 2 tiles of h_s,
+                                  (a model's own ``coder_memory_bytes(latent_shape)``
+                                  where it has one: PQ-MIM) + 2 tiles of h_s,
                synthesis:         y_hat float32 (4 M L) + x_hat float32 (12 P) + 2 tiles of g_s,
                conversion:        x_hat (12 P) + the uint8 image (3 H W) + one band )
 
@@ -760,6 +761,10 @@ def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
     streams = sum(n + _guard_bytes(n, header, model) for n in header.stream_lengths)
     per_symbol = (_WAVEFRONT_CODER_BYTES if hasattr(model, "coding_order")
                   else _WHOLE_LATENT_CODER_BYTES)
+    # a model whose coder is not CompressAI's says what it needs (PQ-MIM: its transformer)
+    own_coder = getattr(model, "coder_memory_bytes", None)
+    coder = (own_coder(header.latent_shape) if callable(own_coder)
+             else per_symbol * symbols)
     channels = int(getattr(model, "M", 0) or _DEFAULT_MAX_CHANNELS)
     side = -(-max(header.padded_height, header.padded_width) // _LATENT_STRIDE)
     budget = getattr(model, "tile_memory", None)
@@ -779,7 +784,7 @@ def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
         tile = _UNKNOWN_MODEL_BYTES_PER_PIXEL * pixels
     x_hat = 3 * 4 * pixels
     band = 3 * 4 * 4 * coding.CROP_BAND_ROWS * header.padded_width
-    phases = (per_symbol * symbols + tile,
+    phases = (coder + tile,
               4 * symbols + x_hat + tile,
               x_hat + 3 * header.height * header.width + band)
     return int(streams + max(phases))

@@ -338,3 +338,16 @@ def test_shipped_pqmim_checkpoint_codes_through_the_container_as_by_itself():
     assert container.unpack(data)[1] == [own["strings"][0][0]]
     np.testing.assert_array_equal(
         decoded, coding.crop_to_image(model.decompress(own["strings"])["x_hat"], 40, 56))
+
+
+def test_a_pqmim_file_announcing_a_large_image_is_refused_by_its_transformers_memory(pqmim_file):
+    model, _, data = pqmim_file
+    header, streams = container.unpack(data)
+    # 2048x2048: 16,384 tokens, ~17 GB for one MIM pass (its attention is quadratic)
+    large = dataclasses.replace(header, height=2048, width=2048, pad_bottom=0, pad_right=0,
+                                latent_shape=(128, 128))
+    assert container.decode_memory_bytes(large, model) > 16 * 2**30
+    model = copy.deepcopy(model)
+    model.decompress = None  # decoding would fail loudly: the budget must refuse first
+    with pytest.raises(container.NicBudgetError, match="--max-memory-mb"):
+        container.decode_image(container.pack(large, streams), model)

@@ -96,7 +96,7 @@ from .coding import (  # isort: skip  (the order of the layers)
     estimate_bits,
     fixed_length_bits,
 )
-from .model import FULL_PRECISION_PREFIXES, PRIOR_PSEUDOCOUNT, PQMIM  # isort: skip
+from .model import FULL_PRECISION_PREFIXES, MIM_BYTES_PER_TOKEN_PAIR, PRIOR_PSEUDOCOUNT, PQMIM  # isort: skip
 from .evaluation import BUDGET_SAMPLES, RATE_COLUMNS, code_image, code_to_budget, quantizer_table, rate_table  # isort: skip
 from .radius import (  # isort: skip
     RADIUS_CANDIDATES,
