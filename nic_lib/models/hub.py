@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import variable_rate, zoo
-from .checkpoints import CheckpointNotFoundError, load_checkpoint
+from .checkpoints import CheckpointMismatchError, CheckpointNotFoundError, load_checkpoint
 from .registry import (
     SINGLE_RATE_MODELS,
     ZOO_FUNCTIONS,
@@ -211,7 +211,11 @@ def get_model(
                 f"no checkpoint for {name} at {path}; the shipped ones are "
                 f"{sorted(p.stem for p in path.parent.glob('*.pt'))} (train one: "
                 f"`python -m nic_lib.train_pqmim --export {path}`)")
-        return model_from_checkpoint(path, 1, device)[0]
+        model, stored, _ = model_from_checkpoint(path, 1, device)
+        if model_key(stored) != model_key(name):
+            raise CheckpointMismatchError(f"{path} holds a {stored!r} model, not {name!r}; "
+                                          "move it out of that folder")
+        return model
     _model_class(name)
     quality = _check_quality(quality)
     profile = _check_profile(profile)
