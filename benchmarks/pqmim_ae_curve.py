@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from nic_lib import coding, data, fileio, metrics
-from nic_lib.models import pqmim
+from nic_lib.models import checkpoints, pqmim
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "benchmarks" / "pqmim_ae_curve"
@@ -60,7 +60,7 @@ def load(source: Path) -> tuple[pqmim.PQMIM, str, int]:
     checkpoint (stage ``"export"``, its stage-A steps)."""
     file = checkpoint_file(source)
     state = torch.load(file, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and state.get("format") == pqmim.CHECKPOINT_FORMAT:
+    if isinstance(state, dict) and state.get("format") == checkpoints.CHECKPOINT_FORMAT:
         model, ckpt = pqmim.load_pqmim(file)
         return model, "export", int((ckpt.get("train_config") or {}).get("steps_a", 0))
     cfg = state["config"]

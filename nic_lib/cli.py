@@ -3,12 +3,17 @@
 ::
 
     nic compress IN.png OUT.nic --model mbt2018 --quality 3 [--profile cpu] [--force]
-    nic decompress IN.nic OUT.png [--profile cpu] [--force] [--max-pixels N] [--max-memory-mb MB]
+    nic compress IN.png OUT.nic --model pqmim-M4-K256          # PQ-MIM: one file per rate
+    nic compress IN.png OUT.nic --checkpoint FILE.pt [--quality Q]
+    nic decompress IN.nic OUT.png [--profile cpu] [--checkpoint FILE.pt] [--force]
+                   [--max-pixels N] [--max-memory-mb MB]
     nic info IN.nic
 
 Models come from :func:`nic_lib.models.get_model` (``--profile cpu``: this project's
 checkpoints under ``checkpoints/`` or ``$NIC_CHECKPOINT_DIR``; ``full``: CompressAI's
-published weights). ``decompress`` loads the model, quality and profile the file names.
+published weights; ``pqmim-M4-K256``: ``checkpoints/pqmim/M4-K256.pt``), or from a
+checkpoint file (``--checkpoint``, :func:`nic_lib.models.hub.model_from_checkpoint`).
+``decompress`` loads the model, quality and profile the file names, or ``--checkpoint``.
 Outputs are written atomically; an existing output is kept unless ``--force``; an
 output path that is the input is always refused. ``decompress`` works within a budget
 (:func:`nic_lib.container.decode_image`): a file whose header announces more pixels than
@@ -46,7 +51,8 @@ EXIT_OK = 0
 EXIT_USER_ERROR = 1
 #: Model when --model is not given: the paper's joint model.
 DEFAULT_MODEL = "mbt2018"
-#: Quality when --quality is not given: the middle of the project's 1..6 cpu range.
+#: Quality when --quality is not given: the middle of the project's 1..6 cpu range (a
+#: single-rate model, PQ-MIM, has quality 1 only).
 DEFAULT_QUALITY = 3
 #: Profile when --profile is not given: this project's own checkpoints (work offline).
 DEFAULT_PROFILE = "cpu"
@@ -107,9 +113,10 @@ def compress_file(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     model: str = DEFAULT_MODEL,
-    quality: int = DEFAULT_QUALITY,
+    quality: int | None = None,
     profile: str = DEFAULT_PROFILE,
     force: bool = False,
+    checkpoint: str | os.PathLike | None = None,
 ) -> container.NicHeader:
     """Compress an image file to a .nic file.
 
@@ -117,10 +124,15 @@ def compress_file(
         src: image file (any mode :func:`nic_lib.data.load_image` reads: grayscale,
             RGBA, 16-bit, palette...).
         dst: .nic file to write (atomically).
-        model: registry key.
-        quality: quality level.
+        model: registry key, or a single-rate model's checkpoint name (``pqmim-M4-K256``).
+        quality: quality level; None: :data:`DEFAULT_QUALITY`, 1 for a single-rate model
+            (with ``checkpoint``: the file's own, required for a variable-rate file).
         profile: ``"cpu"`` or ``"full"`` (see :func:`nic_lib.models.get_model`).
         force: overwrite ``dst`` if it exists.
+        checkpoint: code with this checkpoint file instead of ``model`` / ``profile``; the
+            file records its model name (``pqmim-M4-K256`` for a shipped PQ-MIM file, which
+            plain ``nic decompress`` finds again; else the registry key: decode it with
+            the same ``--checkpoint``).
 
     Returns:
         The header of the written file (``bpp`` is the file's).
@@ -134,7 +146,18 @@ def compress_file(
     src, dst = Path(src), Path(dst)
     _check_paths(src, dst, force)
     img = _read_image(src)
-    net = _model_loader(profile)(model, quality)
+    from nic_lib.models import hub, registry  # here: `nic info` needs no torch models
+
+    if checkpoint is not None:
+        net, model, quality = hub.model_from_checkpoint(checkpoint, quality)
+        # a shipped single-rate checkpoint (pqmim-M4-K256) is the cpu profile's, found by
+        # name; any other file is no profile's: --checkpoint loads it again
+        profile = DEFAULT_PROFILE if model != registry.model_key(model) else ""
+    else:
+        if quality is None:
+            single_rate = registry.model_key(model) in registry.SINGLE_RATE_MODELS
+            quality = 1 if single_rate else DEFAULT_QUALITY
+        net = _model_loader(profile)(model, quality)
     payload = container.encode_image(net, img, model, quality, profile)
     fileio.atomic_write_bytes(dst, payload)
     return container.read_header(payload)
@@ -158,6 +181,7 @@ def decompress_file(
     force: bool = False,
     max_pixels: int = container.DEFAULT_MAX_PIXELS,
     max_memory: int | None = container.DEFAULT_MAX_MEMORY,
+    checkpoint: str | os.PathLike | None = None,
 ) -> container.NicHeader:
     """Decompress a .nic file to an image file (format from its extension, e.g. PNG).
 
@@ -169,6 +193,8 @@ def decompress_file(
         force: overwrite ``dst`` if it exists.
         max_pixels, max_memory: the decode's budget (see
             :func:`nic_lib.container.decode_image`).
+        checkpoint: decode with this checkpoint file (at the file's quality) instead of
+            the model the file names; it must be the one that encoded it (checked).
 
     Returns:
         The file's header.
@@ -184,9 +210,14 @@ def decompress_file(
         raise NicCliError(f"cannot tell the image format of {dst}; end it in .png")
     payload = _read_nic(src)
     header = container.read_header(payload)
-    img = container.decode_image(payload, _model_loader(profile or header.profile
-                                                        or DEFAULT_PROFILE),
-                                 max_pixels=max_pixels, max_memory=max_memory)
+    if checkpoint is not None:
+        from nic_lib.models import hub  # here: `nic info` needs no torch models
+
+        def loader(name, quality):
+            return hub.model_from_checkpoint(checkpoint, quality)[0]
+    else:
+        loader = _model_loader(profile or header.profile or DEFAULT_PROFILE)
+    img = container.decode_image(payload, loader, max_pixels=max_pixels, max_memory=max_memory)
     with fileio.atomic_path(dst) as tmp:
         Image.fromarray(img, "RGB").save(tmp, format=Image.registered_extensions()[
             dst.suffix.lower()])
@@ -210,9 +241,13 @@ def _parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compress", help="image -> .nic")
     comp.add_argument("input", type=Path, help="image file (PNG, JPEG, ...)")
     comp.add_argument("output", type=Path, help=".nic file to write")
-    comp.add_argument("--model", default=DEFAULT_MODEL, help=f"model key ({DEFAULT_MODEL})")
-    comp.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
-                      help=f"quality level ({DEFAULT_QUALITY})")
+    comp.add_argument("--model", default=DEFAULT_MODEL,
+                      help=f"model key ({DEFAULT_MODEL}), or a PQ-MIM checkpoint's name "
+                      "(pqmim-M4-K256: checkpoints/pqmim/M4-K256.pt)")
+    comp.add_argument("--quality", type=int, default=None,
+                      help=f"quality level ({DEFAULT_QUALITY}; 1 for PQ-MIM)")
+    comp.add_argument("--checkpoint", type=Path, default=None,
+                      help="code with this checkpoint file instead of --model/--profile")
     comp.add_argument("--profile", default=DEFAULT_PROFILE, choices=("cpu", "full"),
                       help="cpu: this project's checkpoints; full: CompressAI's weights")
     comp.add_argument("--force", action="store_true", help="overwrite the output")
@@ -221,6 +256,8 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("output", type=Path, help="image file to write (.png)")
     dec.add_argument("--profile", default=None, choices=("cpu", "full"),
                      help="weights to load (default: the profile recorded in the file)")
+    dec.add_argument("--checkpoint", type=Path, default=None,
+                     help="decode with this checkpoint file (the one that encoded it)")
     dec.add_argument("--force", action="store_true", help="overwrite the output")
     dec.add_argument("--max-pixels", type=_positive_int, default=container.DEFAULT_MAX_PIXELS,
                      help="refuse files announcing a larger image (default %(default)s, "
@@ -241,12 +278,12 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> None:
     if args.command == "compress":
         h = compress_file(args.input, args.output, args.model, args.quality, args.profile,
-                          args.force)
+                          args.force, args.checkpoint)
         print(f"{args.output}: {h.file_bytes} bytes, {h.bpp:.4f} bpp "
               f"({h.width}x{h.height}, {h.model} q{h.quality})")
     elif args.command == "decompress":
         h = decompress_file(args.input, args.output, args.profile, args.force,
-                            args.max_pixels, args.max_memory_mb * 2**20)
+                            args.max_pixels, args.max_memory_mb * 2**20, args.checkpoint)
         print(f"{args.output}: {h.width}x{h.height} from {h.model} q{h.quality}")
     else:
         header = container.read_header(_read_nic(args.input))

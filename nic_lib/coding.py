@@ -50,9 +50,10 @@ its estimate is checked by its own per-setting table, ``bench.check_likelihood_r
 at the same 2%), :mod:`nic_lib.spectral` (``nic_codec``: :func:`forward_images` checked
 with :func:`check_estimate`), :mod:`nic_lib.models.calibration` (:func:`model_input`).
 
-Not yet here (issue 27, item 1): :mod:`nic_lib.models.pqmim` takes only image <-> tensor
-from this module; its coder (categorical CDFs over MIM steps, its own rANS) and its rate
-(its ``code_image``'s) are its own.
+Not yet here (issue 27, item 1): :mod:`nic_lib.models.pqmim`'s rate. The ``.nic`` path
+codes PQ-MIM with :func:`encode` (``estimate=False``) like any model, but its estimate
+(Σ −log2 P over the MIM steps, not ``forward``'s likelihoods) and the rates of its
+notebook are its own ``code_image``'s.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ bytes       type         field
                          trick: the high byte and CR/LF catch 7-bit and text-mode copies)
 1           u8           format version, :data:`FORMAT_VERSION` (see :data:`FORMAT_HISTORY`)
 1           u8           n = length of the model name, 1..:data:`MAX_NAME_BYTES`
-n           ASCII        model name, a registry key (``mbt2018``), ``[A-Za-z0-9._-]``
+n           ASCII        model name, a registry key (``mbt2018``) or a single-rate model's
+                         checkpoint name (``pqmim-M4-K256``), ``[A-Za-z0-9._-]``
 1           u8           quality, 1..255 (the registry uses 1..8)
 1           u8           p = length of the weights profile, 0..:data:`MAX_NAME_BYTES`
 p           ASCII        weights profile (``cpu``, ``full``; empty if unknown)
@@ -574,7 +575,9 @@ def encode_image(
         model: a registered model in eval mode with coder tables built
             (``update(force=True)``), e.g. from ``nic_lib.models.get_model``.
         img: (H, W, 3) uint8 RGB, any size within the limits (1x1 works: padding).
-        model_name: registry key stored in the file; ``None`` reads it from the model.
+        model_name: model name stored in the file: a registry key, or a single-rate model's
+            checkpoint name (``pqmim-M4-K256``, what ``get_model`` loads); ``None`` reads
+            the key from the model.
         quality: quality level stored in the file (the model does not know its own).
         profile: weights profile stored in the file (``"cpu"``/``"full"``), so
             ``nic decompress`` loads the same weights.
@@ -614,12 +617,23 @@ def encode_image(
     return pack(header, [s[0] for s in strings])
 
 
+def _registry_key(name: str) -> str | None:
+    """The registry key a header's model name refers to (``pqmim-M4-K256`` -> ``pqmim``),
+    None if it refers to no registered model."""
+    from nic_lib.models import registry  # inside: see the note at the imports
+
+    try:
+        return registry.model_key(name)
+    except KeyError:
+        return None
+
+
 def _resolve_model(header: NicHeader, model: ModelOrLoader) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
     from nic_lib.models import registry  # inside: see the note at the imports
 
-    if header.model not in registry.MODELS:
+    if _registry_key(header.model) is None:
         raise NicModelMismatchError(
             f"file was made with model {header.model!r}, which this nic-repro does not "
             f"have (available: {', '.join(registry.available_models())}); update nic-repro"
@@ -647,7 +661,7 @@ def check_model(header: NicHeader, model: nn.Module, quality: int | None = None)
         name = type(model).__name__
     where = f"{header.model} q{header.quality}" + (f" --profile {header.profile}"
                                                     if header.profile else "")
-    if name != header.model:
+    if name != _registry_key(header.model):
         raise NicModelMismatchError(
             f"file was made with model {header.model!r}, not {name!r}; decode it with "
             f"get_model({header.model!r}, {header.quality}, ...) (`nic decompress` does this)")
@@ -718,7 +732,8 @@ def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
 
         streams + their guards (:func:`_guarded`)
         + max( entropy decoding:  M L x (28 B wavefront coder | 80 B whole-latent coder)
-                                  + 2 tiles of h_s,
+                                  (a model's own ``coder_memory_bytes(latent_shape)``
+                                  where it has one: PQ-MIM) + 2 tiles of h_s,
                synthesis:         y_hat float32 (4 M L) + x_hat float32 (12 P) + 2 tiles of g_s,
                conversion:        x_hat (12 P) + the uint8 image (3 H W) + one band )
 
@@ -746,6 +761,10 @@ def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
     streams = sum(n + _guard_bytes(n, header, model) for n in header.stream_lengths)
     per_symbol = (_WAVEFRONT_CODER_BYTES if hasattr(model, "coding_order")
                   else _WHOLE_LATENT_CODER_BYTES)
+    # a model whose coder is not CompressAI's says what it needs (PQ-MIM: its transformer)
+    own_coder = getattr(model, "coder_memory_bytes", None)
+    coder = (own_coder(header.latent_shape) if callable(own_coder)
+             else per_symbol * symbols)
     channels = int(getattr(model, "M", 0) or _DEFAULT_MAX_CHANNELS)
     side = -(-max(header.padded_height, header.padded_width) // _LATENT_STRIDE)
     budget = getattr(model, "tile_memory", None)
@@ -765,7 +784,7 @@ def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
         tile = _UNKNOWN_MODEL_BYTES_PER_PIXEL * pixels
     x_hat = 3 * 4 * pixels
     band = 3 * 4 * 4 * coding.CROP_BAND_ROWS * header.padded_width
-    phases = (per_symbol * symbols + tile,
+    phases = (coder + tile,
               4 * symbols + x_hat + tile,
               x_hat + 3 * header.height * header.width + band)
     return int(streams + max(phases))

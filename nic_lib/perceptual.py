@@ -233,8 +233,8 @@ def state_digest(state_dict: dict[str, Tensor], exclude_prefix: str = "g_s.") ->
             continue
         t = state_dict[name].detach().cpu().contiguous()
         if t.dtype in (torch.float16, torch.bfloat16):
-            # weights stored in half precision (save_pqmim(half=True)) are computed with in
-            # float32 after loading: digest them as such (the cast is exact)
+            # weights stored in half precision (save_checkpoint(..., dtype=torch.float16))
+            # are computed with in float32 after loading: digest them as such (exact cast)
             t = t.float()
         h.update(name.encode())
         h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())

@@ -296,7 +296,7 @@ def _csv(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     d = EntropyConfig(model="", transforms="", qualities=(), out_dir="")
-    p.add_argument("--model", choices=registry.available_models())
+    p.add_argument("--model", choices=registry.quality_models())
     p.add_argument("--resume", metavar="RUN",
                    help="go on with an unfinished run from its ckpt.pt (other flags ignored)")
     p.add_argument("--transforms",

@@ -64,7 +64,7 @@ DEVICE = None  # None -> "cuda" when PyTorch sees a GPU, else "cpu": where the m
 DATASET = None  # None -> "kodak" (cpu/full) or "sample" (smoke: scikit-image photos, no files needed)
 N_IMAGES = None  # None -> every image (smoke: 2)
 STEPS = 10  # coding steps S (M2T: 8-12 is where gains saturate)
-RADIUS = None  # attention radius: None -> each checkpoint's tuned one (<name>.radius.json; global if none); an int forces it (0 = global)
+RADIUS = None  # attention radius: None -> each checkpoint's tuned one (its config's attention_radius; global if none tuned); an int forces it (0 = global)
 CHECKPOINT_DIR = None  # None -> nic_lib.models.pqmim.checkpoint_dir() (checkpoints/pqmim)
 SMOKE_STEPS_A = 300  # smoke only: stage-A steps of the tiny model (a code check; steps, not seconds, so that a re-run repeats it exactly)
 SMOKE_STEPS_B = 1200  # smoke only: stage-B steps of the tiny model (a few seconds each stage on the project's CPU)
@@ -117,7 +117,7 @@ if smoke:
     paths = [run / "final.pt"]
     # smoke only: tune its attention radius on its own two images (a code check of the tuning
     # path; real checkpoints are tuned on held-out photos by scripts/tune_pqmim_radius.py)
-    smoke_tuning = pqmim.tune_attention_radius(pqmim.load_pqmim(paths[0])[0], images, STEPS, (0, 1, 2))
+    smoke_tuning = pqmim.tune_attention_radius(checkpoints.load_checkpoint(paths[0])[0], images, STEPS, (0, 1, 2))
     pqmim.save_tuned_radius(paths[0], smoke_tuning, tuning_set=dataset)
 else:
     paths = pqmim.find_checkpoints(ckpt_dir)
@@ -128,13 +128,12 @@ else:
             "(one run per (M, K)), or run this notebook with --profile smoke.")
 models, trained = {}, {}
 for path in paths:
-    model, ckpt = pqmim.load_pqmim(path)
+    model, ckpt = checkpoints.load_checkpoint(path)
     label = f"pq-mim M{model.M} K{model.K}" + (" (smoke)" if smoke else "")
     models[label] = model
-    # how stage B was trained (a checkpoint saved before the mask_law setting used cosine)
-    tc = ckpt.get("train_config", {})
-    trained[label] = {"stage_b_steps": tc.get("steps_b"),
-                      "mask_law": tc.get("mask_law", train_pqmim.LEGACY_MASK_LAW)}
+    # how stage B was trained (the config states its masking law)
+    trained[label] = {"stage_b_steps": ckpt.get("train_config", {}).get("steps_b"),
+                      "mask_law": ckpt["config"]["mask_law"]}
 pd.DataFrame([{"model": k, **m.architecture(), **trained[k], "file": str(p)}
               for (k, m), p in zip(models.items(), paths)])
 
@@ -339,10 +338,11 @@ bits_summary.round(4)
 # stream header, so it is the encoder's choice and the decoder follows it.
 #
 # r is tuned per checkpoint by `python scripts/tune_pqmim_radius.py` on 12 photos-hr crops
-# of Kodak's size (held out: not the test images) and stored beside the checkpoint as
-# `<name>.radius.json`. Left: that tuning run's bits for each radius, relative to global
-# attention. Right: on this notebook's images, the bits per code of each step with the
-# tuned radius vs with global attention (Σ −log2 P, no coding).
+# of Kodak's size (held out: not the test images) and stored in the checkpoint's config
+# (`attention_radius`), the tuning record beside it as `<name>.radius.json`. Left: that
+# tuning run's bits for each radius, relative to global attention. Right: on this notebook's
+# images, the bits per code of each step with the tuned radius vs with global attention
+# (Σ −log2 P, no coding).
 
 # %%
 tuning = []
@@ -603,8 +603,8 @@ def decode_all(model):
 def compute_perceptual_table():
     rows = []
     for base_path, perc_path in pairs:
-        base_model, _ = pqmim.load_pqmim(base_path)
-        perc_model, _ = pqmim.load_pqmim(perc_path)
+        base_model, _ = checkpoints.load_checkpoint(base_path)
+        perc_model, _ = checkpoints.load_checkpoint(perc_path)
         pair = f"M{base_model.M} K{base_model.K}"
         decoded, per_image = {}, {}
         for kind, model in (("base", base_model), ("perceptual", perc_model)):
@@ -642,7 +642,7 @@ else:
 # %%
 if len(perc_table):
     base_path, perc_path = pairs[0]
-    shown_models = {"base": pqmim.load_pqmim(base_path)[0], "perceptual": pqmim.load_pqmim(perc_path)[0]}
+    shown_models = {"base": checkpoints.load_checkpoint(base_path)[0], "perceptual": checkpoints.load_checkpoint(perc_path)[0]}
     crops = {"original": gallery_img}
     for kind, model in shown_models.items():
         r = pqmim.code_image(model, gallery_img, STEPS, radius=RADIUS)

@@ -79,7 +79,7 @@ gets its base's radius.
 
 Runs go to ``runs/pqmim-cpu/<name>/`` (git-ignored); a finished run is exported with its
 ``config.json`` and logs copied beside the checkpoint, and the exported weights are stored
-in float16 (``save_pqmim(half=True)``: half the size; codebooks stay float32) to keep the
+in float16 (``save_checkpoint(..., dtype=torch.float16)``: half the size; codebooks stay float32) to keep the
 shipped checkpoints inside the project's size budget. A checkpoint that exists is skipped;
 an interrupted run resumes from its ``ckpt.pt`` / ``ckpt_c.pt``.
 
@@ -162,17 +162,19 @@ def _commands(name: str, threads: int | None) -> tuple[list[str], Path, list[str
 
 
 def _finish(target: Path, run: Path, logs: list[str]) -> None:
-    """Store an exported checkpoint's weights in float16 (``save_pqmim(half=True)``) unless
-    they already are, and copy its run's logs beside it (both idempotent)."""
+    """Store an exported checkpoint's weights in float16 (``save_checkpoint(...,
+    dtype=torch.float16)``: PQ-MIM's weight matrices, :meth:`~nic_lib.models.pqmim.PQMIM.half_precision_keys`)
+    unless they already are, and copy its run's logs beside it (both idempotent)."""
     import torch
 
-    from nic_lib.models import pqmim
+    from nic_lib.models import pqmim, save_checkpoint
+    from nic_lib.models.checkpoints import _RESERVED_KEYS as RESERVED_KEYS
 
     stored = torch.load(target, map_location="cpu", weights_only=True)
-    if stored["state_dict"]["g_a.0.weight"].dtype != torch.float16:
+    if stored["dtype"] != "float16":
         model, ckpt = pqmim.load_pqmim(target)
-        extra = {k: v for k, v in ckpt.items() if k not in ("format", "config", "state_dict")}
-        pqmim.save_pqmim(model, target, extra=extra, half=True)
+        extra = {k: v for k, v in ckpt.items() if k not in RESERVED_KEYS}
+        save_checkpoint(model, target, ckpt["config"], extra=extra, dtype=torch.float16)
     for log in logs:
         if (run / log).exists() and not (OUT / f"{target.stem}.{log}").exists():
             shutil.copy2(run / log, OUT / f"{target.stem}.{log}")

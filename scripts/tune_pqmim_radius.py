@@ -14,9 +14,10 @@ How: for each checkpoint, the codes of the first ``--images`` photos-hr images (
 stand-in; not Kodak, the test set), centre-cropped to Kodak's 768x512 (512x768 for portrait
 photos), are priced (Σ −log2 P over S steps, no coding) under each radius of
 :data:`~nic_lib.models.pqmim.RADIUS_CANDIDATES`. The radius with the fewest bits is written
-to ``<checkpoint>.radius.json`` (atomically), with the whole table, so the choice can be
-checked; :func:`~nic_lib.models.pqmim.load_pqmim` reads it. A perceptual checkpoint has its
-base model's encoder and entropy model, so it gets its base model's radius.
+into the checkpoint's config (``attention_radius``, which the loaded model codes with) and,
+with the whole table, to ``<checkpoint>.radius.json`` (both atomically), so the choice can
+be checked. A perceptual checkpoint has its base model's encoder and entropy model, so it
+gets its base model's radius.
 """
 
 from __future__ import annotations

@@ -276,3 +276,53 @@ def test_budget_flags_reject_non_positive_values(capsys, tmp_path, nic_file):
         cli.main(["decompress", str(nic_file), str(tmp_path / "o.png"), "--max-memory-mb", "0"])
     assert info.value.code == 2
     assert "positive whole number" in capsys.readouterr().err
+
+
+def _save_tiny_pqmim(path) -> torch.nn.Module:
+    from nic_lib.models import pqmim
+
+    torch.manual_seed(0)
+    model = pqmim.PQMIM(N=8, latent_dim=4, M=2, K=8, width=16, layers=1, heads=2)
+    model.train()(torch.rand(2, 3, 64, 64), generator=torch.Generator().manual_seed(0))
+    save_checkpoint(model.eval(), path, {"mask_law": "schedule"})
+    return model.eval()
+
+
+def _own_decode(model, img):
+    x, _ = coding.pad_image(img, model.downsampling_factor)
+    return coding.crop_to_image(model.decompress(model.compress(x)["strings"])["x_hat"],
+                                *img.shape[:2])
+
+
+def test_pqmim_by_name_and_by_checkpoint_roundtrips_to_its_own_decode(capsys, tmp_path, rgb_png,
+                                                                      checkpoints):
+    model = _save_tiny_pqmim(checkpoints / "pqmim" / "M2-K8.pt")
+    img = data.load_image(rgb_png)
+    by_name, by_path, out_png = tmp_path / "n.nic", tmp_path / "p.nic", tmp_path / "out.png"
+    assert _run(capsys, "compress", rgb_png, by_name, "--model", "pqmim-M2-K8")[0] == 0
+    assert _run(capsys, "compress", rgb_png, by_path, "--checkpoint",
+                checkpoints / "pqmim" / "M2-K8.pt")[0] == 0
+    assert by_name.read_bytes() == by_path.read_bytes()  # a shipped file is named as by name
+    header = container.read_header(by_name.read_bytes())
+    assert (header.model, header.quality) == ("pqmim-M2-K8", 1)
+    assert _run(capsys, "decompress", by_name, out_png)[0] == 0
+    np.testing.assert_array_equal(data.load_image(out_png), _own_decode(model, img))
+    _assert_user_error(*_run(capsys, "compress", rgb_png, tmp_path / "q.nic", "--model",
+                             "pqmim-M2-K8", "--quality", "3")[::2], "quality 1")
+
+
+def test_pqmim_checkpoint_outside_the_folder_decodes_with_that_checkpoint(capsys, tmp_path,
+                                                                        rgb_png):
+    path = tmp_path / "run" / "final.pt"
+    model = _save_tiny_pqmim(path)
+    nic, out_png = tmp_path / "x.nic", tmp_path / "out.png"
+    assert _run(capsys, "compress", rgb_png, nic, "--checkpoint", path)[0] == 0
+    assert container.read_header(nic.read_bytes()).model == "pqmim"
+    _assert_user_error(*_run(capsys, "decompress", nic, out_png)[::2], "checkpoints")
+    assert _run(capsys, "decompress", nic, out_png, "--checkpoint", path)[0] == 0
+    np.testing.assert_array_equal(data.load_image(out_png),
+                                  _own_decode(model, data.load_image(rgb_png)))
+    other = tmp_path / "other.pt"
+    save_checkpoint(get_model("mbt2018", 1, "cpu"), other, {"quality": 1})
+    _assert_user_error(*_run(capsys, "decompress", nic, tmp_path / "o.png", "--force",
+                             "--checkpoint", other)[::2], "model 'pqmim'")

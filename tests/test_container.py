@@ -265,3 +265,89 @@ def test_default_budget_takes_16_mp_and_refuses_the_largest_image_at_shipped_wid
     largest = header(4096, 8192)
     assert largest.height * largest.width == container.MAX_IMAGE_PIXELS
     assert container.decode_memory_bytes(largest, model) > container.DEFAULT_MAX_MEMORY
+
+
+# --------------------------------------------------------------------------------------
+# PQ-MIM in the container (issue 27: one path from image to bits)
+
+
+def _tiny_pqmim(seed: int = 0) -> torch.nn.Module:
+    """A tiny untrained PQ-MIM with initialised codebooks."""
+    from nic_lib.models import pqmim
+
+    torch.manual_seed(seed)
+    model = pqmim.PQMIM(N=8, latent_dim=4, M=2, K=8, width=16, layers=1, heads=2)
+    model.train()(torch.rand(2, 3, 64, 64), generator=torch.Generator().manual_seed(seed))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def pqmim_file() -> tuple[torch.nn.Module, np.ndarray, bytes]:
+    model, img = _tiny_pqmim(), _image(37, 50)
+    return model, img, container.encode_image(model, img, None, 1, "cpu")
+
+
+def test_pqmim_roundtrip_equals_its_own_decode(pqmim_file):
+    model, img, data = pqmim_file
+    header, streams = container.unpack(data)
+    assert (header.model, header.quality, header.latent_shape) == ("pqmim", 1, (3, 4))
+    x, _ = coding.pad_image(img, model.downsampling_factor)
+    own = model.compress(x)
+    assert streams == [own["strings"][0][0]]  # the container wraps PQ-MIM's stream unchanged
+    expected = coding.crop_to_image(model.decompress(own["strings"])["x_hat"], *img.shape[:2])
+    np.testing.assert_array_equal(container.decode_image(data, model), expected)
+
+
+def test_a_pqmim_file_and_another_models_file_refuse_each_others_model(models, valid, pqmim_file):
+    model, _, data = pqmim_file
+    with pytest.raises(container.NicModelMismatchError, match="model 'pqmim'"):
+        container.decode_image(data, models["mbt2018"])
+    with pytest.raises(container.NicModelMismatchError, match="model 'mbt2018-mean'"):
+        container.decode_image(valid, model)
+    other = _tiny_pqmim(seed=1)
+    with pytest.raises(container.NicModelMismatchError, match="other weights"):
+        container.decode_image(data, other)
+
+
+def test_a_pqmim_checkpoint_name_is_its_model_for_the_container(pqmim_file):
+    model, img, _ = pqmim_file
+    data = container.encode_image(model, img, "pqmim-M2-K8", 1, "cpu")
+    asked = []
+    decoded = container.decode_image(data, lambda name, q: asked.append((name, q)) or model)
+    assert asked == [("pqmim-M2-K8", 1)] and decoded.shape == img.shape
+    header, streams = container.unpack(data)
+    for name in ("pqmim-", "pqmim2-M2"):  # not a checkpoint name of a registered model
+        forged = container.pack(dataclasses.replace(header, model=name), streams)
+        with pytest.raises(container.NicModelMismatchError, match="does not have"):
+            container.decode_image(forged, lambda name, q: pytest.fail("loader called"))
+
+
+def test_shipped_pqmim_checkpoint_codes_through_the_container_as_by_itself():
+    from nic_lib.models import hub
+
+    path = hub.single_rate_checkpoint_path("pqmim-M4-K256")
+    if not path.is_file():
+        pytest.skip(f"no shipped {path}")
+    model = hub.get_model("pqmim-M4-K256", 1)
+    assert model.attention_radius == 5  # the tuned radius, from the checkpoint's config
+    img = _image(40, 56, seed=3)
+    data = container.encode_image(model, img, "pqmim-M4-K256", 1, "cpu")
+    decoded = container.decode_image(data, lambda name, q: hub.get_model(name, q))
+    x, _ = coding.pad_image(img, model.downsampling_factor)
+    own = model.compress(x)
+    assert container.unpack(data)[1] == [own["strings"][0][0]]
+    np.testing.assert_array_equal(
+        decoded, coding.crop_to_image(model.decompress(own["strings"])["x_hat"], 40, 56))
+
+
+def test_a_pqmim_file_announcing_a_large_image_is_refused_by_its_transformers_memory(pqmim_file):
+    model, _, data = pqmim_file
+    header, streams = container.unpack(data)
+    # 2048x2048: 16,384 tokens, ~17 GB for one MIM pass (its attention is quadratic)
+    large = dataclasses.replace(header, height=2048, width=2048, pad_bottom=0, pad_right=0,
+                                latent_shape=(128, 128))
+    assert container.decode_memory_bytes(large, model) > 16 * 2**30
+    model = copy.deepcopy(model)
+    model.decompress = None  # decoding would fail loudly: the budget must refuse first
+    with pytest.raises(container.NicBudgetError, match="--max-memory-mb"):
+        container.decode_image(container.pack(large, streams), model)

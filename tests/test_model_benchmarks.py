@@ -85,10 +85,11 @@ def _tiny_pqmim():
 def test_pqmim_ae_curve_reads_run_states_and_exports_and_replaces_rows(tmp_path):
     import torch
 
-    from nic_lib.models import pqmim
+    from nic_lib.models import save_checkpoint
 
     model = _tiny_pqmim()
-    export = pqmim.save_pqmim(model, tmp_path / "export.pt", {"train_config": {"steps_a": 7}})
+    export = save_checkpoint(model, tmp_path / "export.pt", {"mask_law": "schedule"},
+                             extra={"train_config": {"steps_a": 7}})
     run = tmp_path / "run"
     run.mkdir()
     cfg = {**model.architecture(), "steps_a": 9}

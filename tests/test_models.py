@@ -35,9 +35,10 @@ from nic_lib.models import (
     default_config,
     get_model,
     load_checkpoint,
+    quality_models,
     save_checkpoint,
 )
-from nic_lib.models import google, mixture, tiling
+from nic_lib.models import google, hub, mixture, registry, tiling
 from nic_lib.models.variable_rate import set_rate_level
 
 TINY = {"N": 8, "M": 12}
@@ -185,7 +186,24 @@ def _reference_latents(model, x) -> tuple[torch.Tensor, float]:
 
 
 def test_models_are_registered_under_the_paper_keys():
-    assert set(available_models()) == set(PLAIN_MODELS) | set(CONTEXT_MODELS) | {"elic2022"}
+    assert set(available_models()) == (set(PLAIN_MODELS) | set(CONTEXT_MODELS)
+                                       | {"elic2022", "pqmim"})
+    assert quality_models() == sorted(set(available_models()) - {"pqmim"})
+
+
+def test_a_single_rate_model_is_named_by_its_checkpoint_and_has_no_quality_table():
+    assert registry.model_key("pqmim-M4-K256") == registry.model_key("pqmim") == "pqmim"
+    assert registry.model_key("mbt2018-mean") == "mbt2018-mean"
+    for unknown in ("pqmim-", "mbt2018-M4", "nope"):
+        with pytest.raises(registry.UnknownModelError):
+            registry.model_key(unknown)
+    with pytest.raises(registry.ModelSettingError, match="no quality levels"):
+        default_config("pqmim", 1)
+    path = hub.single_rate_checkpoint_path("pqmim-M4-K256")
+    assert path == hub.checkpoint_dir() / "pqmim" / "M4-K256.pt"
+    for name in ("pqmim", "mbt2018"):
+        with pytest.raises(registry.ModelSettingError):
+            hub.single_rate_checkpoint_path(name)
 
 
 def test_full_widths_are_compressai_zoo_widths():

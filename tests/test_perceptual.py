@@ -12,7 +12,7 @@ import scipy.ndimage
 import torch
 
 from nic_lib import perceptual, train_pqmim
-from nic_lib.models import pqmim
+from nic_lib.models import pqmim, save_checkpoint
 
 TINY = {"N": 16, "latent_dim": 8, "M": 2, "K": 16, "width": 32, "layers": 1, "heads": 2}
 
@@ -198,7 +198,7 @@ def base_checkpoint(tmp_path_factory, one_thread):
     model = pqmim.PQMIM(**TINY)
     model.train()(torch.rand(2, 3, 64, 64), generator=torch.Generator().manual_seed(0))
     path = tmp_path_factory.mktemp("base") / "M2-K16.pt"
-    return pqmim.save_pqmim(model.eval(), path)
+    return save_checkpoint(model.eval(), path, {"mask_law": "schedule"})
 
 
 def _config(source, out_dir, **kw) -> train_pqmim.PerceptualTrainConfig:
@@ -223,6 +223,7 @@ def test_stage_c_changes_only_the_decoder(base_checkpoint, stage_c_run):
     assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("g_s."))
     assert ckpt["perceptual"]["frozen_digest"] == perceptual.state_digest(a)
+    assert ckpt["config"]["mask_law"] == "schedule"  # its base's stage B, stated
     log = pd.read_csv(stage_c_run / "log_c.csv")
     assert list(log["step"]) == [2, 4, 6] and np.isfinite(log.drop(columns="step").to_numpy()).all()
 

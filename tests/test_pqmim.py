@@ -15,7 +15,7 @@ import scipy.stats
 import torch
 
 from nic_lib import data, perceptual, train_pqmim
-from nic_lib.models import pqmim
+from nic_lib.models import build_model, checkpoints, pqmim, save_checkpoint
 from nic_lib.training import TrainConfig, learning_rate
 from nic_lib.training.schedule import warmup_cosine
 
@@ -238,13 +238,13 @@ def test_resume_refuses_to_change_the_maths_of_a_run(tiny_run):
         train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=tiny_run, overrides={"K": 16})
 
 
-def test_a_run_saved_before_the_mask_law_setting_resumes_with_the_cosine_law(tiny_run):
+def test_a_run_saved_without_a_setting_is_refused_not_resumed_with_its_default(tiny_run):
     state = torch.load(tiny_run / "ckpt.pt", weights_only=True)
     assert state["config"]["mask_law"] == "schedule"  # the default of new runs
     saved = {k: v for k, v in state["config"].items() if k != "mask_law"}
-    cfg = train_pqmim.resumed_config(train_pqmim.PQMIMTrainConfig, saved,
-                                     train_pqmim.RUNTIME_KEYS, None)
-    assert cfg.mask_law == "cosine"
+    with pytest.raises(ValueError, match="lacks mask_law"):
+        train_pqmim.resumed_config(train_pqmim.PQMIMTrainConfig, saved,
+                                   train_pqmim.RUNTIME_KEYS, None)
 
 
 def test_stage_schedule_warms_up_then_decays_to_a_tenth_of_the_peak():
@@ -266,7 +266,11 @@ def test_tiny_seeded_training_run_decreases_its_loss(tiny_run):
 
 def test_trained_checkpoint_codes_an_image_exactly(tiny_run):
     model, ckpt = pqmim.load_pqmim(tiny_run / "final.pt")
-    assert ckpt["config"] == TINY and model.prior_counts.sum() > 0
+    # the common format: the architecture, the (untuned) radius and the masking law
+    assert ckpt["format"] == checkpoints.CHECKPOINT_FORMAT and ckpt["model"] == "pqmim"
+    assert ckpt["config"] == {**TINY, "model": "pqmim", "attention_radius": 0,
+                              "mask_law": "schedule"}
+    assert model.prior_counts.sum() > 0
     img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
     full = pqmim.code_image(model, img, steps=4)
     assert full["exact"] and full["x_hat"].shape == img.shape
@@ -276,9 +280,11 @@ def test_trained_checkpoint_codes_an_image_exactly(tiny_run):
 
 def test_half_precision_checkpoint_is_smaller_and_still_codes_exactly(tiny_run, tmp_path):
     model, ckpt = pqmim.load_pqmim(tiny_run / "final.pt")
-    path = pqmim.save_pqmim(model, tmp_path / "half.pt", half=True)
+    path = save_checkpoint(model, tmp_path / "half.pt", ckpt["config"], dtype=torch.float16)
     stored = torch.load(path, weights_only=True)["state_dict"]
     assert stored["g_a.0.weight"].dtype == torch.float16
+    assert stored["entropy_model.head.weight"].dtype == torch.float16  # matrices too
+    assert stored["g_a.0.bias"].dtype == torch.float32  # biases not
     assert stored["quantizer.codebooks"].dtype == torch.float32  # codes are decided against these
     assert path.stat().st_size < 0.75 * (tiny_run / "final.pt").stat().st_size
     half, _ = pqmim.load_pqmim(path)
@@ -298,7 +304,13 @@ def test_half_precision_checkpoint_is_smaller_and_still_codes_exactly(tiny_run, 
 def test_load_refuses_files_that_are_not_pqmim_checkpoints(tmp_path):
     path = tmp_path / "x.pt"
     torch.save({"format": "something-else"}, path)
-    with pytest.raises(ValueError, match="not a PQ-MIM checkpoint"):
+    with pytest.raises(checkpoints.CheckpointError, match="not a nic-repro checkpoint"):
+        pqmim.load_pqmim(path)
+    torch.manual_seed(0)
+    other = build_model("bmshj2018-factorized", N=8, M=8)
+    other.update(force=True)
+    save_checkpoint(other, path, {})
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="not PQ-MIM"):
         pqmim.load_pqmim(path)
     with pytest.raises(FileNotFoundError, match="train_pqmim"):
         pqmim.load_pqmim(tmp_path / "missing.pt")
@@ -337,10 +349,11 @@ def test_restart_b_from_an_exported_half_precision_checkpoint(tiny_run, tmp_path
     import hashlib
 
     model, ckpt = pqmim.load_pqmim(tiny_run / "final.pt")
-    extra = {k: v for k, v in ckpt.items() if k not in ("format", "config", "state_dict")}
+    extra = {k: v for k, v in ckpt.items() if k not in checkpoints._RESERVED_KEYS}
     # as the retrain script writes them: the run exported straight onto the shipped file
     extra["train_config"] = {**extra["train_config"], "export": str(tmp_path / "shipped.pt")}
-    source = pqmim.save_pqmim(model, tmp_path / "shipped.pt", extra=extra, half=True)
+    source = save_checkpoint(model, tmp_path / "shipped.pt", ckpt["config"], extra=extra,
+                             dtype=torch.float16)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     shipped, _ = pqmim.load_pqmim(source)
     with pytest.raises(ValueError, match="final.pt cannot be resumed"):  # only with restart_b
@@ -353,7 +366,8 @@ def test_restart_b_from_an_exported_half_precision_checkpoint(tiny_run, tmp_path
     with pytest.raises(ValueError, match="already holds a run"):
         train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=source, restart_b=True,
                           overrides={"out_dir": str(tiny_run)})
-    variant = pqmim.save_pqmim(model, tmp_path / "variant.pt", extra={**extra, "perceptual": {}})
+    variant = save_checkpoint(model, tmp_path / "variant.pt", ckpt["config"],
+                              extra={**extra, "perceptual": {}})
     with pytest.raises(ValueError, match="perceptual variant"):
         train_pqmim.train(train_pqmim.PQMIMTrainConfig(), resume=variant, restart_b=True,
                           overrides={"out_dir": str(tmp_path / "v")})
@@ -386,13 +400,6 @@ def test_restart_b_from_an_exported_half_precision_checkpoint(tiny_run, tmp_path
     assert len(pd.read_csv(run / "log_b.csv")) == 3
     img = (np.random.default_rng(2).random((32, 48, 3)) * 255).astype(np.uint8)
     assert pqmim.code_image(after, img, steps=3)["exact"]
-
-
-def test_load_explains_checkpoints_of_the_old_per_position_format(tmp_path):
-    path = tmp_path / "old.pt"
-    torch.save({"format": "nic-repro/pqmim/1", "config": {}, "state_dict": {}}, path)
-    with pytest.raises(ValueError, match="--restart-b"):
-        pqmim.load_pqmim(path)
 
 
 def test_hybrid_generation_is_a_function_of_the_seed_alone():
@@ -483,10 +490,10 @@ def test_stream_carries_its_attention_radius(radius):
         pqmim.encode_codes(model, codes, steps=6, radius=256)
 
 
-def test_tuned_radius_is_read_beside_the_checkpoint(tiny_run, tmp_path):
-    model, _ = pqmim.load_pqmim(tiny_run / "final.pt")
-    assert model.entropy_model.attention_radius == pqmim.GLOBAL_ATTENTION  # none tuned
-    path = pqmim.save_pqmim(model, tmp_path / "M2-K16.pt")
+def test_tuned_radius_is_written_into_the_checkpoint_and_loaded_from_its_config(tiny_run, tmp_path):
+    model, ckpt = pqmim.load_pqmim(tiny_run / "final.pt")
+    assert model.attention_radius == pqmim.GLOBAL_ATTENTION  # none tuned
+    path = save_checkpoint(model, tmp_path / "M2-K16.pt", ckpt["config"])
     images = [(f"im{i}", (np.random.default_rng(i).random((64, 96, 3)) * 255).astype(np.uint8))
               for i in range(2)]
     table = pqmim.tune_attention_radius(model, images, steps=3, candidates=(0, 1, 2))
@@ -495,24 +502,20 @@ def test_tuned_radius_is_read_beside_the_checkpoint(tiny_run, tmp_path):
     assert (table["positions"] == 4 * 6).all()
     best = pqmim.best_radius(table)
     assert table.groupby("radius")["bits"].sum()[best] == table.groupby("radius")["bits"].sum().min()
-    pqmim.radius_path(path).write_text(json.dumps({"radius": 2}))
+    checkpoints.update_config(path, attention_radius=2)
     tuned, _ = pqmim.load_pqmim(path)
     assert tuned.entropy_model.attention_radius == 2
     row = pqmim.rate_table({"m": tuned}, images[:1], steps=3)
     assert row["radius"].tolist() == [2] and row["exact"].all()
     assert pqmim.rate_table({"m": tuned}, images[:1], steps=3, radius=0)["radius"].tolist() == [0]
-    # a record tuned on another version of the checkpoint still loads, with a warning
-    assert not pqmim.radius_is_current(path)  # hand-written: no digest
-    pqmim.save_tuned_radius(path, table)
-    assert pqmim.radius_is_current(path)
-    pqmim.save_pqmim(tuned, path, extra={"note": "retrained"})
+    assert not pqmim.radius_is_current(path)  # no record
+    record = pqmim.save_tuned_radius(path, table)
+    assert record["radius"] == best and pqmim.radius_is_current(path)
+    assert pqmim.load_pqmim(path)[1]["config"]["attention_radius"] == best
+    save_checkpoint(tuned, path, {"mask_law": "schedule"}, extra={"note": "retrained"})
     assert not pqmim.radius_is_current(path)
-    with pytest.warns(UserWarning, match="another version"):
-        assert pqmim.load_pqmim(path)[0].entropy_model.attention_radius == best
-    for bad in ('{"radius": -1}', '{"radius": 2.5}', '{"radius": true}', '{"r": 2}', "not json"):
-        pqmim.radius_path(path).write_text(bad)
-        with pytest.raises(ValueError, match="tune_pqmim_radius"):
-            pqmim.load_pqmim(path)
+    with pytest.raises(ValueError, match="0..255"):  # the stream header's byte
+        pqmim.code_image(pqmim.PQMIM(**TINY, attention_radius=256).eval(), images[0][1], steps=3)
 
 
 def _tune_script():
@@ -537,8 +540,9 @@ def test_tuning_script_writes_the_radius_of_a_checkpoint_and_its_perceptual_vari
     if not data.shared_data_dir().joinpath("photos-hr").is_dir():
         pytest.skip("photos-hr is not on this machine")
     model, ckpt = pqmim.load_pqmim(tiny_run / "final.pt")
-    base = pqmim.save_pqmim(model, tmp_path / "M2-K16.pt")
-    variant = pqmim.save_pqmim(model, tmp_path / "M2-K16-perceptual.pt", extra={"perceptual": {}})
+    base = save_checkpoint(model, tmp_path / "M2-K16.pt", ckpt["config"])
+    variant = save_checkpoint(model, tmp_path / "M2-K16-perceptual.pt", ckpt["config"],
+                              extra={"perceptual": {}})
     script = _tune_script()
     assert script.main(["--checkpoint", str(base), "--images", "1", "--steps", "3",
                         "--candidates", "0", "1", "3"]) == 0
@@ -614,3 +618,32 @@ def test_pqmim_recipes_list_the_vq_pair_with_budgets_and_parse(capsys):
     script.main(["--list", "--only", *script.VQ_PAIR])
     out = capsys.readouterr().out
     assert all(f"{n} [" in out and "CPU h]" in out for n in script.VQ_PAIR)
+
+
+def test_shipped_checkpoints_state_their_masking_law_and_tuned_radius():
+    paths = pqmim.find_checkpoints() + pqmim.find_checkpoints(perceptual=True)
+    if not paths:
+        pytest.skip(f"no shipped PQ-MIM checkpoints in {pqmim.checkpoint_dir()}")
+    laws = {}
+    for path in paths:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        assert ckpt["format"] == checkpoints.CHECKPOINT_FORMAT and ckpt["model"] == "pqmim"
+        assert ckpt["dtype"] == "float16" and ckpt["state_dict"]["g_a.0.bias"].dtype == torch.float32
+        assert ckpt["config"]["mask_law"] in pqmim.MASK_LAWS
+        # the radius the tuning record chose, and the record was made on this very file
+        record = json.loads(pqmim.radius_path(path).read_text())
+        assert ckpt["config"]["attention_radius"] == record["radius"]
+        assert pqmim.radius_is_current(path)
+        laws[path.stem] = ckpt["config"]["mask_law"]
+    assert laws.get("M8-K256", "cosine") == "cosine"  # trained before the schedule law
+
+
+def test_update_config_refuses_a_config_the_weights_do_not_fit(tiny_run, tmp_path):
+    path = tmp_path / "m.pt"
+    path.write_bytes((tiny_run / "final.pt").read_bytes())
+    before = path.read_bytes()
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="no longer fit"):
+        checkpoints.update_config(path, M=4)
+    assert path.read_bytes() == before
+    checkpoints.update_config(path, attention_radius=3)
+    assert pqmim.load_pqmim(path)[0].attention_radius == 3

@@ -8,6 +8,8 @@
 - ``registry``: paper keys, quality -> (N, M) / lambda tables, the "cpu" and "full"
   profiles, ``build_model``.
 - ``checkpoints``: ``save_checkpoint`` / ``load_checkpoint``, one self-describing format.
+- ``pqmim``: PQ-MIM (El-Nouby et al. 2023), registered as ``"pqmim"``; one checkpoint per
+  rate point (M, K), named ``pqmim-M4-K256`` by :func:`~nic_lib.models.hub.get_model`.
 - ``hub``: ``get_model``, the "cpu" profile's checkpoints or CompressAI's zoo (``zoo``).
 
 Typical use::
@@ -37,6 +39,7 @@ from .google import (  # noqa: E402
 )
 from . import elic  # noqa: E402  isort: skip  (registers "elic2022")
 from .elic import ELIC  # noqa: E402
+from . import pqmim  # noqa: E402  isort: skip  (registers "pqmim")
 
 #: The public names of registry, checkpoints and hub, the zoo's errors, the google module
 #: and its model classes (its building blocks, e.g. ``hyper_analysis``, are reached as

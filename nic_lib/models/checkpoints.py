@@ -52,6 +52,7 @@ __all__ = [
     "checkpoint_digest",
     "load_checkpoint",
     "save_checkpoint",
+    "update_config",
     "write_calibration",
 ]
 
@@ -84,6 +85,14 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint does not match the architecture or model it is loaded as."""
+
+
+def _half_tensor_keys(model: nn.Module) -> set[str]:
+    """State-dict keys a checkpoint stores in ``dtype`` (float16, bfloat16, int8): the
+    model's own ``half_precision_keys()`` where it defines one (PQ-MIM: its weight matrices
+    too, its biases not), else :func:`_conv_tensor_keys`."""
+    own = getattr(model, "half_precision_keys", None)
+    return set(own()) if callable(own) else _conv_tensor_keys(model)
 
 
 def _conv_tensor_keys(model: nn.Module) -> set[str]:
@@ -207,7 +216,9 @@ def save_checkpoint(
             (exact) or ``torch.float16`` / ``torch.bfloat16`` (half the size), or
             ``torch.int8`` (kernels in int8 with per-output-channel scales, biases in
             float16; a quarter). GDN and entropy-model tensors stay float32, whatever
-            this says.
+            this says. A model with a ``half_precision_keys()`` method names the tensors
+            this applies to itself (PQ-MIM:
+            :meth:`~nic_lib.models.pqmim.PQMIM.half_precision_keys`).
         base: another checkpoint file; the tensors this model has equal to the base's
             (as the base's model computes with them) are not stored but taken from the
             base when loading. The base is named by its path relative to ``path``'s
@@ -255,7 +266,7 @@ def save_checkpoint(
         raise ValueError(f"extra uses reserved checkpoint keys {clash}; rename them")
 
     path = Path(path)
-    half_keys = _conv_tensor_keys(model) if dtype != torch.float32 else set()
+    half_keys = _half_tensor_keys(model) if dtype != torch.float32 else set()
     derived = _derived_table_keys(model)
     own = model.state_dict()
     shared: list[str] = []
@@ -488,6 +499,43 @@ def write_calibration(path: str | os.PathLike, factors: list[float] | None) -> P
         except ValueError as exc:
             raise CheckpointMismatchError(f"{path}: {exc}") from exc
         checkpoint["state_dict"][calibration.BUFFER] = model.scale_calibration.detach().cpu().clone()
+    with fileio.atomic_open(path, "wb", suffix=".tmp") as f:
+        torch.save(checkpoint, f)
+    return path
+
+
+def update_config(path: str | os.PathLike, **entries: Any) -> Path:
+    """Set entries of a checkpoint's config in place (atomically), keeping every other entry.
+
+    For settings chosen after training that are not weights (PQ-MIM's tuned
+    ``attention_radius``, :func:`nic_lib.models.pqmim.save_tuned_radius`). The model is
+    rebuilt from the new config and the file's weights before anything is written.
+
+    Args:
+        path: a checkpoint.
+        **entries: config keys and plain values.
+
+    Returns:
+        The path.
+
+    Raises:
+        CheckpointMismatchError: the model cannot be built from the new config with the
+            file's weights.
+    """
+    path = Path(path)
+    checkpoint = _read(path)
+    config = {**checkpoint["config"], **entries}
+    _check_plain(config, "config")
+    try:
+        model = build_model(checkpoint["model"], **config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointMismatchError(f"{path}: cannot build {checkpoint['model']!r} from "
+                                      f"the config with {entries}: {exc}") from exc
+    differences = _state_dict_differences(model, _stored_weights(checkpoint, path))
+    if differences:
+        raise CheckpointMismatchError(f"{path}: with {entries} its weights no longer fit its "
+                                      "model: " + "; ".join(differences))
+    checkpoint["config"] = config
     with fileio.atomic_open(path, "wb", suffix=".tmp") as f:
         torch.save(checkpoint, f)
     return path

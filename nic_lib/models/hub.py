@@ -8,6 +8,10 @@
   run's ``final.pt``, the ablations' ``vr-ctx3.pt``) are loaded by path with it.
 - ``"full"``: CompressAI's published weights at its widths, downloaded once and hash
   checked by :mod:`nic_lib.models.zoo`.
+- A single-rate model (:data:`~nic_lib.models.registry.SINGLE_RATE_MODELS`, PQ-MIM) has one
+  checkpoint per rate point, named ``<key>-<stem>``: ``get_model("pqmim-M4-K256")`` loads
+  ``checkpoints/pqmim/M4-K256.pt`` (:func:`single_rate_checkpoint_path`); its one quality is 1.
+  :func:`model_from_checkpoint` loads any checkpoint file for coding and names it.
 
 Also the device rule of every ``--device`` / ``DEVICE`` knob (:func:`resolve_device`).
 """
@@ -21,14 +25,16 @@ import torch
 from torch import nn
 
 from . import variable_rate, zoo
-from .checkpoints import CheckpointNotFoundError, load_checkpoint
+from .checkpoints import CheckpointMismatchError, CheckpointNotFoundError, load_checkpoint
 from .registry import (
+    SINGLE_RATE_MODELS,
     ZOO_FUNCTIONS,
     ModelSettingError,
     _check_profile,
     _check_quality,
     _model_class,
     build_model,
+    model_key,
     widths,
 )
 
@@ -36,7 +42,9 @@ __all__ = [
     "checkpoint_dir",
     "default_device",
     "get_model",
+    "model_from_checkpoint",
     "resolve_device",
+    "single_rate_checkpoint_path",
     "variable_rate_checkpoint_path",
 ]
 
@@ -73,6 +81,69 @@ def variable_rate_checkpoint_path(name: str) -> Path:
     return checkpoint_dir() / name / "vr.pt"
 
 
+def single_rate_checkpoint_path(name: str) -> Path:
+    """The checkpoint a single-rate model's name refers to.
+
+    Args:
+        name: ``<key>-<stem>`` (``"pqmim-M4-K256"``).
+
+    Returns:
+        ``checkpoint_dir() / key / "<stem>.pt"``.
+
+    Raises:
+        UnknownModelError: not a registered key. ModelSettingError: the key of a model with
+            quality levels, or a single-rate key without a checkpoint name.
+    """
+    key = model_key(name)
+    if key not in SINGLE_RATE_MODELS:
+        raise ModelSettingError(f"{name!r} has quality levels; get_model({name!r}, quality) "
+                                "loads it")
+    if name == key:
+        raise ModelSettingError(
+            f"{name!r} is the model, not one of its checkpoints; name one: {key}-<stem of a "
+            f"file in {checkpoint_dir() / key}>, e.g. {key}-M4-K256 (a .nic file made with "
+            "`nic compress --checkpoint FILE` decodes with `nic decompress --checkpoint FILE`)")
+    return checkpoint_dir() / key / f"{name[len(key) + 1:]}.pt"
+
+
+def model_from_checkpoint(path: str | os.PathLike, quality: int | None = None,
+                          device: str | torch.device = "cpu") -> tuple[nn.Module, str, int]:
+    """A checkpoint file's model ready to code, its model name and its quality.
+
+    Args:
+        path: a checkpoint of :func:`~nic_lib.models.checkpoints.save_checkpoint`.
+        quality: the rate level of a variable-rate file (required there); a single-rate
+            file's is its config's ``quality`` (1 if none), and ``quality`` must agree.
+        device: where to put the model.
+
+    Returns:
+        ``(model, name, quality)``: the name is ``<key>-<stem>`` for a single-rate model's
+        file in :func:`checkpoint_dir` (``pqmim-M4-K256``: :func:`get_model` finds it again),
+        else the registry key.
+
+    Raises:
+        CheckpointNotFoundError: the file does not hold that quality.
+        CheckpointError, FileNotFoundError: as :func:`load_checkpoint`.
+    """
+    path = Path(path)
+    model, checkpoint = load_checkpoint(path, device=device)
+    name, config = checkpoint["model"], checkpoint["config"]
+    qualities = list(config.get("qualities") or [])
+    if qualities:
+        if quality not in qualities:
+            raise CheckpointNotFoundError(
+                f"{path} holds {name!r} at qualities {qualities}; choose one with --quality")
+        return variable_rate.set_rate_level(model, qualities.index(quality)), name, int(quality)
+    own = int(config.get("quality") or 1)
+    if quality is not None and int(quality) != own:
+        raise CheckpointNotFoundError(f"{path} holds {name!r} at quality {own} only, not "
+                                      f"{quality}")
+    shipped = checkpoint_dir().resolve() / name
+    if name in SINGLE_RATE_MODELS and path.resolve().parent == shipped:
+        name = f"{name}-{path.stem}"
+    return model, name, own
+
+
 def default_device() -> str:
     """``"cuda"`` when PyTorch sees a GPU, else ``"cpu"``: the default of every ``--device``
     and ``DEVICE`` knob (networks run there; see :mod:`nic_lib.neural` for the coder)."""
@@ -104,7 +175,8 @@ def get_model(
     """The model of a paper key at a quality, in a profile.
 
     Args:
-        name: model key (see :func:`available_models`).
+        name: model key (see :func:`available_models`), or a single-rate model's checkpoint
+            name (``"pqmim-M4-K256"``: ``checkpoints/pqmim/M4-K256.pt``, quality 1).
         quality: 1..8.
         profile: ``"full"``: CompressAI's zoo widths and published MSE weights
             (``compressai.zoo.<fn>(quality, metric="mse", pretrained=True)``).
@@ -128,6 +200,22 @@ def get_model(
             not hold this quality.
         CheckpointMismatchError: the checkpoint's weights do not fit the architecture.
     """
+    if model_key(name) in SINGLE_RATE_MODELS:
+        path = single_rate_checkpoint_path(name)
+        if int(quality) != 1 or profile != "cpu" or not pretrained:
+            raise ModelSettingError(
+                f"{name} is one trained rate point: quality 1, profile 'cpu', pretrained "
+                f"(asked: quality {quality}, profile {profile!r}, pretrained={pretrained})")
+        if not path.is_file():
+            raise CheckpointNotFoundError(
+                f"no checkpoint for {name} at {path}; the shipped ones are "
+                f"{sorted(p.stem for p in path.parent.glob('*.pt'))} (train one: "
+                f"`python -m nic_lib.train_pqmim --export {path}`)")
+        model, stored, _ = model_from_checkpoint(path, 1, device)
+        if model_key(stored) != model_key(name):
+            raise CheckpointMismatchError(f"{path} holds a {stored!r} model, not {name!r}; "
+                                          "move it out of that folder")
+        return model
     _model_class(name)
     quality = _check_quality(quality)
     profile = _check_profile(profile)

@@ -2,8 +2,12 @@
 
 One place answers "which network is quality q of model X":
 
-- ``MODELS`` maps a paper key (``"mbt2018"``, ``"bmshj2018-hyperprior"``, ...) to its
-  class; classes join it with ``@register_model("key")``.
+- ``MODELS`` maps a paper key (``"mbt2018"``, ``"bmshj2018-hyperprior"``, ``"pqmim"``, ...)
+  to its class; classes join it with ``@register_model("key")``.
+- Models with quality levels (:func:`quality_models`: the mbt2018 family, ELIC) are named
+  by their key and a quality; a single-rate model (:data:`SINGLE_RATE_MODELS`: PQ-MIM, one
+  checkpoint per rate point (M, K)) by its key and the checkpoint's name,
+  ``pqmim-M4-K256`` (:func:`model_key`).
 - ``LAMBDA_MSE``, ``FULL_WIDTHS`` and ``CPU_PROFILE_WIDTHS`` are the quality tables.
 - Two profiles: ``"full"`` is CompressAI's zoo (published widths and weights, needs
   internet once); ``"cpu"`` is this project's own smaller models.
@@ -36,10 +40,13 @@ __all__ = [
     "MODELS",
     "ModelSettingError",
     "UnknownModelError",
+    "SINGLE_RATE_MODELS",
     "available_models",
     "build_model",
     "default_config",
+    "model_key",
     "model_name",
+    "quality_models",
     "register_model",
     "widths",
 ]
@@ -92,6 +99,33 @@ def available_models() -> list[str]:
         The keys accepted by :func:`get_model` and :func:`build_model`.
     """
     return sorted(MODELS)
+
+
+#: Registered models without quality levels: each checkpoint is one rate point, named
+#: ``<key>-<checkpoint stem>`` (``pqmim-M4-K256`` is ``checkpoints/pqmim/M4-K256.pt``).
+SINGLE_RATE_MODELS = ("pqmim",)
+
+
+def quality_models() -> list[str]:
+    """Registered keys with quality levels (the λ and width tables below), sorted: every
+    model but :data:`SINGLE_RATE_MODELS`."""
+    return [name for name in available_models() if name not in SINGLE_RATE_MODELS]
+
+
+def model_key(name: str) -> str:
+    """The registry key a model name refers to: itself, or the key of a single-rate model's
+    checkpoint name (``"pqmim-M4-K256"`` -> ``"pqmim"``).
+
+    Raises:
+        UnknownModelError (a KeyError): the name refers to no registered model.
+    """
+    if name in MODELS:
+        return name
+    key = name.split("-", 1)[0]
+    if key in SINGLE_RATE_MODELS and key in MODELS and name != key + "-":
+        return key
+    _model_class(name)  # raises, naming the available keys
+    return name
 
 
 def _model_class(name: str) -> type[nn.Module]:
@@ -252,6 +286,10 @@ def widths(name: str, quality: int, profile: str = "cpu") -> tuple[int, int]:
             bad quality or profile.
     """
     _model_class(name)
+    if name in SINGLE_RATE_MODELS:
+        raise ModelSettingError(
+            f"{name!r} has no quality levels: each of its checkpoints is one rate point; name "
+            f"one (get_model('{name}-M4-K256') loads checkpoints/{name}/M4-K256.pt)")
     quality = _check_quality(quality)
     if _check_profile(profile) == "cpu":
         return CPU_MODEL_WIDTHS.get(name, CPU_PROFILE_WIDTHS)

@@ -31,7 +31,8 @@ The package, one concern a file; imports point down this list only (no cycles):
 ``model``                     :class:`PQMIM`: the three above behind ``compress``/``decompress``
 ``evaluation``                :func:`code_image`, :func:`rate_table`, :func:`quantizer_table`
 ``radius``                    :func:`tune_attention_radius`, the ``.radius.json`` sidecars
-``checkpoints``               :func:`save_pqmim` / :func:`load_pqmim`, :func:`find_checkpoints`
+``checkpoints``               :func:`load_pqmim`, :func:`find_checkpoints` (the files are
+                              ``save_checkpoint``'s, model key ``"pqmim"``)
 ============================  =============================================================
 
 Every public name of these modules is reachable here (``pqmim.code_image``,
@@ -95,26 +96,22 @@ from .coding import (  # isort: skip  (the order of the layers)
     estimate_bits,
     fixed_length_bits,
 )
-from .model import PRIOR_PSEUDOCOUNT, PQMIM  # isort: skip
+from .model import FULL_PRECISION_PREFIXES, MIM_BYTES_PER_TOKEN_PAIR, PRIOR_PSEUDOCOUNT, PQMIM  # isort: skip
 from .evaluation import BUDGET_SAMPLES, RATE_COLUMNS, code_image, code_to_budget, quantizer_table, rate_table  # isort: skip
 from .radius import (  # isort: skip
     RADIUS_CANDIDATES,
     best_radius,
     radius_is_current,
     radius_path,
-    read_radius,
     save_tuned_radius,
     tune_attention_radius,
 )
 from .checkpoints import (  # isort: skip
-    CHECKPOINT_FORMAT,
-    FULL_PRECISION_PREFIXES,
     checkpoint_dir,
     default_checkpoint_path,
     find_checkpoints,
     is_perceptual_checkpoint,
     load_pqmim,
-    save_pqmim,
 )
 
 __all__ = [
@@ -145,9 +142,7 @@ __all__ = [
     "radius_is_current",
     "radius_path",
     "random_mask",
-    "read_radius",
     "rate_table",
-    "save_pqmim",
     "save_tuned_radius",
     "spread_order",
     "synthesis_transform",

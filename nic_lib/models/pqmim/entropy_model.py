@@ -66,8 +66,8 @@ class MaskedTokenModel(nn.Module):
 
     Attributes:
         attention_radius: the default r of :func:`encode_codes` and :func:`bits_per_step`
-            (not a weight: :func:`load_pqmim` sets it from the checkpoint's tuned
-            ``<name>.radius.json`` when there is one; :data:`GLOBAL_ATTENTION` otherwise).
+            (not a weight: :class:`~.model.PQMIM` sets it from its ``attention_radius``,
+            which a checkpoint's config stores; :data:`GLOBAL_ATTENTION` by default).
     """
 
     def __init__(self, M: int, K: int, width: int = MIM_WIDTH, layers: int = MIM_LAYERS,

@@ -22,14 +22,25 @@ from .autoencoder import (
     analysis_transform,
     synthesis_transform,
 )
+from ..registry import register_model
 from .coding import HYBRID_SEED, HYBRID_TEMPERATURE, decode_codes, encode_codes
-from .entropy_model import MIM_HEADS, MIM_LAYERS, MIM_WIDTH, MaskedTokenModel
+from .entropy_model import GLOBAL_ATTENTION, MIM_HEADS, MIM_LAYERS, MIM_WIDTH, MaskedTokenModel
 from .schedule import DEFAULT_STEPS
 
 #: Krichevsky–Trofimov smoothing of the independent prior's counts (+1/2 per symbol).
 PRIOR_PSEUDOCOUNT = 0.5
+#: Bytes per pair of tokens that one pass of the MIM model holds at its peak while decoding:
+#: the local-attention mask's int64 distances and the attention weights of every head grow
+#: with (H·W)². Measured (peak RSS of one pass, M4-K256, radius 5, one thread): 64 B at
+#: 32x48 tokens, 51 B at 48x64.
+MIM_BYTES_PER_TOKEN_PAIR = 64
+#: Tensors that stay float32 in a float16 checkpoint (:meth:`PQMIM.half_precision_keys`):
+#: the codebooks and their EMA statistics (the codes are nearest-neighbour decisions
+#: against them) and the prior counts.
+FULL_PRECISION_PREFIXES = ("quantizer.", "prior_counts")
 
 
+@register_model("pqmim")
 class PQMIM(nn.Module):
     """PQ-MIM: autoencoder + product quantizer + MIM entropy model (El-Nouby et al. 2023).
 
@@ -44,13 +55,18 @@ class PQMIM(nn.Module):
         M: sub-quantizers.
         K: codebook size.
         width, layers, heads: MIM transformer.
+        attention_radius: the encoder's default attention radius r (0 = global attention;
+            :func:`~.radius.tune_attention_radius` picks it per checkpoint). Not a weight
+            and not needed to decode (every stream carries its r), but it decides the
+            encoder's stream, so a checkpoint stores it in its config.
     """
 
     downsampling_factor = DOWNSAMPLING
 
     def __init__(self, N: int = DEFAULT_N, latent_dim: int = DEFAULT_LATENT_DIM,
                  M: int = DEFAULT_SUBQUANTIZERS, K: int = DEFAULT_CODEBOOK_SIZE,
-                 width: int = MIM_WIDTH, layers: int = MIM_LAYERS, heads: int = MIM_HEADS):
+                 width: int = MIM_WIDTH, layers: int = MIM_LAYERS, heads: int = MIM_HEADS,
+                 attention_radius: int = GLOBAL_ATTENTION):
         super().__init__()
         self.N, self.latent_dim, self.M, self.K = int(N), int(latent_dim), int(M), int(K)
         self.width, self.layers, self.heads = int(width), int(layers), int(heads)
@@ -59,11 +75,41 @@ class PQMIM(nn.Module):
         self.quantizer = ProductQuantizer(self.latent_dim, self.M, self.K)
         self.entropy_model = MaskedTokenModel(self.M, self.K, self.width, self.layers, self.heads)
         self.register_buffer("prior_counts", torch.zeros(self.M, self.K, dtype=torch.float64))
+        self.attention_radius = attention_radius
+
+    @property
+    def attention_radius(self) -> int:
+        """The entropy model's default attention radius (see the class's Args)."""
+        return self.entropy_model.attention_radius
+
+    @attention_radius.setter
+    def attention_radius(self, radius: int) -> None:
+        self.entropy_model.attention_radius = int(radius)
 
     def architecture(self) -> dict[str, int]:
         """Constructor arguments (what a checkpoint stores to rebuild the model)."""
         return {k: getattr(self, k) for k in ("N", "latent_dim", "M", "K", "width", "layers",
-                                               "heads")}
+                                               "heads", "attention_radius")}
+
+    def half_precision_keys(self) -> set[str]:
+        """State-dict keys a float16 checkpoint stores in float16
+        (:func:`nic_lib.models.checkpoints.save_checkpoint`): the weight matrices and kernels
+        of g_a, g_s and the MIM transformer (floating tensors of 2+ dimensions); biases,
+        norms and :data:`FULL_PRECISION_PREFIXES` stay float32. The loaded model computes
+        in float32 with the rounded weights, on the encoder's side and the decoder's alike.
+        """
+        return {k for k, v in self.state_dict().items()
+                if v.is_floating_point() and v.dim() >= 2
+                and not k.startswith(FULL_PRECISION_PREFIXES)}
+
+    def coder_memory_bytes(self, latent_shape: tuple[int, int]) -> int:
+        """Working memory of decoding an (h, w) token grid: one MIM pass at a time,
+        :data:`MIM_BYTES_PER_TOKEN_PAIR` per token pair plus the logits and probabilities
+        (float32) of every code (:func:`nic_lib.container.decode_memory_bytes` counts it
+        instead of its per-symbol estimate of the CompressAI coders)."""
+        tokens = int(latent_shape[0]) * int(latent_shape[1])
+        # bytes = c · L² + 2 · 4 · L · M · K
+        return MIM_BYTES_PER_TOKEN_PAIR * tokens**2 + 8 * tokens * self.M * self.K
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> dict:
         """Autoencoder pass: ``{"x_hat", "codes", "commitment_loss", "perplexity", "restarts"}``."""

@@ -2,16 +2,15 @@ r"""PQ-MIM's attention radius: tuning it, and its sidecar ``<checkpoint>.radius.
 
 At inference each token attends to tokens within a radius r
 (:func:`~.entropy_model.local_attention_mask`). :func:`tune_attention_radius` measures
-the bits of each candidate radius, :func:`save_tuned_radius` writes the best one beside
-the checkpoint (``scripts/tune_pqmim_radius.py``), :func:`read_radius` reads it back
-(:func:`~.checkpoints.load_pqmim` sets the model's ``attention_radius`` from it).
+the bits of each candidate radius, :func:`save_tuned_radius` writes the best one into the
+checkpoint's config (``attention_radius``, which the loaded model codes with) and the
+tuning table beside it as a record (``scripts/tune_pqmim_radius.py``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 
 from nic_lib import data, fileio
 from nic_lib.coding import pad_to, to_tensor  # images <-> tensors (not .coding: the rANS side)
+from nic_lib.models.checkpoints import update_config
 
 from .autoencoder import DOWNSAMPLING
 from .coding import bits_per_step
@@ -76,7 +76,10 @@ def radius_path(checkpoint: str | os.PathLike) -> Path:
 
 
 def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info: Any) -> dict:
-    """Write the best radius of :func:`tune_attention_radius`'s table beside a checkpoint.
+    """Write the best radius of :func:`tune_attention_radius`'s table into a checkpoint.
+
+    The radius goes into the checkpoint's config (``attention_radius``,
+    :func:`nic_lib.models.checkpoints.update_config`), the tuning record beside it.
 
     Args:
         checkpoint: the checkpoint file; the record goes to :func:`radius_path`.
@@ -85,8 +88,8 @@ def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info
 
     Returns:
         The record written: ``{"radius", "saving_vs_global" (1 − bits(r)/bits(global)),
-        "checkpoint_sha256" (of the file tuned: :func:`read_radius` warns when the
-        checkpoint changed since), "images", "bits_by_radius", "bits_by_radius_and_step"
+        "checkpoint_sha256" (of the checkpoint with the radius written:
+        :func:`radius_is_current`), "images", "bits_by_radius", "bits_by_radius_and_step"
         (per coding step), **info}``.
 
     Raises:
@@ -96,6 +99,7 @@ def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info
     if GLOBAL_ATTENTION not in totals.index:
         raise ValueError("the tuning table lacks radius 0 (global attention), the reference")
     radius = best_radius(table)
+    update_config(checkpoint, attention_radius=radius)
     record = {"radius": radius,
               "saving_vs_global": float(1 - totals[radius] / totals[GLOBAL_ATTENTION]),
               "checkpoint_sha256": data.file_sha256(checkpoint),
@@ -110,7 +114,8 @@ def save_tuned_radius(checkpoint: str | os.PathLike, table: pd.DataFrame, **info
 
 
 def radius_is_current(checkpoint: str | os.PathLike) -> bool:
-    """Whether the checkpoint has a ``.radius.json`` tuned on this very file (same SHA-256)."""
+    """Whether the checkpoint has a ``.radius.json`` tuned on this very file (same SHA-256,
+    the radius written into it included)."""
     path = radius_path(checkpoint)
     if not path.is_file():
         return False
@@ -119,34 +124,3 @@ def radius_is_current(checkpoint: str | os.PathLike) -> bool:
     except (ValueError, AttributeError):
         return False
     return digest == data.file_sha256(checkpoint)
-
-
-def read_radius(checkpoint: str | os.PathLike) -> int:
-    """The tuned attention radius of a checkpoint (:data:`GLOBAL_ATTENTION` if none tuned).
-
-    Any radius decodes exactly (the stream carries it); a stale one only costs bits, so a
-    record tuned on another version of the checkpoint is used with a warning.
-
-    Raises:
-        ValueError: the ``.radius.json`` file is not what ``scripts/tune_pqmim_radius.py``
-            writes.
-    """
-    path = radius_path(checkpoint)
-    if not path.is_file():
-        return GLOBAL_ATTENTION
-    try:
-        record = json.loads(path.read_text())
-        radius = record["radius"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} does not hold a tuned attention radius ({err}); rewrite it "
-                         "with `python scripts/tune_pqmim_radius.py` or delete it to use "
-                         "global attention") from err
-    if isinstance(radius, bool) or not isinstance(radius, int) or not 0 <= radius <= 255:
-        raise ValueError(f"{path}: radius must be an integer in 0..255, got {radius!r}; rewrite "
-                         "it with `python scripts/tune_pqmim_radius.py`")
-    tuned_on = record.get("checkpoint_sha256")
-    if tuned_on is not None and tuned_on != data.file_sha256(checkpoint):
-        warnings.warn(f"{path} was tuned on another version of {Path(checkpoint).name}; its "
-                      f"radius {radius} still decodes exactly but may cost bits. Retune: python "
-                      f"scripts/tune_pqmim_radius.py --checkpoint {checkpoint}", stacklevel=3)
-    return radius

@@ -45,7 +45,7 @@ state.
 A run folder (default ``runs/pqmim-M<M>-K<K>-<time>``; ``$NIC_RUNS_DIR`` moves ``runs/``)
 receives ``config.json``, ``log_a.csv`` / ``log_b.csv`` (one row per ``--log-every``
 steps), ``ckpt.pt`` (resumable: model, optimizer, stage, step; plain values, readable with
-``weights_only=True``) and ``final.pt`` (:func:`nic_lib.models.pqmim.save_pqmim` format);
+``weights_only=True``) and ``final.pt`` (:func:`nic_lib.models.save_checkpoint`'s format);
 ``--export PATH`` copies ``final.pt`` there (the notebooks look in
 ``checkpoints/pqmim/M<M>-K<K>.pt``). Stage C writes ``config_c.json``, ``log_c.csv``,
 ``ckpt_c.pt`` and ``final_c.pt`` (:data:`STAGE_C_FILES`).
@@ -63,7 +63,6 @@ from .config import (
     DEFAULT_STEPS,
     DEFAULT_WARMUP,
     DEFAULT_WEIGHT_DECAY_B,
-    LEGACY_MASK_LAW,
     RUNTIME_KEYS,
     STAGE_B_KEYS,
     PQMIMTrainConfig,
@@ -108,7 +107,6 @@ __all__ = [
     "DEFAULT_STEPS_C",
     "DEFAULT_WARMUP",
     "DEFAULT_WEIGHT_DECAY_B",
-    "LEGACY_MASK_LAW",
     "LOG_A_COLUMNS",
     "LOG_B_COLUMNS",
     "LOG_C_COLUMNS",

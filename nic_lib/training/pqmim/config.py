@@ -13,7 +13,6 @@ uint8 crops -> model input conversion.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,10 +36,8 @@ DEFAULT_WEIGHT_DECAY_B = 0.01
 #: of M2-K256 from scratch, 4,000 steps, left 4.9% fewer bits on the 12 photos-hr tuning
 #: crops than the same run with MaskGIT's cosine law (213,265 vs 224,144); the full
 #: 12,000-step stage B, 1.7% (M2) and 2.0% (M4) fewer (README). The shipped M8-K256 was
-#: trained with the cosine law, :data:`LEGACY_MASK_LAW`, which a run saved before this
-#: setting existed keeps when resumed.
+#: trained with the cosine law (its checkpoint's config says so).
 DEFAULT_MASK_LAW = "schedule"
-LEGACY_MASK_LAW = "cosine"
 #: Linear warm-up of both stages (transformers diverge without one).
 DEFAULT_WARMUP = 200
 #: Steps per stage: long enough for a real run; CPU sessions set --max-minutes-a/-b.
@@ -101,8 +98,6 @@ class PQMIMTrainConfig:
     out_dir: str | None = None
     export: str | None = None
     threads: int | None = None
-    #: Fields added after runs were saved, with the value those runs used (for --resume).
-    LEGACY: ClassVar[dict[str, Any]] = {"mask_law": LEGACY_MASK_LAW}
 
 
 def check_config(cfg: PQMIMTrainConfig) -> None:
@@ -127,9 +122,10 @@ def resumed_config(cls, saved: dict, runtime_keys: tuple[str, ...], overrides: d
     """A resumed run's configuration: the saved one, with ``overrides`` of ``runtime_keys`` only.
 
     Args:
-        cls: the configuration class (:class:`PQMIMTrainConfig` or stage C's); its
-            ``LEGACY`` table, if any, fills fields that runs saved before they existed lack.
-        saved: the configuration stored in the checkpoint (``dataclasses.asdict``).
+        cls: the configuration class (:class:`PQMIMTrainConfig` or stage C's).
+        saved: the configuration stored in the checkpoint (``dataclasses.asdict``); it must
+            hold every field (a run saved before a setting existed cannot take a default
+            that may not be what it ran with).
         runtime_keys: the fields ``overrides`` may set.
         overrides: new values, or ``None``.
 
@@ -137,10 +133,14 @@ def resumed_config(cls, saved: dict, runtime_keys: tuple[str, ...], overrides: d
         The configuration to continue with.
 
     Raises:
-        ValueError: an override outside ``runtime_keys`` (it would change the run's maths).
+        ValueError: an override outside ``runtime_keys`` (it would change the run's maths),
+            or a saved configuration that lacks a setting.
     """
-    # a field added after the run was saved takes the value such runs used
-    saved = {**getattr(cls, "LEGACY", {}), **saved}
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in saved]
+    if missing:
+        raise ValueError(f"the saved run's configuration lacks {', '.join(missing)} (saved "
+                         "before the setting existed); its default may not be what the run "
+                         "used, so it cannot be resumed: start a new run")
     cfg = cls(**{k: tuple(v) if k == "data" else v for k, v in saved.items()})
     bad = sorted(set(overrides or {}) - set(runtime_keys))
     if bad:

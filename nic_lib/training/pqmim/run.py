@@ -3,7 +3,8 @@
 :func:`train` builds the model and both optimizers, restores a saved state, runs
 :func:`~nic_lib.training.pqmim.stage_a.run_stage_a` and then
 :func:`~nic_lib.training.pqmim.stage_b.run_stage_b`, and writes ``final.pt``
-(:func:`nic_lib.models.pqmim.save_pqmim`). The run folder receives ``config.json``,
+(:func:`nic_lib.models.save_checkpoint`, the project's one format; config: the
+architecture and ``mask_law``). The run folder receives ``config.json``,
 ``log_a.csv``, ``log_b.csv``, ``ckpt.pt`` (format :data:`TRAIN_STATE_FORMAT`: model,
 optimizers, stage, step; plain values, readable with ``weights_only=True``) and
 ``final.pt``; every file is written atomically (:mod:`nic_lib.fileio`) or row by row.
@@ -23,7 +24,8 @@ from pathlib import Path
 import torch
 
 from nic_lib import fileio
-from nic_lib.models import pqmim
+from nic_lib.models import pqmim, save_checkpoint
+from nic_lib.models.checkpoints import CHECKPOINT_FORMAT
 
 from ..data import CropSampler, load_pool, training_files
 from ..runs import default_runs_dir
@@ -89,8 +91,8 @@ def load_state(path: str | Path, restart_b: bool = False) -> tuple[dict, Path | 
         raise FileNotFoundError(f"--resume {path}: no checkpoint at {file}; pass a run folder "
                                 "holding ckpt.pt (runs/pqmim-.../) or the file itself")
     state = torch.load(file, map_location="cpu", weights_only=True)
-    if restart_b and isinstance(state, dict) and state.get("format") == pqmim.CHECKPOINT_FORMAT:
-        return _state_from_export(file, state), None
+    if restart_b and isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+        return _state_from_export(file), None
     if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
         raise ValueError(f"{file} is not a PQ-MIM training checkpoint (format "
                          f"{TRAIN_STATE_FORMAT!r}); final.pt cannot be resumed, ckpt.pt can "
@@ -98,19 +100,20 @@ def load_state(path: str | Path, restart_b: bool = False) -> tuple[dict, Path | 
     return state, file.parent
 
 
-def _state_from_export(file: Path, ckpt: dict) -> dict:
+def _state_from_export(file: Path) -> dict:
     """A finished run's state rebuilt from its exported checkpoint, for ``--restart-b``.
 
-    The exported weights may be float16 (``save_pqmim(half=True)``, the shipped files);
-    ``load_state_dict`` copies them into the float32 model, as
-    :func:`~nic_lib.models.pqmim.load_pqmim` does, so the new stage B learns the codes that
-    the exported model computes. Stage A's optimizer state is not exported; a restarted
-    stage B never uses it.
+    The weights are those the exported model computes with
+    (:func:`~nic_lib.models.pqmim.load_pqmim`: float16 matrices of the shipped files in
+    float32), so the new stage B learns the codes that the exported model computes. Stage
+    A's optimizer state is not exported; a restarted stage B never uses it. The masking law
+    is the file's (its config states it).
 
     Raises:
         ValueError: a perceptual variant (its stage B is its base's), or a checkpoint
             without the ``train_config`` that ``python -m nic_lib.train_pqmim`` exports.
     """
+    model, ckpt = pqmim.load_pqmim(file)
     if "perceptual" in ckpt:
         raise ValueError(f"{file} is a perceptual variant; restart stage B of its base "
                          "checkpoint (the variant shares it), then rerun stage C")
@@ -118,9 +121,10 @@ def _state_from_export(file: Path, ckpt: dict) -> dict:
         raise ValueError(f"{file} has no train_config (not exported by python -m "
                          "nic_lib.train_pqmim); its stage B cannot be restarted")
     elapsed = dict(ckpt.get("elapsed_s") or {"a": 0.0, "b": 0.0})
-    return {"format": TRAIN_STATE_FORMAT, "config": dict(ckpt["train_config"]),
-            "stage": "done", "step": int(ckpt["train_config"]["steps_b"]),
-            "elapsed_s": elapsed, "model": ckpt["state_dict"], "opt_a": None, "opt_b": None,
+    config = {**ckpt["train_config"], "mask_law": ckpt["config"]["mask_law"]}
+    return {"format": TRAIN_STATE_FORMAT, "config": config,
+            "stage": "done", "step": int(config["steps_b"]),
+            "elapsed_s": elapsed, "model": model.state_dict(), "opt_a": None, "opt_b": None,
             "source": str(file)}
 
 
@@ -250,8 +254,9 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
         raise
 
     final = run_dir / "final.pt"
-    pqmim.save_pqmim(model.eval(), final, {"train_config": exported_config(cfg),
-                                           "train_info": info, "elapsed_s": dict(elapsed)})
+    save_checkpoint(model.eval(), final, {"mask_law": cfg.mask_law},
+                    extra={"train_config": exported_config(cfg), "train_info": info,
+                           "elapsed_s": dict(elapsed)})
     if cfg.export:
         export_copy(final, cfg.export)
     return run_dir

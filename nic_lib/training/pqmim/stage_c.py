@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from nic_lib import fileio, perceptual
-from nic_lib.models import pqmim
+from nic_lib.models import pqmim, save_checkpoint
 
 from ..config import DEFAULT_DATA
 from ..data import CropSampler, load_pool, training_files
@@ -163,9 +163,10 @@ def _train_perceptual(cfg: PerceptualTrainConfig, resume, overrides) -> Path:
 
     if state is None:
         source = _source_checkpoint(cfg.source)
-        model, _ = pqmim.load_pqmim(source)
+        model, source_ckpt = pqmim.load_pqmim(source)
+        # the frozen MIM model's masking law: the variant's config states it as its base's
         source_info = {"source": str(source), "frozen_digest": perceptual.state_digest(
-            model.state_dict())}
+            model.state_dict()), "mask_law": source_ckpt["config"]["mask_law"]}
     else:
         model = pqmim.PQMIM(**state["architecture"])
         model.load_state_dict(state["model"])
@@ -255,7 +256,7 @@ def _train_perceptual(cfg: PerceptualTrainConfig, resume, overrides) -> Path:
         log.close()
 
     final = run_dir / STAGE_C_FILES["final"]
-    pqmim.save_pqmim(model.eval(), final, {
+    save_checkpoint(model.eval(), final, {"mask_law": source_info["mask_law"]}, extra={
         "perceptual": {**source_info, "steps": step, "adv_weight": cfg.adv_weight,
                        "gan_loss": cfg.gan_loss, "ms_ssim_weight": cfg.ms_ssim_weight},
         "train_config_c": exported_config(cfg),
