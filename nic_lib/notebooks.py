@@ -35,18 +35,17 @@ command that goes on from the notebook it stopped in; the tables finished by the
 cached and are read back, not recomputed. Cell outputs are not echoed (``--show-outputs``
 echoes them).
 
-The estimates and the progress lines are :mod:`nic_lib.notebook_progress`'s (its names are
-re-exported here).
+The estimates and the progress lines are :mod:`nic_lib.notebook_progress`'s, the reading of
+a source's cells (the parameters cell, errors that name the source line) is
+:mod:`nic_lib.notebook_cells`'s; their names are re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
 import logging
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -63,6 +62,16 @@ from papermill.exceptions import PapermillExecutionError
 
 from nic_lib import fileio, reproduce
 from nic_lib.plotting import COMMITTED_PROFILE, REPO_ROOT
+from nic_lib.notebook_cells import (  # noqa: F401  re-exported: import them from here
+    DEFAULT_PROFILE,
+    ERROR_SOURCE_LINES,
+    _execution_error,
+    _last_started_cell,
+    NotebookExecutionError,
+    _parameters_cell,
+    PARAMETERS_TAG,
+    SOURCE_FORMAT,
+)
 from nic_lib.notebook_progress import (  # noqa: F401  re-exported: import them from here
     DEFAULT_OUT_ROOT,
     Estimate,
@@ -85,25 +94,15 @@ logger = logging.getLogger(__name__)
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 #: A notebook is a two-digit-numbered py:percent file; anything else there is a helper, not run.
 NOTEBOOK_GLOB = "[0-9][0-9]_*.py"
-#: The text format of the sources (see jupytext.toml).
-SOURCE_FORMAT = "py:percent"
 #: smoke: seconds, tiny data, for CI; cpu: the committed figures, a laptop in minutes to
 #: hours; full: CompressAI's published weights where the zoo has them (downloaded once,
 #: hash-checked: nic_lib.models.zoo), best on a GPU. Every notebook also takes ``-p SMOKE
 #: true``: smoke sizes with the profile's models (CI runs ``full`` so, against the stand-in
 #: zoo of nic_lib.testing.standin_zoo: tests/test_notebooks_full.py).
 PROFILES = ("smoke", "cpu", "full")
-#: The profile whose figures are committed, so running a notebook "as is" reproduces them.
-DEFAULT_PROFILE = COMMITTED_PROFILE
 #: The kernelspec ipykernel installs into this environment; its "python" argv is replaced by
 #: jupyter_client with sys.executable, so the kernel runs the interpreter running this module.
 KERNEL_NAME = "python3"
-#: papermill injects parameters right after the cell carrying this tag.
-PARAMETERS_TAG = "parameters"
-#: How many lines of a failing cell the error message quotes: enough to recognise the cell.
-ERROR_SOURCE_LINES = 2
-#: A py:percent cell marker: "# %%" alone or followed by a title/metadata.
-_CELL_MARKER = re.compile(r"^#\s*%%(\s|$)")
 #: Each paper's notebooks, so that one short command regenerates one paper's figures
 #: (``make figures NB=ood-nic``); a name on the command line may be one of these keys.
 PAPERS = {
@@ -115,30 +114,6 @@ PAPERS = {
 #: Matplotlib backend of the kernels that execute notebooks: inline, so that the executed
 #: notebook holds its figures whatever MPLBACKEND the calling shell sets (run_notebook).
 KERNEL_MPL_BACKEND = "module://matplotlib_inline.backend_inline"
-
-
-class NotebookExecutionError(RuntimeError):
-    """A notebook cell raised (or timed out, or killed the kernel) during :func:`run_notebook`.
-
-    Attributes:
-        notebook: the source ``.py`` that failed.
-        cell_number: 1-based number of the failing cell in the source notebook (markdown
-            cells count, as in JupyterLab), or ``None`` when the failure was in the cell
-            papermill injects.
-        line: 1-based line of that cell's ``# %%`` marker in the source, when known.
-        ename: exception class name raised in the kernel, e.g. ``"ValueError"``.
-        evalue: exception message.
-        executed_path: the executed notebook holding the outputs and the full traceback.
-    """
-
-    def __init__(self, message, *, notebook, cell_number, line, ename, evalue, executed_path):
-        super().__init__(message)
-        self.notebook = notebook
-        self.cell_number = cell_number
-        self.line = line
-        self.ename = ename
-        self.evalue = evalue
-        self.executed_path = executed_path
 
 
 def list_notebooks(names: list[str] | tuple[str, ...] | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -418,42 +393,6 @@ def verify(names: Sequence[str] | None = None, scratch: str | os.PathLike | None
     return 1 if bad else 0
 
 
-def _parameters_cell(nb: nbformat.NotebookNode, path: Path) -> tuple[int, set[str]]:
-    """Index of the one cell tagged ``parameters`` and the names it assigns; errors otherwise."""
-    tagged = [i for i, cell in enumerate(nb.cells) if PARAMETERS_TAG in cell.metadata.get("tags", [])]
-    example = f'# %% tags=["{PARAMETERS_TAG}"]\n{PROFILE_PARAMETER} = "{DEFAULT_PROFILE}"  # smoke | cpu | full'
-    if len(tagged) != 1:
-        found = "none" if not tagged else "cells " + ", ".join(str(i + 1) for i in tagged)
-        raise ValueError(
-            f"{path}: needs exactly one cell tagged '{PARAMETERS_TAG}' (found {found}); papermill injects "
-            f"{PROFILE_PARAMETER} and the other parameters right after it. Fix: make the first code cell after "
-            f"the imports start with\n{example}"
-        )
-    index = tagged[0]
-    declared = _assigned_names(nb.cells[index].source)
-    if PROFILE_PARAMETER not in declared:
-        raise ValueError(
-            f"{path}: its '{PARAMETERS_TAG}' cell (cell {index + 1}) does not assign {PROFILE_PARAMETER}; "
-            f"add the line\n{PROFILE_PARAMETER} = \"{DEFAULT_PROFILE}\"  # smoke | cpu | full"
-        )
-    return index, declared
-
-
-def _assigned_names(source: str) -> set[str]:
-    """Names assigned at the top level of a cell (``X = ...``, ``X: int = ...``)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:  # e.g. an IPython magic: fall back to reading "NAME =" line starts
-        return set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=(?!=)", source, flags=re.MULTILINE))
-    names = set()
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            names.add(node.target.id)
-    return names
-
-
 def _checked_kernel_name() -> str:
     """:data:`KERNEL_NAME`, after checking that it starts this interpreter, not another Python."""
     try:
@@ -472,52 +411,6 @@ def _checked_kernel_name() -> str:
             f"reinstall it with `{sys.executable} -m ipykernel install --sys-prefix` or remove that kernelspec"
         )
     return KERNEL_NAME
-
-
-def _execution_error(source: Path, params_index: int, cell_index: int, ename: str, evalue: str, executed_path: Path):
-    """A :class:`NotebookExecutionError` naming the source cell behind papermill's ``cell_index``."""
-    # papermill counts cells of the executed notebook, where the injected-parameters cell
-    # sits right after the parameters cell; map back to the source's cells.
-    injected_index = params_index + 1
-    nb = jupytext.read(source, fmt=SOURCE_FORMAT)
-    if cell_index == injected_index:
-        cell_number, line, where = None, None, f"the injected-parameters cell (after cell {params_index + 1})"
-        quoted = ""
-    else:
-        source_index = cell_index - 1 if cell_index > injected_index else cell_index
-        cell_number = source_index + 1
-        line = _cell_marker_line(source, source_index, len(nb.cells))
-        where = f"cell {cell_number}" + (f" (line {line})" if line else "")
-        lines = [s for s in nb.cells[source_index].source.splitlines() if s.strip()][:ERROR_SOURCE_LINES]
-        quoted = "".join(f"\n    {s[:100]}" for s in lines)
-    message = (
-        f"{source} failed in {where}:{quoted}\n{ename}: {evalue}\n"
-        f"The executed notebook, with the outputs and traceback, is {executed_path}"
-    )
-    return NotebookExecutionError(
-        message,
-        notebook=source,
-        cell_number=cell_number,
-        line=line,
-        ename=ename,
-        evalue=evalue,
-        executed_path=executed_path,
-    )
-
-
-def _cell_marker_line(source: Path, cell_index: int, n_cells: int) -> int | None:
-    """1-based line of the ``# %%`` marker starting cell ``cell_index``, if markers map one-to-one to cells."""
-    markers = [i + 1 for i, text in enumerate(source.read_text().splitlines()) if _CELL_MARKER.match(text)]
-    return markers[cell_index] if len(markers) == n_cells else None
-
-
-def _last_started_cell(running_path: Path) -> int | None:
-    """Index of the last cell papermill started in a partly executed notebook, if any."""
-    if not running_path.exists():
-        return None
-    nb = nbformat.read(running_path, as_version=4)
-    started = [i for i, cell in enumerate(nb.cells) if cell.metadata.get("papermill", {}).get("start_time")]
-    return started[-1] if started else None
 
 
 def _replace_if_exists(src: Path, dst: Path) -> None:
