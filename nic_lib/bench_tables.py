@@ -27,7 +27,7 @@ def rd_points(table: pd.DataFrame, by: Sequence[str] = ("corruption", "severity"
     """Dataset-level RD points: the mean over images (and over any rows ``by`` leaves out).
 
     Args:
-        table: a grid table (:data:`COLUMNS`), possibly with extra columns such as a group.
+        table: a grid table (:data:`nic_lib.bench.COLUMNS`), possibly with extra columns such as a group.
         by: columns kept apart besides ``codec`` and ``setting`` (e.g. ``("group",)`` to
             average the corruptions and severities of a frequency group).
         metrics_: numeric columns to average (PSNR averaged in dB, as the papers do).
@@ -53,7 +53,7 @@ def matched_bpp_delta(table: pd.DataFrame, reference: str, metric: str = "psnr_v
     the differences are averaged. Written here because no library offers this variant.
 
     Args:
-        table: a grid table (:data:`COLUMNS`).
+        table: a grid table (:data:`nic_lib.bench.COLUMNS`).
         reference: the codec compared against (e.g. ``"jpeg2000"``).
         metric: quality column (dB): ``psnr_vs_input`` or ``psnr_vs_clean``.
         by: columns defining one condition.
@@ -98,7 +98,7 @@ def delta_at_setting(table: pd.DataFrame, codec: str, setting, reference: str, m
     reach the codec's rate the cell cannot exist, and ``reason`` says why.
 
     Args:
-        table: a grid table (:data:`COLUMNS`).
+        table: a grid table (:data:`nic_lib.bench.COLUMNS`).
         codec: the codec compared (e.g. ``"mbt2018"``).
         setting: its setting (a value of the ``setting`` column, e.g. quality 3).
         reference: the codec compared against (e.g. ``"jpeg2000"``).

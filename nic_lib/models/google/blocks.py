@@ -6,7 +6,6 @@ parameters network, the masked context model, the widths and dtypes every model 
 from __future__ import annotations
 
 import torch
-
 # CompressAI's classes for isinstance checks (this project's entropy models subclass them)
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import GDN, MaskedConv2d

@@ -6,7 +6,6 @@ codec with the ``{"strings", "shape"}`` contract of the other models. Part of
 from __future__ import annotations
 
 import torch
-
 from compressai.latent_codecs import GaussianConditionalLatentCodec, HyperLatentCodec, HyperpriorLatentCodec
 from compressai.layers import CheckerboardMaskedConv2d
 from compressai.models.base import SimpleVAECompressionModel
@@ -14,9 +13,7 @@ from torch import Tensor, nn
 
 from .. import entropy_models
 from ..context_coding import DEFAULT_CONTEXT_SIZE, check_context_size
-
 from ..registry import register_model
-
 from .blocks import (
     DEFAULT_CHECKERBOARD_FORWARD,
     DEFAULT_M,

@@ -6,7 +6,6 @@ transforms, scale table and float64 coder parameters. Part of :mod:`nic_lib.mode
 from __future__ import annotations
 
 import torch
-
 from compressai.models import google as _compressai_google
 from torch import Tensor, nn
 
@@ -20,9 +19,7 @@ from ..context_coding import (
     scale_indexes,
     snap_to_grid,
 )
-
 from ..registry import register_model
-
 from .blocks import _FineScaleTable
 from .transforms import _TiledTransforms
 

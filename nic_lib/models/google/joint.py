@@ -6,7 +6,6 @@ ablations written here, context-only (``mbt2018-context``) and the Gaussian mixt
 from __future__ import annotations
 
 import torch
-
 from compressai.models import google as _compressai_google
 from compressai.models.base import CompressionModel
 from torch import Tensor
@@ -19,10 +18,8 @@ from ..context_coding import (
     check_context_size,
     coding_copy,
 )
-
 from ..mixture import MixtureSymbols, mixture_parameters
 from ..registry import register_model
-
 from .blocks import (
     DEFAULT_M,
     DEFAULT_MIXTURE_COMPONENTS,

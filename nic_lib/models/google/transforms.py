@@ -6,13 +6,11 @@ and the context models' coding (``_ContextModel``, with :mod:`nic_lib.models.con
 from __future__ import annotations
 
 import torch
-
 from compressai.layers import MaskedConv2d
 from torch import Tensor, nn
 
 from .. import tiling
 from ..context_coding import DEFAULT_CODING_ORDER, ContextCoder, GaussianSymbols, SymbolCoder
-
 from .blocks import SYNTHESIS_DTYPE
 
 
