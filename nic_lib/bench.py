@@ -47,8 +47,11 @@ Command line::
     python -m nic_lib.bench run kodak --codecs jpeg jpeg2000 --shard 0/4 [--limit N] [...]
     python -m nic_lib.bench merge kodak --codecs jpeg jpeg2000 --shards 4 --output table.csv
 
-This module imports :mod:`nic_lib.data`, :mod:`nic_lib.codecs`, :mod:`nic_lib.metrics`,
-:mod:`nic_lib.corruptions`, :mod:`nic_lib.cache`, :mod:`nic_lib.rd` and :mod:`nic_lib.fileio` (and torch for NIC models).
+Three files: this one (the grid, running and merging it, the command line), the grid's
+vocabulary and codecs in :mod:`nic_lib.bench_codecs`, the comparisons of its tables in
+:mod:`nic_lib.bench_tables`; import their names from here. Together they import
+:mod:`nic_lib.data`, :mod:`nic_lib.codecs`, :mod:`nic_lib.metrics`, :mod:`nic_lib.corruptions`,
+:mod:`nic_lib.cache`, :mod:`nic_lib.rd` and :mod:`nic_lib.fileio` (and torch for NIC models).
 """
 
 from __future__ import annotations
@@ -61,38 +64,42 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from nic_lib import cache, codecs, corruptions, data, fileio, metrics, rd
+from nic_lib import cache, corruptions, data, fileio, metrics
+from nic_lib.bench_codecs import (  # noqa: F401  re-exported: import them from here
+    ALL_CORRUPTIONS,
+    ALL_SEVERITIES,
+    _channels_last,
+    CHANNELS_LAST_MODULES,
+    check_likelihood_rate,
+    classic_codec,
+    ClassicCodec,
+    CLEAN,
+    CLEAN_SEVERITY,
+    COLUMNS,
+    GRID_AVIF_SPEED,
+    GRID_SETTINGS,
+    likelihood_rate_table,
+    likelihood_rate_under_shift,
+    LIKELIHOOD_RTOL,
+    LikelihoodRateMismatchError,
+    NicCodec,
+    _raise_if_mismatched,
+)
+from nic_lib.bench_tables import (  # noqa: F401  re-exported: import them from here
+    delta_at_setting,
+    MATCH_POINTS,
+    matched_bpp_delta,
+    rd_points,
+)
 
-#: Columns of a grid table, one row per image x codec x setting x condition.
-COLUMNS = ("image", "codec", "setting", "corruption", "severity", "bpp", "psnr_vs_input",
-           "psnr_vs_clean", "ms_ssim", "rate_source")
-#: A grid's default conditions: every corruption at every severity, as in the paper.
-ALL_CORRUPTIONS = corruptions.CORRUPTIONS
-ALL_SEVERITIES = corruptions.SEVERITIES
-#: The ``corruption`` value (and ``severity`` 0) of uncorrupted rows.
-CLEAN = "clean"
-CLEAN_SEVERITY = 0
-#: Six rate points per classic codec (the issue's "several"; BD metrics need >= 4), spread over
-#: ~0.1-2 bpp on clean Kodak (see the sweeps in nic_lib.codecs).
-GRID_SETTINGS: dict[str, tuple] = {
-    "jpeg": (10, 20, 40, 60, 80, 90),
-    "webp": (0, 10, 30, 50, 70, 90),
-    "jpeg2000": (0.1, 0.2, 0.4, 0.8, 1.25, 2.0),
-    "avif": (10, 20, 30, 50, 70, 80),
-}
-#: The grid's AVIF encoder speed: 6 encodes ~10x faster than nic_lib.codecs' speed 3 for +9.6%
-#: BD-rate (measured there); speed 3 would need ~9 h for Kodak-C's 10,944 AVIF encodes here.
-GRID_AVIF_SPEED = 6
-#: Likelihood bpp may stand in for real bitstreams only when they agree this closely (2%,
-#: the issue's bound) on the clean images.
-LIKELIHOOD_RTOL = 0.02
+
 #: Finished units are written to disk at least this often (seconds): a crash loses at most this much work.
 FLUSH_EVERY_S = 30.0
 #: Version of the row recipe, part of every cache key: bump it when the way rows are computed changes.
@@ -101,368 +108,8 @@ BENCH_VERSION = 1
 DEFAULT_CACHE_DIR = data.REPO_ROOT / "build" / "results" / "bench"
 
 
-class LikelihoodRateMismatchError(RuntimeError):
-    """A NIC model's likelihood bpp differs from its real bitstream by more than the tolerance."""
-
-
 class ShardsIncompleteError(RuntimeError):
     """:func:`merge_shards` found shards missing; the message names the commands that make them."""
-
-
-# ---------------------------------------------------------------------------------------
-# Codecs in the grid
-
-
-@dataclasses.dataclass(frozen=True)
-class ClassicCodec:
-    """A classic codec of :mod:`nic_lib.codecs` at the grid's rate points.
-
-    Attributes:
-        codec: the configured :class:`nic_lib.codecs.Codec`.
-        settings: its rate settings in the grid (default :data:`GRID_SETTINGS`, else the
-            codec's own sweep).
-    """
-
-    codec: codecs.Codec
-    settings: tuple = ()
-
-    def __post_init__(self):
-        if not self.settings:
-            object.__setattr__(self, "settings", tuple(GRID_SETTINGS.get(self.codec.name, self.codec.settings)))
-        object.__setattr__(self, "settings", tuple(self.codec.check_setting(s) for s in self.settings))
-
-    @property
-    def name(self) -> str:
-        """The codec's name in tables."""
-        return self.codec.name
-
-    @property
-    def description(self) -> str:
-        """Library versions and every option (see :attr:`nic_lib.codecs.Codec.description`)."""
-        return self.codec.description
-
-    def code(self, img: np.ndarray, setting) -> tuple[np.ndarray, float, str]:
-        """Encode and decode ``img``; bpp from the bytes of the whole file.
-
-        Returns:
-            ``(x_hat uint8 (H, W, 3), bpp, "bitstream")``.
-        """
-        stream = self.codec.encode(img, setting)
-        return self.codec.decode(stream), metrics.bpp(len(stream), *img.shape[:2]), "bitstream"
-
-
-def classic_codec(name: str, settings: Sequence | None = None) -> ClassicCodec:
-    """A classic codec configured for the grid (AVIF at :data:`GRID_AVIF_SPEED`).
-
-    Args:
-        name: a :func:`nic_lib.codecs.available_codecs` name.
-        settings: rate settings; default :data:`GRID_SETTINGS` (or the codec's own sweep).
-
-    Returns:
-        A :class:`ClassicCodec`.
-
-    Raises:
-        ValueError, nic_lib.codecs.CodecUnavailableError: as :func:`nic_lib.codecs.get_codec`.
-    """
-    codec = codecs.get_codec(name)
-    if name == "avif":
-        codec = dataclasses.replace(codec, speed=GRID_AVIF_SPEED)
-    return ClassicCodec(codec, tuple(settings or ()))
-
-
-def _state_hash(model) -> str:
-    """SHA-256 of a model's parameters and buffers: retrained weights make a new cache key."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _nn_sequential():
-    from torch import nn
-
-    return nn.Sequential
-
-
-#: Submodules whose inputs :class:`_channels_last` converts. Only the synthesis transform:
-#: measured on the cpu-profile mbt2018 (one thread, 3 Kodak images, 6 levels), code_many took
-#: 1.80 s per image without, 1.14 s with g_s, 1.20 s with g_s, h_a, h_s and
-#: entropy_parameters (the hyperprior's maps are too small to gain); identical pixels and bpp.
-CHANNELS_LAST_MODULES = ("g_s",)
-
-
-class _channels_last:
-    """Context manager: the inputs of a model's transforms enter in channels-last order.
-
-    A model's own ``forward`` hands ``g_s`` tensors in the default NCHW order even when its
-    input was channels-last; on this CPU the transposed convolutions of ``g_s`` run about
-    1.5x faster in channels-last order (measured: 138 vs 213 ms per Kodak image for the
-    cpu-profile mbt2018). Forward pre-hooks on :data:`CHANNELS_LAST_MODULES` convert their
-    input; they are removed on exit.
-    """
-
-    def __init__(self, model):
-        self.model, self.handles = model, []
-
-    @staticmethod
-    def _convert(module, args):
-        import torch
-
-        return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
-
-    def __enter__(self):
-        for name in CHANNELS_LAST_MODULES:
-            module = getattr(self.model, name, None)
-            if module is not None:
-                self.handles.append(module.register_forward_pre_hook(self._convert))
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-        return False
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class NicCodec:
-    """A learned codec: one CompressAI-contract model per rate setting (e.g. per quality).
-
-    Attributes:
-        name: its name in tables (``"mbt2018"``).
-        models: setting -> model (``forward``, ``compress``, ``decompress``, ``update``).
-        rate: ``"bitstream"`` (real bytes of ``compress``) or ``"likelihood"`` (estimate,
-            allowed after :func:`check_likelihood_rate`).
-    """
-
-    name: str
-    models: Mapping
-    rate: str = "bitstream"
-
-    def __post_init__(self):
-        if self.rate not in ("bitstream", "likelihood"):
-            raise ValueError(f"rate must be 'bitstream' or 'likelihood', got {self.rate!r}")
-        for model in self.models.values():
-            model.eval()
-            model.update(force=True)  # coder tables from the current weights (needed by compress)
-
-    @property
-    def settings(self) -> tuple:
-        """The rate settings (keys of ``models``), in the order given."""
-        return tuple(self.models)
-
-    @property
-    def description(self) -> str:
-        """Model classes and weight hashes per setting, and the rate source."""
-        from nic_lib import coding  # imported here, like torch: see _model_device
-
-        parts = [f"{s}: {type(m).__name__} {_state_hash(m)}" for s, m in self.models.items()]
-        # "pad x64" for the hyperprior family: the text grids cached before coding.py had
-        factors = "/".join(str(f) for f in sorted({coding.downsampling_factor(m) for m in self.models.values()}))
-        return f"{self.name} (rate from {self.rate}; pad x{factors}): " + "; ".join(parts)
-
-    def code_many(self, img: np.ndarray, rate: str | None = None) -> list[tuple[np.ndarray, float, str]]:
-        """:meth:`code` at every setting, sharing work between settings where it is exact.
-
-        With ``rate="likelihood"``, settings whose models are levels of one variable-rate
-        network (:mod:`nic_lib.models.variable_rate`: same weights, different gain level) run
-        the analysis transform ``g_a`` once: ``y = g_a(x)`` does not depend on the level (the
-        gain multiplies its output), so the rows are the ones :meth:`code` gives, at a sixth
-        of the ``g_a`` cost for six levels. Inputs, and the input of ``g_s``
-        (:class:`_channels_last`), go in channels-last memory order
-        (about 1.5-2x faster convolutions on this CPU; the same values up to float rounding).
-
-        Returns:
-            ``[(x_hat, bpp, rate source)]`` in :attr:`settings` order.
-        """
-        rate = rate or self.rate
-        if rate != "likelihood":
-            return [self.code(img, s, rate) for s in self.settings]
-        import torch
-
-        from nic_lib import coding
-
-        out, shared_y = [], {}
-        with torch.no_grad():
-            x_cpu = coding.to_tensor(img)
-            for setting in self.settings:
-                model = self.models[setting]
-                # padded to the model's factor; no copy when it is on its device already
-                x = coding.pad_to(x_cpu, coding.downsampling_factor(model)).to(
-                    _model_device(model)).contiguous(memory_format=torch.channels_last)
-                group = self._analysis_groups().get(setting)
-                if group is None:
-                    with _channels_last(model):
-                        out.append(self._likelihood_code(model, x, img.shape[:2]))
-                    continue
-                if group not in shared_y:
-                    shared_y[group] = model.g_a(x)  # y₀ = g_a(x), before the level's gain
-                with _channels_last(model):
-                    out.append(self._likelihood_code(model, x, img.shape[:2],
-                                                     latents=shared_y[group]))
-        return out
-
-    def _analysis_groups(self) -> dict:
-        """setting -> hash of its variable-rate model's ``g_a`` weights (absent: not shareable)."""
-        cached = getattr(self, "_groups", None)
-        if cached is None:
-            # imported here, like torch: a classic-codec grid never loads the models
-            from nic_lib.models.variable_rate import is_variable_rate
-
-            cached = {}
-            for setting, model in self.models.items():
-                if is_variable_rate(model) and isinstance(getattr(model, "g_a", None), _nn_sequential()):
-                    cached[setting] = _state_hash(model.g_a)
-            object.__setattr__(self, "_groups", cached)
-        return cached
-
-    @staticmethod
-    def _likelihood_code(model, x, size: tuple[int, int], latents=None
-                         ) -> tuple[np.ndarray, float, str]:
-        """:func:`nic_lib.coding.forward_code` of one padded input: ``(x_hat, bpp_est, "likelihood")``
-        (from ``latents`` = g_a(x) when given)."""
-        from nic_lib import coding
-
-        h, w = size
-        x_hat, bits = coding.forward_code(model, x, h, w, latents=latents)
-        # bpp = bits / (H * W) of the original, unpadded image
-        return x_hat[0], float(bits[0]) / (h * w), "likelihood"
-
-    def bitstream_bpp(self, img: np.ndarray, setting) -> float:
-        """bpp of the real bitstream of ``img`` at ``setting``: ``compress`` only.
-
-        The bytes :meth:`code` counts with ``rate="bitstream"``, without the decoding
-        (for autoregressive models as slow as the encoding) that only the picture needs.
-        """
-        from nic_lib import coding
-
-        return coding.encode(self.models[setting], img, estimate=False)["bpp"]
-
-    def code(self, img: np.ndarray, setting, rate: str | None = None) -> tuple[np.ndarray, float, str]:
-        """Compress and reconstruct ``img`` with the model of ``setting``.
-
-        Args:
-            img: uint8 (H, W, 3).
-            setting: a key of ``models``.
-            rate: override :attr:`rate` for this call.
-
-        Returns:
-            ``(x_hat uint8 (H, W, 3), bpp per original pixel, rate source)``: bpp is
-            :mod:`nic_lib.coding`'s (real payload bits, or the estimate with
-            ``rate="likelihood"``).
-        """
-        from nic_lib import coding
-
-        rate = rate or self.rate
-        model = self.models[setting]
-        h, w = img.shape[:2]
-        if rate == "likelihood":
-            return self._likelihood_code(model, coding.model_input(model, img), (h, w))
-        enc = coding.encode(model, img, estimate=False)
-        return coding.decode(model, enc["strings"], enc["shape"], h, w), enc["bpp"], rate
-
-
-def _model_device(model):
-    """Where a model's networks run (:func:`nic_lib.coding.model_device`; imported here:
-    this module loads torch only for NIC models)."""
-    from nic_lib.coding import model_device
-
-    return model_device(model)
-
-
-def likelihood_rate_table(nic: NicCodec, images: Sequence[tuple[str, np.ndarray]],
-                          rtol: float = LIKELIHOOD_RTOL) -> pd.DataFrame:
-    """Likelihood bpp beside real-bitstream bpp per setting, on (clean) images; never raises.
-
-    Args:
-        nic: the learned codec.
-        images: ``(name, uint8 (H, W, 3))`` pairs.
-        rtol: the tolerance the ``ok`` column is judged by.
-
-    Returns:
-        One row per setting: ``codec, setting, bpp_bitstream, bpp_likelihood, rel_diff, ok``.
-    """
-    real = {s: [nic.bitstream_bpp(img, s) for _, img in images] for s in nic.settings}
-    est = {s: [] for s in nic.settings}
-    for _, img in images:  # every setting of an image at once (code_many shares g_a)
-        for s, (_, bpp, _) in zip(nic.settings, nic.code_many(img, "likelihood")):
-            est[s].append(bpp)
-    rows = []
-    for setting in nic.settings:
-        real_bpp, est_bpp = float(np.mean(real[setting])), float(np.mean(est[setting]))
-        # relative difference = |estimate - real| / real
-        rel = abs(est_bpp - real_bpp) / real_bpp if real_bpp > 0 else float("inf")
-        rows.append({"codec": nic.name, "setting": setting, "bpp_bitstream": real_bpp,
-                     "bpp_likelihood": est_bpp, "rel_diff": rel, "ok": bool(rel <= rtol)})
-    return pd.DataFrame(rows)
-
-
-def likelihood_rate_under_shift(nic: NicCodec, dataset: str, corruption_names: Sequence[str],
-                                severities: Sequence[int], limit: int | None = None,
-                                corrupted_out: str | os.PathLike | None = None,
-                                rtol: float = LIKELIHOOD_RTOL) -> pd.DataFrame:
-    """:func:`likelihood_rate_table` on corrupted inputs: does the estimate hold off the clean set?
-
-    The grid uses likelihood bpp only after :func:`check_likelihood_rate` passed on the
-    clean images; a corruption moves the latents away from what the entropy model was
-    trained on (noise makes large, unpredictable latents), which is where estimate and
-    bitstream part ways. This measures the gap condition by condition.
-
-    Args:
-        nic: the learned codec.
-        dataset: the clean dataset; the corrupted images come from ``<dataset>-C``
-            (:func:`nic_lib.corruptions.load_corrupted`, built where missing).
-        corruption_names, severities: the conditions (the clean images are added).
-        limit: only the first ``limit`` images.
-        corrupted_out: where ``<dataset>-C/`` is.
-        rtol: the tolerance the ``ok`` column is judged by.
-
-    Returns:
-        One row per condition x setting: ``corruption``, ``severity`` and the columns of
-        :func:`likelihood_rate_table`; ``rel_diff`` > ``rtol`` marks a condition where the
-        estimate may not stand in for the bitstream.
-    """
-    conditions = [(CLEAN, CLEAN_SEVERITY)] + [(c, int(s)) for c in corruption_names for s in severities]
-    parts = []
-    for corruption, severity in conditions:
-        images = (corruptions.load_clean(dataset, limit) if corruption == CLEAN else
-                  corruptions.load_corrupted(dataset, corruption, severity, limit=limit, out=corrupted_out))
-        part = likelihood_rate_table(nic, images, rtol)
-        part.insert(0, "severity", severity)
-        part.insert(0, "corruption", corruption)
-        part["images"] = len(images)
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True)
-
-
-def _raise_if_mismatched(table: pd.DataFrame, name: str, rtol: float, n_images: int) -> None:
-    bad = table.loc[~(table["rel_diff"] <= rtol), ["setting", "rel_diff"]]
-    if len(bad):
-        raise LikelihoodRateMismatchError(
-            f"{name}: likelihood bpp differs from the real bitstream by more than {rtol:.0%} at "
-            f"{bad.round(4).to_dict('records')} on {n_images} clean images; use NicCodec(..., rate='bitstream') "
-            "(exact, slower), or find why the coder spends more than the estimate")
-
-
-def check_likelihood_rate(nic: NicCodec, images: Sequence[tuple[str, np.ndarray]],
-                          rtol: float = LIKELIHOOD_RTOL) -> pd.DataFrame:
-    """Check that likelihood bpp is within ``rtol`` of real-bitstream bpp at every setting.
-
-    Args:
-        nic: the learned codec.
-        images: ``(name, uint8 (H, W, 3))`` pairs, the clean images of the grid.
-        rtol: largest allowed |mean likelihood bpp - mean bitstream bpp| / mean bitstream bpp.
-
-    Returns:
-        The table of :func:`likelihood_rate_table`.
-
-    Raises:
-        LikelihoodRateMismatchError: some setting differs by more than ``rtol``.
-    """
-    table = likelihood_rate_table(nic, images, rtol)
-    _raise_if_mismatched(table, nic.name, rtol, len(images))
-    return table
 
 
 # ---------------------------------------------------------------------------------------
@@ -763,138 +410,6 @@ def merge_shards(grid: Grid, n: int, cache_dir: str | os.PathLike | None = None)
             "grid arguments), then merge again")
     table = _sorted(_read_csvs(paths), grid)
     return _reread(table, folder / f"merged-of-{n}.csv")
-
-
-# ---------------------------------------------------------------------------------------
-# Comparing codecs under shift
-
-#: Rates (log-spaced over the shared range) at which two RD curves are compared by
-#: :func:`matched_bpp_delta` (:data:`nic_lib.rd.MATCH_POINTS`).
-MATCH_POINTS = rd.MATCH_POINTS
-
-
-def rd_points(table: pd.DataFrame, by: Sequence[str] = ("corruption", "severity"),
-              metrics_: Sequence[str] = ("bpp", "psnr_vs_input", "psnr_vs_clean", "ms_ssim")) -> pd.DataFrame:
-    """Dataset-level RD points: the mean over images (and over any rows ``by`` leaves out).
-
-    Args:
-        table: a grid table (:data:`COLUMNS`), possibly with extra columns such as a group.
-        by: columns kept apart besides ``codec`` and ``setting`` (e.g. ``("group",)`` to
-            average the corruptions and severities of a frequency group).
-        metrics_: numeric columns to average (PSNR averaged in dB, as the papers do).
-
-    Returns:
-        One row per ``by`` x codec x setting with ``n_rows`` and the means.
-    """
-    keys = [*by, "codec", "setting"]
-    grouped = table.groupby(keys, sort=False)
-    points = grouped[list(metrics_)].mean()
-    points.insert(0, "n_rows", grouped.size())
-    return points.reset_index()
-
-
-def matched_bpp_delta(table: pd.DataFrame, reference: str, metric: str = "psnr_vs_input",
-                      by: Sequence[str] = ("corruption", "severity"), points: int = MATCH_POINTS) -> pd.DataFrame:
-    """Mean quality difference of every codec against ``reference`` at matched bpp, per condition.
-
-    A BD-PSNR that needs no monotone curve: quality against the *clean* image can fall as
-    rate rises (more bits reproduce more of the noise), which BD metrics' fits refuse. Each
-    codec's dataset-level curve (mean bpp, mean ``metric`` per setting) is linearly
-    interpolated in log-bpp at ``points`` log-spaced rates over the range both curves cover;
-    the differences are averaged. Written here because no library offers this variant.
-
-    Args:
-        table: a grid table (:data:`COLUMNS`).
-        reference: the codec compared against (e.g. ``"jpeg2000"``).
-        metric: quality column (dB): ``psnr_vs_input`` or ``psnr_vs_clean``.
-        by: columns defining one condition.
-        points: number of matched rates.
-
-    Returns:
-        One row per condition x codec (the reference included, at 0): the ``by`` columns,
-        ``codec``, ``reference``, ``metric``, ``delta_db`` (positive = better than the
-        reference; NaN when the curves share no rate range), ``bpp_low``, ``bpp_high``.
-
-    Raises:
-        ValueError: the reference codec is not in the table.
-    """
-    if reference not in set(table["codec"]):
-        raise ValueError(f"reference codec {reference!r} is not in the table (codecs: {sorted(set(table['codec']))}); "
-                         "add it to the grid or choose another reference")
-    curves = rd_points(table, by, ("bpp", metric))
-    rows = []
-    for key, cond in curves.groupby(list(by), sort=False):
-        ref = cond[cond["codec"] == reference]
-        for codec, cur in cond.groupby("codec", sort=False):
-            # delta = mean over matched rates r of (Q_codec(r) - Q_reference(r)), Q linear in log(bpp)
-            delta, low, high = rd.matched_rate_delta(ref["bpp"], ref[metric], cur["bpp"], cur[metric], points)
-            rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "codec": codec,
-                         "reference": reference, "metric": metric, "delta_db": delta,
-                         "bpp_low": low, "bpp_high": high})
-    return pd.DataFrame(rows)
-
-
-def delta_at_setting(table: pd.DataFrame, codec: str, setting, reference: str, metric: str = "psnr_vs_input",
-                     by: Sequence[str] = ("corruption", "severity")) -> pd.DataFrame:
-    """Quality of one codec setting against ``reference`` at the rate that setting spends, per condition.
-
-    One definition for every condition: the codec is run at one fixed setting (e.g. a NIC
-    quality level), as a user runs it, and each condition's dataset-mean point
-    (bpp, quality) is compared with the reference's curve of that condition, interpolated
-    in log-bpp at the same bpp (:func:`nic_lib.rd.quality_gap_at_rate`). Unlike
-    :func:`matched_bpp_delta`, whose mean runs over whatever rate range two curves happen
-    to share in a condition (a different one in every condition), every cell answers the
-    same question. A fixed bpp for all conditions cannot be reached by every codec (a
-    low-contrast image costs a NIC a tenth of a noisy one); where the reference does not
-    reach the codec's rate the cell cannot exist, and ``reason`` says why.
-
-    Args:
-        table: a grid table (:data:`COLUMNS`).
-        codec: the codec compared (e.g. ``"mbt2018"``).
-        setting: its setting (a value of the ``setting`` column, e.g. quality 3).
-        reference: the codec compared against (e.g. ``"jpeg2000"``).
-        metric: quality column (dB): ``psnr_vs_input`` or ``psnr_vs_clean``.
-        by: columns defining one condition.
-
-    Returns:
-        One row per condition: the ``by`` columns, ``codec``, ``setting``, ``reference``,
-        ``metric``, ``bpp`` (the codec's mean bpp there), ``delta_db`` (positive = better
-        than the reference; NaN when it cannot exist), ``reference_bpp_low``,
-        ``reference_bpp_high`` and ``reason`` (empty when ``delta_db`` exists).
-
-    Raises:
-        ValueError: the codec, its setting or the reference is not in the table.
-    """
-    for name in (codec, reference):
-        if name not in set(table["codec"]):
-            raise ValueError(f"codec {name!r} is not in the table (codecs: {sorted(set(table['codec']))}); "
-                             "add it to the grid or choose another")
-    mine = table[table["codec"] == codec]
-    settings = pd.to_numeric(mine["setting"], errors="coerce")
-    if not np.isclose(settings, float(setting)).any():
-        raise ValueError(f"{codec} has no setting {setting!r} in the table (settings: {sorted(set(settings))})")
-    curves = rd_points(table[table["codec"].isin([codec, reference])], by, ("bpp", metric))
-    rows = []
-    for key, cond in curves.groupby(list(by), sort=False):
-        ref = cond[cond["codec"] == reference]
-        point = cond[(cond["codec"] == codec) & np.isclose(pd.to_numeric(cond["setting"]), float(setting))]
-        row = {**dict(zip(by, key if isinstance(key, tuple) else (key,))), "codec": codec, "setting": setting,
-               "reference": reference, "metric": metric, "bpp": float("nan"), "delta_db": float("nan"),
-               "reference_bpp_low": float(ref["bpp"].min()) if len(ref) else float("nan"),
-               "reference_bpp_high": float(ref["bpp"].max()) if len(ref) else float("nan"), "reason": ""}
-        if point.empty or len(ref) < 2:
-            row["reason"] = f"no {codec if point.empty else reference} rows in this condition"
-        else:
-            row["bpp"] = float(point["bpp"].iloc[0])
-            # delta = Q_codec(setting) - Q_reference(bpp of that setting), Q_reference linear in log(bpp)
-            row["delta_db"] = float(rd.quality_gap_at_rate(ref["bpp"], ref[metric], row["bpp"], point[metric].iloc[0]))
-            if not np.isfinite(row["delta_db"]):
-                side = "lowest" if row["bpp"] < row["reference_bpp_low"] else "highest"
-                edge = row["reference_bpp_low"] if side == "lowest" else row["reference_bpp_high"]
-                row["reason"] = (f"{codec} spends {row['bpp']:.3g} bpp here, {reference}'s {side} rate is "
-                                 f"{edge:.3g} bpp")
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------

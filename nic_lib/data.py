@@ -31,15 +31,17 @@ Downloads (:func:`download_dataset`, or ``python -m nic_lib.data download kodak`
 SHA-256 of every file, write each file atomically (temporary file + ``os.replace``), skip
 files already present and verified, and delete a file whose checksum does not match.
 
-This module imports nothing else from the project but the leaf ``nic_lib.fileio``.
+Three files: this one (where datasets live, downloads, the command line), the registry of
+datasets and their pinned checksums in :mod:`nic_lib.dataset_specs`, and the rules for one
+image (loading, 16-bit and alpha, pixel digest, centre crops) in :mod:`nic_lib.images`; their
+names are re-exported here. Besides those they import only the leaves ``nic_lib.fileio`` and
+``nic_lib.errors``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -47,15 +49,28 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from nic_lib import fileio
+from nic_lib.dataset_specs import (  # noqa: F401  re-exported: import them from here
+    CHECKSUMS_RESOURCE,
+    DATASETS,
+    DatasetSpec,
+)
 from nic_lib.errors import NicReproError
+from nic_lib.images import (  # noqa: F401  re-exported: import them from here
+    BACKGROUND,
+    centre_crop,
+    centre_crop_oriented,
+    centre_window,
+    ImageLoadError,
+    load_image,
+    pixel_sha256,
+    SCALE_16_TO_8,
+)
+
 
 #: Repository root: the folder holding the ``nic_lib`` package.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -71,18 +86,12 @@ ENV_SHARED_DATA = "NIC_SHARED_DATA"
 #: File types counted as images in folders without a fixed file list (training sets are
 #: PNG or JPEG; users may bring the others).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
-#: 16-bit to 8-bit: v8 = round(v16 / 257) maps 0 -> 0 and 65535 -> 255 exactly (257 = 65535/255).
-SCALE_16_TO_8 = 257.0
-#: Transparent pixels are composited over white, the background a viewer shows them on.
-BACKGROUND = 255.0
 #: Seconds without data before a download gives up; generous for slow academic servers.
 DOWNLOAD_TIMEOUT_S = 60
 #: Bytes read at a time while downloading and hashing (1 MiB: few syscalls, little memory).
 CHUNK_BYTES = 1 << 20
 #: Some servers refuse Python's default user agent; say who we are instead.
 USER_AGENT = "nic-repro/0.1 (dataset download; Python urllib)"
-#: Pinned checksums (file SHA-256 and pixel SHA-256, see :func:`pixel_sha256`).
-CHECKSUMS_RESOURCE = "checksums.json"
 
 
 class DatasetNotFoundError(NicReproError, FileNotFoundError):
@@ -99,127 +108,6 @@ class ChecksumError(NicReproError, OSError):
 
 class DownloadError(NicReproError, OSError):
     """A download could not be fetched (network, proxy, missing file on the server)."""
-
-
-class ImageLoadError(NicReproError, OSError):
-    """A file exists but cannot be decoded as an image."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """What a dataset is and how to check and fetch it.
-
-    Attributes:
-        name: registry key, also the folder name below a data root (``train/bsd200``).
-        description: one line for humans.
-        source: where it comes from and how to get it (shown in errors).
-        files: the exact file names expected, when they are fixed (Kodak).
-        min_count: otherwise, the least number of images a complete folder holds.
-        sha256: file name -> SHA-256 of the file's bytes, where known.
-        pixel_sha256: file name -> :func:`pixel_sha256` of its decoded pixels, where known;
-            a file matching either hash is accepted (a re-encoded PNG keeps its pixels).
-        base_url: per-file download: file ``f`` is fetched from ``base_url + f``.
-        archive_url: whole-set download: a zip whose images are extracted flat.
-        archive_sha256: SHA-256 of that zip.
-        subsets: for an umbrella dataset (``train``), the datasets it is made of.
-        embedded: shipped inside an installed package; never searched for or downloaded.
-    """
-
-    name: str
-    description: str
-    source: str
-    files: tuple[str, ...] = ()
-    min_count: int | None = None
-    sha256: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
-    pixel_sha256: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
-    base_url: str | None = None
-    archive_url: str | None = None
-    archive_sha256: str | None = None
-    subsets: tuple[str, ...] = ()
-    embedded: bool = False
-
-    @property
-    def downloadable(self) -> bool:
-        """Whether :func:`download_dataset` can fetch this dataset."""
-        return bool(self.base_url or self.archive_url)
-
-
-def _load_checksums() -> dict[str, dict[str, dict[str, str]]]:
-    text = resources.files("nic_lib").joinpath("resources", CHECKSUMS_RESOURCE).read_text()
-    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
-
-
-def _pinned(name: str, checksums: dict) -> dict:
-    """Fields of a DatasetSpec pinning the files listed under ``name`` in checksums.json."""
-    entries = checksums[name]
-    return {
-        "files": tuple(sorted(entries)),
-        "sha256": {f: e["sha256"] for f, e in entries.items()},
-        "pixel_sha256": {f: e["pixel_sha256"] for f, e in entries.items()},
-    }
-
-
-def _registry() -> dict[str, DatasetSpec]:
-    sums = _load_checksums()
-    train = {  # training folders and how many images each holds in the shared copy
-        "bsd200": (200, "Berkeley Segmentation Dataset training images, 481x321 PNG"),
-        "div2k-crops": (100, "256x256 PNG crops of DIV2K validation images"),
-        "urban100-crops": (100, "256x256 PNG crops of Urban100"),
-        "imagenet-sample": (600, "one ImageNet validation-style JPEG per class"),
-    }
-    shared_only = "found only in the shared folder beside the project (no public download)"
-    specs = [
-        DatasetSpec(
-            "kodak",
-            "Kodak Lossless True Color Image Suite: 24 PNG, 768x512 (6 portrait)",
-            source="http://r0k.us/graphics/kodak/ "
-            "(public; `python -m nic_lib.data download kodak`)",
-            base_url="http://r0k.us/graphics/kodak/kodak/",
-            **_pinned("kodak", sums),
-        ),
-        DatasetSpec(
-            "photos-hr",
-            "25 photographs of about 1.0-1.4 megapixels (Wikimedia Commons, downsampled)",
-            source="no public source: a folder of 25 PNG " + shared_only,
-            **_pinned("photos-hr", sums),
-        ),
-        DatasetSpec(
-            "clic2020-test",
-            "CLIC 2020 professional test images (PNG)",
-            source="https://www.compression.cc/ (CLIC 2020); archive "
-            "CLIC2020Professional_test.zip, 891,643,809 bytes; "
-            "`python -m nic_lib.data download clic2020-test` fetches and unpacks it",
-            # 250 professional test images (as public loaders count them); with the 178
-            # mobile ones they make the 428 CLIC 2020 test images of the OOD-NIC paper.
-            min_count=250,
-            archive_url="https://data.vision.ee.ethz.ch/cvl/clic/test/"
-            "CLIC2020Professional_test.zip",
-            # SHA-256 as pinned by TensorFlow Datasets (url_checksums/clic.txt).
-            archive_sha256="857df244fc2bfa5da28d4c66bf0db16ee99bfc79eb807be8afa89cd507852884",
-        ),
-        DatasetSpec(
-            "train",
-            "all training folders: " + ", ".join(f"train/{s}" for s in train),
-            source="training images " + shared_only,
-            subsets=tuple(f"train/{s}" for s in train),
-        ),
-        *(
-            DatasetSpec(f"train/{s}", desc, source=f"{desc}, {shared_only}", min_count=n)
-            for s, (n, desc) in train.items()
-        ),
-        DatasetSpec(
-            "sample",
-            "4 colour photos bundled in scikit-image: astronaut, chelsea, coffee, rocket",
-            source="the scikit-image package (installed with nic-repro)",
-            files=("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"),
-            embedded=True,
-        ),
-    ]
-    return {s.name: s for s in specs}
-
-
-#: Every dataset by name.
-DATASETS: dict[str, DatasetSpec] = _registry()
 
 
 # ---------------------------------------------------------------------------------------
@@ -459,191 +347,10 @@ TUNING_SET = "photos-hr"
 TUNING_CROP = (512, 768)
 
 
-def centre_window(shape: tuple[int, ...], height: int, width: int | None = None,
-                  shrink: bool = False) -> tuple[slice, slice]:
-    """The rows and columns of the central height x width window of an image.
-
-    The one centre-crop rule of the project: the window starts at ((H - height) // 2,
-    (W - width) // 2), so an odd margin leaves its extra pixel at the bottom and right.
-
-    Args:
-        shape: the image's shape, (H, W, ...).
-        height: rows of the window.
-        width: columns of the window; None: ``height`` (a square).
-        shrink: a side longer than the image's is cut to the image's (a smaller window)
-            instead of raising.
-
-    Returns:
-        ``(rows, columns)`` slices: ``img[centre_window(img.shape, 256)]`` is the crop; the
-        same slices cut the same window from another image of that size.
-
-    Raises:
-        ValueError: the image is smaller than the window and ``shrink`` is off.
-    """
-    h, w = shape[:2]
-    width = height if width is None else width
-    if shrink:
-        height, width = min(height, h), min(width, w)
-    elif h < height or w < width:
-        raise ValueError(f"image of {h}x{w} is smaller than the {height}x{width} crop; ask for a "
-                         "smaller crop (or shrink=True), or use larger images")
-    top, left = (h - height) // 2, (w - width) // 2
-    return slice(top, top + height), slice(left, left + width)
-
-
-def centre_crop(img: np.ndarray, height: int, width: int | None = None,
-                shrink: bool = False) -> np.ndarray:
-    """The central height x width window of an image (a square when ``width`` is None).
-
-    Args and Raises: as :func:`centre_window`.
-    """
-    return img[centre_window(img.shape, height, width, shrink)]
-
-
-def centre_crop_oriented(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The central height x width window, transposed for a portrait image (height > width).
-
-    Raises:
-        ValueError: the image is smaller than the window.
-    """
-    h, w = img.shape[:2]
-    if h > w:
-        height, width = width, height
-    return centre_crop(img, height, width)
-
-
 def load_tuning_images(limit: int = 12) -> list[tuple[str, np.ndarray]]:
     """The first ``limit`` images of :data:`TUNING_SET`, centre-cropped to :data:`TUNING_CROP`."""
     return [(name, centre_crop_oriented(img, *TUNING_CROP))
             for name, img in load_images(TUNING_SET, limit=limit)]
-
-
-# ---------------------------------------------------------------------------------------
-# Image loading rules
-
-
-def _open_16bit_colour(path: Path) -> Image.Image:
-    """Read a 16-bit-per-channel colour file with OpenCV and scale it to 8 bits.
-
-    Pillow decodes 48/64-bit PNGs to 8 bits by dropping the low byte (v >> 8); to apply
-    round(v / 257) like every other 16-bit input we need the 16-bit samples, which Pillow
-    cannot hold in a colour mode. OpenCV (installed with imagecorruptions) reads them.
-    """
-    try:
-        import cv2  # imported here: only 16-bit colour files need it
-    except ImportError as err:
-        raise ImageLoadError(f"{path} has 16 bits per channel; reading it needs OpenCV: "
-                             "`pip install opencv-python-headless`") from err
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise ImageLoadError(f"OpenCV cannot decode the 16-bit image {path}; "
-                             "convert it to an 8-bit PNG")
-    # v8 = round(v16 / 257)
-    arr8 = np.rint(arr.astype(np.float64) / SCALE_16_TO_8).astype(np.uint8)
-    if arr8.ndim == 2:
-        return Image.fromarray(arr8, "L")
-    if arr8.shape[2] == 2:
-        return Image.fromarray(arr8, "LA")
-    if arr8.shape[2] == 4:  # OpenCV orders channels BGR(A)
-        return Image.fromarray(arr8[..., [2, 1, 0, 3]].copy(), "RGBA")
-    return Image.fromarray(arr8[..., ::-1].copy(), "RGB")
-
-
-def _is_16bit_colour(im: Image.Image) -> bool:
-    """Pillow opened a colour image from 16-bit samples (its raw mode says ';16')."""
-    return im.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in im.tile)
-
-
-def _to_rgb(im: Image.Image, path: Path) -> np.ndarray:
-    """Apply the mode rules of :func:`load_image` to an oriented Pillow image."""
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # v8 = round(v16 / 257), clipped to the 16-bit range first
-        v = np.clip(np.asarray(im, dtype=np.float64), 0, 65535)
-        gray = np.rint(v / SCALE_16_TO_8).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if im.mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    elif im.mode == "PA":
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "RGBa", "La"):
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float64)
-        alpha = rgba[..., 3:] / 255.0
-        if np.all(alpha == 1.0):
-            return rgba[..., :3].astype(np.uint8)
-        warnings.warn(f"{path}: has transparent pixels; compositing over white", stacklevel=3)
-        # out = a * rgb + (1 - a) * white
-        return np.rint(alpha * rgba[..., :3] + (1.0 - alpha) * BACKGROUND).astype(np.uint8)
-    if im.mode == "L":
-        return np.repeat(np.asarray(im)[..., None], 3, axis=2)
-    if im.mode != "RGB":  # CMYK, YCbCr, LAB, 1, F, ...: Pillow's own conversion
-        im = im.convert("RGB")
-    return np.asarray(im, dtype=np.uint8)
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as 8-bit RGB, following the project's loading rules.
-
-    Rules, in order:
-
-    1. EXIF orientation is applied (the array is what a viewer shows).
-    2. 8-bit RGB is returned as stored.
-    3. Grayscale (L) is replicated to three channels.
-    4. 16-bit samples (I;16 grayscale, 48-bit RGB / 64-bit RGBA PNG) become 8-bit by
-       round(v / 257); Pillow's 32-bit ``I`` mode is clipped to 0..65535 first. Pillow
-       itself would drop the low byte of 16-bit colour PNGs, so those are read with OpenCV.
-    5. Palette (P) images become RGB; with a transparent colour they follow rule 6.
-    6. With alpha (RGBA, LA, PA): if any pixel is not fully opaque, the image is
-       composited over white (out = a*rgb + (1-a)*255) and a warning names the file;
-       a fully opaque alpha channel is dropped silently.
-    7. Any other mode (CMYK, YCbCr, ...) goes through Pillow's ``convert("RGB")``.
-
-    Args:
-        path: image file (PNG, JPEG, WebP, TIFF, ... anything Pillow opens).
-
-    Returns:
-        Array of shape (H, W, 3), dtype ``uint8``, RGB.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ImageLoadError: the file is not an image Pillow can decode (or is truncated).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no image file at {path}; check the path (list a dataset's "
-                                "files with nic_lib.data.list_images(name))")
-    try:
-        with Image.open(path) as im:
-            if _is_16bit_colour(im):
-                orientation = im.getexif().get(ExifTags.Base.Orientation)
-                im = _open_16bit_colour(path)
-                if orientation:
-                    exif = Image.Exif()
-                    exif[ExifTags.Base.Orientation] = orientation
-                    im.info["exif"] = exif.tobytes()
-            oriented = ImageOps.exif_transpose(im)
-            return _to_rgb(oriented, path)
-    except UnidentifiedImageError as err:
-        raise ImageLoadError(f"{path} is not an image Pillow can read ({err}); remove it from "
-                             "the dataset folder or convert it to PNG") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, ImageLoadError):
-            raise
-        raise ImageLoadError(f"cannot decode {path} ({type(err).__name__}: {err}); the file may "
-                             "be truncated or corrupt: re-download or re-copy it") from err
-
-
-def pixel_sha256(pixels: np.ndarray) -> str:
-    """SHA-256 of decoded pixels, independent of how the file was encoded.
-
-    Args:
-        pixels: (H, W, 3) uint8 array, as :func:`load_image` returns.
-
-    Returns:
-        Hex digest of ``b"HxWx3:"`` followed by the C-ordered bytes.
-    """
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    h, w, c = pixels.shape
-    return hashlib.sha256(f"{h}x{w}x{c}:".encode() + pixels.tobytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------

@@ -34,36 +34,59 @@ minute with the last progress bar it printed. Control-C stops the run and prints
 command that goes on from the notebook it stopped in; the tables finished by then are
 cached and are read back, not recomputed. Cell outputs are not echoed (``--show-outputs``
 echoes them).
+
+The estimates and the progress lines are :mod:`nic_lib.notebook_progress`'s, the reading of
+a source's cells (the parameters cell, errors that name the source line) is
+:mod:`nic_lib.notebook_cells`'s; their names are re-exported here.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
 import logging
 import os
-import re
 import shlex
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 import jupytext
 import nbformat
 import papermill
 import yaml
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
 from nic_lib import fileio, reproduce
-from nic_lib.plotting import BUILD_DIR, COMMITTED_PROFILE, REPO_ROOT
+from nic_lib.plotting import COMMITTED_PROFILE, REPO_ROOT
+from nic_lib.notebook_cells import (  # noqa: F401  re-exported: import them from here
+    DEFAULT_PROFILE,
+    ERROR_SOURCE_LINES,
+    _execution_error,
+    _last_started_cell,
+    NotebookExecutionError,
+    _parameters_cell,
+    PARAMETERS_TAG,
+    SOURCE_FORMAT,
+)
+from nic_lib.notebook_progress import (  # noqa: F401  re-exported: import them from here
+    DEFAULT_OUT_ROOT,
+    Estimate,
+    estimate_run,
+    format_duration,
+    HEARTBEAT_S,
+    LONG_CELL_S,
+    MEASURED_SECONDS,
+    PAPERMILL_TAGS,
+    PROFILE_PARAMETER,
+    PROGRESS_ENGINE,
+    RunProgress,
+    source_cell_number,
+)
+
 
 logger = logging.getLogger(__name__)
 
@@ -71,29 +94,15 @@ logger = logging.getLogger(__name__)
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 #: A notebook is a two-digit-numbered py:percent file; anything else there is a helper, not run.
 NOTEBOOK_GLOB = "[0-9][0-9]_*.py"
-#: The text format of the sources (see jupytext.toml).
-SOURCE_FORMAT = "py:percent"
 #: smoke: seconds, tiny data, for CI; cpu: the committed figures, a laptop in minutes to
 #: hours; full: CompressAI's published weights where the zoo has them (downloaded once,
 #: hash-checked: nic_lib.models.zoo), best on a GPU. Every notebook also takes ``-p SMOKE
 #: true``: smoke sizes with the profile's models (CI runs ``full`` so, against the stand-in
 #: zoo of nic_lib.testing.standin_zoo: tests/test_notebooks_full.py).
 PROFILES = ("smoke", "cpu", "full")
-#: The profile whose figures are committed, so running a notebook "as is" reproduces them.
-DEFAULT_PROFILE = COMMITTED_PROFILE
-#: Executed notebooks go to <this>/<profile>/ unless told otherwise (git-ignored).
-DEFAULT_OUT_ROOT = BUILD_DIR / "notebooks"
 #: The kernelspec ipykernel installs into this environment; its "python" argv is replaced by
 #: jupyter_client with sys.executable, so the kernel runs the interpreter running this module.
 KERNEL_NAME = "python3"
-#: papermill injects parameters right after the cell carrying this tag.
-PARAMETERS_TAG = "parameters"
-#: The one parameter every notebook must declare (the runner always injects it).
-PROFILE_PARAMETER = "PROFILE"
-#: How many lines of a failing cell the error message quotes: enough to recognise the cell.
-ERROR_SOURCE_LINES = 2
-#: A py:percent cell marker: "# %%" alone or followed by a title/metadata.
-_CELL_MARKER = re.compile(r"^#\s*%%(\s|$)")
 #: Each paper's notebooks, so that one short command regenerates one paper's figures
 #: (``make figures NB=ood-nic``); a name on the command line may be one of these keys.
 PAPERS = {
@@ -102,58 +111,9 @@ PAPERS = {
     "ood-nic": ("02", "03", "04"),  # Lieberman et al. (NeurIPS 2023)
     "pq-mim": ("05",),  # El-Nouby et al. (TMLR 2023)
 }
-#: Measured wall-clock seconds of a whole run per profile and notebook, on this project's
-#: 2-core machine: the estimate before a notebook has run on this machine. Sources: commit
-#: 0b970d2 (01: 3,783 s), 0b37f38 (03: 1,115 s), 2f081fa (05: "37 min on one core"); 00 and
-#: 04 from issue 28 (871 s, 47 s; 04 took 42 s here on 2026-12-06, beside two training runs).
-#: 02 has no whole-run measurement: its grid alone took 71 + 30 min with two processes
-#: (README, *The OOD grid*); the notebook computes it in one, then reads it from cache.
-MEASURED_SECONDS = {
-    "cpu": {
-        "00_classic_codecs": 871,
-        "01_mbt2018": 3783,
-        "03_spectral_inspection": 1115,
-        "04_spectral_theory": 47,
-        "05_pq_mim": 37 * 60,
-        "06_appendix_engineering": 11,  # 2026-12-06 (reads the benchmarks' tables)
-    },
-}
 #: Matplotlib backend of the kernels that execute notebooks: inline, so that the executed
 #: notebook holds its figures whatever MPLBACKEND the calling shell sets (run_notebook).
 KERNEL_MPL_BACKEND = "module://matplotlib_inline.backend_inline"
-#: While a cell runs, a progress line every this many seconds.
-HEARTBEAT_S = 60.0
-#: Cells expected to take at least this long get a line when they start; shorter ones only
-#: when nothing was printed for :data:`HEARTBEAT_S`.
-LONG_CELL_S = 20.0
-#: Tags of the cells papermill adds to an executed notebook: not in the source, not numbered.
-PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
-#: The papermill engine that reports progress (registered below).
-PROGRESS_ENGINE = "nic-progress"
-
-
-class NotebookExecutionError(RuntimeError):
-    """A notebook cell raised (or timed out, or killed the kernel) during :func:`run_notebook`.
-
-    Attributes:
-        notebook: the source ``.py`` that failed.
-        cell_number: 1-based number of the failing cell in the source notebook (markdown
-            cells count, as in JupyterLab), or ``None`` when the failure was in the cell
-            papermill injects.
-        line: 1-based line of that cell's ``# %%`` marker in the source, when known.
-        ename: exception class name raised in the kernel, e.g. ``"ValueError"``.
-        evalue: exception message.
-        executed_path: the executed notebook holding the outputs and the full traceback.
-    """
-
-    def __init__(self, message, *, notebook, cell_number, line, ename, evalue, executed_path):
-        super().__init__(message)
-        self.notebook = notebook
-        self.cell_number = cell_number
-        self.line = line
-        self.ename = ename
-        self.evalue = evalue
-        self.executed_path = executed_path
 
 
 def list_notebooks(names: list[str] | tuple[str, ...] | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -433,306 +393,6 @@ def verify(names: Sequence[str] | None = None, scratch: str | os.PathLike | None
     return 1 if bad else 0
 
 
-@dataclass
-class Estimate:
-    """How long a notebook is expected to run, and what the expectation rests on.
-
-    Attributes:
-        seconds: the whole run, or ``None`` when nothing is known.
-        cells: seconds per cell source, from the last complete run (empty otherwise).
-        basis: where the numbers come from, in words, for the progress lines.
-    """
-
-    seconds: float | None
-    cells: dict[str, float] = field(default_factory=dict)
-    basis: str = "no earlier run here, no measured time"
-
-
-def estimate_run(source: Path, profile: str, parameters: dict | None = None, out_dir: Path | None = None) -> Estimate:
-    """The expected run time of ``source``: its last complete run in ``out_dir``, else :data:`MEASURED_SECONDS`.
-
-    The last run counts only if every cell completed and it had the same parameters
-    (``PROFILE`` included): a run on 4 images says little about one on 24. Its cells are
-    matched to the current ones by their source text, so an edited cell has no estimate.
-
-    Args:
-        source: the notebook's ``.py``.
-        profile: as for :func:`run_notebook`.
-        parameters: the parameters the run injects besides ``PROFILE``.
-        out_dir: where the run writes; default ``build/notebooks/<profile>/``.
-    """
-    out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT_ROOT / profile
-    last = out_dir / f"{source.stem}.executed.ipynb"
-    wanted = {PROFILE_PARAMETER: profile, **(parameters or {})}
-    if last.is_file():
-        try:
-            nb = nbformat.read(last, as_version=4)
-        except Exception:  # unreadable (an old or foreign file): no estimate from it
-            nb = None
-        meta = nb.metadata.get("papermill", {}) if nb is not None else {}
-        statuses = [c.metadata.get("papermill", {}).get("status") for c in (nb.cells if nb is not None else [])]
-        if meta.get("parameters") == wanted and meta.get("duration") and statuses and set(statuses) == {"completed"}:
-            cells = {}
-            for cell in nb.cells:
-                cells[cell.source] = cells.get(cell.source, 0.0) + float(cell.metadata["papermill"].get("duration") or 0.0)
-            day = str(meta.get("end_time", ""))[:10]
-            return Estimate(float(meta["duration"]), cells, f"its last run here, {day}")
-    measured = MEASURED_SECONDS.get(profile, {}).get(source.stem)
-    if measured is not None:
-        return Estimate(float(measured), {}, "measured on the project's 2-core machine")
-    return Estimate(None)
-
-
-class RunProgress:
-    """Progress lines for a run of several notebooks, with estimates of what is left.
-
-    :func:`run_notebook` calls :meth:`cell_started` and :meth:`cell_finished` (through the
-    papermill engine :data:`PROGRESS_ENGINE`); the command line calls
-    :meth:`notebook_started` and :meth:`notebook_finished`. While a cell runs, a
-    background thread prints a line every ``heartbeat_s`` seconds with the last progress
-    bar the cell printed (tqdm's own estimate, for the loops inside it).
-
-    Args:
-        plan: ``(notebook stem, estimate)`` for every notebook of the run, in order.
-        stream: where the lines go (stderr by default, beside the log).
-        heartbeat_s: seconds between two lines about a running cell.
-        long_cell_s: a cell expected to take this long gets a line when it starts.
-    """
-
-    def __init__(self, plan: list[tuple[str, Estimate]], stream: TextIO | None = None,
-                 heartbeat_s: float = HEARTBEAT_S, long_cell_s: float = LONG_CELL_S):
-        self.plan = plan
-        self.stream = stream if stream is not None else sys.stderr
-        self.heartbeat_s = heartbeat_s
-        self.long_cell_s = long_cell_s
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._current = -1  # index into plan
-        self._nb_start = 0.0
-        self._cell: nbformat.NotebookNode | None = None
-        self._cell_label = ""
-        self._cell_start = 0.0
-        self._last_line = 0.0
-        self._done_cells: set[str] = set()
-
-    def begin(self) -> None:
-        """Print what the whole run is expected to take."""
-        known = [e.seconds for _, e in self.plan if e.seconds is not None]
-        unknown = [stem for stem, e in self.plan if e.seconds is None]
-        total = f"about {format_duration(sum(known))}" if known else "no estimate yet"
-        extra = f", plus {', '.join(unknown)} (not measured)" if unknown and known else ""
-        self._print(f"{len(self.plan)} notebook(s) to run, {total}{extra}.")
-
-    def notebook_started(self, index: int) -> None:
-        """Start reporting on notebook ``index`` of the plan."""
-        stem, estimate = self.plan[index]
-        with self._lock:
-            self._current, self._nb_start, self._cell, self._done_cells = index, time.monotonic(), None, set()
-        expected = (f"expected {format_duration(estimate.seconds)} ({estimate.basis})" if estimate.seconds
-                    else f"no estimate ({estimate.basis})")
-        self._print(f"[{index + 1}/{len(self.plan)}] {stem}: {expected}")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._heartbeat, name="notebook-progress", daemon=True)
-        self._thread.start()
-
-    def notebook_finished(self, index: int, ok: bool) -> None:
-        """Stop reporting on notebook ``index``; print its time against the estimate."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        stem, estimate = self.plan[index]
-        took = time.monotonic() - self._nb_start
-        against = f" (expected {format_duration(estimate.seconds)})" if estimate.seconds else ""
-        self._print(f"[{index + 1}/{len(self.plan)}] {stem}: {'done' if ok else 'FAILED'} in {format_duration(took)}{against}")
-
-    def cell_started(self, nb: nbformat.NotebookNode, index: int) -> None:
-        """Called by the engine when cell ``index`` of the executed notebook starts."""
-        cell = nb.cells[index]
-        now = time.monotonic()
-        with self._lock:
-            self._cell, self._cell_start = cell, now
-            self._cell_label = _cell_label(nb, index)
-            expected = self._expected(cell)
-            quiet = now - self._last_line < self.heartbeat_s
-        if (expected is not None and expected >= self.long_cell_s) or not quiet:
-            guess = f", expected {format_duration(expected)}" if expected else ""
-            self._print(f"    {self._cell_label} started{guess}; {self._left()}")
-
-    def cell_finished(self, nb: nbformat.NotebookNode, index: int) -> None:
-        """Called by the engine when cell ``index`` of the executed notebook ends."""
-        with self._lock:
-            self._done_cells.add(nb.cells[index].source)
-            self._cell = None
-
-    def _expected(self, cell) -> float | None:
-        return self.plan[self._current][1].cells.get(cell.source) if self._current >= 0 else None
-
-    def _left(self) -> str:
-        """'about X left here, Y in all' from the estimates and the clock."""
-        stem, estimate = self.plan[self._current]
-        now = time.monotonic()
-        if estimate.cells:
-            pending = sum(t for src, t in estimate.cells.items() if src not in self._done_cells)
-            if self._cell is not None and self._cell.source in estimate.cells:
-                ran = now - self._cell_start
-                pending -= min(ran, estimate.cells[self._cell.source])
-            here = max(pending, 0.0)
-        elif estimate.seconds:
-            here = max(estimate.seconds - (now - self._nb_start), 0.0)
-        else:
-            return f"{format_duration(now - self._nb_start)} so far, no estimate of what is left"
-        later = [e.seconds for _, e in self.plan[self._current + 1:]]
-        rest = here + sum(t for t in later if t)
-        unknown = " + the unmeasured" if any(t is None for t in later) else ""
-        # Past its estimate, say so rather than "0 s left".
-        left_here = f"about {format_duration(here)} left here" if here >= 1 else "past its estimate here"
-        return f"{format_duration(now - self._nb_start)} so far, {left_here}, {format_duration(rest)}{unknown} in all"
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(min(self.heartbeat_s, 5.0)):
-            with self._lock:
-                cell, started = self._cell, self._cell_start
-                due = cell is not None and time.monotonic() - max(started, self._last_line) >= self.heartbeat_s
-            if not due:
-                continue
-            expected = self._expected(cell)
-            ran = time.monotonic() - started
-            guess = f" of about {format_duration(expected)}" if expected else ""
-            bar = _last_progress_text(cell)
-            self._print(f"    {self._cell_label} running {format_duration(ran)}{guess}; {self._left()}" + (f"\n      {bar}" if bar else ""))
-
-    def _print(self, line: str) -> None:
-        with self._lock:
-            self._last_line = time.monotonic()
-        print(line, file=self.stream, flush=True)
-
-
-class _ProgressExecutionManager(NotebookExecutionManager):
-    """papermill's execution manager, telling a :class:`RunProgress` when each cell starts and ends."""
-
-    def __init__(self, nb, progress: RunProgress, **kwargs):
-        super().__init__(nb, **kwargs)
-        self.progress = progress
-
-    def cell_start(self, cell, cell_index=None, **kwargs):
-        super().cell_start(cell, cell_index, **kwargs)
-        self.progress.cell_started(self.nb, cell_index)
-
-    def cell_complete(self, cell, cell_index=None, **kwargs):
-        super().cell_complete(cell, cell_index, **kwargs)
-        self.progress.cell_finished(self.nb, cell_index)
-
-
-class _ProgressEngine(NBClientEngine):
-    """papermill's nbclient engine with :class:`_ProgressExecutionManager` (``progress=`` keyword).
-
-    ``execute_notebook`` is papermill's ``Engine.execute_notebook`` with the manager swapped:
-    papermill's documented way to change execution is a registered engine.
-    """
-
-    @classmethod
-    def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False,
-                         autosave_cell_every=30, progress: RunProgress | None = None, **kwargs):
-        nb_man = _ProgressExecutionManager(nb, progress, output_path=output_path, progress_bar=progress_bar,
-                                           log_output=log_output, autosave_cell_every=autosave_cell_every)
-        nb_man.notebook_start()
-        try:
-            cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
-        finally:
-            nb_man.cleanup_pbar()
-            nb_man.notebook_complete()
-        return nb_man.nb
-
-
-papermill_engines.register(PROGRESS_ENGINE, _ProgressEngine)
-
-
-def source_cell_number(nb: nbformat.NotebookNode, index: int) -> int | None:
-    """1-based number, in the source, of cell ``index`` of an executed notebook; ``None`` for a cell papermill added.
-
-    Papermill adds the injected-parameters cell and, after a failure, two error notes
-    (:data:`PAPERMILL_TAGS`); the numbers skip them, as the error messages do.
-    """
-    def added(cell):
-        return any(tag in cell.metadata.get("tags", []) for tag in PAPERMILL_TAGS)
-
-    if added(nb.cells[index]):
-        return None
-    return index + 1 - sum(added(cell) for cell in nb.cells[:index])
-
-
-def _cell_label(nb: nbformat.NotebookNode, index: int) -> str:
-    """'cell 12/40 (Figure 3 — ...)': numbered as in the source, with the section it belongs to."""
-    number = source_cell_number(nb, index)
-    if number is None:
-        return "injected parameters"
-    total = sum(source_cell_number(nb, i) is not None for i in range(len(nb.cells)))
-    heading = ""
-    for cell in reversed(nb.cells[: index + 1]):  # the section the cell belongs to
-        if cell.cell_type == "markdown":
-            found = re.search(r"^#+\s+(.+)$", cell.source, flags=re.MULTILINE)
-            if found:
-                heading = f" ({found.group(1).strip()[:60]})"
-                break
-    return f"cell {number}/{total}{heading}"
-
-
-def _last_progress_text(cell: nbformat.NotebookNode, width: int = 110) -> str:
-    """The last line a cell printed, as a terminal would show it (a tqdm bar redraws with \\r)."""
-    for output in reversed(list(cell.get("outputs", []))):
-        if output.get("output_type") == "stream":
-            lines = [part.strip() for part in re.split(r"[\r\n]", output.get("text", "")) if part.strip()]
-            if lines:
-                return lines[-1][:width]
-    return ""
-
-
-def format_duration(seconds: float) -> str:
-    """'45 s', '12 min', '1 h 05 min'."""
-    seconds = max(float(seconds), 0.0)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-def _parameters_cell(nb: nbformat.NotebookNode, path: Path) -> tuple[int, set[str]]:
-    """Index of the one cell tagged ``parameters`` and the names it assigns; errors otherwise."""
-    tagged = [i for i, cell in enumerate(nb.cells) if PARAMETERS_TAG in cell.metadata.get("tags", [])]
-    example = f'# %% tags=["{PARAMETERS_TAG}"]\n{PROFILE_PARAMETER} = "{DEFAULT_PROFILE}"  # smoke | cpu | full'
-    if len(tagged) != 1:
-        found = "none" if not tagged else "cells " + ", ".join(str(i + 1) for i in tagged)
-        raise ValueError(
-            f"{path}: needs exactly one cell tagged '{PARAMETERS_TAG}' (found {found}); papermill injects "
-            f"{PROFILE_PARAMETER} and the other parameters right after it. Fix: make the first code cell after "
-            f"the imports start with\n{example}"
-        )
-    index = tagged[0]
-    declared = _assigned_names(nb.cells[index].source)
-    if PROFILE_PARAMETER not in declared:
-        raise ValueError(
-            f"{path}: its '{PARAMETERS_TAG}' cell (cell {index + 1}) does not assign {PROFILE_PARAMETER}; "
-            f"add the line\n{PROFILE_PARAMETER} = \"{DEFAULT_PROFILE}\"  # smoke | cpu | full"
-        )
-    return index, declared
-
-
-def _assigned_names(source: str) -> set[str]:
-    """Names assigned at the top level of a cell (``X = ...``, ``X: int = ...``)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:  # e.g. an IPython magic: fall back to reading "NAME =" line starts
-        return set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=\n]*)?=(?!=)", source, flags=re.MULTILINE))
-    names = set()
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            names.add(node.target.id)
-    return names
-
-
 def _checked_kernel_name() -> str:
     """:data:`KERNEL_NAME`, after checking that it starts this interpreter, not another Python."""
     try:
@@ -751,52 +411,6 @@ def _checked_kernel_name() -> str:
             f"reinstall it with `{sys.executable} -m ipykernel install --sys-prefix` or remove that kernelspec"
         )
     return KERNEL_NAME
-
-
-def _execution_error(source: Path, params_index: int, cell_index: int, ename: str, evalue: str, executed_path: Path):
-    """A :class:`NotebookExecutionError` naming the source cell behind papermill's ``cell_index``."""
-    # papermill counts cells of the executed notebook, where the injected-parameters cell
-    # sits right after the parameters cell; map back to the source's cells.
-    injected_index = params_index + 1
-    nb = jupytext.read(source, fmt=SOURCE_FORMAT)
-    if cell_index == injected_index:
-        cell_number, line, where = None, None, f"the injected-parameters cell (after cell {params_index + 1})"
-        quoted = ""
-    else:
-        source_index = cell_index - 1 if cell_index > injected_index else cell_index
-        cell_number = source_index + 1
-        line = _cell_marker_line(source, source_index, len(nb.cells))
-        where = f"cell {cell_number}" + (f" (line {line})" if line else "")
-        lines = [s for s in nb.cells[source_index].source.splitlines() if s.strip()][:ERROR_SOURCE_LINES]
-        quoted = "".join(f"\n    {s[:100]}" for s in lines)
-    message = (
-        f"{source} failed in {where}:{quoted}\n{ename}: {evalue}\n"
-        f"The executed notebook, with the outputs and traceback, is {executed_path}"
-    )
-    return NotebookExecutionError(
-        message,
-        notebook=source,
-        cell_number=cell_number,
-        line=line,
-        ename=ename,
-        evalue=evalue,
-        executed_path=executed_path,
-    )
-
-
-def _cell_marker_line(source: Path, cell_index: int, n_cells: int) -> int | None:
-    """1-based line of the ``# %%`` marker starting cell ``cell_index``, if markers map one-to-one to cells."""
-    markers = [i + 1 for i, text in enumerate(source.read_text().splitlines()) if _CELL_MARKER.match(text)]
-    return markers[cell_index] if len(markers) == n_cells else None
-
-
-def _last_started_cell(running_path: Path) -> int | None:
-    """Index of the last cell papermill started in a partly executed notebook, if any."""
-    if not running_path.exists():
-        return None
-    nb = nbformat.read(running_path, as_version=4)
-    started = [i for i, cell in enumerate(nb.cells) if cell.metadata.get("papermill", {}).get("start_time")]
-    return started[-1] if started else None
 
 
 def _replace_if_exists(src: Path, dst: Path) -> None:

@@ -212,7 +212,7 @@ def coding_schedule(
     if order not in CODING_ORDERS:
         raise ValueError(
             f"unknown coding order {order!r}; use one of {CODING_ORDERS} "
-            "(model.coding_order in nic_lib/models/google.py)"
+            "(model.coding_order in nic_lib/models/google/transforms.py)"
         )
     rows, cols = (g.flatten() for g in torch.meshgrid(
         torch.arange(height), torch.arange(width), indexing="ij"))  # fmt: skip
