@@ -5,43 +5,6 @@ shape) plus everything a decoder must check before trusting them: which model, w
 quality, a fingerprint of the exact weights, the image size and padding, the length of
 every stream, and a CRC32 over the whole file. All integers are big-endian.
 
-bytes       type         field
-==========  ===========  ==============================================================
-8           bytes        magic ``89 4E 49 43 0D 0A 1A 0A`` (``\\x89NIC\\r\\n\\x1a\\n``, PNG's
-                         trick: the high byte and CR/LF catch 7-bit and text-mode copies)
-1           u8           format version, :data:`FORMAT_VERSION` (see :data:`FORMAT_HISTORY`)
-1           u8           n = length of the model name, 1..:data:`MAX_NAME_BYTES`
-n           ASCII        model name, a registry key (``mbt2018``) or a single-rate model's
-                         checkpoint name (``pqmim-M4-K256``), ``[A-Za-z0-9._-]``
-1           u8           quality, 1..255 (the registry uses 1..8)
-1           u8           p = length of the weights profile, 0..:data:`MAX_NAME_BYTES`
-p           ASCII        weights profile (``cpu``, ``full``; empty if unknown)
-16          bytes        weights fingerprint, :func:`weights_fingerprint`
-2           u16          image height H, 1..:data:`MAX_IMAGE_SIDE`
-2           u16          image width W, 1..:data:`MAX_IMAGE_SIDE`; H*W <= :data:`MAX_IMAGE_PIXELS`
-1           u8           padding below the image (rows), 0..255
-1           u8           padding right of the image (columns), 0..255
-2           u16          latent height h (the ``shape`` ``compress`` returned)
-2           u16          latent width w; (H+pad)/h = (W+pad)/w = a power of two
-1           u8           number of streams S, 1..:data:`MAX_STREAMS`
-4*S         u32          length in bytes of each stream
-sum         bytes        the streams, concatenated in ``strings`` order
-4           u32          CRC32 (zlib) of every byte before it
-==========  ===========  ==============================================================
-
-The image is padded on the bottom and right to multiples of the model's
-``downsampling_factor`` by repeating its last row and column ("replicate"), coded, and
-cropped back after decoding (:mod:`nic_lib.coding`, the learned codecs' one rule).
-
-Reading is strict and bounded: every length is checked against the bytes that remain
-before anything is sliced, sizes are capped by the constants below, and a wrong magic,
-a future or retired version, a CRC mismatch, missing or trailing bytes are refused. A
-file made with another model, quality, profile or other weights is refused before any
-decoding (:class:`NicModelMismatchError`). A file that passes every check but whose
-streams are still wrong (made by hand to pass the CRC) decodes to garbage of the right
-size or raises :class:`NicDecodeError`; it cannot hang or read outside its buffers (see
-:func:`_guarded`).
-=======
 The byte layout (a table of every field) and the strict, bounded reading are
 :mod:`nic_lib.container_format`'s (header, CRC, versions, limits, errors: :func:`pack`,
 :func:`unpack`, :func:`read_header`); this module puts a model's streams into it and takes
