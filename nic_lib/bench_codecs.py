@@ -8,7 +8,6 @@ whose docstring describes the grid; import from there.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 
@@ -108,13 +107,11 @@ def classic_codec(name: str, settings: Sequence | None = None) -> ClassicCodec:
     return ClassicCodec(codec, tuple(settings or ()))
 
 
-def _state_hash(model) -> str:
-    """SHA-256 of a model's parameters and buffers: retrained weights make a new cache key."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+def _model_id(model) -> str:
+    """:func:`nic_lib.models.identity.model_id`: retrained weights make a new cache key."""
+    from nic_lib.models import identity  # imported here, like torch: see _model_device
+
+    return identity.model_id(model)
 
 
 def _nn_sequential():
@@ -195,7 +192,7 @@ class NicCodec:
         """Model classes and weight hashes per setting, and the rate source."""
         from nic_lib import coding  # imported here, like torch: see _model_device
 
-        parts = [f"{s}: {type(m).__name__} {_state_hash(m)}" for s, m in self.models.items()]
+        parts = [f"{s}: {type(m).__name__} {_model_id(m)}" for s, m in self.models.items()]
         # "pad x64" for the hyperprior family: the text grids cached before coding.py had
         factors = "/".join(str(f) for f in sorted({coding.downsampling_factor(m) for m in self.models.values()}))
         return f"{self.name} (rate from {self.rate}; pad x{factors}): " + "; ".join(parts)
@@ -251,7 +248,7 @@ class NicCodec:
             cached = {}
             for setting, model in self.models.items():
                 if is_variable_rate(model) and isinstance(getattr(model, "g_a", None), _nn_sequential()):
-                    cached[setting] = _state_hash(model.g_a)
+                    cached[setting] = _model_id(model.g_a)
             object.__setattr__(self, "_groups", cached)
         return cached
 

@@ -182,11 +182,7 @@ def model_digests(models: Any) -> Any:
     if isinstance(models, Mapping):
         return {str(k): model_digests(v) for k, v in models.items()}
     if isinstance(models, os.PathLike) or (isinstance(models, str) and Path(models).is_file()):
-        path = Path(models)
-        digest = hashlib.sha256(path.read_bytes())
-        for sidecar in sorted(path.parent.glob(f"{path.stem}.*.json")):
-            digest.update(sidecar.name.encode() + b"\0" + sidecar.read_bytes())
-        return digest.hexdigest()[:DIGEST_CHARS]
+        return fileio.file_digest(models, DIGEST_CHARS)
     if isinstance(models, str):
         return models
     if hasattr(models, "state_dict"):

@@ -31,8 +31,6 @@ fix. Typical use::
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from typing import Union
 
@@ -134,50 +132,32 @@ FINGERPRINT_SKIPS = frozenset({"scale_calibration"})
 
 
 def _coding_settings(model: nn.Module) -> dict[str, object]:
-    """Model state outside the state dict that changes the bitstream: the context
-    models' symbol order, a variable-rate model's selected level and its scale
-    calibration factor (:mod:`nic_lib.models.calibration`; absent when 1)."""
-    settings: dict[str, object] = {}
-    order = getattr(model, "coding_order", None)
-    if isinstance(order, str):
-        settings["coding_order"] = order
-    level = getattr(getattr(model, "gain", None), "level", None)
-    if isinstance(level, int):
-        settings["rate_level"] = level
-    from nic_lib.models import calibration  # inside: see the note at the imports
+    """:func:`nic_lib.models.identity.coding_settings` (the settings the fingerprint hashes)."""
+    from nic_lib.models import identity  # inside: see the note at the imports
 
-    factor = calibration.calibration_factor(model)
-    if factor != 1.0:  # σ' = c σ changes every Gaussian table index
-        settings["scale_factor"] = factor
-    return settings
+    return identity.coding_settings(model)
 
 
 def weights_fingerprint(model: nn.Module) -> bytes:
     """What makes a decoder reproduce its encoder, hashed: weights and coder settings.
 
-    SHA-256 over the state dict in sorted key order (each entry: key, dtype, shape,
-    then the tensor's bytes, little-endian as every supported platform stores them),
-    entropy-coder tables included, then the settings that change the bitstream without
-    being weights (``coding_order``, a variable-rate model's level, a scale calibration
-    factor), as sorted JSON. The scale-calibration buffer (:data:`FINGERPRINT_SKIPS`) enters
-    as the current level's factor among the settings, not as a tensor: so a file coded
-    when the factors lived beside the checkpoint keeps its fingerprint.
+    The first :data:`FINGERPRINT_BYTES` bytes of :func:`nic_lib.models.identity.model_digest`
+    (the state dict in sorted key order, entropy-coder tables included, then the settings
+    that change the bitstream without being weights: ``coding_order``, a variable-rate
+    model's level, a scale calibration factor), with the scale-calibration buffer
+    (:data:`FINGERPRINT_SKIPS`) left out: it enters as the current level's factor among the
+    settings, so a file coded when the factors lived beside the checkpoint keeps its
+    fingerprint.
 
     Args:
         model: any ``nn.Module``.
 
     Returns:
-        The first :data:`FINGERPRINT_BYTES` bytes of the digest.
+        :data:`FINGERPRINT_BYTES` bytes.
     """
-    digest = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        if key in FINGERPRINT_SKIPS:
-            continue
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    digest.update(json.dumps(_coding_settings(model), sort_keys=True).encode())
-    return digest.digest()[:FINGERPRINT_BYTES]
+    from nic_lib.models import identity  # inside: see the note at the imports
+
+    return identity.model_digest(model, skip=FINGERPRINT_SKIPS)[:FINGERPRINT_BYTES]
 
 
 # --------------------------------------------------------------------------------------

@@ -25,13 +25,15 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
-__all__ = ["FILE_MODE", "atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["FILE_MODE", "atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text",
+           "file_digest"]
 
 #: Text encoding of written text files: the same on every machine, whatever its locale.
 DEFAULT_ENCODING = "utf-8"
@@ -173,3 +175,26 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = DEFAUL
     with atomic_open(path, "w", encoding=encoding) as f:
         f.write(text)
     return Path(path)
+
+
+def file_digest(path: str | os.PathLike, chars: int = 16) -> str:
+    """What identifies a file of weights: SHA-256 of its bytes and of its JSON sidecars.
+
+    The sidecars are ``<stem>.*.json`` beside it (a scale calibration, an attention-radius
+    record, a run config), each hashed with its name, in name order: they change what
+    loading the file gives. The one file identity of the project: the result caches' key
+    of a checkpoint (:func:`nic_lib.cache.model_digests`) and
+    :func:`nic_lib.models.checkpoints.checkpoint_digest`. A model in memory is identified by
+    :func:`nic_lib.models.identity.model_digest` instead.
+
+    Args:
+        path: the file. chars: hex digits returned.
+
+    Returns:
+        The first ``chars`` hex digits.
+    """
+    path = Path(path)
+    digest = hashlib.sha256(path.read_bytes())
+    for sidecar in sorted(path.parent.glob(f"{path.stem}.*.json")):
+        digest.update(sidecar.name.encode() + b"\0" + sidecar.read_bytes())
+    return digest.hexdigest()[:chars]

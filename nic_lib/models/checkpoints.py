@@ -542,15 +542,9 @@ def update_config(path: str | os.PathLike, **entries: Any) -> Path:
 
 
 def checkpoint_digest(path: str | os.PathLike) -> str:
-    """First 16 hex digits of a checkpoint's SHA-256: the cache key of results computed from it.
-
-    The checkpoint's scale-calibration record (``<name>.calibration.json``: the factors of
-    the shipped files calibrated before the state dict held them, applied when they are
-    loaded, :mod:`nic_lib.models.calibration`) is hashed with it when there is one, so
-    results are recomputed when the calibration changes.
+    """First 16 hex digits of a checkpoint's SHA-256 and its sidecars' (``<stem>.*.json``:
+    a scale-calibration record, applied when the file is loaded, or an attention-radius
+    record): the cache key of results computed from it, :func:`nic_lib.fileio.file_digest`,
+    the project's one file identity (the result caches key a checkpoint path the same way).
     """
-    digest = hashlib.sha256(Path(path).read_bytes())
-    sidecar = calibration.calibration_path(path)
-    if sidecar.is_file():
-        digest.update(sidecar.read_bytes())
-    return digest.hexdigest()[:16]
+    return fileio.file_digest(path)
