@@ -297,21 +297,24 @@ def check_estimate(bits: float, bits_est: float, rtol: float = ESTIMATE_RTOL,
 # --------------------------------------------------------------------------- code / decode
 
 
-def encode(model: nn.Module, img: np.ndarray, estimate: bool = True) -> dict:
+def encode(model: nn.Module, img: np.ndarray, estimate: bool = True, **options) -> dict:
     """Compress one uint8 image with a model: the real bits, and the estimate beside them.
 
     Args:
         model: a model in eval mode with coder tables built (``get_model`` gives one).
         img: uint8 (H, W, 3).
         estimate: also compute ``bits_est`` (one ``forward``, or the context models'
-            ``coded_likelihoods``).
+            ``coded_likelihoods``; a coder whose ``compress`` returns its own ``bits_est``,
+            PQ-MIM's Σ −log2 P of the symbols it wrote, gives that).
+        **options: passed to ``model.compress`` (PQ-MIM: ``steps``, ``transmit_steps``,
+            ``radius``).
 
     Returns:
         ``{"strings", "shape"`` (``compress``'s), ``"bits"`` (:func:`payload_bits`),
         ``"bpp"``, ``"bits_est"``, ``"bpp_est"`` (NaN without ``estimate``),
         ``"encode_s"``, ``"x"`` (the padded input), ``"y_hat"`` (the raster context
         models' coded latents, else None), ``"forward"`` (``forward``'s output where it
-        ran, else None)}``.
+        ran, else None), ``"coded"`` (all of ``compress``'s output: PQ-MIM's codes)}``.
     """
     h, w = img.shape[:2]
     x = model_input(model, img)
@@ -320,23 +323,28 @@ def encode(model: nn.Module, img: np.ndarray, estimate: bool = True) -> dict:
     gives_y_hat = "return_y_hat" in inspect.signature(model.compress).parameters
     with torch.no_grad():
         t0 = time.perf_counter()
-        coded = model.compress(x, return_y_hat=True) if gives_y_hat else model.compress(x)
+        coded = (model.compress(x, return_y_hat=True, **options) if gives_y_hat
+                 else model.compress(x, **options))
         encode_s = time.perf_counter() - t0
         bits_est, out = float("nan"), None
-        if estimate:
+        if estimate and "bits_est" in coded:  # the coder's own estimate of what it wrote
+            bits_est = float(coded["bits_est"])
+        elif estimate:
             likelihoods, out = estimated_likelihoods(model, x, coded)
             # bits_est = Σ over latent tensors of Σ −log2 p (summed per tensor, in float)
             bits_est = sum(float(-torch.log2(v).sum()) for v in likelihoods.values())
     bits = payload_bits(coded["strings"])
     return {"strings": coded["strings"], "shape": coded["shape"], "bits": bits,
             "bpp": bits / (h * w), "bits_est": bits_est, "bpp_est": bits_est / (h * w),
-            "encode_s": encode_s, "x": x, "y_hat": coded.get("y_hat"), "forward": out}
+            "encode_s": encode_s, "x": x, "y_hat": coded.get("y_hat"), "forward": out,
+            "coded": coded}
 
 
-def decode(model: nn.Module, strings, shape, height: int, width: int) -> np.ndarray:
-    """Decompress ``compress``'s strings and shape to the uint8 (height, width, 3) image."""
+def decode(model: nn.Module, strings, shape, height: int, width: int, **options) -> np.ndarray:
+    """Decompress ``compress``'s strings and shape to the uint8 (height, width, 3) image
+    (``options``: passed to ``model.decompress``; PQ-MIM: ``temperature``, ``seed``)."""
     with torch.no_grad():
-        x_hat = model.decompress(strings, shape)["x_hat"]
+        x_hat = model.decompress(strings, shape, **options)["x_hat"]
     return crop_to_image(x_hat, height, width)
 
 

@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 
 from nic_lib import metrics
-from nic_lib.coding import from_tensor, pad_to, to_tensor  # images <-> tensors (not .coding: the rANS side)
+from nic_lib import coding  # the learned codecs' image -> bits path (not .coding: the rANS side)
+from nic_lib.coding import from_tensor, pad_to, to_tensor
 
 from .autoencoder import DOWNSAMPLING
 from .coding import HYBRID_SEED, HYBRID_TEMPERATURE, estimate_bits, fixed_length_bits
@@ -69,18 +70,18 @@ def code_image(model: PQMIM, img: np.ndarray, steps: int = DEFAULT_STEPS,
         (decoded codes == encoded codes, for full transmission)}``.
     """
     h, w = img.shape[:2]
-    x = pad_to(to_tensor(img), DOWNSAMPLING)
-    device = next(model.parameters()).device
-    out = model.compress(x.to(device), steps, transmit_steps, radius)
+    # the learned codecs' one path (nic_lib.coding): replicate padding to the model's
+    # factor, bpp = 8 · bytes of the streams / H·W, the coder's own estimate beside it
+    out = coding.encode(model, img, steps=steps, transmit_steps=transmit_steps, radius=radius)
     dec = model.decompress(out["strings"], temperature=temperature, seed=seed)
-    n_bytes = len(out["strings"][0][0])
-    codes = out["codes"]
+    n_bytes = out["bits"] // 8
+    codes = out["coded"]["codes"]
     pixels = h * w
-    return {"bytes": n_bytes, "bpp": 8.0 * n_bytes / pixels, "bpp_est": out["bits_est"] / pixels,
+    return {"bytes": n_bytes, "bpp": out["bpp"], "bpp_est": out["bpp_est"],
             "bpp_independent": estimate_bits(model.independent_prior().cpu(), codes.cpu()) / pixels,
             "bpp_fixed": fixed_length_bits(codes, model.K) / pixels,
-            "bits_per_step": out["bits_per_step"],
-            "radius": out["radius"],
+            "bits_per_step": out["coded"]["bits_per_step"],
+            "radius": out["coded"]["radius"],
             "x_hat": from_tensor(dec["x_hat"][..., :h, :w].cpu()),
             "exact": bool(torch.equal(dec["codes"], codes))}
 
