@@ -57,7 +57,27 @@ STAGE_B_KEYS = ("width", "layers", "heads", "crop_b", "batch_size_b", "lr_b",
 
 
 @dataclasses.dataclass
-class PQMIMTrainConfig:
+class RunSettings:
+    """What every PQ-MIM stage's run shares (stages A/B: :class:`PQMIMTrainConfig`; stage
+    C: ``PerceptualTrainConfig``): the training data and crops, the warm-up and gradient
+    clip, the seed, how often to log and checkpoint, where to write, threads. A run's
+    configuration is saved and resumed by field name, so the order of fields is free."""
+
+    data: tuple[str, ...] = (DEFAULT_DATA,)
+    crop: int = DEFAULT_CROP
+    batch_size: int = DEFAULT_BATCH
+    warmup_steps: int = DEFAULT_WARMUP
+    clip_grad_norm: float = DEFAULT_CLIP
+    seed: int = 0
+    log_every: int = DEFAULT_LOG_EVERY
+    ckpt_every: int = DEFAULT_CKPT_EVERY
+    out_dir: str | None = None
+    export: str | None = None
+    threads: int | None = None
+
+
+@dataclasses.dataclass
+class PQMIMTrainConfig(RunSettings):
     """Every knob of a PQ-MIM run (saved in config.json, ckpt.pt and final.pt).
 
     Architecture: N, latent_dim, M, K, width, layers, heads (see
@@ -77,27 +97,16 @@ class PQMIMTrainConfig:
     width: int = pqmim.MIM_WIDTH
     layers: int = pqmim.MIM_LAYERS
     heads: int = pqmim.MIM_HEADS
-    data: tuple[str, ...] = (DEFAULT_DATA,)
-    crop: int = DEFAULT_CROP
-    batch_size: int = DEFAULT_BATCH
     crop_b: int | None = None
     batch_size_b: int | None = None
     lr_a: float = DEFAULT_LR_A
     lr_b: float = DEFAULT_LR_B
     weight_decay_b: float = DEFAULT_WEIGHT_DECAY_B
-    warmup_steps: int = DEFAULT_WARMUP
     mask_law: str = DEFAULT_MASK_LAW
-    clip_grad_norm: float = DEFAULT_CLIP
     steps_a: int = DEFAULT_STEPS
     steps_b: int = DEFAULT_STEPS
     max_minutes_a: float | None = None
     max_minutes_b: float | None = None
-    seed: int = 0
-    log_every: int = DEFAULT_LOG_EVERY
-    ckpt_every: int = DEFAULT_CKPT_EVERY
-    out_dir: str | None = None
-    export: str | None = None
-    threads: int | None = None
 
 
 def check_config(cfg: PQMIMTrainConfig) -> None:

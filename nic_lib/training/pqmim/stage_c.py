@@ -29,12 +29,10 @@ import torch.nn.functional as F
 from nic_lib import fileio, perceptual
 from nic_lib.models import pqmim, save_checkpoint
 
-from ..config import DEFAULT_DATA
 from ..data import CropSampler, load_pool, training_files
 from ..runs import CsvLog, default_runs_dir
 from ..schedule import warmup_cosine
-from .config import (DEFAULT_BATCH, DEFAULT_CKPT_EVERY, DEFAULT_CLIP, DEFAULT_CROP,
-                     DEFAULT_LOG_EVERY, DEFAULT_WARMUP, exported_config, resumed_config, to_input)
+from .config import RunSettings, exported_config, resumed_config, to_input
 from .run import export_copy
 
 
@@ -63,13 +61,13 @@ _PERCEPTUAL_STREAM = 0x0C0C  # stage key of the discriminator's initialisation
 
 
 @dataclasses.dataclass
-class PerceptualTrainConfig:
+class PerceptualTrainConfig(RunSettings):
     """Every knob of a stage-C run (saved in config_c.json, ckpt_c.pt and final_c.pt).
 
     ``source``: a finished run folder (its ``final.pt``) or a PQ-MIM checkpoint.
     ``adv_weight``: w_adv; ``gan_loss``: one of :data:`nic_lib.perceptual.GAN_LOSSES`;
     ``ms_ssim_weight``: w_ms; ``disc_width``/``disc_layers``: the
-    :class:`~nic_lib.perceptual.PatchDiscriminator`. The other fields mirror stage A/B's.
+    :class:`~nic_lib.perceptual.PatchDiscriminator`. The fields every stage shares: :class:`~.config.RunSettings`.
     """
 
     source: str = ""
@@ -78,21 +76,10 @@ class PerceptualTrainConfig:
     ms_ssim_weight: float = DEFAULT_MS_SSIM_WEIGHT
     disc_width: int = perceptual.DISC_WIDTH
     disc_layers: int = perceptual.DISC_LAYERS
-    data: tuple[str, ...] = (DEFAULT_DATA,)
-    crop: int = DEFAULT_CROP
-    batch_size: int = DEFAULT_BATCH
     lr_c: float = DEFAULT_LR_C
     lr_d: float = DEFAULT_LR_D
-    warmup_steps: int = DEFAULT_WARMUP
-    clip_grad_norm: float = DEFAULT_CLIP
     steps_c: int = DEFAULT_STEPS_C
     max_minutes_c: float | None = None
-    seed: int = 0
-    log_every: int = DEFAULT_LOG_EVERY
-    ckpt_every: int = DEFAULT_CKPT_EVERY
-    out_dir: str | None = None
-    export: str | None = None
-    threads: int | None = None
 
 
 def _source_checkpoint(source: str | Path) -> Path:
