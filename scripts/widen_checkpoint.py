@@ -5,6 +5,8 @@
         --out ~/nic-runs/widened/m192-q8.pt
     python scripts/widen_checkpoint.py ~/nic-runs/cpu-profile/m192-q8 --N 96 \\
         --out ~/nic-runs/cpu-profile/n96-init.pt
+    python scripts/widen_checkpoint.py checkpoints/mbt2018/n96.pt --keep-qualities 6 7 8 \\
+        --out ~/nic-runs/cpu-profile/n96-top-init.pt
     python -m nic_lib.train --init-from ~/nic-runs/widened/m192.pt --M 192 ...   # train on
 
 ``--M``: the new latent channels start at zero and every new weight that reads them is
@@ -12,7 +14,9 @@ zero (:func:`nic_lib.models.widen.widen_latent`). ``--N``: the transforms' hidde
 layers and z get new units that start at zero, read by fresh weights
 (:func:`nic_lib.models.widen.widen_hidden`). ``--qualities``: rate levels are added
 to a variable-rate model, the trained ones copied and the new ones extrapolated from the
-learned gains (:func:`nic_lib.models.widen.add_levels`). The source is a registry
+learned gains (:func:`nic_lib.models.widen.add_levels`); ``--keep-qualities`` keeps only
+some levels, each unchanged (:func:`nic_lib.models.widen.select_levels`: top levels to
+fine-tune on their own, so the transforms specialise where they bind). The source is a registry
 checkpoint or a run folder (its last ``ckpt.pt``, EMA weights, via
 :func:`nic_lib.train.snapshot_final`). Either way every trained level codes a Kodak crop
 to the same reconstruction as before; the script checks that before it writes anything,
@@ -31,7 +35,7 @@ import torch
 
 from nic_lib import data, train
 from nic_lib.models import checkpoints, variable_rate
-from nic_lib.models.widen import add_levels, widen_hidden, widen_latent
+from nic_lib.models.widen import add_levels, select_levels, widen_hidden, widen_latent
 
 
 def _load(source: Path):
@@ -53,12 +57,15 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--N", type=int, help="new hidden width of the transforms and z (> the source's)")
     p.add_argument("--qualities", type=int, nargs="+",
                    help="qualities of the grown variable-rate model (a superset of its own)")
+    p.add_argument("--keep-qualities", type=int, nargs="+",
+                   help="keep only these levels (a subset), each unchanged: top levels to "
+                   "fine-tune on their own (select_levels)")
     p.add_argument("--out", type=Path, required=True, help="where to write the grown checkpoint")
     p.add_argument("--seed", type=int, default=0, help="init of the new hidden units")
     args = p.parse_args(argv)
-    if args.M is None and args.N is None and args.qualities is None:
+    if args.M is None and args.N is None and args.qualities is None and args.keep_qualities is None:
         p.error("nothing to do: give --M (wider latent), --N (wider hidden layers), "
-                "--qualities (more levels), or several")
+                "--qualities (more levels), --keep-qualities (fewer), or several")
     source = args.source.expanduser()
     out = args.out.expanduser()
     if out.resolve() == source.resolve() or (source.is_dir() and out.parent.resolve() == source.resolve()):
@@ -71,15 +78,19 @@ def main(argv: list[str] | None = None) -> Path:
         grown, config = widen_hidden(grown, config, args.N, seed=args.seed)
     if args.qualities is not None:
         grown, config = add_levels(grown, config, args.qualities)
+    if args.keep_qualities is not None:
+        grown, config = select_levels(grown, config, args.keep_qualities)
     # the promise, checked: same reconstruction at every trained level on a Kodak crop
     x = torch.from_numpy(data.load_images("kodak", limit=1)[0][1][:256, :256].copy())
     x = x.permute(2, 0, 1)[None].float().div(255)
     old, new = variable_rate.rate_levels(model), variable_rate.rate_levels(grown)
-    for level in range(max(1, len(old))):
-        if old:
+    # every level the two share (all trained ones; the kept ones after --keep-qualities)
+    pairs = [(i, j) for j, v in enumerate(new) for i, w in enumerate(old)
+             if math.isclose(v, w)] or [(None, None)]
+    for level, kept in pairs:
+        if level is not None:
             variable_rate.set_rate_level(model, level)
-            variable_rate.set_rate_level(grown, next(i for i, v in enumerate(new)
-                                                     if math.isclose(v, old[level])))
+            variable_rate.set_rate_level(grown, kept)
         with torch.no_grad():
             diff = (model(x)["x_hat"] - grown(x)["x_hat"]).abs().max().item()
         if diff > 1e-5:
@@ -89,7 +100,7 @@ def main(argv: list[str] | None = None) -> Path:
     checkpoints.save_checkpoint(grown, out, config, extra={
         "grown_from": str(source), "grown_from_step": step, "grown_from_M": int(model.M), "grown_from_N": int(model.N), "grown_from_lmbdas": old})
     print(f"{source} (N={model.N}, M={model.M}, {len(old)} levels) -> {out} (N={grown.N}, M={grown.M}, {len(new)} "
-          f"levels): same reconstruction at the {max(1, len(old))} trained level(s)")
+          f"levels): same reconstruction at the {len(pairs)} level(s) they share")
     return out
 
 

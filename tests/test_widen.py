@@ -226,3 +226,26 @@ def test_levels_below_quality_1_extrapolate_the_lowest_gain_step():
         variable_rate.set_rate_level(source, 0)
         variable_rate.set_rate_level(grown, n)
         assert torch.equal(source(x)["x_hat"], grown(x)["x_hat"])
+
+
+@pytest.mark.parametrize("per_level", [False, True])
+@pytest.mark.parametrize("qualities", [[4, 6], [6]])
+def test_selected_levels_code_exactly_like_the_same_levels_of_the_source(per_level, qualities):
+    from nic_lib.models import registry
+    from nic_lib.models.widen import select_levels
+
+    source, config = _source(per_level=per_level)
+    top, top_config = select_levels(source, config, qualities)
+    assert top_config["lmbdas"] == [registry.LAMBDA_MSE[q] for q in qualities]
+    assert variable_rate.rate_levels(top) == top_config["lmbdas"]
+    x = _image(1)
+    for level, q in enumerate(qualities):
+        variable_rate.set_rate_level(top, level)
+        variable_rate.set_rate_level(source, LMBDAS.index(registry.LAMBDA_MSE[q]))
+        with torch.no_grad():
+            a, b = source(x), top(x)
+            assert torch.equal(a["x_hat"], b["x_hat"])
+            assert _bits(a) == _bits(b)
+            assert source.compress(x)["strings"] == top.compress(x)["strings"]
+    with pytest.raises(ValueError, match="not a level"):
+        select_levels(source, config, [8])

@@ -58,9 +58,9 @@ import torch
 from compressai.entropy_models import EntropyBottleneck
 from torch import Tensor, nn
 
-from nic_lib.models import checkpoints, registry, variable_rate
+from nic_lib.models import calibration, checkpoints, registry, variable_rate
 
-__all__ = ["widen_latent", "widen_hidden", "add_levels", "WIDENABLE"]
+__all__ = ["widen_latent", "widen_hidden", "add_levels", "select_levels", "WIDENABLE"]
 
 #: Registry keys whose latent can be widened by :func:`widen_latent`.
 WIDENABLE = ("mbt2018",)
@@ -381,5 +381,69 @@ def add_levels(model: nn.Module, config: dict, qualities) -> tuple[nn.Module, di
         else:
             raise ValueError(f"add_levels: no rule for {key} {tuple(value.shape)}")
     new.load_state_dict({**fresh, **state}, strict=False)
+    new.update(force=True)
+    return new.eval(), config
+
+
+def select_levels(model: nn.Module, config: dict, qualities) -> tuple[nn.Module, dict]:
+    """A copy of a variable-rate model that keeps only some of its rate levels, unchanged.
+
+    The shared transforms of a variable-rate model serve every rate; at the top of the
+    range they bind (notebook 01's ceiling: the unquantized autoencoder). A model made of
+    the top levels alone, fine-tuned on them, lets its transforms specialise there (the
+    "fixed-rate top levels" of issue 25 when ``qualities`` is one level). The copy codes
+    each kept level exactly as the source does: its gain rows, its per-level hyperprior
+    density and its scale-calibration factor are copied, every shared tensor as it is.
+
+    Args:
+        model: a trained variable-rate model (``load_checkpoint(...)[0]``).
+        config: its config (``load_checkpoint(...)[1]["config"]``).
+        qualities: the qualities to keep (by λ of the MSE quality table), a subset of the
+            model's levels.
+
+    Returns:
+        ``(model with those levels, its config)``, in eval mode with coder tables built.
+
+    Raises:
+        ValueError: not a variable-rate model, or a quality it was not trained at.
+    """
+    old = variable_rate.rate_levels(model)
+    if not old:
+        raise ValueError("select_levels needs a variable-rate model (train one with --qualities)")
+    keep = []
+    for q in qualities:
+        lm = registry.LAMBDA_MSE.get(q)
+        hit = [i for i, v in enumerate(old) if lm is not None and math.isclose(v, lm)]
+        if not hit:
+            raise ValueError(f"quality {q} (λ={lm}) is not a level of the model "
+                             f"(its λ: {old})")
+        keep.append(hit[0])
+    keep = sorted(set(keep))
+    lmbdas = [old[i] for i in keep]
+    config = {**config, "lmbdas": lmbdas,
+              "qualities": sorted(q for q in registry.LAMBDA_MSE
+                                  if registry.LAMBDA_MSE[q] in lmbdas),
+              "reference_lmbda": float(model.reference_lmbda)}
+    new = registry.build_model(registry.model_name(model), **config)
+    fresh, source = new.state_dict(), model.state_dict()
+    rows = torch.tensor(keep)
+    state = {}
+    for key, value in fresh.items():
+        if key.endswith(_REBUILT):
+            continue
+        if ".bottlenecks." in key:  # per-level hyperprior densities: the kept levels'
+            head, rest = key.split(".bottlenecks.")
+            level, tail = rest.split(".", 1)
+            state[key] = source[f"{head}.bottlenecks.{keep[int(level)]}.{tail}"]
+        elif key in source and source[key].shape == value.shape:
+            state[key] = source[key]
+        elif key in source and source[key].shape[:1] == (len(old),):  # per level: gains, calibration
+            state[key] = source[key][rows]
+        else:
+            raise ValueError(f"select_levels: no rule for {key} {tuple(value.shape)}")
+    new.load_state_dict({**fresh, **state}, strict=False)
+    factors = calibration.calibration_factors(model)  # the kept levels' σ factors
+    if factors is not None:
+        calibration.apply_calibration(new, [factors[i] for i in keep])
     new.update(force=True)
     return new.eval(), config
