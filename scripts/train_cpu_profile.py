@@ -335,6 +335,27 @@ STAGES["ablate-bmshj2018-hyperprior-lowrate"] = ("n96-lowrate", [
     "--eval-crop", "256", "--threads", "1"], "bmshj2018-hyperprior/n96-lowrate.pt")
 LOWRATE_STAGES = ("n96-lowrate", "ablate-bmshj2018-hyperprior-lowrate")
 
+#: The top-levels lever (issue 25; not trained yet). On n96's evaluation crops the low
+#: levels beat JPEG 2000 from the first evaluation on while q6-q8 stay behind and close
+#: slowly (q8: -2.32 dB at step 2,000, -1.87 at 26,000): the shared transforms bind at the
+#: top. ``n96-top`` is n96 at step 26,500 (the ablations' transforms file) cut to q6-q8
+#: unchanged (``widen_checkpoint.py --keep-qualities``, :func:`nic_lib.models.widen.select_levels`)
+#: and trained on with exactly n96's schedule from that step (``--start-step``), so that at
+#: each step it can be set beside n96's own evaluation rows of q6-q8: the same CPU time,
+#: all of it spent on the top levels. TOP_STEPS: how far the measurement goes.
+TOP_STEPS = 6000
+TOP_QUALITIES = ["6", "7", "8"]
+DERIVED["n96-top-init"] = (None, ["--keep-qualities", *TOP_QUALITIES])
+DERIVED_FROM_FILE["n96-top-init"] = RUNS / f"n96-step{ABLATION_TRANSFORMS[2]}.pt"
+STAGES["n96-top"] = ("n96-top-init", [
+    "--model", "mbt2018", "--N", str(N_WIDE), "--M", str(M_WIDE), "--qualities", *TOP_QUALITIES,
+    "--crop", "128", "--batch-size", "8", "--no-progress", "--schedule-clock", "steps",
+    "--lr", "1.65e-4", "--warmup-steps", "200", "--lr-decay-steps", str(M192_Q8_STEPS - FORK_STEP),
+    "--max-steps", str(ABLATION_TRANSFORMS[2] + TOP_STEPS), "--min-lr-ratio", "0.0606",
+    "--ema", "0.999", "--eval-every", "2000", "--eval-images", "4", "--eval-crop", "256",
+    "--precision", "bf16", "--threads", "1", "--init-from", str(RUNS / "n96-top-init.pt"),
+    "--start-step", str(ABLATION_TRANSFORMS[2])], None)
+
 
 def ood_budget(stage: str) -> tuple[int, float]:
     """(steps, estimated CPU hours) of an ood-* or low-rate stage: its steps x STEP_TIME."""
@@ -558,6 +579,8 @@ def derive(name: str) -> None:
         return
     source, flags = DERIVED[name]
     start = DERIVED_FROM_FILE.get(name, RUNS / str(source) / "final.pt")
+    if Path(start) == ablation_transforms_path():
+        ablation_transforms()  # restored from git when missing
     cmd = [sys.executable, str(REPO / "scripts" / "widen_checkpoint.py"),
            str(start), *flags, "--out", str(out)]
     print(f"[{name}] {' '.join(cmd)}", flush=True)

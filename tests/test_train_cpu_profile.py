@@ -189,3 +189,14 @@ def test_a_continued_stage_ships_its_records_from_before_and_after_the_start_ste
     whole = pd.read_csv(log)
     assert whole["step"].tolist() == [14990, 15000, 15010, 15020]
     assert whole["loss"].tolist() == [1.0, 0.9, 0.8, 0.7]
+
+
+def test_the_top_levels_lever_runs_n96s_schedule_from_the_ablations_step_on_q6_to_q8(script):
+    assert script.needed("n96-top") == ["n96-top-init", "n96-top"]
+    assert script.DERIVED_FROM_FILE["n96-top-init"].name == script.ablation_transforms_path().name
+    cmd, n96 = script.command("n96-top"), script.command("n96")
+    value = lambda c, flag: c[c.index(flag) + 1]  # noqa: E731
+    assert value(cmd, "--start-step") == str(script.ABLATION_TRANSFORMS[2])
+    assert cmd[cmd.index("--qualities") + 1:cmd.index("--qualities") + 4] == ["6", "7", "8"]
+    for flag in ("--lr", "--lr-decay-steps", "--min-lr-ratio", "--eval-crop", "--ema"):
+        assert value(cmd, flag) == value(n96, flag), flag  # the same schedule and evaluation
