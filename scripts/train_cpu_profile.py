@@ -251,6 +251,10 @@ ELIC_STEPS = 20000
 ELIC_FINETUNE_STEPS = 5000
 FIXED_QUALITIES = ["1", "3", "4", "6"]  # nic_lib.variants.FIXED_QUALITIES
 N96_SHIPPED = CHECKPOINTS / "mbt2018" / "n96.pt"
+#: These are AVX512/AMX machine times with bf16; on an AVX2-only machine bf16 is emulated
+#: and runs compute in fp32 (nic_lib.training.precision.for_this_machine): n96's step took
+#: 1.45 s there (2026-12-07, beside one other run), ~2.7x the 0.53 below, so ``--list``'s
+#: CPU hours are that much too low on such a machine.
 #: Measured 2026-12-07 at load average 5-6 (``nice python benchmarks/ood_step_time.py
 #: --repeats 2 --steps 12``, then ``--variants elic2022-n64 elic2022-n96 mbt2018-n96-vr``):
 #: medians of 2-4 runs. ELIC N = 64: 1.30-1.41 s (2.1 s at N = 96, so N = 64).
