@@ -383,7 +383,8 @@ def decode_memory_bytes(header: NicHeader, model: nn.Module) -> int:
             coarse = -(-side // scale)
             if budget is not None:  # the tiled models' tile, never more than the image
                 coarse = min(coarse, tiling.tile_for_memory(module, width, dtype, budget))
-            tiles.append(tiling.tile_memory_bytes(module, width, coarse, dtype))
+            widest = tiling.largest_tile(coarse, -(-side // scale))  # a merged remainder
+            tiles.append(tiling.tile_memory_bytes(module, width, widest, dtype))
         tile = 2 * max(tiles)
     except (AttributeError, ValueError):  # no g_s, or not a chain tiling understands
         tile = _UNKNOWN_MODEL_BYTES_PER_PIXEL * pixels

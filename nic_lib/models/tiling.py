@@ -348,6 +348,14 @@ def tile_for_memory(module: nn.Module, in_channels: int, dtype: torch.dtype = to
     """The largest tile side (a power of two, :data:`MIN_TILE`..:data:`MAX_TILE`) whose
     :func:`tile_memory_bytes` fits in ``memory``; :data:`MIN_TILE` if none does."""
     tile = MIN_TILE
-    while tile < MAX_TILE and tile_memory_bytes(module, in_channels, 2 * tile, dtype) <= memory:
+    while tile < MAX_TILE and tile_memory_bytes(module, in_channels, largest_tile(2 * tile),
+                                                dtype) <= memory:
         tile *= 2
     return tile
+
+
+def largest_tile(tile: int, length: int | None = None) -> int:
+    """The widest tile :func:`tile_grid` cuts for side ``tile`` on an axis of ``length``
+    (unbounded: None): a remainder under :data:`MIN_EXACT_TILE` joins the last tile."""
+    widest = max(tile, MIN_EXACT_TILE) + MIN_EXACT_TILE - 1
+    return widest if length is None else min(length, widest)
