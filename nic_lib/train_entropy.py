@@ -210,11 +210,12 @@ def train_entropy(cfg: EntropyConfig, resume: bool = False) -> Path:
     aux_optimizer = (torch.optim.Adam([named[n] for n in aux_names], lr=cfg.aux_lr)
                      if aux_names else None)
     lmbdas = T.rate_lambdas(tcfg)
+    precision = T.precision.for_this_machine(cfg.precision)  # bf16 where it is native
     fileio.atomic_write_text(run_dir / "config.json", json.dumps(
         {"config": dataclasses.asdict(cfg), "train_config": dataclasses.asdict(tcfg),
          "resolved": {"N": N, "M": M, "lmbdas": lmbdas, "warm_start": warm,
                       "trainable_parameters": sum(p.numel() for p in params),
-                      "precision_computed": T.precision.for_this_machine(cfg.precision),
+                      "precision_computed": precision,
                       "torch": str(torch.__version__)}}, indent=1, default=str))
 
     t0 = time.time()
@@ -227,7 +228,6 @@ def train_entropy(cfg: EntropyConfig, resume: bool = False) -> Path:
     if cfg.prefit_densities:
         prefit = T.prefit_densities(model, y0[:T.PREFIT_CROPS], cfg.prefit_densities,
                                     latents=True)
-    precision = T.precision.for_this_machine(cfg.precision)  # bf16 where it is native
     log_rows, acc, t1, first = [], np.zeros(3), time.time(), cfg.start_step
     if resume:
         state = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)

@@ -267,9 +267,8 @@ class _Run:
             step_lmbda = self.lmbdas[level]
         opt.optimizer.zero_grad(set_to_none=True)
         opt.aux_optimizer.zero_grad(set_to_none=True)
-        # bf16 only where the machine computes it natively (precision.for_this_machine)
-        with reduced_precision(model, for_this_machine(cfg.precision, self.device.type),
-                               self.device.type):
+        # bf16 only where the machine computes it natively (resolved once, in info)
+        with reduced_precision(model, self.info["precision_computed"], self.device.type):
             out = self.step_model(x)
         terms = rd_loss(out, x, step_lmbda, cfg.metric)
         terms["loss"].backward()
