@@ -470,6 +470,33 @@ def test_checkpoint_round_trip_reproduces_outputs_and_bitstreams(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))  # the atomic write left no temp file
 
 
+@pytest.mark.parametrize("name", ["mbt2018", "mbt2018-checkerboard"])
+def test_context_masks_are_stored_empty_and_rebuilt_by_the_architecture(tmp_path, name):
+    model = _updated(name, context_size=5)
+    config = default_config(name, 2) | TINY
+    path = save_checkpoint(model, tmp_path / "m.pt", config, dtype=torch.float16)
+    raw = torch.load(path, weights_only=True)
+    (key,) = [k for k in raw["state_dict"] if k.endswith("context_prediction.mask")]
+    assert raw["state_dict"][key].numel() == 0
+    loaded, _ = load_checkpoint(path)
+    mask = loaded.state_dict()[key]
+    assert torch.equal(mask, model.state_dict()[key])
+    assert 0 < mask.sum() < mask.numel()  # a real mask, not ones or zeros
+    x = smooth_image(seed=3)
+    assert loaded.compress(x)["strings"] == load_checkpoint(path)[0].compress(x)["strings"]
+    # a file written before masks were stored empty holds the mask in full: still read
+    raw["state_dict"][key] = model.state_dict()[key]
+    torch.save(raw, tmp_path / "old.pt")
+    fresh = load_checkpoint(path)[0].state_dict()  # (compress masks the kernel in place)
+    for key_, value in load_checkpoint(tmp_path / "old.pt")[0].state_dict().items():
+        assert torch.equal(value, fresh[key_]), key_
+    # ... but a stored mask that is not the architecture's is refused by name
+    raw["state_dict"][key] = torch.ones_like(mask)
+    torch.save(raw, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointMismatchError, match="context_prediction.mask"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
 def test_fp16_checkpoint_stores_half_weights_and_still_decodes(tmp_path):
     model = _updated("mbt2018-mean")
     path = save_checkpoint(model, tmp_path / "half.pt", default_config("mbt2018-mean", 2) | TINY,
