@@ -229,7 +229,7 @@ def measure(args) -> tuple[list[dict], str]:
         repeats = args.repeats if order == "wavefront" else SERIAL_REPEATS
         encode_s, coded = timed(lambda: model.compress(x, return_y_hat=True), 1)
         seen = []
-        # prepend: see g_s's input before a variable-rate model's inverse gain scales it
+        # g_s's input: the decoded latents, scaled by the level's inverse gain
         hook = model.g_s.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()),
                                                    prepend=True)
         decode_s, out = timed(lambda: model.decompress(coded["strings"], coded["shape"]), repeats)
@@ -238,16 +238,23 @@ def measure(args) -> tuple[list[dict], str]:
         model.tile_memory = ONE_TILE
         check = model.decompress(coded["strings"], coded["shape"])
         del model.tile_memory
+        decoded_input = seen[-1]
+        # the encoder's own x_hat, and g_s's input from the encoder's y_hat: the model
+        # applies its inverse gain before g_s, so the two inputs are compared as g_s sees
+        # them (equal inputs <=> equal decoded y_hat, the gain being the same)
+        encoder_x_hat = model.synthesize(coded["y_hat"])
         hook.remove()
         ok_tiles = torch.equal(check["x_hat"], out["x_hat"])
-        ok = ok_tiles and torch.equal(seen[-1], coded["y_hat"]) and torch.equal(
-            out["x_hat"], model.synthesize(coded["y_hat"]))  # the encoder's own x_hat
+        ok = ok_tiles and torch.equal(decoded_input, seen[-1]) and torch.equal(out["x_hat"], encoder_x_hat)
         if order == "wavefront":  # the decoder on one thread: the same y_hat
             torch.set_num_threads(1)
+            hook = model.g_s.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()),
+                                                       prepend=True)
             model.tile_memory = ONE_TILE
             model.decompress(coded["strings"], coded["shape"])
             del model.tile_memory
-            ok = ok and torch.equal(seen[-1], coded["y_hat"])
+            hook.remove()
+            ok = ok and torch.equal(seen[-1], decoded_input)
             torch.set_num_threads(args.threads)
         latents[order] = coded["y_hat"]
         row(f"ours-{order}", decode_s, encode_s, coded["strings"], out["x_hat"], ok)
