@@ -20,15 +20,18 @@ Codecs (:class:`ClassicCodec`, :class:`NicCodec`) share one small contract: ``na
 ``code(img, setting) -> (x_hat, bpp, rate_source)``.
 
 - Classic codecs (``nic_lib.codecs``) report bpp from the bytes of the whole file.
-- NIC models report bpp from the real bitstream (``model.compress``: the bytes of every
-  latent string; the few bytes of image shape a container would add are not counted), or,
-  with ``rate="likelihood"``, from the entropy model's estimate (sum of -log2 likelihoods)
+- NIC models (the hyperprior family, ELIC, PQ-MIM's rate points) report bpp from the real
+  bitstream (``model.compress``: the bytes of every latent string; PQ-MIM's 7-byte stream
+  header included; the few bytes of image shape a container would add are not counted), or,
+  with ``rate="likelihood"`` (not PQ-MIM, whose forward pass has none), from the entropy
+  model's estimate (sum of -log2 likelihoods)
   and ``forward``'s reconstruction, which skips the slow serial entropy coder. The grid uses
   the estimate only after :func:`check_likelihood_rate` has found it within 2% of the real
   bitstreams on the clean images (:data:`LIKELIHOOD_RTOL`), and raises otherwise.
   Padding, coding, decoding, the estimate and the rounding of the reconstruction are
   :mod:`nic_lib.coding`'s (edge replication to each model's ``downsampling_factor``, 64
-  for the hyperprior family as in the reference code); bpp counts the original pixels only.
+  for the hyperprior family as in the reference code, 16 for PQ-MIM); bpp counts the
+  original pixels only. PQ-MIM's decoded codes are checked against those its encoder wrote.
 
 Caching, resuming, sharding. The grid is a list of *units* (condition x image x codec, all
 rate points of a codec in one unit) in a fixed order; shard ``i/n`` takes every codec's units
@@ -255,7 +258,7 @@ def _likelihood_gate(grid: Grid, folder: Path, clean: list[tuple[str, np.ndarray
             key = {"codec": codec.description, "images": [n for n, _ in clean]}
             table = cache.cached_table(folder / f"likelihood_check-{codec.name}.csv", key,
                                        lambda c=codec: likelihood_rate_table(c, clean),
-                                       data=clean, models=codec.models)
+                                       data=clean, models=codec.model_ids)
             _raise_if_mismatched(table, codec.name, LIKELIHOOD_RTOL, len(clean))
 
 
@@ -419,10 +422,16 @@ def merge_shards(grid: Grid, n: int, cache_dir: str | os.PathLike | None = None)
 def nic_codecs_from_checkpoints(specs: Sequence[str], rate: str = "bitstream", profile: str = "cpu") -> list[NicCodec]:
     """Learned codecs from ``MODEL[:Q1,Q2,...]`` specs (qualities 1-6 when none are listed).
 
+    ``pqmim`` is PQ-MIM's rate points, one file each, as qualities 1..n lowest rate first
+    (every shipped one when none are listed; :func:`nic_lib.neural.quality_models`). It
+    always codes for real (``rate="bitstream"``, as its rows' ``rate_source`` says): its
+    forward pass has no likelihoods.
+
     Args:
-        specs: e.g. ``["mbt2018", "mbt2018-mean:1,3,5"]``.
-        rate: the rate source of every codec (see :class:`NicCodec`).
-        profile: ``"cpu"`` (this project's checkpoints) or ``"full"`` (published weights).
+        specs: e.g. ``["mbt2018", "mbt2018-mean:1,3,5", "pqmim:1,3"]``.
+        rate: the rate source of every codec but PQ-MIM (see :class:`NicCodec`).
+        profile: ``"cpu"`` (this project's checkpoints) or ``"full"`` (published weights;
+            PQ-MIM has only this project's).
 
     Returns:
         One :class:`NicCodec` per spec.
@@ -430,14 +439,24 @@ def nic_codecs_from_checkpoints(specs: Sequence[str], rate: str = "bitstream", p
     Raises:
         nic_lib.models.CheckpointNotFoundError: a checkpoint is missing (the message gives the
             training command).
+        ValueError: ``pqmim`` with ``profile="full"``, or a quality it does not hold.
     """
-    from nic_lib.models import get_model  # here: a classic-codec grid never loads the models
+    # here: a classic-codec grid never loads the models
+    from nic_lib.models import get_model
+    from nic_lib.neural import quality_models
 
     out = []
     for spec in specs:
         name, _, qs = spec.partition(":")
-        qualities = [int(q) for q in qs.split(",")] if qs else list(range(1, 7))
-        out.append(NicCodec(name, {q: get_model(name, q, profile=profile) for q in qualities}, rate=rate))
+        qualities = [int(q) for q in qs.split(",")] if qs else None
+        if name == "pqmim":
+            if profile != "cpu":
+                raise ValueError(f"{spec}: PQ-MIM has no published weights, only this project's "
+                                 "checkpoints/pqmim/*.pt; use profile 'cpu'")
+            out.append(NicCodec(name, quality_models(name, qualities), rate="bitstream"))
+            continue
+        out.append(NicCodec(name, {q: get_model(name, q, profile=profile) for q in qualities or range(1, 7)},
+                            rate=rate))
     return out
 
 
@@ -470,8 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("dataset", help="clean dataset, e.g. kodak (its -C version is built on demand)")
         p.add_argument("--codecs", nargs="*", default=["jpeg", "webp", "jpeg2000", "avif"], help="classic codecs")
         p.add_argument("--settings", nargs="*", metavar="CODEC=A,B,..", help="override a codec's rate points")
-        p.add_argument("--nic", nargs="*", metavar="MODEL[:Q1,Q2,..]", help="cpu-profile checkpoints to include")
-        p.add_argument("--rate", choices=("bitstream", "likelihood"), default="bitstream", help="NIC rate source")
+        p.add_argument("--nic", nargs="*", metavar="MODEL[:Q1,Q2,..]",
+                       help="cpu-profile checkpoints to include (pqmim: its rate points, qualities 1..3)")
+        p.add_argument("--rate", choices=("bitstream", "likelihood"), default="bitstream",
+                       help="NIC rate source (PQ-MIM always codes: bitstream)")
         p.add_argument("--corruptions", nargs="*", choices=corruptions.CORRUPTIONS, metavar="NAME")
         p.add_argument("--severities", nargs="*", type=int, choices=corruptions.SEVERITIES)
         p.add_argument("--limit", type=int, help="only the first N images")

@@ -160,15 +160,32 @@ class _channels_last:
         return False
 
 
+def _has_likelihoods(model) -> bool:
+    """False for PQ-MIM, whose ``forward`` gives no likelihoods (its estimate needs the MIM
+    steps its coder runs anyway)."""
+    from nic_lib.models.pqmim import PQMIM  # imported here, like torch: see _model_device
+
+    return not isinstance(model, PQMIM)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class NicCodec:
     """A learned codec: one CompressAI-contract model per rate setting (e.g. per quality).
 
+    PQ-MIM's rate points are such models too (``models=neural.quality_models("pqmim")``,
+    settings 1..3 lowest rate first), with ``rate="bitstream"`` only: its forward pass has no
+    likelihoods, and its real stream costs what its estimate does.
+
     Attributes:
         name: its name in tables (``"mbt2018"``).
-        models: setting -> model (``forward``, ``compress``, ``decompress``, ``update``).
+        models: setting -> model (``forward``, ``compress``, ``decompress``; ``update``,
+            where the model has coder tables to build).
         rate: ``"bitstream"`` (real bytes of ``compress``) or ``"likelihood"`` (estimate,
             allowed after :func:`check_likelihood_rate`).
+
+    Raises:
+        ValueError: an unknown ``rate``, or ``"likelihood"`` for a model without
+            likelihoods (PQ-MIM).
     """
 
     name: str
@@ -178,9 +195,14 @@ class NicCodec:
     def __post_init__(self):
         if self.rate not in ("bitstream", "likelihood"):
             raise ValueError(f"rate must be 'bitstream' or 'likelihood', got {self.rate!r}")
-        for model in self.models.values():
+        for setting, model in self.models.items():
+            if self.rate == "likelihood" and not _has_likelihoods(model):
+                raise ValueError(
+                    f"{self.name} setting {setting}: a {type(model).__name__} has no likelihood rate (its forward "
+                    "pass gives none); use NicCodec(..., rate='bitstream'), which codes it for real")
             model.eval()
-            model.update(force=True)  # coder tables from the current weights (needed by compress)
+            if hasattr(model, "update"):
+                model.update(force=True)  # coder tables from the current weights (needed by compress)
 
     @property
     def settings(self) -> tuple:
@@ -188,11 +210,18 @@ class NicCodec:
         return tuple(self.models)
 
     @property
+    def model_ids(self) -> dict[str, str]:
+        """setting -> :func:`nic_lib.models.identity.model_id` of its model: the identity
+        of this codec's models in every cache key (``cached_table(..., models=...)``)."""
+        return {str(s): _model_id(m) for s, m in self.models.items()}
+
+    @property
     def description(self) -> str:
-        """Model classes and weight hashes per setting, and the rate source."""
+        """Model classes and identities (:attr:`model_ids`) per setting, and the rate source."""
         from nic_lib import coding  # imported here, like torch: see _model_device
 
-        parts = [f"{s}: {type(m).__name__} {_model_id(m)}" for s, m in self.models.items()]
+        ids = self.model_ids
+        parts = [f"{s}: {type(m).__name__} {ids[str(s)]}" for s, m in self.models.items()]
         # "pad x64" for the hyperprior family: the text grids cached before coding.py had
         factors = "/".join(str(f) for f in sorted({coding.downsampling_factor(m) for m in self.models.values()}))
         return f"{self.name} (rate from {self.rate}; pad x{factors}): " + "; ".join(parts)
@@ -286,6 +315,10 @@ class NicCodec:
             ``(x_hat uint8 (H, W, 3), bpp per original pixel, rate source)``: bpp is
             :mod:`nic_lib.coding`'s (real payload bits, or the estimate with
             ``rate="likelihood"``).
+
+        Raises:
+            nic_lib.coding.DecodeMismatchError: PQ-MIM's decoder read other codes than
+                its encoder wrote.
         """
         from nic_lib import coding
 
@@ -295,7 +328,9 @@ class NicCodec:
         if rate == "likelihood":
             return self._likelihood_code(model, coding.model_input(model, img), (h, w))
         enc = coding.encode(model, img, estimate=False)
-        return coding.decode(model, enc["strings"], enc["shape"], h, w), enc["bpp"], rate
+        # PQ-MIM's decoder returns the codes it read: checked against those written
+        x_hat = coding.decode(model, enc["strings"], enc["shape"], h, w, enc["coded"].get("codes"))
+        return x_hat, enc["bpp"], rate
 
 
 def _model_device(model):

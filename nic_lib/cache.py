@@ -11,16 +11,20 @@ it (dataset, settings...):
   ``nic_lib`` modules those import, transitively; comments and docstrings left out;
 - ``data``: a digest of the pixels of every input image (:func:`data_digests`; the caller
   names the images, ``data=None`` says there are none);
-- ``models``: a digest of every model's weights (:func:`model_digests`: a checkpoint file
-  with its ``<stem>.*.json`` sidecars, or a model's ``state_dict``; ``models=None`` says
-  there are none).
+- ``models``: a digest of every model (:func:`model_digests`: a checkpoint file with its
+  ``<stem>.*.json`` sidecars, or the identity the caller computed for an in-memory model,
+  :func:`nic_lib.models.identity.model_ids`; ``models=None`` says there are none).
 
 The key file written beside each table lists the modules and digests, so it says which
 code, data and models the table was computed from. Installed libraries (Pillow's encoders,
 torch) are not in the key: a codec's ``description`` is, where callers put it.
 ``make verify`` never reads a cache (it computes into a scratch folder).
 
-This module imports nothing of the project but the leaf ``nic_lib.fileio``.
+This module imports nothing of the project but the leaf ``nic_lib.fileio``, and not torch:
+:mod:`nic_lib.data` uses it, and importing :mod:`nic_lib.models` from here would close a
+cycle through it. So a model object is refused, not digested here: the one identity of a
+model is :func:`nic_lib.models.identity.model_digest`, which the caller passes in
+(``models=identity.model_ids(...)``).
 """
 
 from __future__ import annotations
@@ -79,7 +83,8 @@ def cached_table(
         refresh: recompute even if the cache is valid.
         data: the input images (``(name, pixels)`` pairs, a name -> pixels mapping, or
             arrays), or ``None`` when the table is computed from no images.
-        models: the models (checkpoint paths, digests, ``nn.Module`` objects, or a
+        models: the models (checkpoint paths, digest strings such as
+            :func:`nic_lib.models.identity.model_ids` gives for in-memory models, or a
             mapping/list of them), or ``None`` when no model is involved.
 
     Returns:
@@ -87,7 +92,7 @@ def cached_table(
 
     Raises:
         TypeError: if ``key`` is not JSON-serialisable, or ``data``/``models`` hold
-            something that cannot be digested.
+            something that cannot be digested (a model object among them).
     """
     path = Path(path)
     key_path = path.with_name(path.name + ".key.json")
@@ -162,20 +167,23 @@ def data_digests(data: Any) -> dict[str, str] | None:
 
 
 def model_digests(models: Any) -> Any:
-    """A digest of each model's weights, in the shape ``models`` was given.
+    """A digest of each model, in the shape ``models`` was given.
 
     Args:
         models: ``None``; a checkpoint path (its bytes and those of its sidecars
             ``<stem>.*.json`` beside it, e.g. a scale calibration or an attention radius,
-            which change what loading it gives); a string that is not a file (taken as a
-            digest, e.g. :func:`nic_lib.models.checkpoints.checkpoint_digest`); an object with a
-            ``state_dict()`` (its tensors); or a mapping or list of these.
+            which change what loading it gives: :func:`nic_lib.fileio.file_digest`); a
+            string that is not a file (taken as a digest the caller computed, e.g.
+            :func:`nic_lib.models.identity.model_id` or
+            :func:`nic_lib.models.checkpoints.checkpoint_digest`); or a mapping or list of these.
 
     Returns:
         The digests, as a string, list or dict like ``models``; ``None`` for ``None``.
 
     Raises:
-        TypeError: something that is none of the above.
+        TypeError: a model object (anything with a ``state_dict``: its identity is
+            :func:`nic_lib.models.identity.model_digest`, which this module cannot import),
+            or something that is none of the above.
     """
     if models is None:
         return None
@@ -186,16 +194,13 @@ def model_digests(models: Any) -> Any:
     if isinstance(models, str):
         return models
     if hasattr(models, "state_dict"):
-        digest = hashlib.sha256()
-        for name, tensor in models.state_dict().items():
-            t = tensor.detach().cpu()
-            t = t.float() if str(t.dtype) == "torch.bfloat16" else t  # numpy has no bfloat16
-            digest.update(name.encode() + b"\0" + _array_digest(t.contiguous().numpy()).encode())
-        return digest.hexdigest()[:DIGEST_CHARS]
+        raise TypeError(f"a {type(models).__name__} object cannot be digested here: a model's identity is "
+                        "nic_lib.models.identity.model_digest (weights and coding settings); pass "
+                        "models=nic_lib.models.identity.model_ids(<your models>), or their checkpoint paths")
     if isinstance(models, Sequence):
         return [model_digests(m) for m in models]
     raise TypeError(f"cannot digest a model given as {type(models).__name__}; pass a checkpoint path, a digest "
-                    "string, a torch module, or a list/dict of them")
+                    "string (nic_lib.models.identity.model_ids of in-memory models), or a list/dict of them")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -50,10 +50,12 @@ its estimate is checked by its own per-setting table, ``bench.check_likelihood_r
 at the same 2%), :mod:`nic_lib.spectral` (``nic_codec``: :func:`forward_images` checked
 with :func:`check_estimate`), :mod:`nic_lib.models.calibration` (:func:`model_input`).
 
-Not yet here (issue 27, item 1): :mod:`nic_lib.models.pqmim`'s rate. The ``.nic`` path
-codes PQ-MIM with :func:`encode` (``estimate=False``) like any model, but its estimate
-(Σ −log2 P over the MIM steps, not ``forward``'s likelihoods) and the rates of its
-notebook are its own ``code_image``'s.
+PQ-MIM (:mod:`nic_lib.models.pqmim`) takes the same path: its ``compress`` returns its own
+estimate (Σ −log2 P over the MIM steps, the symbols it wrote), which :func:`encode` reports
+as ``bits_est``; its decoder returns the codes it read, which :func:`decode` and
+:func:`code_image` check against the encoder's (:class:`DecodeMismatchError`). Its forward
+pass has no likelihoods, so the fast path is not for it. The extra rate columns of its
+notebook (independent prior, fixed length, hybrid steps) are ``pqmim.code_image``'s.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from nic_lib.errors import NicReproError
 __all__ = [
     "CROP_BAND_ROWS",
     "DEFAULT_DOWNSAMPLING_FACTOR",
+    "DecodeMismatchError",
     "ESTIMATE_RTOL",
     "FORWARD_IS_CODER",
     "RateEstimateError",
@@ -116,6 +119,11 @@ FORWARD_IS_CODER = (FactorizedPrior, ScaleHyperprior, MeanScaleHyperprior)
 class RateEstimateError(NicReproError, RuntimeError):
     """A likelihood estimate differs from the real bitstream by more than its tolerance
     (the fix: code for real, :func:`code_image`)."""
+
+
+class DecodeMismatchError(NicReproError, RuntimeError):
+    """A decoder read other symbols than its encoder wrote (PQ-MIM: other codes), so its
+    image is not the one the rate was measured for."""
 
 
 class RateEstimateWarning(UserWarning):
@@ -340,12 +348,38 @@ def encode(model: nn.Module, img: np.ndarray, estimate: bool = True, **options) 
             "coded": coded}
 
 
-def decode(model: nn.Module, strings, shape, height: int, width: int, **options) -> np.ndarray:
-    """Decompress ``compress``'s strings and shape to the uint8 (height, width, 3) image
-    (``options``: passed to ``model.decompress``; PQ-MIM: ``temperature``, ``seed``)."""
+def decode(model: nn.Module, strings, shape, height: int, width: int,
+           expected_codes: torch.Tensor | None = None, **options) -> np.ndarray:
+    """Decompress ``compress``'s strings and shape to the uint8 (height, width, 3) image.
+
+    Args:
+        model, strings, shape: the model and what its ``compress`` returned.
+        height, width: the unpadded size.
+        expected_codes: the symbols the encoder wrote (:func:`encode`'s
+            ``coded["codes"]``, PQ-MIM's, every step transmitted): checked against those
+            the decoder read.
+        **options: passed to ``model.decompress`` (PQ-MIM: ``temperature``, ``seed``).
+
+    Raises:
+        DecodeMismatchError: the decoder read other codes than ``expected_codes``.
+    """
+    return crop_to_image(_decompress(model, strings, shape, expected_codes, **options), height, width)
+
+
+def _decompress(model: nn.Module, strings, shape, expected_codes: torch.Tensor | None = None,
+                **options) -> torch.Tensor:
+    """``model.decompress(strings, shape)["x_hat"]``, its codes checked where it returns them."""
     with torch.no_grad():
-        x_hat = model.decompress(strings, shape, **options)["x_hat"]
-    return crop_to_image(x_hat, height, width)
+        out = model.decompress(strings, shape, **options)
+    read = out.get("codes")
+    if expected_codes is not None and read is not None and not torch.equal(read.cpu(), expected_codes.cpu()):
+        wrong = int((read.cpu() != expected_codes.cpu()).sum())
+        raise DecodeMismatchError(
+            f"{type(model).__name__}: the decoder read {wrong} of {read.numel()} codes other than the "
+            "encoder wrote, so encoder and decoder computed different probabilities; encode and decode "
+            "on one device with one thread count (tests/test_device.py states the property), and report "
+            "the image if they already do")
+    return out["x_hat"]
 
 
 def code_image(model: nn.Module, img: np.ndarray, decode: bool = True) -> dict:
@@ -359,6 +393,8 @@ def code_image(model: nn.Module, img: np.ndarray, decode: bool = True) -> dict:
             latents (``compress(x, return_y_hat=True)``, which their decoder reproduces
             bit for bit) and ``g_s`` of those is the reconstruction; the models in
             :data:`FORWARD_IS_CODER` quantize in forward exactly as their coder does.
+            PQ-MIM's reconstruction is ``g_s`` of the codes it wrote (what its decoder
+            returns from the same codes, which it checks wherever it runs).
             Any other model (e.g. the checkerboard, whose forward pass rounds
             differently from its two-pass coder) is decoded anyway. Not the eval-mode
             forward of the raster models: it rounds ``y`` without the serially predicted
@@ -368,18 +404,24 @@ def code_image(model: nn.Module, img: np.ndarray, decode: bool = True) -> dict:
         ``{"bytes", "bpp", "bpp_est", "x_hat" (uint8 image), "encode_s", "decode_s"
         (NaN when not decoded), "strings", "shape"}``: ``bpp`` and ``bpp_est`` as this
         module's docstring defines them.
+
+    Raises:
+        DecodeMismatchError: PQ-MIM's decoder read other codes than its encoder wrote.
     """
     h, w = img.shape[:2]
     enc = encode(model, img)
+    codes = enc["coded"].get("codes")  # PQ-MIM's, all transmitted (no options here)
     decode_s = float("nan")
     with torch.no_grad():
         if not decode and enc["y_hat"] is not None:
             x_hat = model.synthesize(enc["y_hat"])  # what decompress returns, bit for bit
         elif not decode and isinstance(model, FORWARD_IS_CODER):
             x_hat = enc["forward"]["x_hat"]
+        elif not decode and codes is not None and hasattr(model, "decode_codes_to_image"):
+            x_hat = model.decode_codes_to_image(codes[None])  # g_s of the codes the decoder reads
         else:
             t0 = time.perf_counter()
-            x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+            x_hat = _decompress(model, enc["strings"], enc["shape"], codes)
             decode_s = time.perf_counter() - t0
     return {"bytes": enc["bits"] // 8, "bpp": enc["bpp"], "bpp_est": enc["bpp_est"],
             "x_hat": crop_to_image(x_hat, h, w), "encode_s": enc["encode_s"],

@@ -17,6 +17,12 @@ one image (:func:`nic_lib.coding.code_image`) are :mod:`nic_lib.coding`'s, the l
 codecs' one path; a checkpoint's digest for result caches is
 :func:`nic_lib.models.checkpoints.checkpoint_digest`.
 
+PQ-MIM takes the same sweeps: its shipped rate points (one file each) are the qualities of
+one family, lowest rate first (:func:`quality_models` with ``"pqmim"``,
+:func:`nic_lib.models.pqmim.rate_points`); its ``bpp_est`` is its own Σ −log2 P over the
+MIM steps, and every decoded image comes with a check that the decoder read the codes the
+encoder wrote (:class:`nic_lib.coding.DecodeMismatchError`).
+
 Every function runs on the device its model sits on (``get_model(..., device=DEVICE)``;
 :func:`nic_lib.models.default_device` picks a GPU when there is one): the image goes
 there, the results come back to the CPU. Where the coder's parameters are computed, and why
@@ -38,7 +44,7 @@ from tqdm.auto import tqdm
 
 from nic_lib import cache, metrics
 from nic_lib.coding import code_image, estimated_likelihoods, model_input
-from nic_lib.models import checkpoints, hub, variable_rate
+from nic_lib.models import checkpoints, hub, identity, pqmim, variable_rate
 
 __all__ = [
     "SWEEP_COLUMNS",
@@ -76,6 +82,10 @@ def rate_sweep(
 
     Returns:
         DataFrame with :data:`SWEEP_COLUMNS`.
+
+    Raises:
+        nic_lib.coding.DecodeMismatchError: a decoder read other symbols than its encoder
+            wrote (PQ-MIM, whose decoder returns its codes).
     """
     images = list(images)
     total = len(images) * sum(len(v) for v in models.values())
@@ -210,21 +220,27 @@ def bits_by_latent(stats: Mapping[str, np.ndarray], reduce: str = "sum") -> np.n
 
 def quality_models(source, qualities: Sequence[int] | None = None,
                    device: str | torch.device = "cpu") -> dict[int, torch.nn.Module]:
-    """One model per quality from a variable-rate checkpoint (each a copy at its level).
+    """One model per quality: the levels of a variable-rate checkpoint, or PQ-MIM's rate points.
 
     Args:
-        source: a checkpoint path (e.g. ``checkpoints/mbt2018/vr-ctx3.pt``) or a model key,
-            which reads the cpu profile's ``checkpoints/<key>/vr.pt``.
-        qualities: the qualities wanted; default every quality the checkpoint holds.
+        source: a checkpoint path (e.g. ``checkpoints/mbt2018/vr-ctx3.pt``: a copy of its
+            model at each level); a model key, which reads the cpu profile's
+            ``checkpoints/<key>/vr.pt``; or ``"pqmim"``: the single-rate files of
+            ``checkpoints/pqmim/`` as qualities 1..n, lowest rate first
+            (:func:`nic_lib.models.pqmim.rate_points`: ``M2-K256``, ``M4-K256``, ``M8-K256``).
+        qualities: the qualities wanted; default every quality the checkpoint (or folder) holds.
         device: where to put the models (their coder tables are built on the CPU first).
 
     Returns:
         ``{quality: model}`` in eval mode with coder tables built.
 
     Raises:
-        CheckpointNotFoundError: a model key without a variable-rate checkpoint.
+        CheckpointNotFoundError: a model key without a variable-rate checkpoint, or
+            ``"pqmim"`` without trained rate points.
         ValueError: a quality the checkpoint does not hold.
     """
+    if str(source) == "pqmim":
+        return _rate_point_models(qualities, device)
     path = Path(source) if str(source).endswith(".pt") else hub.variable_rate_checkpoint_path(source)
     if not path.is_file():
         raise checkpoints.CheckpointNotFoundError(
@@ -237,6 +253,21 @@ def quality_models(source, qualities: Sequence[int] | None = None,
     if missing:
         raise ValueError(f"{path} holds qualities {held}; {missing} are not among them")
     return {q: variable_rate.set_rate_level(copy.deepcopy(model), held.index(q)).to(device) for q in wanted}
+
+
+def _rate_point_models(qualities: Sequence[int] | None, device) -> dict[int, torch.nn.Module]:
+    """PQ-MIM's rate points as ``{quality: model}`` (see :func:`quality_models`)."""
+    paths = pqmim.rate_points()
+    if not paths:
+        raise checkpoints.CheckpointNotFoundError(
+            f"no PQ-MIM rate points in {pqmim.checkpoint_dir()}; train one with "
+            "`python -m nic_lib.train_pqmim --M 4 --K 256 --export checkpoints/pqmim/M4-K256.pt`")
+    wanted = list(qualities) if qualities is not None else list(paths)
+    missing = [q for q in wanted if q not in paths]
+    if missing:
+        raise ValueError(f"PQ-MIM's rate points are qualities {list(paths)} "
+                         f"({', '.join(p.stem for p in paths.values())}); {missing} are not among them")
+    return {q: hub.model_from_checkpoint(paths[q], 1, device)[0] for q in wanted}
 
 
 def cached_rate_sweep(
@@ -258,8 +289,11 @@ def cached_rate_sweep(
     Args:
         results_dir: folder of the cached tables.
         label: the model's name in the tables.
-        family: ``{quality: model}``.
-        digest: identifies the weights (e.g. :func:`nic_lib.models.checkpoints.checkpoint_digest`).
+        family: ``{quality: model}`` (:func:`quality_models`).
+        digest: identifies the files the family came from (e.g.
+            :func:`nic_lib.models.checkpoints.checkpoint_digest` of a variable-rate file; for
+            PQ-MIM's rate points, ``{q: checkpoint_digest(p) for q, p in
+            pqmim.rate_points().items()}``): any JSON value.
         images: ``(name, image)`` pairs.
         context: everything else the numbers depend on (dataset, crop, qualities...).
         decode: as :func:`rate_sweep`.
@@ -267,13 +301,17 @@ def cached_rate_sweep(
 
     Returns:
         The table (:data:`SWEEP_COLUMNS`).
+
+    Raises:
+        nic_lib.coding.DecodeMismatchError: as :func:`rate_sweep`.
     """
     key = {**dict(context), "images": [name for name, _ in images], "decode_images": decode,
            "model": label, "checkpoint": digest}
-    # the models as they run, not only the file they came from: the coder tables built at
-    # loading (scale table, CDFs) are in their state dicts; the code that builds and runs
-    # them is in the cache key's code version (cache.code_version)
-    models = {label: digest, "state_dicts": {str(q): m for q, m in sorted(family.items())}}
+    # the models as they run, not only the files they came from: model_id covers the coder
+    # tables built at loading (scale table, CDFs) and the coding settings (rate level,
+    # calibration, attention radius); the code that builds and runs them is in the cache
+    # key's code version (cache.code_version)
+    models = {label: digest, "model_ids": identity.model_ids(dict(sorted(family.items())))}
     return cache.cached_table(Path(results_dir) / f"learned_{label}.csv", key,
                               lambda: rate_sweep(images, {label: family}, decode=decode),
                               refresh=refresh, data=images, models=models)

@@ -498,7 +498,7 @@ if check_nic and RATE_CHECK_IMAGES:
         lambda: pd.concat([bench.likelihood_rate_under_shift(c, dataset, corruption_names, RATE_CHECK_SEVERITIES,
                                                              limit=RATE_CHECK_IMAGES, corrupted_out=CORRUPTED_DIR)
                            for c in check_nic], ignore_index=True),
-        refresh=REFRESH, data=check_images, models={c.name: c.models for c in check_nic})
+        refresh=REFRESH, data=check_images, models={c.name: c.model_ids for c in check_nic})
     rate_check["est_over_real_pct"] = 100 * (rate_check["bpp_likelihood"] / rate_check["bpp_bitstream"] - 1)
     rate_check["condition"] = [c if c == bench.CLEAN else f"{c} {s}" for c, s in zip(rate_check["corruption"], rate_check["severity"])]
     reproduce.save_table(rate_check, fig_dir / "likelihood_vs_bitstream_under_shift.csv", floats=reproduce.NETWORK)

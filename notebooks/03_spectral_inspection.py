@@ -50,7 +50,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from nic_lib import cache, claims, corruptions, data, heatmaps, notebook_setup, plotting, reproduce, spectral
-from nic_lib.models import CheckpointNotFoundError, PretrainedWeightsUnavailableError, get_model
+from nic_lib.models import CheckpointNotFoundError, PretrainedWeightsUnavailableError, get_model, identity
 
 # %% tags=["parameters"]
 PROFILE = "cpu"  # smoke: 2 small crops, 3 corruptions, 8x8 heat map (CI, < 2 min); cpu: 24 Kodak images, all 15 corruptions; full: as cpu, with CompressAI's published weights for NIC_MODELS
@@ -495,7 +495,7 @@ for c, fn in lf_codecs.items():
          "crop": lf_setting.crop, "eps": lf_setting.eps, "seed": heatmaps.DEFAULT_SEED},
         lambda fn=fn: heatmaps.fourier_heatmap(lf_source, fn, grid=lf_setting.grid, eps=lf_setting.eps,
                                                crop=lf_setting.crop, step=lf_setting.stride),
-        data=lf_source, models=lf_models.get(c)).assign(codec=c))
+        data=lf_source, models=identity.model_ids(lf_models.get(c))).assign(codec=c))
     print(f"  {c}: map ready in {time.perf_counter() - t0:.1f} s (cached maps read back at once)")
 lf_table = heatmaps.add_measures(pd.concat(lf_tables, ignore_index=True))
 lf_maps = {m: {c: heatmaps.heatmap_array(lf_table[lf_table["codec"] == c], m, grid=lf_setting.grid) for c in lf_codecs}

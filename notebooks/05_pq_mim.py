@@ -55,7 +55,7 @@ import torch
 from IPython.display import Markdown, display
 
 from nic_lib import cache, claims, codecs, coding, data, extreme, metrics, neural, notebook_setup, perceptual, plotting, rd, reproduce, train_pqmim
-from nic_lib.models import checkpoints, hub, pqmim, zoo
+from nic_lib.models import checkpoints, hub, identity, pqmim, zoo
 
 # %% tags=["parameters"]
 PROFILE = "cpu"  # smoke: trains a tiny model for a few hundred steps (CI); cpu: checkpoints/pqmim/*.pt (committed figures); full: same PQ-MIM models, mbt2018 with CompressAI's published weights
@@ -426,7 +426,7 @@ if mbt:
     learned = cache.cached_table(results_dir / ("mbt2018_cpu.csv" if model_profile == "cpu" else "mbt2018_zoo.csv"),
                                  {**j2k_key, "qualities": sorted(mbt)},
                                  lambda: neural.rate_sweep(images, {mbt_label: mbt}, progress=False), refresh=REFRESH,
-                                 data=images, models=mbt)
+                                 data=images, models=identity.model_ids(mbt))
 # one PQ-MIM curve: each (M, K) checkpoint is one rate point of it
 vq_labels = [k for k, m in models.items() if m.M == 1]  # the VQ baseline is not a PQ-MIM rate point
 pq_points = codes_table[~codes_table["codec"].isin(vq_labels)].assign(setting=lambda t: t["codec"], codec=f"pq-mim (S={STEPS})")
@@ -477,7 +477,7 @@ lowrate_rows = pd.DataFrame()
 if lowrate:
     lowrate_rows = cache.cached_table(results_dir / "lowrate_baselines.csv", {**j2k_key, "qualities": LOWRATE_QUALITIES, "labels": sorted(lowrate)},
                                       lambda: neural.rate_sweep(images, lowrate, progress=False), refresh=REFRESH,
-                                      data=images, models=lowrate)
+                                      data=images, models=identity.model_ids(lowrate))
 pq_label = f"pq-mim (S={STEPS})"
 baseline_curves = rd.rd_table(pd.concat([per_image, *([lowrate_rows[per_image.columns]] if len(lowrate_rows) else [])], ignore_index=True))
 bd_baselines = rd.bd_against_baselines(baseline_curves, pq_label, {
@@ -627,7 +627,7 @@ perc_key = {"dataset": dataset, "images": [n for n, _ in images], "steps": STEPS
             "pairs": [[str(b), str(p)] for b, p in pairs],
             "mbt_qualities": sorted(mbt), "inception": extractor is not None, "swd_seed": 0}
 perc_table = cache.cached_table(results_dir / "perceptual.csv", perc_key, compute_perceptual_table, refresh=REFRESH,
-                                data=images, models={"pairs": [list(p) for p in pairs], "mbt2018": mbt}) if pairs else pd.DataFrame()
+                                data=images, models={"pairs": [list(p) for p in pairs], "mbt2018": identity.model_ids(mbt)}) if pairs else pd.DataFrame()
 if len(perc_table):
     reproduce.save_table(perc_table, fig_dir / "perceptual.csv", floats=reproduce.MS_SSIM)  # seeded SWD/KID on float32 decodes
     shown_cols = ["pair", "codec", "bpp", "psnr_rgb", "swd"] + (["fd", "kid"] if extractor is not None else [])

@@ -1,5 +1,6 @@
 """Properties of nic_lib.bench: sharding, merging, resuming, rate sources, row contents."""
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -7,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from nic_lib import bench, codecs, corruptions, data, metrics
-from nic_lib.models import build_model, default_config
+from nic_lib import bench, codecs, coding, corruptions, data, metrics, neural
+from nic_lib.models import build_model, default_config, pqmim
 
 
 @pytest.fixture(autouse=True)
@@ -244,3 +245,44 @@ def test_likelihood_rate_is_checked_on_corrupted_inputs_too(tmp_path):
     row = table.iloc[-1]
     assert row["bpp_bitstream"] == pytest.approx(nic.bitstream_bpp(noisy, 1))
     assert row["images"] == 1
+
+
+PQMIM_TINY = {"N": 16, "latent_dim": 8, "K": 16, "width": 32, "layers": 1, "heads": 2}
+
+
+def tiny_pqmim(M):
+    torch.manual_seed(M)
+    return pqmim.PQMIM(**PQMIM_TINY, M=M).eval()
+
+
+def test_pqmim_rate_points_join_the_grid_with_real_streams_and_their_model_identity(tmp_path):
+    low, high = tiny_pqmim(2), tiny_pqmim(4)
+    grid = tiny_grid(tmp_path, [bench.NicCodec("tiny-pqmim", {1: low, 2: high})], corruptions=["pixelate"], limit=1)
+    table = bench.run_grid(grid, tmp_path / "g", progress=False)
+    assert len(table) == 4 and (table["rate_source"] == "bitstream").all()
+    name, img = corruptions.load_clean("sample", 1)[0]
+    stream = high.compress(coding.model_input(high, img))["strings"][0][0]
+    row = table[(table["corruption"] == bench.CLEAN) & (table["setting"] == 2)].iloc[0]
+    # bpp = 8 · bytes of the real stream / H·W
+    assert row["bpp"] == pytest.approx(8 * len(stream) / (img.shape[0] * img.shape[1]))
+    assert np.isfinite(table["psnr_vs_input"]).all()
+    # the cache key is the models' identity: the same weights coded with another attention
+    # radius (a setting outside the state dict) are another grid; a copy is the same one
+    wider = copy.deepcopy(high)
+    wider.attention_radius = 3
+    same = tiny_grid(tmp_path, [bench.NicCodec("tiny-pqmim", {1: low, 2: copy.deepcopy(high)})],
+                     corruptions=["pixelate"], limit=1)
+    other = tiny_grid(tmp_path, [bench.NicCodec("tiny-pqmim", {1: low, 2: wider})], corruptions=["pixelate"], limit=1)
+    assert same.folder(tmp_path / "g") == grid.folder(tmp_path / "g") != other.folder(tmp_path / "g")
+
+
+def test_pqmim_has_no_likelihood_rate_and_the_command_line_codes_it_for_real(monkeypatch):
+    with pytest.raises(ValueError, match="rate='bitstream'"):
+        bench.NicCodec("tiny-pqmim", {1: tiny_pqmim(2)}, rate="likelihood")
+    asked = []
+    monkeypatch.setattr(neural, "quality_models",
+                        lambda name, qualities=None: asked.append((name, qualities)) or {1: tiny_pqmim(2)})
+    (codec,) = bench.nic_codecs_from_checkpoints(["pqmim:1"], rate="likelihood")
+    assert asked == [("pqmim", [1])] and codec.rate == "bitstream" and codec.settings == (1,)
+    with pytest.raises(ValueError, match="profile 'cpu'"):
+        bench.nic_codecs_from_checkpoints(["pqmim"], profile="full")

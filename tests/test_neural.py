@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nic_lib import coding, neural
-from nic_lib.models import build_model, default_config, save_checkpoint, tables
+from nic_lib.models import build_model, checkpoints, default_config, hub, pqmim, save_checkpoint, tables
 from nic_lib.models.variable_rate import rate_levels
 
 TINY = {"N": 8, "M": 12}
@@ -231,3 +231,71 @@ def test_cached_rate_sweep_recomputes_when_a_model_changes_under_the_same_digest
     again = sweep()
     assert key_file.read_text() != key
     assert list(again.columns) == list(first.columns) and len(again) == len(first)
+
+
+# --------------------------------------------------------------------------- PQ-MIM's rate points
+
+PQMIM_TINY = {"N": 16, "latent_dim": 8, "K": 16, "width": 32, "layers": 1, "heads": 2}
+
+
+def _pqmim_rate_points(folder, Ms=(4, 1, 2)):
+    """Tiny untrained PQ-MIM checkpoints ``M{M}-K16.pt`` in ``folder/pqmim`` (written out of
+    rate order), and a perceptual variant of the first, which is no rate point."""
+    paths = {}
+    for M in Ms:
+        torch.manual_seed(M)
+        model = pqmim.PQMIM(**PQMIM_TINY, M=M).eval()
+        paths[M] = save_checkpoint(model, folder / "pqmim" / f"M{M}-K16.pt", {})
+    save_checkpoint(model, folder / "pqmim" / f"M{Ms[-1]}-K16-perceptual.pt", {}, extra={"perceptual": {}})
+    return paths
+
+
+def test_pqmim_rate_points_are_one_family_lowest_rate_first(tmp_path, monkeypatch):
+    monkeypatch.setenv(hub.CHECKPOINT_DIR_ENV, str(tmp_path))
+    with pytest.raises(checkpoints.CheckpointNotFoundError, match="train_pqmim"):
+        neural.quality_models("pqmim")
+    _pqmim_rate_points(tmp_path)
+    assert [p.name for p in pqmim.rate_points().values()] == ["M1-K16.pt", "M2-K16.pt", "M4-K16.pt"]
+    family = neural.quality_models("pqmim")
+    assert {q: m.M for q, m in family.items()} == {1: 1, 2: 2, 3: 4}
+    assert all(not m.training for m in family.values())
+    assert list(neural.quality_models("pqmim", [3])) == [3]
+    with pytest.raises(ValueError, match=r"qualities \[1, 2, 3\].*\[4\] are not among them"):
+        neural.quality_models("pqmim", [4])
+
+
+def test_pqmim_sweep_rows_have_the_learned_codecs_columns_real_bits_and_checked_decoding(tmp_path, monkeypatch):
+    monkeypatch.setenv(hub.CHECKPOINT_DIR_ENV, str(tmp_path))
+    _pqmim_rate_points(tmp_path, Ms=(1, 4))
+    family = neural.quality_models("pqmim")
+    img = _image(176, 176)  # MS-SSIM needs 161 px a side
+    table = neural.rate_sweep([("a", img), ("b", _image(40, 56, seed=2))], {"pqmim": family}, decode=1,
+                              progress=False)
+    assert list(table.columns) == list(neural.SWEEP_COLUMNS) and len(table) == 4
+    for q, model in family.items():
+        stream = model.compress(coding.model_input(model, img))["strings"][0][0]
+        row = table[(table["image"] == "a") & (table["setting"] == q)].iloc[0]
+        # bpp = 8 · bytes of the real stream (its 7-byte header included) / H·W
+        assert row["bytes"] == len(stream) and row["bpp"] == pytest.approx(8 * len(stream) / 176**2)
+        assert np.isfinite(row["ms_ssim"]) and np.isfinite(row["decode_s"])  # decoded: the first image
+    assert table[table["image"] == "b"]["decode_s"].isna().all()  # reconstructed from its codes
+    # g_s of the encoder's codes is what the decoder gives
+    model = family[2]
+    assert np.array_equal(coding.code_image(model, img, decode=False)["x_hat"],
+                          coding.code_image(model, img, decode=True)["x_hat"])
+
+
+def test_a_pqmim_decoder_reading_other_codes_is_refused(monkeypatch):
+    torch.manual_seed(0)
+    model = pqmim.PQMIM(**PQMIM_TINY, M=2).eval()
+    real = model.decompress
+
+    def one_code_off(strings, shape=None, **options):
+        out = real(strings, shape, **options)
+        out["codes"] = out["codes"].clone()
+        out["codes"][0, 0, 0] = (out["codes"][0, 0, 0] + 1) % model.K
+        return out
+
+    monkeypatch.setattr(model, "decompress", one_code_off)
+    with pytest.raises(coding.DecodeMismatchError, match="1 of .* codes"):
+        neural.rate_sweep([("a", _image(32, 48))], {"pqmim": {1: model}}, progress=False)

@@ -5,8 +5,11 @@ One definition, used wherever a model must be recognised:
 - the ``.nic`` container's weights fingerprint (:func:`nic_lib.container.weights_fingerprint`:
   the first 16 bytes of :func:`model_digest`, without the scale-calibration buffer, for
   the format's sake: see there), so a decoder refuses a file made with other weights;
-- the cache keys of results computed with an in-memory model (the OOD grid's
-  :class:`nic_lib.bench.NicCodec`): :func:`model_id`.
+- the cache keys of results computed with an in-memory model: :func:`model_id` (the OOD
+  grid's :class:`nic_lib.bench.NicCodec`, :func:`nic_lib.neural.cached_rate_sweep`), and
+  :func:`model_ids` for the ``models=`` of :func:`nic_lib.cache.cached_table`, which
+  refuses a model object: the cache imports nothing of :mod:`nic_lib.models` (that import
+  would close a cycle through :mod:`nic_lib.data`), so the caller names its models.
 
 A *file* is identified by its bytes instead (:func:`nic_lib.fileio.file_digest`,
 :func:`nic_lib.models.checkpoints.checkpoint_digest`): cheap, and it needs no loading.
@@ -24,14 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
 from . import calibration
 
-__all__ = ["coding_settings", "model_digest", "model_id"]
+__all__ = ["coding_settings", "model_digest", "model_id", "model_ids"]
 
 #: Hex digits of :func:`model_id` (as the result caches' other digests).
 ID_CHARS = 16
@@ -84,3 +87,27 @@ def model_digest(model: nn.Module, skip: Iterable[str] = ()) -> bytes:
 def model_id(model: nn.Module) -> str:
     """:func:`model_digest` as :data:`ID_CHARS` hex digits: a cache key of a model."""
     return model_digest(model).hex()[:ID_CHARS]
+
+
+def model_ids(models):
+    """:func:`model_id` of every model in a mapping or list (nested), anything else as given.
+
+    What :func:`nic_lib.cache.cached_table` takes as ``models=`` for in-memory models:
+    ``cached_table(..., models=model_ids({"mbt2018": {q: model, ...}}))``. Checkpoint
+    paths, digest strings and ``None`` pass through (the cache digests a file itself).
+
+    Args:
+        models: an ``nn.Module``, a mapping or list/tuple of them (nested), or a value the
+            cache digests itself (a path, a digest string, ``None``).
+
+    Returns:
+        The same shape with every module replaced by its :func:`model_id`; mapping keys as
+        strings, tuples as lists (as in the cache's JSON key).
+    """
+    if isinstance(models, nn.Module):
+        return model_id(models)
+    if isinstance(models, Mapping):
+        return {str(k): model_ids(v) for k, v in models.items()}
+    if isinstance(models, (list, tuple)):
+        return [model_ids(m) for m in models]
+    return models

@@ -31,7 +31,8 @@ The package, one concern a file; imports point down this list only (no cycles):
 ``model``                     :class:`PQMIM`: the three above behind ``compress``/``decompress``
 ``evaluation``                :func:`code_image`, :func:`rate_table`, :func:`quantizer_table`
 ``radius``                    :func:`tune_attention_radius`, the ``.radius.json`` sidecars
-``checkpoints``               :func:`load_pqmim`, :func:`find_checkpoints` (the files are
+``checkpoints``               :func:`load_pqmim`, :func:`find_checkpoints`, :func:`rate_points`
+                              (the quality axis over files; the files are
                               ``save_checkpoint``'s, model key ``"pqmim"``)
 ============================  =============================================================
 
@@ -112,6 +113,7 @@ from .checkpoints import (  # isort: skip
     find_checkpoints,
     is_perceptual_checkpoint,
     load_pqmim,
+    rate_points,
 )
 
 __all__ = [
@@ -142,6 +144,7 @@ __all__ = [
     "radius_is_current",
     "radius_path",
     "random_mask",
+    "rate_points",
     "rate_table",
     "save_tuned_radius",
     "spread_order",

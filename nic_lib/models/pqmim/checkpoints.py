@@ -1,4 +1,5 @@
-r"""PQ-MIM checkpoints: where they live, which are rate points and which perceptual variants.
+r"""PQ-MIM checkpoints: where they live, which are rate points (in rate order:
+:func:`rate_points`) and which perceptual variants.
 
 The files are the project's one checkpoint format
 (:func:`nic_lib.models.checkpoints.save_checkpoint` / ``load_checkpoint``, model key
@@ -11,6 +12,7 @@ that refuses other models.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -52,6 +54,31 @@ def find_checkpoints(folder: str | os.PathLike | None = None,
     folder = Path(folder) if folder is not None else checkpoint_dir()
     paths = sorted(folder.glob("*.pt")) if folder.is_dir() else []
     return [p for p in paths if is_perceptual_checkpoint(p) == perceptual]
+
+
+def rate_points(folder: str | os.PathLike | None = None) -> dict[int, Path]:
+    """PQ-MIM's rate points as a quality axis over files: quality q is the q-th base
+    checkpoint (:func:`find_checkpoints`), lowest rate first.
+
+    The order is that of the fixed-length rate M·log2 K bits per token (the codes a file
+    sends; the MIM rate follows it), from each file's config; ties by file name. So the
+    shipped ``M2-K256``, ``M4-K256``, ``M8-K256`` are qualities 1, 2, 3, and a file added
+    later renumbers the qualities above it: results keyed by quality must also key the
+    models (:func:`nic_lib.models.identity.model_id`, as the sweeps and the OOD grid do).
+
+    Args:
+        folder: default :func:`checkpoint_dir`.
+
+    Returns:
+        ``{quality: path}``, qualities 1..n (empty when the folder holds none).
+    """
+    def rate(path: Path) -> tuple[float, str]:
+        config = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["config"]
+        # fixed-length bits per token = M · log2 K
+        return int(config["M"]) * math.log2(int(config["K"])), path.name
+
+    paths = sorted(find_checkpoints(folder), key=rate)
+    return {q: path for q, path in enumerate(paths, start=1)}
 
 
 def load_pqmim(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[PQMIM, dict]:
