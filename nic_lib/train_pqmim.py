@@ -11,6 +11,14 @@ in one run folder::
 
 (the last: stage B again, from scratch, on the autoencoder of an exported checkpoint).
 
+On a fresh machine, without the run folder, stage A continues from a snapshot (an
+unfinished run exported with ``export_snapshot``; ``python scripts/train_pqmim_cpu.py
+--ship-only`` writes ``checkpoints/pqmim/snapshots/<name>.pt``) at its step, with the
+run's own flags (fresh optimizer state, the rate ramped up again to the schedule's)::
+
+    python -m nic_lib.train_pqmim --N 64 --M 4 --K 256 ... \
+        --init-from checkpoints/pqmim/snapshots/M4-K256.pt --start-step 1500
+
 Stage C, the perceptual variant, fine-tunes the decoder of a finished model::
 
     python -m nic_lib.train_pqmim --perceptual-from checkpoints/pqmim/M4-K256.pt \\
@@ -75,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     a("--threads", type=int, help="torch CPU threads (default torch's)")
     a("--crop-b", type=int, help="stage B crop side, multiple of 16 (default --crop)")
     a("--batch-size-b", type=int, help="stage B crops per step (default --batch-size)")
+    a("--init-from", help="a snapshot of an unfinished stage A (export_snapshot) to continue "
+      "at its step, with the run's own flags; needs --start-step")
+    a("--start-step", type=int, help="with --init-from: the snapshot's step; stage A's step "
+      "counter, crops and rate schedule continue from it, the optimizer starts afresh and "
+      "the rate ramps up again over --warmup-steps (default 0)")
     a("--resume", help="run folder or ckpt.pt (stages A/B) or ckpt_c.pt (stage C) to continue "
                        "(its settings are kept)")
     a("--restart-b", action="store_true",
@@ -128,6 +141,9 @@ def main(argv: list[str] | None = None) -> Path:
     wrong = sorted(set(given) - fields_ab)
     if wrong:
         raise SystemExit(f"{', '.join(wrong)} belong to stage C: add --perceptual-from RUN_OR_CHECKPOINT")
+    if resume is not None and "init_from" in given:
+        raise SystemExit("--init-from starts a new run from a snapshot and --resume continues "
+                         "a run folder: give one of the two")
     if restart_b and resume is None:
         raise SystemExit("--restart-b needs --resume RUN_FOLDER (the run whose stage B restarts)")
     if resume is not None:

@@ -83,11 +83,26 @@ in float16 (``save_checkpoint(..., dtype=torch.float16)``: half the size; codebo
 shipped checkpoints inside the project's size budget. A checkpoint that exists is skipped;
 an interrupted run resumes from its ``ckpt.pt`` / ``ckpt_c.pt``.
 
+Runs that span sessions: ``--ship-only`` exports each unfinished run's latest ``ckpt.pt``
+as a snapshot, ``checkpoints/pqmim/snapshots/<name>.pt`` (weights in float16, codebooks
+float32; the step, and the run's ``config.json`` and log rows up to it beside it as
+``<name>.config.json`` / ``<name>.log_a.csv``;
+:func:`nic_lib.training.pqmim.export_snapshot`), in a folder of its own because a
+snapshot is not a usable rate point (its MIM model is untrained). On a machine without the
+run folder, a rate point with a shipped snapshot continues from it instead of from scratch:
+stage A with the same flags and ``--init-from <copy> --start-step <step>`` (fresh optimizer
+state, the rate ramped up again to the schedule's), or, when its stage A was finished,
+stage B from step 0 (``--resume <copy> --restart-b``). The copy goes to
+``runs/pqmim-cpu/<name>-from-step<step>.pt`` with its log, which the continued run's
+``log_a.csv`` starts with, so the shipped log covers the whole run. Delete the snapshot
+files once the finished checkpoint is committed.
+
 Usage::
 
     OMP_WAIT_POLICY=PASSIVE python scripts/train_pqmim_cpu.py              # everything missing
     python scripts/train_pqmim_cpu.py --only M4-K256 --threads 1          # one run
     python scripts/train_pqmim_cpu.py --list                              # the commands
+    python scripts/train_pqmim_cpu.py --only M1-K256 --ship-only           # end of a session
 """
 
 from __future__ import annotations
@@ -101,6 +116,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "runs" / "pqmim-cpu"
 OUT = REPO / "checkpoints" / "pqmim"
+#: Snapshots of unfinished runs (not rate points: find_checkpoints does not look here).
+SNAPSHOTS = OUT / "snapshots"
 
 #: Steps of stage A (autoencoder + product quantizer) and B (MIM transformer), batch 8.
 STEPS_A = 2000
@@ -139,14 +156,72 @@ STEP_TIME_MEASURED: dict[str, dict[str, float]] = {"M1-K256": {"a": 0.80, "b": 0
 PERCEPTUAL = {"M4-K256-perceptual": "M4-K256"}
 
 
+def shipped_snapshot(name: str) -> tuple[Path, str, int] | None:
+    """The shipped snapshot of a rate point's unfinished run, ``(file, stage, step)``, when
+    it is to be continued: None without one, or when the run folder is here (it resumes)."""
+    file = SNAPSHOTS / f"{name}.pt"
+    if name not in RATE_POINTS or not file.is_file() or (RUNS / name / "ckpt.pt").exists():
+        return None
+    import torch
+
+    meta = torch.load(file, map_location="cpu", weights_only=True, mmap=True).get("snapshot")
+    return (file, meta["stage"], int(meta["step"])) if meta else None
+
+
+def continued_from(name: str, step: int) -> Path:
+    """The copy of a shipped snapshot that a continued run starts from (the shipped file is
+    replaced when the continued run is snapshotted again)."""
+    return RUNS / f"{name}-from-step{step}.pt"
+
+
+def prepare_continuation(name: str, snapshot: tuple[Path, str, int]) -> Path:
+    """Copy a shipped snapshot and its records to :func:`continued_from` (stage B's
+    restart: also its stage-A log into the new run folder, which ships it); returns the
+    copy."""
+    from nic_lib import fileio
+    from nic_lib.training.pqmim import snapshot_records
+
+    file, stage, step = snapshot
+    start = continued_from(name, step)
+    for source, dest in [(file, start), *((snapshot_records(file, r), snapshot_records(start, r))
+                                          for r in ("log_a.csv", "log_b.csv", "config.json"))]:
+        if source.is_file() and not dest.is_file():
+            fileio.atomic_write_bytes(dest, source.read_bytes())
+    if stage == "b" and snapshot_records(file, "log_a.csv").is_file():
+        fileio.atomic_write_bytes(RUNS / name / "log_a.csv",
+                                  snapshot_records(file, "log_a.csv").read_bytes())
+    return start
+
+
+def ship_snapshot(name: str) -> Path:
+    """Export a rate point's unfinished run as its snapshot (float16 weight matrices)."""
+    import torch
+
+    from nic_lib.training.pqmim import export_snapshot
+
+    dest = export_snapshot(RUNS / name, SNAPSHOTS / f"{name}.pt", dtype=torch.float16)
+    shown = dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest
+    print(f"{name}: snapshot of the unfinished run shipped to {shown} "
+          f"({dest.stat().st_size / 1e6:.1f} MB)")
+    return dest
+
+
 def _commands(name: str, threads: int | None) -> tuple[list[str], Path, list[str]]:
     """(command, run folder, files to copy beside the checkpoint) of one checkpoint."""
     py = [sys.executable, "-m", "nic_lib.train_pqmim"]
     extra = ["--threads", str(threads)] if threads else []
     if name in RATE_POINTS:
         run = RUNS / name
+        snapshot = shipped_snapshot(name)
         if (run / "ckpt.pt").exists() and not (run / "final.pt").exists():
             cmd = [*py, "--resume", str(run), *extra, "--export", str(OUT / f"{name}.pt")]
+        elif snapshot is not None and snapshot[1] == "a":
+            cmd = [*py, *COMMON, *RATE_POINTS[name], *extra, "--init-from",
+                   str(continued_from(name, snapshot[2])), "--start-step", str(snapshot[2]),
+                   "--out-dir", str(run), "--export", str(OUT / f"{name}.pt")]
+        elif snapshot is not None:  # stage A finished: stage B from step 0 on its autoencoder
+            cmd = [*py, "--resume", str(continued_from(name, snapshot[2])), "--restart-b",
+                   *extra, "--out-dir", str(run), "--export", str(OUT / f"{name}.pt")]
         else:
             cmd = [*py, *COMMON, *RATE_POINTS[name], *extra, "--out-dir", str(run),
                    "--export", str(OUT / f"{name}.pt")]
@@ -210,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=names, help="these checkpoints only")
     p.add_argument("--threads", type=int, help="torch threads per run (default torch's)")
     p.add_argument("--list", action="store_true", help="print the commands and exit")
+    p.add_argument("--ship-only", action="store_true", help="train nothing: export each "
+                   "unfinished run as its snapshot (checkpoints/pqmim/snapshots/<name>.pt)")
     args = p.parse_args(argv)
     for name in args.only or names:
         target = OUT / f"{name}.pt"
@@ -221,13 +298,22 @@ def main(argv: list[str] | None = None) -> int:
             _finish(target, run, logs)
             print(f"{name}: {target.relative_to(REPO)} exists, skipped")
             continue
+        if args.ship_only:
+            if name in RATE_POINTS and (run / "ckpt.pt").exists() and not (run / "final.pt").exists():
+                ship_snapshot(name)
+            continue
+        snapshot = shipped_snapshot(name)
+        if snapshot is not None:
+            prepare_continuation(name, snapshot)
+            print(f"{name}: no run folder; continuing from the shipped snapshot {snapshot[0]} "
+                  f"(stage {snapshot[1].upper()}, step {snapshot[2]})", flush=True)
         if name in PERCEPTUAL and not (OUT / f"{PERCEPTUAL[name]}.pt").exists():
             print(f"{name}: needs {PERCEPTUAL[name]}.pt first (run without --only)", file=sys.stderr)
             return 1
         print(f"{name}: {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, check=True, cwd=REPO)
         _finish(target, run, logs)
-    untuned = _untuned()
+    untuned = [] if args.ship_only else _untuned()
     if untuned:
         cmd = [sys.executable, str(REPO / "scripts" / "tune_pqmim_radius.py"), "--checkpoint",
                *(str((OUT / f"{n}.pt").relative_to(REPO)) for n in untuned)]

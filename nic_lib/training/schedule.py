@@ -72,21 +72,27 @@ def cosine_decay(t: float, peak: float, lr_min: float) -> float:
     return lr_min + 0.5 * (peak - lr_min) * (1.0 + math.cos(math.pi * t))
 
 
-def warmup_cosine(step: int, peak: float, warmup: int, total: int) -> float:
+def warmup_cosine(step: int, peak: float, warmup: int, total: int, start: int = 0) -> float:
     """Linear warm-up to ``peak``, then cosine to ``peak / 10`` at step ``total``.
 
     The schedule of each PQ-MIM stage (:mod:`nic_lib.training.pqmim`): a fixed horizon, no
-    time clock, no continued start.
+    time clock. A stage continued from a snapshot at step ``start`` (``--start-step``, fresh
+    optimizer state) ramps up again, as :func:`learning_rate` does: over ``warmup`` steps
+    to the rate the schedule has there.
 
     Args:
         step: 0-based step of the stage.
         peak: peak rate.
         warmup: warm-up steps.
         total: stage length in steps.
+        start: the step a continued stage starts from (0: not continued).
 
     Returns:
         The rate.
     """
+    if start and 0 <= step - start < warmup:
+        # lr_t = lr_sched(max(t, T_warmup)) · (t − t_0 + 1) / T_warmup
+        return warmup_cosine(max(step, warmup), peak, warmup, total) * (step - start + 1) / warmup
     if step < warmup:
         # lr_t = peak · (t + 1) / T_warmup
         return peak * (step + 1) / warmup

@@ -29,6 +29,7 @@ Each stage's learning rate: linear warm-up, then cosine to a tenth of the peak
 | :mod:`.config` | :class:`PQMIMTrainConfig`, defaults, resume rules, per-step generators |
 | :mod:`.stage_a` | stage A's loop and ``log_a.csv`` |
 | :mod:`.stage_b` | :class:`CodeMapSampler`, stage B's loop and ``log_b.csv`` |
+| :mod:`.snapshot` | :func:`export_snapshot`: an unfinished run as a checkpoint a fresh machine continues (``--init-from``/``--start-step``) |
 | :mod:`.run` | :func:`train`: run folder, ``ckpt.pt``, resume, ``--restart-b``, export |
 | :mod:`.stage_c` | :func:`train_perceptual`, :func:`perceptual_pairs`, stage C's files |
 
@@ -49,9 +50,16 @@ steps), ``ckpt.pt`` (resumable: model, optimizer, stage, step; plain values, rea
 ``--export PATH`` copies ``final.pt`` there (the notebooks look in
 ``checkpoints/pqmim/M<M>-K<K>.pt``). Stage C writes ``config_c.json``, ``log_c.csv``,
 ``ckpt_c.pt`` and ``final_c.pt`` (:data:`STAGE_C_FILES`).
+
+Across machines: ``export_snapshot(run, "snapshot.pt")`` writes the run's latest state as
+a checkpoint with its records; a new run with the run's flags and ``--init-from
+snapshot.pt --start-step STEP`` continues stage A from it (fresh optimizer state, the rate
+ramped up again to the schedule's), and ``--resume snapshot.pt --restart-b --out-dir NEW``
+starts stage B from a snapshot whose stage A is finished (:mod:`.snapshot`).
 """
 
 from .config import (
+    ADDED_SETTINGS,
     DEFAULT_BATCH,
     DEFAULT_CKPT_EVERY,
     DEFAULT_CLIP,
@@ -70,6 +78,7 @@ from .config import (
     resumed_config,
 )
 from .run import TRAIN_STATE_FORMAT, load_state, train
+from .snapshot import SNAPSHOT_KEY, export_snapshot, snapshot_records
 from .stage_a import LOG_A_COLUMNS
 from .stage_b import LOG_B_COLUMNS, STAGE_B_JPEG_SCALE, CodeMapSampler
 from .stage_c import (
@@ -90,6 +99,7 @@ from .stage_c import (
 
 #: The public names, re-exported by :mod:`nic_lib.train_pqmim`.
 __all__ = [
+    "ADDED_SETTINGS",
     "CodeMapSampler",
     "DEFAULT_ADV_WEIGHT",
     "DEFAULT_BATCH",
@@ -115,15 +125,18 @@ __all__ = [
     "PerceptualTrainConfig",
     "RUNTIME_KEYS",
     "RUNTIME_KEYS_C",
+    "SNAPSHOT_KEY",
     "STAGE_B_JPEG_SCALE",
     "STAGE_B_KEYS",
     "STAGE_C_FILES",
     "TRAIN_STATE_FORMAT",
     "check_config",
+    "export_snapshot",
     "is_stage_c_state",
     "load_state",
     "perceptual_pairs",
     "resumed_config",
+    "snapshot_records",
     "train",
     "train_perceptual",
 ]

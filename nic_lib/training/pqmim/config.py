@@ -54,6 +54,12 @@ RUNTIME_KEYS = ("steps_a", "steps_b", "max_minutes_a", "max_minutes_b", "log_eve
 #: scratch on the finished autoencoder: the MIM model's size and its training).
 STAGE_B_KEYS = ("width", "layers", "heads", "crop_b", "batch_size_b", "lr_b",
                 "weight_decay_b", "warmup_steps", "mask_law")
+#: Settings added after runs were saved, with the value every run saved before them used
+#: (no run was continued from a snapshot before ``init_from`` existed), so their
+#: ``ckpt.pt`` and exported checkpoints still resume and restart stage B.
+ADDED_SETTINGS = {"init_from": None, "start_step": 0}
+#: Version tag of ckpt.pt (:mod:`.run` writes it, :mod:`.snapshot` reads it).
+TRAIN_STATE_FORMAT = "nic-repro/pqmim-train-state/1"
 
 
 @dataclasses.dataclass
@@ -86,8 +92,12 @@ class PQMIMTrainConfig(RunSettings):
     model larger token grids, i.e. more context). ``steps_a``/``steps_b``: steps per stage;
     ``max_minutes_a``/``_b``: wall-clock cap per stage. ``mask_law``: stage B's masking law
     (:data:`nic_lib.models.pqmim.MASK_LAWS`; ``"schedule"`` also takes the per-crop mean
-    loss). Other fields mirror the flags of
-    ``python -m nic_lib.train_pqmim --help``.
+    loss). ``init_from``/``start_step``: stage A continued from a snapshot (a PQ-MIM
+    checkpoint of an unfinished run, :func:`~nic_lib.training.pqmim.export_snapshot`) at
+    the snapshot's step: the step counter, crops, learning-rate schedule and ``steps_a``
+    continue from there, the optimizer state starts afresh and the rate ramps up again
+    over ``warmup_steps`` (:func:`~nic_lib.training.schedule.warmup_cosine`). Other fields
+    mirror the flags of ``python -m nic_lib.train_pqmim --help``.
     """
 
     N: int = pqmim.DEFAULT_N
@@ -107,15 +117,30 @@ class PQMIMTrainConfig(RunSettings):
     steps_b: int = DEFAULT_STEPS
     max_minutes_a: float | None = None
     max_minutes_b: float | None = None
+    init_from: str | None = None
+    start_step: int = 0
 
 
 def check_config(cfg: PQMIMTrainConfig) -> None:
     """Refuse settings the stages cannot run.
 
     Raises:
-        ValueError: an unknown masking law, or a crop side that is not a multiple of
-            :data:`nic_lib.models.pqmim.DOWNSAMPLING` (16).
+        ValueError: an unknown masking law, a crop side that is not a multiple of
+            :data:`nic_lib.models.pqmim.DOWNSAMPLING` (16), or a ``start_step`` outside
+            stage A or without ``init_from``.
     """
+    if cfg.start_step < 0 or cfg.start_step >= max(cfg.steps_a, 1):
+        raise ValueError(f"--start-step {cfg.start_step} is not a step of stage A [0, "
+                         f"--steps-a {cfg.steps_a}); a snapshot whose stage A is finished "
+                         "starts stage B with --resume SNAPSHOT --restart-b --out-dir NEW_FOLDER")
+    if cfg.start_step and cfg.init_from is None:
+        raise ValueError("--start-step continues stage A from a snapshot: give --init-from "
+                         "SNAPSHOT too (to continue a run folder with its optimizer, use "
+                         "--resume RUN_FOLDER)")
+    if cfg.init_from is not None and not cfg.start_step:
+        raise ValueError(f"--init-from {cfg.init_from} continues a stage-A snapshot at its "
+                         "step: add --start-step STEP (the snapshot's 'snapshot' entry, "
+                         "e.g. 1500)")
     if cfg.mask_law not in pqmim.MASK_LAWS:
         raise ValueError(f"--mask-law {cfg.mask_law!r} is not a masking law; use one of "
                          f"{', '.join(pqmim.MASK_LAWS)}")
@@ -134,7 +159,8 @@ def resumed_config(cls, saved: dict, runtime_keys: tuple[str, ...], overrides: d
         cls: the configuration class (:class:`PQMIMTrainConfig` or stage C's).
         saved: the configuration stored in the checkpoint (``dataclasses.asdict``); it must
             hold every field (a run saved before a setting existed cannot take a default
-            that may not be what it ran with).
+            that may not be what it ran with), except :data:`ADDED_SETTINGS`, whose
+            defaults every older run used.
         runtime_keys: the fields ``overrides`` may set.
         overrides: new values, or ``None``.
 
@@ -145,6 +171,8 @@ def resumed_config(cls, saved: dict, runtime_keys: tuple[str, ...], overrides: d
         ValueError: an override outside ``runtime_keys`` (it would change the run's maths),
             or a saved configuration that lacks a setting.
     """
+    names = {f.name for f in dataclasses.fields(cls)}
+    saved = {**{k: v for k, v in ADDED_SETTINGS.items() if k in names}, **saved}
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in saved]
     if missing:
         raise ValueError(f"the saved run's configuration lacks {', '.join(missing)} (saved "

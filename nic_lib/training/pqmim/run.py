@@ -12,6 +12,9 @@ optimizers, stage, step; plain values, readable with ``weights_only=True``) and
 ``ckpt.pt`` holds no RNG state: crops, restarts and masks are functions of (seed, step),
 and the weights are initialised from ``torch.manual_seed(seed)`` before anything else
 draws, so a resumed run is identical to an uninterrupted one.
+
+A new run with ``init_from``/``start_step`` continues stage A from a snapshot
+(:mod:`.snapshot`: the run folder is gone, the optimizer state with it) at its step.
 """
 
 from __future__ import annotations
@@ -29,13 +32,11 @@ from nic_lib.models.checkpoints import CHECKPOINT_FORMAT
 
 from ..data import CropSampler, load_pool, training_files
 from ..runs import default_runs_dir
-from .config import (RUNTIME_KEYS, STAGE_B_KEYS, PQMIMTrainConfig, check_config,
-                     exported_config, resumed_config)
+from .config import (RUNTIME_KEYS, STAGE_B_KEYS, TRAIN_STATE_FORMAT, PQMIMTrainConfig,
+                     check_config, exported_config, resumed_config)
+from .snapshot import SNAPSHOT_KEY, load_snapshot, start_log_a
 from .stage_a import run_stage_a
 from .stage_b import CodeMapSampler, run_stage_b
-
-#: Version tag of ckpt.pt.
-TRAIN_STATE_FORMAT = "nic-repro/pqmim-train-state/1"
 
 
 def train(cfg: PQMIMTrainConfig, resume: str | Path | None = None,
@@ -58,7 +59,8 @@ def train(cfg: PQMIMTrainConfig, resume: str | Path | None = None,
 
     Raises:
         ValueError: bad settings (crop not a multiple of 16, latent_dim not divisible by M,
-            an override that would change the maths of a resumed run).
+            an override that would change the maths of a resumed run, a ``cfg.init_from``
+            that does not continue at ``cfg.start_step``: :func:`.snapshot.load_snapshot`).
     """
     threads = torch.get_num_threads()
     if restart_b and resume is None:
@@ -110,10 +112,16 @@ def _state_from_export(file: Path) -> dict:
     is the file's (its config states it).
 
     Raises:
-        ValueError: a perceptual variant (its stage B is its base's), or a checkpoint
-            without the ``train_config`` that ``python -m nic_lib.train_pqmim`` exports.
+        ValueError: a perceptual variant (its stage B is its base's), a checkpoint
+            without the ``train_config`` that ``python -m nic_lib.train_pqmim`` exports,
+            or a snapshot of a run still in stage A.
     """
     model, ckpt = pqmim.load_pqmim(file)
+    snapshot = ckpt.get(SNAPSHOT_KEY)
+    if snapshot is not None and snapshot["stage"] == "a":
+        raise ValueError(f"{file} is a snapshot of stage A at step {snapshot['step']}: its "
+                         "autoencoder is not finished; continue stage A with the run's "
+                         f"flags and --init-from {file} --start-step {snapshot['step']}")
     if "perceptual" in ckpt:
         raise ValueError(f"{file} is a perceptual variant; restart stage B of its base "
                          "checkpoint (the variant shares it), then rerun stage C")
@@ -201,6 +209,10 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
     stage, step, elapsed = "a", 0, {"a": 0.0, "b": 0.0}
     if state is not None:
         stage, step, elapsed = _restore(state, model, opt_a, opt_b, run_dir, restart_b)
+    continued = None  # a new run continuing stage A from a snapshot: before the data loads
+    if state is None and cfg.init_from is not None:
+        continued = load_snapshot(cfg, model)
+        step = cfg.start_step
 
     pool = load_pool(training_files(cfg.data))
     sampler = CropSampler(pool, cfg.crop, cfg.batch_size, cfg.seed)
@@ -209,11 +221,18 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
         run_dir = Path(cfg.out_dir) if cfg.out_dir else (
             default_runs_dir() / f"pqmim-M{cfg.M}-K{cfg.K}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if continued is not None:
+        if (run_dir / "ckpt.pt").exists():
+            raise ValueError(f"{run_dir} already holds a run (ckpt.pt): resume it with "
+                             f"--resume {run_dir}, or pass another --out-dir")
+        continued["log_a_rows_kept"] = start_log_a(cfg.init_from, run_dir, step)
     info = {"train_images": len(pool.names), "parameters_autoencoder": sum(
         p.numel() for p in ae_params), "parameters_mim": sum(
         p.numel() for p in model.entropy_model.parameters()), "torch": str(torch.__version__)}
     if state is not None and "source" in state:
         info["stage_b_restarted_from"] = state["source"]
+    if continued is not None:
+        info["continued_from"] = continued
 
     def write_config() -> None:  # again when stage B adds what it resolved
         fileio.atomic_write_text(run_dir / "config.json", json.dumps(
@@ -232,7 +251,8 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
     try:
         if stage == "a":
             step = run_stage_a(model, opt_a, ae_params, sampler, cfg, run_dir, step, elapsed,
-                               save_state, progress, resumed=state is not None)
+                               save_state, progress,
+                               resumed=state is not None or continued is not None)
             stage, step = "b", 0
             save_state(stage, step)
         if stage in ("b", "done"):  # "done": a resume with more --steps-b continues stage B

@@ -45,11 +45,12 @@ def run_stage_a(model: pqmim.PQMIM, opt: torch.optim.Optimizer, params: list, sa
         sampler: stage A's crops.
         cfg: the run configuration.
         run_dir: the run folder (``log_a.csv``).
-        step: the step to start from (0, or a resumed run's).
+        step: the step to start from (0, a resumed run's, or ``cfg.start_step`` of a run
+            continued from a snapshot; the rate then ramps up again from there).
         elapsed: training seconds per stage; ``elapsed["a"]`` is updated.
         save_state: ``save_state("a", step)`` writes ``ckpt.pt`` (every ``ckpt_every`` steps).
         progress: updated to the last finished step (where a Ctrl-C saves).
-        resumed: a resumed run keeps its log rows up to ``step``.
+        resumed: a resumed (or continued) run keeps its log rows up to ``step``.
 
     Returns:
         The step it stopped at.
@@ -65,7 +66,7 @@ def run_stage_a(model: pqmim.PQMIM, opt: torch.optim.Optimizer, params: list, sa
         if cfg.max_minutes_a is not None and elapsed["a"] > 60 * cfg.max_minutes_a:
             break
         x = to_input(sampler.batch(step))
-        lr = warmup_cosine(step, cfg.lr_a, cfg.warmup_steps, cfg.steps_a)
+        lr = warmup_cosine(step, cfg.lr_a, cfg.warmup_steps, cfg.steps_a, cfg.start_step)
         for group in opt.param_groups:
             group["lr"] = lr
         out = model(x, generator=step_generator(cfg.seed, QUANTIZER_STREAM, step))
