@@ -54,7 +54,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from nic_lib import cache, claims, codecs, coding, data, extreme, metrics, neural, notebook_setup, perceptual, plotting, rd, reproduce, train_pqmim
+from nic_lib import cache, claims, codecs, coding, colour, data, extreme, metrics, neural, notebook_setup, perceptual, plotting, rd, reproduce, train_pqmim
 from nic_lib.models import checkpoints, hub, identity, pqmim, zoo
 
 # %% tags=["parameters"]
@@ -521,8 +521,10 @@ shown = sorted({STEPS, *[s for s in (3, 2, 1) if s <= STEPS]}, reverse=True)
 fig, axes = plt.subplots(1, len(shown) + 1, figsize=(3.2 * (len(shown) + 1), 3.0))
 axes[0].imshow(gallery_img)
 axes[0].set_title("original")
+gallery_decodes = {}  # transmitted steps -> decoded image (the colour cell below reuses them)
 for ax, s in zip(axes[1:], shown):
     r = pqmim.code_image(models[smallest], gallery_img, STEPS, s, radius=RADIUS)
+    gallery_decodes[s] = r["x_hat"]
     ax.imshow(r["x_hat"])
     ax.set_title(f"s={s}/{STEPS}: {r['bytes']} B, {metrics.psnr(gallery_img, r['x_hat']):.1f} dB")
 for ax in axes:
@@ -531,6 +533,25 @@ fig.suptitle(f"{gallery_name}, {smallest}: transmitted steps s, the rest generat
 plotting.save_figure(fig, "fig4_hybrid_gallery")
 plt.show()
 hybrid[["transmit_steps", "bytes", "bpp", "psnr_rgb", "within_budget"]]
+
+# %% [markdown]
+# ### Where the colours go (issue 31)
+#
+# The decoded macaw turns orange and the green khaki. `nic_lib.colour.colour_shift`
+# measures it on the images above, in CIELAB: Δa* > 0 is redder, Δb* < 0 less yellow, a
+# negative hue shift turns yellow toward orange, a chroma ratio below 1 washes colours out;
+# `channel_order` stays (0, 1, 2) unless channels were swapped. The stage-by-stage
+# measurement (data path, autoencoder without quantizer, product quantizer, coded stream;
+# M8 → M4 → M2) is `benchmarks/pqmim_colour.py`: the data path is exact and the quantizer
+# adds little; the transforms trained at the lower rates average hues (capacity, not a bug).
+
+# %%
+colour_keys = ["delta_L", "delta_a", "delta_b", "delta_E", "hue_shift", "chroma_ratio", "channel_order"]
+colour_rows = []
+for s, x_hat in gallery_decodes.items():
+    shift = colour.colour_shift(gallery_img, x_hat)
+    colour_rows.append({"model": smallest, "transmit_steps": s, **{k: shift[k] for k in colour_keys}})
+pd.DataFrame(colour_rows).round(2)
 
 # %% [markdown]
 # ### The extreme regime as a gallery: PQ-MIM within the byte budget beside the classic codecs' smallest files

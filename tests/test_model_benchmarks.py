@@ -140,3 +140,48 @@ def test_colour_cast_is_the_length_of_the_mean_error_colour(monkeypatch):
 
     s = pqmim_ae_curve.autoencoder_stats(Fixed(), {"grey": img})
     assert s["cast"] == pytest.approx(5, abs=0.02) and s["worst_rgb"] == "+3.0/-4.0/+0.0"
+
+
+pqmim_colour = load_benchmark("pqmim_colour")
+
+
+def test_block_mean_keeps_blockwise_constant_images_and_averages_each_block():
+    flat = np.repeat(np.repeat(np.arange(6, dtype=np.uint8).reshape(2, 3, 1) * 40, 16, 0), 16, 1)
+    flat = np.repeat(flat, 3, axis=2)
+    assert np.array_equal(pqmim_colour.block_mean(flat), flat)
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[:8] = 200  # half the block at 200: mean 100
+    assert (pqmim_colour.block_mean(img) == 100).all()
+
+
+def test_pqmim_colour_rows_measure_every_stage_and_the_data_path_is_exact():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (20, 36, 3), dtype=np.uint8)
+    rows = pqmim_colour.rows_for("tiny", _tiny_pqmim(), "noise", img)
+    by_stage = {r["stage"]: r for r in rows}
+    assert list(by_stage) == list(pqmim_colour.STAGES)
+    data_path = by_stage["input"]
+    assert data_path["psnr"] == np.inf and data_path["delta_E"] == 0 and data_path["order"] == "012"
+    # the coded stream decodes to the codes of the pq stage: the same picture
+    assert by_stage["coded"]["exact"] and by_stage["coded"]["psnr"] == by_stage["pq"]["psnr"]
+    assert by_stage["pq"]["bpp"] == pytest.approx(2 * 2 / 256)  # M log2 K / 16², fixed length
+    assert all(np.isfinite(r["lp_delta_E"]) for r in rows)
+
+
+def test_pqmim_colour_main_writes_both_tables_and_refuses_a_missing_checkpoint(tmp_path, monkeypatch):
+    from nic_lib.models import save_checkpoint
+
+    export = save_checkpoint(_tiny_pqmim(), tmp_path / "tiny.pt", {"mask_law": "schedule"})
+    rng = np.random.default_rng(1)
+    images = [("a", rng.integers(0, 256, (20, 36, 3), dtype=np.uint8)),
+              ("b", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))]
+    monkeypatch.setattr(pqmim_colour, "pick_images", lambda n: images[:n])
+    out = tmp_path / "colour.csv"
+    table = pqmim_colour.main(["--checkpoint", str(export), "--images", "2", "--stages", "input",
+                               "pq", "--out", str(out)])
+    assert len(table) == 4 and set(table.stage) == {"input", "pq"}
+    hue = pd.read_csv(pqmim_colour.hue_path(out))
+    data_path = hue[hue.stage == "input"]
+    assert len(data_path) and (data_path.hue_shift == 0).all() and (data_path.chroma_ratio == 1).all()
+    with pytest.raises(SystemExit, match="no such checkpoint"):
+        pqmim_colour.main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)])
