@@ -11,7 +11,7 @@ below the PCA bound of the same latent width (notebook 01, section 2b) says the 
 bind; comparing two widths from the same start (a model and its
 :func:`nic_lib.models.widen.widen_hidden` copy) says whether width lifts it.
 
-    python benchmarks/ae_ceiling_probe.py checkpoints/mbt2018/m192.pt --steps 1500
+    python benchmarks/ae_ceiling_probe.py checkpoints/mbt2018/n96.pt --steps 1500
     python benchmarks/ae_ceiling_probe.py ~/nic-runs/cpu-profile/n96-init.pt --steps 1500
 
 Appends to ``build/benchmarks/ae_ceiling_probe.csv`` (checkpoint, N, M, lr, step, ceiling).

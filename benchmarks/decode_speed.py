@@ -18,7 +18,7 @@ several integers as a trained model's does. Writes
 ``build/results/benchmarks/decode_speed.{csv,json}`` atomically and prints a table.
 
     nice -n 19 python benchmarks/decode_speed.py                      # cpu widths
-    python benchmarks/decode_speed.py --checkpoint checkpoints/mbt2018/vr.pt --floor-checkpoint checkpoints/mbt2018-mean/vr.pt
+    python benchmarks/decode_speed.py --checkpoint checkpoints/mbt2018/n96-ablation.pt --floor-checkpoint checkpoints/mbt2018-mean/n96.pt
     nice -n 19 python benchmarks/decode_speed.py --N 192 --M 192      # the paper's widths
 
 ``--scaling`` measures, instead, how decoding grows with the image (issue 32), each case
@@ -32,7 +32,7 @@ to announce 4096x4096 (the issue's case) and the format's maximum, 8192x4096. Wr
 budget's estimate, per case)::
 
     OMP_NUM_THREADS=1 nice -n 19 python benchmarks/decode_speed.py --scaling --threads 1 \
-        --checkpoint checkpoints/mbt2018/m192.pt
+        --checkpoint checkpoints/mbt2018/n96.pt
 """
 
 from __future__ import annotations

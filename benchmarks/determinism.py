@@ -18,7 +18,7 @@ image differs, and the time of the whole g_s on one thread. Writes
 ``build/results/benchmarks/synthesis_determinism.csv``::
 
     OMP_NUM_THREADS=2 nice -n 19 python benchmarks/determinism.py --synthesis \
-        --checkpoint checkpoints/mbt2018/m192.pt --qualities 1 4 8 --images 24
+        --checkpoint checkpoints/mbt2018/n96.pt --qualities 1 4 8 --images 24
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthesis", action="store_true",
                         help="compare g_s arithmetic (float64, float32 oneDNN, float32 GEMM) "
                         "per layer across the two thread counts instead")
-    parser.add_argument("--checkpoint", default="checkpoints/mbt2018/m192.pt",
+    parser.add_argument("--checkpoint", default="checkpoints/mbt2018/n96.pt",
                         help="--synthesis: the checkpoint whose g_s is measured")
     args = parser.parse_args(argv)
     if args.synthesis:

@@ -19,7 +19,7 @@ Every call appends one row per checkpoint to ``history.csv`` (with the run's ste
 training hours when the source is a run folder), so BD-rate can be plotted against
 training time across sessions.
 
-    python benchmarks/kodak_rd.py checkpoints/mbt2018/m192.pt
+    python benchmarks/kodak_rd.py checkpoints/mbt2018/n96.pt
     python benchmarks/kodak_rd.py ~/nic-runs/cpu-profile/m192-q8 ~/nic-runs/cpu-profile/n96 --images 24
 
 Output: ``build/benchmarks/kodak_rd/`` (``<label>.csv`` RD points, ``summary.csv``,

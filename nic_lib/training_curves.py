@@ -217,7 +217,43 @@ def shipped_logs(checkpoint: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | N
     log, evals = path.with_name(f"{path.stem}.log.csv"), path.with_name(f"{path.stem}.eval.csv")
     if not log.is_file():
         return None
-    return pd.read_csv(log), pd.read_csv(evals) if evals.is_file() else None
+    return continuous_wall_time(pd.read_csv(log), pd.read_csv(evals) if evals.is_file() else None)
+
+
+def continuous_wall_time(log: pd.DataFrame, evals: pd.DataFrame | None = None
+                         ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Make ``wall_s`` count the whole training when a run was continued.
+
+    A run continued from a shipped snapshot (``--init-from ... --start-step S``, on a
+    machine without the run folder) starts its clock at 0 again, and the shipped log keeps
+    the rows before ``S`` in front of the continuation's. Each such restart is a segment
+    starting at the first row whose ``wall_s`` is below its predecessor's; its rows, and
+    the evaluations at or after its first step, get the time of the segments before it
+    added, t = wall_s + Σ_{segments k before} wall_s(last row of k). Rows of a run that
+    never restarted are returned unchanged.
+
+    Args:
+        log: a run's log (``step``, ``wall_s``), in step order.
+        evals: its evaluations (``step``, ``wall_s``), or None.
+
+    Returns:
+        ``(log, evals)``, copies with ``wall_s`` cumulative.
+    """
+    log = log.sort_values("step", kind="stable").reset_index(drop=True)
+    wall = log["wall_s"].to_numpy(dtype=float)
+    restarts = np.flatnonzero(wall[1:] < wall[:-1]) + 1
+    if not len(restarts):
+        return log, None if evals is None else evals.copy()
+    starts = log["step"].to_numpy()[restarts]  # first step of each continuation
+    offsets = np.cumsum(wall[restarts - 1])  # time of everything before it
+    segment = np.searchsorted(restarts, np.arange(len(log)), side="right")  # 0 = first run
+    log = log.copy()
+    log["wall_s"] = wall + np.r_[0.0, offsets][segment]
+    if evals is not None:
+        evals = evals.copy()
+        k = np.searchsorted(starts, evals["step"].to_numpy(), side="right")
+        evals["wall_s"] = evals["wall_s"].to_numpy(dtype=float) + np.r_[0.0, offsets][k]
+    return log, evals
 
 
 def jpeg2000_curve(eval_images: int, eval_crop: int, cache_path: Path) -> pd.DataFrame:

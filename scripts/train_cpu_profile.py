@@ -14,9 +14,9 @@ without changing what it computes (:func:`nic_lib.models.widen.widen_latent`; ne
 channels start at zero) → ``m192-vr``: trained on, 24,670 steps of a 48,000-step cosine
 from 2e-4 (the run was stopped there to branch) → ``m192-q8``: levels q7, q8 added
 (:func:`nic_lib.models.widen.add_levels`; λ up to 0.18, for the top of the rate range) and
-trained on with a 60,000-step cosine from 2e-4; shipped as ``checkpoints/mbt2018/m192.pt``,
-the EMA weights of wherever the run has got to (it spans sessions: resume it, then
-``--ship-only``).
+trained on with a 60,000-step cosine from 2e-4 (shipped as ``checkpoints/mbt2018/m192.pt``
+until the N = 96 generation replaced it; now a step on the way to ``n96``, re-run only by
+``--from-scratch``).
 
 *N = 96 (the main line).* At N = 64 the transforms bind (issue 25), so ``n96`` forks
 m192-q8 at step 16,500 (``m192-q8-fork`` re-runs it to there), widens the hidden width to
@@ -153,7 +153,7 @@ STAGES["m192-vr"] = ("m192-widened", [
     None)
 STAGES["m192-q8"] = ("m192-q8-init", [
     *_M192, "--qualities", *QUALITIES_WIDE, "--max-steps", str(M192_Q8_STEPS),
-    "--init-from", str(RUNS / "m192-q8-init.pt")], "mbt2018/m192.pt")
+    "--init-from", str(RUNS / "m192-q8-init.pt")], None)
 
 #: The hidden width of the main line (issue 25). At N = 64 the transforms bind: the
 #: autoencoder alone plateaus at 34.65 dB (benchmarks/ae_ceiling_probe.py), and m192-q8's top

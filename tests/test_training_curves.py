@@ -130,3 +130,29 @@ def test_shipped_logs_are_read_from_beside_the_checkpoint(tmp_path):
     from nic_lib.models import hub
 
     assert tc.shipped_logs(hub.checkpoint_dir() / "stages" / "base.pt") is not None
+
+
+def test_a_continued_run_gets_one_clock_over_all_its_segments():
+    # continued twice from a snapshot: its clock restarted at steps 30 and 50
+    log = pd.DataFrame({"step": [10, 20, 30, 40, 50, 60],
+                        "wall_s": [5.0, 10.0, 2.0, 4.0, 1.0, 3.0]})
+    evals = pd.DataFrame({"step": [20, 40, 60], "wall_s": [10.5, 4.5, 3.5]})
+    out, ev = tc.continuous_wall_time(log, evals)
+    assert out["wall_s"].tolist() == [5.0, 10.0, 12.0, 14.0, 15.0, 17.0]
+    assert ev["wall_s"].tolist() == [10.5, 14.5, 17.5]
+    assert out["wall_s"].is_monotonic_increasing
+    assert log["wall_s"].tolist()[2] == 2.0  # the input is not changed
+    # a run that never restarted is left as it is
+    same, none = tc.continuous_wall_time(log.iloc[:2])
+    assert same["wall_s"].tolist() == [5.0, 10.0] and none is None
+
+
+def test_the_shipped_main_line_log_has_one_increasing_clock():
+    from nic_lib.models import hub
+
+    shipped = tc.shipped_logs(hub.checkpoint_dir() / "mbt2018" / "n96.pt")
+    if shipped is None:
+        pytest.skip("no shipped n96 log")
+    log, evals = shipped
+    assert log["wall_s"].is_monotonic_increasing
+    assert evals.groupby("step")["wall_s"].min().is_monotonic_increasing

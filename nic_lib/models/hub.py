@@ -3,9 +3,12 @@
 - ``"cpu"``: this project's own small models, trained with ``python -m nic_lib.train
   --qualities ...`` (``scripts/train_cpu_profile.py`` runs the shipped recipe) and stored
   under :func:`checkpoint_dir` (``checkpoints/`` or ``$NIC_CHECKPOINT_DIR``) as one
-  variable-rate file ``<model>/vr.pt`` covering several qualities; read by
+  variable-rate file ``<model>/n96.pt`` covering qualities 1–8 (:data:`CPU_FILE`: N = 96,
+  M = 192; ``mbt2018/n96.pt`` is the main line, trained end to end, the other models are
+  the ablation protocol's entropy models on its frozen transforms); read by
   :func:`nic_lib.models.checkpoints.load_checkpoint`. Other checkpoints (a single-rate
-  run's ``final.pt``, the ablations' ``vr-ctx3.pt``) are loaded by path with it.
+  run's ``final.pt``, the protocol's ``mbt2018/n96-ablation.pt`` and ``n96-ctx3.pt``) are
+  loaded by path with it.
 - ``"full"``: CompressAI's published weights at its widths, downloaded once and hash
   checked by :mod:`nic_lib.models.zoo`.
 - A single-rate model (:data:`~nic_lib.models.registry.SINGLE_RATE_MODELS`, PQ-MIM) has one
@@ -51,6 +54,10 @@ __all__ = [
 #: Env var overriding the folder of the "cpu" profile's checkpoints.
 CHECKPOINT_DIR_ENV = "NIC_CHECKPOINT_DIR"
 
+#: The file name of a model's "cpu" profile checkpoint in its folder (the N = 96, M = 192
+#: generation; the M = 96 files ``vr.pt`` it replaced are in git history before 2026-12-07).
+CPU_FILE = "n96.pt"
+
 #: Repository root (this file is nic_lib/models/hub.py).
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,10 +82,17 @@ def variable_rate_checkpoint_path(name: str) -> Path:
         name: model key.
 
     Returns:
-        ``checkpoint_dir() / name / "vr.pt"``.
+        ``checkpoint_dir() / name / CPU_FILE``.
     """
     _model_class(name)
-    return checkpoint_dir() / name / "vr.pt"
+    return checkpoint_dir() / name / CPU_FILE
+
+
+def training_command(name: str) -> str:
+    """The command that trains (or continues) the "cpu" checkpoint of a model key: the
+    main line for ``mbt2018``, the ablation protocol's stage for the others."""
+    stage = "n96" if name == "mbt2018" else f"ablate-{name}"
+    return f"python scripts/train_cpu_profile.py --only {stage}"
 
 
 def single_rate_checkpoint_path(name: str) -> Path:
@@ -181,7 +195,7 @@ def get_model(
         profile: ``"full"``: CompressAI's zoo widths and published MSE weights
             (``compressai.zoo.<fn>(quality, metric="mse", pretrained=True)``).
             ``"cpu"``: this project's variable-rate checkpoint
-            ``checkpoints/<name>/vr.pt`` at that quality's level (folder overridable
+            ``checkpoints/<name>/n96.pt`` at that quality's level (folder overridable
             with ``$NIC_CHECKPOINT_DIR``).
         pretrained: False builds an untrained model with the profile's widths (train
             mode, no coder tables: call ``update(force=True)`` before compressing).
@@ -235,14 +249,13 @@ def get_model(
         return zoo.load_zoo_model(name, quality, device=device)
 
     path = variable_rate_checkpoint_path(name)
-    train = (f"`python -m nic_lib.train --model {name} --qualities {quality} --profile cpu` "
-             f"and copy the run's final.pt to {path}")
+    train = f"`{training_command(name)}`"
     if not path.is_file():
         raise CheckpointNotFoundError(
             f"no cpu-profile checkpoint for {name} at {path}; train it with {train} "
-            "(`python scripts/train_cpu_profile.py` trains the shipped ones), point "
-            f"${CHECKPOINT_DIR_ENV} at a folder holding {name}/vr.pt, or use profile='full' "
-            "for CompressAI's published weights")
+            "(it continues a shipped snapshot where there is one), point "
+            f"${CHECKPOINT_DIR_ENV} at a folder holding {name}/{CPU_FILE}, or use "
+            "profile='full' for CompressAI's published weights")
     model, checkpoint = load_checkpoint(path, device=device)
     qualities = list(checkpoint["config"].get("qualities") or [])
     if checkpoint["model"] != name or quality not in qualities:
