@@ -85,24 +85,30 @@ MBT2018 = {
 }
 
 
-def mbt2018_claims(curves: pd.DataFrame, joint: str = "mbt2018") -> pd.DataFrame:
+def mbt2018_claims(curves: pd.DataFrame, joint: str = "mbt2018",
+                   ablation_joint: str | None = None) -> pd.DataFrame:
     """The mbt2018 paper's claims against one run's RD curves (notebook 01).
 
     Args:
         curves: RD points of every codec of the run (``codec``, ``bpp``, ``psnr_rgb``,
             optionally ``ms_ssim_db``), e.g. :func:`nic_lib.rd.rd_table` of the sweep.
-        joint: the joint model the claims are about (the equal-budget ``mbt2018``).
+        joint: the joint model the claims against the classic codecs are about (the cpu
+            profile's main line, ``mbt2018``).
+        ablation_joint: the joint model the entropy-model claims compare the ablations
+            with: the one trained under their protocol, on their transforms (notebook 01's
+            ``mbt2018-protocol``); None: ``joint``.
 
     Returns:
         The claims table (:data:`COLUMNS`).
     """
     c = MBT2018
+    ablation_joint = ablation_joint or joint
     rows = [
-        fewer_bits(c["vs_mean"], curves, joint, "mbt2018-mean"),
-        fewer_bits(c["vs_context"], curves, joint, "mbt2018-context"),
+        fewer_bits(c["vs_mean"], curves, ablation_joint, "mbt2018-mean"),
+        fewer_bits(c["vs_context"], curves, ablation_joint, "mbt2018-context"),
         fewer_bits(c["mean_vs_scale"], curves, "mbt2018-mean", "bmshj2018-hyperprior"),
-        fewer_bits(c["gmm"], curves, "mbt2018-gmm", joint),
-        fewer_bits(c["vs_hyperprior"], curves, joint, "bmshj2018-hyperprior"),
+        fewer_bits(c["gmm"], curves, "mbt2018-gmm", ablation_joint),
+        fewer_bits(c["vs_hyperprior"], curves, ablation_joint, "bmshj2018-hyperprior"),
         fewer_bits(c["vs_jpeg2000"], curves, joint, "jpeg2000"),
         fewer_bits(c["vs_webp"], curves, joint, "webp"),
         fewer_bits(c["vs_jpeg"], curves, joint, "jpeg"),

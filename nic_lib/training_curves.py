@@ -283,3 +283,70 @@ def jpeg2000_curve(eval_images: int, eval_crop: int, cache_path: Path) -> pd.Dat
 def format_or_blank(value: float, spec: str, unit: str = "") -> str:
     """A number for the summary; blank when undefined (NaN: outside JPEG 2000's range)."""
     return "" if value is None or math.isnan(value) else f"{value:{spec}}{unit}"
+
+
+#: The cpu profile's main line (``scripts/train_cpu_profile.py``), stage by stage in training
+#: order, with the last step of each that lies on it (``n96`` forks ``m192-q8`` at step
+#: 16,500; None: the whole stage) and where its records are shipped (under the checkpoint
+#: folder, without ``.log.csv`` / ``.eval.csv``).
+MAIN_LINE = (
+    ("base", None, "stages/base"),
+    ("mbt2018-vr", None, "stages/mbt2018-vr"),
+    ("m96-extended", None, "stages/m96-extended"),
+    ("m96-5h", None, "stages/m96-5h"),
+    ("m192-vr", None, "stages/m192-vr"),
+    ("m192-q8", 16500, "stages/m192-q8"),
+    ("n96", None, "mbt2018/n96"),
+)
+#: Columns of :func:`main_line_evaluations`.
+MAIN_LINE_COLUMNS = ("stage", "step", "hours", "quality", "lmbda", "images", "bpp", "psnr", "weights")
+
+
+def main_line_evaluations(checkpoint_dir: str | Path,
+                          stages: tuple = MAIN_LINE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every evaluation of the main line on one clock: hours since its first step.
+
+    Each stage's shipped log and evaluations are read (:func:`shipped_logs`, its own clock
+    made continuous), cut at the step where the next stage forked it, and put after the
+    stages before it: ``hours`` = (time of the stages before + the stage's ``wall_s``) /
+    3600. The stages ran on different machines and settings (one core each; float32, or
+    bfloat16 where the CPU has it natively), so hours are CPU time as it was spent, not a
+    controlled comparison. Where a stage evaluated both its weights and their moving
+    average, the moving average (what is shipped) is kept.
+
+    Args:
+        checkpoint_dir: the folder of the shipped checkpoints (``hub.checkpoint_dir()``).
+        stages: ``(stage, last step or None, record path)`` in order (:data:`MAIN_LINE`).
+
+    Returns:
+        ``(evaluations, durations)``: one row per stage × step × level (columns
+        :data:`MAIN_LINE_COLUMNS`), and one row per stage found (``stage``, ``steps``,
+        ``hours``: its own, up to the fork). Stages without shipped records are left out
+        of both.
+    """
+    rows, spans, offset = [], [], 0.0
+    for stage, last, record in stages:
+        shipped = shipped_logs(Path(checkpoint_dir) / f"{record}.pt")
+        if shipped is None:
+            continue
+        log, evals = shipped
+        if last is not None:
+            log = log[log["step"] <= last]
+            evals = None if evals is None else evals[evals["step"] <= last]
+        if evals is not None and len(evals):
+            evals = evals.copy()
+            if "weights" in evals and (evals["weights"] == "ema").any():
+                evals = evals[evals["weights"] == "ema"]
+            for column, value in (("quality", 0), ("lmbda", np.nan), ("weights", "model")):
+                if column not in evals:
+                    evals[column] = value
+            evals["hours"] = (offset + evals["wall_s"]) / 3600.0
+            evals["stage"] = stage
+            rows.append(evals[list(MAIN_LINE_COLUMNS)])
+        duration = float(log["wall_s"].iloc[-1]) if len(log) else 0.0
+        spans.append({"stage": stage, "steps": int(log["step"].iloc[-1]) if len(log) else 0,
+                      "hours": duration / 3600.0})
+        offset += duration
+    evaluations = (pd.concat(rows, ignore_index=True) if rows
+                   else pd.DataFrame(columns=list(MAIN_LINE_COLUMNS)))
+    return evaluations, pd.DataFrame(spans, columns=["stage", "steps", "hours"])

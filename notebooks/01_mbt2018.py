@@ -72,10 +72,10 @@ DATASET = None  # None -> "kodak"; any nic_lib.data dataset name
 N_IMAGES = None  # None -> every image (smoke: 2)
 CROP = None  # None -> whole images (smoke: 256x256 centre crops, to stay fast in CI)
 MODELS = ["mbt2018", "mbt2018-mean", "bmshj2018-hyperprior", "bmshj2018-factorized", "mbt2018-context", "mbt2018-gmm", "mbt2018-checkerboard"]  # registry keys to evaluate
-CONTEXT_VARIANTS = {"mbt2018-ctx3": "mbt2018/vr-ctx3.pt", "mbt2018-ctx7": "mbt2018/vr-ctx7.pt"}  # context-size ablation: label -> checkpoint under checkpoints/ (cpu models in both profiles: the zoo has context 5 only)
-EXTENDED = {"mbt2018-extended": "mbt2018/vr-extended.pt", "mbt2018-5h": "mbt2018/vr-5h.pt", "mbt2018-m192": "mbt2018/m192.pt"}  # the joint model trained longer: issue 8 (2 h more, then 5 h in all), and issue 25 (widened to M = 192 and trained on; scripts/train_cpu_profile.py); not part of the equal-budget ablations (cpu models in both profiles)
+PROTOCOL_JOINT = {"mbt2018-protocol": "mbt2018/n96-ablation.pt"}  # the joint model trained under the ablation protocol, on the same frozen transforms as every ablation: their baseline (cpu model in both profiles)
+CONTEXT_VARIANTS = {"mbt2018-ctx3": "mbt2018/n96-ctx3.pt", "mbt2018-ctx7": "mbt2018/n96-ctx7.pt"}  # context-size ablation, trained under the same protocol: label -> checkpoint under checkpoints/ (cpu models in both profiles: the zoo has context 5 only)
 PCA_K = [24, 48, 96, 144, 192, 256, 320]  # latent channels per 16x16x3 block for the PCA bound of section 2b
-QUALITIES = [1, 2, 3, 4, 5, 6]  # λ = 0.0018 ... 0.0483 (the quality table of nic_lib.models.LAMBDA_MSE)
+QUALITIES = [1, 2, 3, 4, 5, 6, 7, 8]  # λ = 0.0018 ... 0.18 (the quality table of nic_lib.models.LAMBDA_MSE; CompressAI's zoo serves the same eight)
 CLASSIC = ["jpeg", "webp", "jpeg2000", "avif"]  # baselines, configured as in notebook 00
 REFERENCE = "jpeg2000"  # BD-rates of the learned codecs are reported against this codec
 DECODE_IMAGES = None  # None -> 4 (cpu/full) or True (smoke): the real decoder runs on the first N images (times, round trip); the others take the decoder's output without running it (the encoder's own latents through g_s: see nic_lib.coding.code_image). True decodes everything
@@ -106,7 +106,7 @@ def label_of(name):
     return name if model_profile == "cpu" or name in ZOO_SERVES else f"{name} (cpu)"
 
 
-cpu_joint = "mbt2018" if model_profile == "cpu" else "mbt2018 (cpu)"  # the joint model sharing the cpu models' transforms
+cpu_joint = label_of("mbt2018-protocol")  # the joint model sharing the ablations' transforms
 torch.set_grad_enabled(False)
 images = data.load_images(dataset, limit=n_images)
 if crop:
@@ -220,14 +220,15 @@ plt.show()
 # %% [markdown]
 # ## 2. Loading the models
 #
-# `cpu` profile: one variable-rate checkpoint per model, `checkpoints/<model>/vr.pt`,
-# serving qualities 1–6 (see *Training*); `bmshj2018-hyperprior` and `mbt2018-mean` also
-# load their scale calibration, `vr.calibration.json` (appendix, notebook 06). `full`:
-# CompressAI's published weights, one network per quality, downloaded once and hash-checked
-# (`nic_lib.models.zoo`), for the four models the zoo serves; every other model is the cpu
-# one, labelled `(cpu)`, and so is the cpu joint model `mbt2018 (cpu)`, the baseline of the
-# ablations and of the latent maps (same transforms). A model whose checkpoint is missing
-# is skipped with the command that trains it.
+# `cpu` profile: one variable-rate checkpoint per model, `checkpoints/<model>/n96.pt`
+# (N = 96, M = 192), serving qualities 1–8 (see *Training*): `mbt2018` is the main line,
+# trained end to end; every other model, and `mbt2018-protocol`, the joint model trained
+# the same way as them, is an entropy model of the ablation protocol on one set of frozen
+# transforms. `full`: CompressAI's published weights, one network per quality, downloaded
+# once and hash-checked (`nic_lib.models.zoo`), for the four models the zoo serves; every
+# other model is the cpu one, labelled `(cpu)`, and `mbt2018-protocol (cpu)` stays the
+# baseline of the ablations and of the latent maps (same transforms). A model whose
+# checkpoint is missing is skipped with the command that trains it.
 
 # %%
 def load_family(label, source, zoo_model=False):
@@ -238,6 +239,12 @@ def load_family(label, source, zoo_model=False):
         if zoo_model:
             return ({q: hub.get_model(source, q, profile="full", device=device) for q in QUALITIES},
                     zoo.weights_digest(source, QUALITIES))
+        if not source.is_file():
+            stage = {"mbt2018-protocol": "ablate-mbt2018", "mbt2018-ctx3": "ablate-mbt2018-ctx3",
+                     "mbt2018-ctx7": "ablate-mbt2018-ctx7"}.get(label.removesuffix(" (cpu)"))
+            command = (f"python scripts/train_cpu_profile.py --only {stage}" if stage
+                       else hub.training_command(label.removesuffix(" (cpu)")))
+            raise checkpoints.CheckpointNotFoundError(f"not trained yet ({source} is missing): `{command}`")
         return neural.quality_models(source, QUALITIES, device=device), checkpoints.checkpoint_digest(source)
     except (checkpoints.CheckpointNotFoundError, zoo.PretrainedWeightsUnavailableError, ValueError) as err:
         print(f"skipping {label}: {str(err).splitlines()[0]}")
@@ -247,10 +254,9 @@ def load_family(label, source, zoo_model=False):
 
 # label -> checkpoint of every cpu model used here (its training logs sit beside it)
 cpu_sources = {label_of(name): hub.variable_rate_checkpoint_path(name) for name in MODELS if name not in ZOO_SERVES}
-if model_profile == "full":
-    cpu_sources = {cpu_joint: hub.variable_rate_checkpoint_path("mbt2018"),
-                   "mbt2018-mean (cpu)": hub.variable_rate_checkpoint_path("mbt2018-mean"), **cpu_sources}
-cpu_sources.update({label_of(label): hub.checkpoint_dir() / rel for label, rel in {**CONTEXT_VARIANTS, **EXTENDED}.items()})
+if model_profile == "full":  # the latent maps' pair, on the protocol's transforms
+    cpu_sources = {"mbt2018-mean (cpu)": hub.variable_rate_checkpoint_path("mbt2018-mean"), **cpu_sources}
+cpu_sources.update({label_of(label): hub.checkpoint_dir() / rel for label, rel in {**PROTOCOL_JOINT, **CONTEXT_VARIANTS}.items()})
 families, skipped_models = {}, []
 for name in MODELS:
     if name in ZOO_SERVES:
@@ -286,7 +292,7 @@ if model_profile == "full":
 
 # %%
 pca = capacity.pca_bound([img for _, img in images], PCA_K)
-joint_labels = list(dict.fromkeys(lab for lab in ["mbt2018", cpu_joint, *map(label_of, EXTENDED)] if lab in families))
+joint_labels = list(dict.fromkeys(lab for lab in ["mbt2018", cpu_joint] if lab in families))
 ceiling_rows = []
 for label in joint_labels:
     top = max(families[label][0])
@@ -320,17 +326,17 @@ display(ceilings.round(2))
 # follow edges and are smaller (it is more certain), and the difference map shows *where
 # the context saves bits*. The two σ maps share one colour scale, so that difference shows.
 #
-# Caveat of this project's protocol: all ablations share the joint model's transforms
-# (see *Training*), so the maps compare entropy models on nearly the same latents, which
-# is what makes them comparable pixel by pixel. That holds for this project's cpu models
-# only: the zoo's mean-scale and joint models were trained separately, so channel c of one
-# is not channel c of the other. So in the `full` profile too the maps are drawn from the
-# cpu pair, `mbt2018-mean (cpu)` and `mbt2018 (cpu)`.
+# Caveat of this project's protocol: all ablations share one set of frozen transforms
+# (see *Training*), so the maps compare entropy models on the same latents, which is what
+# makes them comparable pixel by pixel; the joint model drawn is therefore the protocol's,
+# `mbt2018-protocol`. That holds for this project's cpu models only: the zoo's mean-scale
+# and joint models were trained separately, so channel c of one is not channel c of the
+# other. So in the `full` profile too the maps are drawn from the cpu pair.
 
 # %%
 map_name = MAP_IMAGE if MAP_IMAGE in dict(images) else images[0][0]
 map_img = dict(images)[map_name]
-map_mean, map_joint = ("mbt2018-mean", "mbt2018") if model_profile == "cpu" else ("mbt2018-mean (cpu)", cpu_joint)
+map_mean, map_joint = ("mbt2018-mean" if model_profile == "cpu" else "mbt2018-mean (cpu)"), cpu_joint
 map_models = [m for m in (map_mean, map_joint) if m in families and MAP_QUALITY in families[m][0]]
 if len(map_models) == 2:
     stats_ = {m: neural.latent_statistics(families[m][0][MAP_QUALITY], map_img) for m in map_models}

@@ -210,3 +210,19 @@ def test_pqmim_baseline_claims_give_numbers_only_for_measured_comparisons():
     assert "python train.py" in t.iloc[1]["measured here"] and "+7.5%" in t.iloc[0]["measured here"]
     none = claims.pqmim_baseline_claims(bd.iloc[:0], {}, vq.iloc[:0])
     assert (none["verdict"] == claims.NOT_MEASURED).all() and "M1-K256" in none.iloc[-1]["measured here"]
+
+
+def test_mbt2018_entropy_model_claims_compare_the_ablations_with_the_protocols_joint_model():
+    # the main line beats everything; the protocol's joint model is below mean-scale
+    curves = _curves(**{"mbt2018": 3.0, "protocol": 0.5, "mbt2018-mean": 1.0, "mbt2018-context": 0.2,
+                        "bmshj2018-hyperprior": 0.8, "mbt2018-gmm": 0.6})
+    curves["codec"] = curves["codec"].replace({"ref": "jpeg2000"})
+    v = dict(zip(*claims.mbt2018_claims(curves, ablation_joint="protocol")[["claim", "verdict"]].T.values))
+    assert v[claims.MBT2018["vs_mean"].text] == claims.CONTRADICTS  # protocol 0.5 < mean 1.0
+    assert v[claims.MBT2018["vs_context"].text] == claims.HOLDS
+    assert v[claims.MBT2018["vs_hyperprior"].text] == claims.CONTRADICTS
+    assert v[claims.MBT2018["gmm"].text] == claims.HOLDS  # 0.6 above the protocol's 0.5
+    assert v[claims.MBT2018["vs_jpeg2000"].text] == claims.HOLDS  # the main line, 3.0 dB above
+    # without it, the one joint model is used for all claims
+    v = dict(zip(*claims.mbt2018_claims(curves)[["claim", "verdict"]].T.values))
+    assert v[claims.MBT2018["vs_mean"].text] == claims.HOLDS
