@@ -125,7 +125,8 @@ DEFAULT_PROBE_STEPS = 40
 PROBE_LOG_EVERY = 10
 #: The issue's rate: λ = 0.013 (quality 4 of the MSE table), about 0.5 bpp on Kodak.
 LMBDA = 0.013
-#: The cpu profile's widths (nic_lib.models.registry.CPU_PROFILE_WIDTHS).
+#: The cpu profile's widths when these recipes were compared (N = 64, M = 96; now
+#: nic_lib.models.registry.CPU_PROFILE_WIDTHS is larger).
 WIDTHS = (64, 96)
 #: --max-steps out of reach: the budget (--max-minutes) ends every run.
 MAX_STEPS = 100_000_000

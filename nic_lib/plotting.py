@@ -144,6 +144,7 @@ CODEC_STYLES: dict[str, tuple[str, str]] = {
     "mbt2018-ctx7": ("#a50f15", ">"),
     "mbt2018-extended": ("#f4a582", "o"),
     "mbt2018-5h": ("#67000d", "o"),
+    "mbt2018-protocol": ("#7f2704", "s"),
     "mbt2018-gmm": ("#e377c2", "*"),
     "mbt2018-checkerboard": ("#ff7f0e", "h"),
     "mbt2018-context": ("#b8860b", "p"),

@@ -298,13 +298,14 @@ MAIN_LINE = (
     ("m192-q8", 16500, "stages/m192-q8"),
     ("n96", None, "mbt2018/n96"),
 )
-#: Columns of :func:`main_line_evaluations`.
+#: Columns of :func:`main_line_records`' evaluations and logs.
 MAIN_LINE_COLUMNS = ("stage", "step", "hours", "quality", "lmbda", "images", "bpp", "psnr", "weights")
+MAIN_LINE_LOG_COLUMNS = ("stage", "step", "hours", "loss", "psnr", "bpp")
 
 
-def main_line_evaluations(checkpoint_dir: str | Path,
-                          stages: tuple = MAIN_LINE) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every evaluation of the main line on one clock: hours since its first step.
+def main_line_records(checkpoint_dir: str | Path, stages: tuple = MAIN_LINE
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every log row and evaluation of the main line on one clock: hours since its first step.
 
     Each stage's shipped log and evaluations are read (:func:`shipped_logs`, its own clock
     made continuous), cut at the step where the next stage forked it, and put after the
@@ -319,12 +320,13 @@ def main_line_evaluations(checkpoint_dir: str | Path,
         stages: ``(stage, last step or None, record path)`` in order (:data:`MAIN_LINE`).
 
     Returns:
-        ``(evaluations, durations)``: one row per stage × step × level (columns
-        :data:`MAIN_LINE_COLUMNS`), and one row per stage found (``stage``, ``steps``,
-        ``hours``: its own, up to the fork). Stages without shipped records are left out
-        of both.
+        ``(logs, evaluations, durations)``: one row per stage × logged step (columns
+        :data:`MAIN_LINE_LOG_COLUMNS`: training loss, PSNR and bpp of that step's batch),
+        one per stage × step × level evaluated (:data:`MAIN_LINE_COLUMNS`), and one per
+        stage found (``stage``, ``steps``, ``hours``: its own, up to the fork). Stages
+        without shipped records are left out of all three.
     """
-    rows, spans, offset = [], [], 0.0
+    rows, log_rows, spans, offset = [], [], [], 0.0
     for stage, last, record in stages:
         shipped = shipped_logs(Path(checkpoint_dir) / f"{record}.pt")
         if shipped is None:
@@ -343,10 +345,14 @@ def main_line_evaluations(checkpoint_dir: str | Path,
             evals["hours"] = (offset + evals["wall_s"]) / 3600.0
             evals["stage"] = stage
             rows.append(evals[list(MAIN_LINE_COLUMNS)])
+        log_rows.append(log.assign(stage=stage, hours=(offset + log["wall_s"]) / 3600.0)
+                        .reindex(columns=list(MAIN_LINE_LOG_COLUMNS)))
         duration = float(log["wall_s"].iloc[-1]) if len(log) else 0.0
         spans.append({"stage": stage, "steps": int(log["step"].iloc[-1]) if len(log) else 0,
                       "hours": duration / 3600.0})
         offset += duration
     evaluations = (pd.concat(rows, ignore_index=True) if rows
                    else pd.DataFrame(columns=list(MAIN_LINE_COLUMNS)))
-    return evaluations, pd.DataFrame(spans, columns=["stage", "steps", "hours"])
+    logs = (pd.concat(log_rows, ignore_index=True) if log_rows
+            else pd.DataFrame(columns=list(MAIN_LINE_LOG_COLUMNS)))
+    return logs, evaluations, pd.DataFrame(spans, columns=["stage", "steps", "hours"])

@@ -96,7 +96,7 @@ STAGE2_MINUTES = 45
 STAGE2_LR = "5e-4"
 #: Rate levels of every shipped model: qualities 1-6, λ 0.0018-0.0483 (about 0.1-1 bpp).
 QUALITIES = ["1", "2", "3", "4", "5", "6"]
-#: Widths of the cpu profile (nic_lib.models.registry.CPU_PROFILE_WIDTHS).
+#: Widths of the main line's first stages (the cpu profile's until the N = 96 generation).
 WIDTHS = ["--N", "64", "--M", "96"]
 COMMON = ["--crop", "128", "--batch-size", "8", "--no-progress", "--schedule-clock", "time"]
 

@@ -46,7 +46,7 @@ def test_groups_are_elics_uneven_split_and_widths_are_registered():
     assert FULL_WIDTHS["elic2022"][3] == (192, 320)
     config = default_config("elic2022", 3)
     assert (config["N"], config["M"]) == (64, 192)  # registry.CPU_MODEL_WIDTHS
-    assert (default_config("mbt2018", 3)["N"], default_config("mbt2018", 3)["M"]) == (64, 96)
+    assert (default_config("mbt2018", 3)["N"], default_config("mbt2018", 3)["M"]) == (96, 192)  # CPU_PROFILE_WIDTHS
 
 
 def test_forward_follows_the_compressai_contract():

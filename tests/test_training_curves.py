@@ -156,3 +156,30 @@ def test_the_shipped_main_line_log_has_one_increasing_clock():
     log, evals = shipped
     assert log["wall_s"].is_monotonic_increasing
     assert evals.groupby("step")["wall_s"].min().is_monotonic_increasing
+
+
+def _records(folder, stem, log_rows, eval_rows=None):
+    (folder / stem).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(log_rows, columns=["step", "wall_s"]).to_csv(folder / f"{stem}.log.csv", index=False)
+    if eval_rows is not None:
+        pd.DataFrame(eval_rows, columns=["step", "wall_s", "quality", "lmbda", "images", "psnr", "bpp", "weights"]
+                     ).to_csv(folder / f"{stem}.eval.csv", index=False)
+
+
+def test_the_main_line_is_one_clock_cut_where_the_next_stage_forked(tmp_path):
+    _records(tmp_path, "stages/a", [(10, 100.0), (20, 200.0)], [(20, 200.0, 0, 0.01, 4, 30.0, 0.5, "model")])
+    # b continued once (clock restarted at step 30) and was forked at step 30
+    _records(tmp_path, "stages/b", [(10, 50.0), (20, 100.0), (30, 10.0), (40, 20.0)],
+             [(20, 100.0, 1, 0.01, 4, 31.0, 0.5, "model"), (20, 100.0, 1, 0.01, 4, 31.5, 0.5, "ema"),
+              (40, 20.0, 1, 0.01, 4, 32.0, 0.5, "ema")])
+    _records(tmp_path, "c", [(10, 36.0)], [(10, 36.0, 1, 0.01, 4, 33.0, 0.4, "ema")])
+    stages = (("a", None, "stages/a"), ("missing", None, "stages/missing"), ("b", 30, "stages/b"), ("c", None, "c"))
+    logs, ev, spans = tc.main_line_records(tmp_path, stages)
+    assert spans["stage"].tolist() == ["a", "b", "c"]
+    assert spans["hours"].tolist() == pytest.approx([200 / 3600, 110 / 3600, 36 / 3600])
+    assert ev["stage"].tolist() == ["a", "b", "c"]  # b's step 40 is after the fork, its model row not shipped
+    assert ev["psnr"].tolist() == [30.0, 31.5, 33.0]  # b's moving average, not its raw weights
+    assert ev["hours"].tolist() == pytest.approx([200 / 3600, 300 / 3600, 346 / 3600])
+    assert ev["hours"].is_monotonic_increasing
+    assert logs["stage"].tolist() == ["a", "a", "b", "b", "b", "c"]  # b cut after its step 30
+    assert logs["hours"].tolist() == pytest.approx(np.array([100, 200, 250, 300, 310, 346]) / 3600)

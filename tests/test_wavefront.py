@@ -24,7 +24,7 @@ LATENT_GAIN = 30.0
 #: 64 x 128 input -> 4 x 8 latent: wavefronts of up to 3 positions for k = 5.
 HEIGHT, WIDTH = 64, 128
 SERIAL_MODELS = ["mbt2018", "mbt2018-context", "mbt2018-gmm"]
-#: The cpu profile's widths, for the test on a real image.
+#: The M = 96 generation's widths (smaller than the cpu profile's 96/192: a quicker test), for the test on a real image.
 CPU_N, CPU_M = 64, 96
 
 
