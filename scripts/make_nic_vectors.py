@@ -2,6 +2,7 @@
 
     python scripts/make_nic_vectors.py            # rewrite tests/vectors/
     python scripts/make_nic_vectors.py --check    # compare with them, write nothing
+    python scripts/make_nic_vectors.py --repin    # rewrite them pinned on this platform
 
 Why: a refactoring of the coding path (padding, the container, the models' coders) must
 not change a byte. Each vector is a crop of Kodak's kodim23 coded by ``nic compress``'s
@@ -17,8 +18,10 @@ needs neither the dataset nor this script.
 
 Regenerate only after a deliberate change of a coder, a checkpoint or the format, and
 say so in the commit: the digests are what "behaviour unchanged" means. Digests of
-float32 convolutions (the transforms g_a, g_s) depend on the platform (see
-:data:`PINNED_ON`, as in ``tests/test_device.py``), so regenerate on that platform.
+float32 convolutions (the transforms g_a, g_s) depend on the platform (torch version and
+CPU capability, as in ``tests/test_device.py``; :func:`pinned_on` reads the committed one),
+so regenerate on that platform, or with ``--repin`` on this one (the pinned tests then skip
+on the other: say so in the commit).
 Torch runs on one thread here, as in the test: the hyperprior models' h_s is not bit-exact
 across thread counts for every input size (mbt2018-mean q6 decodes this crop one pixel
 level apart on 2 threads).
@@ -46,9 +49,22 @@ VECTOR_DIR = Path(__file__).resolve().parents[1] / "tests" / "vectors"
 SOURCE, CROP = ("kodak", "kodim23"), (200, 300, 60, 90)
 #: Weights profile of the vectors: the checkpoints this repository ships.
 PROFILE = "cpu"
-#: Platform the digests are pinned on (torch version, CPU capability), as in
-#: tests/test_device.py: float32 convolutions take other code paths elsewhere.
-PINNED_ON = ("2.14.1", "AVX512")
+
+
+def pinned_on() -> tuple[str, str] | None:
+    """(torch version, CPU capability) the committed vectors were made on, as in
+    tests/test_device.py (float32 convolutions take other code paths elsewhere); None
+    without committed vectors."""
+    path = VECTOR_DIR / "vectors.json"
+    if not path.is_file():
+        return None
+    pinned = json.loads(path.read_text())["pinned_on"]
+    return pinned["torch"], pinned["cpu_capability"]
+
+
+def this_platform() -> tuple[str, str]:
+    """(torch version, CPU capability) of this machine."""
+    return torch.__version__.split("+")[0], torch.backends.cpu.get_cpu_capability()
 
 
 def shipped_models() -> list[tuple[str, list[int]]]:
@@ -87,7 +103,7 @@ def make_vectors() -> tuple[dict, dict[str, bytes]]:
         "source": {"dataset": SOURCE[0], "image": SOURCE[1], "crop_top_left_height_width":
                    list(CROP), "file": "source.png", "pixels_sha256": data.pixel_sha256(img)},
         "profile": PROFILE,
-        "pinned_on": {"torch": PINNED_ON[0], "cpu_capability": PINNED_ON[1]},
+        "pinned_on": dict(zip(("torch", "cpu_capability"), this_platform())),
         "vectors": [],
     }
     files = {}
@@ -111,12 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true",
                    help="compare with the committed vectors instead of writing them")
+    p.add_argument("--repin", action="store_true",
+                   help="write them pinned on this platform even if they were on another")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # see the module docstring
-    here = (torch.__version__.split("+")[0], torch.backends.cpu.get_cpu_capability())
-    if here != PINNED_ON and not args.check:
+    here, pinned = this_platform(), pinned_on()
+    if pinned not in (None, here) and not (args.check or args.repin):
         sys.exit(f"this is torch {here[0]} / {here[1]}; the vectors are pinned on "
-                 f"{PINNED_ON[0]} / {PINNED_ON[1]} (float32 convolutions differ elsewhere)")
+                 f"{pinned[0]} / {pinned[1]} (float32 convolutions differ elsewhere): regenerate "
+                 "them there, or pass --repin to pin them on this platform instead")
     record, files = make_vectors()
     if args.check:
         committed = json.loads((VECTOR_DIR / "vectors.json").read_text())
@@ -125,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if same else 1
     VECTOR_DIR.mkdir(parents=True, exist_ok=True)
     Image.fromarray(source_crop()).save(VECTOR_DIR / "source.png", optimize=True)
+    for stale in sorted(set(p.name for p in VECTOR_DIR.glob("*.nic")) - set(files)):
+        (VECTOR_DIR / stale).unlink()  # a model no longer shipped
     for file, payload in files.items():
         (VECTOR_DIR / file).write_bytes(payload)
     (VECTOR_DIR / "vectors.json").write_text(json.dumps(record, indent=1) + "\n")
