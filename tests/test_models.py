@@ -650,7 +650,7 @@ def _save_cpu_profile(name: str, folder, qualities: list[int], **kwargs):
     """A tiny variable-rate model saved where get_model's cpu profile looks for it."""
     model = tiny(name, lmbdas=[LAMBDA_MSE[q] for q in qualities], **kwargs).eval()
     model.update(force=True)
-    save_checkpoint(model, folder / name / "vr.pt", {"quality": None, "qualities": qualities})
+    save_checkpoint(model, folder / name / hub.CPU_FILE, {"quality": None, "qualities": qualities})
     return model
 
 
@@ -658,7 +658,7 @@ def test_get_model_refuses_a_checkpoint_of_another_model(tmp_path, monkeypatch):
     monkeypatch.setenv("NIC_CHECKPOINT_DIR", str(tmp_path))
     _save_cpu_profile("mbt2018-mean", tmp_path, [3])
     (tmp_path / "mbt2018").mkdir()
-    (tmp_path / "mbt2018-mean" / "vr.pt").rename(tmp_path / "mbt2018" / "vr.pt")
+    (tmp_path / "mbt2018-mean" / hub.CPU_FILE).rename(tmp_path / "mbt2018" / hub.CPU_FILE)
     with pytest.raises(CheckpointNotFoundError, match="'mbt2018-mean'"):
         get_model("mbt2018", 3)
 
@@ -689,8 +689,8 @@ def test_missing_checkpoint_names_the_file_and_the_training_command(tmp_path, mo
     with pytest.raises(CheckpointNotFoundError) as err:
         get_model("mbt2018-gmm", 4, profile="cpu")
     message = str(err.value)
-    assert str(tmp_path / "mbt2018-gmm" / "vr.pt") in message
-    assert "python -m nic_lib.train --model mbt2018-gmm --qualities 4 --profile cpu" in message
+    assert str(tmp_path / "mbt2018-gmm" / hub.CPU_FILE) in message
+    assert "python scripts/train_cpu_profile.py --only ablate-mbt2018-gmm" in message
 
 
 def test_get_model_loads_the_cpu_checkpoint_at_each_quality_it_holds(tmp_path, monkeypatch):
@@ -704,7 +704,7 @@ def test_get_model_loads_the_cpu_checkpoint_at_each_quality_it_holds(tmp_path, m
         get_model("mbt2018-checkerboard", 3)
     # a single-rate file in the old q<quality>.pt place is not looked for
     save_checkpoint(_updated("mbt2018-mean"), tmp_path / "mbt2018-mean" / "q1.pt", {"quality": 1})
-    with pytest.raises(CheckpointNotFoundError, match="vr.pt"):
+    with pytest.raises(CheckpointNotFoundError, match=hub.CPU_FILE):
         get_model("mbt2018-mean", 1)
 
 
