@@ -26,6 +26,7 @@ from nic_lib.models import (
     save_checkpoint,
 )
 from nic_lib.models import calibration as C
+from nic_lib.models.checkpoints import write_calibration
 from nic_lib.models.variable_rate import set_rate_level
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,41 +159,37 @@ def saved(tmp_path):
     return path, record
 
 
-def test_load_checkpoint_applies_a_current_record_and_only_that(saved):
+def test_the_factors_are_in_the_state_dict_and_a_record_only_describes_the_fit(saved):
     path, record = saved
     assert C.calibration_path(path).name == "vr.calibration.json"
     assert C.read_calibration(path) == record["factors"]
     assert len(record["factors"]) == 3 and len(record["saving"]) == 3
+    # a record beside a checkpoint without the buffer is not applied: the model is its state dict
     model, _ = load_checkpoint(path)
+    assert C.calibration_factors(model) is None and C.calibration_factor(model) == 1.0
+    write_calibration(path, record["factors"])
+    model, ckpt = load_checkpoint(path)
+    assert ckpt["state_dict"][C.BUFFER].dtype == torch.float64
     assert [C.calibration_factor(set_rate_level(model, lv)) for lv in range(3)] == record["factors"]
     raw, _ = load_checkpoint(path, calibrated=False)
-    assert C.calibration_factor(raw) == 1.0
-    # another version of the checkpoint: the record is ignored, with a warning
-    save_checkpoint(vr_model("bmshj2018-hyperprior", seed=1), path,
-                    {**default_config("bmshj2018-hyperprior", 1), **TINY, "lmbdas": LMBDAS})
-    with pytest.warns(UserWarning, match="another version"):
-        model, _ = load_checkpoint(path)
-    assert C.calibration_factor(model) == 1.0
+    assert C.calibration_factors(raw) is None and C.calibration_factor(raw) == 1.0
 
 
-def test_malformed_or_mismatched_records_are_errors(saved):
+def test_malformed_records_are_errors_when_read(saved):
     path, record = saved
     sidecar = C.calibration_path(path)
     sidecar.write_text("{not json")
     with pytest.raises(ValueError, match="calibrate_scales.py"):
-        load_checkpoint(path)
+        C.read_calibration(path)
     sidecar.write_text(json.dumps({**record, "factors": [1.0, -1.0, 1.0]}))
     with pytest.raises(ValueError, match="positive and finite"):
-        load_checkpoint(path)
-    sidecar.write_text(json.dumps({**record, "factors": [1.0, 1.2]}))
-    with pytest.raises(CheckpointMismatchError, match="3 rate level"):
-        load_checkpoint(path)
+        C.read_calibration(path)
+    load_checkpoint(path)  # loading does not read the record
 
 
-def test_the_calibration_is_part_of_the_cache_key_and_the_weights_fingerprint(saved):
-    path, record = saved
-    C.calibration_path(path).write_text(json.dumps({**record, "factors": [2.0, 1.0, 1.0]}))
-    with_record = checkpoint_digest(path)
+def test_the_calibration_is_part_of_the_weights_fingerprint(saved):
+    path, _ = saved
+    write_calibration(path, [2.0, 1.0, 1.0])
     model, _ = load_checkpoint(path)
     raw, _ = load_checkpoint(path, calibrated=False)
     set_rate_level(model, 0), set_rate_level(raw, 0)
@@ -202,8 +199,9 @@ def test_the_calibration_is_part_of_the_cache_key_and_the_weights_fingerprint(sa
     data_ = container.encode_image(raw, image(6), "bmshj2018-hyperprior", 1, "cpu")
     with pytest.raises(container.NicModelMismatchError):
         container.decode_image(data_, model)
-    C.calibration_path(path).unlink()
-    assert checkpoint_digest(path) != with_record
+    before = checkpoint_digest(path)
+    write_calibration(path, [1.5, 1.0, 1.0])
+    assert checkpoint_digest(path) != before
 
 
 def test_calibrate_script_fits_a_checkpoint(saved):
@@ -227,29 +225,6 @@ def test_calibrate_script_fits_a_checkpoint(saved):
                    capture_output=True, text=True, cwd=REPO, check=True)
     assert not C.calibration_path(path).exists()
     assert C.calibration_factors(load_checkpoint(path)[0]) is None
-
-
-def test_factors_in_the_state_dict_and_in_a_legacy_record_give_the_same_model(saved, tmp_path):
-    """The shipped calibrated files keep their factors in the sidecar record; a checkpoint
-    of the calibrated model holds them in its state dict. Same factors, same fingerprint
-    (the .nic files coded with either decode with the other), same codes."""
-    path, record = saved
-    from_record, _ = load_checkpoint(path)
-    inside = tmp_path / "inside.pt"
-    save_checkpoint(from_record, inside, {**default_config("bmshj2018-hyperprior", 1), **TINY,
-                                          "lmbdas": LMBDAS, "qualities": [1, 2, 3]})
-    assert not C.calibration_path(inside).exists()
-    from_state, ckpt = load_checkpoint(inside)
-    assert ckpt["state_dict"][C.BUFFER].dtype == torch.float64
-    assert C.calibration_factors(from_state) == record["factors"]
-    img = image(7)
-    for level in range(3):
-        set_rate_level(from_record, level), set_rate_level(from_state, level)
-        assert container.weights_fingerprint(from_state) == container.weights_fingerprint(from_record)
-        assert (container.encode_image(from_state, img, "bmshj2018-hyperprior", level + 1, "cpu")
-                == container.encode_image(from_record, img, "bmshj2018-hyperprior", level + 1, "cpu"))
-    raw, _ = load_checkpoint(inside, calibrated=False)
-    assert C.calibration_factors(raw) is None and C.calibration_factor(raw) == 1.0
 
 
 def pd_table(record: dict):

@@ -10,8 +10,8 @@ predicted scales by one positive factor per rate level,
 fitted on held-out photos (``scripts/calibrate_scales.py``: photos-hr, never Kodak). The
 latents ŷ = round(y − μ) + μ do not depend on σ, so distortion is unchanged and only the
 rate moves; the encoder and decoder compute the same σ', so coding stays exact. It is the
-Gaussian counterpart of temperature scaling (Guo et al., ICML 2017). Measured on the
-cpu-profile checkpoints (README, notebook 01): the scale hyperprior is overconfident
+Gaussian counterpart of temperature scaling (Guo et al., ICML 2017). Measured on the M = 96
+cpu-profile checkpoints (git history before the N = 96 generation): the scale hyperprior is overconfident
 (c = 1.20-1.31: its short last stage leaves scales too small), the mean-scale hyperprior
 underconfident (c = 0.60-0.69), the joint models calibrated already (c ≈ 1, not calibrated).
 
@@ -21,11 +21,9 @@ multiplies σ by the current level's factor itself (``gaussian_parameters`` of
 :mod:`nic_lib.models.google`'s hyperprior models, in ``forward`` and in the coder). An
 uncalibrated model has no buffer (c = 1). ``scripts/calibrate_scales.py`` writes the fitted
 factors into the checkpoint's state dict (:func:`nic_lib.models.checkpoints.write_calibration`)
-and its fitting record beside it in ``<name>.calibration.json``. The two shipped calibrated
-checkpoints (``bmshj2018-hyperprior/vr.pt``, ``mbt2018-mean/vr.pt``) predate the buffer: their
-factors are in that record only, with the SHA-256 of the file they were fitted on, and
-:func:`nic_lib.models.load_checkpoint` reads them into the buffer when the state dict has none
-(a stale record is ignored with a warning). :func:`nic_lib.container.weights_fingerprint`
+and its fitting record beside it in ``<name>.calibration.json`` (every candidate factor's
+bits; :func:`read_calibration` reads its factors, :func:`nic_lib.models.load_checkpoint` does
+not: the model is its state dict). :func:`nic_lib.container.weights_fingerprint`
 covers the factor, so a ``.nic`` file coded without calibration is refused by a calibrated
 decoder rather than misdecoded.
 
@@ -70,7 +68,7 @@ __all__ = [
 
 #: Candidate factors of :func:`fit_scale_calibration`: 0.50 ... 2.00 in steps of 0.01.
 FACTOR_GRID = tuple(round(0.5 + 0.01 * i, 2) for i in range(151))
-#: Sidecar suffix: ``checkpoints/<model>/vr.pt`` -> ``vr.calibration.json``.
+#: Sidecar suffix: ``checkpoints/<model>/n96.pt`` -> ``n96.calibration.json``.
 SUFFIX = ".calibration.json"
 #: The model's buffer of factors (state-dict key), one per rate level.
 BUFFER = "scale_calibration"

@@ -422,17 +422,16 @@ def load_checkpoint(
     The file is read with ``torch.load(..., weights_only=True)`` (no arbitrary code
     runs), the architecture is rebuilt from the stored config, the state dict is loaded
     strictly (CompressAI resizes the entropy-coder tables), the Gaussian coders' CDFs
-    are built for :func:`nic_lib.models.tables.scale_table` unless the checkpoint holds
-    exactly those (they depend on the table, not on the weights; checkpoints store them
-    empty), the other tables with ``update(force=True)`` only if the checkpoint has
+    are built for :func:`nic_lib.models.tables.scale_table` (they depend on the table, not
+    on the weights; checkpoints store them empty, and a file built for another table is
+    refused), the other tables with ``update(force=True)`` only if the checkpoint has
     none, and the model is put in eval mode.
 
     Scale calibration (:mod:`nic_lib.models.calibration`): factors in the state dict
     (``scale_calibration``, written by ``scripts/calibrate_scales.py``) are loaded with
     the weights: the buffer is registered before the strict load, since a freshly built
-    model has none. A checkpoint without them whose ``<name>.calibration.json`` record was
-    fitted on this very file (the two shipped calibrated models, fitted before the buffer
-    existed) gets the record's factors in the buffer instead.
+    model has none. The ``<name>.calibration.json`` record beside a file describes the fit
+    (every candidate's bits); it is not read here.
 
     Args:
         path: checkpoint file.
@@ -482,25 +481,24 @@ def load_checkpoint(
             f"({checkpoint.get('versions')})"
         )
     model.load_state_dict(weights)
-    # Gaussian CDFs depend on the scale table alone: stored empty (save_checkpoint), or
-    # built for another table (before 2026-11-30: CompressAI's 64 scales), they are
-    # built here for this project's; the other tables only if the checkpoint has none.
+    # Gaussian CDFs depend on the scale table alone: stored empty (save_checkpoint), they
+    # are built here for this project's table; the other tables only if the checkpoint
+    # has none. A file coded for another table is refused, not converted (the files of
+    # CompressAI's 64 scales, before 2026-11-30, left the tree with the M = 96 set).
+    table = tables.scale_table()
+    other = {name or "model": gc.scale_table.numel() for name, gc in tables.named_conditionals(model)
+             if gc._quantized_cdf.numel() and not tables.scale_table_matches(gc, table)}
+    if other:
+        raise CheckpointMismatchError(
+            f"{path}: its Gaussian coder ({', '.join(other)}) was built for another scale table "
+            f"({', '.join(map(str, set(other.values())))} scales; this code builds {table.numel()}); "
+            "re-save it with `nic_lib.models.tables.set_scale_table(model)` and save_checkpoint, "
+            f"using the code version that wrote it ({checkpoint.get('versions')})")
     tables.set_scale_table(model)
     if _tables_missing(model):
         model.update(force=True)
-    # the shipped files calibrated before the buffer existed: their sidecar record
-    factors = (calibration.read_calibration(path)
-               if calibrated and calibration.calibration_factors(model) is None else None)
     if not calibrated:
         calibration.remove_calibration(model)
-    if factors is not None:
-        try:
-            calibration.apply_calibration(model, factors)
-        except ValueError as exc:
-            raise CheckpointMismatchError(
-                f"{calibration.calibration_path(path)} does not fit {path} ({exc}); refit it "
-                f"with `python scripts/calibrate_scales.py --checkpoint {path}` or delete it"
-            ) from exc
     return model.to(device).eval(), checkpoint
 
 
@@ -576,8 +574,8 @@ def update_config(path: str | os.PathLike, **entries: Any) -> Path:
 
 def checkpoint_digest(path: str | os.PathLike) -> str:
     """First 16 hex digits of a checkpoint's SHA-256 and its sidecars' (``<stem>.*.json``:
-    a scale-calibration record, applied when the file is loaded, or an attention-radius
-    record): the cache key of results computed from it, :func:`nic_lib.fileio.file_digest`,
+    a scale-calibration record, or an attention-radius record, which PQ-MIM's loading
+    applies): the cache key of results computed from it, :func:`nic_lib.fileio.file_digest`,
     the project's one file identity (the result caches key a checkpoint path the same way).
     """
     return fileio.file_digest(path)
