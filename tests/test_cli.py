@@ -194,7 +194,7 @@ def test_file_from_other_weights_is_refused(capsys, tmp_path, nic_file, checkpoi
 def test_missing_checkpoint_names_the_training_command(capsys, tmp_path, rgb_png):
     code, _, err = _run(capsys, "compress", rgb_png, tmp_path / "x.nic", "--model",
                         "mbt2018-mean", "--quality", 2)
-    _assert_user_error(code, err, "python -m nic_lib.train")
+    _assert_user_error(code, err, "python scripts/train_cpu_profile.py --only ablate-mbt2018-mean")
 
 
 @pytest.mark.parametrize("flags,words", [
