@@ -1,5 +1,11 @@
 """Time to quality past the shipped profile: BD-rate against JPEG 2000 vs training hours.
 
+History (issue 8, the M = 96 cpu profile). Its inputs, ``checkpoints/mbt2018/vr.pt`` and the
+files it exported, left the tree when the N = 96 generation replaced them (2026-12-07);
+restore them to run it again: ``git checkout $(git log -1 --format=%h --diff-filter=D --
+checkpoints/mbt2018/vr.pt)~1 -- checkpoints/mbt2018 checkpoints/stages``. Notebook 06 shows
+its committed table. The N = 96 main line's time to quality is notebook 01's figure 5.
+
 Issue 8 asks for JPEG 2000 parity (BD-rate <= 0 on Kodak, 0.1-1.0 bpp) within 5 hours of
 training on this machine. The shipped variable-rate ``mbt2018`` (``checkpoints/mbt2018/
 vr.pt``) had about 1.3 hours (three stages, two threads; their logs are in

@@ -78,9 +78,6 @@ def test_lineage_walks_exported_checkpoints_back_to_the_root(tmp_path):
     _exported(tmp_path, "b", loop, 1.0)
     with pytest.raises(ValueError, match="loops"):
         te.lineage(loop, root=root)
-    # the shipped checkpoints form such a chain
-    chain = te.lineage(te.REPO / "checkpoints" / "mbt2018" / "vr-extended.pt")
-    assert [c["segment"] for c in chain] == ["vr-extended"] and chain[0]["hours"] > 1.9
 
 
 def test_train_flags_take_the_peak_learning_rate():
@@ -101,8 +98,6 @@ def test_shipped_hours_add_up_the_stage_logs(tmp_path):
     assert te.shipped_hours(logs) == pytest.approx(1.6)
     with pytest.raises(FileNotFoundError, match="no training log"):
         te.shipped_hours([tmp_path / "missing.log.csv"])
-    # the repository's own logs exist and sum to more than an hour
-    assert te.shipped_hours() > 1.0
 
 
 def test_run_evaluations_reads_old_and_new_eval_files(tmp_path):
