@@ -111,9 +111,8 @@ for model_name, quality in NIC_MODELS:
     try:
         nic_models[f"{model_name}-q{quality}"] = get_model(model_name, quality, profile=model_profile)
         nic[f"{model_name}-q{quality}"] = spectral.nic_codec(nic_models[f"{model_name}-q{quality}"], device=device)
-    except CheckpointNotFoundError:
-        print(f"NIC model {model_name} q{quality} not trained yet: train the cpu profile's "
-              "checkpoints/<model>/vr.pt with `python scripts/train_cpu_profile.py`; left out")
+    except CheckpointNotFoundError as err:
+        print(f"NIC model {model_name} q{quality} left out: {str(err).splitlines()[0]}")
     except PretrainedWeightsUnavailableError as err:
         print(f"NIC model {model_name} q{quality}: no published weights ({str(err).splitlines()[0]}); left out")
 # figure 7's model: the first NIC model that loaded, at its quality and at MAP_QUALITIES

@@ -172,11 +172,13 @@ display(tail.round(4).style.hide(axis="index"))
 # level, σ' = c_l·σ, with c_l minimising Σ −log2 P(ŷ | c·σ, μ) on 12 photos-hr crops of
 # Kodak's size (never Kodak; `nic_lib.models.calibration`, `python scripts/calibrate_scales.py`).
 # ŷ = round(y − μ) + μ does not depend on σ, so the distortion is unchanged; encoder and
-# decoder compute the same σ', so coding stays exact. The factors are stored beside the
-# checkpoint (`vr.calibration.json`, with the SHA-256 of the weights they were fitted on)
-# and applied by `load_checkpoint`. Only the two hyperprior-only models are calibrated: in
-# the context models σ also depends on the context, and the joint model came out calibrated
-# already (c ≈ 1).
+# decoder compute the same σ', so coding stays exact. The factors are part of the model
+# (a `scale_calibration` buffer in its state dict, written by `scripts/calibrate_scales.py`)
+# and its fitting record lies beside the checkpoint (`<name>.calibration.json`: every
+# candidate's bits). Only hyperprior-only models are calibrated: in the context models σ
+# also depends on the context, and the M = 96 joint model came out calibrated already
+# (c ≈ 1). The two calibrated M = 96 files left the tree with that set; a model of the
+# N = 96 set is calibrated when its fit saves bits (the records below are the shipped ones).
 #
 # The curves are each level's bits on the tuning crops against the factor, relative to
 # c = 1 (read from the stored record); the dot is the fitted factor.
