@@ -43,9 +43,10 @@
 # protocol implies for the comparisons, is in *Training* below; the gap to the GPU-trained
 # published model is reported, not hidden. With `PROFILE = "full"` the factorized,
 # hyperprior, mean-scale and joint models are CompressAI's published weights instead; the
-# ablations the zoo does not serve (context-only, GMM, checkerboard, context sizes 3 and 7,
-# the joint model trained longer) stay this project's cpu models, labelled `(cpu)`, and are
-# compared with the cpu joint model, `mbt2018 (cpu)`, which shares their transforms.
+# ablations the zoo does not serve (context-only, GMM, checkerboard, context sizes 3 and 7)
+# stay this project's cpu models, labelled `(cpu)`, and are
+# compared with the joint model trained under the same protocol, `mbt2018-protocol (cpu)`,
+# which shares their transforms.
 # What the project had to build to make such models code honestly (scale calibration, the tail gradient, the training-recipe
 # benchmark, training past the budget) is in the appendix, notebook 06.
 
