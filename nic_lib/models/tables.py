@@ -25,10 +25,10 @@ The gap shrinks with the step, so this project's models use :data:`SCALE_LEVELS`
 scales over the same range (:func:`scale_table`; ~3.2 MB of int32 CDFs per Gaussian
 conditional in memory instead of 0.8). The CDFs depend on the table alone, not on the
 weights, so checkpoints do not store them: :func:`load_checkpoint
-<nic_lib.models.checkpoints.load_checkpoint>` builds them (also for the checkpoints shipped
-before this change, which store CompressAI's 64-scale CDFs: the M = 96 set, until the
-retrained set replaces it). ``.nic`` files of format version 1, written with the 64-scale
-table, are refused (:class:`nic_lib.container.NicVersionError` says how to re-encode).
+<nic_lib.models.checkpoints.load_checkpoint>` builds them, and refuses a file that stores
+CDFs built for another table (CompressAI's 64 scales: the M = 96 set, which left the tree
+on 2026-12-07). ``.nic`` files of format version 1, written with the 64-scale table, are
+refused (:class:`nic_lib.container.NicVersionError` says how to re-encode).
 
 Encoder and decoder must hold the same CDFs (a ``.nic`` file's weights fingerprint covers
 them). CompressAI computes them in float32 with ``torch.erfc``, whose last bits may depend
