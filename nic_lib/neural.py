@@ -223,9 +223,9 @@ def quality_models(source, qualities: Sequence[int] | None = None,
     """One model per quality: the levels of a variable-rate checkpoint, or PQ-MIM's rate points.
 
     Args:
-        source: a checkpoint path (e.g. ``checkpoints/mbt2018/vr-ctx3.pt``: a copy of its
+        source: a checkpoint path (e.g. ``checkpoints/mbt2018/n96-ctx3.pt``: a copy of its
             model at each level); a model key, which reads the cpu profile's
-            ``checkpoints/<key>/vr.pt``; or ``"pqmim"``: the single-rate files of
+            ``checkpoints/<key>/n96.pt``; or ``"pqmim"``: the single-rate files of
             ``checkpoints/pqmim/`` as qualities 1..n, lowest rate first
             (:func:`nic_lib.models.pqmim.rate_points`: ``M2-K256``, ``M4-K256``, ``M8-K256``).
         qualities: the qualities wanted; default every quality the checkpoint (or folder) holds.

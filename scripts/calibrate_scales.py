@@ -40,7 +40,7 @@ MIN_SAVING = 0.005
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", nargs="+", type=Path,
-                   help="checkpoints to fit (default: checkpoints/<model>/vr.pt of "
+                   help="checkpoints to fit (default: checkpoints/<model>/n96.pt of "
                         f"{', '.join(DEFAULT_MODELS)})")
     p.add_argument("--images", type=int, default=12, help="tuning images (default 12)")
     p.add_argument("--min-saving", type=float, default=MIN_SAVING,

@@ -196,7 +196,7 @@ def ship_run(run_dir: Path, dest: Path, lineage: list[str], base: Path | None = 
 
     Args:
         run_dir: the run folder.
-        dest: the checkpoint to write (e.g. ``checkpoints/mbt2018/vr.pt``).
+        dest: the checkpoint to write (e.g. ``checkpoints/mbt2018/n96.pt``).
         lineage: the runs or checkpoints it descends from, stored as ``lineage``.
         base: a shipped checkpoint whose tensors this one shares (an ablation's frozen
             transforms): those are not stored again (``save_checkpoint(base=...)``).
