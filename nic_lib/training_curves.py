@@ -356,3 +356,50 @@ def main_line_records(checkpoint_dir: str | Path, stages: tuple = MAIN_LINE
     logs = (pd.concat(log_rows, ignore_index=True) if log_rows
             else pd.DataFrame(columns=list(MAIN_LINE_LOG_COLUMNS)))
     return logs, evaluations, pd.DataFrame(spans, columns=["stage", "steps", "hours"])
+
+
+def gap_to_run(evals: pd.DataFrame, reference: pd.DataFrame, weights: str = "ema") -> pd.DataFrame:
+    """Each evaluation of a run against another run's curve at the same step.
+
+    For a run that trains some rate levels of a model apart from the run it forked from
+    (``n96-top``: n96's q6–q8 with transforms of their own), the question is how far its
+    points sit above the other run's curve at the same step:
+    gap = PSNR − PSNR_ref(bpp), PSNR_ref interpolated linearly in log bpp over all the
+    reference's levels at that step (:func:`nic_lib.rd.quality_gap_at_rate`: NaN beyond its
+    rate range, where the nearest point's difference is reported instead, as
+    ``beyond_db`` with ``beyond_bpp_ratio``).
+
+    Args:
+        evals, reference: two runs' evaluations (``eval.csv``: ``step``, ``quality``,
+            ``bpp``, ``psnr``, optionally ``weights``).
+        weights: which weights' rows to compare (``"ema"`` or ``"model"``; files without a
+            ``weights`` column count as ``"model"``).
+
+    Returns:
+        One row per step both evaluated × level of ``evals``: ``step``, ``quality``,
+        ``bpp``, ``psnr``, ``gap_db``, and for points beyond the reference's range the
+        nearest reference level's ``beyond_db`` (PSNR difference) and
+        ``beyond_bpp_ratio`` (bpp ratio).
+    """
+    def pick(ev: pd.DataFrame) -> pd.DataFrame:
+        w = ev["weights"].fillna("model") if "weights" in ev else pd.Series("model", index=ev.index)
+        return ev[w == weights]
+
+    evals, reference = pick(evals), pick(reference)
+    rows = []
+    for step, mine in evals.groupby("step", sort=True):
+        ref = reference[reference["step"] == step].sort_values("bpp")
+        if ref.empty:
+            continue
+        mine = mine.sort_values("quality")
+        gap = rd.quality_gap_at_rate(ref["bpp"].to_numpy(), ref["psnr"].to_numpy(),
+                                     mine["bpp"].to_numpy(), mine["psnr"].to_numpy())
+        for (_, row), g in zip(mine.iterrows(), np.asarray(gap, dtype=float)):
+            near = ref.iloc[int(np.argmin(np.abs(np.log(ref["bpp"].to_numpy() / row["bpp"]))))]
+            beyond = not np.isfinite(g)
+            rows.append({"step": int(step), "quality": int(row["quality"]), "bpp": row["bpp"],
+                         "psnr": row["psnr"], "gap_db": g,
+                         "beyond_db": row["psnr"] - near["psnr"] if beyond else np.nan,
+                         "beyond_bpp_ratio": row["bpp"] / near["bpp"] if beyond else np.nan})
+    return pd.DataFrame(rows, columns=["step", "quality", "bpp", "psnr", "gap_db", "beyond_db",
+                                       "beyond_bpp_ratio"])

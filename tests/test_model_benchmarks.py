@@ -185,3 +185,19 @@ def test_pqmim_colour_main_writes_both_tables_and_refuses_a_missing_checkpoint(t
     assert len(data_path) and (data_path.hue_shift == 0).all() and (data_path.chroma_ratio == 1).all()
     with pytest.raises(SystemExit, match="no such checkpoint"):
         pqmim_colour.main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out)])
+
+
+def test_top_lever_writes_the_gap_table_of_two_runs(tmp_path, capsys):
+    top_lever = load_benchmark("top_lever")
+    rows = lambda psnr: "step,quality,bpp,psnr,weights\n" + "".join(  # noqa: E731
+        f"100,{q},{b},{p},ema\n" for q, b, p in zip((1, 2, 3), (0.1, 0.4, 1.0), psnr))
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "eval.csv").write_text(rows((30.0, 33.0, 35.0)))
+    (tmp_path / "top.csv").write_text("step,quality,bpp,psnr,weights\n100,3,1.0,35.5,ema\n")
+    out = tmp_path / "out" / "gap.csv"
+    table = top_lever.main(["--control", str(tmp_path / "control"), "--top", str(tmp_path / "top.csv"),
+                            "--out", str(out)])
+    assert table["gap_db"].tolist() == pytest.approx([0.5])
+    assert pd.read_csv(out)["gap_db"].tolist() == pytest.approx([0.5])
+    with pytest.raises(SystemExit, match="no evaluations"):
+        top_lever.main(["--control", str(tmp_path / "nowhere"), "--top", str(tmp_path / "top.csv")])

@@ -183,3 +183,22 @@ def test_the_main_line_is_one_clock_cut_where_the_next_stage_forked(tmp_path):
     assert ev["hours"].is_monotonic_increasing
     assert logs["stage"].tolist() == ["a", "a", "b", "b", "b", "c"]  # b cut after its step 30
     assert logs["hours"].tolist() == pytest.approx(np.array([100, 200, 250, 300, 310, 346]) / 3600)
+
+
+def test_a_run_of_some_levels_is_measured_against_the_other_runs_curve_at_the_same_step():
+    # the reference: PSNR = 30 + 10 log10(bpp / 0.1) at two steps; model rows are ignored
+    ref = pd.DataFrame([{"step": s, "quality": q, "bpp": b, "psnr": 30 + 10 * np.log10(b / 0.1), "weights": w}
+                        for s in (10, 20) for q, b in ((1, 0.1), (2, 0.4), (3, 1.0)) for w in ("ema", "model")])
+    ref.loc[ref["weights"] == "model", "psnr"] -= 5
+    top = pd.DataFrame([{"step": 20, "quality": 2, "bpp": 0.2, "psnr": 33.5, "weights": "ema"},
+                        {"step": 20, "quality": 3, "bpp": 2.0, "psnr": 41.0, "weights": "ema"},
+                        {"step": 30, "quality": 2, "bpp": 0.2, "psnr": 33.0, "weights": "ema"}])
+    t = tc.gap_to_run(top, ref)
+    assert t["step"].tolist() == [20, 20]  # step 30: the reference did not evaluate there
+    # at 0.2 bpp the reference, linear in log bpp between 0.1 and 0.4, reads 33.0103 dB
+    midway = 30 + 0.5 * 10 * np.log10(4)  # 0.2 bpp is halfway from 0.1 to 0.4 in log bpp
+    assert t.loc[0, "gap_db"] == pytest.approx(33.5 - midway)
+    assert np.isnan(t.loc[0, "beyond_db"])
+    # beyond the reference's top rate: the nearest level's difference and the bpp ratio
+    assert np.isnan(t.loc[1, "gap_db"])
+    assert t.loc[1, "beyond_db"] == pytest.approx(1.0) and t.loc[1, "beyond_bpp_ratio"] == pytest.approx(2.0)
