@@ -241,11 +241,8 @@ def load_family(label, source, zoo_model=False):
             return ({q: hub.get_model(source, q, profile="full", device=device) for q in QUALITIES},
                     zoo.weights_digest(source, QUALITIES))
         if not source.is_file():
-            stage = {"mbt2018-protocol": "ablate-mbt2018", "mbt2018-ctx3": "ablate-mbt2018-ctx3",
-                     "mbt2018-ctx7": "ablate-mbt2018-ctx7"}.get(label.removesuffix(" (cpu)"))
-            command = (f"python scripts/train_cpu_profile.py --only {stage}" if stage
-                       else hub.training_command(label.removesuffix(" (cpu)")))
-            raise checkpoints.CheckpointNotFoundError(f"not trained yet ({source} is missing): `{command}`")
+            raise checkpoints.CheckpointNotFoundError(
+                f"not trained yet ({source} is missing): `{hub.training_command(label.removesuffix(' (cpu)'))}`")
         return neural.quality_models(source, QUALITIES, device=device), checkpoints.checkpoint_digest(source)
     except (checkpoints.CheckpointNotFoundError, zoo.PretrainedWeightsUnavailableError, ValueError) as err:
         print(f"skipping {label}: {str(err).splitlines()[0]}")

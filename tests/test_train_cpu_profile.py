@@ -200,3 +200,20 @@ def test_the_top_levels_lever_runs_n96s_schedule_from_the_ablations_step_on_q6_t
     assert cmd[cmd.index("--qualities") + 1:cmd.index("--qualities") + 4] == ["6", "7", "8"]
     for flag in ("--lr", "--lr-decay-steps", "--min-lr-ratio", "--eval-crop", "--ema"):
         assert value(cmd, flag) == value(n96, flag), flag  # the same schedule and evaluation
+
+
+def test_the_training_command_of_every_cpu_model_names_the_stage_that_ships_its_file(script):
+    from nic_lib.models import hub, registry
+
+    shipped_by = {target: stage for stage, (_, _, target) in script.STAGES.items() if target}
+    for name in registry.available_models():
+        target = f"{name}/{hub.CPU_FILE}"
+        if target in shipped_by:  # every file the recipe ships where get_model reads it
+            assert hub.training_command(name).split("--only ")[1] == shipped_by[target], name
+        elif name not in registry.SINGLE_RATE_MODELS:  # ELIC: an OOD variant, elsewhere
+            assert hub.training_command(name) == f"python -m nic_lib.train --model {name} --profile cpu"
+    assert set(hub.CPU_STAGES.values()) <= set(script.STAGES)
+    # the protocol's joint model and its context sizes, which notebook 01 loads by path
+    for label, target in (("mbt2018-protocol", "mbt2018/n96-ablation.pt"),
+                          ("mbt2018-ctx3", "mbt2018/n96-ctx3.pt"), ("mbt2018-ctx7", "mbt2018/n96-ctx7.pt")):
+        assert shipped_by[target] == hub.training_command(label).split("--only ")[1], label

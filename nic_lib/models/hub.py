@@ -58,6 +58,18 @@ CHECKPOINT_DIR_ENV = "NIC_CHECKPOINT_DIR"
 #: generation; the M = 96 files ``vr.pt`` it replaced are in git history before 2026-12-07).
 CPU_FILE = "n96.pt"
 
+#: The stage of ``scripts/train_cpu_profile.py`` that ships each "cpu" checkpoint: the main
+#: line for ``mbt2018``, the ablation protocol's stage for the others and for the protocol's
+#: own joint model and context sizes (notebook 01 loads those by path:
+#: ``mbt2018/n96-ablation.pt``, ``mbt2018/n96-ctx3.pt``, ``mbt2018/n96-ctx7.pt``).
+CPU_STAGES = {
+    "mbt2018": "n96",
+    "mbt2018-protocol": "ablate-mbt2018",
+    **{name: f"ablate-{name}" for name in (
+        "mbt2018-mean", "bmshj2018-hyperprior", "bmshj2018-factorized", "mbt2018-context",
+        "mbt2018-gmm", "mbt2018-checkerboard", "mbt2018-ctx3", "mbt2018-ctx7")},
+}
+
 #: Repository root (this file is nic_lib/models/hub.py).
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,9 +101,13 @@ def variable_rate_checkpoint_path(name: str) -> Path:
 
 
 def training_command(name: str) -> str:
-    """The command that trains (or continues) the "cpu" checkpoint of a model key: the
-    main line for ``mbt2018``, the ablation protocol's stage for the others."""
-    stage = "n96" if name == "mbt2018" else f"ablate-{name}"
+    """The command that trains (or continues) a "cpu" checkpoint: its stage of
+    ``scripts/train_cpu_profile.py`` (:data:`CPU_STAGES`), or for a model the shipped recipe
+    does not train in this folder (ELIC: an OOD variant, ``checkpoints/ood/``) the training
+    module itself."""
+    stage = CPU_STAGES.get(name)
+    if stage is None:
+        return f"python -m nic_lib.train --model {name} --profile cpu"
     return f"python scripts/train_cpu_profile.py --only {stage}"
 
 
