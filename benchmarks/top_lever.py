@@ -29,11 +29,11 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "build" / "benchmarks" / "to
 
 
 def _evals(source: Path) -> pd.DataFrame:
-    path = source / "eval.csv" if source.is_dir() else source
-    if not path.is_file():
-        raise SystemExit(f"no evaluations at {path}: pass a run folder or its eval.csv "
+    evals = training_curves.read_evaluations(source)
+    if evals.empty:
+        raise SystemExit(f"no evaluations at {source}: pass a run folder or its eval.csv "
                          "(scripts/train_cpu_profile.py --only n96-top makes the run)")
-    return pd.read_csv(path)
+    return evals
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:

@@ -193,10 +193,19 @@ def read_evaluations(run: str | Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=list(EVALUATION_COLUMNS))
     ev = pd.read_csv(path)
-    ev["weights"] = ev["weights"].fillna("model") if "weights" in ev else "model"
+    ev["weights"] = _weights(ev)
     # one time per evaluation: when it started (its first level's row)
     ev["hours"] = ev.groupby(["step", "weights"])["wall_s"].transform("min") / 3600.0
     return ev[list(EVALUATION_COLUMNS)]
+
+
+def _weights(evals: pd.DataFrame) -> pd.Series:
+    """Which weights each evaluation row is of: its ``weights`` column (``model`` or
+    ``ema``), ``model`` where empty or where the file has no such column (runs without
+    ``--ema``, files written before it existed)."""
+    if "weights" not in evals:
+        return pd.Series("model", index=evals.index)
+    return evals["weights"].fillna("model")
 
 
 def shipped_logs(checkpoint: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
@@ -336,10 +345,10 @@ def main_line_records(checkpoint_dir: str | Path, stages: tuple = MAIN_LINE
             log = log[log["step"] <= last]
             evals = None if evals is None else evals[evals["step"] <= last]
         if evals is not None and len(evals):
-            evals = evals.copy()
-            if "weights" in evals and (evals["weights"] == "ema").any():
+            evals = evals.assign(weights=_weights(evals))
+            if (evals["weights"] == "ema").any():
                 evals = evals[evals["weights"] == "ema"]
-            for column, value in (("quality", 0), ("lmbda", np.nan), ("weights", "model")):
+            for column, value in (("quality", 0), ("lmbda", np.nan)):
                 if column not in evals:
                     evals[column] = value
             evals["hours"] = (offset + evals["wall_s"]) / 3600.0
@@ -381,11 +390,7 @@ def gap_to_run(evals: pd.DataFrame, reference: pd.DataFrame, weights: str = "ema
         nearest reference level's ``beyond_db`` (PSNR difference) and
         ``beyond_bpp_ratio`` (bpp ratio).
     """
-    def pick(ev: pd.DataFrame) -> pd.DataFrame:
-        w = ev["weights"].fillna("model") if "weights" in ev else pd.Series("model", index=ev.index)
-        return ev[w == weights]
-
-    evals, reference = pick(evals), pick(reference)
+    evals, reference = evals[_weights(evals) == weights], reference[_weights(reference) == weights]
     rows = []
     for step, mine in evals.groupby("step", sort=True):
         ref = reference[reference["step"] == step].sort_values("bpp")

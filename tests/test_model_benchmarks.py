@@ -189,11 +189,12 @@ def test_pqmim_colour_main_writes_both_tables_and_refuses_a_missing_checkpoint(t
 
 def test_top_lever_writes_the_gap_table_of_two_runs(tmp_path, capsys):
     top_lever = load_benchmark("top_lever")
-    rows = lambda psnr: "step,quality,bpp,psnr,weights\n" + "".join(  # noqa: E731
-        f"100,{q},{b},{p},ema\n" for q, b, p in zip((1, 2, 3), (0.1, 0.4, 1.0), psnr))
+    rows = lambda psnr: "step,wall_s,quality,lmbda,images,bpp,psnr,weights\n" + "".join(  # noqa: E731
+        f"100,60.0,{q},0.01,4,{b},{p},ema\n" for q, b, p in zip((1, 2, 3), (0.1, 0.4, 1.0), psnr))
     (tmp_path / "control").mkdir()
     (tmp_path / "control" / "eval.csv").write_text(rows((30.0, 33.0, 35.0)))
-    (tmp_path / "top.csv").write_text("step,quality,bpp,psnr,weights\n100,3,1.0,35.5,ema\n")
+    (tmp_path / "top.csv").write_text("step,wall_s,quality,lmbda,images,bpp,psnr,weights\n"
+                                      "100,61.0,3,0.01,4,1.0,35.5,ema\n")
     out = tmp_path / "out" / "gap.csv"
     table = top_lever.main(["--control", str(tmp_path / "control"), "--top", str(tmp_path / "top.csv"),
                             "--out", str(out)])
