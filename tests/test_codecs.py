@@ -287,3 +287,45 @@ def test_smallest_over_a_budget_below_the_minimum_returns_the_minimum_and_says_s
     assert over["setting"] == codecs.get_codec("jpeg").setting_range[0]
     with pytest.raises(ValueError, match="positive"):
         codecs.smallest("jpeg", photo, 0)
+
+
+def _jpeg2000_stream(img: np.ndarray, bpp: float, **options) -> bytes:
+    """A raw J2K codestream of ``img`` with the codec's options, some overridden."""
+    import io
+
+    from PIL import Image
+
+    codec = codecs.get_codec("jpeg2000")
+    buffer = io.BytesIO()
+    Image.fromarray(img).save(buffer, format="JPEG2000", **{**codec.save_options(img, bpp), **options})
+    return buffer.getvalue()
+
+
+def test_jpeg2000_headers_are_a_fixed_cost_of_each_file(photo):
+    """The same headers at every rate and image size; only the packet data grows."""
+    codec = codecs.get_codec("jpeg2000")
+    big = np.ascontiguousarray(skimage.data.astronaut()[:256, :384])
+    headers, data_bytes = set(), []
+    for img in (photo, big):
+        for bpp in (0.25, 1.0, 4.0):
+            stream = codec.encode(img, bpp)
+            header = codecs.jpeg2000_header_bytes(stream)
+            headers.add(header)
+            data_bytes.append(len(stream) - header)
+    assert len(headers) == 1 and 100 < headers.pop() < 300
+    assert data_bytes[:3] == sorted(data_bytes[:3]) and data_bytes[3:] == sorted(data_bytes[3:])
+
+
+def test_jpeg2000_headers_count_every_tile_part(photo):
+    """12 tiles of 32x32: 11 more tile-part headers (SOT segment 12 bytes + SOD 2) than one tile."""
+    one = codecs.jpeg2000_header_bytes(_jpeg2000_stream(photo, 1.0, num_resolutions=3))
+    tiled = codecs.jpeg2000_header_bytes(_jpeg2000_stream(photo, 1.0, num_resolutions=3, tile_size=(32, 32)))
+    assert tiled - one == 11 * 14
+
+
+def test_jpeg2000_header_bytes_refuses_what_is_not_a_raw_codestream(photo):
+    with pytest.raises(ValueError, match="no_jp2=True"):
+        codecs.jpeg2000_header_bytes(_jpeg2000_stream(photo, 1.0, no_jp2=False))
+    stream = codecs.get_codec("jpeg2000").encode(photo, 1.0)
+    with pytest.raises(ValueError, match="truncated|malformed"):
+        codecs.jpeg2000_header_bytes(stream[:100])

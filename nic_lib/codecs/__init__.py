@@ -59,6 +59,7 @@ from nic_lib.codecs.pillow import (
     WebpCodec,
     JPEG2000_BPPS,
     Jpeg2000Codec,
+    jpeg2000_header_bytes,
     AVIF_QUALITIES,
     AvifCodec,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "WebpCodec",
     "JPEG2000_BPPS",
     "Jpeg2000Codec",
+    "jpeg2000_header_bytes",
     "AVIF_QUALITIES",
     "AvifCodec",
     "ExternalCodec",
