@@ -75,7 +75,8 @@ def gallery_table(model, label: str, images, max_bytes: int, codec_names=GALLERY
     return pd.DataFrame(rows, columns=list(GALLERY_COLUMNS)), pictures
 
 
-def gallery_figure(table: pd.DataFrame, pictures: dict, images, max_bytes: int, panel: float = 2.4):
+def gallery_figure(table: pd.DataFrame, pictures: dict, images, max_bytes: int, panel: float = 2.4,
+                   title: str | None = None):
     """One row per image: the original, PQ-MIM's completions, then each classic codec's file.
 
     Every panel's title gives its bytes, bpp and PSNR; a classic file over the budget says
@@ -87,6 +88,7 @@ def gallery_figure(table: pd.DataFrame, pictures: dict, images, max_bytes: int, 
         images: the same ``(name, uint8 image)`` pairs (the originals).
         max_bytes: the budget (for the titles).
         panel: inches per panel.
+        title: the figure's title, laid out above the panels' three-line titles.
 
     Returns:
         The matplotlib figure.
@@ -109,5 +111,7 @@ def gallery_figure(table: pd.DataFrame, pictures: dict, images, max_bytes: int, 
             ax.set_title(f"{head}\n{int(r['bytes'])} B{note}, {r['bpp']:.4f} bpp, {r['psnr_rgb']:.1f} dB", fontsize=8)
         for ax in row:
             ax.axis("off")
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()  # makes room for the suptitle too
     return fig

@@ -570,9 +570,9 @@ extreme_images = [(n, dict(images)[n]) for n in wanted] or images[:len(EXTREME_I
 extreme_table, extreme_pictures = extreme.gallery_table(models[smallest], smallest, extreme_images, EXTREME_BYTES,
                                                         steps=STEPS, samples=EXTREME_SAMPLES, radius=RADIUS)
 reproduce.save_table(extreme_table.drop(columns="label", errors="ignore"), fig_dir / "extreme_gallery.csv", floats=reproduce.NETWORK)  # seeded sampler; classic codecs exact
-fig = extreme.gallery_figure(extreme_table, extreme_pictures, extreme_images, EXTREME_BYTES)
-fig.suptitle(f"≤ {EXTREME_BYTES} bytes: {smallest} (s of {STEPS} steps sent, the rest completed) vs each classic codec's smallest file",
-             y=1.01)
+fig = extreme.gallery_figure(extreme_table, extreme_pictures, extreme_images, EXTREME_BYTES,
+                             title=f"≤ {EXTREME_BYTES} bytes: {smallest} (s of {STEPS} steps sent, the rest completed) "
+                                   "vs each classic codec's smallest file")
 plotting.save_figure(fig, "fig4b_extreme_gallery")
 plt.show()
 extreme_table["label"] = (extreme_table["codec"] + " " + extreme_table["completion"]).str.strip()
