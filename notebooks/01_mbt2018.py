@@ -62,7 +62,7 @@ from IPython.display import Markdown, display
 from matplotlib.colors import ListedColormap
 from scipy import stats
 
-from nic_lib import cache, capacity, claims, codecs, data, neural, notebook_setup, plotting, rd, reproduce, training_curves
+from nic_lib import cache, capacity, claims, codecs, data, metrics, neural, notebook_setup, plotting, rd, reproduce, training_curves
 from nic_lib.models import checkpoints, google, hub, registry, zoo
 
 # %% tags=["parameters"]
@@ -751,7 +751,7 @@ if len(main_evals):
     # JPEG 2000's fixed headers on each set, against a file of the main line's lowest rate
     j2k_codec, low_bpp = codecs.get_codec("jpeg2000"), 0.2
     for label, (name, img) in (("256×256 crop", crops4[0]), ("whole Kodak image", kodak_all[0])):
-        header_bpp = 8 * codecs.jpeg2000_header_bytes(j2k_codec.encode(img, low_bpp)) / (img.shape[0] * img.shape[1])
+        header_bpp = metrics.bpp(codecs.jpeg2000_header_bytes(j2k_codec.encode(img, low_bpp)), *img.shape[:2])
         print(f"JPEG 2000 headers on a {label} ({name}): {header_bpp:.4f} bpp, "
               f"{100 * header_bpp / low_bpp:.1f}% of a {low_bpp} bpp file")
     for stage, ev in main_evals.groupby("stage", sort=False):
