@@ -224,11 +224,15 @@ def quality_models(source, qualities: Sequence[int] | None = None,
 
     Args:
         source: a checkpoint path (e.g. ``checkpoints/mbt2018/n96-ctx3.pt``: a copy of its
-            model at each level); a model key, which reads the cpu profile's
-            ``checkpoints/<key>/n96.pt``; or ``"pqmim"``: the single-rate files of
+            model at each level; ``checkpoints/mbt2018/n96.pt``: the main line's own 8
+            levels, whatever else is shipped); a model key, which reads the cpu profile's
+            files as :func:`~nic_lib.models.get_model` does, each quality from the file
+            that holds it (:func:`nic_lib.models.hub.cpu_checkpoint_for`: ``n96-top.pt``
+            where shipped, else ``n96.pt``); or ``"pqmim"``: the single-rate files of
             ``checkpoints/pqmim/`` as qualities 1..n, lowest rate first
             (:func:`nic_lib.models.pqmim.rate_points`: ``M2-K256``, ``M4-K256``, ``M8-K256``).
-        qualities: the qualities wanted; default every quality the checkpoint (or folder) holds.
+        qualities: the qualities wanted; default every quality the checkpoint (or, for a
+            key, its files; or the folder) holds.
         device: where to put the models (their coder tables are built on the CPU first).
 
     Returns:
@@ -241,13 +245,35 @@ def quality_models(source, qualities: Sequence[int] | None = None,
     """
     if str(source) == "pqmim":
         return _rate_point_models(qualities, device)
-    path = Path(source) if str(source).endswith(".pt") else hub.variable_rate_checkpoint_path(source)
+    if str(source).endswith(".pt"):
+        path = Path(source)
+        return _levels(path, list(qualities) if qualities is not None else None, device)
+    # a model key: each quality from the cpu-profile file that holds it
+    wanted = list(qualities) if qualities is not None else hub.cpu_qualities(source)
+    if not wanted:  # nothing shipped: name the main file and the command
+        _levels(hub.variable_rate_checkpoint_path(source), None, device)
+    by_file: dict[Path, list[int]] = {}
+    for q in wanted:
+        by_file.setdefault(hub.cpu_checkpoint_for(source, q), []).append(q)
+    models = {}
+    for path, qs in by_file.items():
+        models.update(_levels(path, qs, device, name=source))
+    return {q: models[q] for q in wanted}
+
+
+def _levels(path: Path, qualities: list[int] | None, device,
+            name: str | None = None) -> dict[int, torch.nn.Module]:
+    """``{quality: model}`` of one variable-rate file, a copy per level (loaded once);
+    every level it holds when ``qualities`` is None; ``name``: the model it must hold."""
     if not path.is_file():
         raise checkpoints.CheckpointNotFoundError(
             f"no variable-rate checkpoint at {path}; train the cpu profile with "
             "`python scripts/train_cpu_profile.py` (see README)")
     model, checkpoint = checkpoints.load_checkpoint(path)
     held = list(checkpoint["config"].get("qualities") or [])
+    if name is not None and checkpoint["model"] != name:
+        raise checkpoints.CheckpointNotFoundError(
+            f"{path} holds {checkpoint['model']!r}, not {name!r}; move it out of that folder")
     wanted = list(qualities) if qualities is not None else held
     missing = [q for q in wanted if q not in held]
     if missing:

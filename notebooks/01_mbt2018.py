@@ -223,7 +223,9 @@ plt.show()
 #
 # `cpu` profile: one variable-rate checkpoint per model, `checkpoints/<model>/n96.pt`
 # (N = 96, M = 192), serving qualities 1–8 (see *Training*): `mbt2018` is the main line,
-# trained end to end; every other model, and `mbt2018-protocol`, the joint model trained
+# trained end to end (its q6–q8 come from `mbt2018/n96-top.pt` where that is shipped:
+# top levels with transforms of their own, `hub.cpu_checkpoint_for`); every other model,
+# and `mbt2018-protocol`, the joint model trained
 # the same way as them, is an entropy model of the ablation protocol on one set of frozen
 # transforms. `full`: CompressAI's published weights, one network per quality, downloaded
 # once and hash-checked (`nic_lib.models.zoo`), for the four models the zoo serves; every
@@ -235,25 +237,32 @@ plt.show()
 def load_family(label, source, zoo_model=False):
     """{quality: model} and a cache key (checkpoint or zoo-file digest), or None with a notice.
 
-    source: a variable-rate checkpoint (cpu models), or the zoo's model key (zoo_model)."""
+    source: a cpu model's key (each quality from its cpu file that holds it, as get_model), a
+    variable-rate checkpoint (the protocol's models), or the zoo's model key (zoo_model)."""
     try:
         if zoo_model:
             return ({q: hub.get_model(source, q, profile="full", device=device) for q in QUALITIES},
                     zoo.weights_digest(source, QUALITIES))
-        if not source.is_file():
+        if not checkpoint_of(source).is_file():
             raise checkpoints.CheckpointNotFoundError(
-                f"not trained yet ({source} is missing): `{hub.training_command(label.removesuffix(' (cpu)'))}`")
-        return neural.quality_models(source, QUALITIES, device=device), checkpoints.checkpoint_digest(source)
+                f"not trained yet ({checkpoint_of(source)} is missing): `{hub.training_command(label.removesuffix(' (cpu)'))}`")
+        digest = hub.cpu_checkpoint_digest(source) if isinstance(source, str) else checkpoints.checkpoint_digest(source)
+        return neural.quality_models(source, QUALITIES, device=device), digest
     except (checkpoints.CheckpointNotFoundError, zoo.PretrainedWeightsUnavailableError, ValueError) as err:
         print(f"skipping {label}: {str(err).splitlines()[0]}")
         skipped_models.append(label)
         return None
 
 
-# label -> checkpoint of every cpu model used here (its training logs sit beside it)
-cpu_sources = {label_of(name): hub.variable_rate_checkpoint_path(name) for name in MODELS if name not in ZOO_SERVES}
+def checkpoint_of(source):
+    """The file of a cpu source: a model key's n96.pt (its training logs sit beside it), or the path itself."""
+    return hub.variable_rate_checkpoint_path(source) if isinstance(source, str) else source
+
+
+# label -> every cpu model used here: its key (registry models), or its checkpoint (the protocol's)
+cpu_sources = {label_of(name): name for name in MODELS if name not in ZOO_SERVES}
 if model_profile == "full":  # the latent maps' pair, on the protocol's transforms
-    cpu_sources = {"mbt2018-mean (cpu)": hub.variable_rate_checkpoint_path("mbt2018-mean"), **cpu_sources}
+    cpu_sources = {"mbt2018-mean (cpu)": "mbt2018-mean", **cpu_sources}
 cpu_sources.update({label_of(label): hub.checkpoint_dir() / rel for label, rel in {**PROTOCOL_JOINT, **CONTEXT_VARIANTS}.items()})
 families, skipped_models = {}, []
 for name in MODELS:
@@ -420,7 +429,7 @@ else:
 # %%
 main_logs, main_evals, main_spans = training_curves.main_line_records(hub.checkpoint_dir())
 protocol_labels = [cpu_joint, *(label_of(m) for m in MODELS if m != "mbt2018"), *map(label_of, CONTEXT_VARIANTS)]
-protocol_logs = {label: training_curves.shipped_logs(cpu_sources[label]) for label in protocol_labels if label in cpu_sources}
+protocol_logs = {label: training_curves.shipped_logs(checkpoint_of(cpu_sources[label])) for label in protocol_labels if label in cpu_sources}
 protocol_logs = {label: pair[0] for label, pair in protocol_logs.items() if pair is not None and "bpp" in pair[0]}
 if len(main_logs) or protocol_logs:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), layout="constrained")

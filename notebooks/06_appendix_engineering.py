@@ -125,7 +125,7 @@ def benchmark_table(name, committed):
 def compute_tail_table():
     rows = []
     for name in MODELS:
-        models = neural.quality_models(paths[name], device=device)
+        models = neural.quality_models(name, device=device)  # each quality from its cpu file (hub.cpu_checkpoint_for)
         for q in (min(models), max(models)):
             rows.append({"codec": name, "quality": q, **neural.tail_bits(models[q], tail_img)})
     return pd.DataFrame(rows)
@@ -136,9 +136,10 @@ if len(available) < len(MODELS):
     print(f"no checkpoint for {sorted(set(MODELS) - set(available))}: train them with "
           "`python scripts/train_cpu_profile.py`; left out")
 MODELS = available
-paths = {m: hub.variable_rate_checkpoint_path(m) for m in MODELS}
+paths = {m: hub.variable_rate_checkpoint_path(m) for m in MODELS}  # each model's n96.pt (section 3 reads its calibration record)
+digests = {m: hub.cpu_checkpoint_digest(m) for m in MODELS}  # every cpu file of each (n96.pt, n96-top.pt where shipped)
 tail = cache.cached_table(results_dir / "tail_bits.csv", {"image": tail_name, "crop": tail_crop, "models": MODELS},
-                          compute_tail_table, refresh=REFRESH, data=[(tail_name, tail_img)], models=paths)
+                          compute_tail_table, refresh=REFRESH, data=[(tail_name, tail_img)], models=digests)
 reproduce.save_table(tail, fig_dir / "tail_bits.csv", floats=reproduce.DERIVED)  # tolerances of `make verify`: float32 likelihoods
 display(tail.round(4).style.hide(axis="index"))
 

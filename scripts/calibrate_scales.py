@@ -40,15 +40,16 @@ MIN_SAVING = 0.005
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", nargs="+", type=Path,
-                   help="checkpoints to fit (default: checkpoints/<model>/n96.pt of "
-                        f"{', '.join(DEFAULT_MODELS)})")
+                   help="checkpoints to fit (default: every cpu-profile file of "
+                        f"{', '.join(DEFAULT_MODELS)}: checkpoints/<model>/n96.pt, and "
+                        "n96-top.pt where shipped)")
     p.add_argument("--images", type=int, default=12, help="tuning images (default 12)")
     p.add_argument("--min-saving", type=float, default=MIN_SAVING,
                    help=f"keep a record only if a level saves this share (default {MIN_SAVING})")
     args = p.parse_args(argv)
     if args.images < 1:
         p.error("--images must be at least 1")
-    paths = args.checkpoint or [hub.variable_rate_checkpoint_path(m) for m in DEFAULT_MODELS]
+    paths = args.checkpoint or [p for m in DEFAULT_MODELS for p in hub.cpu_checkpoint_files(m)]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         sys.exit(f"no checkpoint at {', '.join(missing)}; train it first "

@@ -7,7 +7,9 @@
 Why: a refactoring of the coding path (padding, the container, the models' coders) must
 not change a byte. Each vector is a crop of Kodak's kodim23 coded by ``nic compress``'s
 path (:func:`nic_lib.container.encode_image` on :func:`nic_lib.models.get_model`'s
-model) at the lowest and the highest quality the shipped checkpoint has. For each,
+model) at the lowest and the highest quality the cpu profile serves for the model (over
+its shipped files: ``n96.pt``, and ``n96-top.pt`` where shipped, which then makes the
+top vector, :func:`nic_lib.models.hub.cpu_checkpoint_for`). For each,
 ``tests/vectors/vectors.json`` records the SHA-256 of the file and of the pixels it
 decodes to (:func:`nic_lib.data.pixel_sha256`); ``tests/test_vectors.py`` decodes every
 committed file with the current code and re-encodes the crop, and compares both.
@@ -71,15 +73,14 @@ def shipped_models() -> list[tuple[str, list[int]]]:
     """(model key, [lowest, highest] quality) of every model with a shipped cpu checkpoint.
 
     Returns:
-        Models in registry order whose variable-rate checkpoint exists, with the first
-        and last quality of its config's ``qualities``.
+        Models in registry order whose variable-rate checkpoint (``n96.pt``) exists, with
+        the lowest and highest quality the cpu profile serves for it
+        (:func:`nic_lib.models.hub.cpu_qualities`: its top file's included).
     """
     out = []
     for name in registry.available_models():
-        path = hub.variable_rate_checkpoint_path(name)
-        if path.is_file():
-            config = json.loads(path.with_suffix(".config.json").read_text())["config"]
-            qualities = sorted(config["qualities"])
+        if hub.variable_rate_checkpoint_path(name).is_file():
+            qualities = hub.cpu_qualities(name)
             out.append((name, [qualities[0], qualities[-1]]))
     return out
 

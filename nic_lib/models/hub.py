@@ -6,9 +6,19 @@
   variable-rate file ``<model>/n96.pt`` covering qualities 1–8 (:data:`CPU_FILE`: N = 96,
   M = 192; ``mbt2018/n96.pt`` is the main line, trained end to end, the other models are
   the ablation protocol's entropy models on its frozen transforms); read by
-  :func:`nic_lib.models.checkpoints.load_checkpoint`. Other checkpoints (a single-rate
-  run's ``final.pt``, the protocol's ``mbt2018/n96-ablation.pt`` and ``n96-ctx3.pt``) are
-  loaded by path with it.
+  :func:`nic_lib.models.checkpoints.load_checkpoint`. A model's folder may also hold a
+  *top* file ``<model>/n96-top.pt`` (:data:`CPU_TOP_FILE`) with a few top qualities
+  trained on transforms of their own (``mbt2018``: q6–q8, stage ``n96-top`` of the
+  script; issue 25 allows top levels that beat the variable-rate model there): where it
+  is shipped, it serves the qualities it holds and ``n96.pt`` the others.
+  :func:`cpu_checkpoint_for` is the one rule saying which file holds a (model, quality),
+  :func:`cpu_checkpoint_files` lists a model's files and :func:`cpu_checkpoint_digest`
+  identifies them together (a result cache keyed on it changes when either file
+  changes); :func:`get_model`, :func:`nic_lib.neural.quality_models` with a model key,
+  ``nic compress`` / ``nic decompress`` and the test vectors all go through them. Other
+  checkpoints (a single-rate run's ``final.pt``, the protocol's ``mbt2018/n96-ablation.pt``
+  and ``n96-ctx3.pt``, ``n96.pt`` itself where the main line's own 8 levels are wanted)
+  are loaded by path with it.
 - ``"full"``: CompressAI's published weights at its widths, downloaded once and hash
   checked by :mod:`nic_lib.models.zoo`.
 - A single-rate model (:data:`~nic_lib.models.registry.SINGLE_RATE_MODELS`, PQ-MIM) has one
@@ -21,6 +31,8 @@ Also the device rule of every ``--device`` / ``DEVICE`` knob (:func:`resolve_dev
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -28,7 +40,13 @@ import torch
 from torch import nn
 
 from . import variable_rate, zoo
-from .checkpoints import CheckpointMismatchError, CheckpointNotFoundError, load_checkpoint
+from .checkpoints import (
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    _read,
+    checkpoint_digest,
+    load_checkpoint,
+)
 from .registry import (
     SINGLE_RATE_MODELS,
     ZOO_FUNCTIONS,
@@ -43,6 +61,10 @@ from .registry import (
 
 __all__ = [
     "checkpoint_dir",
+    "cpu_checkpoint_digest",
+    "cpu_checkpoint_files",
+    "cpu_checkpoint_for",
+    "cpu_qualities",
     "default_device",
     "get_model",
     "model_from_checkpoint",
@@ -58,12 +80,20 @@ CHECKPOINT_DIR_ENV = "NIC_CHECKPOINT_DIR"
 #: generation; the M = 96 files ``vr.pt`` it replaced are in git history before 2026-12-07).
 CPU_FILE = "n96.pt"
 
+#: The file name of a model's "cpu" top levels, beside :data:`CPU_FILE`: where it exists it
+#: serves the qualities its config's ``qualities`` lists (:func:`cpu_checkpoint_for`).
+#: ``mbt2018/n96-top.pt`` is n96 at step 26,500 cut to q6–q8 and trained on with n96's
+#: schedule: its own transforms put it +0.3 … +0.7 dB above n96.pt there (README, issue 25).
+CPU_TOP_FILE = "n96-top.pt"
+
 #: The stage of ``scripts/train_cpu_profile.py`` that ships each "cpu" checkpoint: the main
-#: line for ``mbt2018``, the ablation protocol's stage for the others and for the protocol's
-#: own joint model and context sizes (notebook 01 loads those by path:
-#: ``mbt2018/n96-ablation.pt``, ``mbt2018/n96-ctx3.pt``, ``mbt2018/n96-ctx7.pt``).
+#: line for ``mbt2018``, its top levels (``mbt2018-top``: ``mbt2018/n96-top.pt``), the
+#: ablation protocol's stage for the others and for the protocol's own joint model and
+#: context sizes (notebook 01 loads those by path: ``mbt2018/n96-ablation.pt``,
+#: ``mbt2018/n96-ctx3.pt``, ``mbt2018/n96-ctx7.pt``).
 CPU_STAGES = {
     "mbt2018": "n96",
+    "mbt2018-top": "n96-top",
     "mbt2018-protocol": "ablate-mbt2018",
     **{name: f"ablate-{name}" for name in (
         "mbt2018-mean", "bmshj2018-hyperprior", "bmshj2018-factorized", "mbt2018-context",
@@ -100,11 +130,107 @@ def variable_rate_checkpoint_path(name: str) -> Path:
     return checkpoint_dir() / name / CPU_FILE
 
 
+@functools.lru_cache(maxsize=None)
+def _file_qualities(path: Path, mtime_ns: int, size: int) -> tuple[int, ...]:
+    """A checkpoint file's config ``qualities``, read once per version of the file
+    (``mtime_ns``, ``size``: a file shipped again is read again)."""
+    return tuple(int(q) for q in _read(path)["config"].get("qualities") or [])
+
+
+def _held_qualities(path: Path) -> tuple[int, ...]:
+    """The rate levels a variable-rate checkpoint file holds (its config's ``qualities``;
+    none for a fixed-rate file)."""
+    stat = path.stat()
+    return _file_qualities(path, stat.st_mtime_ns, stat.st_size)
+
+
+def cpu_checkpoint_for(name: str, quality: int) -> Path:
+    """The file that holds a model at a quality in the "cpu" profile.
+
+    The one rule: ``<name>/n96-top.pt`` (:data:`CPU_TOP_FILE`) when it exists and its
+    config's ``qualities`` include ``quality``, else ``<name>/n96.pt``
+    (:func:`variable_rate_checkpoint_path`). Without a shipped top file everything comes
+    from ``n96.pt``, as before it existed.
+
+    Args:
+        name: model key.
+        quality: the rate level.
+
+    Returns:
+        The path (``n96.pt`` may not exist: :func:`get_model` names the command that
+        trains it).
+
+    Raises:
+        UnknownModelError: not a registered key.
+        CheckpointError: the top file exists but is not a nic-repro checkpoint.
+    """
+    main = variable_rate_checkpoint_path(name)
+    top = main.with_name(CPU_TOP_FILE)
+    if top.is_file() and int(quality) in _held_qualities(top):
+        return top
+    return main
+
+
+def cpu_checkpoint_files(name: str) -> list[Path]:
+    """Every "cpu" profile file of a model: ``n96.pt`` (listed whether it exists or not),
+    then ``n96-top.pt`` when it exists.
+
+    Args:
+        name: model key.
+
+    Returns:
+        The paths, main file first.
+
+    Raises:
+        UnknownModelError: not a registered key.
+    """
+    main = variable_rate_checkpoint_path(name)
+    top = main.with_name(CPU_TOP_FILE)
+    return [main, top] if top.is_file() else [main]
+
+
+def cpu_qualities(name: str) -> list[int]:
+    """Every quality the "cpu" profile serves for a model: those of its existing files
+    (:func:`cpu_checkpoint_files`), in increasing order; empty when none is shipped.
+
+    Raises:
+        UnknownModelError: not a registered key.
+        CheckpointError: a file is not a nic-repro checkpoint.
+    """
+    return sorted({q for path in cpu_checkpoint_files(name) if path.is_file()
+                   for q in _held_qualities(path)})
+
+
+def cpu_checkpoint_digest(name: str) -> str:
+    """What identifies a model's "cpu" weights, for result caches: with ``n96.pt`` alone its
+    :func:`~nic_lib.models.checkpoints.checkpoint_digest` (as before top files existed);
+    with a top file, the first 16 hex digits of SHA-256 over each file's name and digest, so
+    the key changes when either file (or a sidecar) changes.
+
+    Args:
+        name: model key.
+
+    Returns:
+        16 hex digits.
+
+    Raises:
+        UnknownModelError: not a registered key.
+        FileNotFoundError: ``n96.pt`` does not exist.
+    """
+    files = cpu_checkpoint_files(name)
+    if len(files) == 1:
+        return checkpoint_digest(files[0])
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{checkpoint_digest(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def training_command(name: str) -> str:
     """The command that trains (or continues) a "cpu" checkpoint: its stage of
-    ``scripts/train_cpu_profile.py`` (:data:`CPU_STAGES`), or for a model the shipped recipe
-    does not train in this folder (ELIC: an OOD variant, ``checkpoints/ood/``) the training
-    module itself."""
+    ``scripts/train_cpu_profile.py`` (:data:`CPU_STAGES`; ``<model>-top`` for a model's
+    top file), or for a model the shipped recipe does not train in this folder (ELIC: an
+    OOD variant, ``checkpoints/ood/``) the training module itself."""
     stage = CPU_STAGES.get(name)
     if stage is None:
         return f"python -m nic_lib.train --model {name} --profile cpu"
@@ -211,8 +337,9 @@ def get_model(
         profile: ``"full"``: CompressAI's zoo widths and published MSE weights
             (``compressai.zoo.<fn>(quality, metric="mse", pretrained=True)``).
             ``"cpu"``: this project's variable-rate checkpoint
-            ``checkpoints/<name>/n96.pt`` at that quality's level (folder overridable
-            with ``$NIC_CHECKPOINT_DIR``).
+            ``checkpoints/<name>/n96.pt`` at that quality's level, or its top file
+            ``n96-top.pt`` where that is shipped and holds the quality
+            (:func:`cpu_checkpoint_for`; folder overridable with ``$NIC_CHECKPOINT_DIR``).
         pretrained: False builds an untrained model with the profile's widths (train
             mode, no coder tables: call ``update(force=True)`` before compressing).
         device: where to put the model.
@@ -264,8 +391,9 @@ def get_model(
         # download once into torch.hub's cache, hash checked (nic_lib.models.zoo)
         return zoo.load_zoo_model(name, quality, device=device)
 
-    path = variable_rate_checkpoint_path(name)
-    train = f"`{training_command(name)}`"
+    path = cpu_checkpoint_for(name, quality)
+    top = f"{name}-top"
+    train = f"`{training_command(top if path.name == CPU_TOP_FILE and top in CPU_STAGES else name)}`"
     if not path.is_file():
         raise CheckpointNotFoundError(
             f"no cpu-profile checkpoint for {name} at {path}; train it with {train} "
