@@ -24,6 +24,12 @@ N = 96 function-preservingly (:func:`nic_lib.models.widen.widen_hidden`) and tra
 m192-q8's remaining schedule in bfloat16 autocast; shipped as ``checkpoints/mbt2018/n96.pt``
 (EMA snapshot; resume and ``--ship-only`` as for m192-q8).
 
+*The top levels* (``n96-top``, issue 25): ``n96`` at step 26,500 cut to q6-q8 and trained on
+with n96's own schedule to its last step (43,500), so the top levels get transforms of
+their own; shipped as ``checkpoints/mbt2018/n96-top.pt`` (snapshots and ``--ship-only`` as
+for n96), from where the cpu profile serves mbt2018's q6-q8
+(:func:`nic_lib.models.hub.cpu_checkpoint_for`).
+
 *The ablation protocol* (``ablate-*``, notebook 01): every entropy model of the paper's
 ablations — the joint model itself, mean-scale, scale-only, factorized, context-only,
 GMM, checkerboard, and context sizes 3 and 7 (each trained, not cropped) — is trained from
@@ -169,6 +175,8 @@ N_WIDE = 96
 #: The step of m192-q8 the fork starts from; ``m192-q8-fork`` re-runs m192-q8 up to it (the
 #: same schedule, stopped there).
 FORK_STEP = 16500
+#: n96's last step: the rest of m192-q8's schedule after the fork (also its cosine horizon).
+N96_LAST_STEP = M192_Q8_STEPS - FORK_STEP
 STAGES["m192-q8-fork"] = ("m192-q8-init", [
     *_M192, "--qualities", *QUALITIES_WIDE, "--max-steps", str(FORK_STEP),
     "--lr-decay-steps", str(M192_Q8_STEPS), "--init-from", str(RUNS / "m192-q8-init.pt")], None)
@@ -177,8 +185,8 @@ STAGES["n96"] = ("n96-init", [
     "--model", "mbt2018", "--N", str(N_WIDE), "--M", str(M_WIDE), "--qualities", *QUALITIES_WIDE,
     "--crop", "128", "--batch-size", "8", "--no-progress", "--schedule-clock", "steps",
     # m192-q8's rate at step 16,500 and its floor (2e-4 x 0.05 = 1e-5 = 1.65e-4 x 0.0606)
-    "--lr", "1.65e-4", "--warmup-steps", "200", "--lr-decay-steps", str(M192_Q8_STEPS - FORK_STEP),
-    "--max-steps", str(M192_Q8_STEPS - FORK_STEP), "--min-lr-ratio", "0.0606", "--ema", "0.999",
+    "--lr", "1.65e-4", "--warmup-steps", "200", "--lr-decay-steps", str(N96_LAST_STEP),
+    "--max-steps", str(N96_LAST_STEP), "--min-lr-ratio", "0.0606", "--ema", "0.999",
     "--eval-every", "2000", "--eval-images", "4", "--eval-crop", "256", "--precision", "bf16",
     "--threads", "1", "--init-from", str(RUNS / "n96-init.pt")], "mbt2018/n96.pt")
 
@@ -339,26 +347,30 @@ STAGES["ablate-bmshj2018-hyperprior-lowrate"] = ("n96-lowrate", [
     "--eval-crop", "256", "--threads", "1"], "bmshj2018-hyperprior/n96-lowrate.pt")
 LOWRATE_STAGES = ("n96-lowrate", "ablate-bmshj2018-hyperprior-lowrate")
 
-#: The top-levels lever (issue 25; not trained yet). On n96's evaluation crops the low
-#: levels beat JPEG 2000 from the first evaluation on while q6-q8 stay behind and close
-#: slowly (q8: -2.32 dB at step 2,000, -1.87 at 26,000): the shared transforms bind at the
-#: top. ``n96-top`` is n96 at step 26,500 (the ablations' transforms file) cut to q6-q8
-#: unchanged (``widen_checkpoint.py --keep-qualities``, :func:`nic_lib.models.widen.select_levels`)
-#: and trained on with exactly n96's schedule from that step (``--start-step``), so that at
-#: each step it can be set beside n96's own evaluation rows of q6-q8: the same CPU time,
-#: all of it spent on the top levels. TOP_STEPS: how far the measurement goes.
-TOP_STEPS = 6000
+#: The top levels (issue 25). On n96's evaluation crops the low levels beat JPEG 2000 from
+#: the first evaluation on while q6-q8 stay behind and close slowly (q8: -2.32 dB at step
+#: 2,000, -1.87 at 26,000): the shared transforms bind at the top. ``n96-top`` is n96 at
+#: step 26,500 (the ablations' transforms file) cut to q6-q8 unchanged
+#: (``widen_checkpoint.py --keep-qualities``, :func:`nic_lib.models.widen.select_levels`) and
+#: trained on with exactly n96's schedule from that step (``--start-step``) to n96's last
+#: step (``--max-steps`` = ``--lr-decay-steps`` = 43,500), so that at each step it can be set
+#: beside n96's own evaluation rows of q6-q8: the same CPU time, all of it spent on the top
+#: levels. Measured at its step 30,000 it beats n96 there by +0.3 ... +0.7 dB (README), so it
+#: ships as ``checkpoints/mbt2018/n96-top.pt``, where the cpu profile serves q6-q8 of
+#: ``mbt2018`` from it (:func:`nic_lib.models.hub.cpu_checkpoint_for`; ``hub.CPU_STAGES``
+#: names this stage as ``mbt2018-top``). A run folder made when the stage stopped at 32,500
+#: is resumed to the new last step (:func:`run`, :func:`extended`).
 TOP_QUALITIES = ["6", "7", "8"]
 DERIVED["n96-top-init"] = (None, ["--keep-qualities", *TOP_QUALITIES])
 DERIVED_FROM_FILE["n96-top-init"] = RUNS / f"n96-step{ABLATION_TRANSFORMS[2]}.pt"
 STAGES["n96-top"] = ("n96-top-init", [
     "--model", "mbt2018", "--N", str(N_WIDE), "--M", str(M_WIDE), "--qualities", *TOP_QUALITIES,
     "--crop", "128", "--batch-size", "8", "--no-progress", "--schedule-clock", "steps",
-    "--lr", "1.65e-4", "--warmup-steps", "200", "--lr-decay-steps", str(M192_Q8_STEPS - FORK_STEP),
-    "--max-steps", str(ABLATION_TRANSFORMS[2] + TOP_STEPS), "--min-lr-ratio", "0.0606",
+    "--lr", "1.65e-4", "--warmup-steps", "200", "--lr-decay-steps", str(N96_LAST_STEP),
+    "--max-steps", str(N96_LAST_STEP), "--min-lr-ratio", "0.0606",
     "--ema", "0.999", "--eval-every", "2000", "--eval-images", "4", "--eval-crop", "256",
     "--precision", "bf16", "--threads", "1", "--init-from", str(RUNS / "n96-top-init.pt"),
-    "--start-step", str(ABLATION_TRANSFORMS[2])], None)
+    "--start-step", str(ABLATION_TRANSFORMS[2])], "mbt2018/n96-top.pt")
 
 
 def ood_budget(stage: str) -> tuple[int, float]:
@@ -508,9 +520,10 @@ def continue_command(stage: str, shipped: Path, step: int) -> list[str]:
         start.with_suffix(".tmp").replace(start)
     keep_records_before(stage, step)
     cmd = command(stage)
-    if "--init-from" in cmd:
-        i = cmd.index("--init-from")
-        del cmd[i:i + 2]
+    for flag in ("--init-from", "--start-step"):  # n96-top has its own --start-step
+        if flag in cmd:
+            i = cmd.index(flag)
+            del cmd[i:i + 2]
     return [*cmd, "--init-from", str(start), "--start-step", str(step)]
 
 
@@ -561,6 +574,25 @@ def ship_records(stage: str) -> None:
         tmp.replace(new)
 
 
+def extended(stage: str) -> bool:
+    """Whether a stage's run folder was made for fewer steps than the stage now asks (its
+    ``config.json``'s ``max_steps`` below the command's ``--max-steps``: ``n96-top`` went
+    from 32,500 to n96's last step). Such a run is not done even with a ``final.pt``: it
+    is resumed with the new ``--max-steps`` (a runtime setting of ``--resume``; the
+    schedule, ``--lr-decay-steps``, is the run's own)."""
+    total, config = max_steps(stage), RUNS / stage / "config.json"
+    if stage not in STAGES or total is None or not config.is_file():
+        return False
+    made_for = json.loads(config.read_text()).get("config", {}).get("max_steps")
+    return made_for is not None and int(made_for) < total
+
+
+def finished(stage: str) -> bool:
+    """Whether a stage's run has its ``final.pt`` for the steps the stage asks
+    (:func:`extended`)."""
+    return (RUNS / stage / "final.pt").is_file() and not extended(stage)
+
+
 def needed(stage: str, from_scratch: bool = False) -> list[str]:
     """The stages to run for ``stage``: its lineage from the latest stage that is done, has
     a run folder to resume, or (unless ``from_scratch``) has a shipped product to continue
@@ -598,7 +630,7 @@ def run(stage: str, from_scratch: bool = False) -> None:
         derive(stage)
         return
     out = RUNS / stage
-    if (out / "final.pt").is_file():
+    if finished(stage):
         print(f"[{stage}] done: {out / 'final.pt'}")
         return
     cmd = command(stage)
@@ -613,6 +645,8 @@ def run(stage: str, from_scratch: bool = False) -> None:
     if (out / "ckpt.pt").is_file():
         module = "nic_lib.train_entropy" if stage.startswith("ablate-") else "nic_lib.train"
         cmd = [sys.executable, "-m", module, "--resume", str(out)]
+        if extended(stage):  # made for fewer steps: on to the stage's last step
+            cmd += ["--max-steps", str(max_steps(stage))]
     elif snapshot is not None:
         cmd = continue_command(stage, *snapshot)
         print(f"[{stage}] no run folder: continuing from the shipped snapshot {snapshot[0]} "
@@ -717,7 +751,7 @@ def main(argv: list[str] | None = None) -> None:
     for stage in order:
         if not args.ship_only:
             run(stage, args.from_scratch)
-        if (RUNS / stage / "final.pt").is_file():
+        if finished(stage):
             ship(stage)
         elif stage in STAGES and STAGES[stage][2] and (RUNS / stage / "ckpt.pt").is_file():
             ship_snapshot(stage)

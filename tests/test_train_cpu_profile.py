@@ -198,8 +198,63 @@ def test_the_top_levels_lever_runs_n96s_schedule_from_the_ablations_step_on_q6_t
     value = lambda c, flag: c[c.index(flag) + 1]  # noqa: E731
     assert value(cmd, "--start-step") == str(script.ABLATION_TRANSFORMS[2])
     assert cmd[cmd.index("--qualities") + 1:cmd.index("--qualities") + 4] == ["6", "7", "8"]
-    for flag in ("--lr", "--lr-decay-steps", "--min-lr-ratio", "--eval-crop", "--ema"):
-        assert value(cmd, flag) == value(n96, flag), flag  # the same schedule and evaluation
+    for flag in ("--lr", "--lr-decay-steps", "--min-lr-ratio", "--eval-crop", "--ema", "--max-steps"):
+        assert value(cmd, flag) == value(n96, flag), flag  # the same schedule, evaluation, last step
+    assert script.max_steps("n96-top") == 43500
+    # shipped beside the main line, as the file the hub serves the top levels from
+    from nic_lib.models import hub
+    assert script.STAGES["n96-top"][2] == f"mbt2018/{hub.CPU_TOP_FILE}"
+    assert script.storage("n96-top") == {}  # float16 convolutions, like n96.pt
+
+
+def test_a_shipped_top_snapshot_continues_with_one_start_step(script):
+    _ship(script, "n96-top", 30000)
+    assert script.shipped_state("n96-top")[0] == "snapshot"
+    assert script.needed("n96-top") == ["n96-top"]
+    cmd = script.continue_command("n96-top", *script.shipped_snapshot("n96-top"))
+    assert cmd.count("--start-step") == 1 and cmd[cmd.index("--start-step") + 1] == "30000"
+    assert cmd.count("--init-from") == 1
+
+
+def _run_folder(script, stage: str, max_steps: int, final: bool) -> Path:
+    """A run folder as nic_lib.train leaves it (files empty but config.json)."""
+    import json
+
+    folder = script.RUNS / stage
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"config": {"max_steps": max_steps}}))
+    (folder / "ckpt.pt").write_bytes(b"")
+    if final:
+        (folder / "final.pt").write_bytes(b"")
+    return folder
+
+
+@pytest.mark.parametrize("final", [False, True])
+def test_a_run_made_for_fewer_steps_is_resumed_to_the_stages_last_step(script, monkeypatch, final):
+    _run_folder(script, "n96-top", 32500, final)  # the stage's old end
+    assert script.extended("n96-top") and not script.finished("n96-top")
+    assert script.needed("n96-top") == ["n96-top"]
+    ran = []
+    monkeypatch.setattr(script.subprocess, "run", lambda cmd, **kw: ran.append(cmd))
+    script.run("n96-top")
+    assert ran[0][2:5] == ["nic_lib.train", "--resume", str(script.RUNS / "n96-top")]
+    assert ran[0][ran[0].index("--max-steps") + 1] == "43500"
+    shipped = []
+    monkeypatch.setattr(script, "ship", lambda stage: shipped.append(("final", stage)))
+    monkeypatch.setattr(script, "ship_snapshot", lambda stage: shipped.append(("snapshot", stage)))
+    script.main(["--only", "n96-top", "--ship-only"])
+    assert shipped == [("snapshot", "n96-top")]  # not the stale final.pt as a finished run
+
+
+def test_a_run_made_for_the_stages_steps_is_resumed_as_it_is(script, monkeypatch):
+    _run_folder(script, "n96-top", 43500, final=False)
+    assert not script.extended("n96-top")
+    ran = []
+    monkeypatch.setattr(script.subprocess, "run", lambda cmd, **kw: ran.append(cmd))
+    script.run("n96-top")
+    assert "--max-steps" not in ran[0]
+    (script.RUNS / "n96-top" / "final.pt").write_bytes(b"")
+    assert script.finished("n96-top")
 
 
 def test_the_training_command_of_every_cpu_model_names_the_stage_that_ships_its_file(script):
@@ -213,6 +268,8 @@ def test_the_training_command_of_every_cpu_model_names_the_stage_that_ships_its_
         elif name not in registry.SINGLE_RATE_MODELS:  # ELIC: an OOD variant, elsewhere
             assert hub.training_command(name) == f"python -m nic_lib.train --model {name} --profile cpu"
     assert set(hub.CPU_STAGES.values()) <= set(script.STAGES)
+    # the main line's top levels: the file get_model takes q6-q8 from, where shipped
+    assert shipped_by[f"mbt2018/{hub.CPU_TOP_FILE}"] == hub.training_command("mbt2018-top").split("--only ")[1]
     # the protocol's joint model and its context sizes, which notebook 01 loads by path
     for label, target in (("mbt2018-protocol", "mbt2018/n96-ablation.pt"),
                           ("mbt2018-ctx3", "mbt2018/n96-ctx3.pt"), ("mbt2018-ctx7", "mbt2018/n96-ctx7.pt")):
