@@ -83,7 +83,8 @@ CPU_FILE = "n96.pt"
 #: The file name of a model's "cpu" top levels, beside :data:`CPU_FILE`: where it exists it
 #: serves the qualities its config's ``qualities`` lists (:func:`cpu_checkpoint_for`).
 #: ``mbt2018/n96-top.pt`` is n96 at step 26,500 cut to q6–q8 and trained on with n96's
-#: schedule: its own transforms put it +0.3 … +0.7 dB above n96.pt there (README, issue 25).
+#: schedule: with transforms of its own it beats n96.pt there (at step 30,000 q6 +0.32 dB,
+#: q7 +0.49 dB at equal bpp, q8 +0.70 dB for 8% more bits; README, issue 25).
 CPU_TOP_FILE = "n96-top.pt"
 
 #: The stage of ``scripts/train_cpu_profile.py`` that ships each "cpu" checkpoint: the main
