@@ -239,8 +239,8 @@ def quality_models(source, qualities: Sequence[int] | None = None,
         ``{quality: model}`` in eval mode with coder tables built.
 
     Raises:
-        CheckpointNotFoundError: a model key without a variable-rate checkpoint, or
-            ``"pqmim"`` without trained rate points.
+        CheckpointNotFoundError: a model key without a variable-rate checkpoint (or whose
+            folder's file holds another model), or ``"pqmim"`` without trained rate points.
         ValueError: a quality the checkpoint does not hold.
     """
     if str(source) == "pqmim":
