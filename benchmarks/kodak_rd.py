@@ -15,10 +15,15 @@ and writes for each:
 - the top level's PSNR (target ≥ 36 dB) and the unquantized-autoencoder ceiling at the top
   level on the same images (target ≥ 37 dB).
 
+A model key (``mbt2018``) measures the cpu profile as it is served: each quality from the
+file that holds it (``n96.pt``, and ``n96-top.pt`` for q6-q8 where shipped:
+:func:`nic_lib.models.hub.cpu_checkpoint_for`); its ceiling is the top quality's.
+
 Every call appends one row per checkpoint to ``history.csv`` (with the run's step and
 training hours when the source is a run folder), so BD-rate can be plotted against
 training time across sessions.
 
+    python benchmarks/kodak_rd.py mbt2018                 # the cpu profile as served
     python benchmarks/kodak_rd.py checkpoints/mbt2018/n96.pt
     python benchmarks/kodak_rd.py ~/nic-runs/cpu-profile/m192-q8 ~/nic-runs/cpu-profile/n96 --images 24
 
@@ -37,7 +42,7 @@ import pandas as pd
 import torch
 
 from nic_lib import capacity, data, fileio, neural, rd, train
-from nic_lib.models import checkpoints
+from nic_lib.models import checkpoints, hub, registry
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "benchmarks" / "kodak_rd"
@@ -73,20 +78,37 @@ def _resolve(source: Path, tmp: Path) -> tuple[Path, dict]:
     return source, {}
 
 
+def _served(key: str) -> tuple[dict, torch.nn.Module, dict]:
+    """{quality: model} of a model key as the cpu profile serves it, the top quality's model
+    (set to its level) for the ceiling, and the files it came from."""
+    models = neural.quality_models(key)
+    top = max(models)
+    used = {hub.cpu_checkpoint_for(key, q) for q in models}
+    files = [path.name for path in hub.cpu_checkpoint_files(key) if path in used]  # main file first
+    return models, models[top], {"files": "+".join(files)}
+
+
 def measure(source: Path, images, decode: int) -> tuple[pd.DataFrame, dict]:
-    """RD points and the summary row of one checkpoint or run folder."""
-    label = source.stem if source.is_file() else source.name
-    with tempfile.TemporaryDirectory() as tmp:
-        path, info = _resolve(source, Path(tmp))
-        models = neural.quality_models(path)
-        model, ck = checkpoints.load_checkpoint(path, calibrated=False)
+    """RD points and the summary row of one checkpoint, run folder or model key."""
+    run_or_file = source.is_file() or (source / "ckpt.pt").is_file()
+    if str(source) in registry.available_models() and not run_or_file:
+        label = f"{source} (cpu, served)"
+        models, model, info = _served(str(source))
+        level = None  # the top model is set to its own level
+    else:
+        label = source.stem if source.is_file() else source.name
+        with tempfile.TemporaryDirectory() as tmp:
+            path, info = _resolve(source, Path(tmp))
+            models = neural.quality_models(path)
+            model, ck = checkpoints.load_checkpoint(path, calibrated=False)
+        level = len(models) - 1
     points = neural.rate_sweep(images, {label: models}, decode=decode, progress=True)
     curve = points.groupby(["codec", "setting"], as_index=False)[["bpp", "bpp_est", "psnr_rgb"]].mean()
     classic = pd.read_csv(CLASSIC)
     classic = classic[classic.n_images == len(images)] if len(images) < 24 else classic
     row = {"label": label, "N": int(model.N), "M": int(model.M), "images": len(images), **info,
            "psnr_top": float(curve.psnr_rgb.max()), "bpp_top": float(curve.bpp.max()),
-           "ceiling_psnr_top": capacity.autoencoder_ceiling(model, images, len(models) - 1)}
+           "ceiling_psnr_top": capacity.autoencoder_ceiling(model, images, level)}
     # real bits vs Σ −log2 p of the forward pass, per level over the images (target ≤ 2%)
     row["real_vs_estimated_max_percent"] = float((100 * (curve.bpp / curve.bpp_est - 1)).abs().max())
     if len(images) == 24:  # notebook 00's committed curves are over all 24 images
@@ -104,7 +126,7 @@ def measure(source: Path, images, decode: int) -> tuple[pd.DataFrame, dict]:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("sources", type=Path, nargs="+", help="checkpoints (.pt) or run folders")
+    p.add_argument("sources", type=Path, nargs="+", help="checkpoints (.pt), run folders, or model keys (the cpu profile as served)")
     p.add_argument("--images", type=int, default=24, help="first K Kodak images (24: all, "
                    "needed for the BD-rates against notebook 00)")
     p.add_argument("--decode", type=int, default=2, help="decode the first K images too")
@@ -114,7 +136,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rows = []
     for source in args.sources:
         points, row = measure(source.expanduser(), images, args.decode)
-        fileio.atomic_write_text(OUT / f"{row['label']}.csv", points.to_csv(index=False))
+        fileio.atomic_write_text(OUT / f"{row['label'].split(' ')[0]}.csv", points.to_csv(index=False))
         rows.append(row)
     summary = pd.DataFrame(rows)
     fileio.atomic_write_text(OUT / "summary.csv", summary.to_csv(index=False))

@@ -230,3 +230,30 @@ def test_vectors_span_every_quality_the_cpu_profile_serves(folder):
     assert script.shipped_models() == [("mbt2018", [1, 8])]
     (folder / "mbt2018" / hub.CPU_TOP_FILE).unlink()
     assert script.shipped_models() == [("mbt2018", [1, 6])]
+
+
+# ------------------------------------------------------------- the Kodak benchmark
+
+
+def test_kodak_rd_measures_a_key_as_the_cpu_profile_serves_it(folder, monkeypatch):
+    from benchmark_modules import load_benchmark
+
+    kodak_rd = load_benchmark("kodak_rd")
+    monkeypatch.chdir(folder)  # a folder named mbt2018 here, but no run in it: the key
+    images = [("probe", np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))]
+    # random tiny models spend the same bits at every level: no BD-rate exists; this test is
+    # about which file serves each level, so the BD step returns NaN
+    monkeypatch.setattr(kodak_rd.rd, "bd_rate_table", lambda curves, ref: pd.DataFrame(
+        {"codec": curves["codec"].unique(), "bd_rate_percent": np.nan, "overlap": np.nan}))
+    points, row = kodak_rd.measure(Path("mbt2018"), images, decode=0)
+    assert row["files"] == f"{hub.CPU_FILE}+{hub.CPU_TOP_FILE}"
+    assert sorted(points["setting"].unique()) == MAIN_QUALITIES
+    # q8's numbers are the top file's own, q1's the main file's
+    by_q = points.set_index("setting")
+    for q, path in ((8, folder / "mbt2018" / hub.CPU_TOP_FILE), (1, folder / "mbt2018" / hub.CPU_FILE)):
+        alone = neural.rate_sweep(images, {"x": neural.quality_models(path, [q])}, decode=False, progress=False)
+        assert by_q.loc[q, "bpp"] == pytest.approx(float(alone["bpp"].iloc[0]))
+    # the ceiling is the top file's at q8, not the main file's
+    top = neural.quality_models(folder / "mbt2018" / hub.CPU_TOP_FILE, [8])[8]
+    from nic_lib import capacity
+    assert row["ceiling_psnr_top"] == pytest.approx(capacity.autoencoder_ceiling(top, images))
