@@ -397,6 +397,15 @@ def ood_budget(stage: str) -> tuple[int, float]:
 CALIBRATED = ("bmshj2018-hyperprior", "mbt2018-mean")
 
 
+def calibrated(stage: str) -> bool:
+    """Whether the model a stage ships gets its scale calibration refitted: its target's
+    model folder is one of CALIBRATED (``ablate-mbt2018-mean`` ships ``mbt2018-mean/n96.pt``).
+    Until 2026-12-07 the check compared the stage's own name with CALIBRATED, which the
+    ``ablate-*`` stages never matched: the N = 96 hyperprior models shipped uncalibrated."""
+    target = STAGES.get(stage, (None, None, None))[2]
+    return target is not None and Path(target).parts[0] in CALIBRATED
+
+
 def command(stage: str) -> list[str]:
     """The command line of a stage: ``python -m nic_lib.train`` (an ablation:
     ``python -m nic_lib.train_entropy``)."""
@@ -692,7 +701,7 @@ def ship(stage: str) -> Path | None:
                           **storage(stage))
     ship_records(stage)
     print(f"[{stage}] shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB)")
-    if stage in CALIBRATED:  # new weights: refit their scale calibration (under a minute)
+    if calibrated(stage):  # new weights: refit their scale calibration (~5 min at N = 96, M = 192)
         subprocess.run([sys.executable, str(REPO / "scripts" / "calibrate_scales.py"),
                         "--checkpoint", str(dest)], check=True, cwd=REPO)
     return dest

@@ -274,3 +274,14 @@ def test_the_training_command_of_every_cpu_model_names_the_stage_that_ships_its_
     for label, target in (("mbt2018-protocol", "mbt2018/n96-ablation.pt"),
                           ("mbt2018-ctx3", "mbt2018/n96-ctx3.pt"), ("mbt2018-ctx7", "mbt2018/n96-ctx7.pt")):
         assert shipped_by[target] == hub.training_command(label).split("--only ")[1], label
+
+
+def test_the_hyperprior_models_get_their_scale_calibration_refitted_when_shipped(script):
+    # the stages that ship bmshj2018-hyperprior / mbt2018-mean files, by their target's folder
+    assert script.calibrated("ablate-bmshj2018-hyperprior")
+    assert script.calibrated("ablate-mbt2018-mean")
+    assert script.calibrated("ablate-bmshj2018-hyperprior-lowrate")
+    for stage in ("n96", "n96-top", "ablate-mbt2018", "ablate-mbt2018-context", "ablate-bmshj2018-factorized",
+                  "ablate-mbt2018-gmm", "n96-top-init"):
+        assert not script.calibrated(stage), stage
+    assert {script.STAGES[s][2].split("/")[0] for s in script.STAGES if script.calibrated(s)} == set(script.CALIBRATED)
