@@ -79,7 +79,7 @@ PCA_K = [24, 48, 96, 144, 192, 256, 320]  # latent channels per 16x16x3 block fo
 QUALITIES = [1, 2, 3, 4, 5, 6, 7, 8]  # λ = 0.0018 ... 0.18 (the quality table of nic_lib.models.LAMBDA_MSE, the eight of CompressAI's zoo)
 CLASSIC = ["jpeg", "webp", "jpeg2000", "avif"]  # baselines, configured as in notebook 00
 REFERENCE = "jpeg2000"  # BD-rates of the learned codecs are reported against this codec
-DECODE_IMAGES = None  # None -> 4 (cpu/full) or True (smoke): the real decoder runs on the first N images (times, round trip); the others take the decoder's output without running it (the encoder's own latents through g_s: see nic_lib.coding.code_image). True decodes everything
+DECODE_IMAGES = None  # None -> 4 (cpu/full) or 1 (smoke): the real decoder runs on the first N images (times, round trip); the others take the decoder's output without running it (the encoder's own latents through g_s: see nic_lib.coding.code_image). True decodes everything
 MAP_IMAGE = "kodim15"  # image whose latent maps are drawn (falls back to the first image when not loaded)
 MAP_QUALITY = 3  # quality of the latent maps
 FIGURE_DIR = None  # None -> paper_figures/01_mbt2018 for cpu, build/figures/<profile>/... otherwise
@@ -97,7 +97,7 @@ run = notebook_setup.setup("01_mbt2018", PROFILE, smoke=SMOKE, device=DEVICE, da
 smoke, model_profile, device, dataset, n_images = run.smoke, run.model_profile, run.device, run.dataset, run.n_images
 results_dir, fig_dir = run.results_dir, run.fig_dir
 crop = CROP if CROP is not None else (256 if smoke else None)
-decode_images = DECODE_IMAGES if DECODE_IMAGES is not None else (True if smoke else 4)
+decode_images = DECODE_IMAGES if DECODE_IMAGES is not None else (1 if smoke else 4)
 # models the zoo lacks stay cpu models; in the full profile their labels say so
 ZOO_SERVES = set(registry.ZOO_FUNCTIONS) if model_profile == "full" else set()
 
