@@ -32,7 +32,7 @@ from nic_lib import data
 from nic_lib.models import calibration, checkpoints, hub
 
 #: Models whose checkpoints are fitted by default (the cpu profile's variable-rate files).
-DEFAULT_MODELS = ("bmshj2018-hyperprior", "mbt2018-mean")
+DEFAULT_MODELS = calibration.CALIBRATED_MODELS
 #: A record is kept only if some level saves at least this share of the bits.
 MIN_SAVING = 0.005
 

@@ -390,20 +390,19 @@ def ood_budget(stage: str) -> tuple[int, float]:
     steps = max_steps(stage)
     return steps, steps * STEP_TIME[kind] / 3600
 
-#: Shipped models whose scales are calibrated after training (scripts/calibrate_scales.py,
-#: nic_lib.models.calibration): on the tuning photos the scale hyperprior came out
-#: overconfident (factors 1.20-1.31) and the mean-scale model underconfident (0.60-0.69);
-#: the context models fit factors of about 1 and are not calibrated.
-CALIBRATED = ("bmshj2018-hyperprior", "mbt2018-mean")
-
-
 def calibrated(stage: str) -> bool:
     """Whether the model a stage ships gets its scale calibration refitted: its target's
-    model folder is one of CALIBRATED (``ablate-mbt2018-mean`` ships ``mbt2018-mean/n96.pt``).
-    Until 2026-12-07 the check compared the stage's own name with CALIBRATED, which the
-    ``ablate-*`` stages never matched: the N = 96 hyperprior models shipped uncalibrated."""
+    model folder is one of ``nic_lib.models.calibration.CALIBRATED_MODELS`` (the scale
+    hyperprior and the mean-scale model, whose ``h_s`` outputs σ: on the tuning photos the
+    first came out overconfident, the second underconfident; ``ablate-mbt2018-mean`` ships
+    ``mbt2018-mean/n96.pt``). Until 2026-12-07 the check compared the stage's own name with
+    the model names, which the ``ablate-*`` stages never matched: the N = 96 hyperprior
+    models shipped uncalibrated."""
+    sys.path.insert(0, str(REPO))
+    from nic_lib.models.calibration import CALIBRATED_MODELS
+
     target = STAGES.get(stage, (None, None, None))[2]
-    return target is not None and Path(target).parts[0] in CALIBRATED
+    return target is not None and Path(target).parts[0] in CALIBRATED_MODELS
 
 
 def command(stage: str) -> list[str]:

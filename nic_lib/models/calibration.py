@@ -53,6 +53,7 @@ from . import variable_rate
 
 __all__ = [
     "BUFFER",
+    "CALIBRATED_MODELS",
     "FACTOR_GRID",
     "apply_calibration",
     "best_factors",
@@ -72,6 +73,10 @@ FACTOR_GRID = tuple(round(0.5 + 0.01 * i, 2) for i in range(151))
 SUFFIX = ".calibration.json"
 #: The model's buffer of factors (state-dict key), one per rate level.
 BUFFER = "scale_calibration"
+#: Models whose cpu-profile checkpoints are calibrated after training: the two whose ``h_s``
+#: outputs σ directly (the context models fit factors of about 1). ``scripts/calibrate_scales.py``
+#: fits these by default and ``scripts/train_cpu_profile.py`` refits them when it ships one.
+CALIBRATED_MODELS = ("bmshj2018-hyperprior", "mbt2018-mean")
 
 
 def supports_calibration(model: nn.Module) -> bool:
