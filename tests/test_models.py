@@ -36,6 +36,7 @@ from nic_lib.models import (
     get_model,
     load_checkpoint,
     quality_models,
+    read_config,
     save_checkpoint,
 )
 from nic_lib.models import google, hub, mixture, registry, tiling
@@ -618,6 +619,14 @@ def test_a_newer_checkpoint_format_is_refused_by_name(tmp_path):
     torch.save(checkpoint, path)
     with pytest.raises(CheckpointError, match="format version 9"):
         load_checkpoint(path)
+
+
+def test_read_config_returns_the_saved_config_and_refuses_foreign_files(tmp_path):
+    path = save_checkpoint(_updated("mbt2018"), tmp_path / "c.pt", {"quality": 3, "qualities": [6, 7, 8]})
+    assert read_config(path)["qualities"] == [6, 7, 8]
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a nic-repro checkpoint"):
+        read_config(tmp_path / "foreign.pt")
 
 
 def test_checkpoint_of_another_architecture_raises_mismatch(tmp_path):

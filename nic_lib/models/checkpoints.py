@@ -52,6 +52,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "checkpoint_digest",
     "load_checkpoint",
+    "read_config",
     "save_checkpoint",
     "update_config",
     "write_calibration",
@@ -412,6 +413,23 @@ def _read(path: Path) -> dict:
             f"{path} has checkpoint format version {checkpoint['format_version']}; this code "
             f"reads versions up to {CHECKPOINT_FORMAT_VERSION_SHARED}: update nic-repro")
     return checkpoint
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The training config a checkpoint file records (its ``config`` entry), without
+    building the model: e.g. the rate levels (``qualities``) a file holds.
+
+    Args:
+        path: a checkpoint written by :func:`save_checkpoint`.
+
+    Returns:
+        The config dict (plain values).
+
+    Raises:
+        CheckpointError: the file is not one of this project's checkpoints, or is of a
+            newer format.
+    """
+    return _read(Path(path))["config"]
 
 
 def load_checkpoint(

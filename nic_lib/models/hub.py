@@ -43,9 +43,9 @@ from . import variable_rate, zoo
 from .checkpoints import (
     CheckpointMismatchError,
     CheckpointNotFoundError,
-    _read,
     checkpoint_digest,
     load_checkpoint,
+    read_config,
 )
 from .registry import (
     SINGLE_RATE_MODELS,
@@ -135,7 +135,7 @@ def variable_rate_checkpoint_path(name: str) -> Path:
 def _file_qualities(path: Path, mtime_ns: int, size: int) -> tuple[int, ...]:
     """A checkpoint file's config ``qualities``, read once per version of the file
     (``mtime_ns``, ``size``: a file shipped again is read again)."""
-    return tuple(int(q) for q in _read(path)["config"].get("qualities") or [])
+    return tuple(int(q) for q in read_config(path).get("qualities") or [])
 
 
 def _held_qualities(path: Path) -> tuple[int, ...]:
