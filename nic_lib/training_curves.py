@@ -367,6 +367,48 @@ def main_line_records(checkpoint_dir: str | Path, stages: tuple = MAIN_LINE
     return logs, evaluations, pd.DataFrame(spans, columns=["stage", "steps", "hours"])
 
 
+#: Branches of the main line: ``(stage, the stage it forked, the step it forked at, where its
+#: records are shipped)``. ``n96-top`` is ``n96`` at step 26,500 cut to q6-q8 and trained on
+#: in parallel with it (``scripts/train_cpu_profile.py``); the cpu profile serves q6-q8 from it.
+BRANCHES = (("n96-top", "n96", 26500, "mbt2018/n96-top"),)
+
+
+def branch_records(checkpoint_dir: str | Path, main_logs: pd.DataFrame,
+                   branches: tuple = BRANCHES) -> pd.DataFrame:
+    """The evaluations of the main line's branches on the main line's clock.
+
+    A branch starts from the main line's weights at its fork step, so its clock starts
+    where the main line's stood then:
+    ``hours = hours_main(fork stage, last logged step <= fork step) + wall_s / 3600``
+    (its own time added on; the two ran side by side on two cores, so the main line's
+    later hours are not the branch's).
+
+    Args:
+        checkpoint_dir: the folder of the shipped checkpoints.
+        main_logs: :func:`main_line_records`' logs (the fork's hours come from them).
+        branches: ``(stage, forked stage, fork step, record path)`` (:data:`BRANCHES`).
+
+    Returns:
+        One row per branch × step × level evaluated (:data:`MAIN_LINE_COLUMNS`, EMA weights
+        where both were evaluated); empty without shipped records or without the forked
+        stage in ``main_logs``.
+    """
+    rows = []
+    for stage, forked, fork_step, record in branches:
+        shipped = shipped_logs(Path(checkpoint_dir) / f"{record}.pt")
+        before = main_logs[(main_logs["stage"] == forked) & (main_logs["step"] <= fork_step)]
+        if shipped is None or shipped[1] is None or not len(before):
+            continue
+        evals = shipped[1].assign(weights=lambda e: _weights(e))
+        if (evals["weights"] == "ema").any():
+            evals = evals[evals["weights"] == "ema"]
+        evals = evals.assign(stage=stage,
+                             hours=float(before["hours"].iloc[-1]) + evals["wall_s"] / 3600.0)
+        rows.append(evals[list(MAIN_LINE_COLUMNS)])
+    return (pd.concat(rows, ignore_index=True) if rows
+            else pd.DataFrame(columns=list(MAIN_LINE_COLUMNS)))
+
+
 def gap_to_run(evals: pd.DataFrame, reference: pd.DataFrame, weights: str = "ema") -> pd.DataFrame:
     """Each evaluation of a run against another run's curve at the same step.
 

@@ -428,6 +428,7 @@ else:
 
 # %%
 main_logs, main_evals, main_spans = training_curves.main_line_records(hub.checkpoint_dir())
+branch_evals = training_curves.branch_records(hub.checkpoint_dir(), main_logs)  # n96-top (q6–q8), on the main line's clock
 protocol_labels = [cpu_joint, *(label_of(m) for m in MODELS if m != "mbt2018"), *map(label_of, CONTEXT_VARIANTS)]
 protocol_logs = {label: training_curves.shipped_logs(checkpoint_of(cpu_sources[label])) for label in protocol_labels if label in cpu_sources}
 protocol_logs = {label: pair[0] for label, pair in protocol_logs.items() if pair is not None and "bpp" in pair[0]}
@@ -737,6 +738,9 @@ else:
 # (`nic_lib.rd.learning_curve`). A mean over six levels and one over eight are different
 # averages; the BD-rate (right) is the number to follow across stages. Hours are CPU hours
 # of one core as they were spent, on the machines of each session (float32 or bfloat16).
+# `n96-top` is a branch, not a stage: n96 at step 26,500 cut to q6–q8 and trained on beside
+# it on a second core (`training_curves.branch_records`: its clock starts at the fork), so its
+# points are three levels only and its BD-rate covers the top of the range alone.
 #
 # The crops flatter the learned model. Its evaluations count estimated bits with no header,
 # while each JPEG 2000 file carries the same fixed headers whatever its size
@@ -763,7 +767,7 @@ if len(main_evals):
         header_bpp = metrics.bpp(codecs.jpeg2000_header_bytes(j2k_codec.encode(img, low_bpp)), *img.shape[:2])
         print(f"JPEG 2000 headers on a {label} ({name}): {header_bpp:.4f} bpp, "
               f"{100 * header_bpp / low_bpp:.1f}% of a {low_bpp} bpp file")
-    for stage, ev in main_evals.groupby("stage", sort=False):
+    for stage, ev in pd.concat([main_evals, branch_evals], ignore_index=True).groupby("stage", sort=False):
         full = int(ev["images"].max()) >= 24
         j2k = training_curves.monotone_curve(j2k_full if full else j2k_crops)
         part = rd.learning_curve(ev.assign(wall_s=ev["hours"]), j2k["bpp"], j2k["psnr_rgb"]).rename(columns={"wall_s": "hours"})
@@ -776,7 +780,8 @@ learning = pd.concat(curve_parts, ignore_index=True) if curve_parts else pd.Data
 if len(learning):
     reproduce.save_table(learning, fig_dir / "learning_curve.csv")  # read from the committed training logs
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.4), sharex=True, layout="constrained")
-    stage_colour = dict(zip(main_spans["stage"], sns.color_palette("colorblind", max(1, len(main_spans)))))
+    curve_stages = list(dict.fromkeys([*main_spans["stage"], *learning["stage"]]))  # the stages, then the branch
+    stage_colour = dict(zip(curve_stages, sns.color_palette("colorblind", max(1, len(curve_stages)))))
     for ax, (where, part) in zip(axes[:2], learning.groupby("evaluated_on", sort=False)):
         for stage, t in part.groupby("stage", sort=False):
             spread = [t["gap_db"] - t["gap_min"], t["gap_max"] - t["gap_db"]] if (t["levels"] > 1).any() else None

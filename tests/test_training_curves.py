@@ -185,6 +185,22 @@ def test_the_main_line_is_one_clock_cut_where_the_next_stage_forked(tmp_path):
     assert logs["hours"].tolist() == pytest.approx(np.array([100, 200, 250, 300, 310, 346]) / 3600)
 
 
+def test_a_branch_starts_its_clock_where_the_main_line_stood_at_the_fork(tmp_path):
+    _records(tmp_path, "stages/a", [(10, 100.0), (20, 200.0), (30, 300.0)])
+    # the branch forked a at step 25: its clock starts at a's last logged step <= 25 (step 20, 200 s)
+    _records(tmp_path, "top", [(30, 40.0), (40, 80.0)],
+             [(30, 40.0, 6, 0.05, 4, 35.0, 1.0, "model"), (30, 40.0, 6, 0.05, 4, 35.2, 1.0, "ema"),
+              (40, 80.0, 6, 0.05, 4, 35.4, 1.0, "ema")])
+    logs, _, _ = tc.main_line_records(tmp_path, (("a", None, "stages/a"),))
+    branch = tc.branch_records(tmp_path, logs, (("top", "a", 25, "top"),))
+    assert branch["stage"].tolist() == ["top", "top"]
+    assert branch["psnr"].tolist() == [35.2, 35.4]  # the moving average, as for the main line
+    assert branch["hours"].tolist() == pytest.approx([240 / 3600, 280 / 3600])
+    assert list(branch.columns) == list(tc.MAIN_LINE_COLUMNS)
+    # no records, or a fork stage the main line lacks: nothing, with the columns
+    assert tc.branch_records(tmp_path, logs, (("top", "missing", 25, "top"), ("x", "a", 25, "none"))).empty
+
+
 def test_a_run_of_some_levels_is_measured_against_the_other_runs_curve_at_the_same_step():
     # the reference: PSNR = 30 + 10 log10(bpp / 0.1) at two steps; model rows are ignored
     ref = pd.DataFrame([{"step": s, "quality": q, "bpp": b, "psnr": 30 + 10 * np.log10(b / 0.1), "weights": w}
