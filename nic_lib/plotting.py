@@ -368,6 +368,38 @@ def spectrum_grid(fig, maps: Sequence[Sequence[np.ndarray | None]], limits: tupl
     return axes
 
 
+#: The two error spectra of a codec under a corruption c (Lieberman et al.), drawn side by
+#: side: G, against the codec's input, and R, against the clean image (keys of
+#: nic_lib.spectral.condition_spectra's maps).
+G_R_KINDS = {"vs_corrupted": "G: x̂(c(x)) − c(x)", "vs_clean": "R: x̂(c(x)) − x"}
+
+
+def g_r_spectra(fig, columns: Sequence[Mapping[str, Mapping[str, np.ndarray]]], rows: Sequence[str],
+                limits: Mapping[str, tuple[float, float]], col_titles: Sequence[str] = (),
+                row_labels: Sequence[str] = ()):
+    """G error spectra in the left half of a figure, R in the right: one row per condition, one column per map set.
+
+    Args:
+        fig: a figure (``layout="constrained"``) split into two subfigures here.
+        columns: one map set per column, ``{condition: {"vs_corrupted": G, "vs_clean": R}}``
+            (:func:`nic_lib.spectral.condition_spectra`'s maps).
+        rows: the conditions to draw, top to bottom.
+        limits: ``{"vs_corrupted": (vmin, vmax), "vs_clean": ...}`` of log10 power (one
+            scale per half, e.g. :func:`log_spectrum_limits` over every map it compares).
+        col_titles: above each half's columns. row_labels: left of the G half's rows.
+
+    Returns:
+        The two subfigures (G, R).
+    """
+    halves = fig.subfigures(1, 2, wspace=0.02)
+    for half, (kind, word) in zip(halves, G_R_KINDS.items()):
+        grid_maps = [[col[cond][kind] for col in columns] for cond in rows]
+        spectrum_grid(half, grid_maps, limits[kind], f"log10 error power, {word[:1]} (grey levels²)",
+                      col_titles=col_titles, row_labels=row_labels if half is halves[0] else ())
+        half.suptitle(word, fontsize=11)
+    return halves
+
+
 def heatmap_rows(fig, maps: Mapping[str, Mapping[str, np.ndarray]], extent: tuple[float, float, float, float],
                  labels: Mapping[str, str], titles: Mapping[str, str] | None = None, cmap: str = "viridis",
                  colorbar_label: str = "ΔMSE / wave energy"):

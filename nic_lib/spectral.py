@@ -265,6 +265,33 @@ def condition_spectra(names: Sequence[str], clean: Sequence[np.ndarray], corrupt
     return maps, pd.concat(tables, ignore_index=True)
 
 
+def relative_band_energies(table: pd.DataFrame, reference: str, by: Sequence[str] = ("condition", "kind")
+                           ) -> pd.DataFrame:
+    """Each codec's mean band energy divided by a reference codec's, within groups of ``by``.
+
+    ratio(codec, group, band) = mean E_codec / mean E_reference (means over the images), so
+    1 is "as the reference", > 1 more error energy in that band, < 1 less.
+
+    Args:
+        table: :func:`condition_spectra`'s rows with a ``codec`` column (several codecs).
+        reference: the codec every other one is divided by (left out of the result).
+        by: the columns whose groups are compared (default: condition and error kind).
+
+    Returns:
+        Index (codec, *by), columns :data:`BANDS`: the ratios.
+
+    Raises:
+        KeyError: ``reference`` is not a codec of ``table``.
+    """
+    if reference not in set(table["codec"]):
+        raise KeyError(f"reference codec {reference!r} is not in the table (codecs: {sorted(set(table['codec']))})")
+    mean = table.groupby([*by, "band", "codec"])["energy"].mean().unstack("codec")
+    # E_codec / E_reference, per group and band
+    ratio = mean.drop(columns=reference).div(mean[reference], axis=0)
+    ratio = ratio.stack().rename("ratio").unstack("band")[list(BANDS)]
+    return ratio.reorder_levels(["codec", *by]).sort_index()
+
+
 def pool_spectra(parts: Sequence[tuple[int, Mapping[str, Mapping[str, np.ndarray]]]]
                  ) -> dict[str, dict[str, np.ndarray]]:
     """The mean over all images of :func:`condition_spectra` maps computed on disjoint image sets.

@@ -45,6 +45,10 @@ channels-last tensors; libgomp's default wait policy (see the note on OpenMP bel
 ``--compile`` (torch.compile) is off by default: on this project's 2-core CPU it compiled
 for about a minute and then ran ~15% faster, worth it only for runs of thousands of steps.
 
+``--data-filter blur:SIGMA`` / ``noise:SIGMA`` trains on spectrally altered crops (each crop
+blurred, or with Gaussian noise added, after cropping; :func:`filter_crops`); the evaluation
+images stay as they are.
+
 Reproducibility: the data order and the crops are a pure function of (seed, step), and
 with ``--noise sample`` (default) the uniform quantization noise of each training image is
 a pure function of (seed, step, index in the global batch). A run is therefore identical
@@ -117,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
       "(nic_lib.pruning; e.g. 0.5; default off)")
     a("--metric", choices=["mse", "ms-ssim"], help=f"distortion (default {d.metric})")
     a("--data", nargs="+", help=f"datasets or folders to train on (default {' '.join(d.data)})")
+    a("--data-filter", help="alter every training crop after cropping: blur:SIGMA (Gaussian "
+      "blur, σ in px) or noise:SIGMA (added Gaussian noise, σ in grey levels 0-255, rounded "
+      "and clipped); a function of (seed, step) like the crops; evaluation images are never "
+      "filtered (default off)")
     a("--crop", type=int, help=f"crop side in px (default {d.crop})")
     a("--batch-size", type=int, help=f"global batch over all ranks (default {d.batch_size})")
     a("--lr", type=float, help=f"peak learning rate (default {d.lr})")

@@ -2,6 +2,9 @@
 
 Lieberman et al. (OOD-NIC) compare codec *variants* under distribution shift: scale
 hyperprior vs ELIC, fixed- vs variable-rate, dense vs pruned, MSE- vs MS-SSIM-trained.
+Beyond the paper, two variants ask whether the training data's spectrum causes the bias:
+the same model trained on blurred or on noisy crops (:data:`DATA_SPECTRUM_VARIANTS`;
+notebook 03 draws their error spectra beside the dense control's).
 This project trains its own small versions (``scripts/train_cpu_profile.py``'s ``ood-*``
 stages) and ships them under ``checkpoints/ood/``. :data:`OOD_VARIANTS` names each one,
 its files and the stages that train them; notebook 02 takes a ``label -> files`` table
@@ -17,20 +20,25 @@ A variant is one or more checkpoint files whose rate levels together are its set
 
 Every mbt2018 variant is a fine-tuning of the main line's shipped ``mbt2018/n96.pt`` for
 the same number of steps, and ``mbt2018-dense`` is the control: the same fine-tuning
-without pruning, at the same variable rate, so "dense vs pruned" and "fixed vs variable"
-compare models with equal training.
+without pruning, at the same variable rate, on unaltered crops, so "dense vs pruned",
+"fixed vs variable" and "unaltered vs blurred / noisy data" compare models with equal
+training.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from nic_lib import bench
+import numpy as np
+import pandas as pd
+
+from nic_lib import bench, spectral
 from nic_lib.models import checkpoint_dir, load_checkpoint, registry, variable_rate
 
-__all__ = ["OOD_VARIANTS", "Variant", "load_variant", "missing_notice", "variant_codecs",
-           "variant_table"]
+__all__ = ["DATA_SPECTRUM_VARIANTS", "OOD_VARIANTS", "Variant", "load_variant",
+           "missing_notice", "variant_codecs", "variant_spectra", "variant_table"]
 
 #: Fixed-rate variants (ELIC, fixed-rate mbt2018) are trained at these qualities: four
 #: points (the fewest a BD metric takes) spanning the grid's qualities 1-6, q3 among them
@@ -76,7 +84,15 @@ OOD_VARIANTS: dict[str, Variant] = {v.label: v for v in [
             "MSE vs MS-SSIM: trained on λ·(1 − MS-SSIM) + R"),
     Variant("elic2022", *_fixed("elic2022", "ood-elic"),
             "scale hyperprior family vs ELIC (one network per λ)"),
+    Variant("mbt2018-data-blur", ("ood/mbt2018-data-blur.pt",), ("ood-data-blur",),
+            "training data's spectrum: crops blurred (high band 10x down), vs mbt2018-dense"),
+    Variant("mbt2018-data-noise", ("ood/mbt2018-data-noise.pt",), ("ood-data-noise",),
+            "training data's spectrum: noise added to the crops (high band 8x up), vs "
+            "mbt2018-dense"),
 ]}
+#: The data-spectrum experiment (beyond the paper): its control first, then the variants
+#: trained on spectrally altered crops (notebook 03's figure of their error spectra).
+DATA_SPECTRUM_VARIANTS = ("mbt2018-dense", "mbt2018-data-blur", "mbt2018-data-noise")
 
 
 def variant_table(variants: dict[str, Variant] | None = None) -> dict[str, list[str]]:
@@ -114,7 +130,7 @@ def missing_notice(label: str, files) -> str | None:
     known = OOD_VARIANTS.get(label)
     how = (f"python scripts/train_cpu_profile.py --only {' '.join(known.stages)}" if known
            else "python -m nic_lib.train (see scripts/train_cpu_profile.py's ood-* stages)")
-    return f"NOTICE: {label} left out of the grid: missing {', '.join(missing)}; train with {how}"
+    return f"NOTICE: {label} left out: missing {', '.join(missing)}; train with {how}"
 
 
 def load_variant(files, qualities, device: str = "cpu") -> dict:
@@ -188,8 +204,45 @@ def variant_codecs(table: dict[str, list[str]], qualities, rate: str = "likeliho
             continue
         models = load_variant(files, qualities, device=device)
         if not models:
-            print(f"NOTICE: {label} left out of the grid: none of qualities {list(qualities)} "
+            print(f"NOTICE: {label} left out: none of qualities {list(qualities)} "
                   "in its files")
             continue
         codecs.append(bench.NicCodec(label, models, rate=rate))
     return codecs
+
+
+def variant_spectra(labels: Sequence[str], quality: int, names: Sequence[str], clean: Sequence[np.ndarray],
+                    corrupted: Mapping[str, Sequence[np.ndarray]], window: str | None = spectral.DEFAULT_WINDOW,
+                    channels: str = spectral.DEFAULT_CHANNELS, device: str = "cpu"
+                    ) -> tuple[dict[str, dict], pd.DataFrame]:
+    """Error spectra of the present variants at one quality (notebook 03's figure 9).
+
+    Each present variant's model at ``quality`` codes every image under every condition
+    (:func:`nic_lib.spectral.condition_spectra`: G, R and the shift); a missing variant is
+    left out with its notice, the command that trains it (:func:`variant_codecs`).
+
+    Args:
+        labels: variants of :data:`OOD_VARIANTS` (e.g. :data:`DATA_SPECTRUM_VARIANTS`).
+        quality: the rate level every variant runs at (one λ for all).
+        names, clean: image names and clean images.
+        corrupted: condition -> its images, in the order of ``clean``.
+        window, channels: as in :func:`nic_lib.spectral.power_spectrum`.
+        device: where the networks run.
+
+    Returns:
+        ``(maps, table)``: ``{label: {condition: {kind: spectrum}}}`` of the present
+        variants in ``labels``' order, and :func:`~nic_lib.spectral.condition_spectra`'s
+        rows with a ``codec`` column (the label); empty when none is present.
+
+    Raises:
+        KeyError: a label that is not in :data:`OOD_VARIANTS`.
+    """
+    table = {label: list(OOD_VARIANTS[label].files) for label in labels}
+    maps, tables = {}, []
+    for codec in variant_codecs(table, [quality], device=device):
+        fn = spectral.nic_codec(codec.models[quality], device=device)
+        maps[codec.name], rows = spectral.condition_spectra(names, clean, corrupted, [fn] * len(names), window,
+                                                            channels)
+        tables.append(rows.assign(codec=codec.name))
+    columns = [*spectral.SPECTRA_COLUMNS, "condition", "codec"]
+    return maps, (pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns))

@@ -67,7 +67,7 @@ CODECS = None  # None -> jpeg, webp, jpeg2000, avif (AVIF at speed 6, see nic_li
 SETTINGS = None  # None -> nic_lib.bench.GRID_SETTINGS (6 rate points each; smoke: 4, the least a BD metric takes)
 NIC_MODELS = None  # None -> ["mbt2018"] (cpu), every zoo variant of ZOO_VARIANTS (full), [] (smoke — the NIC path is tested in tests/test_bench.py); included only if their weights load. CI's smoke-size full run (tests/test_notebooks_full.py) passes 2 of the 8 zoo variants (this project's joint model and a variable-rate CompressAI class) on the smoke dataset alone; tests/test_zoo.py round-trips every zoo model
 NIC_QUALITIES = [1, 2, 3, 4, 5, 6]  # one checkpoint per quality = one rate point each
-NIC_VARIANTS = None  # None -> nic_lib.variants.variant_table() under cpu/smoke (label -> checkpoint files under checkpoints/: ELIC, fixed-rate, pruned 50/80%, MS-SSIM-trained, and the dense control, trained by scripts/train_cpu_profile.py's ood-* stages), {} under full (the zoo's variants are NIC_MODELS there); a missing variant is skipped with the command that trains it; smoke lists them and evaluates none, as it runs no NIC
+NIC_VARIANTS = None  # None -> nic_lib.variants.variant_table() under cpu/smoke (label -> checkpoint files under checkpoints/: ELIC, fixed-rate, pruned 50/80%, MS-SSIM-trained, trained on blurred / noisy crops, and the dense control, trained by scripts/train_cpu_profile.py's ood-* stages), {} under full (the zoo's variants are NIC_MODELS there); a missing variant is skipped with the command that trains it; smoke lists them and evaluates none, as it runs no NIC
 NIC_PROFILE = None  # None -> "full" for PROFILE=full (CompressAI's published weights, nic_lib.models.zoo), else "cpu" (this project's checkpoints)
 NIC_RATE = "likelihood"  # "likelihood": fast, used only after the grid checks it within 2% of real bitstreams; "bitstream": exact
 WITH_MS_SSIM = None  # None -> True (smoke: False; MS-SSIM costs ~100x a PSNR)
@@ -134,8 +134,11 @@ print(f"figures -> {fig_dir}")
 # Under `cpu` the grid also holds the paper's variants as this project trains them
 # (`nic_lib.variants`, `NIC_VARIANTS`): ELIC at a cpu width and the main-line mbt2018
 # fine-tuned fixed-rate (one network per λ), pruned to 50% and 80% sparsity, and trained for
-# MS-SSIM, each beside a dense control fine-tuned for as many steps. Each variant present in
-# `checkpoints/ood/` goes through the same grid as the main NIC, under its label.
+# MS-SSIM, each beside a dense control fine-tuned for as many steps; and, beyond the paper,
+# fine-tuned on blurred and on noisy crops (`mbt2018-data-blur`, `mbt2018-data-noise`: does
+# the training data's spectrum cause the bias? notebook 03 draws their error spectra). Each
+# variant present in `checkpoints/ood/` goes through the same grid as the main NIC, under its
+# label.
 # The grid's NIC networks run on `DEVICE` (a GPU when there is one; `nic_lib.bench.NicCodec`
 # sends its inputs where the model is); their entropy coders compute the coding parameters
 # on the CPU either way (`nic_lib.models.google.CODING_DEVICE`), so a bitstream does not

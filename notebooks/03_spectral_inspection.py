@@ -49,7 +49,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from nic_lib import cache, claims, corruptions, data, heatmaps, notebook_setup, plotting, reproduce, spectral
+from nic_lib import cache, claims, corruptions, data, heatmaps, notebook_setup, plotting, reproduce, spectral, variants
 from nic_lib.models import CheckpointNotFoundError, PretrainedWeightsUnavailableError, get_model, identity
 
 # %% tags=["parameters"]
@@ -66,6 +66,7 @@ CORRUPTIONS = None  # None -> all 15 (smoke: one per frequency group: fog, defoc
 SEVERITY = 3  # middle of 1..5: clearly visible, not destroyed
 MAP_QUALITIES = None  # None -> 1, the first NIC model's quality (3) and 6: qualities of the first NIC model at which figure 7 draws G and R maps of every corruption, JPEG 2000 matched to each image's bpp at each (without a NIC model: JPEG 2000 at TARGET_BPP x 2^(q - 3))
 MAP_IMAGES = None  # None -> 8 (smoke: every image): images figure 7's maps average; each extra quality codes them under every condition with two codecs (~3 s per image and condition here), which keeps the cpu run ~15 min longer
+DATA_SPECTRUM_VARIANTS = None  # None -> nic_lib.variants.DATA_SPECTRUM_VARIANTS: figure 9 (beyond the paper) sets the dense control (n96 fine-tuned on unaltered crops; first) beside the same fine-tuning on blurred and on noisy crops, at the first NIC model's quality, on figure 7's images; labels of nic_lib.variants.OOD_VARIANTS; [] skips it; a missing checkpoint is named with the command that trains it
 WINDOW = "hann"  # spectral window (None: raw periodogram, exact Parseval); see nic_lib.spectral.DEFAULT_WINDOW
 CHANNELS = "rgb"  # "rgb": mean of channel spectra, whose total is the MSE of PSNR-RGB; or "luma"
 HEATMAP_GRID = None  # None -> 32 (cpu: the 32x17 half-plane) or 8 (smoke)
@@ -98,6 +99,8 @@ hm_images = HEATMAP_IMAGES or (1 if smoke else 8)
 lowfreq = heatmaps.HeatmapSetting(window=LOWFREQ_WINDOW or (8 if smoke else 64), stride=LOWFREQ_STRIDE or 2,
                                   crop=LOWFREQ_CROP or (64 if smoke else 512), images=LOWFREQ_IMAGES or (1 if smoke else 8),
                                   eps=HEATMAP_EPS)
+
+spectrum_variants = list(variants.DATA_SPECTRUM_VARIANTS if DATA_SPECTRUM_VARIANTS is None else DATA_SPECTRUM_VARIANTS)
 
 loaded = data.load_images(dataset, limit=n_images)
 kept = spectral.one_size_images(loaded, crop)  # spectra average over one size
@@ -353,15 +356,10 @@ limits = {kind: plotting.log_spectrum_limits(rate_maps[key][cond][kind] for key 
           for kind in ("vs_corrupted", "vs_clean")}
 for codec_name in map_codecs:
     fig = plt.figure(figsize=(1.55 * 2 * len(map_qualities) + 2.2, 1.5 * len(map_rows) + 2.2), layout="constrained")
-    halves = fig.subfigures(1, 2, wspace=0.02)
-    for half, kind, word in zip(halves, ("vs_corrupted", "vs_clean"), ("G: x̂(c(x)) − c(x)", "R: x̂(c(x)) − x")):
-        grid_maps = [[rate_maps[codec_name, q][cond][kind] for q in map_qualities] for cond in map_rows]
-        cols = [(f"q{q}" if codec_name == map_model else f"at {map_model} q{q}") + f", {rate_bpp.get((codec_name, q), np.nan):.2f} bpp"
-                if map_model else f"{TARGET_BPP * 2.0 ** (q - 3):g} bpp" for q in map_qualities]
-        rows = [f"{c}\n({corruptions.FREQUENCY_GROUP.get(c, 'clean')})" if half is halves[0] else "" for c in map_rows]
-        plotting.spectrum_grid(half, grid_maps, limits[kind], f"log10 error power, {word[:1]} (grey levels²)",
-                               col_titles=cols, row_labels=rows)
-        half.suptitle(word, fontsize=11)
+    cols = [(f"q{q}" if codec_name == map_model else f"at {map_model} q{q}") + f", {rate_bpp.get((codec_name, q), np.nan):.2f} bpp"
+            if map_model else f"{TARGET_BPP * 2.0 ** (q - 3):g} bpp" for q in map_qualities]
+    plotting.g_r_spectra(fig, [rate_maps[codec_name, q] for q in map_qualities], map_rows, limits, col_titles=cols,
+                         row_labels=[f"{c}\n({corruptions.FREQUENCY_GROUP.get(c, 'clean')})" for c in map_rows])
     fig.suptitle(f"{codec_name}: error spectra under shift at {len(map_qualities)} rates, severity {SEVERITY}, "
                  f"{n_head} images (frequency −1..1 × Nyquist)")
     plotting.save_figure(fig, f"fig7_ood_error_spectra_by_rate_{codec_name}")
@@ -515,6 +513,61 @@ reproduce.save_table(lf_summary.reset_index(), fig_dir / "fourier_heatmap_lowfre
 lf_summary.round(3)
 
 # %% [markdown]
+# ## Figure 9 — Beyond the paper: does the training data's spectrum cause the bias?
+#
+# The maps above show where a learned codec's error lies under shift. One explanation is the
+# data it learned from: natural images hold little power at high frequencies, so a codec
+# trained on them learns to spend no bits there, and treats a corruption's high-frequency
+# content as something to drop. The test: train the same small model on data whose spectrum
+# is altered, under the same budget, and see whether its error spectra move. The dense control
+# `mbt2018-dense` is the main line fine-tuned 8,000 steps on unaltered crops;
+# `mbt2018-data-blur` and `mbt2018-data-noise` are exactly that fine-tuning on crops blurred
+# (σ = 0.75 px: the crops' high band 10× down, low band −1%) or with Gaussian noise added
+# (σ = 40 grey levels: high band 8× up, low band −10%), strengths measured on the training crops
+# (`scripts/train_cpu_profile.py`'s `DATA_BLUR_SIGMA` / `DATA_NOISE_SIGMA`).
+#
+# How to read it: columns are the three models at one quality (one λ; each title gives its mean
+# clean bpp), rows are the clean images and one corruption per frequency group (as figure 3);
+# G (error against the codec's input) on the left, R (against the clean image) on the right, one
+# colour scale per half. If the training spectrum sets the bias, the noise-trained model's G
+# should fall in the high band (it has learnt to code fine detail) and its R there rise (it
+# passes more of the noise through), and the blur-trained model should move the other way; if
+# the three columns agree, the architecture, the quantiser and the rate term are the suspects
+# instead. The table after the figure gives each band's error energy over the control's (×1: no
+# change). Two cautions: 8,000 fine-tuning steps after 43,500 on unaltered crops measure how far
+# a short fine-tuning moves the model, not a model trained on altered data from scratch; and
+# the training noise (σ = 40) lies between ImageNet-C's `gaussian_noise` at severities 2 and 3
+# (σ = 31, 46), so that row is almost in distribution for the noise-trained model.
+
+# %%
+spectrum_rows = ["clean"] + shown  # one corruption per frequency group, as figure 3
+spectrum_maps, spectrum_table = variants.variant_spectra(spectrum_variants, main_quality, names[:n_head], images[:n_head],
+                                                         {c: head[c] for c in spectrum_rows}, WINDOW, CHANNELS, device)
+control = spectrum_variants[0] if spectrum_variants else None
+spectrum_ratio = pd.DataFrame()
+if control in spectrum_maps and len(spectrum_maps) > 1:
+    cache.write_table(spectrum_table, results_dir / "data_spectrum_band_energies.csv")
+    spectrum_ratio = spectral.relative_band_energies(spectrum_table.query("kind != 'shift'"), control).reindex(
+        pd.MultiIndex.from_product([list(spectrum_maps)[1:], spectrum_rows, list(plotting.G_R_KINDS)],
+                                   names=["codec", "condition", "kind"]))  # the figure's order
+    reproduce.save_table(spectrum_ratio.reset_index(), fig_dir / "data_spectrum_band_ratios.csv", floats=reproduce.NETWORK)
+    s_bpp = spectrum_table.query("condition == 'clean' and kind == 'vs_clean' and band == 'low'").groupby("codec")["bpp"].mean()
+    s_limits = {kind: plotting.log_spectrum_limits(m[cond][kind] for m in spectrum_maps.values() for cond in spectrum_rows)
+                for kind in plotting.G_R_KINDS}
+    fig = plt.figure(figsize=(1.8 * 2 * len(spectrum_maps) + 2.2, 1.6 * len(spectrum_rows) + 2.2), layout="constrained")
+    plotting.g_r_spectra(fig, list(spectrum_maps.values()), spectrum_rows, s_limits,
+                         col_titles=[f"{c}\n{s_bpp[c]:.2f} bpp" for c in spectrum_maps],
+                         row_labels=[f"{c}\n({corruptions.FREQUENCY_GROUP.get(c, 'clean')})" for c in spectrum_rows])
+    fig.suptitle(f"training data's spectrum: error spectra at q{main_quality}, severity {SEVERITY}, {n_head} images "
+                 "(frequency −1..1 × Nyquist)")
+    plotting.save_figure(fig, "fig9_data_spectrum_error_spectra")
+    plt.show()
+    display(spectrum_ratio.round(3))
+elif spectrum_variants:
+    print(f"figure 9 left out: it needs {control} and at least one of {spectrum_variants[1:]} "
+          "(the notices above name the commands that train the missing ones)")
+
+# %% [markdown]
 # ## Findings (generated from the tables above)
 #
 # ### Paper vs here
@@ -597,6 +650,10 @@ g_r = rate_table.query("condition != 'clean' and band == 'low'").groupby(["codec
 for (c, q), row in g_r.iterrows():
     at = f"{map_model} q{q}'s rate" if map_model else f"rate point {q}"
     lines.append(f"- Figure 7, {c} at {at} ({rate_bpp.get((c, q), np.nan):.3f} bpp on clean images): mean over corruptions, PSNR vs input {row['vs_corrupted']:.2f} dB, vs clean {row['vs_clean']:.2f} dB.")
+for (c, cond), sub in spectrum_ratio.groupby(level=["codec", "condition"], sort=False) if len(spectrum_ratio) else []:
+    g, r = (sub.xs(kind, level="kind").iloc[0] for kind in plotting.G_R_KINDS)
+    lines.append(f"- Figure 9, **{c}** against {control}, {cond}: error energy low/mid/high, G ×{g['low']:.2g}/"
+                 f"×{g['mid']:.2g}/×{g['high']:.2g}, R ×{r['low']:.2g}/×{r['mid']:.2g}/×{r['high']:.2g}.")
 if not nic:
     lines.append("- No trained NIC model was found, so this run compares classic codecs only; the NIC columns appear once "
                  "the cpu-profile checkpoints exist.")

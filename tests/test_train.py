@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
@@ -184,6 +185,71 @@ def test_jpeg_sources_are_downscaled_before_cropping(tmp_path, monkeypatch):
     # s in [0.5, 0.75] -> slope 1/s in [1.33, 2]; the PNG is cropped as it is (slope 1)
     assert np.all((slopes[from_jpeg] > 1.3) & (slopes[from_jpeg] < 2.05))
     np.testing.assert_allclose(slopes[~from_jpeg], 1.0, atol=0.02)
+
+
+@pytest.mark.parametrize("spec", ["blur:1", "noise:8"])
+def test_filtered_crops_depend_only_on_seed_and_step(workdir, spec):
+    _, images = workdir
+    pool = T.load_pool(T.training_files([str(images)]))
+    sampler = T.CropSampler(pool, crop=64, global_batch=4, seed=0, data_filter=spec)
+    whole = sampler.batch(5)
+    assert not np.array_equal(whole, T.CropSampler(pool, crop=64, global_batch=4, seed=0).batch(5))
+    split = np.concatenate([sampler.batch(5, rank=r, world=2) for r in (0, 1)])
+    assert np.array_equal(whole, split)  # the noise of a row does not depend on the ranks
+    fresh = T.CropSampler(pool, crop=64, global_batch=4, seed=0, data_filter=spec)
+    assert np.array_equal(fresh.batch(5), whole)  # as a resumed run sees it
+    assert whole.dtype == np.uint8 and not np.array_equal(whole, sampler.batch(6))
+
+
+def _band_energies(crops: np.ndarray) -> dict[str, float]:
+    from nic_lib import spectral
+
+    return spectral.band_energies(spectral.mean_power_spectrum(crops - crops.mean(axis=(1, 2), keepdims=True)))
+
+
+def test_blur_lowers_and_noise_raises_the_high_band_and_both_keep_the_mean():
+    # white random texture around mid-grey: power in every band, no clipping
+    texture = np.clip(np.rint(128 + 30 * np.random.default_rng(0).standard_normal((4, 64, 64, 3))), 0, 255)
+    texture = texture.astype(np.uint8)
+    before = _band_energies(texture)
+    for spec, lower, upper in (("blur:1", 0, 0.1), ("noise:20", 1.3, np.inf)):
+        after = T.filter_crops(texture, T.parse_data_filter(spec), seed=0, step=0, rows=range(4))
+        assert after.dtype == np.uint8 and after.shape == texture.shape
+        ratio = _band_energies(after)["high"] / before["high"]
+        assert lower < ratio < upper, (spec, ratio)
+        assert abs(after.astype(float).mean() - texture.astype(float).mean()) < 0.5, spec
+
+
+@pytest.mark.parametrize("spec", ["blur", "gauss:1", "blur:abc", "noise:nan", "blur:-1", "blur:0",
+                                  "noise:0", "noise:500", ":3"])
+def test_a_bad_data_filter_is_refused_naming_the_accepted_forms(spec):
+    with pytest.raises(ValueError, match=r"blur:SIGMA .* or noise:SIGMA"):
+        T.parse_data_filter(spec)
+    with pytest.raises(ValueError, match="--data-filter"):
+        T.check_config(T.TrainConfig(data_filter=spec), world=1)
+
+
+def test_a_zero_strength_filter_is_refused_not_read_as_no_filter():
+    with pytest.raises(ValueError, match="leave --data-filter out"):
+        T.parse_data_filter("noise:0")
+    T.check_config(T.TrainConfig(data_filter=None), world=1)  # no flag: the crops as they are
+
+
+def test_a_filtered_run_records_its_filter_and_resumes_on_the_same_data(workdir, reference_run):
+    root, images = workdir
+    steps = 10
+    whole = T.train(_config(images, root / "noisy", data_filter="noise:8", max_steps=steps,
+                            lr_decay_steps=steps))
+    assert json.loads((whole / "config.json").read_text())["config"]["data_filter"] == "noise:8"
+    _, final = load_checkpoint(whole / "final.pt")
+    assert final["config"]["train_config"]["data_filter"] == "noise:8"
+    assert _log(whole)[0] != _log(reference_run)[0]  # other data, other losses
+    cut = T.train(_config(images, root / "noisy-cut", data_filter="noise:8", max_steps=steps // 2,
+                          lr_decay_steps=steps))
+    resumed = T.train(T.TrainConfig(), resume=cut, overrides={"max_steps": steps})
+    assert _log(resumed) == _log(whole)
+    with pytest.raises(ValueError, match="data_filter"):
+        T.train(T.TrainConfig(), resume=cut, overrides={"data_filter": None})
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():

@@ -155,6 +155,29 @@ def test_ood_stages_ship_what_nic_lib_variants_expects(script):
     assert [int(q) for q in script.FIXED_QUALITIES] == list(variants.FIXED_QUALITIES)
 
 
+def test_data_spectrum_stages_are_the_dense_control_plus_a_data_filter(script, capsys):
+    from nic_lib import train as T
+    from nic_lib import variants
+
+    dense = script.OOD_STAGES["ood-dense"]
+    assert set(script.DATA_FILTER_STAGES) == {"ood-data-blur", "ood-data-noise"}
+    for stage, spec in script.DATA_FILTER_STAGES.items():
+        parent, flags, target = script.OOD_STAGES[stage]
+        # the same budget: exactly the control's command, plus the filter
+        assert parent == dense[0] and flags == [*dense[1], "--data-filter", spec]
+        assert script.ood_budget(stage) == script.ood_budget("ood-dense")
+        assert target == f"ood/mbt2018-{stage.removeprefix('ood-')}.pt"
+        assert T.parse_data_filter(spec).kind == stage.rsplit("-", 1)[1]
+        label = f"mbt2018-{stage.removeprefix('ood-')}"
+        assert variants.OOD_VARIANTS[label].stages == (stage,) and label in variants.DATA_SPECTRUM_VARIANTS
+    assert variants.DATA_SPECTRUM_VARIANTS[0] == "mbt2018-dense"  # the control comes first
+    script.main(["--list"])
+    out = "\n" + capsys.readouterr().out
+    for stage, spec in script.DATA_FILTER_STAGES.items():
+        line = next(l for l in out.splitlines() if l.startswith(f"{stage} ["))
+        assert "CPU h]" in line and line.endswith(f"--data-filter {spec} --out-dir {script.RUNS / stage}")
+
+
 def test_lowrate_stages_are_listed_with_budgets_and_are_valid_configurations(script, capsys):
     from nic_lib import train as T
     from nic_lib.models import LOW_RATE_QUALITIES

@@ -70,3 +70,29 @@ def test_smoke_lists_present_variants_without_loading_them(folder, capsys):
     table = {"mbt2018-dense": variants.variant_table()["mbt2018-dense"]}
     assert variants.variant_codecs(table, [1, 2], evaluate=False) == []
     assert "mbt2018-dense: present, not evaluated" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore::nic_lib.coding.RateEstimateWarning")  # untrained tiny models
+def test_variant_spectra_of_a_copy_of_the_control_are_the_controls(folder, capsys):
+    from nic_lib import spectral
+
+    _save(folder / "ood" / "mbt2018-dense.pt", qualities=[1, 3])
+    _save(folder / "ood" / "mbt2018-data-blur.pt", qualities=[1, 3])  # the same weights
+    _save(folder / "ood" / "mbt2018-data-noise.pt", qualities=[1, 3], seed=1)  # other weights
+    rng = np.random.default_rng(0)
+    clean = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+    corrupted = {"clean": clean, "noisy": [np.clip(x + rng.normal(0, 20, x.shape), 0, 255).astype(np.uint8)
+                                           for x in clean]}
+    maps, table = variants.variant_spectra(variants.DATA_SPECTRUM_VARIANTS, 3, ["a", "b"], clean, corrupted)
+    assert list(maps) == list(variants.DATA_SPECTRUM_VARIANTS)
+    assert set(maps["mbt2018-dense"]) == {"clean", "noisy"}
+    ratio = spectral.relative_band_energies(table.query("kind != 'shift'"), "mbt2018-dense")
+    assert set(ratio.index.get_level_values("codec")) == {"mbt2018-data-blur", "mbt2018-data-noise"}
+    np.testing.assert_allclose(ratio.loc["mbt2018-data-blur"].to_numpy(), 1.0)
+    assert not np.allclose(ratio.loc["mbt2018-data-noise"].to_numpy(), 1.0)
+    # a missing variant is left out with the command that trains it
+    (folder / "ood" / "mbt2018-data-noise.pt").unlink()
+    maps, _ = variants.variant_spectra(variants.DATA_SPECTRUM_VARIANTS, 3, ["a"], clean[:1],
+                                       {"clean": clean[:1]})
+    assert list(maps) == ["mbt2018-dense", "mbt2018-data-blur"]
+    assert "--only ood-data-noise" in capsys.readouterr().out

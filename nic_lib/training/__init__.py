@@ -6,7 +6,7 @@ from Python: ``train(TrainConfig(model="mbt2018", quality=3, max_steps=2000))``.
 | module | holds |
 |---|---|
 | :mod:`~nic_lib.training.config` | :class:`TrainConfig`, its defaults, a run's λ and model |
-| :mod:`~nic_lib.training.data` | training files (never an evaluation set), the uint8 pool, crops |
+| :mod:`~nic_lib.training.data` | training files (never an evaluation set), the uint8 pool, crops, their ``--data-filter`` |
 | :mod:`~nic_lib.training.loss` | L = R + λ·D, sample-keyed noise, the tail gradient |
 | :mod:`~nic_lib.training.schedule` | the learning rate of a step |
 | :mod:`~nic_lib.training.precision` | bfloat16 forward of the networks (``--precision bf16``) |
@@ -23,6 +23,7 @@ evaluation and run-file parts.
 """
 
 from .config import (
+    DATA_FILTERS,
     DEFAULT_AUX_LR,
     DEFAULT_BATCH,
     DEFAULT_CKPT_EVERY,
@@ -44,10 +45,12 @@ from .config import (
     DEFAULT_WARMUP,
     PRECISIONS,
     RUNTIME_KEYS,
+    DataFilter,
     TrainConfig,
     build_model,
     check_config,
     model_config,
+    parse_data_filter,
     rate_lambda,
     rate_lambdas,
     rate_settings,
@@ -60,6 +63,7 @@ from .data import (
     POOL_FORMAT,
     CropSampler,
     ImagePool,
+    filter_crops,
     load_pool,
     training_files,
 )
@@ -98,6 +102,7 @@ __all__ = [
     "CONTEXT_KERNEL_KEY",
     "CropSampler",
     "CsvLog",
+    "DATA_FILTERS",
     "DEFAULT_AUX_LR",
     "DEFAULT_BATCH",
     "DEFAULT_CKPT_EVERY",
@@ -117,6 +122,7 @@ __all__ = [
     "DEFAULT_PROFILE",
     "DEFAULT_QUALITY",
     "DEFAULT_WARMUP",
+    "DataFilter",
     "EVAL_COLUMNS",
     "EVAL_DATASET",
     "EVAL_ONLY_DATASETS",
@@ -141,11 +147,13 @@ __all__ = [
     "copy_run_records",
     "default_runs_dir",
     "evaluate",
+    "filter_crops",
     "learning_rate",
     "load_eval_images",
     "load_pool",
     "load_train_state",
     "model_config",
+    "parse_data_filter",
     "prefit_densities",
     "prepare",
     "rate_lambda",

@@ -15,7 +15,9 @@ over the registry's default, and :func:`model_config` is what ``final.pt`` store
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -69,6 +71,54 @@ RUNTIME_KEYS = ("max_steps", "max_minutes", "log_every", "ckpt_every", "eval_eve
                 "device", "threads", "compile", "progress")
 #: Training forward precisions (``--precision``; see :mod:`nic_lib.training.precision`).
 PRECISIONS = ("fp32", "bf16")
+#: Spectral alterations of the training crops (``--data-filter KIND:SIGMA``, applied by
+#: :func:`nic_lib.training.data.filter_crops`), each with the largest σ accepted: a blur
+#: of σ = 16 px leaves a 128-px crop a flat colour, noise of σ = 128 grey levels is
+#: mostly clipping; past these a value is a typo, not an experiment.
+DATA_FILTERS = {"blur": 16.0, "noise": 128.0}
+
+
+class DataFilter(NamedTuple):
+    """A parsed ``--data-filter``: ``kind`` ("blur" or "noise") and its strength ``sigma``
+    (blur: the Gaussian's σ in pixels; noise: σ in grey levels of 0..255)."""
+
+    kind: str
+    sigma: float
+
+
+def parse_data_filter(spec: str) -> DataFilter:
+    """Parse ``--data-filter``: ``blur:SIGMA`` or ``noise:SIGMA``, 0 < SIGMA <= the kind's
+    bound in :data:`DATA_FILTERS`.
+
+    A zero strength is refused rather than read as "no filter": unaltered crops are the
+    absence of the flag (``data_filter=None``), so one set of training data has one
+    spelling in ``config.json``.
+
+    Args:
+        spec: e.g. ``"blur:1.5"`` or ``"noise:8"``.
+
+    Returns:
+        The :class:`DataFilter`.
+
+    Raises:
+        ValueError: any other form, naming the accepted ones.
+    """
+    forms = " or ".join(f"{k}:SIGMA with 0 < SIGMA <= {v:g}" for k, v in DATA_FILTERS.items())
+    kind, sep, value = str(spec).strip().partition(":")
+    try:
+        sigma = float(value)
+    except ValueError:
+        sigma = math.nan
+    if not sep or kind not in DATA_FILTERS or not math.isfinite(sigma):
+        why = "not KIND:SIGMA with a known KIND and a number"
+    elif sigma <= 0:
+        why = "σ must be above 0 (to train on unaltered crops, leave --data-filter out)"
+    elif sigma > DATA_FILTERS[kind]:
+        why = f"σ above {DATA_FILTERS[kind]:g} leaves no image to learn from"
+    else:
+        return DataFilter(kind, sigma)
+    raise ValueError(f"--data-filter {spec!r}: {why}; use {forms}, e.g. blur:0.75 (Gaussian blur, "
+                     "σ in pixels) or noise:40 (Gaussian noise, σ in grey levels of 0-255)")
 
 
 @dataclasses.dataclass
@@ -94,7 +144,10 @@ class TrainConfig:
     training (:mod:`nic_lib.pruning`; needs ``init_from``).
     ``schedule_clock="time"`` runs the learning-rate schedule on
     ``max(step/max_steps, elapsed/max_minutes)``, so a run cut short by ``--max-minutes``
-    still finishes its decay.
+    still finishes its decay. ``data_filter`` (``"blur:SIGMA"`` or ``"noise:SIGMA"``,
+    :func:`parse_data_filter`) alters every training crop after cropping
+    (:func:`nic_lib.training.data.filter_crops`), never the evaluation images; ``None``
+    trains on the crops as they are.
     """
 
     model: str = DEFAULT_MODEL
@@ -116,6 +169,7 @@ class TrainConfig:
     prune: float | None = None
     metric: str = "mse"
     data: tuple[str, ...] = (DEFAULT_DATA,)
+    data_filter: str | None = None
     crop: int = DEFAULT_CROP
     batch_size: int = DEFAULT_BATCH
     lr: float = DEFAULT_LR
@@ -284,6 +338,8 @@ def check_config(cfg: TrainConfig, world: int, resuming: bool = False) -> None:
     if cfg.metric == "ms-ssim" and cfg.crop < metrics.MS_SSIM_MIN_SIDE:
         raise ValueError(f"--metric ms-ssim needs --crop >= {metrics.MS_SSIM_MIN_SIDE} "
                          f"(5 scales of an 11-tap filter), got {cfg.crop}")
+    if cfg.data_filter is not None:
+        parse_data_filter(cfg.data_filter)
     if cfg.noise not in ("sample", "global"):
         raise ValueError(f"--noise {cfg.noise}: use sample or global")
     if cfg.precision not in PRECISIONS:

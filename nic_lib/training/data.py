@@ -8,7 +8,10 @@ cores.
 
 Evaluation sets are never trained on: :func:`training_files` refuses them by name and by
 folder, and :func:`load_pool` refuses any training image pixel-identical to one of them.
-The crops of a step are a pure function of (seed, step) (:class:`CropSampler`).
+The crops of a step are a pure function of (seed, step) (:class:`CropSampler`), and so is
+their spectral alteration when ``--data-filter`` asks for one (:func:`filter_crops`: a
+Gaussian blur or added Gaussian noise, applied to the crops after cropping; evaluation
+images are never filtered).
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import scipy.ndimage
 from PIL import Image
 from tqdm.auto import tqdm
 
 from nic_lib import data, fileio
+
+from .config import DataFilter, parse_data_filter
 
 #: Datasets that are for evaluation only: training refuses them (and pixel-identical copies).
 EVAL_ONLY_DATASETS = ("kodak", "photos-hr", "clic2020-test")
@@ -36,7 +42,10 @@ JPEG_SUFFIXES = (".jpg", ".jpeg")
 POOL_FORMAT = 1
 #: Streams of the per-step random generators (arbitrary distinct constants; the noise's
 #: is in :mod:`nic_lib.training.loss`).
-_ORDER_STREAM, _CROP_STREAM = 0xDA7A, 0xC409
+_ORDER_STREAM, _CROP_STREAM, _FILTER_STREAM = 0xDA7A, 0xC409, 0xF117
+#: The blur's kernel reaches 4σ (scipy's default truncation: a Gaussian's weight beyond 4σ
+#: is 6e-5 per axis, under 0.05 grey levels on any image).
+BLUR_TRUNCATE = 4.0
 
 
 def _eval_pixel_hashes() -> dict[str, str]:
@@ -204,26 +213,77 @@ def _pool_from(pixels: np.ndarray, index: list[dict]) -> ImagePool:
                      names=[e["path"] for e in index])
 
 
+def filter_crops(crops: np.ndarray, data_filter: DataFilter, seed: int, step: int,
+                 rows: range) -> np.ndarray:
+    """Alter a step's training crops spectrally (``--data-filter``): blur or noise.
+
+    - ``blur``: x' = round(G_σ * x), a Gaussian of σ pixels over each crop's height and
+      width, channel by channel (scipy's ``gaussian_filter``, reflecting at the crop's
+      border); the power spectrum is multiplied by |Ĝ(f)|² = exp(−4π²σ²|f|²), f in
+      cycles per pixel, so the fine scales fall and the coarse ones stay.
+    - ``noise``: x' = clip(round(x + σ·n), 0, 255), n ~ N(0, 1) i.i.d. per pixel and
+      channel: white power σ² added to every frequency, which lifts the high band, where
+      natural images hold little, and leaves the low band, where they hold most.
+
+    Both keep the mean (up to rounding, and clipping at 0 and 255 for the noise) and
+    return uint8, as the crops came. The noise of global-batch row ``r`` is drawn from a
+    generator keyed by (seed, step, r), so a step's crops are the same whatever the number
+    of ranks sharing the batch, and on resume.
+
+    Args:
+        crops: uint8 (B, H, W, 3), rows ``rows`` of a step's global batch.
+        data_filter: the parsed ``--data-filter`` (:func:`parse_data_filter`).
+        seed, step: the run's seed and the step the crops are for.
+        rows: the crops' row indices in the step's global batch (``len(rows) == B``).
+
+    Returns:
+        The altered crops, uint8 (B, H, W, 3) (a new array).
+
+    Raises:
+        ValueError: an unknown filter kind.
+    """
+    x = crops.astype(np.float32)
+    if data_filter.kind == "blur":
+        # x' = G_σ * x over (H, W), not across the batch or the channels
+        sigma = (0.0, data_filter.sigma, data_filter.sigma, 0.0)
+        x = scipy.ndimage.gaussian_filter(x, sigma, mode="reflect", truncate=BLUR_TRUNCATE)
+    elif data_filter.kind == "noise":
+        for j, row in enumerate(rows):
+            rng = np.random.default_rng([seed, step, _FILTER_STREAM, row])
+            # x' = x + σ n, n ~ N(0, 1)
+            x[j] += data_filter.sigma * rng.standard_normal(x.shape[1:], dtype=np.float32)
+    else:
+        raise ValueError(f"data filter {data_filter.kind!r}: use blur or noise")
+    # back to the crops' uint8: round, clip to 0..255
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
 class CropSampler:
     """Global batches of random crops whose content depends only on (seed, step).
 
     Image order: one random permutation of the usable images per epoch (every image once
     per epoch, as CompressAI's ImageFolder), seeded by (seed, epoch). Crop position and
     JPEG downscale factor: uniform, seeded by (seed, step). Rank ``r`` of ``W`` takes rows
-    ``r·B .. (r+1)·B − 1`` of the global batch of ``W·B`` crops.
+    ``r·B .. (r+1)·B − 1`` of the global batch of ``W·B`` crops. With a ``data_filter``
+    every crop is then altered by :func:`filter_crops`, also a function of (seed, step).
     """
 
-    def __init__(self, pool: ImagePool, crop: int, global_batch: int, seed: int):
+    def __init__(self, pool: ImagePool, crop: int, global_batch: int, seed: int,
+                 data_filter: str | None = None):
         """Args:
             pool: decoded training images.
             crop: side of the square crops, in pixels.
             global_batch: crops per step over all ranks.
             seed: run seed.
+            data_filter: ``--data-filter`` (``"blur:SIGMA"``, ``"noise:SIGMA"``) or None
+                for the crops as they are.
 
         Raises:
-            ValueError: no image is at least ``crop`` pixels on its shorter side.
+            ValueError: no image is at least ``crop`` pixels on its shorter side, or a bad
+                ``data_filter`` (the message names the accepted forms).
         """
         self.pool, self.crop, self.global_batch, self.seed = pool, crop, global_batch, seed
+        self.data_filter = parse_data_filter(data_filter) if data_filter is not None else None
         self.usable = np.flatnonzero(pool.shapes.min(axis=1) >= crop)
         self.skipped = len(pool.names) - len(self.usable)
         if not len(self.usable):
@@ -269,7 +329,8 @@ class CropSampler:
             rank, world: DDP rank and world size (``global_batch`` must divide by ``world``).
 
         Returns:
-            uint8 array (global_batch / world, crop, crop, 3).
+            uint8 array (global_batch / world, crop, crop, 3), filtered when the sampler
+            has a ``data_filter``.
         """
         per_rank = self.global_batch // world
         u = np.random.default_rng([self.seed, step, _CROP_STREAM]).random((self.global_batch, 3))
@@ -277,5 +338,7 @@ class CropSampler:
         out = np.empty((per_rank, self.crop, self.crop, 3), np.uint8)
         for j, row in enumerate(rows):
             out[j] = self._crop(self._image_index(step * self.global_batch + row), u[row])
+        if self.data_filter is not None:
+            out = filter_crops(out, self.data_filter, self.seed, step, rows)
         return out
 

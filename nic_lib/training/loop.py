@@ -108,11 +108,11 @@ def _train(cfg: TrainConfig, resume: str | os.PathLike | None, overrides: dict |
 
     # -- data --
     pool = shared_pool(cfg, master, world)
-    sampler = CropSampler(pool, cfg.crop, cfg.batch_size, cfg.seed)
+    sampler = CropSampler(pool, cfg.crop, cfg.batch_size, cfg.seed, cfg.data_filter)
     prefit = None
     if cfg.prefit_densities and not resuming:
-        # a fixed crop set of its own (another seed), the same on every rank
-        crops = CropSampler(pool, cfg.crop, PREFIT_CROPS, cfg.seed + 1).batch(0)
+        # a fixed crop set of its own (another seed), the same on every rank, as filtered
+        crops = CropSampler(pool, cfg.crop, PREFIT_CROPS, cfg.seed + 1, cfg.data_filter).batch(0)
         x_fit = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().div_(255)
         prefit = prefit_densities(model, x_fit, cfg.prefit_densities)
         if ema is not None:
