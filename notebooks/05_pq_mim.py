@@ -236,8 +236,9 @@ sns.scatterplot(data=near.assign(M=near["M"].astype(str)), x="bits_per_position"
                 style="kind", palette=dict(zip(map(str, Ms), sns.color_palette("tab10", len(Ms)))), s=50, ax=ax)
 for label, bits in model_bits.items():
     ax.axvline(bits, color=plotting.codec_style(label)["color"], lw=1, ls="--")
-    ax.text(bits, 0.97, " " + label.replace("pq-mim ", ""), transform=ax.get_xaxis_transform(), rotation=90,
-            fontsize=7, ha="right", va="top")
+    # labelled at the bottom, where no rate point of this range lies (few bits need few codewords)
+    ax.text(bits, 0.02, label.replace("pq-mim ", "") + " ", transform=ax.get_xaxis_transform(), rotation=90,
+            fontsize=7, ha="right", va="bottom", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
 ax.axhline(2**16, color="0.5", lw=0.8, ls=":")
 ax.set_yscale("log", base=2)
 plotting.limit_axes(ax, x=np.r_[near["bits_per_position"], 0.0], y=near["codebook_vectors"])
