@@ -23,7 +23,10 @@ say so in the commit: the digests are what "behaviour unchanged" means. Digests 
 float32 convolutions (the transforms g_a, g_s) depend on the platform (torch version and
 CPU capability, as in ``tests/test_device.py``; :func:`pinned_on` reads the committed one),
 so regenerate on that platform, or with ``--repin`` on this one (the pinned tests then skip
-on the other: say so in the commit).
+on the other: say so in the commit). A CPU with AVX-512 runs the AVX2 kernels when told to,
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` (:data:`AVX2_ON_AVX512`):
+checked on 2026-12-07, AMD EPYC with AVX-512, where the vectors pinned on an AVX2 machine
+decoded and re-encoded bit for bit that way (the 14 tests of the models not retrained).
 Torch runs on one thread here, as in the test: the hyperprior models' h_s is not bit-exact
 across thread counts for every input size (mbt2018-mean q6 decodes this crop one pixel
 level apart on 2 threads).
@@ -51,6 +54,11 @@ VECTOR_DIR = Path(__file__).resolve().parents[1] / "tests" / "vectors"
 SOURCE, CROP = ("kodak", "kodim23"), (200, 300, 60, 90)
 #: Weights profile of the vectors: the checkpoints this repository ships.
 PROFILE = "cpu"
+
+
+#: The environment that makes an AVX-512 CPU run torch's, oneDNN's and MKL's AVX2 kernels,
+#: so that vectors pinned on AVX2 can be regenerated there.
+AVX2_ON_AVX512 = "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2"
 
 
 def pinned_on() -> tuple[str, str] | None:
@@ -136,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if pinned not in (None, here) and not (args.check or args.repin):
         sys.exit(f"this is torch {here[0]} / {here[1]}; the vectors are pinned on "
                  f"{pinned[0]} / {pinned[1]} (float32 convolutions differ elsewhere): regenerate "
-                 "them there, or pass --repin to pin them on this platform instead")
+                 "them there (on an AVX-512 CPU the AVX2 kernels run with the environment "
+                 f"{AVX2_ON_AVX512}), or pass --repin to pin them on this platform instead")
     record, files = make_vectors()
     if args.check:
         committed = json.loads((VECTOR_DIR / "vectors.json").read_text())
