@@ -41,6 +41,10 @@ VARIANTS = {
                      "--crop", "128"],
     "elic2022-n96": ["--model", "elic2022", "--N", "96", "--M", "192", "--lmbda", "0.0067",
                      "--crop", "128"],
+    # the same N = 64 ELIC with its transforms and hyperprior under bfloat16 autocast
+    # (nic_lib.training.precision; fp32 on a CPU without native bf16)
+    "elic2022-n64-bf16": ["--model", "elic2022", "--N", "64", "--M", "192", "--lmbda", "0.0067",
+                          "--crop", "128", "--precision", "bf16"],
 }
 
 
