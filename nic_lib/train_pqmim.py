@@ -40,6 +40,7 @@ from pathlib import Path
 
 from nic_lib import perceptual
 from nic_lib.models import pqmim
+from nic_lib.training import PRECISIONS
 from nic_lib.training.pqmim import *  # noqa: F403 (the package's public names, its __all__)
 from nic_lib.training.pqmim import (STAGE_B_KEYS, PerceptualTrainConfig, PQMIMTrainConfig,
                                     is_stage_c_state, train, train_perceptual)
@@ -71,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     a("--mask-law", choices=pqmim.MASK_LAWS,
       help=f"stage B masking law; schedule: the coding schedule's (default {d.mask_law})")
     a("--clip-grad-norm", type=float, help=f"0 disables (default {d.clip_grad_norm})")
+    a("--precision", choices=PRECISIONS, help="stage A's training forward: fp32, or bf16 (g_a "
+      "and g_s under bfloat16 autocast, the quantizer and losses in float32; fp32 on a CPU "
+      f"without native bfloat16); kept on --resume (default {d.precision})")
     a("--steps-a", type=int, help=f"stage A steps (default {d.steps_a})")
     a("--steps-b", type=int, help=f"stage B steps (default {d.steps_b})")
     a("--max-minutes-a", type=float, help="stage A wall-clock cap (default none)")

@@ -29,9 +29,19 @@ paper trains on ImageNet with a GPU budget; see notebook 05):
   (333x481, JPEGs coded at 3/4 size) holds no 16x16-token window;
 - a step clock (``STEPS_A``, ``STEPS_B``, ``STEPS_C``), so a loaded machine trains the same
   models, only slower. Measured on one core each (2026-11-30): stage A ~0.5 s per step
-  (about 20 min), stage B ~0.35 s per step, stage C ~2.3 s per step (23 min). Stage B's
-  12,000 steps took 78-94 min per rate point on one core, on a machine shared with two
-  other jobs (2026-11-30/12-01);
+  in fp32 (about 20 min), stage B ~0.35 s per step, stage C ~2.3 s per step (23 min).
+  Stage B's 12,000 steps took 78-94 min per rate point on one core, on a machine shared
+  with two other jobs (2026-11-30/12-01);
+- ``--precision bf16`` (since 2026-12-07; the shipped M2/M4/M8 trained stage A in fp32):
+  stage A's g_a and g_s under bfloat16 autocast, the quantizer and the losses in float32
+  (:func:`nic_lib.training.pqmim.stage_a.train_step`). On this AVX512-BF16 machine a
+  stage-A step was 1.8-2.0x faster (``OMP_NUM_THREADS=1 nice python
+  benchmarks/pqmim_precision.py --rounds 16 --rate-points M4-K256 M1-K256 M2-K16``, fp32
+  and bf16 alternating in one process at load ~2.4-3: M4-K256 0.71 -> 0.36 s/step, M1-K256
+  0.73 -> 0.40, M2-K16 0.65 -> 0.34), so stage A's 2,000 steps take ~10-13 min, not
+  ~20-25. On a CPU without native bfloat16 the run computes in fp32 instead
+  (:func:`nic_lib.training.precision.for_this_machine`, recorded as
+  ``precision_computed`` in ``config.json``) and takes the fp32 times;
 - ``STEPS_B = 12000``: the MIM model is the lever of issue 7's saving, the coding schedule
   is not. The first shipped set had 4,000 steps and saved 20.9% (M2), 15.6% (M4) and 15.2%
   (M8) of the independent prior's bits on Kodak; 12,000 steps (3x) save 27.1%, 21.9% and
@@ -125,7 +135,7 @@ STEPS_B = 12000
 #: Steps of stage C (decoder fine-tuned with an adversarial loss).
 STEPS_C = 600
 COMMON = ["--N", "64", "--crop", "128", "--crop-b", "192", "--lr-a", "5e-4",
-          "--steps-a", str(STEPS_A), "--steps-b", str(STEPS_B)]
+          "--steps-a", str(STEPS_A), "--steps-b", str(STEPS_B), "--precision", "bf16"]
 #: name -> (extra flags); names are the checkpoint stems. The masking law each shipped
 #: stage B was trained with (M8's has not been retrained with the schedule law).
 RATE_POINTS = {"M2-K256": ["--M", "2", "--K", "256", "--mask-law", "schedule"],
@@ -141,10 +151,15 @@ RATE_POINTS = {"M2-K256": ["--M", "2", "--K", "256", "--mask-law", "schedule"],
 VQ_PAIR = {"M1-K256": ["--M", "1", "--K", "256", "--mask-law", "schedule"],
            "M2-K16": ["--M", "2", "--K", "16", "--mask-law", "schedule"]}
 RATE_POINTS.update(VQ_PAIR)
-#: Seconds per step on one core, for --list's CPU-hour estimates: stage A and B of the
-#: shipped points as measured 2026-11-30 (module docstring: A ~0.5, B ~0.35); the VQ pair
-#: measured below (STEP_TIME_MEASURED), else these.
+#: Seconds per step on one core in fp32, for --list's CPU-hour estimates: stage A and B of
+#: the shipped points as measured 2026-11-30 (module docstring: A ~0.5, B ~0.35); the VQ
+#: pair measured below (STEP_TIME_MEASURED), else these.
 STEP_TIME = {"a": 0.5, "b": 0.35}
+#: Stage A in bf16 (COMMON's --precision) against fp32, the smallest of the rate points'
+#: measured ratios (module docstring: 1.84x M1-K256, 1.93x M2-K16, 1.97x M4-K256): --list
+#: divides stage A's fp32 times by it. On a CPU without native bfloat16 the run computes
+#: fp32 and stage A takes STEP_TIME's fp32 time instead (budget() says which).
+BF16_SPEEDUP_A = 1.8
 #: Measured 2026-12-07 at load average ~6 on the 2-core machine (so upper bounds): 30 steps
 #: of each stage, ``python -m nic_lib.train_pqmim --N 64 --crop 128 --crop-b 192 --lr-a 5e-4
 #: --M <M> --K <K> --mask-law schedule --steps-a 30 --steps-b 30 --log-every 10 --threads 1``,
@@ -271,12 +286,16 @@ def _untuned() -> list[str]:
 
 def budget(name: str) -> str:
     """`` [A+B steps, ~h CPU h]`` of a rate point from STEP_TIME (per-point measurements
-    where STEP_TIME_MEASURED has them); empty for the perceptual variant."""
+    where STEP_TIME_MEASURED has them), stage A in bf16 (:data:`BF16_SPEEDUP_A`) where this
+    machine computes it natively; empty for the perceptual variant."""
     if name not in RATE_POINTS:
         return ""
+    from nic_lib.training.precision import native_bf16
+
     t = {**STEP_TIME, **STEP_TIME_MEASURED.get(name, {})}
-    hours = (STEPS_A * t["a"] + STEPS_B * t["b"]) / 3600
-    return f" [{STEPS_A}+{STEPS_B} steps, ~{hours:.1f} CPU h]"
+    bf16 = native_bf16()
+    hours = (STEPS_A * t["a"] / (BF16_SPEEDUP_A if bf16 else 1) + STEPS_B * t["b"]) / 3600
+    return f" [{STEPS_A}+{STEPS_B} steps, stage A in {'bf16' if bf16 else 'fp32'}, ~{hours:.1f} CPU h]"
 
 
 def main(argv: list[str] | None = None) -> int:

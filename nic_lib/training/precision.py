@@ -23,7 +23,9 @@ from .config import PRECISIONS
 
 #: The networks ``--precision bf16`` runs under bfloat16 autocast: every convolution
 #: stack of the model. The entropy bottleneck and the Gaussian conditional are not among
-#: them, so densities, likelihoods and the loss stay in float32.
+#: them, so densities, likelihoods and the loss stay in float32. Of PQ-MIM's, g_a and g_s
+#: (its stage A, :func:`nic_lib.training.pqmim.stage_a.train_step`): the product quantizer
+#: and the MIM transformer (``entropy_model``) are not among them either.
 REDUCED_PRECISION_MODULES = ("g_a", "g_s", "h_a", "h_s", "context_prediction",
                              "entropy_parameters")
 #: Network -> module after it that casts the pair's output to float32 instead, when the

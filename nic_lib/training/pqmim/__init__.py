@@ -22,7 +22,11 @@ is a separate command on a finished model)::
        L_D = GAN loss of D(x) vs D(sg(x_hat))                                   (D only)
 
 Each stage's learning rate: linear warm-up, then cosine to a tenth of the peak
-(:func:`nic_lib.training.schedule.warmup_cosine`).
+(:func:`nic_lib.training.schedule.warmup_cosine`). With ``--precision bf16`` stage A's
+g_a and g_s compute under bfloat16 autocast (:mod:`nic_lib.training.precision`; the
+quantizer, its codebooks and the losses stay float32; fp32 on a CPU without native
+bfloat16, recorded as ``precision_computed`` in ``config.json``); stages B and C, evaluation
+and the coder always compute in float32.
 
 | module | holds |
 |---|---|
@@ -68,6 +72,7 @@ from .config import (
     DEFAULT_LR_A,
     DEFAULT_LR_B,
     DEFAULT_MASK_LAW,
+    DEFAULT_PRECISION,
     DEFAULT_STEPS,
     DEFAULT_WARMUP,
     DEFAULT_WEIGHT_DECAY_B,
@@ -113,6 +118,7 @@ __all__ = [
     "DEFAULT_LR_D",
     "DEFAULT_MASK_LAW",
     "DEFAULT_MS_SSIM_WEIGHT",
+    "DEFAULT_PRECISION",
     "DEFAULT_STEPS",
     "DEFAULT_STEPS_C",
     "DEFAULT_WARMUP",

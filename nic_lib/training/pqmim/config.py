@@ -19,7 +19,7 @@ import torch
 
 from nic_lib.models import pqmim
 
-from ..config import DEFAULT_DATA
+from ..config import DEFAULT_DATA, PRECISIONS
 
 #: 256x256 crops (16x16 tokens), as the papers quoted for PQ-MIM (ImageNet, 256 crops).
 DEFAULT_CROP = 256
@@ -47,7 +47,13 @@ DEFAULT_CLIP = 1.0
 #: CSV row every 10 steps, checkpoint every 500 (as nic_lib.train).
 DEFAULT_LOG_EVERY = 10
 DEFAULT_CKPT_EVERY = 500
-#: Settings that may change on --resume (speed and bookkeeping, not the maths).
+#: Stage A's training forward in float32 unless asked: the shipped checkpoints were trained
+#: so. ``"bf16"`` (g_a and g_s under bfloat16 autocast, the quantizer in float32) was
+#: 1.8-2.0x faster per step on an AVX512-BF16 CPU (``benchmarks/pqmim_precision.py``:
+#: M4-K256 0.71 -> 0.36 s/step); ``scripts/train_pqmim_cpu.py``'s recipes ask for it.
+DEFAULT_PRECISION = "fp32"
+#: Settings that may change on --resume (speed and bookkeeping, not the maths; like
+#: ``nic_lib.train``'s, ``precision`` is not among them: a run keeps its arithmetic).
 RUNTIME_KEYS = ("steps_a", "steps_b", "max_minutes_a", "max_minutes_b", "log_every",
                 "ckpt_every", "threads", "export")
 #: Settings that may also change on ``--resume --restart-b`` (stage B starts again from
@@ -55,9 +61,10 @@ RUNTIME_KEYS = ("steps_a", "steps_b", "max_minutes_a", "max_minutes_b", "log_eve
 STAGE_B_KEYS = ("width", "layers", "heads", "crop_b", "batch_size_b", "lr_b",
                 "weight_decay_b", "warmup_steps", "mask_law")
 #: Settings added after runs were saved, with the value every run saved before them used
-#: (no run was continued from a snapshot before ``init_from`` existed), so their
-#: ``ckpt.pt`` and exported checkpoints still resume and restart stage B.
-ADDED_SETTINGS = {"init_from": None, "start_step": 0}
+#: (no run was continued from a snapshot before ``init_from`` existed; every run trained in
+#: float32 before ``precision`` existed), so their ``ckpt.pt``, snapshots and exported
+#: checkpoints still resume, continue and restart stage B.
+ADDED_SETTINGS = {"init_from": None, "start_step": 0, "precision": "fp32"}
 #: Version tag of ckpt.pt (:mod:`.run` writes it, :mod:`.snapshot` reads it).
 TRAIN_STATE_FORMAT = "nic-repro/pqmim-train-state/1"
 
@@ -96,8 +103,12 @@ class PQMIMTrainConfig(RunSettings):
     checkpoint of an unfinished run, :func:`~nic_lib.training.pqmim.export_snapshot`) at
     the snapshot's step: the step counter, crops, learning-rate schedule and ``steps_a``
     continue from there, the optimizer state starts afresh and the rate ramps up again
-    over ``warmup_steps`` (:func:`~nic_lib.training.schedule.warmup_cosine`). Other fields
-    mirror the flags of ``python -m nic_lib.train_pqmim --help``.
+    over ``warmup_steps`` (:func:`~nic_lib.training.schedule.warmup_cosine`).
+    ``precision``: stage A's training forward, ``"fp32"`` or ``"bf16"`` (g_a and g_s under
+    bfloat16 autocast; computed in fp32 on a CPU without native bfloat16,
+    :func:`~nic_lib.training.precision.for_this_machine`); evaluation, stage B, stage C and
+    the coder always compute in float32. Other fields mirror the flags of ``python -m
+    nic_lib.train_pqmim --help``.
     """
 
     N: int = pqmim.DEFAULT_N
@@ -119,16 +130,20 @@ class PQMIMTrainConfig(RunSettings):
     max_minutes_b: float | None = None
     init_from: str | None = None
     start_step: int = 0
+    precision: str = DEFAULT_PRECISION
 
 
 def check_config(cfg: PQMIMTrainConfig) -> None:
     """Refuse settings the stages cannot run.
 
     Raises:
-        ValueError: an unknown masking law, a crop side that is not a multiple of
-            :data:`nic_lib.models.pqmim.DOWNSAMPLING` (16), or a ``start_step`` outside
-            stage A or without ``init_from``.
+        ValueError: an unknown masking law or precision, a crop side that is not a
+            multiple of :data:`nic_lib.models.pqmim.DOWNSAMPLING` (16), or a ``start_step``
+            outside stage A or without ``init_from``.
     """
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"--precision {cfg.precision!r} is not a training precision; use "
+                         f"one of {', '.join(PRECISIONS)}")
     if cfg.start_step < 0 or cfg.start_step >= max(cfg.steps_a, 1):
         raise ValueError(f"--start-step {cfg.start_step} is not a step of stage A [0, "
                          f"--steps-a {cfg.steps_a}); a snapshot whose stage A is finished "

@@ -31,6 +31,7 @@ from nic_lib.models import pqmim, save_checkpoint
 from nic_lib.models.checkpoints import CHECKPOINT_FORMAT
 
 from ..data import CropSampler, load_pool, training_files
+from ..precision import for_this_machine
 from ..runs import default_runs_dir
 from .config import (RUNTIME_KEYS, STAGE_B_KEYS, TRAIN_STATE_FORMAT, PQMIMTrainConfig,
                      check_config, exported_config, resumed_config)
@@ -194,6 +195,19 @@ def _restore(state: dict, model: pqmim.PQMIM, opt_a, opt_b, run_dir: Path,
     return "b", 0, {"a": state["elapsed_s"]["a"], "b": 0.0}
 
 
+def _precision_computed(cfg: PQMIMTrainConfig, stage: str, run_dir: Path) -> str | None:
+    """What stage A's training forward computes in: ``cfg.precision`` on this machine
+    (:func:`~nic_lib.training.precision.for_this_machine`: bf16 only where native) when
+    stage A trains in this process; else what the run's ``config.json`` recorded when it
+    did (``None`` if it did not record it)."""
+    if stage == "a":
+        return for_this_machine(cfg.precision)
+    try:
+        return json.loads((run_dir / "config.json").read_text())["resolved"]["precision_computed"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) -> Path:
     cfg, state, run_dir = _resolve(cfg, resume, overrides, restart_b)
     check_config(cfg)
@@ -228,7 +242,8 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
         continued["log_a_rows_kept"] = start_log_a(cfg.init_from, run_dir, step)
     info = {"train_images": len(pool.names), "parameters_autoencoder": sum(
         p.numel() for p in ae_params), "parameters_mim": sum(
-        p.numel() for p in model.entropy_model.parameters()), "torch": str(torch.__version__)}
+        p.numel() for p in model.entropy_model.parameters()), "torch": str(torch.__version__),
+        "precision_computed": _precision_computed(cfg, stage, run_dir)}
     if state is not None and "source" in state:
         info["stage_b_restarted_from"] = state["source"]
     if continued is not None:
@@ -252,7 +267,8 @@ def _train(cfg: PQMIMTrainConfig, resume, overrides, restart_b: bool = False) ->
         if stage == "a":
             step = run_stage_a(model, opt_a, ae_params, sampler, cfg, run_dir, step, elapsed,
                                save_state, progress,
-                               resumed=state is not None or continued is not None)
+                               resumed=state is not None or continued is not None,
+                               precision=info["precision_computed"])
             stage, step = "b", 0
             save_state(stage, step)
         if stage in ("b", "done"):  # "done": a resume with more --steps-b continues stage B

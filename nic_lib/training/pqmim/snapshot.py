@@ -47,8 +47,8 @@ import torch
 from nic_lib import fileio
 from nic_lib.models import pqmim, save_checkpoint
 
-from .config import (RUNTIME_KEYS, STAGE_B_KEYS, TRAIN_STATE_FORMAT, PQMIMTrainConfig,
-                     exported_config)
+from .config import (ADDED_SETTINGS, RUNTIME_KEYS, STAGE_B_KEYS, TRAIN_STATE_FORMAT,
+                     PQMIMTrainConfig, exported_config)
 
 #: The checkpoint entry that makes a checkpoint a snapshot of an unfinished run.
 SNAPSHOT_KEY = "snapshot"
@@ -56,8 +56,8 @@ SNAPSHOT_KEY = "snapshot"
 SNAPSHOT_RECORDS = ("config.json", "log_a.csv", "log_b.csv")
 #: Settings a continued run may set apart from the snapshot's: those ``--resume`` may
 #: change, stage B's (it has not started), and the continuation's own. Any other
-#: difference (architecture, data, crops, seed, stage A's rate) would not continue the
-#: snapshot's run and is refused.
+#: difference (architecture, data, crops, seed, stage A's rate, its precision) would not
+#: continue the snapshot's run and is refused.
 CONTINUED_KEYS = RUNTIME_KEYS + STAGE_B_KEYS + ("out_dir", "init_from", "start_step")
 #: Tensors a stage-A snapshot does not hand on: the MIM model and its prior counts are not
 #: trained before stage B; the seeded initialisation stands for them.
@@ -177,7 +177,8 @@ def load_snapshot(cfg: PQMIMTrainConfig, model: pqmim.PQMIM) -> dict:
     if cfg.start_step != meta["step"]:
         raise ValueError(f"--start-step {cfg.start_step}: {path} is the state at step "
                          f"{meta['step']} of stage A; pass --start-step {meta['step']}")
-    saved = ckpt["train_config"]
+    # a snapshot saved before a setting existed ran with the setting's ADDED_SETTINGS value
+    saved = {**ADDED_SETTINGS, **ckpt["train_config"]}
     mine = exported_config(cfg)
     differ = [k for k in mine if k in saved and k not in CONTINUED_KEYS and mine[k] != saved[k]]
     if differ:

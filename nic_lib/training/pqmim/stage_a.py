@@ -6,7 +6,9 @@
 Crops come from :class:`nic_lib.training.CropSampler` (a function of (seed, step)); the
 quantizer's random draws (codebook initialisation, dead-code restarts) from
 :func:`~nic_lib.training.pqmim.config.step_generator`. One CSV row (:data:`LOG_A_COLUMNS`)
-every ``log_every`` steps, written to ``log_a.csv``.
+every ``log_every`` steps, written to ``log_a.csv``. With ``precision="bf16"`` g_a and g_s
+compute under bfloat16 autocast and everything from the quantizer on in float32
+(:func:`train_step`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import torch.nn.functional as F
 from nic_lib.models import pqmim
 
 from ..data import CropSampler
+from ..precision import reduced_precision
 from ..runs import CsvLog
 from ..schedule import warmup_cosine
-from .config import PQMIMTrainConfig, step_generator, to_input
+from .config import DEFAULT_PRECISION, PQMIMTrainConfig, step_generator, to_input
 
 LOG_A_COLUMNS = ("step", "wall_s", "lr", "loss", "mse", "psnr", "commitment", "perplexity",
                  "restarts", "images_per_s")
@@ -35,7 +38,8 @@ QUANTIZER_STREAM = 0x0B0E
 
 def run_stage_a(model: pqmim.PQMIM, opt: torch.optim.Optimizer, params: list, sampler: CropSampler,
                 cfg: PQMIMTrainConfig, run_dir: Path, step: int, elapsed: dict,
-                save_state: Callable[[str, int], None], progress: dict, resumed: bool) -> int:
+                save_state: Callable[[str, int], None], progress: dict, resumed: bool,
+                precision: str) -> int:
     """Train the autoencoder and quantizer from ``step`` to ``cfg.steps_a`` (or the time cap).
 
     Args:
@@ -51,6 +55,8 @@ def run_stage_a(model: pqmim.PQMIM, opt: torch.optim.Optimizer, params: list, sa
         save_state: ``save_state("a", step)`` writes ``ckpt.pt`` (every ``ckpt_every`` steps).
         progress: updated to the last finished step (where a Ctrl-C saves).
         resumed: a resumed (or continued) run keeps its log rows up to ``step``.
+        precision: what the training forward computes in on this machine (``cfg.precision``
+            through :func:`~nic_lib.training.precision.for_this_machine`; :func:`train_step`).
 
     Returns:
         The step it stopped at.
@@ -69,15 +75,9 @@ def run_stage_a(model: pqmim.PQMIM, opt: torch.optim.Optimizer, params: list, sa
         lr = warmup_cosine(step, cfg.lr_a, cfg.warmup_steps, cfg.steps_a, cfg.start_step)
         for group in opt.param_groups:
             group["lr"] = lr
-        out = model(x, generator=step_generator(cfg.seed, QUANTIZER_STREAM, step))
-        mse = F.mse_loss(out["x_hat"], x)
-        # L_A = MSE + β‖z − sg(e)‖²
-        loss = mse + out["commitment_loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-        opt.step()
+        out = train_step(model, opt, params, x, step_generator(cfg.seed, QUANTIZER_STREAM, step),
+                         cfg.clip_grad_norm, precision)
+        loss, mse = out["loss"], out["mse"]
         acc += [loss.item(), 255.0**2 * mse.item(), out["commitment_loss"].item(),
                 float(out["perplexity"]), out["restarts"], 1]
         step += 1
@@ -94,6 +94,47 @@ def run_stage_a(model: pqmim.PQMIM, opt: torch.optim.Optimizer, params: list, sa
     elapsed["a"] = start_elapsed + time.time() - t0
     log.close()
     return step
+
+
+def train_step(model: pqmim.PQMIM, opt: torch.optim.Optimizer, params: list, x: torch.Tensor,
+               generator: torch.Generator | None, clip_grad_norm: float,
+               precision: str = DEFAULT_PRECISION) -> dict:
+    """One step of stage A: forward, L_A, backward, clipped Adam step.
+
+    Under ``precision="bf16"`` g_a and g_s compute in bfloat16
+    (:func:`~nic_lib.training.precision.reduced_precision`: the model's networks named in
+    ``REDUCED_PRECISION_MODULES``; of PQ-MIM's, g_a and g_s) and hand float32 outputs on, so
+    the product quantizer's distances, its EMA codebooks, the commitment loss and the MSE
+    are computed in float32 as under ``"fp32"``; the MIM model is not in this pass.
+
+    Args:
+        model: the PQ-MIM model, in training mode.
+        opt: the optimizer over ``params``.
+        params: the parameters clipped together.
+        x: crops (B, 3, H, W) on the 0..1 scale (:func:`.config.to_input`).
+        generator: the quantizer's random draws of this step (initialisation, restarts).
+        clip_grad_norm: gradient-norm clip; 0 disables it.
+        precision: ``"fp32"`` or ``"bf16"``, as computed on this machine
+            (:func:`~nic_lib.training.precision.for_this_machine`).
+
+    Returns:
+        The model's outputs (``x_hat``, ``codes``, ``commitment_loss``, ``perplexity``,
+        ``restarts``) with ``loss`` (L_A) and ``mse`` (on the 0..1 scale).
+
+    Raises:
+        ValueError: an unknown ``precision``.
+    """
+    with reduced_precision(model, precision):
+        out = model(x, generator=generator)
+    mse = F.mse_loss(out["x_hat"], x)
+    # L_A = MSE + β‖z − sg(e)‖²
+    loss = mse + out["commitment_loss"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+    opt.step()
+    return {**out, "loss": loss, "mse": mse}
 
 
 def _write_row(log: CsvLog, step: int, wall: float, lr: float, acc: np.ndarray, images: int,
