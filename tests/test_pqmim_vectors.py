@@ -12,8 +12,11 @@ a checkpoint or the stream format::
 Properties: decoding a committed stream gives the recorded pixels; coding the crop again
 gives the committed stream and the recorded bits per step. Both compare float32
 computations (g_a, the MIM transformer, g_s) bit for bit, so they run only on the
-platform the record was pinned on (torch version and CPU capability, as
-``tests/test_vectors.py``), on one thread.
+platform the record was pinned on (torch version, CPU capability and CPU model), on one
+thread. The CPU model is part of the pin since 2026-12-07: the record pinned on an earlier
+"AVX512" machine decoded to other pixels on an AMD EPYC that torch also calls "AVX512"
+(oneDNN's float32 kernels differ between the two), so the capability alone does not name
+the arithmetic.
 """
 
 from __future__ import annotations
@@ -36,8 +39,21 @@ RECORD_PATH = VECTOR_DIR / "pqmim.json"
 CROPS = (("source", slice(0, 60), slice(0, 90)), ("corner48x80", slice(0, 48), slice(0, 80)))
 
 
-def _platform() -> tuple[str, str]:
-    return torch.__version__.split("+")[0], torch.backends.cpu.get_cpu_capability()
+def _cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def _platform() -> tuple[str, str, str]:
+    return torch.__version__.split("+")[0], torch.backends.cpu.get_cpu_capability(), _cpu_model()
 
 
 def _crop(name: str) -> np.ndarray:
@@ -70,10 +86,11 @@ def _write() -> None:
         for name, _, _ in CROPS:
             vectors.append({"checkpoint": path.name, "crop": name,
                             **_code(pqmim.load_pqmim(path)[0], _crop(name))})
-    torch_version, capability = _platform()
+    torch_version, capability, cpu_model = _platform()
     record = {"source": "source.png", "crops": {n: [r.start, r.stop, c.start, c.stop]
                                                 for n, r, c in CROPS},
-              "pinned_on": {"torch": torch_version, "cpu_capability": capability},
+              "pinned_on": {"torch": torch_version, "cpu_capability": capability,
+                            "cpu_model": cpu_model},
               "vectors": vectors}
     RECORD_PATH.write_text(json.dumps(record, indent=1) + "\n")
 
@@ -84,10 +101,10 @@ IDS = [f"{v['checkpoint'].removesuffix('.pt')}-{v['crop']}" for v in VECTORS]
 
 
 def _pinned_platform() -> None:
-    pinned = (RECORD["pinned_on"]["torch"], RECORD["pinned_on"]["cpu_capability"])
+    pinned = tuple(RECORD["pinned_on"].get(k) for k in ("torch", "cpu_capability", "cpu_model"))
     if _platform() != pinned:
-        pytest.skip(f"PQ-MIM vectors pinned on torch {pinned[0]} / {pinned[1]}; this is "
-                    f"{_platform()[0]} / {_platform()[1]} (float32 results may round otherwise)")
+        pytest.skip(f"PQ-MIM vectors pinned on torch {pinned[0]} / {pinned[1]} / {pinned[2]}; this "
+                    f"is {' / '.join(_platform())} (float32 results may round otherwise)")
 
 
 def test_every_shipped_checkpoint_has_vectors():
