@@ -18,7 +18,7 @@ import torch
 from nic_lib import train_pqmim
 from nic_lib.models import pqmim, save_checkpoint
 from nic_lib.models.checkpoints import _RESERVED_KEYS as RESERVED_KEYS
-from nic_lib.training.pqmim import run as run_module
+from nic_lib.testing.sessions import end_pqmim_session_during_step
 from nic_lib.training.schedule import warmup_cosine
 
 TINY = {"N": 16, "latent_dim": 8, "M": 2, "K": 16, "width": 32, "layers": 1, "heads": 2}
@@ -38,29 +38,11 @@ def _argv(**flags) -> list[str]:
     return out
 
 
-class _SessionEnd(RuntimeError):
-    """The end of a session: the process dies without saving (unlike a Ctrl-C)."""
-
-
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory):
     """A tiny stage A killed during step KILLED_AT; its last ckpt.pt is at step SAVED_AT."""
     out = tmp_path_factory.mktemp("stopped") / "run"
-
-    class Killed(run_module.CropSampler):
-        def batch(self, step, *args, **kwargs):
-            if step == KILLED_AT:
-                raise _SessionEnd
-            return super().batch(step, *args, **kwargs)
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(run_module, "CropSampler", Killed)
-    try:
-        with pytest.raises(_SessionEnd):
-            train_pqmim.train(train_pqmim.PQMIMTrainConfig(**FLAGS, out_dir=str(out)))
-    finally:
-        patch.undo()
-    return out
+    return end_pqmim_session_during_step(train_pqmim.PQMIMTrainConfig(**FLAGS, out_dir=str(out)), KILLED_AT)
 
 
 @pytest.fixture(scope="module")

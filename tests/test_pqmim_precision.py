@@ -19,7 +19,7 @@ from nic_lib import train_pqmim
 from nic_lib.models import pqmim, save_checkpoint
 from nic_lib.models.checkpoints import _RESERVED_KEYS as RESERVED_KEYS
 from nic_lib.training import CropSampler, load_pool, training_files
-from nic_lib.training.pqmim import run as run_module
+from nic_lib.testing.sessions import end_pqmim_session_during_step
 from nic_lib.training.pqmim import stage_a
 from nic_lib.training.pqmim.config import exported_config, step_generator, to_input
 from nic_lib.training.precision import for_this_machine
@@ -109,29 +109,11 @@ def test_a_run_saved_before_the_setting_existed_resumes_in_fp32():
     assert cfg.precision == "fp32"
 
 
-class _SessionEnd(RuntimeError):
-    """The end of a session: the process dies without saving."""
-
-
 @pytest.fixture(scope="module")
 def stopped_bf16_run(tmp_path_factory):
     """A tiny bf16 stage A killed during step KILLED_AT; its ckpt.pt is at SAVED_AT."""
     out = tmp_path_factory.mktemp("bf16") / "run"
-
-    class Killed(run_module.CropSampler):
-        def batch(self, step, *args, **kwargs):
-            if step == KILLED_AT:
-                raise _SessionEnd
-            return super().batch(step, *args, **kwargs)
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(run_module, "CropSampler", Killed)
-    try:
-        with pytest.raises(_SessionEnd):
-            train_pqmim.train(train_pqmim.PQMIMTrainConfig(**FLAGS, out_dir=str(out)))
-    finally:
-        patch.undo()
-    return out
+    return end_pqmim_session_during_step(train_pqmim.PQMIMTrainConfig(**FLAGS, out_dir=str(out)), KILLED_AT)
 
 
 def test_a_resumed_run_keeps_its_precision(stopped_bf16_run, tmp_path, monkeypatch):

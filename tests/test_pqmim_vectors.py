@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 
-from nic_lib import coding, data
+from nic_lib import coding, data, provenance
 from nic_lib.models import pqmim
 
 VECTOR_DIR = Path(__file__).parent / "vectors"
@@ -39,21 +39,8 @@ RECORD_PATH = VECTOR_DIR / "pqmim.json"
 CROPS = (("source", slice(0, 60), slice(0, 90)), ("corner48x80", slice(0, 48), slice(0, 80)))
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
-
-
 def _platform() -> tuple[str, str, str]:
-    return torch.__version__.split("+")[0], torch.backends.cpu.get_cpu_capability(), _cpu_model()
+    return torch.__version__.split("+")[0], torch.backends.cpu.get_cpu_capability(), provenance.cpu_model()
 
 
 def _crop(name: str) -> np.ndarray:
