@@ -153,7 +153,7 @@ axes[0].set(yscale="log", title="R(D) of 1/r^alpha sources (steeper: cheaper)")
 radius = theory.radial_frequency((GRID, GRID)).ravel()
 order = np.argsort(radius)
 axes[1].loglog(radius[order][1:], s_toy.ravel()[order][1:], "k", lw=1, label="S(r) = r^-2")
-for t in (1e-3, 1e-2, 1e-1):
+for t in (1.0, 10.0, 100.0):  # water levels inside S's range (~0.5 ... 1e3), so each drops the frequencies where S < theta
     axes[1].loglog(radius[order][1:], theory.water_filling(s_toy, t)[0].ravel()[order][1:], label=f"D_k, theta={t:g}")
 axes[1].set(xlabel="radial frequency / Nyquist", ylabel="power", title="water-filling: flat at theta, then S (dropped)")
 axes[1].legend(fontsize=8)
