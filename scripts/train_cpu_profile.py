@@ -199,8 +199,11 @@ STAGES["n96"] = ("n96-init", [
 #: every entropy model, trained on cached latents (``python -m nic_lib.train_entropy``:
 #: g_a runs once per crop, g_s never). ABLATION_STEPS: the M = 96/192 protocols gave each
 #: model 2,000 steps (~7 minutes), which left the orderings to the training budget
-#: (issue 25); 10,000 steps is ~40 minutes per model on one core.
-ABLATION_STEPS = 10000
+#: (issue 25). 10,000 steps (until 2026-12-07) still under-trained the mean-and-scale head:
+#: mean-scale spent 3-6% more than scale-only; trained 30,000 steps each, mean-scale leads
+#: at 7 of 8 levels by 1.3-2.9% (README, *The ablation protocol's budget*). One core of an
+#: AVX-512 machine: ~35 min (scale hyperprior) to ~2.5 h (context models) per model.
+ABLATION_STEPS = 30000
 ABLATION_LR = "1e-3"
 #: Adam steps per level of the density pre-fit (nic_lib.train.prefit_densities).
 PREFIT_STEPS = 500
@@ -505,9 +508,24 @@ def lineage(stage: str) -> list[str]:
 
 
 def max_steps(stage: str) -> int | None:
-    """The ``--max-steps`` of a stage's command (None when it has none)."""
+    """The ``--max-steps`` of a stage's command (an ablation's: its ``--steps``, the length
+    of its schedule); None when it has none."""
     flags = STAGES[stage][1]
-    return int(flags[flags.index("--max-steps") + 1]) if "--max-steps" in flags else None
+    for flag in ("--max-steps", "--steps"):
+        if flag in flags:
+            return int(flags[flags.index(flag) + 1])
+    return None
+
+
+def made_for(stage: str) -> int | None:
+    """The steps a stage's run folder was made for (its ``config.json``: ``max_steps`` of a
+    ``nic_lib.train`` run, ``steps`` of a ``nic_lib.train_entropy`` one); None without one."""
+    config = RUNS / stage / "config.json"
+    if not config.is_file():
+        return None
+    made = json.loads(config.read_text()).get("config", {})
+    steps = made.get("max_steps", made.get("steps"))
+    return None if steps is None else int(steps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -523,7 +541,9 @@ def _shipped_meta(path: Path, mtime_ns: int, size: int) -> dict:
 def shipped_state(stage: str) -> tuple[str, Path, int] | None:
     """What of a stage's run is shipped in ``checkpoints/``: ``("final", path, step)`` for a
     finished run, ``("snapshot", path, step)`` for the EMA snapshot of an unfinished one,
-    None for nothing (no shipped product, or the file is another stage's).
+    ``("stale", path, step)`` for an ablation finished under a shorter protocol (fewer
+    ``--steps`` than the stage asks now: retrained), None for nothing (no shipped product,
+    or the file is another stage's).
 
     The file is the stage's when the last entry of its ``lineage`` is this stage's run.
     """
@@ -539,6 +559,10 @@ def shipped_state(stage: str) -> tuple[str, Path, int] | None:
         return None
     step, total = int(meta["step"]), max_steps(stage)
     unfinished = meta.get("snapshot_of") and (total is None or step < total)
+    if not unfinished and stage.startswith("ablate-") and total is not None and step < total:
+        # a finished run of a shorter protocol (ABLATION_STEPS was 10,000 until 2026-12-07):
+        # its schedule ended at its own last step, so it is retrained, not continued
+        return "stale", shipped, step
     return ("snapshot" if unfinished else "final"), shipped, step
 
 
@@ -629,17 +653,24 @@ def extended(stage: str) -> bool:
     from 32,500 to n96's last step). Such a run is not done even with a ``final.pt``: it
     is resumed with the new ``--max-steps`` (a runtime setting of ``--resume``; the
     schedule, ``--lr-decay-steps``, is the run's own)."""
-    total, config = max_steps(stage), RUNS / stage / "config.json"
-    if stage not in STAGES or total is None or not config.is_file():
-        return False
-    made_for = json.loads(config.read_text()).get("config", {}).get("max_steps")
-    return made_for is not None and int(made_for) < total
+    if stage not in STAGES or stage.startswith("ablate-"):
+        return False  # an ablation's schedule is its --steps: see stale_run
+    total, made = max_steps(stage), made_for(stage)
+    return total is not None and made is not None and made < total
+
+
+def stale_run(stage: str) -> bool:
+    """Whether an ablation's run folder was made for another number of steps than the
+    protocol asks now (:data:`ABLATION_STEPS`): its cosine schedule is its own, so it can
+    be neither resumed nor shipped as the protocol's."""
+    made = made_for(stage)
+    return stage.startswith("ablate-") and made is not None and made != max_steps(stage)
 
 
 def finished(stage: str) -> bool:
     """Whether a stage's run has its ``final.pt`` for the steps the stage asks
     (:func:`extended`)."""
-    return (RUNS / stage / "final.pt").is_file() and not extended(stage)
+    return (RUNS / stage / "final.pt").is_file() and not extended(stage) and not stale_run(stage)
 
 
 def needed(stage: str, from_scratch: bool = False) -> list[str]:
@@ -682,12 +713,20 @@ def run(stage: str, from_scratch: bool = False) -> None:
     if finished(stage):
         print(f"[{stage}] done: {out / 'final.pt'}")
         return
+    if stale_run(stage):
+        raise SystemExit(
+            f"[{stage}] {out} was made for {made_for(stage):,} steps and the protocol now asks "
+            f"{max_steps(stage):,} (ABLATION_STEPS): its schedule cannot be resumed or "
+            f"stretched. Move the folder away (e.g. to {out}-{made_for(stage)}) and run again.")
     cmd = command(stage)
     state = None if from_scratch else shipped_state(stage)
     if state and state[0] == "final" and not (out / "ckpt.pt").is_file():
         print(f"[{stage}] done: shipped as {state[1]} (step {state[2]}; --from-scratch "
               "retrains it)")
         return
+    if state and state[0] == "stale":
+        print(f"[{stage}] shipped at step {state[2]:,}, the protocol now asks "
+              f"{max_steps(stage):,}: retraining", flush=True)
     snapshot = None if from_scratch else shipped_snapshot(stage)
     if stage in ABLATIONS:
         ablation_transforms()

@@ -113,6 +113,38 @@ def test_an_existing_run_folder_is_resumed_not_continued(script):
     assert script.needed("n96") == ["n96"]
 
 
+def test_an_ablation_shipped_under_a_shorter_protocol_is_retrained(script, capsys, monkeypatch):
+    assert script.max_steps("ablate-mbt2018-mean") == script.ABLATION_STEPS
+    _ship(script, "ablate-mbt2018-mean", 10000, snapshot=False)  # the 10,000-step protocol
+    assert script.ABLATION_STEPS > 10000
+    assert script.shipped_state("ablate-mbt2018-mean")[0] == "stale"
+    assert script.shipped_snapshot("ablate-mbt2018-mean") is None  # not continued either
+    assert script.needed("ablate-mbt2018-mean") == ["ablate-mbt2018-mean"]
+    ran = []
+    monkeypatch.setattr(script.subprocess, "run", lambda cmd, **kw: ran.append(cmd))
+    monkeypatch.setattr(script, "ablation_transforms", lambda: None)
+    script.run("ablate-mbt2018-mean")
+    assert "retraining" in capsys.readouterr().out
+    assert ran == [script.command("ablate-mbt2018-mean")]  # from scratch, the protocol's steps
+    _ship(script, "ablate-mbt2018-mean", script.ABLATION_STEPS, snapshot=False)
+    assert script.shipped_state("ablate-mbt2018-mean")[0] == "final"
+
+
+def test_an_ablation_run_folder_made_for_another_budget_is_neither_shipped_nor_resumed(script):
+    import json
+
+    out = script.RUNS / "ablate-mbt2018-gmm"
+    out.mkdir(parents=True)
+    (out / "final.pt").write_bytes(b"")
+    (out / "config.json").write_text(json.dumps({"config": {"steps": 10000}}))
+    assert script.made_for("ablate-mbt2018-gmm") == 10000
+    assert script.stale_run("ablate-mbt2018-gmm") and not script.finished("ablate-mbt2018-gmm")
+    with pytest.raises(SystemExit, match="made for 10,000 steps.*Move the folder away"):
+        script.run("ablate-mbt2018-gmm")
+    (out / "config.json").write_text(json.dumps({"config": {"steps": script.ABLATION_STEPS}}))
+    assert script.finished("ablate-mbt2018-gmm")
+
+
 # ------------------------------------------------------------------- OOD variants (issue 30)
 
 
