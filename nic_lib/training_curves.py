@@ -229,6 +229,57 @@ def shipped_logs(checkpoint: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | N
     return continuous_wall_time(pd.read_csv(log), pd.read_csv(evals) if evals.is_file() else None)
 
 
+#: Columns of :func:`protocol_budgets`.
+BUDGET_COLUMNS = ("model", "steps", "lr", "crops", "batch_size", "precision")
+
+
+def protocol_budgets(checkpoints: dict[str, str | Path]) -> pd.DataFrame:
+    """What each shipped ablation model was trained with: the budget an ordering rests on.
+
+    ``python -m nic_lib.train_entropy`` records its flags in the run's ``config.json``, which
+    :func:`nic_lib.training.ship_run` copies beside the checkpoint as ``<stem>.config.json``
+    (its ``config`` entry: ``steps``, ``lr``, ``crops``, ``batch_size``, ``precision``).
+
+    Args:
+        checkpoints: ``{label: <folder>/<stem>.pt}``; a label whose config is not shipped
+            is left out.
+
+    Returns:
+        One row per model (:data:`BUDGET_COLUMNS`), in the order given.
+    """
+    import json
+
+    rows = []
+    for label, checkpoint in checkpoints.items():
+        path = Path(checkpoint)
+        config = path.with_name(f"{path.stem}.config.json")
+        if not config.is_file():
+            continue
+        flags = json.loads(config.read_text()).get("config", {})
+        rows.append({"model": label, "steps": flags.get("steps", flags.get("max_steps")),
+                     **{k: flags.get(k) for k in BUDGET_COLUMNS[2:]}})
+    return pd.DataFrame(rows, columns=list(BUDGET_COLUMNS))
+
+
+def budget_summary(budgets: pd.DataFrame) -> str:
+    """One sentence on :func:`protocol_budgets`: the shared budget, or which models differ
+    (an ordering between models of unequal budgets is partly the budget's)."""
+    if budgets.empty:
+        return "No protocol model is shipped yet."
+    shared = [c for c in BUDGET_COLUMNS[1:] if budgets[c].nunique(dropna=False) == 1]
+    differ = [c for c in BUDGET_COLUMNS[1:] if c not in shared]
+    if not differ:
+        b = budgets.iloc[0]
+        return (f"All {len(budgets)} protocol models shipped so far were trained alike: "
+                f"{int(b['steps']):,} steps at learning rate {b['lr']:g}, {int(b['crops']):,} "
+                f"cached crops, batch {int(b['batch_size'])}, {b['precision']}.")
+    groups = budgets.groupby("steps", sort=True)["model"].apply(lambda m: ", ".join(m))
+    by_steps = "; ".join(f"{int(steps):,} steps: {models}" for steps, models in groups.items())
+    return (f"The shipped protocol models differ in {', '.join(differ)} ({by_steps}): an "
+            "ordering between models of different budgets is partly the budget's, until "
+            "`python scripts/train_cpu_profile.py` has retrained them all at the protocol's.")
+
+
 def continuous_wall_time(log: pd.DataFrame, evals: pd.DataFrame | None = None
                          ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Make ``wall_s`` count the whole training when a run was continued.

@@ -414,13 +414,26 @@ else:
 # **The ablation protocol** (`ablate-*` stages): every entropy model of the paper's
 # ablations, and the joint model itself (`mbt2018-protocol`), is trained from a fresh
 # initialisation on the *same frozen* g_a, g_s and gain units (those of the main line at
-# its step 26,500), for the same 10,000 steps, learning rate and crops
-# (`python -m nic_lib.train_entropy`, on latents cached once). With the transforms frozen
+# its step 26,500), for the same number of steps, learning rate and crops
+# (`python -m nic_lib.train_entropy`, on latents cached once; `ABLATION_STEPS` in
+# `scripts/train_cpu_profile.py`, 30,000 since 2026-12-07: at 10,000 the mean-and-scale head
+# was still under-trained). With the transforms frozen
 # the distortion is the same for every model, so each run minimises the rate of the same
 # latents and the ordering of the ablations reflects the entropy model alone. The paper
 # trains each model end to end, where the transforms also adapt to their entropy model:
-# that mixes the two effects, and nine such trainings are beyond this machine.
-#
+# that mixes the two effects, and nine such trainings are beyond this machine. The table
+# below reads each shipped model's own training record, so it shows whether the models
+# compared in this notebook really had the same budget.
+
+# %%
+protocol_files = {label: checkpoint_of(cpu_sources[label]) for label in
+                  [cpu_joint, *(label_of(m) for m in MODELS if m != "mbt2018"), *map(label_of, CONTEXT_VARIANTS)]
+                  if label in cpu_sources}
+protocol_budget = training_curves.protocol_budgets(protocol_files)
+display(protocol_budget)
+print(training_curves.budget_summary(protocol_budget))
+
+# %% [markdown]
 # Left: the main line's training loss, stage after stage, over its cumulative CPU hours (the
 # objective changes between stages: one λ, then six, then eight). Right: each protocol
 # run's training rate (bits per pixel of the same latents; lower is better, the distortion
@@ -841,6 +854,7 @@ if not bd_vs_joint.empty:
     for _, row in worse.sort_values("bd_rate_percent").iterrows():
         rel = "more" if row["bd_rate_percent"] > 0 else "fewer"
         lines.append(f"- {row['codec']}: {abs(row['bd_rate_percent']):.1f}% {rel} bits than the joint model ({row['reference']}).")
+    lines.append(f"- Budgets of those models (section 4): {training_curves.budget_summary(protocol_budget)}")
 if np.isfinite(context_saving):
     lines.append(f"- On {map_name} at quality {MAP_QUALITY}, the context saves {context_saving:.1%} of the mean-scale model's bits; "
                  f"the top 10% of positions hold {share_edges:.0%} of the savings (edges and textures in the map); without "

@@ -218,3 +218,29 @@ def test_a_run_of_some_levels_is_measured_against_the_other_runs_curve_at_the_sa
     # beyond the reference's top rate: the nearest level's difference and the bpp ratio
     assert np.isnan(t.loc[1, "gap_db"])
     assert t.loc[1, "beyond_db"] == pytest.approx(1.0) and t.loc[1, "beyond_bpp_ratio"] == pytest.approx(2.0)
+
+
+def _shipped_config(folder, stem, **flags):
+    import json
+
+    base = {"steps": 30000, "lr": 0.001, "crops": 16384, "batch_size": 8, "precision": "fp32"}
+    (folder / f"{stem}.config.json").write_text(json.dumps({"config": {**base, **flags}}))
+    return folder / f"{stem}.pt"
+
+
+def test_protocol_budgets_read_each_shipped_models_own_record(tmp_path):
+    files = {"joint": _shipped_config(tmp_path, "joint"), "mean": _shipped_config(tmp_path, "mean"),
+             "absent": tmp_path / "absent.pt"}
+    budgets = tc.protocol_budgets(files)
+    assert list(budgets["model"]) == ["joint", "mean"]  # a model without a record is left out
+    assert list(budgets.columns) == list(tc.BUDGET_COLUMNS)
+    assert "All 2 protocol models" in tc.budget_summary(budgets) and "30,000 steps" in tc.budget_summary(budgets)
+
+
+def test_a_budget_summary_names_the_models_trained_otherwise(tmp_path):
+    files = {"joint": _shipped_config(tmp_path, "joint", steps=10000),
+             "mean": _shipped_config(tmp_path, "mean"), "gmm": _shipped_config(tmp_path, "gmm", steps=10000)}
+    text = tc.budget_summary(tc.protocol_budgets(files))
+    assert "differ in steps" in text
+    assert "10,000 steps: joint, gmm" in text and "30,000 steps: mean" in text
+    assert tc.budget_summary(tc.protocol_budgets({})) == "No protocol model is shipped yet."
