@@ -202,7 +202,8 @@ STAGES["n96"] = ("n96-init", [
 #: (issue 25). 10,000 steps (until 2026-12-07) still under-trained the mean-and-scale head:
 #: mean-scale spent 3-6% more than scale-only; trained 30,000 steps each, mean-scale leads
 #: at 7 of 8 levels by 1.3-2.9% (README, *The ablation protocol's budget*). One core of an
-#: AVX-512 machine: ~35 min (scale hyperprior) to ~2.5 h (context models) per model.
+#: AVX-512 machine: ~20 min (scale hyperprior) to ~1.5 h (context models) per model
+#: (ABLATION_STEP_TIME; ``--list`` prints each).
 ABLATION_STEPS = 30000
 ABLATION_LR = "1e-3"
 #: Adam steps per level of the density pre-fit (nic_lib.train.prefit_densities).
@@ -282,9 +283,19 @@ N96_SHIPPED = CHECKPOINTS / "mbt2018" / "n96.pt"
 #: at load ~2.7): its budget below is 1.35 / 1.4.
 STEP_TIME = {"mbt2018-vr": 0.53, "mbt2018-pruned": 0.49, "mbt2018-fixed": 0.49,
              "mbt2018-msssim": 1.02, "elic2022": 0.97,
-             # the ablation protocol's entropy-only step: ~40 min per 10,000 steps on one core
-             # (ABLATION_STEPS' comment), 0.24 s
-             "entropy-only": 0.24}
+             # the scale hyperprior's entropy-only step (ablate-*-hyperprior*): its 30,000-step
+             # protocol run took 1,041 s with the latent caching, beside another run
+             "entropy-only": 0.035}
+#: Seconds per step of each ablation's entropy-only run (``nic_lib.train_entropy``, fp32,
+#: one thread, AVX-512 machine beside one other run, 2026-12-07; the caching of the latents
+#: included): measured for the scale hyperprior (1,041 s / 30,000 steps), mean-scale (3,172 s)
+#: and the joint model (0.18 s/step over its first 11,500 steps); the other context models
+#: are taken as the joint's (same context and entropy-parameter networks; the GMM's
+#: entropy parameters are 3x as wide, so it is a lower bound there), the factorized prior
+#: as the scale hyperprior's.
+ABLATION_STEP_TIME = {"bmshj2018-hyperprior": 0.035, "bmshj2018-factorized": 0.035,
+                      "mbt2018-mean": 0.105}
+ABLATION_CONTEXT_STEP_TIME = 0.18
 _OOD = ["--batch-size", "8", "--no-progress", "--schedule-clock", "steps",
         "--warmup-steps", "100", "--min-lr-ratio", "0.1", "--ema", "0.999",
         "--eval-every", "2000", "--eval-images", "4", "--eval-crop", "256", "--threads", "1"]
@@ -418,8 +429,13 @@ STAGES["n96-top"] = ("n96-top-init", [
 
 
 def ood_budget(stage: str) -> tuple[int, float]:
-    """(steps, estimated CPU hours) of an ood-* or low-rate stage: its steps x STEP_TIME."""
+    """(steps, estimated CPU hours) of an ood-*, low-rate or ablation stage: its steps x
+    STEP_TIME (an ablation's: ABLATION_STEP_TIME)."""
     flags = STAGES[stage][1]
+    if stage in ABLATIONS:
+        steps = int(flags[flags.index("--steps") + 1])
+        per_step = ABLATION_STEP_TIME.get(ABLATIONS[stage][0], ABLATION_CONTEXT_STEP_TIME)
+        return steps, steps * per_step / 3600
     if stage == "ablate-bmshj2018-hyperprior-lowrate":
         steps = int(flags[flags.index("--steps") + 1])
         return steps, steps * STEP_TIME["entropy-only"] / 3600
@@ -827,7 +843,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.list:
         for stage in STAGES:
             budget = (" [{} steps, ~{:.1f} CPU h]".format(*ood_budget(stage))
-                      if stage in OOD_STAGES or stage in LOWRATE_STAGES else "")
+                      if stage in OOD_STAGES or stage in LOWRATE_STAGES or stage in ABLATIONS
+                      else "")
             print(f"{stage}{budget}: {' '.join(command(stage)[1:])}")
         for name, (source, flags) in DERIVED.items():
             start = DERIVED_FROM_FILE.get(name, f"{source}/final.pt")

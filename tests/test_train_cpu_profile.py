@@ -130,6 +130,16 @@ def test_an_ablation_shipped_under_a_shorter_protocol_is_retrained(script, capsy
     assert script.shipped_state("ablate-mbt2018-mean")[0] == "final"
 
 
+def test_ablation_stages_are_listed_with_the_protocols_steps_and_their_cpu_hours(script, capsys):
+    script.main(["--list"])
+    out = "\n" + capsys.readouterr().out
+    for stage in script.ABLATIONS:
+        steps, hours = script.ood_budget(stage)
+        assert steps == script.ABLATION_STEPS and f"\n{stage} [{steps} steps, ~{hours:.1f} CPU h]" in out
+    # a context model costs more per step than the scale hyperprior
+    assert script.ood_budget("ablate-mbt2018-gmm")[1] > script.ood_budget("ablate-bmshj2018-hyperprior")[1]
+
+
 def test_an_ablation_run_folder_made_for_another_budget_is_neither_shipped_nor_resumed(script):
     import json
 
