@@ -35,6 +35,11 @@ SNAPSHOT --start-step S`` continues the schedule from step S with the snapshot's
 model and fresh optimizers (a warm-up ramp to the schedule's rate at S)::
 
     python -m nic_lib.train_entropy --resume ~/nic-runs/cpu-profile/ablate-mbt2018-gmm
+
+Every ``--keep-every`` steps (default 5,000) the run also keeps its entropy model as it is
+then (``snapshots/step-NNNNNN.pt``, weights only): :func:`kept_snapshot` turns one into a
+loadable checkpoint, so whether a model was better earlier in its schedule (on held-out
+images, at some levels) can be measured without training again.
 """
 
 from __future__ import annotations
@@ -88,6 +93,10 @@ class EntropyConfig:
     eval_crop: int = 256
     precision: str = "fp32"
     ckpt_every: int = 500
+    #: every this many steps the run also keeps its entropy model as it is then
+    #: (``snapshots/step-NNNNNN.pt``, :func:`kept_snapshot`), so that the budget can be judged
+    #: afterwards on held-out images without re-running (0: none)
+    keep_every: int = 5000
     init_from: str | None = None
     start_step: int = 0
 
@@ -128,6 +137,46 @@ def _save_ckpt(run_dir: Path, model, optimizer, aux_optimizer, step: int,
              "log_rows": log_rows, "acc": acc.tolist(), "torch_rng": torch.get_rng_state()}
     with fileio.atomic_path(run_dir / "ckpt.pt") as tmp:
         torch.save(state, tmp)
+
+
+def _keep_snapshot(run_dir: Path, model, step: int) -> None:
+    """``snapshots/step-NNNNNN.pt``: the model's weights after ``step`` (no optimizer state)."""
+    (run_dir / "snapshots").mkdir(exist_ok=True)
+    with fileio.atomic_path(run_dir / "snapshots" / f"step-{step:06d}.pt") as tmp:
+        torch.save({"step": step, "model": model.state_dict()}, tmp)
+
+
+def kept_snapshots(run_dir: str | Path) -> list[int]:
+    """The steps at which a run kept its entropy model (``--keep-every``), ascending."""
+    folder = Path(run_dir).expanduser() / "snapshots"
+    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("step-*.pt"))
+
+
+def kept_snapshot(run_dir: str | Path, step: int, dest: str | Path) -> Path:
+    """A checkpoint in the registry format (``nic_lib.models.load_checkpoint``) of the model a
+    run kept at ``step`` (finished or not), with ``step`` and ``snapshot_of`` at its top level.
+
+    Raises:
+        FileNotFoundError: the run kept nothing at that step (the steps it kept are named).
+    """
+    run_dir = Path(run_dir).expanduser()
+    kept = run_dir / "snapshots" / f"step-{step:06d}.pt"
+    if not kept.is_file():
+        raise FileNotFoundError(f"{run_dir} kept no model at step {step}; it kept "
+                                f"{kept_snapshots(run_dir) or 'none'} (--keep-every)")
+    config = json.loads((run_dir / "config.json").read_text())
+    fields = {f.name for f in dataclasses.fields(EntropyConfig)}
+    saved = {k: v for k, v in config["config"].items() if k in fields}
+    for key in ("qualities", "data"):
+        saved[key] = tuple(saved[key])
+    cfg = EntropyConfig(**{**saved, "out_dir": str(run_dir)})
+    tcfg = cfg.train_config(int(config["resolved"]["N"]), int(config["resolved"]["M"]))
+    model = T.build_model(tcfg)
+    model.load_state_dict(torch.load(kept, map_location="cpu", weights_only=True)["model"])
+    T.save_final(model.eval(), Path(dest), tcfg, {
+        "step": step, "snapshot_of": str(run_dir),
+        "train_info": {"protocol": "nic_lib.train_entropy", "start_step": cfg.start_step}})
+    return Path(dest)
 
 
 def resume_config(run_dir: str | Path) -> EntropyConfig:
@@ -270,6 +319,8 @@ def train_entropy(cfg: EntropyConfig, resume: bool = False) -> Path:
             fileio.atomic_write_text(run_dir / "log.csv", _csv(log_rows))
         if cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
             _save_ckpt(run_dir, model, optimizer, aux_optimizer, step + 1, log_rows, acc)
+        if cfg.keep_every and (step + 1) % cfg.keep_every == 0 and step + 1 < cfg.steps:
+            _keep_snapshot(run_dir, model, step + 1)
     model.eval()
     evals = []
     images = T.load_eval_images(tcfg)
@@ -308,7 +359,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--context-size", type=int)
     for name in ("crops", "crop", "batch_size", "steps", "warmup_steps", "prefit_densities",
                  "seed", "threads", "log_every", "eval_images", "eval_crop", "ckpt_every",
-                 "start_step"):
+                 "keep_every", "start_step"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("lr", "min_lr_ratio", "aux_lr", "clip_grad_norm"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))

@@ -159,3 +159,20 @@ def test_a_snapshot_continues_the_schedule_with_its_entropy_model(tmp_path, monk
         TE.train_entropy(_tiny(tmp_path, "bad", start_step=30))
     with pytest.raises(FileNotFoundError, match="ckpt.pt"):
         TE.resume_config(tmp_path / "nowhere")
+
+
+@needs_kodak
+def test_a_run_keeps_its_entropy_model_every_keep_every_steps(tmp_path, monkeypatch):
+    monkeypatch.setenv("NIC_CACHE_DIR", str(tmp_path / "cache"))
+    run = TE.train_entropy(_tiny(tmp_path, "kept", keep_every=20))
+    assert TE.kept_snapshots(run) == [20]  # not at the last step: final.pt is that one
+    model, ckpt = load_checkpoint(TE.kept_snapshot(run, 20, tmp_path / "at20.pt"), calibrated=False)
+    assert ckpt["step"] == 20 and ckpt["snapshot_of"] == str(run)
+    kept = torch.load(run / "snapshots" / "step-000020.pt", weights_only=True)["model"]
+    weights = dict(model.named_parameters())  # (the coder tables are rebuilt on loading)
+    assert weights and all(torch.equal(w, kept[k]) for k, w in weights.items())
+    final = _final_state(run)
+    assert any(not torch.equal(final[k], kept[k]) for k in weights)  # it trained on after step 20
+    with pytest.raises(FileNotFoundError, match=r"kept no model at step 30; it kept \[20\]"):
+        TE.kept_snapshot(run, 30, tmp_path / "at30.pt")
+    assert TE.kept_snapshots(TE.train_entropy(_tiny(tmp_path, "none", keep_every=0))) == []
