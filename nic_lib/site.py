@@ -61,9 +61,11 @@ FINDINGS_HEADING = "Findings"
 SUMMARY_MARKER = "<!-- Written by `python -m nic_lib.site` from {source} and its last complete cpu-profile run; not edited by hand. -->"
 #: ``save_figure(fig, "name")`` and ``fig_dir / "name.csv"`` in a notebook's code: what a section
 #: makes (listed only where the file exists).
-_FIGURE_CALL = re.compile(r"save_figure\(\s*[^,()]+(?:\([^()]*\))?\s*,\s*[\"']([\w-]+)[\"']")
+_FIGURE_CALL = re.compile(r"save_figure\(\s*[^,()]+(?:\([^()]*\))?\s*,\s*f?[\"']([\w{}-]+)[\"']")
 _TABLE_PATH = re.compile(r"fig_dir\s*/\s*[\"']([\w.-]+\.csv)[\"']")
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*$", re.MULTILINE)
+#: The default repr of an object, ``<pandas.io.formats.style.Styler at 0x7f...>``.
+_OBJECT_REPR = re.compile(r"^<[\w.]+( object)? at 0x[0-9a-f]+>$")
 
 
 @dataclass
@@ -207,7 +209,7 @@ def write_summary(source: Path, run: Run | None = None, folder: Path | None = No
                           "and writes them here.", ""]
     lines += ["## Figures and tables", ""]
     for heading, figures, tables in _made_by_section(nb):
-        present_figures = [f for f in figures if (folder / f"{f}.png").is_file()]
+        present_figures = [f for name in figures for f in _figure_files(folder, name)]
         present_tables = [t for t in tables if (folder / t).is_file()]
         if not present_figures and not present_tables:
             continue
@@ -216,6 +218,15 @@ def write_summary(source: Path, run: Run | None = None, folder: Path | None = No
         if present_tables:
             lines += ["Tables: " + ", ".join(f"[`{t}`]({t})" for t in present_tables), ""]
     return fileio.atomic_write_text(folder / SUMMARY_NAME, "\n".join(lines).rstrip() + "\n")
+
+
+def _figure_files(folder: Path, name: str) -> list[str]:
+    """The figures a ``save_figure`` call wrote into ``folder``: its name, or every file its
+    f-string template matches (``f"fig7_spectra_{codec}"``: one figure per codec), sorted."""
+    if "{" not in name:
+        return [name] if (folder / f"{name}.png").is_file() else []
+    pattern = re.sub(r"\{[^{}]*\}", "*", name)
+    return sorted(p.stem for p in folder.glob(f"{pattern}.png"))
 
 
 def _title_and_intro(nb: nbformat.NotebookNode) -> tuple[str, str]:
@@ -261,6 +272,9 @@ def _findings(nb: nbformat.NotebookNode) -> list[str]:
                 lines += [data["text/markdown"].strip(), ""]
             elif output.get("output_type") == "stream" and output.get("name") == "stdout":
                 lines += ["```text", output.get("text", "").rstrip(), "```", ""]
+            elif "text/plain" in data and _OBJECT_REPR.match(data["text/plain"].strip()):
+                # an object with only an HTML face (a pandas Styler): its repr says nothing
+                lines += ["(a styled table: see the rendered page, `make site`)", ""]
             elif "text/plain" in data:
                 lines += ["```text", data["text/plain"].rstrip(), "```", ""]
     return lines

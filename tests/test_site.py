@@ -41,6 +41,10 @@ fig, ax = plt.subplots(figsize=(3, 2))
 ax.plot([0, 1], [0, 1])
 plotting.save_figure(fig, "fig1_line", formats=("png",))
 plt.show()
+for part in ("left", "right"):  # one figure per item, named by an f-string
+    fig, ax = plt.subplots(figsize=(2, 2))
+    plotting.save_figure(fig, f"fig1_part_{part}", formats=("png",))
+    plt.close(fig)
 cache.write_table(pd.DataFrame({"x": [0, 1], "y": [0, 1]}), fig_dir / "line.csv")
 
 # %% [markdown]
@@ -48,6 +52,7 @@ cache.write_table(pd.DataFrame({"x": [0, 1], "y": [0, 1]}), fig_dir / "line.csv"
 
 # %%
 display(Markdown("- The line rises by 1 over 1: slope 1."))
+display(pd.DataFrame({"claim": ["slope"], "verdict": ["holds"]}).style)
 '''
 
 FAILING = '''\
@@ -115,7 +120,11 @@ def test_summary_has_the_findings_then_each_figure_and_table_under_its_section(b
     assert findings < summary.index("- The line rises by 1 over 1: slope 1.") < figures
     section = summary.index("### Figure 1 — a line")
     assert figures < section < summary.index("![fig1_line](fig1_line.png)") < summary.index("[`line.csv`](line.csv)")
+    assert section < summary.index("![fig1_part_left](fig1_part_left.png)") < summary.index(
+        "![fig1_part_right](fig1_part_right.png)")  # each file an f-string template wrote
     assert "make figures NB=01" in summary
+    # a styled table has no text of its own: its repr ("<pandas...Styler at 0x...>") is not copied
+    assert "Styler" not in summary and "(a styled table: see the rendered page" in summary
 
 
 def test_summary_depends_on_the_numbers_not_on_when_the_run_ended(built):
