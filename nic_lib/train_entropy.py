@@ -164,15 +164,28 @@ def kept_snapshot(run_dir: str | Path, step: int, dest: str | Path) -> Path:
     if not kept.is_file():
         raise FileNotFoundError(f"{run_dir} kept no model at step {step}; it kept "
                                 f"{kept_snapshots(run_dir) or 'none'} (--keep-every)")
-    config = json.loads((run_dir / "config.json").read_text())
+    state = torch.load(kept, map_location="cpu", weights_only=True)
+    return _save_snapshot(_run_config(run_dir), state["model"], step, dest)
+
+
+def _run_config(run_dir: Path) -> EntropyConfig:
+    """The configuration a run folder's ``config.json`` records (finished or not)."""
+    saved = json.loads((run_dir / "config.json").read_text())["config"]
     fields = {f.name for f in dataclasses.fields(EntropyConfig)}
-    saved = {k: v for k, v in config["config"].items() if k in fields}
+    saved = {k: v for k, v in saved.items() if k in fields}
     for key in ("qualities", "data"):
         saved[key] = tuple(saved[key])
-    cfg = EntropyConfig(**{**saved, "out_dir": str(run_dir)})
-    tcfg = cfg.train_config(int(config["resolved"]["N"]), int(config["resolved"]["M"]))
+    return EntropyConfig(**{**saved, "out_dir": str(run_dir)})
+
+
+def _save_snapshot(cfg: EntropyConfig, weights: dict, step: int, dest: str | Path) -> Path:
+    """A run's model with ``weights`` at ``step``, as a registry-format checkpoint with
+    ``step`` and ``snapshot_of`` at its top level."""
+    run_dir = Path(cfg.out_dir)
+    resolved = json.loads((run_dir / "config.json").read_text())["resolved"]
+    tcfg = cfg.train_config(int(resolved["N"]), int(resolved["M"]))
     model = T.build_model(tcfg)
-    model.load_state_dict(torch.load(kept, map_location="cpu", weights_only=True)["model"])
+    model.load_state_dict(weights)
     T.save_final(model.eval(), Path(dest), tcfg, {
         "step": step, "snapshot_of": str(run_dir),
         "train_info": {"protocol": "nic_lib.train_entropy", "start_step": cfg.start_step}})
@@ -190,12 +203,7 @@ def resume_config(run_dir: str | Path) -> EntropyConfig:
         raise FileNotFoundError(
             f"{run_dir} holds no ckpt.pt/config.json of a train_entropy run; start it without "
             "--resume (or continue a shipped snapshot with --init-from FILE --start-step S)")
-    saved = json.loads((run_dir / "config.json").read_text())["config"]
-    fields = {f.name for f in dataclasses.fields(EntropyConfig)}
-    saved = {k: v for k, v in saved.items() if k in fields}
-    for key in ("qualities", "data"):
-        saved[key] = tuple(saved[key])
-    return EntropyConfig(**{**saved, "out_dir": str(run_dir)})
+    return _run_config(run_dir)
 
 
 def snapshot_final(run_dir: str | Path, dest: str | Path) -> Path:
@@ -206,16 +214,8 @@ def snapshot_final(run_dir: str | Path, dest: str | Path) -> Path:
     at its top level; the run itself is untouched and resumes as before.
     """
     cfg = resume_config(run_dir)
-    run_dir = Path(cfg.out_dir)
-    resolved = json.loads((run_dir / "config.json").read_text())["resolved"]
-    tcfg = cfg.train_config(int(resolved["N"]), int(resolved["M"]))
-    model = T.build_model(tcfg)
-    state = torch.load(run_dir / "ckpt.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    T.save_final(model.eval(), Path(dest), tcfg, {
-        "step": int(state["step"]), "snapshot_of": str(run_dir),
-        "train_info": {"protocol": "nic_lib.train_entropy", "start_step": cfg.start_step}})
-    return Path(dest)
+    state = torch.load(Path(cfg.out_dir) / "ckpt.pt", map_location="cpu", weights_only=False)
+    return _save_snapshot(cfg, state["model"], int(state["step"]), dest)
 
 
 def train_entropy(cfg: EntropyConfig, resume: bool = False) -> Path:
